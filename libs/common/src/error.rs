@@ -1,0 +1,222 @@
+//! The platform's error codes. Each service has its own error enum that says its
+//! [`ErrorCode`] through [`ServiceError`]; [`to_status`] maps it to a `tonic::Status`
+//! once, with field violations as a google.rpc `BadRequest` detail, and the gateway
+//! maps a `Status` back to an HTTP status once.
+
+use std::panic::Location;
+
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    InvalidArgument,
+    Unauthenticated,
+    PermissionDenied,
+    NotFound,
+    AlreadyExists,
+    FailedPrecondition,
+    ResourceExhausted,
+    Aborted,
+    Cancelled,
+    DeadlineExceeded,
+    Unavailable,
+    Unimplemented,
+    Internal,
+}
+
+impl ErrorCode {
+    pub fn grpc(self) -> Code {
+        match self {
+            Self::InvalidArgument => Code::InvalidArgument,
+            Self::Unauthenticated => Code::Unauthenticated,
+            Self::PermissionDenied => Code::PermissionDenied,
+            Self::NotFound => Code::NotFound,
+            Self::AlreadyExists => Code::AlreadyExists,
+            Self::FailedPrecondition => Code::FailedPrecondition,
+            Self::ResourceExhausted => Code::ResourceExhausted,
+            Self::Aborted => Code::Aborted,
+            Self::Cancelled => Code::Cancelled,
+            Self::DeadlineExceeded => Code::DeadlineExceeded,
+            Self::Unavailable => Code::Unavailable,
+            Self::Unimplemented => Code::Unimplemented,
+            Self::Internal => Code::Internal,
+        }
+    }
+
+    pub fn from_grpc(code: Code) -> Self {
+        match code {
+            Code::InvalidArgument | Code::OutOfRange => Self::InvalidArgument,
+            Code::Unauthenticated => Self::Unauthenticated,
+            Code::PermissionDenied => Self::PermissionDenied,
+            Code::NotFound => Self::NotFound,
+            Code::AlreadyExists => Self::AlreadyExists,
+            Code::FailedPrecondition => Self::FailedPrecondition,
+            Code::ResourceExhausted => Self::ResourceExhausted,
+            Code::Aborted => Self::Aborted,
+            Code::Cancelled => Self::Cancelled,
+            Code::DeadlineExceeded => Self::DeadlineExceeded,
+            Code::Unavailable => Self::Unavailable,
+            Code::Unimplemented => Self::Unimplemented,
+            Code::Ok | Code::Unknown | Code::Internal | Code::DataLoss => Self::Internal,
+        }
+    }
+
+    pub fn http(self) -> http::StatusCode {
+        use http::StatusCode as S;
+        match self {
+            Self::InvalidArgument => S::UNPROCESSABLE_ENTITY,
+            Self::Unauthenticated => S::UNAUTHORIZED,
+            Self::PermissionDenied => S::FORBIDDEN,
+            Self::NotFound => S::NOT_FOUND,
+            Self::AlreadyExists | Self::Aborted => S::CONFLICT,
+            Self::FailedPrecondition => S::PRECONDITION_FAILED,
+            Self::ResourceExhausted => S::TOO_MANY_REQUESTS,
+            Self::Cancelled => S::from_u16(499).unwrap_or(S::BAD_REQUEST),
+            Self::DeadlineExceeded => S::GATEWAY_TIMEOUT,
+            Self::Unavailable => S::SERVICE_UNAVAILABLE,
+            Self::Unimplemented => S::NOT_IMPLEMENTED,
+            Self::Internal => S::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// A short stable slug, used as the last segment of problem `type` URIs.
+    pub fn slug(self) -> &'static str {
+        match self {
+            Self::InvalidArgument => "invalid-argument",
+            Self::Unauthenticated => "unauthenticated",
+            Self::PermissionDenied => "permission-denied",
+            Self::NotFound => "not-found",
+            Self::AlreadyExists => "already-exists",
+            Self::FailedPrecondition => "failed-precondition",
+            Self::ResourceExhausted => "resource-exhausted",
+            Self::Aborted => "conflict",
+            Self::Cancelled => "cancelled",
+            Self::DeadlineExceeded => "deadline-exceeded",
+            Self::Unavailable => "unavailable",
+            Self::Unimplemented => "unimplemented",
+            Self::Internal => "internal",
+        }
+    }
+}
+
+/// One invalid field of a request.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct FieldViolation {
+    pub field: String,
+    pub description: String,
+}
+
+impl FieldViolation {
+    pub fn new(field: impl Into<String>, description: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            description: description.into(),
+        }
+    }
+}
+
+/// What a service's error enum tells the platform about itself.
+pub trait ServiceError: std::error::Error {
+    fn code(&self) -> ErrorCode;
+
+    /// The invalid fields, for `InvalidArgument` errors.
+    fn field_violations(&self) -> Vec<FieldViolation> {
+        Vec::new()
+    }
+}
+
+/// Maps a service error to the `Status` sent to clients. Internal errors are logged
+/// with their cause and the caller's location, and reach the client as an opaque
+/// "internal error".
+#[track_caller]
+pub fn to_status<E: ServiceError>(err: E) -> Status {
+    let code = err.code();
+    if code == ErrorCode::Internal {
+        let location = Location::caller();
+        tracing::error!(error = %err, source = ?std::error::Error::source(&err), %location, "internal error");
+        return Status::internal("internal error");
+    }
+    let violations = err.field_violations();
+    if violations.is_empty() {
+        return Status::new(code.grpc(), err.to_string());
+    }
+    let mut details = ErrorDetails::new();
+    for violation in violations {
+        details.add_bad_request_violation(violation.field, violation.description);
+    }
+    Status::with_error_details(code.grpc(), err.to_string(), details)
+}
+
+/// The field violations carried by a `Status`, if any.
+pub fn field_violations(status: &Status) -> Vec<FieldViolation> {
+    status
+        .get_details_bad_request()
+        .map(|bad| {
+            bad.field_violations
+                .into_iter()
+                .map(|v| FieldViolation::new(v.field, v.description))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    enum Sample {
+        #[error("bad email")]
+        Invalid,
+        #[error("disk on fire")]
+        Broken,
+    }
+
+    impl ServiceError for Sample {
+        fn code(&self) -> ErrorCode {
+            match self {
+                Self::Invalid => ErrorCode::InvalidArgument,
+                Self::Broken => ErrorCode::Internal,
+            }
+        }
+        fn field_violations(&self) -> Vec<FieldViolation> {
+            match self {
+                Self::Invalid => vec![FieldViolation::new("email", "not an email address")],
+                Self::Broken => vec![],
+            }
+        }
+    }
+
+    #[test]
+    fn field_violations_survive_the_round_trip() {
+        let status = to_status(Sample::Invalid);
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert_eq!(
+            field_violations(&status),
+            vec![FieldViolation::new("email", "not an email address")]
+        );
+    }
+
+    #[test]
+    fn internal_errors_are_opaque() {
+        let status = to_status(Sample::Broken);
+        assert_eq!(status.code(), Code::Internal);
+        assert_eq!(status.message(), "internal error");
+    }
+
+    #[test]
+    fn every_code_round_trips_through_grpc() {
+        for code in [
+            ErrorCode::InvalidArgument,
+            ErrorCode::Unauthenticated,
+            ErrorCode::NotFound,
+            ErrorCode::AlreadyExists,
+            ErrorCode::ResourceExhausted,
+            ErrorCode::Unavailable,
+            ErrorCode::Internal,
+        ] {
+            assert_eq!(ErrorCode::from_grpc(code.grpc()), code);
+        }
+    }
+}

@@ -1,0 +1,38 @@
+//! What every Atelier service shares: configuration, telemetry, the platform error
+//! codes, the gRPC server and client plumbing, access-token verification, databases,
+//! the admin endpoint and graceful shutdown.
+
+pub mod admin;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod grpc;
+pub mod shutdown;
+pub mod telemetry;
+pub mod token;
+
+pub use error::{ErrorCode, FieldViolation, ServiceError};
+pub use token::{Caller, Claims, JwtVerifier};
+
+/// The time, passed in so tests control it.
+pub trait Clock: Send + Sync + 'static {
+    fn now(&self) -> time::OffsetDateTime;
+}
+
+/// The system clock.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> time::OffsetDateTime {
+        time::OffsetDateTime::now_utc()
+    }
+}
+
+/// A protobuf timestamp for `at`.
+pub fn timestamp(at: time::OffsetDateTime) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: at.unix_timestamp(),
+        nanos: at.nanosecond() as i32,
+    }
+}

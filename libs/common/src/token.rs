@@ -1,0 +1,202 @@
+//! Access-token verification, done by every service itself from the auth service's
+//! public keys (JWKS), cached and refreshed when an unknown `kid` shows up, so keys
+//! can rotate without a restart.
+
+use std::{
+    collections::HashMap,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use async_trait::async_trait;
+use atelier_proto::auth::v1::{GetJwksRequest, Jwk, auth_service_client::AuthServiceClient};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, decode_header};
+use serde::{Deserialize, Serialize};
+use tokio::sync::RwLock;
+use uuid::Uuid;
+
+/// Issuer and audience of every access token.
+pub const ISSUER: &str = "atelier";
+pub const AUDIENCE: &str = "atelier";
+
+/// Keys are refetched at least this often, so a removed key stops working.
+const KEYS_TTL: Duration = Duration::from_secs(300);
+/// An unknown `kid` triggers a refetch at most this often, so forged tokens cannot
+/// hammer the auth service.
+const REFETCH_BACKOFF: Duration = Duration::from_secs(5);
+
+/// The claims of an access token.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Claims {
+    /// The user id.
+    pub sub: String,
+    pub email: String,
+    pub iss: String,
+    pub aud: String,
+    pub iat: i64,
+    pub exp: i64,
+    pub jti: String,
+}
+
+/// The verified caller of a request, put in the request's extensions.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Caller {
+    pub user_id: Uuid,
+    pub email: String,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TokenError {
+    #[error("missing bearer token")]
+    Missing,
+    #[error("malformed token")]
+    Malformed,
+    #[error("token signed with an unknown key")]
+    UnknownKey,
+    #[error("token has expired")]
+    Expired,
+    #[error("invalid token")]
+    Invalid,
+    #[error("signing keys are unavailable")]
+    KeysUnavailable,
+}
+
+/// Where the public keys come from.
+#[async_trait]
+pub trait KeySource: Send + Sync {
+    async fn fetch(&self) -> anyhow::Result<Vec<Jwk>>;
+}
+
+/// Keys fetched from the auth service over gRPC.
+pub struct GrpcKeySource {
+    client: AuthServiceClient<tonic::transport::Channel>,
+}
+
+impl GrpcKeySource {
+    pub fn new(channel: tonic::transport::Channel) -> Self {
+        Self {
+            client: AuthServiceClient::new(channel),
+        }
+    }
+}
+
+#[async_trait]
+impl KeySource for GrpcKeySource {
+    async fn fetch(&self) -> anyhow::Result<Vec<Jwk>> {
+        let reply = self.client.clone().get_jwks(GetJwksRequest {}).await?;
+        Ok(reply.into_inner().keys)
+    }
+}
+
+/// A fixed set of keys (the auth service verifies with its own).
+pub struct StaticKeySource(pub Vec<Jwk>);
+
+#[async_trait]
+impl KeySource for StaticKeySource {
+    async fn fetch(&self) -> anyhow::Result<Vec<Jwk>> {
+        Ok(self.0.clone())
+    }
+}
+
+struct KeyCache {
+    keys: HashMap<String, DecodingKey>,
+    fetched_at: Option<Instant>,
+}
+
+/// Verifies access tokens: EdDSA only, known `kid`, issuer, audience, expiry.
+pub struct JwtVerifier {
+    source: Box<dyn KeySource>,
+    cache: RwLock<KeyCache>,
+    validation: Validation,
+}
+
+impl JwtVerifier {
+    pub fn new(source: impl KeySource + 'static) -> Arc<Self> {
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        validation.set_issuer(&[ISSUER]);
+        validation.set_audience(&[AUDIENCE]);
+        validation.set_required_spec_claims(&["exp", "sub", "iss", "aud"]);
+        validation.leeway = 5;
+        Arc::new(Self {
+            source: Box::new(source),
+            cache: RwLock::new(KeyCache {
+                keys: HashMap::new(),
+                fetched_at: None,
+            }),
+            validation,
+        })
+    }
+
+    /// Verifies the value of an `authorization` header (`Bearer <token>`).
+    pub async fn verify_header(&self, header: Option<&str>) -> Result<Caller, TokenError> {
+        let token = header
+            .and_then(|value| {
+                let (scheme, token) = value.split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then_some(token.trim())
+            })
+            .filter(|token| !token.is_empty())
+            .ok_or(TokenError::Missing)?;
+        self.verify(token).await
+    }
+
+    pub async fn verify(&self, token: &str) -> Result<Caller, TokenError> {
+        let header = decode_header(token).map_err(|_| TokenError::Malformed)?;
+        if header.alg != Algorithm::EdDSA {
+            return Err(TokenError::Invalid);
+        }
+        let kid = header.kid.ok_or(TokenError::UnknownKey)?;
+        let key = self.key(&kid).await?;
+        let data = decode::<Claims>(token, &key, &self.validation).map_err(|err| {
+            match err.kind() {
+                jsonwebtoken::errors::ErrorKind::ExpiredSignature => TokenError::Expired,
+                _ => TokenError::Invalid,
+            }
+        })?;
+        let user_id = Uuid::parse_str(&data.claims.sub).map_err(|_| TokenError::Invalid)?;
+        Ok(Caller {
+            user_id,
+            email: data.claims.email,
+        })
+    }
+
+    async fn key(&self, kid: &str) -> Result<DecodingKey, TokenError> {
+        {
+            let cache = self.cache.read().await;
+            let fresh = cache.fetched_at.is_some_and(|at| at.elapsed() < KEYS_TTL);
+            if fresh && let Some(key) = cache.keys.get(kid) {
+                return Ok(key.clone());
+            }
+            let recently = cache.fetched_at.is_some_and(|at| at.elapsed() < REFETCH_BACKOFF);
+            if recently {
+                return cache.keys.get(kid).cloned().ok_or(TokenError::UnknownKey);
+            }
+        }
+        let mut cache = self.cache.write().await;
+        // Another task may have refreshed while this one waited for the lock.
+        let recently = cache.fetched_at.is_some_and(|at| at.elapsed() < REFETCH_BACKOFF);
+        if !recently {
+            match self.source.fetch().await {
+                Ok(jwks) => {
+                    cache.keys = jwks
+                        .iter()
+                        .filter(|jwk| jwk.kty == "OKP" && jwk.crv == "Ed25519")
+                        // An Ed25519 public key is 32 bytes: 43 base64url characters.
+                        .filter(|jwk| jwk.x.len() == 43)
+                        .filter_map(|jwk| {
+                            DecodingKey::from_ed_components(&jwk.x)
+                                .ok()
+                                .map(|key| (jwk.kid.clone(), key))
+                        })
+                        .collect();
+                    cache.fetched_at = Some(Instant::now());
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "cannot fetch signing keys");
+                    // Keep serving with the keys already known.
+                    return cache.keys.get(kid).cloned().ok_or(TokenError::KeysUnavailable);
+                }
+            }
+        }
+        cache.keys.get(kid).cloned().ok_or(TokenError::UnknownKey)
+    }
+}

@@ -1,0 +1,102 @@
+//! gRPC handlers: decode, call the domain, encode.
+
+use std::sync::Arc;
+
+use atelier_common::{grpc::caller, timestamp};
+use atelier_proto::auth::v1::{
+    self as pb, auth_service_server::AuthService,
+};
+use tonic::{Request, Response, Status};
+
+use crate::domain::{Auth, Session, User};
+
+pub struct AuthApi {
+    auth: Arc<Auth>,
+}
+
+impl AuthApi {
+    pub fn new(auth: Arc<Auth>) -> Self {
+        Self { auth }
+    }
+}
+
+fn user(user: User) -> pb::User {
+    pb::User {
+        id: user.id.to_string(),
+        email: user.email,
+        created_at: Some(timestamp(user.created_at)),
+    }
+}
+
+fn session(session: Session) -> Option<pb::Session> {
+    Some(pb::Session {
+        access_token: session.access_token,
+        refresh_token: session.refresh_token,
+        token_type: "Bearer".into(),
+        expires_in: session.expires_in.as_secs() as i64,
+        user: Some(user(session.user)),
+    })
+}
+
+#[tonic::async_trait]
+impl AuthService for AuthApi {
+    async fn register(
+        &self,
+        request: Request<pb::RegisterRequest>,
+    ) -> Result<Response<pb::RegisterResponse>, Status> {
+        let request = request.into_inner();
+        let created = self.auth.register(&request.email, &request.password).await?;
+        Ok(Response::new(pb::RegisterResponse {
+            session: session(created),
+        }))
+    }
+
+    async fn login(
+        &self,
+        request: Request<pb::LoginRequest>,
+    ) -> Result<Response<pb::LoginResponse>, Status> {
+        let request = request.into_inner();
+        let signed_in = self.auth.login(&request.email, &request.password).await?;
+        Ok(Response::new(pb::LoginResponse {
+            session: session(signed_in),
+        }))
+    }
+
+    async fn refresh(
+        &self,
+        request: Request<pb::RefreshRequest>,
+    ) -> Result<Response<pb::RefreshResponse>, Status> {
+        let rotated = self.auth.refresh(&request.into_inner().refresh_token).await?;
+        Ok(Response::new(pb::RefreshResponse {
+            session: session(rotated),
+        }))
+    }
+
+    async fn logout(
+        &self,
+        request: Request<pb::LogoutRequest>,
+    ) -> Result<Response<pb::LogoutResponse>, Status> {
+        self.auth.logout(&request.into_inner().refresh_token).await?;
+        Ok(Response::new(pb::LogoutResponse {}))
+    }
+
+    async fn get_jwks(
+        &self,
+        _request: Request<pb::GetJwksRequest>,
+    ) -> Result<Response<pb::GetJwksResponse>, Status> {
+        Ok(Response::new(pb::GetJwksResponse {
+            keys: self.auth.keys().jwks().to_vec(),
+        }))
+    }
+
+    async fn get_current_user(
+        &self,
+        request: Request<pb::GetCurrentUserRequest>,
+    ) -> Result<Response<pb::GetCurrentUserResponse>, Status> {
+        let caller = caller(&request)?;
+        let found = self.auth.user(caller.user_id).await?;
+        Ok(Response::new(pb::GetCurrentUserResponse {
+            user: Some(user(found)),
+        }))
+    }
+}

@@ -1,0 +1,52 @@
+use atelier_common::{ErrorCode, FieldViolation, ServiceError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("the request has invalid fields")]
+    InvalidInput(Vec<FieldViolation>),
+    #[error("an account with this email already exists")]
+    EmailTaken,
+    #[error("invalid email or password")]
+    InvalidCredentials,
+    #[error("invalid refresh token")]
+    InvalidRefreshToken,
+    #[error("refresh token has expired")]
+    RefreshTokenExpired,
+    #[error("refresh token was already used; the session has been revoked")]
+    RefreshTokenReused,
+    #[error("account not found")]
+    UserNotFound,
+    #[error("database error")]
+    Database(#[from] sea_orm::DbErr),
+    #[error("{0}")]
+    Internal(#[from] anyhow::Error),
+}
+
+impl ServiceError for AuthError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            Self::InvalidInput(_) => ErrorCode::InvalidArgument,
+            Self::EmailTaken => ErrorCode::AlreadyExists,
+            Self::InvalidCredentials
+            | Self::InvalidRefreshToken
+            | Self::RefreshTokenExpired
+            | Self::RefreshTokenReused => ErrorCode::Unauthenticated,
+            Self::UserNotFound => ErrorCode::NotFound,
+            Self::Database(_) | Self::Internal(_) => ErrorCode::Internal,
+        }
+    }
+
+    fn field_violations(&self) -> Vec<FieldViolation> {
+        match self {
+            Self::InvalidInput(violations) => violations.clone(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+impl From<AuthError> for tonic::Status {
+    #[track_caller]
+    fn from(err: AuthError) -> Self {
+        atelier_common::error::to_status(err)
+    }
+}

@@ -1,0 +1,79 @@
+//! The auth service: accounts (argon2id), sessions (EdDSA access tokens and
+//! rotating refresh tokens) and the public keys every service verifies tokens with.
+
+pub mod api;
+pub mod domain;
+pub mod error;
+pub mod migration;
+pub mod store;
+
+use std::{path::PathBuf, sync::Arc};
+
+use atelier_common::{
+    SystemClock,
+    config::{self, Platform},
+    grpc::GrpcServer,
+    token::{JwtVerifier, StaticKeySource},
+};
+use atelier_proto::auth::v1::auth_service_server::AuthServiceServer;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use domain::{Auth, Lifetimes};
+use domain::keys::KeyRing;
+
+/// The auth service's settings.
+#[derive(Clone, Debug)]
+pub struct AuthConfig {
+    pub platform: Platform,
+    /// `JWT_KEYS_DIR`: PKCS#8 PEM Ed25519 keys; default `$DATA_DIR/keys`.
+    pub keys_dir: PathBuf,
+    pub lifetimes: Lifetimes,
+}
+
+impl AuthConfig {
+    pub fn from_env(platform: Platform) -> anyhow::Result<Self> {
+        let keys_dir = config::var("JWT_KEYS_DIR", platform.data_dir.join("keys"))?;
+        let lifetimes = Lifetimes {
+            access: config::seconds("ACCESS_TOKEN_TTL_SECS", 15 * 60)?,
+            refresh: config::seconds("REFRESH_TOKEN_TTL_SECS", 7 * 24 * 60 * 60)?,
+        };
+        Ok(Self {
+            platform,
+            keys_dir,
+            lifetimes,
+        })
+    }
+}
+
+/// Applies the auth schema's migrations.
+pub async fn migrate(platform: &Platform) -> anyhow::Result<()> {
+    let db = atelier_common::db::connect(platform, "auth").await?;
+    atelier_common::db::migrate::<migration::Migrator>(&db, "auth").await
+}
+
+/// Runs the auth service on `listener` until `shutdown`.
+pub async fn serve(config: AuthConfig, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let db = atelier_common::db::connect(&config.platform, "auth").await?;
+    atelier_common::db::migrate::<migration::Migrator>(&db, "auth").await?;
+    let keys = Arc::new(KeyRing::load_or_create(&config.keys_dir)?);
+    serve_with(db, keys, config.lifetimes, listener, shutdown).await
+}
+
+/// Runs the auth service over an open database with the given keys.
+pub async fn serve_with(
+    db: sea_orm::DatabaseConnection,
+    keys: Arc<KeyRing>,
+    lifetimes: Lifetimes,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let verifier = JwtVerifier::new(StaticKeySource(keys.jwks().to_vec()));
+    let auth = Auth::new(store::Store::new(db), keys, Arc::new(SystemClock), lifetimes)?;
+    GrpcServer::new("auth")
+        .add_service(AuthServiceServer::new(api::AuthApi::new(Arc::new(auth))))
+        .public::<AuthServiceServer<api::AuthApi>>(&["Register", "Login", "Refresh", "Logout", "GetJwks"])
+        .authenticate(verifier)
+        .serve(listener, shutdown)
+        .await
+}

@@ -1,0 +1,106 @@
+//! The auth schema. Migrations are never edited once shipped: add a new one.
+
+use sea_orm_migration::prelude::*;
+
+pub struct Migrator;
+
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(CreateUsersAndRefreshTokens)]
+    }
+}
+
+#[derive(DeriveIden)]
+enum Users {
+    Table,
+    Id,
+    Email,
+    PasswordHash,
+    CreatedAt,
+    UpdatedAt,
+}
+
+#[derive(DeriveIden)]
+enum RefreshTokens {
+    Table,
+    Id,
+    UserId,
+    FamilyId,
+    TokenHash,
+    ExpiresAt,
+    RevokedAt,
+    ReplacedBy,
+    CreatedAt,
+}
+
+struct CreateUsersAndRefreshTokens;
+
+impl MigrationName for CreateUsersAndRefreshTokens {
+    fn name(&self) -> &str {
+        "m20261125_000001_users_and_refresh_tokens"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for CreateUsersAndRefreshTokens {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table(Users::Table)
+                    .col(ColumnDef::new(Users::Id).uuid().not_null().primary_key())
+                    .col(ColumnDef::new(Users::Email).string_len(254).not_null().unique_key())
+                    .col(ColumnDef::new(Users::PasswordHash).string().not_null())
+                    .col(ColumnDef::new(Users::CreatedAt).timestamp_with_time_zone().not_null())
+                    .col(ColumnDef::new(Users::UpdatedAt).timestamp_with_time_zone().not_null())
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(RefreshTokens::Table)
+                    .col(ColumnDef::new(RefreshTokens::Id).uuid().not_null().primary_key())
+                    .col(ColumnDef::new(RefreshTokens::UserId).uuid().not_null())
+                    .col(ColumnDef::new(RefreshTokens::FamilyId).uuid().not_null())
+                    .col(ColumnDef::new(RefreshTokens::TokenHash).string_len(64).not_null().unique_key())
+                    .col(ColumnDef::new(RefreshTokens::ExpiresAt).timestamp_with_time_zone().not_null())
+                    .col(ColumnDef::new(RefreshTokens::RevokedAt).timestamp_with_time_zone().null())
+                    .col(ColumnDef::new(RefreshTokens::ReplacedBy).uuid().null())
+                    .col(ColumnDef::new(RefreshTokens::CreatedAt).timestamp_with_time_zone().not_null())
+                    .foreign_key(
+                        ForeignKey::create()
+                            .from(RefreshTokens::Table, RefreshTokens::UserId)
+                            .to(Users::Table, Users::Id)
+                            .on_delete(ForeignKeyAction::Cascade),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("refresh_tokens_family_idx")
+                    .table(RefreshTokens::Table)
+                    .col(RefreshTokens::FamilyId)
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("refresh_tokens_user_idx")
+                    .table(RefreshTokens::Table)
+                    .col(RefreshTokens::UserId)
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .drop_table(Table::drop().table(RefreshTokens::Table).to_owned())
+            .await?;
+        manager.drop_table(Table::drop().table(Users::Table).to_owned()).await
+    }
+}

@@ -1,0 +1,203 @@
+//! The auth tables and the queries on them.
+
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait,
+    QueryFilter, TransactionTrait, sea_query::Expr,
+};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+pub mod users {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "users")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: Uuid,
+        #[sea_orm(unique)]
+        pub email: String,
+        pub password_hash: String,
+        pub created_at: TimeDateTimeWithTimeZone,
+        pub updated_at: TimeDateTimeWithTimeZone,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod refresh_tokens {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "refresh_tokens")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: Uuid,
+        pub user_id: Uuid,
+        pub family_id: Uuid,
+        #[sea_orm(unique)]
+        pub token_hash: String,
+        pub expires_at: TimeDateTimeWithTimeZone,
+        pub revoked_at: Option<TimeDateTimeWithTimeZone>,
+        pub replaced_by: Option<Uuid>,
+        pub created_at: TimeDateTimeWithTimeZone,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub use refresh_tokens::Model as RefreshToken;
+pub use users::Model as User;
+
+/// What happened when a refresh token was presented for rotation.
+#[derive(Debug)]
+pub enum Rotation {
+    Rotated { user: User, family_id: Uuid },
+    /// Unknown token.
+    Unknown,
+    Expired,
+    /// Already rotated or revoked: the whole family has now been revoked.
+    Reused,
+}
+
+#[derive(Clone)]
+pub struct Store {
+    db: DatabaseConnection,
+}
+
+impl Store {
+    pub fn new(db: DatabaseConnection) -> Self {
+        Self { db }
+    }
+
+    pub fn connection(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
+    pub async fn insert_user(&self, user: User) -> Result<User, DbErr> {
+        let active = users::ActiveModel {
+            id: Set(user.id),
+            email: Set(user.email.clone()),
+            password_hash: Set(user.password_hash.clone()),
+            created_at: Set(user.created_at),
+            updated_at: Set(user.updated_at),
+        };
+        users::Entity::insert(active).exec_without_returning(&self.db).await?;
+        Ok(user)
+    }
+
+    pub async fn user_by_email(&self, email: &str) -> Result<Option<User>, DbErr> {
+        users::Entity::find()
+            .filter(users::Column::Email.eq(email))
+            .one(&self.db)
+            .await
+    }
+
+    pub async fn user_by_id(&self, id: Uuid) -> Result<Option<User>, DbErr> {
+        users::Entity::find_by_id(id).one(&self.db).await
+    }
+
+    pub async fn insert_refresh_token(&self, token: RefreshToken) -> Result<(), DbErr> {
+        insert_token(&self.db, token).await
+    }
+
+    /// Rotates the token whose hash is `hash` into `next`, atomically: of two
+    /// concurrent rotations of one token exactly one wins, and the other is
+    /// treated as reuse.
+    pub async fn rotate(
+        &self,
+        hash: &str,
+        next: impl FnOnce(&RefreshToken) -> RefreshToken,
+        now: OffsetDateTime,
+    ) -> Result<Rotation, DbErr> {
+        let txn = self.db.begin().await?;
+        let Some(current) = refresh_tokens::Entity::find()
+            .filter(refresh_tokens::Column::TokenHash.eq(hash))
+            .one(&txn)
+            .await?
+        else {
+            return Ok(Rotation::Unknown);
+        };
+        if current.revoked_at.is_some() || current.replaced_by.is_some() {
+            revoke_family(&txn, current.family_id, now).await?;
+            txn.commit().await?;
+            return Ok(Rotation::Reused);
+        }
+        if current.expires_at <= now {
+            return Ok(Rotation::Expired);
+        }
+        let successor = next(&current);
+        let claimed = refresh_tokens::Entity::update_many()
+            .col_expr(refresh_tokens::Column::ReplacedBy, Expr::value(successor.id))
+            .filter(refresh_tokens::Column::Id.eq(current.id))
+            .filter(refresh_tokens::Column::ReplacedBy.is_null())
+            .filter(refresh_tokens::Column::RevokedAt.is_null())
+            .exec(&txn)
+            .await?;
+        if claimed.rows_affected != 1 {
+            revoke_family(&txn, current.family_id, now).await?;
+            txn.commit().await?;
+            return Ok(Rotation::Reused);
+        }
+        insert_token(&txn, successor).await?;
+        let Some(user) = users::Entity::find_by_id(current.user_id).one(&txn).await? else {
+            return Ok(Rotation::Unknown);
+        };
+        txn.commit().await?;
+        Ok(Rotation::Rotated {
+            user,
+            family_id: current.family_id,
+        })
+    }
+
+    /// Revokes the family of the token whose hash is `hash`; false if unknown.
+    pub async fn revoke_family_of(&self, hash: &str, now: OffsetDateTime) -> Result<bool, DbErr> {
+        let Some(token) = refresh_tokens::Entity::find()
+            .filter(refresh_tokens::Column::TokenHash.eq(hash))
+            .one(&self.db)
+            .await?
+        else {
+            return Ok(false);
+        };
+        revoke_family(&self.db, token.family_id, now).await?;
+        Ok(true)
+    }
+
+    pub async fn refresh_token_by_hash(&self, hash: &str) -> Result<Option<RefreshToken>, DbErr> {
+        refresh_tokens::Entity::find()
+            .filter(refresh_tokens::Column::TokenHash.eq(hash))
+            .one(&self.db)
+            .await
+    }
+}
+
+async fn insert_token(db: &impl ConnectionTrait, token: RefreshToken) -> Result<(), DbErr> {
+    let active = refresh_tokens::ActiveModel {
+        id: Set(token.id),
+        user_id: Set(token.user_id),
+        family_id: Set(token.family_id),
+        token_hash: Set(token.token_hash),
+        expires_at: Set(token.expires_at),
+        revoked_at: Set(token.revoked_at),
+        replaced_by: Set(token.replaced_by),
+        created_at: Set(token.created_at),
+    };
+    refresh_tokens::Entity::insert(active).exec_without_returning(db).await?;
+    Ok(())
+}
+
+async fn revoke_family(db: &impl ConnectionTrait, family_id: Uuid, now: OffsetDateTime) -> Result<(), DbErr> {
+    refresh_tokens::Entity::update_many()
+        .col_expr(refresh_tokens::Column::RevokedAt, Expr::value(now))
+        .filter(refresh_tokens::Column::FamilyId.eq(family_id))
+        .filter(refresh_tokens::Column::RevokedAt.is_null())
+        .exec(db)
+        .await?;
+    Ok(())
+}
