@@ -1,1 +1,193 @@
-//! placeholder
+//! The gateway: REST (with its OpenAPI document), gRPC-web, and the web app, in
+//! front of the services' gRPC APIs. It holds no data of its own; every request
+//! becomes calls to the services that own the data.
+
+pub mod auth;
+pub mod grpc_web;
+pub mod layers;
+pub mod limits;
+pub mod openapi;
+pub mod problem;
+
+use std::{net::SocketAddr, path::PathBuf, sync::Arc};
+
+use atelier_common::{
+    admin::{self, Readiness},
+    config::{self, Platform},
+    grpc::{REQUEST_ID, channel, check_health},
+    token::{GrpcKeySource, JwtVerifier},
+};
+use atelier_proto::auth::v1::auth_service_client::AuthServiceClient;
+use axum::{
+    Router,
+    extract::{DefaultBodyLimit, Request},
+    http::{HeaderMap, HeaderValue},
+    middleware::{self, Next},
+    routing::{get, post},
+};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+use tower::{Layer, ServiceBuilder};
+use tower_http::{
+    compression::CompressionLayer,
+    request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
+    services::{ServeDir, ServeFile},
+    trace::TraceLayer,
+};
+
+use limits::{LimitConfig, Limits};
+
+/// The gateway's settings.
+#[derive(Clone, Debug)]
+pub struct GatewayConfig {
+    pub platform: Platform,
+    /// `PUBLIC_URL`: where users reach the platform; https turns on HSTS.
+    pub public_url: Option<String>,
+    /// `CORS_ALLOWED_ORIGINS`: comma-separated origins allowed to call the API
+    /// from other sites. Empty: same-origin only.
+    pub cors_origins: Vec<HeaderValue>,
+    /// `MAX_REQUEST_BODY_BYTES`: the largest JSON body accepted.
+    pub max_body_bytes: usize,
+    pub limits: LimitConfig,
+    /// `TRUST_PROXY_HEADERS`: take the client address from `X-Forwarded-For`.
+    pub trust_proxy: bool,
+    /// `WEB_DIR`: the built web app and API docs.
+    pub web_dir: PathBuf,
+}
+
+impl GatewayConfig {
+    pub fn from_env(platform: Platform) -> anyhow::Result<Self> {
+        let cors_origins = config::list("CORS_ALLOWED_ORIGINS")
+            .into_iter()
+            .map(|origin| {
+                HeaderValue::from_str(&origin)
+                    .map_err(|_| anyhow::anyhow!("CORS_ALLOWED_ORIGINS has an invalid origin {origin:?}"))
+            })
+            .collect::<anyhow::Result<_>>()?;
+        Ok(Self {
+            platform,
+            public_url: config::var_opt("PUBLIC_URL")?,
+            cors_origins,
+            max_body_bytes: config::var("MAX_REQUEST_BODY_BYTES", 1024 * 1024)?,
+            limits: LimitConfig {
+                per_ip: config::var("RATE_LIMIT_PER_IP", 600)?,
+                per_user: config::var("RATE_LIMIT_PER_USER", 600)?,
+                credentials_per_ip: config::var("RATE_LIMIT_LOGIN_PER_IP", 10)?,
+            },
+            trust_proxy: config::var("TRUST_PROXY_HEADERS", false)?,
+            web_dir: config::var("WEB_DIR", PathBuf::from("gateway/web/dist"))?,
+        })
+    }
+}
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub auth: AuthServiceClient<Channel>,
+    pub verifier: Arc<JwtVerifier>,
+    pub limits: Arc<Limits>,
+}
+
+/// A gRPC request carrying the caller's token and the request id onward.
+pub fn grpc_request<T>(message: T, headers: &HeaderMap) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    for name in [http::header::AUTHORIZATION.as_str(), REQUEST_ID] {
+        if let Some(value) = headers.get(name).and_then(|value| value.to_str().ok())
+            && let Ok(value) = value.parse()
+        {
+            request.metadata_mut().insert(name, value);
+        }
+    }
+    request
+}
+
+/// Serves the gateway on `listener` until `shutdown`.
+pub async fn serve(config: GatewayConfig, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let timeout = config.platform.grpc_timeout;
+    let auth_channel = channel(&config.platform.endpoints.auth.url, timeout)?;
+    let limits = Limits::new(config.limits, config.trust_proxy);
+    limits::spawn_pruning(limits.clone(), shutdown.clone());
+    let state = AppState {
+        auth: AuthServiceClient::new(auth_channel.clone()),
+        verifier: JwtVerifier::new(GrpcKeySource::new(auth_channel.clone())),
+        limits,
+    };
+    let readiness_channel = auth_channel.clone();
+    let readiness = Readiness::new().check("auth", move || {
+        check_health(readiness_channel.clone(), "atelier.auth.v1.AuthService")
+    });
+    if !config.web_dir.join("api-docs/index.html").exists() {
+        tracing::warn!(web_dir = %config.web_dir.display(), "web assets not built; run `make web`");
+    }
+    let app = router(&config, state, auth_channel, readiness.clone());
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, "gateway listening");
+    readiness.started();
+    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await?;
+    tracing::info!("gateway stopped");
+    Ok(())
+}
+
+/// The gateway's routes and layers.
+pub fn router(config: &GatewayConfig, state: AppState, auth_channel: Channel, readiness: Readiness) -> Router {
+    let credentials = Router::new()
+        .route("/api/auth/register", post(auth::register))
+        .route("/api/auth/login", post(auth::login))
+        .route("/api/auth/refresh", post(auth::refresh))
+        .route_layer(middleware::from_fn_with_state(state.clone(), limits::limit_credentials));
+
+    let grpc_web = tonic_web::GrpcWebLayer::new().layer(grpc_web::Forward::new(
+        auth_channel,
+        "atelier.auth.v1.AuthService",
+        &["Register", "Login", "Refresh", "Logout", "GetJwks", "GetCurrentUser"],
+    ));
+
+    let api = Router::new()
+        .merge(credentials)
+        .route("/api/auth/logout", post(auth::logout))
+        .route("/api/auth/me", get(auth::me))
+        .route("/.well-known/jwks.json", get(auth::jwks))
+        .route("/api/openapi.json", get(openapi::document))
+        .route_service("/atelier.auth.v1.AuthService/{*method}", grpc_web)
+        .route("/api/{*rest}", axum::routing::any(problem::fallback))
+        .route_layer(middleware::from_fn(layers::record_metrics))
+        .layer(middleware::from_fn_with_state(state.clone(), limits::limit_requests))
+        .layer(DefaultBodyLimit::max(config.max_body_bytes))
+        .with_state(state);
+
+    let docs = ServeDir::new(config.web_dir.join("api-docs"));
+    let web = ServeDir::new(&config.web_dir).fallback(ServeFile::new(config.web_dir.join("index.html")));
+    let hsts = config
+        .public_url
+        .as_deref()
+        .is_some_and(|url| url.starts_with("https://"));
+
+    Router::new()
+        .merge(api)
+        .merge(admin::router(readiness))
+        .route("/api/docs", get(|| async { axum::response::Redirect::permanent("/api/docs/") }))
+        .nest_service("/api/docs/", docs)
+        .fallback_service(web)
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+                .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
+                    let request_id = request
+                        .headers()
+                        .get(REQUEST_ID)
+                        .and_then(|value| value.to_str().ok())
+                        .unwrap_or_default();
+                    tracing::info_span!("http", method = %request.method(), path = %request.uri().path(), %request_id)
+                }))
+                .layer(PropagateRequestIdLayer::x_request_id())
+                .layer(middleware::from_fn(move |request: Request, next: Next| {
+                    layers::security_headers(hsts, request, next)
+                }))
+                .layer(layers::cors(&config.cors_origins))
+                .layer(CompressionLayer::new()),
+        )
+}
+

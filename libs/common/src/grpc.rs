@@ -301,3 +301,18 @@ where
         })
     }
 }
+
+/// Asks `channel`'s health service whether `service` is serving.
+pub async fn check_health(channel: Channel, service: &str) -> Result<(), String> {
+    use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus as Status, health_client::HealthClient};
+    let reply = HealthClient::new(channel)
+        .check(HealthCheckRequest {
+            service: service.to_owned(),
+        })
+        .await
+        .map_err(|status| status.message().to_owned())?;
+    match reply.into_inner().status() {
+        Status::Serving => Ok(()),
+        other => Err(format!("{service} is {}", other.as_str_name())),
+    }
+}

@@ -1,1 +1,60 @@
-fn main() {}
+//! `atelier`: one binary for the whole platform. `atelier serve` runs every service
+//! and the gateway in one process (each on its own port, talking real gRPC); `--target`
+//! picks a subset, as one Deployment per target does in production.
+
+mod serve;
+
+use clap::{Parser, Subcommand};
+use serve::Target;
+
+#[derive(Parser)]
+#[command(
+    name = "atelier",
+    version,
+    about = "Atelier: run fal.ai models on your images",
+    long_about = "Atelier: run fal.ai models on your images.\n\n\
+With no configuration, `atelier serve` starts the whole platform on this machine \
+(SQLite files and keys under ./data, the gateway on http://127.0.0.1:8080). \
+Configuration comes from environment variables; see the README for the table."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run services until SIGTERM or Ctrl-C
+    Serve {
+        /// Which services this process runs: all, or a comma-separated list
+        #[arg(long, short, value_delimiter = ',', default_value = "all", env = "ATELIER_TARGET")]
+        target: Vec<Target>,
+    },
+    /// Apply pending database migrations and exit
+    Migrate {
+        /// Whose schemas to migrate: all, or a comma-separated list
+        #[arg(long, short, value_delimiter = ',', default_value = "all")]
+        target: Vec<Target>,
+    },
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    if let Err(err) = atelier_common::telemetry::init_logging() {
+        eprintln!("atelier: {err:#}");
+        return std::process::ExitCode::FAILURE;
+    }
+    let result = match cli.command {
+        Command::Serve { target } => serve::serve(&target).await,
+        Command::Migrate { target } => serve::migrate(&target).await,
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!(error = format!("{err:#}"), "atelier stopped with an error");
+            eprintln!("atelier: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

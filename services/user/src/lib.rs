@@ -1,1 +1,14 @@
-//! placeholder
+//! The user service: profiles, settings, history and quotas.
+//!
+//! This crate so far runs the service's gRPC server with health and reflection,
+//! so every target of the binary starts and reports readiness; the RPCs of
+//! `proto/atelier/user/v1` are added with the capability that owns them.
+
+use atelier_common::grpc::GrpcServer;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// Runs the user service on `listener` until `shutdown`.
+pub async fn serve(listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+    GrpcServer::new("user").serve(listener, shutdown).await
+}

@@ -1,0 +1,166 @@
+#!/usr/bin/env bash
+# Prepares a machine for `make test`: system packages, a running PostgreSQL on
+# 127.0.0.1:5432 (user postgres, trust auth over TCP), a running Redis on 127.0.0.1:6379,
+# buf, rustfmt and clippy. Written for a fresh Debian 12 machine where we are root.
+# Idempotent: whatever is already there is left alone, and nothing is printed when there
+# is nothing to do. One line is printed per action taken.
+set -euo pipefail
+
+PG_HOST=127.0.0.1
+PG_PORT=5432
+REDIS_HOST=127.0.0.1
+REDIS_PORT=6379
+WAIT_SECONDS=30
+APT_LOG=/tmp/atelier-deps-apt.log
+
+say() { echo "deps: $*"; }
+die() {
+    echo "deps: error: $*" >&2
+    exit 1
+}
+have() { command -v "$1" >/dev/null 2>&1; }
+port_open() { timeout 2 bash -c ">/dev/tcp/$1/$2" 2>/dev/null; }
+installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
+
+# Rust toolchain: rustup's toolchains are far newer than Debian's rustc, so it must be there.
+have cargo || die "cargo not found: install Rust with rustup (https://rustup.rs) first"
+
+# ---------------------------------------------------------------------------------------
+# System packages, one apt-get update and one install, only when something is missing.
+packages=()
+fresh_postgres=0
+# Something may already serve these ports (another install, a container): then only the
+# clients are needed.
+if port_open "$PG_HOST" "$PG_PORT"; then
+    have psql && have pg_isready || packages+=(postgresql-client)
+elif ! have pg_ctlcluster || ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then
+    packages+=(postgresql)
+    fresh_postgres=1
+fi
+if ! port_open "$REDIS_HOST" "$REDIS_PORT" && ! have redis-server; then
+    packages+=(redis-server)
+fi
+have redis-cli || packages+=(redis-tools)
+if ! have node; then
+    packages+=(nodejs)
+    have npm || packages+=(npm)
+elif ! have npm; then
+    packages+=(npm)
+fi
+have pkg-config || packages+=(pkg-config)
+have cc || packages+=(gcc libc6-dev) # the linker cargo calls
+installed ca-certificates || packages+=(ca-certificates)
+if ! have buf && ! python3 -m pip --version >/dev/null 2>&1; then
+    packages+=(python3-pip)
+fi
+
+if ((${#packages[@]})); then
+    have apt-get || die "missing ${packages[*]} and no apt-get to install them with"
+    say "installing ${packages[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    if ! { apt-get update -q && apt-get install -y -q --no-install-recommends "${packages[@]}"; } \
+        >"$APT_LOG" 2>&1; then
+        tail -n 30 "$APT_LOG" >&2
+        die "apt-get failed (full log: $APT_LOG)"
+    fi
+fi
+
+# ---------------------------------------------------------------------------------------
+# PostgreSQL
+pg_ready() { pg_isready -q -h "$PG_HOST" -p "$PG_PORT" >/dev/null 2>&1; }
+pg_login() {
+    # Without a password: no PGPASSWORD, no ~/.pgpass.
+    env -u PGPASSWORD PGPASSFILE=/dev/null PGCONNECT_TIMEOUT=5 \
+        psql -w -X -q -h "$PG_HOST" -p "$PG_PORT" -U postgres -d postgres -Atc 'select 1' \
+        >/dev/null 2>&1
+}
+pg_version() {
+    local v
+    v=$(ls /etc/postgresql 2>/dev/null | sort -V | head -n 1 || true)
+    [[ -n $v ]] || v=$(ls /usr/lib/postgresql 2>/dev/null | sort -V | tail -n 1 || true)
+    echo "$v"
+}
+
+if ! pg_ready; then
+    version=$(pg_version)
+    [[ -n $version ]] || die "no PostgreSQL installation found under /usr/lib/postgresql"
+    if [[ ! -d /etc/postgresql/$version/main ]]; then
+        say "creating postgresql $version cluster main"
+        pg_createcluster "$version" main >/dev/null
+        fresh_postgres=1
+    fi
+    say "starting postgresql $version"
+    pg_ctlcluster --skip-systemctl-redirect "$version" main start ||
+        die "pg_ctlcluster could not start postgresql $version/main (see /var/log/postgresql/)"
+    for ((i = 0; i < WAIT_SECONDS; i++)); do
+        pg_ready && break
+        sleep 1
+    done
+    pg_ready || die "postgresql not ready on $PG_HOST:$PG_PORT after ${WAIT_SECONDS}s"
+fi
+
+if ((fresh_postgres)) || ! pg_login; then
+    version=$(pg_version)
+    hba=/etc/postgresql/$version/main/pg_hba.conf
+    [[ -f $hba ]] || die "cannot log in as postgres on $PG_HOST:$PG_PORT and no $hba to fix"
+    if ! grep -Eq '^host[[:space:]]+all[[:space:]]+all[[:space:]]+127\.0\.0\.1/32[[:space:]]+trust' "$hba" ||
+        ! grep -Eq '^host[[:space:]]+all[[:space:]]+all[[:space:]]+::1/128[[:space:]]+trust' "$hba"; then
+        say "setting trust auth for local TCP connections in $hba"
+        [[ -e $hba.orig ]] || cp "$hba" "$hba.orig"
+        sed -E -i \
+            -e 's#^(host[[:space:]]+all[[:space:]]+all[[:space:]]+127\.0\.0\.1/32[[:space:]]+)[a-z0-9-]+#\1trust#' \
+            -e 's#^(host[[:space:]]+all[[:space:]]+all[[:space:]]+::1/128[[:space:]]+)[a-z0-9-]+#\1trust#' \
+            "$hba"
+        # No such lines at all: put ours first (the first matching line wins).
+        for net in 127.0.0.1/32 ::1/128; do
+            grep -Eq "^host[[:space:]]+all[[:space:]]+all[[:space:]]+${net//./\\.}[[:space:]]+trust" "$hba" ||
+                sed -i "1i host all all $net trust" "$hba"
+        done
+        say "reloading postgresql $version"
+        pg_ctlcluster --skip-systemctl-redirect "$version" main reload
+        for ((i = 0; i < 10; i++)); do
+            pg_login && break
+            sleep 1
+        done
+    fi
+    pg_login || die "cannot log in as postgres without a password on $PG_HOST:$PG_PORT (check $hba)"
+fi
+
+# ---------------------------------------------------------------------------------------
+# Redis
+redis_ok() { [[ $(redis-cli -h "$REDIS_HOST" -p "$REDIS_PORT" ping 2>/dev/null) == PONG ]]; }
+
+if ! redis_ok; then
+    say "starting redis"
+    redis-server --daemonize yes --bind 127.0.0.1 -::1 --port "$REDIS_PORT" --save "" \
+        --appendonly no --dir /tmp --logfile /tmp/redis-atelier.log >/dev/null ||
+        die "redis-server failed to start (see /tmp/redis-atelier.log)"
+    for ((i = 0; i < WAIT_SECONDS; i++)); do
+        redis_ok && break
+        sleep 1
+    done
+    redis_ok || die "redis not answering PONG on $REDIS_HOST:$REDIS_PORT after ${WAIT_SECONDS}s (see /tmp/redis-atelier.log)"
+fi
+
+# ---------------------------------------------------------------------------------------
+# buf (from PyPI: buf-bin)
+if ! have buf; then
+    say "installing buf (pip: buf-bin)"
+    # Debian's python is "externally managed" (PEP 668); buf is a lone binary, so allow it.
+    PIP_BREAK_SYSTEM_PACKAGES=1 PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1 \
+        python3 -m pip install -q buf-bin || die "pip install buf-bin failed"
+    have pyenv && pyenv rehash
+    hash -r
+    have buf || die "buf-bin installed but buf is not on PATH ($PATH)"
+fi
+
+# ---------------------------------------------------------------------------------------
+# rustfmt and clippy
+components=()
+cargo fmt --version >/dev/null 2>&1 || components+=(rustfmt)
+cargo clippy --version >/dev/null 2>&1 || components+=(clippy)
+if ((${#components[@]})); then
+    have rustup || die "cargo ${components[*]} missing and no rustup to add them with"
+    say "adding rust components ${components[*]}"
+    rustup component add "${components[@]}" >/dev/null 2>&1 || die "rustup component add ${components[*]} failed"
+fi

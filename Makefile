@@ -1,0 +1,73 @@
+# Atelier: developer entry points. `make` (or `make help`) lists the targets.
+
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+MAKEFLAGS += --no-builtin-rules --no-print-directory
+.DELETE_ON_ERROR:
+.SUFFIXES:
+
+CARGO ?= cargo
+NPM ?= npm
+JOBS ?= 2
+# Where cargo puts its output: CARGO_TARGET_DIR when set (e.g. by .ci/run), else ./target.
+TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
+ATELIER_BIN := $(TARGET_DIR)/debug/atelier
+# Extra arguments for `atelier serve`, e.g. `make run ARGS='--target processing'`.
+ARGS ?=
+
+# Real backends for the integration tests (see .ci/deps.sh).
+TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/postgres
+TEST_REDIS_URL ?= redis://127.0.0.1:6379
+
+WEB_DIR := gateway/web
+# npm writes node_modules/.package-lock.json on every install: it stamps the install.
+WEB_DEPS := $(WEB_DIR)/node_modules/.package-lock.json
+
+.PHONY: help
+help: ## Show this help
+	@echo 'usage: make <target>'
+	@echo
+	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) \
+		| awk 'BEGIN {FS = ":.*## "}; {printf "  %-8s %s\n", $$1, $$2}'
+
+.PHONY: run
+run: web ## Build the web assets and the atelier binary (debug), then run `atelier serve`
+	$(CARGO) build -j$(JOBS) -p atelier
+	exec $(ATELIER_BIN) serve $(ARGS)
+
+.PHONY: test
+test: ## Everything CI runs: deps, web build, lint, then the workspace tests
+	bash .ci/deps.sh
+	$(MAKE) web
+	$(MAKE) lint
+	TEST_DATABASE_URL='$(TEST_DATABASE_URL)' TEST_REDIS_URL='$(TEST_REDIS_URL)' \
+		$(CARGO) test -j$(JOBS) --workspace 2>&1
+
+.PHONY: lint
+lint: ## cargo fmt --check, clippy -D warnings, buf lint
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy -j$(JOBS) --workspace --all-targets -- -D warnings
+	cd proto && buf lint
+
+.PHONY: fmt
+fmt: ## Format the Rust code
+	$(CARGO) fmt --all
+
+.PHONY: web
+web: $(WEB_DEPS) ## Build the web assets into gateway/web/dist
+	cd $(WEB_DIR) && $(NPM) run build --silent
+
+$(WEB_DEPS): $(WEB_DIR)/package.json $(wildcard $(WEB_DIR)/package-lock.json)
+	cd $(WEB_DIR) && if [[ -f package-lock.json ]]; then \
+		$(NPM) ci --no-audit --no-fund; else $(NPM) install --no-audit --no-fund; fi
+	touch $@
+
+.PHONY: bench
+bench: ## Run the benchmarks (none yet)
+	$(CARGO) bench -j$(JOBS) --workspace
+
+.PHONY: clean
+clean: ## Remove build output (cargo target dir, web dist and node_modules)
+	$(CARGO) clean
+	rm -rf $(WEB_DIR)/dist $(WEB_DIR)/node_modules

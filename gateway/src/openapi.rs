@@ -1,0 +1,43 @@
+//! The OpenAPI 3.1 document, generated from the handlers, and its Swagger UI.
+
+use utoipa::{
+    Modify, OpenApi,
+    openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
+};
+
+use crate::{auth, problem};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Atelier API",
+        description = "Run fal.ai models on your images: accounts, uploads, workflows, jobs and live events. \
+Errors are RFC 9457 problem documents (`application/problem+json`).",
+    ),
+    paths(auth::register, auth::login, auth::refresh, auth::logout, auth::me, auth::jwks),
+    components(schemas(problem::Problem, problem::ProblemField)),
+    modifiers(&BearerAuth),
+    tags((name = "auth", description = "Accounts and sessions")),
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+    }
+}
+
+pub async fn document() -> axum::Json<utoipa::openapi::OpenApi> {
+    axum::Json(ApiDoc::openapi())
+}

@@ -1,0 +1,149 @@
+//! RFC 9457 problem details: the one shape of every error the REST API returns.
+
+use atelier_common::{ErrorCode, FieldViolation, error::field_violations};
+use axum::{
+    extract::rejection::JsonRejection,
+    http::{HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+pub const CONTENT_TYPE: &str = "application/problem+json";
+
+/// An error response (`application/problem+json`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Problem {
+    /// A URI naming the kind of problem.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// A short summary of the kind of problem.
+    pub title: String,
+    /// The HTTP status code.
+    pub status: u16,
+    /// What went wrong with this request.
+    pub detail: String,
+    /// The request's invalid fields, if any.
+    pub errors: Vec<ProblemField>,
+    #[serde(skip)]
+    #[schema(ignore)]
+    retry_after: Option<u64>,
+}
+
+/// One invalid field.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProblemField {
+    /// The field's name, e.g. `email`.
+    pub field: String,
+    /// A JSON Pointer to the field in the request body, e.g. `#/email`.
+    pub pointer: String,
+    /// What is wrong with it.
+    pub detail: String,
+}
+
+impl From<FieldViolation> for ProblemField {
+    fn from(violation: FieldViolation) -> Self {
+        Self {
+            pointer: format!("#/{}", violation.field.replace('.', "/")),
+            field: violation.field,
+            detail: violation.description,
+        }
+    }
+}
+
+impl Problem {
+    pub fn new(status: StatusCode, slug: &str, detail: impl Into<String>) -> Self {
+        Self {
+            kind: format!("https://atelier.dev/problems/{slug}"),
+            title: status.canonical_reason().unwrap_or("Error").to_owned(),
+            status: status.as_u16(),
+            detail: detail.into(),
+            errors: Vec::new(),
+            retry_after: None,
+        }
+    }
+
+    pub fn code(code: ErrorCode, detail: impl Into<String>) -> Self {
+        Self::new(code.http(), code.slug(), detail)
+    }
+
+    pub fn invalid(violations: Vec<FieldViolation>) -> Self {
+        let mut problem = Self::code(ErrorCode::InvalidArgument, "the request has invalid fields");
+        problem.errors = violations.into_iter().map(ProblemField::from).collect();
+        problem
+    }
+
+    pub fn too_many_requests(retry_after_secs: u64) -> Self {
+        let mut problem = Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate-limited",
+            format!("too many requests; retry in {retry_after_secs} s"),
+        );
+        problem.retry_after = Some(retry_after_secs);
+        problem
+    }
+
+    pub fn not_found() -> Self {
+        Self::code(ErrorCode::NotFound, "no such resource")
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let retry_after = self.retry_after;
+        let mut response = (status, axum::Json(self)).into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
+        if let Some(seconds) = retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
+    }
+}
+
+/// A service's `Status`, mapped to HTTP once, here.
+impl From<tonic::Status> for Problem {
+    fn from(status: tonic::Status) -> Self {
+        let code = ErrorCode::from_grpc(status.code());
+        match code {
+            ErrorCode::Internal => {
+                tracing::error!(message = status.message(), "internal error from a service");
+                Self::code(code, "internal error; quote the x-request-id header when reporting it")
+            }
+            ErrorCode::Unavailable | ErrorCode::DeadlineExceeded => {
+                tracing::warn!(code = ?status.code(), message = status.message(), "service unavailable");
+                Self::code(code, "a service is unavailable; try again shortly")
+            }
+            _ => {
+                let mut problem = Self::code(code, status.message());
+                problem.errors = field_violations(&status).into_iter().map(ProblemField::from).collect();
+                problem
+            }
+        }
+    }
+}
+
+impl From<JsonRejection> for Problem {
+    fn from(rejection: JsonRejection) -> Self {
+        match rejection {
+            JsonRejection::JsonDataError(err) => {
+                Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-body", err.body_text())
+            }
+            JsonRejection::JsonSyntaxError(err) => {
+                Self::new(StatusCode::BAD_REQUEST, "malformed-body", err.body_text())
+            }
+            JsonRejection::MissingJsonContentType(_) => Self::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported-media-type",
+                "expected a body with content-type application/json",
+            ),
+            other => Self::new(other.status(), "bad-request", other.body_text()),
+        }
+    }
+}
+
+/// Every route that matches no handler.
+pub async fn fallback() -> Problem {
+    Problem::not_found()
+}

@@ -1,0 +1,178 @@
+//! Targets: which services one process runs.
+
+use std::{collections::BTreeSet, net::SocketAddr};
+
+use anyhow::Context;
+use atelier_common::{
+    admin::{self, Readiness},
+    config::Platform,
+    grpc::{channel, check_health},
+};
+use clap::ValueEnum;
+use tokio::{net::TcpListener, task::JoinSet};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
+pub enum Target {
+    /// Every service and the gateway
+    All,
+    /// REST, gRPC-web and the web app
+    Gateway,
+    Auth,
+    Image,
+    Processing,
+    Workflow,
+    User,
+}
+
+impl Target {
+    const SERVICES: [Target; 6] = [
+        Target::Auth,
+        Target::Image,
+        Target::Processing,
+        Target::Workflow,
+        Target::User,
+        Target::Gateway,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::All => "all",
+            Self::Gateway => "gateway",
+            Self::Auth => "auth",
+            Self::Image => "image",
+            Self::Processing => "processing",
+            Self::Workflow => "workflow",
+            Self::User => "user",
+        }
+    }
+
+    /// The gRPC service this target answers health checks for.
+    fn health_name(self) -> &'static str {
+        match self {
+            Self::Auth => "atelier.auth.v1.AuthService",
+            // The other services report overall health until their RPCs land.
+            _ => "",
+        }
+    }
+}
+
+fn expand(targets: &[Target]) -> BTreeSet<Target> {
+    if targets.contains(&Target::All) {
+        Target::SERVICES.into_iter().collect()
+    } else {
+        targets.iter().copied().collect()
+    }
+}
+
+async fn bind(target: Target, addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("{}: cannot listen on {addr}", target.name()))
+}
+
+pub async fn migrate(targets: &[Target]) -> anyhow::Result<()> {
+    let platform = Platform::from_env()?;
+    for target in expand(targets) {
+        if target == Target::Auth {
+            atelier_auth::migrate(&platform).await?;
+        }
+    }
+    Ok(())
+}
+
+pub async fn serve(targets: &[Target]) -> anyhow::Result<()> {
+    let platform = Platform::from_env()?;
+    let targets = expand(targets);
+    let shutdown = atelier_common::shutdown::on_signal();
+    let mut tasks = JoinSet::new();
+    let mut readiness = Readiness::new();
+    let endpoints = platform.endpoints.clone();
+
+    for &target in &targets {
+        let endpoint = match target {
+            Target::Auth => &endpoints.auth,
+            Target::Image => &endpoints.image,
+            Target::Processing => &endpoints.processing,
+            Target::Workflow => &endpoints.workflow,
+            Target::User => &endpoints.user,
+            Target::Gateway | Target::All => continue,
+        };
+        let listener = bind(target, endpoint.listen).await?;
+        let stop = shutdown.clone();
+        let name = target.name();
+        match target {
+            Target::Auth => {
+                let config = atelier_auth::AuthConfig::from_env(platform.clone())?;
+                tasks.spawn(async move { (name, atelier_auth::serve(config, listener, stop).await) });
+            }
+            Target::Image => {
+                tasks.spawn(async move { (name, atelier_image::serve(listener, stop).await) });
+            }
+            Target::Processing => {
+                tasks.spawn(async move { (name, atelier_processing::serve(listener, stop).await) });
+            }
+            Target::Workflow => {
+                tasks.spawn(async move { (name, atelier_workflow::serve(listener, stop).await) });
+            }
+            Target::User => {
+                tasks.spawn(async move { (name, atelier_user::serve(listener, stop).await) });
+            }
+            Target::Gateway | Target::All => {}
+        }
+        let own = channel(&endpoint.url, platform.grpc_timeout)?;
+        let service = target.health_name();
+        readiness = readiness.check(name, move || check_health(own.clone(), service));
+    }
+
+    if targets.contains(&Target::Gateway) {
+        let config = atelier_gateway::GatewayConfig::from_env(platform.clone())?;
+        let listener = bind(Target::Gateway, endpoints.gateway).await?;
+        let url = config
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", listener.local_addr().unwrap_or(endpoints.gateway)));
+        let stop = shutdown.clone();
+        tasks.spawn(async move { ("gateway", atelier_gateway::serve(config, listener, stop).await) });
+        println!("Atelier is running at {url}  (API docs: {url}/api/docs)");
+    }
+
+    let admin_listener = TcpListener::bind(platform.admin_addr)
+        .await
+        .with_context(|| format!("admin: cannot listen on {} (ADMIN_ADDR)", platform.admin_addr))?;
+    readiness.started();
+    tasks.spawn({
+        let stop = shutdown.clone();
+        async move { ("admin", admin::serve(admin_listener, readiness, stop).await) }
+    });
+
+    // The first target to stop takes the others down with it.
+    let mut failure = None;
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok((_, Ok(()))) => {}
+            Ok((name, Err(err))) => {
+                tracing::error!(target = name, error = format!("{err:#}"), "target failed");
+                failure.get_or_insert(err.context(format!("{name} failed")));
+            }
+            Err(err) => {
+                failure.get_or_insert(anyhow::anyhow!("a target panicked: {err}"));
+            }
+        }
+        shutdown.cancel();
+    }
+    failure.map_or(Ok(()), Err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn all_expands_to_every_service_and_the_gateway() {
+        assert_eq!(expand(&[Target::All]).len(), 6);
+        assert_eq!(
+            expand(&[Target::Auth, Target::Gateway]),
+            BTreeSet::from([Target::Auth, Target::Gateway])
+        );
+    }
+}
