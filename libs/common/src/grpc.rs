@@ -21,10 +21,12 @@ use tonic::{
     body::Body,
     server::NamedService,
     service::{Routes, RoutesBuilder},
-    transport::{Channel, Endpoint, Server},
+    transport::{Endpoint, Server},
 };
 use tonic_health::ServingStatus;
 use tower::{Layer, Service, ServiceBuilder};
+
+pub use tonic::transport::Channel;
 use tracing::Instrument;
 
 use crate::token::{Caller, JwtVerifier};
