@@ -60,7 +60,11 @@ impl Service<http::Request<Body>> for Forward {
         }
         let mut channel = self.channel.clone();
         Box::pin(async move {
-            match channel.call(request).await {
+            let forwarded = match tower::ServiceExt::ready(&mut channel).await {
+                Ok(ready) => ready.call(request).await,
+                Err(err) => Err(err),
+            };
+            match forwarded {
                 Ok(response) => Ok(response.map(Body::new)),
                 Err(err) => {
                     tracing::warn!(error = %err, "cannot reach the service behind a grpc-web call");

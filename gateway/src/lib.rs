@@ -104,6 +104,7 @@ pub fn grpc_request<T>(message: T, headers: &HeaderMap) -> tonic::Request<T> {
 
 /// Serves the gateway on `listener` until `shutdown`.
 pub async fn serve(config: GatewayConfig, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+    atelier_common::telemetry::metrics();
     let timeout = config.platform.grpc_timeout;
     let auth_channel = channel(&config.platform.endpoints.auth.url, timeout)?;
     let limits = Limits::new(config.limits, config.trust_proxy);

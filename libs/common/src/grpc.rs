@@ -89,6 +89,7 @@ impl GrpcServer {
 
     /// Serves until `shutdown` is cancelled, then lets in-flight calls finish.
     pub async fn serve(self, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+        crate::telemetry::metrics();
         let (health, health_service) = tonic_health::server::health_reporter();
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(atelier_proto::FILE_DESCRIPTOR_SET)
