@@ -60,7 +60,8 @@ pub struct TokenResponse {
 impl TryFrom<Option<pb::Session>> for TokenResponse {
     type Error = Problem;
     fn try_from(session: Option<pb::Session>) -> Result<Self, Problem> {
-        let session = session.ok_or_else(|| Problem::from(tonic::Status::internal("empty session")))?;
+        let session =
+            session.ok_or_else(|| Problem::from(tonic::Status::internal("empty session")))?;
         let user = session
             .user
             .ok_or_else(|| Problem::from(tonic::Status::internal("session without user")))?;
@@ -83,7 +84,11 @@ fn require(fields: &[(&str, &str)]) -> Result<(), Problem> {
         .filter(|(_, value)| value.trim().is_empty())
         .map(|(name, _)| FieldViolation::new(*name, "is required"))
         .collect();
-    if missing.is_empty() { Ok(()) } else { Err(Problem::invalid(missing)) }
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(Problem::invalid(missing))
+    }
 }
 
 /// Create an account and sign in.
@@ -215,7 +220,10 @@ pub async fn logout(
         (status = 401, description = "Missing or invalid access token", body = Problem, content_type = "application/problem+json"),
     )
 )]
-pub async fn me(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<UserInfo>, Problem> {
+pub async fn me(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<UserInfo>, Problem> {
     let reply = state
         .auth
         .clone()
@@ -253,7 +261,10 @@ pub struct JwksBody {
     get, path = "/.well-known/jwks.json", tag = "auth",
     responses((status = 200, description = "The JSON Web Key Set", body = JwksBody))
 )]
-pub async fn jwks(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<JwksBody>, Problem> {
+pub async fn jwks(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<JwksBody>, Problem> {
     let reply = state
         .auth
         .clone()

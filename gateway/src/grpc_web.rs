@@ -27,7 +27,12 @@ impl Forward {
     pub fn new(channel: Channel, service: &str, methods: &[&str]) -> Self {
         Self {
             channel,
-            methods: Arc::new(methods.iter().map(|method| format!("/{service}/{method}")).collect()),
+            methods: Arc::new(
+                methods
+                    .iter()
+                    .map(|method| format!("/{service}/{method}"))
+                    .collect(),
+            ),
         }
     }
 }
@@ -53,7 +58,9 @@ impl Service<http::Request<Body>> for Forward {
 
     fn call(&mut self, mut request: http::Request<Body>) -> Self::Future {
         if !self.methods.contains(request.uri().path()) {
-            return Box::pin(async { Ok(Status::unimplemented("no such public method").into_http()) });
+            return Box::pin(async {
+                Ok(Status::unimplemented("no such public method").into_http())
+            });
         }
         for name in &HOP_BY_HOP {
             request.headers_mut().remove(name);

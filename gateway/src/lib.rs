@@ -61,8 +61,9 @@ impl GatewayConfig {
         let cors_origins = config::list("CORS_ALLOWED_ORIGINS")
             .into_iter()
             .map(|origin| {
-                HeaderValue::from_str(&origin)
-                    .map_err(|_| anyhow::anyhow!("CORS_ALLOWED_ORIGINS has an invalid origin {origin:?}"))
+                HeaderValue::from_str(&origin).map_err(|_| {
+                    anyhow::anyhow!("CORS_ALLOWED_ORIGINS has an invalid origin {origin:?}")
+                })
             })
             .collect::<anyhow::Result<_>>()?;
         Ok(Self {
@@ -103,7 +104,11 @@ pub fn grpc_request<T>(message: T, headers: &HeaderMap) -> tonic::Request<T> {
 }
 
 /// Serves the gateway on `listener` until `shutdown`.
-pub async fn serve(config: GatewayConfig, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn serve(
+    config: GatewayConfig,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     atelier_common::telemetry::metrics();
     let timeout = config.platform.grpc_timeout;
     let auth_channel = channel(&config.platform.endpoints.auth.url, timeout)?;
@@ -125,25 +130,43 @@ pub async fn serve(config: GatewayConfig, listener: TcpListener, shutdown: Cance
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "gateway listening");
     readiness.started();
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await?;
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown.cancelled_owned())
+    .await?;
     tracing::info!("gateway stopped");
     Ok(())
 }
 
 /// The gateway's routes and layers.
-pub fn router(config: &GatewayConfig, state: AppState, auth_channel: Channel, readiness: Readiness) -> Router {
+pub fn router(
+    config: &GatewayConfig,
+    state: AppState,
+    auth_channel: Channel,
+    readiness: Readiness,
+) -> Router {
     let credentials = Router::new()
         .route("/api/auth/register", post(auth::register))
         .route("/api/auth/login", post(auth::login))
         .route("/api/auth/refresh", post(auth::refresh))
-        .route_layer(middleware::from_fn_with_state(state.clone(), limits::limit_credentials));
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            limits::limit_credentials,
+        ));
 
     let grpc_web = tonic_web::GrpcWebLayer::new().layer(grpc_web::Forward::new(
         auth_channel,
         "atelier.auth.v1.AuthService",
-        &["Register", "Login", "Refresh", "Logout", "GetJwks", "GetCurrentUser"],
+        &[
+            "Register",
+            "Login",
+            "Refresh",
+            "Logout",
+            "GetJwks",
+            "GetCurrentUser",
+        ],
     ));
 
     let api = Router::new()
@@ -155,12 +178,16 @@ pub fn router(config: &GatewayConfig, state: AppState, auth_channel: Channel, re
         .route_service("/atelier.auth.v1.AuthService/{*method}", grpc_web)
         .route("/api/{*rest}", axum::routing::any(problem::fallback))
         .route_layer(middleware::from_fn(layers::record_metrics))
-        .layer(middleware::from_fn_with_state(state.clone(), limits::limit_requests))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            limits::limit_requests,
+        ))
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
         .with_state(state);
 
     let docs = ServeDir::new(config.web_dir.join("api-docs"));
-    let web = ServeDir::new(&config.web_dir).fallback(ServeFile::new(config.web_dir.join("index.html")));
+    let web =
+        ServeDir::new(&config.web_dir).fallback(ServeFile::new(config.web_dir.join("index.html")));
     let hsts = config
         .public_url
         .as_deref()
@@ -191,4 +218,3 @@ pub fn router(config: &GatewayConfig, state: AppState, auth_channel: Channel, re
                 .layer(CompressionLayer::new()),
         )
 }
-

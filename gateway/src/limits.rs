@@ -81,7 +81,10 @@ impl Limits {
     }
 }
 
-fn check<K: Hash + Eq + Clone>(limiter: &DefaultKeyedRateLimiter<K>, key: &K) -> Result<(), Problem> {
+fn check<K: Hash + Eq + Clone>(
+    limiter: &DefaultKeyedRateLimiter<K>,
+    key: &K,
+) -> Result<(), Problem> {
     limiter.check_key(key).map_err(|not_until| {
         let wait = not_until.wait_time_from(DefaultClock::default().now());
         Problem::too_many_requests(wait.as_secs_f64().ceil().max(1.0) as u64)
@@ -90,7 +93,11 @@ fn check<K: Hash + Eq + Clone>(limiter: &DefaultKeyedRateLimiter<K>, key: &K) ->
 
 /// Every route: the per-IP limit, then, for a caller with a valid access token,
 /// the per-user limit. The verified caller is left in the request's extensions.
-pub async fn limit_requests(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+pub async fn limit_requests(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     if let Some(ip) = state.limits.client_ip(&request)
         && let Err(problem) = check(&state.limits.per_ip, &ip)
     {
@@ -112,7 +119,11 @@ pub async fn limit_requests(State(state): State<AppState>, mut request: Request,
 }
 
 /// The credential routes' stricter per-IP limit, against password guessing.
-pub async fn limit_credentials(State(state): State<AppState>, request: Request, next: Next) -> Response {
+pub async fn limit_credentials(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
     if let Some(ip) = state.limits.client_ip(&request)
         && let Err(problem) = check(&state.limits.credentials, &ip)
     {

@@ -109,7 +109,10 @@ impl From<tonic::Status> for Problem {
         match code {
             ErrorCode::Internal => {
                 tracing::error!(message = status.message(), "internal error from a service");
-                Self::code(code, "internal error; quote the x-request-id header when reporting it")
+                Self::code(
+                    code,
+                    "internal error; quote the x-request-id header when reporting it",
+                )
             }
             ErrorCode::Unavailable | ErrorCode::DeadlineExceeded => {
                 tracing::warn!(code = ?status.code(), message = status.message(), "service unavailable");
@@ -117,7 +120,10 @@ impl From<tonic::Status> for Problem {
             }
             _ => {
                 let mut problem = Self::code(code, status.message());
-                problem.errors = field_violations(&status).into_iter().map(ProblemField::from).collect();
+                problem.errors = field_violations(&status)
+                    .into_iter()
+                    .map(ProblemField::from)
+                    .collect();
                 problem
             }
         }
@@ -127,9 +133,11 @@ impl From<tonic::Status> for Problem {
 impl From<JsonRejection> for Problem {
     fn from(rejection: JsonRejection) -> Self {
         match rejection {
-            JsonRejection::JsonDataError(err) => {
-                Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-body", err.body_text())
-            }
+            JsonRejection::JsonDataError(err) => Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid-body",
+                err.body_text(),
+            ),
             JsonRejection::JsonSyntaxError(err) => {
                 Self::new(StatusCode::BAD_REQUEST, "malformed-body", err.body_text())
             }

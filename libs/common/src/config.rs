@@ -137,7 +137,9 @@ impl Platform {
             && !url.starts_with("postgres://")
             && !url.starts_with("postgresql://")
         {
-            bail!("DATABASE_URL must be a postgres:// URL; leave it unset for the embedded SQLite files");
+            bail!(
+                "DATABASE_URL must be a postgres:// URL; leave it unset for the embedded SQLite files"
+            );
         }
         Ok(Self {
             data_dir: var("DATA_DIR", PathBuf::from("./data"))?,

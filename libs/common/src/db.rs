@@ -14,12 +14,18 @@ use crate::config::Platform;
 const CONNECT_PATIENCE: Duration = Duration::from_secs(30);
 
 /// Connects to `service`'s schema, waiting a bounded time for the server.
-pub async fn connect(platform: &Platform, service: &'static str) -> anyhow::Result<DatabaseConnection> {
+pub async fn connect(
+    platform: &Platform,
+    service: &'static str,
+) -> anyhow::Result<DatabaseConnection> {
     match &platform.database_url {
         Some(url) => connect_postgres(url.expose(), service).await,
         None => {
             std::fs::create_dir_all(&platform.data_dir).with_context(|| {
-                format!("creating the data directory {}", platform.data_dir.display())
+                format!(
+                    "creating the data directory {}",
+                    platform.data_dir.display()
+                )
             })?;
             let path = platform.data_dir.join(format!("{service}.db"));
             connect_sqlite(&format!("sqlite://{}?mode=rwc", path.display())).await
@@ -28,7 +34,10 @@ pub async fn connect(platform: &Platform, service: &'static str) -> anyhow::Resu
 }
 
 /// Connects to `schema` in a PostgreSQL database, creating the schema if needed.
-pub async fn connect_postgres(url: &str, schema: &'static str) -> anyhow::Result<DatabaseConnection> {
+pub async fn connect_postgres(
+    url: &str,
+    schema: &'static str,
+) -> anyhow::Result<DatabaseConnection> {
     let bootstrap = retry_connect(ConnectOptions::new(url).max_connections(1).to_owned()).await?;
     let created = bootstrap
         .execute_unprepared(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""))
@@ -79,12 +88,18 @@ async fn retry_connect(options: ConnectOptions) -> anyhow::Result<DatabaseConnec
 
 /// Applies `M`'s pending migrations. On PostgreSQL an advisory lock makes replicas
 /// starting together take turns.
-pub async fn migrate<M: MigratorTrait>(db: &DatabaseConnection, service: &str) -> anyhow::Result<()> {
+pub async fn migrate<M: MigratorTrait>(
+    db: &DatabaseConnection,
+    service: &str,
+) -> anyhow::Result<()> {
     let lock = match db.get_database_backend() {
         sea_orm::DatabaseBackend::Postgres => {
             let txn = db.begin().await?;
-            txn.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({})", lock_key(service)))
-                .await?;
+            txn.execute_unprepared(&format!(
+                "SELECT pg_advisory_xact_lock({})",
+                lock_key(service)
+            ))
+            .await?;
             Some(txn)
         }
         _ => None,
@@ -103,11 +118,16 @@ pub async fn migrate<M: MigratorTrait>(db: &DatabaseConnection, service: &str) -
 fn lock_key(service: &str) -> i64 {
     let hash = service
         .bytes()
-        .fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3));
+        .fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+        });
     (hash >> 1) as i64
 }
 
 /// True when `err` is a unique-constraint violation, on either backend.
 pub fn is_unique_violation(err: &sea_orm::DbErr) -> bool {
-    matches!(err.sql_err(), Some(sea_orm::SqlErr::UniqueConstraintViolation(_)))
+    matches!(
+        err.sql_err(),
+        Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
+    )
 }

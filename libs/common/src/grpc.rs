@@ -76,8 +76,11 @@ impl GrpcServer {
     /// Methods that need no caller, as `Service/Method` names of `S`
     /// (e.g. `"Login"`). Every other method needs a valid access token.
     pub fn public<S: NamedService>(mut self, methods: &[&str]) -> Self {
-        self.public
-            .extend(methods.iter().map(|method| format!("/{}/{method}", S::NAME)));
+        self.public.extend(
+            methods
+                .iter()
+                .map(|method| format!("/{}/{method}", S::NAME)),
+        );
         self
     }
 
@@ -88,7 +91,11 @@ impl GrpcServer {
     }
 
     /// Serves until `shutdown` is cancelled, then lets in-flight calls finish.
-    pub async fn serve(self, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<()> {
         crate::telemetry::metrics();
         let (health, health_service) = tonic_health::server::health_reporter();
         let reflection = tonic_reflection::server::Builder::configure()
@@ -102,7 +109,9 @@ impl GrpcServer {
 
         let addr = listener.local_addr()?;
         for service in &self.services {
-            health.set_service_status(*service, ServingStatus::Serving).await;
+            health
+                .set_service_status(*service, ServingStatus::Serving)
+                .await;
         }
         tracing::info!(service = self.name, %addr, "grpc server listening");
 
@@ -123,7 +132,9 @@ impl GrpcServer {
         let signal = async move {
             stopping.cancelled().await;
             for service in services {
-                health.set_service_status(service, ServingStatus::NotServing).await;
+                health
+                    .set_service_status(service, ServingStatus::NotServing)
+                    .await;
             }
         };
         Server::builder()
@@ -307,7 +318,10 @@ where
 
 /// Asks `channel`'s health service whether `service` is serving.
 pub async fn check_health(channel: Channel, service: &str) -> Result<(), String> {
-    use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus as Status, health_client::HealthClient};
+    use tonic_health::pb::{
+        HealthCheckRequest, health_check_response::ServingStatus as Status,
+        health_client::HealthClient,
+    };
     let reply = HealthClient::new(channel)
         .check(HealthCheckRequest {
             service: service.to_owned(),

@@ -132,7 +132,9 @@ impl JwtVerifier {
         let token = header
             .and_then(|value| {
                 let (scheme, token) = value.split_once(' ')?;
-                scheme.eq_ignore_ascii_case("bearer").then_some(token.trim())
+                scheme
+                    .eq_ignore_ascii_case("bearer")
+                    .then_some(token.trim())
             })
             .filter(|token| !token.is_empty())
             .ok_or(TokenError::Missing)?;
@@ -146,12 +148,11 @@ impl JwtVerifier {
         }
         let kid = header.kid.ok_or(TokenError::UnknownKey)?;
         let key = self.key(&kid).await?;
-        let data = decode::<Claims>(token, &key, &self.validation).map_err(|err| {
-            match err.kind() {
+        let data =
+            decode::<Claims>(token, &key, &self.validation).map_err(|err| match err.kind() {
                 jsonwebtoken::errors::ErrorKind::ExpiredSignature => TokenError::Expired,
                 _ => TokenError::Invalid,
-            }
-        })?;
+            })?;
         let user_id = Uuid::parse_str(&data.claims.sub).map_err(|_| TokenError::Invalid)?;
         Ok(Caller {
             user_id,
@@ -166,14 +167,18 @@ impl JwtVerifier {
             if fresh && let Some(key) = cache.keys.get(kid) {
                 return Ok(key.clone());
             }
-            let recently = cache.fetched_at.is_some_and(|at| at.elapsed() < REFETCH_BACKOFF);
+            let recently = cache
+                .fetched_at
+                .is_some_and(|at| at.elapsed() < REFETCH_BACKOFF);
             if recently {
                 return cache.keys.get(kid).cloned().ok_or(TokenError::UnknownKey);
             }
         }
         let mut cache = self.cache.write().await;
         // Another task may have refreshed while this one waited for the lock.
-        let recently = cache.fetched_at.is_some_and(|at| at.elapsed() < REFETCH_BACKOFF);
+        let recently = cache
+            .fetched_at
+            .is_some_and(|at| at.elapsed() < REFETCH_BACKOFF);
         if !recently {
             match self.source.fetch().await {
                 Ok(jwks) => {
@@ -193,7 +198,11 @@ impl JwtVerifier {
                 Err(err) => {
                     tracing::warn!(error = %err, "cannot fetch signing keys");
                     // Keep serving with the keys already known.
-                    return cache.keys.get(kid).cloned().ok_or(TokenError::KeysUnavailable);
+                    return cache
+                        .keys
+                        .get(kid)
+                        .cloned()
+                        .ok_or(TokenError::KeysUnavailable);
                 }
             }
         }

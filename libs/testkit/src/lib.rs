@@ -60,12 +60,17 @@ impl TestDb {
     pub async fn create() -> anyhow::Result<Self> {
         let admin = admin_url();
         let name = format!("atelier_test_{}", uuid::Uuid::new_v4().simple());
-        let conn = Database::connect(&admin)
-            .await
-            .with_context(|| format!("PostgreSQL is not reachable at {admin} (TEST_DATABASE_URL); `make test` starts it"))?;
-        conn.execute_unprepared(&format!("CREATE DATABASE {name}")).await?;
+        let conn = Database::connect(&admin).await.with_context(|| {
+            format!(
+                "PostgreSQL is not reachable at {admin} (TEST_DATABASE_URL); `make test` starts it"
+            )
+        })?;
+        conn.execute_unprepared(&format!("CREATE DATABASE {name}"))
+            .await?;
         conn.close().await.ok();
-        let (base, _) = admin.rsplit_once('/').context("TEST_DATABASE_URL has no database name")?;
+        let (base, _) = admin
+            .rsplit_once('/')
+            .context("TEST_DATABASE_URL has no database name")?;
         Ok(Self {
             url: format!("{base}/{name}"),
             name,
@@ -78,7 +83,9 @@ impl Drop for TestDb {
         let name = self.name.clone();
         // Drop runs outside any runtime guarantee: use a thread with its own.
         let dropped = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
             runtime.block_on(async {
                 let conn = Database::connect(&admin_url()).await?;
                 conn.execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
@@ -143,7 +150,9 @@ impl TestPlatform {
     }
 
     pub async fn spawn_with(options: Options) -> Self {
-        Self::try_spawn(options).await.expect("spawning the test platform")
+        Self::try_spawn(options)
+            .await
+            .expect("spawning the test platform")
     }
 
     async fn try_spawn(options: Options) -> anyhow::Result<Self> {
@@ -176,7 +185,11 @@ impl TestPlatform {
             keys_dir: keys_dir.clone(),
             lifetimes: options.lifetimes,
         };
-        tokio::spawn(atelier_auth::serve(auth_config, auth_listener, shutdown.clone()));
+        tokio::spawn(atelier_auth::serve(
+            auth_config,
+            auth_listener,
+            shutdown.clone(),
+        ));
 
         let gateway_config = atelier_gateway::GatewayConfig {
             platform: platform.clone(),
@@ -191,7 +204,11 @@ impl TestPlatform {
             trust_proxy: false,
             web_dir: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../gateway/web/dist"),
         };
-        tokio::spawn(atelier_gateway::serve(gateway_config, gateway_listener, shutdown.clone()));
+        tokio::spawn(atelier_gateway::serve(
+            gateway_config,
+            gateway_listener,
+            shutdown.clone(),
+        ));
 
         let spawned = Self {
             gateway_url: format!("http://{gateway_addr}"),
@@ -211,7 +228,9 @@ impl TestPlatform {
         let channel = atelier_common::grpc::channel(&self.auth_url, Duration::from_secs(2))?;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
-            match atelier_common::grpc::check_health(channel.clone(), "atelier.auth.v1.AuthService").await {
+            match atelier_common::grpc::check_health(channel.clone(), "atelier.auth.v1.AuthService")
+                .await
+            {
                 Ok(()) => return Ok(()),
                 Err(err) if tokio::time::Instant::now() > deadline => {
                     anyhow::bail!("auth service not ready after 30 s: {err}")

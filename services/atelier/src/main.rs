@@ -27,7 +27,13 @@ enum Command {
     /// Run services until SIGTERM or Ctrl-C
     Serve {
         /// Which services this process runs: all, or a comma-separated list
-        #[arg(long, short, value_delimiter = ',', default_value = "all", env = "ATELIER_TARGET")]
+        #[arg(
+            long,
+            short,
+            value_delimiter = ',',
+            default_value = "all",
+            env = "ATELIER_TARGET"
+        )]
         target: Vec<Target>,
     },
     /// Apply pending database migrations and exit

@@ -103,7 +103,9 @@ pub async fn serve(targets: &[Target]) -> anyhow::Result<()> {
         match target {
             Target::Auth => {
                 let config = atelier_auth::AuthConfig::from_env(platform.clone())?;
-                tasks.spawn(async move { (name, atelier_auth::serve(config, listener, stop).await) });
+                tasks.spawn(
+                    async move { (name, atelier_auth::serve(config, listener, stop).await) },
+                );
             }
             Target::Image => {
                 tasks.spawn(async move { (name, atelier_image::serve(listener, stop).await) });
@@ -127,18 +129,30 @@ pub async fn serve(targets: &[Target]) -> anyhow::Result<()> {
     if targets.contains(&Target::Gateway) {
         let config = atelier_gateway::GatewayConfig::from_env(platform.clone())?;
         let listener = bind(Target::Gateway, endpoints.gateway).await?;
-        let url = config
-            .public_url
-            .clone()
-            .unwrap_or_else(|| format!("http://{}", listener.local_addr().unwrap_or(endpoints.gateway)));
+        let url = config.public_url.clone().unwrap_or_else(|| {
+            format!(
+                "http://{}",
+                listener.local_addr().unwrap_or(endpoints.gateway)
+            )
+        });
         let stop = shutdown.clone();
-        tasks.spawn(async move { ("gateway", atelier_gateway::serve(config, listener, stop).await) });
+        tasks.spawn(async move {
+            (
+                "gateway",
+                atelier_gateway::serve(config, listener, stop).await,
+            )
+        });
         println!("Atelier is running at {url}  (API docs: {url}/api/docs)");
     }
 
     let admin_listener = TcpListener::bind(platform.admin_addr)
         .await
-        .with_context(|| format!("admin: cannot listen on {} (ADMIN_ADDR)", platform.admin_addr))?;
+        .with_context(|| {
+            format!(
+                "admin: cannot listen on {} (ADMIN_ADDR)",
+                platform.admin_addr
+            )
+        })?;
     readiness.started();
     tasks.spawn({
         let stop = shutdown.clone();

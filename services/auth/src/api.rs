@@ -3,9 +3,7 @@
 use std::sync::Arc;
 
 use atelier_common::{grpc::caller, timestamp};
-use atelier_proto::auth::v1::{
-    self as pb, auth_service_server::AuthService,
-};
+use atelier_proto::auth::v1::{self as pb, auth_service_server::AuthService};
 use tonic::{Request, Response, Status};
 
 use crate::domain::{Auth, Session, User};
@@ -45,7 +43,10 @@ impl AuthService for AuthApi {
         request: Request<pb::RegisterRequest>,
     ) -> Result<Response<pb::RegisterResponse>, Status> {
         let request = request.into_inner();
-        let created = self.auth.register(&request.email, &request.password).await?;
+        let created = self
+            .auth
+            .register(&request.email, &request.password)
+            .await?;
         Ok(Response::new(pb::RegisterResponse {
             session: session(created),
         }))
@@ -66,7 +67,10 @@ impl AuthService for AuthApi {
         &self,
         request: Request<pb::RefreshRequest>,
     ) -> Result<Response<pb::RefreshResponse>, Status> {
-        let rotated = self.auth.refresh(&request.into_inner().refresh_token).await?;
+        let rotated = self
+            .auth
+            .refresh(&request.into_inner().refresh_token)
+            .await?;
         Ok(Response::new(pb::RefreshResponse {
             session: session(rotated),
         }))
@@ -76,7 +80,9 @@ impl AuthService for AuthApi {
         &self,
         request: Request<pb::LogoutRequest>,
     ) -> Result<Response<pb::LogoutResponse>, Status> {
-        self.auth.logout(&request.into_inner().refresh_token).await?;
+        self.auth
+            .logout(&request.into_inner().refresh_token)
+            .await?;
         Ok(Response::new(pb::LogoutResponse {}))
     }
 

@@ -19,8 +19,8 @@ use atelier_proto::auth::v1::auth_service_server::AuthServiceServer;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-pub use domain::{Auth, Lifetimes};
 use domain::keys::KeyRing;
+pub use domain::{Auth, Lifetimes};
 
 /// The auth service's settings.
 #[derive(Clone, Debug)]
@@ -53,7 +53,11 @@ pub async fn migrate(platform: &Platform) -> anyhow::Result<()> {
 }
 
 /// Runs the auth service on `listener` until `shutdown`.
-pub async fn serve(config: AuthConfig, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn serve(
+    config: AuthConfig,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let db = atelier_common::db::connect(&config.platform, "auth").await?;
     atelier_common::db::migrate::<migration::Migrator>(&db, "auth").await?;
     let keys = Arc::new(KeyRing::load_or_create(&config.keys_dir)?);
@@ -69,10 +73,17 @@ pub async fn serve_with(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let verifier = JwtVerifier::new(StaticKeySource(keys.jwks().to_vec()));
-    let auth = Auth::new(store::Store::new(db), keys, Arc::new(SystemClock), lifetimes)?;
+    let auth = Auth::new(
+        store::Store::new(db),
+        keys,
+        Arc::new(SystemClock),
+        lifetimes,
+    )?;
     GrpcServer::new("auth")
         .add_service(AuthServiceServer::new(api::AuthApi::new(Arc::new(auth))))
-        .public::<AuthServiceServer<api::AuthApi>>(&["Register", "Login", "Refresh", "Logout", "GetJwks"])
+        .public::<AuthServiceServer<api::AuthApi>>(&[
+            "Register", "Login", "Refresh", "Logout", "GetJwks",
+        ])
         .authenticate(verifier)
         .serve(listener, shutdown)
         .await

@@ -58,7 +58,10 @@ pub use users::Model as User;
 /// What happened when a refresh token was presented for rotation.
 #[derive(Debug)]
 pub enum Rotation {
-    Rotated { user: User, family_id: Uuid },
+    Rotated {
+        user: User,
+        family_id: Uuid,
+    },
     /// Unknown token.
     Unknown,
     Expired,
@@ -88,7 +91,9 @@ impl Store {
             created_at: Set(user.created_at),
             updated_at: Set(user.updated_at),
         };
-        users::Entity::insert(active).exec_without_returning(&self.db).await?;
+        users::Entity::insert(active)
+            .exec_without_returning(&self.db)
+            .await?;
         Ok(user)
     }
 
@@ -134,7 +139,10 @@ impl Store {
         }
         let successor = next(&current);
         let claimed = refresh_tokens::Entity::update_many()
-            .col_expr(refresh_tokens::Column::ReplacedBy, Expr::value(successor.id))
+            .col_expr(
+                refresh_tokens::Column::ReplacedBy,
+                Expr::value(successor.id),
+            )
             .filter(refresh_tokens::Column::Id.eq(current.id))
             .filter(refresh_tokens::Column::ReplacedBy.is_null())
             .filter(refresh_tokens::Column::RevokedAt.is_null())
@@ -188,11 +196,17 @@ async fn insert_token(db: &impl ConnectionTrait, token: RefreshToken) -> Result<
         replaced_by: Set(token.replaced_by),
         created_at: Set(token.created_at),
     };
-    refresh_tokens::Entity::insert(active).exec_without_returning(db).await?;
+    refresh_tokens::Entity::insert(active)
+        .exec_without_returning(db)
+        .await?;
     Ok(())
 }
 
-async fn revoke_family(db: &impl ConnectionTrait, family_id: Uuid, now: OffsetDateTime) -> Result<(), DbErr> {
+async fn revoke_family(
+    db: &impl ConnectionTrait,
+    family_id: Uuid,
+    now: OffsetDateTime,
+) -> Result<(), DbErr> {
     refresh_tokens::Entity::update_many()
         .col_expr(refresh_tokens::Column::RevokedAt, Expr::value(now))
         .filter(refresh_tokens::Column::FamilyId.eq(family_id))

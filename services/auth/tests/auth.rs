@@ -41,9 +41,10 @@ async fn refresh(client: &mut Client, token: &str) -> Result<pb::Session, tonic:
 
 async fn current_user(client: &mut Client, token: &str) -> Result<pb::User, tonic::Status> {
     let mut request = Request::new(pb::GetCurrentUserRequest {});
-    request
-        .metadata_mut()
-        .insert("authorization", format!("Bearer {token}").parse().expect("header"));
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {token}").parse().expect("header"),
+    );
     client
         .get_current_user(request)
         .await
@@ -67,9 +68,14 @@ async fn register_login_refresh_logout(backend: Backend) {
     assert_eq!(registered.token_type, "Bearer");
     assert_eq!(registered.expires_in, 900);
     let user = registered.user.clone().expect("user");
-    assert_eq!(user.email, "ada@example.com", "emails are stored normalised");
+    assert_eq!(
+        user.email, "ada@example.com",
+        "emails are stored normalised"
+    );
 
-    let me = current_user(&mut client, &registered.access_token).await.expect("me");
+    let me = current_user(&mut client, &registered.access_token)
+        .await
+        .expect("me");
     assert_eq!(me.id, user.id);
 
     let login = client
@@ -84,9 +90,13 @@ async fn register_login_refresh_logout(backend: Backend) {
         .expect("session");
     assert_eq!(login.user.expect("user").id, user.id);
 
-    let rotated = refresh(&mut client, &login.refresh_token).await.expect("refresh");
+    let rotated = refresh(&mut client, &login.refresh_token)
+        .await
+        .expect("refresh");
     assert_ne!(rotated.refresh_token, login.refresh_token);
-    current_user(&mut client, &rotated.access_token).await.expect("new access token works");
+    current_user(&mut client, &rotated.access_token)
+        .await
+        .expect("new access token works");
 
     client
         .logout(pb::LogoutRequest {
@@ -94,12 +104,18 @@ async fn register_login_refresh_logout(backend: Backend) {
         })
         .await
         .expect("logout");
-    let after = refresh(&mut client, &rotated.refresh_token).await.expect_err("logged out");
+    let after = refresh(&mut client, &rotated.refresh_token)
+        .await
+        .expect_err("logged out");
     assert_eq!(after.code(), Code::Unauthenticated);
     // The registration's own session is another family and still works.
-    refresh(&mut client, &registered.refresh_token).await.expect("other session unaffected");
+    refresh(&mut client, &registered.refresh_token)
+        .await
+        .expect("other session unaffected");
 
-    let unknown = refresh(&mut client, "not-a-token").await.expect_err("unknown");
+    let unknown = refresh(&mut client, "not-a-token")
+        .await
+        .expect_err("unknown");
     assert_eq!(unknown.code(), Code::Unauthenticated);
 }
 
@@ -107,14 +123,24 @@ async fn reusing_a_rotated_token_revokes_its_family(backend: Backend) {
     let platform = TestPlatform::spawn(backend).await;
     let mut client = client(&platform);
     let first = register(&mut client, "grace@example.com").await;
-    let second = refresh(&mut client, &first.refresh_token).await.expect("rotate once");
+    let second = refresh(&mut client, &first.refresh_token)
+        .await
+        .expect("rotate once");
 
-    let reuse = refresh(&mut client, &first.refresh_token).await.expect_err("reuse");
+    let reuse = refresh(&mut client, &first.refresh_token)
+        .await
+        .expect_err("reuse");
     assert_eq!(reuse.code(), Code::Unauthenticated);
-    assert!(reuse.message().contains("already used"), "{}", reuse.message());
+    assert!(
+        reuse.message().contains("already used"),
+        "{}",
+        reuse.message()
+    );
 
     // The thief's replay took the legitimate holder's newer token down too.
-    let revoked = refresh(&mut client, &second.refresh_token).await.expect_err("family revoked");
+    let revoked = refresh(&mut client, &second.refresh_token)
+        .await
+        .expect_err("family revoked");
     assert_eq!(revoked.code(), Code::Unauthenticated);
 }
 
@@ -150,7 +176,10 @@ async fn bad_registrations_name_their_fields(backend: Backend) {
             .await
             .expect_err("invalid registration");
         assert_eq!(status.code(), Code::InvalidArgument, "{email:?}");
-        let named: Vec<_> = field_violations(&status).into_iter().map(|v| v.field).collect();
+        let named: Vec<_> = field_violations(&status)
+            .into_iter()
+            .map(|v| v.field)
+            .collect();
         assert_eq!(named, fields, "{email:?} / {password:?}");
     }
 }
@@ -182,10 +211,15 @@ async fn forged_and_expired_tokens_are_rejected(backend: Backend) {
     // A token the server's key signed is accepted: the forgeries below differ only
     // in what they break.
     let genuine = server_keys.sign(&claims(now + 600)).expect("sign");
-    current_user(&mut client, &genuine).await.expect("genuine token");
+    current_user(&mut client, &genuine)
+        .await
+        .expect("genuine token");
 
     let expired = server_keys.sign(&claims(now - 120)).expect("sign");
-    let other_key = KeyRing::ephemeral().expect("other key").sign(&claims(now + 600)).expect("sign");
+    let other_key = KeyRing::ephemeral()
+        .expect("other key")
+        .sign(&claims(now + 600))
+        .expect("sign");
     let mut tampered = genuine.clone();
     let last = tampered.pop().expect("signature");
     tampered.push(if last == 'A' { 'B' } else { 'A' });
@@ -193,12 +227,18 @@ async fn forged_and_expired_tokens_are_rejected(backend: Backend) {
     elevated.sub = uuid::Uuid::new_v4().to_string();
     let swapped_claims = {
         let parts: Vec<_> = genuine.split('.').collect();
-        let forged = unsigned(&serde_json::json!({"alg": "EdDSA", "typ": "JWT", "kid": kid}), &elevated);
+        let forged = unsigned(
+            &serde_json::json!({"alg": "EdDSA", "typ": "JWT", "kid": kid}),
+            &elevated,
+        );
         format!("{forged}.{}", parts[2])
     };
     let alg_none = format!(
         "{}.",
-        unsigned(&serde_json::json!({"alg": "none", "typ": "JWT", "kid": kid}), &claims(now + 600))
+        unsigned(
+            &serde_json::json!({"alg": "none", "typ": "JWT", "kid": kid}),
+            &claims(now + 600)
+        )
     );
     let hmac = {
         let header = jsonwebtoken::Header {
@@ -247,7 +287,11 @@ async fn unknown_email_and_wrong_password_are_indistinguishable(backend: Backend
             })
             .await
             .expect_err("bad credentials");
-        (started.elapsed(), status.code(), status.message().to_owned())
+        (
+            started.elapsed(),
+            status.code(),
+            status.message().to_owned(),
+        )
     };
     let (mut unknown, mut wrong) = (Vec::new(), Vec::new());
     let mut answers = std::collections::HashSet::new();

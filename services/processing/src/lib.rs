@@ -10,5 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 /// Runs the processing service on `listener` until `shutdown`.
 pub async fn serve(listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
-    GrpcServer::new("processing").serve(listener, shutdown).await
+    GrpcServer::new("processing")
+        .serve(listener, shutdown)
+        .await
 }

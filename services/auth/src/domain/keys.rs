@@ -30,7 +30,10 @@ impl KeyRing {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let mut files = pem_files(dir)?;
         if files.is_empty() {
-            let path = dir.join(format!("{}.pem", time::OffsetDateTime::now_utc().unix_timestamp()));
+            let path = dir.join(format!(
+                "{}.pem",
+                time::OffsetDateTime::now_utc().unix_timestamp()
+            ));
             write_new_key(&path)?;
             tracing::info!(path = %path.display(), "generated a new token signing key");
             files.push(path);
@@ -40,8 +43,9 @@ impl KeyRing {
             .map(|path| {
                 let pem = std::fs::read_to_string(path)
                     .with_context(|| format!("reading {}", path.display()))?;
-                let key = SigningKey::from_pkcs8_pem(&pem)
-                    .map_err(|err| anyhow::anyhow!("{} is not an Ed25519 PKCS#8 key: {err}", path.display()))?;
+                let key = SigningKey::from_pkcs8_pem(&pem).map_err(|err| {
+                    anyhow::anyhow!("{} is not an Ed25519 PKCS#8 key: {err}", path.display())
+                })?;
                 Ok(key)
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
@@ -139,13 +143,24 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("atelier-keys-{}", uuid::Uuid::new_v4()));
         let first = KeyRing::load_or_create(&dir).expect("create");
         let again = KeyRing::load_or_create(&dir).expect("reload");
-        assert_eq!(first.signing_kid, again.signing_kid, "a restart keeps the key");
+        assert_eq!(
+            first.signing_kid, again.signing_kid,
+            "a restart keeps the key"
+        );
 
         write_new_key(&dir.join("9999999999.pem")).expect("second key");
         let rotated = KeyRing::load_or_create(&dir).expect("rotated");
         assert_eq!(rotated.jwks().len(), 2, "both keys are published");
-        assert_ne!(rotated.signing_kid, first.signing_kid, "the newest key signs");
-        assert!(rotated.jwks().iter().any(|jwk| jwk.kid == first.signing_kid));
+        assert_ne!(
+            rotated.signing_kid, first.signing_kid,
+            "the newest key signs"
+        );
+        assert!(
+            rotated
+                .jwks()
+                .iter()
+                .any(|jwk| jwk.kid == first.signing_kid)
+        );
         std::fs::remove_dir_all(dir).ok();
     }
 }

@@ -122,9 +122,10 @@ impl Auth {
     pub async fn login(&self, email: &str, password: &str) -> Result<Session, AuthError> {
         let email = password::normalize_email(email);
         let user = self.store.user_by_email(&email).await?;
-        let hash = user
-            .as_ref()
-            .map_or_else(|| self.decoy_hash.clone(), |user| user.password_hash.clone());
+        let hash = user.as_ref().map_or_else(
+            || self.decoy_hash.clone(),
+            |user| user.password_hash.clone(),
+        );
         let matches = verify_blocking(password.to_owned(), hash).await?;
         match user {
             Some(user) if matches => self.start_session(user.into(), Uuid::now_v7()).await,
@@ -217,7 +218,12 @@ impl Auth {
         (token, row)
     }
 
-    fn access_token(&self, user_id: &Uuid, email: &str, now: OffsetDateTime) -> Result<String, AuthError> {
+    fn access_token(
+        &self,
+        user_id: &Uuid,
+        email: &str,
+        now: OffsetDateTime,
+    ) -> Result<String, AuthError> {
         let issued = now.unix_timestamp();
         let claims = Claims {
             sub: user_id.to_string(),

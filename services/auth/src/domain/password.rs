@@ -37,7 +37,10 @@ pub fn check_registration(email: &str, password: &str) -> Vec<FieldViolation> {
             format!("must be at most {MAX_PASSWORD_CHARS} characters"),
         ));
     } else if normalize_email(password) == email {
-        violations.push(FieldViolation::new("password", "must not be the email address"));
+        violations.push(FieldViolation::new(
+            "password",
+            "must not be the email address",
+        ));
     }
     violations
 }
@@ -76,7 +79,13 @@ mod tests {
     fn password_equal_to_email_is_rejected() {
         let email = normalize_email(" Someone@Example.com ");
         let violations = check_registration(&email, "SOMEONE@example.com");
-        assert_eq!(violations, vec![FieldViolation::new("password", "must not be the email address")]);
+        assert_eq!(
+            violations,
+            vec![FieldViolation::new(
+                "password",
+                "must not be the email address"
+            )]
+        );
     }
 
     #[test]

@@ -1,0 +1,146 @@
+//! The `atelier` binary as a user runs it.
+
+use std::{
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use sea_orm::{ConnectionTrait, Database, Statement};
+
+fn atelier() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_atelier"))
+}
+
+#[test]
+fn help_lists_the_subcommands_and_targets() {
+    let output = atelier().arg("--help").output().expect("run");
+    assert!(output.status.success());
+    let help = String::from_utf8(output.stdout).expect("utf8");
+    assert!(help.contains("serve") && help.contains("migrate"), "{help}");
+
+    let output = atelier().args(["serve", "--help"]).output().expect("run");
+    let help = String::from_utf8(output.stdout).expect("utf8");
+    for target in [
+        "all",
+        "gateway",
+        "auth",
+        "image",
+        "processing",
+        "workflow",
+        "user",
+    ] {
+        assert!(help.contains(target), "{target} missing from {help}");
+    }
+
+    let output = atelier()
+        .args(["serve", "--target", "nonsense"])
+        .output()
+        .expect("run");
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("nonsense"));
+}
+
+/// `atelier serve` with no configuration at all: SQLite under ./data, the gateway on
+/// 127.0.0.1:8080, ready, and a clean exit on SIGTERM.
+#[tokio::test]
+async fn serve_with_no_configuration_becomes_ready_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut child = atelier()
+        .arg("serve")
+        .current_dir(dir.path())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let ready = client.get("http://127.0.0.1:8080/readyz").send().await;
+        if matches!(&ready, Ok(response) if response.status() == 200) {
+            break;
+        }
+        if let Some(status) = child.try_wait().expect("wait") {
+            panic!("atelier exited early with {status}");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not ready within 60 s: {ready:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let admin = client
+        .get("http://127.0.0.1:9464/readyz")
+        .send()
+        .await
+        .expect("admin");
+    assert_eq!(admin.status(), 200);
+    let registered = client
+        .post("http://127.0.0.1:8080/api/auth/register")
+        .json(
+            &serde_json::json!({"email": "first@example.com", "password": "correct horse battery"}),
+        )
+        .send()
+        .await
+        .expect("register");
+    assert_eq!(registered.status(), 201);
+    assert!(dir.path().join("data/auth.db").exists());
+
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let exit = loop {
+        if let Some(exit) = child.try_wait().expect("wait") {
+            break exit;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still running 20 s after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(exit.success(), "exit status {exit}");
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().expect("stdout"), &mut stdout)
+        .expect("read");
+    assert!(
+        stdout.contains("http://127.0.0.1:8080"),
+        "the URL is printed: {stdout}"
+    );
+}
+
+#[tokio::test]
+async fn migrate_creates_each_schema_on_postgres() {
+    let db = atelier_testkit::TestDb::create().await.expect("database");
+    for _ in 0..2 {
+        let output = atelier()
+            .args(["migrate"])
+            .env("DATABASE_URL", &db.url)
+            .output()
+            .expect("run");
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let conn = Database::connect(&db.url).await.expect("connect");
+    let rows = conn
+        .query_all_raw(Statement::from_string(
+            sea_orm::DatabaseBackend::Postgres,
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'auth' ORDER BY 1",
+        ))
+        .await
+        .expect("query");
+    let tables: Vec<String> = rows
+        .iter()
+        .map(|row| row.try_get_by_index::<String>(0).expect("name"))
+        .collect();
+    assert_eq!(tables, ["refresh_tokens", "seaql_migrations", "users"]);
+    conn.close().await.ok();
+}
