@@ -77,6 +77,28 @@ async fn serve_with_no_configuration_becomes_ready_and_stops_on_sigterm() {
         .await
         .expect("admin");
     assert_eq!(admin.status(), 200);
+    for port in 50051..=50055 {
+        let url = format!("http://127.0.0.1:{port}");
+        let channel = atelier_common::grpc::channel(&url, Duration::from_secs(5)).expect("channel");
+        atelier_common::grpc::check_health(channel.clone(), "")
+            .await
+            .unwrap_or_else(|err| panic!("{url} health: {err}"));
+        let services = reflected_services(channel).await;
+        assert!(
+            services.contains(&"grpc.health.v1.Health".to_owned()),
+            "{url}: {services:?}"
+        );
+    }
+    let auth = atelier_common::grpc::channel("http://127.0.0.1:50051", Duration::from_secs(5))
+        .expect("channel");
+    atelier_common::grpc::check_health(auth.clone(), "atelier.auth.v1.AuthService")
+        .await
+        .expect("auth serving");
+    assert!(
+        reflected_services(auth)
+            .await
+            .contains(&"atelier.auth.v1.AuthService".to_owned())
+    );
     let registered = client
         .post("http://127.0.0.1:8080/api/auth/register")
         .json(
@@ -112,6 +134,32 @@ async fn serve_with_no_configuration_becomes_ready_and_stops_on_sigterm() {
         stdout.contains("http://127.0.0.1:8080"),
         "the URL is printed: {stdout}"
     );
+}
+
+/// The services a server lists through gRPC server reflection.
+async fn reflected_services(channel: atelier_common::grpc::Channel) -> Vec<String> {
+    use tonic_reflection::pb::v1::{
+        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+    };
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut replies = ServerReflectionClient::new(channel)
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .expect("reflection")
+        .into_inner();
+    let reply = replies.message().await.expect("reply").expect("one reply");
+    match reply.message_response {
+        Some(MessageResponse::ListServicesResponse(list)) => list
+            .service
+            .into_iter()
+            .map(|service| service.name)
+            .collect(),
+        other => panic!("unexpected reflection reply {other:?}"),
+    }
 }
 
 #[tokio::test]
