@@ -20,6 +20,9 @@ ARGS ?=
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/postgres
 TEST_REDIS_URL ?= redis://127.0.0.1:6379
 
+# The test run's output, summed up in one closing line.
+TEST_LOG := $(TARGET_DIR)/atelier-test.log
+
 WEB_DIR := gateway/web
 # npm writes node_modules/.package-lock.json on every install: it stamps the install.
 WEB_DEPS := $(WEB_DIR)/node_modules/.package-lock.json
@@ -42,7 +45,9 @@ test: ## Everything CI runs: deps, web build, lint, then the workspace tests
 	$(MAKE) web
 	$(MAKE) lint
 	TEST_DATABASE_URL='$(TEST_DATABASE_URL)' TEST_REDIS_URL='$(TEST_REDIS_URL)' \
-		$(CARGO) test -j$(JOBS) --workspace 2>&1
+		$(CARGO) test -j$(JOBS) --workspace --all-targets 2>&1 | tee $(TEST_LOG)
+	@awk '/^test result:/ { passed += $$4; failed += $$6 } \
+		END { printf "tests: %d passed, %d failed\n", passed, failed }' $(TEST_LOG)
 
 .PHONY: lint
 lint: ## cargo fmt --check, clippy -D warnings, buf lint

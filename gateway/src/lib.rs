@@ -211,6 +211,7 @@ pub fn router(
                     tracing::info_span!("http", method = %request.method(), path = %request.uri().path(), %request_id)
                 }))
                 .layer(PropagateRequestIdLayer::x_request_id())
+                .layer(middleware::from_fn(problem::scope_request_id))
                 .layer(middleware::from_fn(move |request: Request, next: Next| {
                     layers::security_headers(hsts, request, next)
                 }))

@@ -11,6 +11,25 @@ use utoipa::ToSchema;
 
 pub const CONTENT_TYPE: &str = "application/problem+json";
 
+tokio::task_local! {
+    /// The id of the request being handled, for the problems it may answer with.
+    pub static REQUEST_ID: String;
+}
+
+/// Makes the request id available to every problem built while handling it.
+pub async fn scope_request_id(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let id = request
+        .headers()
+        .get(atelier_common::grpc::REQUEST_ID)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    REQUEST_ID.scope(id, next.run(request)).await
+}
+
 /// An error response (`application/problem+json`).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Problem {
@@ -25,6 +44,9 @@ pub struct Problem {
     pub detail: String,
     /// The request's invalid fields, if any.
     pub errors: Vec<ProblemField>,
+    /// The request's id (also in the `x-request-id` header), to quote in reports.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
     #[serde(skip)]
     #[schema(ignore)]
     retry_after: Option<u64>,
@@ -59,6 +81,7 @@ impl Problem {
             status: status.as_u16(),
             detail: detail.into(),
             errors: Vec::new(),
+            request_id: None,
             retry_after: None,
         }
     }
@@ -89,7 +112,10 @@ impl Problem {
 }
 
 impl IntoResponse for Problem {
-    fn into_response(self) -> Response {
+    fn into_response(mut self) -> Response {
+        if self.request_id.is_none() {
+            self.request_id = REQUEST_ID.try_with(Clone::clone).ok();
+        }
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let retry_after = self.retry_after;
         let mut response = (status, axum::Json(self)).into_response();
@@ -111,7 +137,7 @@ impl From<tonic::Status> for Problem {
                 tracing::error!(message = status.message(), "internal error from a service");
                 Self::code(
                     code,
-                    "internal error; quote the x-request-id header when reporting it",
+                    "internal error; quote the request id when reporting it",
                 )
             }
             ErrorCode::Unavailable | ErrorCode::DeadlineExceeded => {

@@ -27,12 +27,20 @@ async fn problem(response: Response, status: StatusCode) -> Value {
         response.headers()[header::CONTENT_TYPE],
         "application/problem+json"
     );
+    let response_id = response.headers()["x-request-id"]
+        .to_str()
+        .expect("id")
+        .to_owned();
     let body: Value = response.json().await.expect("problem json");
     assert_eq!(body["status"], status.as_u16());
     for member in ["type", "title", "detail"] {
         assert!(body[member].is_string(), "problem lacks {member}: {body}");
     }
     assert!(body["errors"].is_array(), "problem lacks errors: {body}");
+    assert_eq!(
+        body["request_id"], response_id,
+        "the problem names its request"
+    );
     body
 }
 
@@ -109,14 +117,16 @@ async fn register_login_refresh_logout_shapes() {
         json!({"email": "ada@example.com", "password": "wrong password!"}),
     )
     .await;
-    let wrong = problem(wrong, StatusCode::UNAUTHORIZED).await;
+    let mut wrong = problem(wrong, StatusCode::UNAUTHORIZED).await;
     let unknown = post(
         &platform,
         "/api/auth/login",
         json!({"email": "eve@example.com", "password": "wrong password!"}),
     )
     .await;
-    let unknown = problem(unknown, StatusCode::UNAUTHORIZED).await;
+    let mut unknown = problem(unknown, StatusCode::UNAUTHORIZED).await;
+    wrong["request_id"].take();
+    unknown["request_id"].take();
     assert_eq!(wrong, unknown);
 
     let me = http()
