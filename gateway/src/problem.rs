@@ -44,12 +44,19 @@ pub struct Problem {
     pub detail: String,
     /// The request's invalid fields, if any.
     pub errors: Vec<ProblemField>,
-    /// The request's id (also in the `x-request-id` header), to quote in reports.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub request_id: Option<String>,
     #[serde(skip)]
     #[schema(ignore)]
     retry_after: Option<u64>,
+}
+
+/// A problem as sent: with the id of the request it answers (also in the
+/// `x-request-id` header), to quote in reports.
+#[derive(Serialize)]
+struct Sent<'a> {
+    #[serde(flatten)]
+    problem: &'a Problem,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request_id: Option<String>,
 }
 
 /// One invalid field.
@@ -81,7 +88,6 @@ impl Problem {
             status: status.as_u16(),
             detail: detail.into(),
             errors: Vec::new(),
-            request_id: None,
             retry_after: None,
         }
     }
@@ -112,13 +118,14 @@ impl Problem {
 }
 
 impl IntoResponse for Problem {
-    fn into_response(mut self) -> Response {
-        if self.request_id.is_none() {
-            self.request_id = REQUEST_ID.try_with(Clone::clone).ok();
-        }
+    fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let retry_after = self.retry_after;
-        let mut response = (status, axum::Json(self)).into_response();
+        let body = Sent {
+            request_id: REQUEST_ID.try_with(Clone::clone).ok(),
+            problem: &self,
+        };
+        let mut response = (status, axum::Json(body)).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
         if let Some(seconds) = retry_after {
