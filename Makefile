@@ -19,6 +19,11 @@ ARGS ?=
 # Real backends for the integration tests (see .ci/deps.sh).
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/postgres
 TEST_REDIS_URL ?= redis://127.0.0.1:6379
+TEST_S3_ENDPOINT ?= http://127.0.0.1:9000
+TEST_S3_ACCESS_KEY ?= atelier-test
+TEST_S3_SECRET_KEY ?= atelier-test-secret
+# s3s-fs's data directory: the storage tests read it for multipart uploads in flight.
+TEST_S3_FS_ROOT ?= /tmp/atelier-s3
 
 # The test run's output, summed up in one closing line.
 TEST_LOG := $(TARGET_DIR)/atelier-test.log
@@ -45,6 +50,8 @@ test: ## Everything CI runs: deps, web build, lint, then the workspace tests
 	$(MAKE) web
 	$(MAKE) lint
 	TEST_DATABASE_URL='$(TEST_DATABASE_URL)' TEST_REDIS_URL='$(TEST_REDIS_URL)' \
+		TEST_S3_ENDPOINT='$(TEST_S3_ENDPOINT)' TEST_S3_ACCESS_KEY='$(TEST_S3_ACCESS_KEY)' \
+		TEST_S3_SECRET_KEY='$(TEST_S3_SECRET_KEY)' TEST_S3_FS_ROOT='$(TEST_S3_FS_ROOT)' \
 		$(CARGO) test -j$(JOBS) --workspace --all-targets 2>&1 | tee $(TEST_LOG)
 	@awk '/^test result:/ { passed += $$4; failed += $$6 } \
 		END { printf "tests: %d passed, %d failed\n", passed, failed }' $(TEST_LOG)

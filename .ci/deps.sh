@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Prepares a machine for `make test`: system packages, a running PostgreSQL on
 # 127.0.0.1:5432 (user postgres, trust auth over TCP), a running Redis on 127.0.0.1:6379,
-# buf, rustfmt and clippy. Written for a fresh Debian 12 machine where we are root.
+# a running S3-compatible server (s3s-fs) on 127.0.0.1:9000, buf, rustfmt and clippy.
+# Written for a fresh Debian 12 machine where we are root.
 # Idempotent: whatever is already there is left alone, and nothing is printed when there
 # is nothing to do. One line is printed per action taken.
 set -euo pipefail
@@ -10,8 +11,15 @@ PG_HOST=127.0.0.1
 PG_PORT=5432
 REDIS_HOST=127.0.0.1
 REDIS_PORT=6379
+S3_HOST=127.0.0.1
+S3_PORT=9000
+S3_ROOT=/tmp/atelier-s3
+S3_LOG=/tmp/atelier-s3.log
+S3_WAIT_SECONDS=20
+S3S_FS_VERSION=0.14.1
 WAIT_SECONDS=30
 APT_LOG=/tmp/atelier-deps-apt.log
+CARGO_INSTALL_LOG=/tmp/atelier-deps-cargo-install.log
 
 say() { echo "deps: $*"; }
 die() {
@@ -140,6 +148,40 @@ if ! redis_ok; then
         sleep 1
     done
     redis_ok || die "redis not answering PONG on $REDIS_HOST:$REDIS_PORT after ${WAIT_SECONDS}s (see /tmp/redis-atelier.log)"
+fi
+
+# ---------------------------------------------------------------------------------------
+# S3: s3s-fs (crates.io), a small S3-compatible server over a directory that checks SigV4
+# signatures and presigned URLs. Keys must match the TEST_S3_* defaults in the Makefile.
+if ! port_open "$S3_HOST" "$S3_PORT"; then
+    cargo_bin=${CARGO_INSTALL_ROOT:-${CARGO_HOME:-$HOME/.cargo}}/bin
+    s3s_fs=$(command -v s3s-fs || true)
+    if [[ -z $s3s_fs && -x $cargo_bin/s3s-fs ]]; then
+        s3s_fs=$cargo_bin/s3s-fs
+    elif [[ -z $s3s_fs && -x $HOME/.cargo/bin/s3s-fs ]]; then
+        s3s_fs=$HOME/.cargo/bin/s3s-fs
+    fi
+    if [[ -z $s3s_fs ]]; then
+        say "installing s3s-fs $S3S_FS_VERSION (cargo install)"
+        if ! cargo install -j2 --locked --features binary "s3s-fs@$S3S_FS_VERSION" \
+            >"$CARGO_INSTALL_LOG" 2>&1; then
+            tail -n 30 "$CARGO_INSTALL_LOG" >&2
+            die "cargo install s3s-fs failed (full log: $CARGO_INSTALL_LOG)"
+        fi
+        s3s_fs=$cargo_bin/s3s-fs
+        [[ -x $s3s_fs ]] || die "s3s-fs installed but not found at $s3s_fs"
+    fi
+    say "starting s3s-fs on $S3_HOST:$S3_PORT (data in $S3_ROOT)"
+    mkdir -p "$S3_ROOT"
+    nohup "$s3s_fs" --host "$S3_HOST" --port "$S3_PORT" \
+        --access-key atelier-test --secret-key atelier-test-secret "$S3_ROOT" \
+        >"$S3_LOG" 2>&1 </dev/null &
+    for ((i = 0; i < S3_WAIT_SECONDS; i++)); do
+        port_open "$S3_HOST" "$S3_PORT" && break
+        sleep 1
+    done
+    port_open "$S3_HOST" "$S3_PORT" ||
+        die "s3s-fs not answering on $S3_HOST:$S3_PORT after ${S3_WAIT_SECONDS}s (see $S3_LOG)"
 fi
 
 # ---------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod grpc_web;
+pub mod images;
 pub mod layers;
 pub mod limits;
 pub mod openapi;
@@ -49,6 +50,8 @@ pub struct GatewayConfig {
     pub cors_origins: Vec<HeaderValue>,
     /// `MAX_REQUEST_BODY_BYTES`: the largest JSON body accepted.
     pub max_body_bytes: usize,
+    /// `MAX_FILE_SIZE_MB`: the largest upload accepted.
+    pub max_upload_bytes: usize,
     pub limits: LimitConfig,
     /// `TRUST_PROXY_HEADERS`: take the client address from `X-Forwarded-For`.
     pub trust_proxy: bool,
@@ -71,6 +74,7 @@ impl GatewayConfig {
             public_url: config::var_opt("PUBLIC_URL")?,
             cors_origins,
             max_body_bytes: config::var("MAX_REQUEST_BODY_BYTES", 1024 * 1024)?,
+            max_upload_bytes: config::var::<usize>("MAX_FILE_SIZE_MB", 50)? * 1024 * 1024,
             limits: LimitConfig {
                 per_ip: config::var("RATE_LIMIT_PER_IP", 600)?,
                 per_user: config::var("RATE_LIMIT_PER_USER", 600)?,
@@ -86,6 +90,8 @@ impl GatewayConfig {
 #[derive(Clone)]
 pub struct AppState {
     pub auth: AuthServiceClient<Channel>,
+    pub auth_channel: Channel,
+    pub image: Channel,
     pub verifier: Arc<JwtVerifier>,
     pub limits: Arc<Limits>,
 }
@@ -112,21 +118,30 @@ pub async fn serve(
     atelier_common::telemetry::metrics();
     let timeout = config.platform.grpc_timeout;
     let auth_channel = channel(&config.platform.endpoints.auth.url, timeout)?;
+    // Uploads and downloads stream for as long as they take.
+    let image_channel =
+        atelier_common::grpc::streaming_channel(&config.platform.endpoints.image.url)?;
     let limits = Limits::new(config.limits, config.trust_proxy);
     limits::spawn_pruning(limits.clone(), shutdown.clone());
     let state = AppState {
         auth: AuthServiceClient::new(auth_channel.clone()),
+        auth_channel: auth_channel.clone(),
+        image: image_channel.clone(),
         verifier: JwtVerifier::new(GrpcKeySource::new(auth_channel.clone())),
         limits,
     };
-    let readiness_channel = auth_channel.clone();
-    let readiness = Readiness::new().check("auth", move || {
-        check_health(readiness_channel.clone(), "atelier.auth.v1.AuthService")
-    });
+    let (auth_probe, image_probe) = (auth_channel.clone(), image_channel.clone());
+    let readiness = Readiness::new()
+        .check("auth", move || {
+            check_health(auth_probe.clone(), "atelier.auth.v1.AuthService")
+        })
+        .check("image", move || {
+            check_health(image_probe.clone(), "atelier.image.v1.ImageService")
+        });
     if !config.web_dir.join("api-docs/index.html").exists() {
         tracing::warn!(web_dir = %config.web_dir.display(), "web assets not built; run `make web`");
     }
-    let app = router(&config, state, auth_channel, readiness.clone());
+    let app = router(&config, state, readiness.clone());
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "gateway listening");
     readiness.started();
@@ -141,12 +156,7 @@ pub async fn serve(
 }
 
 /// The gateway's routes and layers.
-pub fn router(
-    config: &GatewayConfig,
-    state: AppState,
-    auth_channel: Channel,
-    readiness: Readiness,
-) -> Router {
+pub fn router(config: &GatewayConfig, state: AppState, readiness: Readiness) -> Router {
     let credentials = Router::new()
         .route("/api/auth/register", post(auth::register))
         .route("/api/auth/login", post(auth::login))
@@ -155,9 +165,16 @@ pub fn router(
             state.clone(),
             limits::limit_credentials,
         ));
+    // The inner limit wins: uploads may be large, everything else is JSON.
+    let uploads = Router::new()
+        .route("/api/images/upload", post(images::upload))
+        .layer(DefaultBodyLimit::max(config.max_upload_bytes + 1024 * 1024));
 
-    let grpc_web = tonic_web::GrpcWebLayer::new().layer(grpc_web::Forward::new(
-        auth_channel,
+    let grpc_web = |channel: Channel, service: &str, methods: &[&str]| {
+        tonic_web::GrpcWebLayer::new().layer(grpc_web::Forward::new(channel, service, methods))
+    };
+    let auth_grpc = grpc_web(
+        state.auth_channel.clone(),
         "atelier.auth.v1.AuthService",
         &[
             "Register",
@@ -167,15 +184,32 @@ pub fn router(
             "GetJwks",
             "GetCurrentUser",
         ],
-    ));
+    );
+    let image_grpc = grpc_web(
+        state.image.clone(),
+        "atelier.image.v1.ImageService",
+        &[
+            "UploadImage",
+            "GetImage",
+            "BatchGetImages",
+            "ListImages",
+            "DeleteImage",
+            "DownloadImage",
+        ],
+    );
 
     let api = Router::new()
         .merge(credentials)
+        .merge(uploads)
+        .route("/api/images", get(images::list))
+        .route("/api/images/{id}", get(images::get).delete(images::delete))
+        .route("/files/{*rest}", get(images::file))
         .route("/api/auth/logout", post(auth::logout))
         .route("/api/auth/me", get(auth::me))
         .route("/.well-known/jwks.json", get(auth::jwks))
         .route("/api/openapi.json", get(openapi::document))
-        .route_service("/atelier.auth.v1.AuthService/{*method}", grpc_web)
+        .route_service("/atelier.auth.v1.AuthService/{*method}", auth_grpc)
+        .route_service("/atelier.image.v1.ImageService/{*method}", image_grpc)
         .route("/api/{*rest}", axum::routing::any(problem::fallback))
         .route_layer(middleware::from_fn(layers::record_metrics))
         .layer(middleware::from_fn_with_state(

@@ -5,7 +5,7 @@ use utoipa::{
     openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
 };
 
-use crate::{auth, problem};
+use crate::{auth, images, problem};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -14,10 +14,16 @@ use crate::{auth, problem};
         description = "Run fal.ai models on your images: accounts, uploads, workflows, jobs and live events. \
 Errors are RFC 9457 problem documents (`application/problem+json`).",
     ),
-    paths(auth::register, auth::login, auth::refresh, auth::logout, auth::me, auth::jwks),
+    paths(
+        auth::register, auth::login, auth::refresh, auth::logout, auth::me, auth::jwks,
+        images::upload, images::list, images::get, images::delete,
+    ),
     components(schemas(problem::Problem, problem::ProblemField)),
     modifiers(&BearerAuth),
-    tags((name = "auth", description = "Accounts and sessions")),
+    tags(
+        (name = "auth", description = "Accounts and sessions"),
+        (name = "images", description = "Your uploaded and result images"),
+    ),
 )]
 pub struct ApiDoc;
 

@@ -138,7 +138,7 @@ impl IntoResponse for Problem {
 /// A service's `Status`, mapped to HTTP once, here.
 impl From<tonic::Status> for Problem {
     fn from(status: tonic::Status) -> Self {
-        let code = ErrorCode::from_grpc(status.code());
+        let code = ErrorCode::of(&status);
         match code {
             ErrorCode::Internal => {
                 tracing::error!(message = status.message(), "internal error from a service");

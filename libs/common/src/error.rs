@@ -23,7 +23,35 @@ pub enum ErrorCode {
     Unavailable,
     Unimplemented,
     Internal,
+    /// A body over its size limit (gRPC `InvalidArgument`, HTTP 413).
+    PayloadTooLarge,
+    /// Content of a type that is not accepted (gRPC `InvalidArgument`, HTTP 415).
+    UnsupportedMediaType,
+    /// A byte range past the end (gRPC `OutOfRange`, HTTP 416).
+    RangeNotSatisfiable,
 }
+
+/// The `ErrorInfo` domain of the platform's errors.
+const DOMAIN: &str = "atelier";
+
+const ALL: [ErrorCode; 16] = [
+    ErrorCode::RangeNotSatisfiable,
+    ErrorCode::InvalidArgument,
+    ErrorCode::Unauthenticated,
+    ErrorCode::PermissionDenied,
+    ErrorCode::NotFound,
+    ErrorCode::AlreadyExists,
+    ErrorCode::FailedPrecondition,
+    ErrorCode::ResourceExhausted,
+    ErrorCode::Aborted,
+    ErrorCode::Cancelled,
+    ErrorCode::DeadlineExceeded,
+    ErrorCode::Unavailable,
+    ErrorCode::Unimplemented,
+    ErrorCode::Internal,
+    ErrorCode::PayloadTooLarge,
+    ErrorCode::UnsupportedMediaType,
+];
 
 impl ErrorCode {
     pub fn grpc(self) -> Code {
@@ -41,12 +69,25 @@ impl ErrorCode {
             Self::Unavailable => Code::Unavailable,
             Self::Unimplemented => Code::Unimplemented,
             Self::Internal => Code::Internal,
+            Self::PayloadTooLarge | Self::UnsupportedMediaType => Code::InvalidArgument,
+            Self::RangeNotSatisfiable => Code::OutOfRange,
         }
+    }
+
+    /// The code a `Status` carries: the platform's own when its `ErrorInfo`
+    /// names one, otherwise the closest to its gRPC code.
+    pub fn of(status: &Status) -> Self {
+        status
+            .get_details_error_info()
+            .filter(|info| info.domain == DOMAIN)
+            .and_then(|info| ALL.into_iter().find(|code| code.slug() == info.reason))
+            .unwrap_or_else(|| Self::from_grpc(status.code()))
     }
 
     pub fn from_grpc(code: Code) -> Self {
         match code {
-            Code::InvalidArgument | Code::OutOfRange => Self::InvalidArgument,
+            Code::InvalidArgument => Self::InvalidArgument,
+            Code::OutOfRange => Self::RangeNotSatisfiable,
             Code::Unauthenticated => Self::Unauthenticated,
             Code::PermissionDenied => Self::PermissionDenied,
             Code::NotFound => Self::NotFound,
@@ -77,6 +118,9 @@ impl ErrorCode {
             Self::Unavailable => S::SERVICE_UNAVAILABLE,
             Self::Unimplemented => S::NOT_IMPLEMENTED,
             Self::Internal => S::INTERNAL_SERVER_ERROR,
+            Self::PayloadTooLarge => S::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType => S::UNSUPPORTED_MEDIA_TYPE,
+            Self::RangeNotSatisfiable => S::RANGE_NOT_SATISFIABLE,
         }
     }
 
@@ -96,6 +140,9 @@ impl ErrorCode {
             Self::Unavailable => "unavailable",
             Self::Unimplemented => "unimplemented",
             Self::Internal => "internal",
+            Self::PayloadTooLarge => "payload-too-large",
+            Self::UnsupportedMediaType => "unsupported-media-type",
+            Self::RangeNotSatisfiable => "range-not-satisfiable",
         }
     }
 }
@@ -137,12 +184,8 @@ pub fn to_status<E: ServiceError>(err: E) -> Status {
         tracing::error!(error = %err, source = ?std::error::Error::source(&err), %location, "internal error");
         return Status::internal("internal error");
     }
-    let violations = err.field_violations();
-    if violations.is_empty() {
-        return Status::new(code.grpc(), err.to_string());
-    }
-    let mut details = ErrorDetails::new();
-    for violation in violations {
+    let mut details = ErrorDetails::with_error_info(code.slug(), DOMAIN, []);
+    for violation in err.field_violations() {
         details.add_bad_request_violation(violation.field, violation.description);
     }
     Status::with_error_details(code.grpc(), err.to_string(), details)
@@ -203,6 +246,22 @@ mod tests {
         let status = to_status(Sample::Broken);
         assert_eq!(status.code(), Code::Internal);
         assert_eq!(status.message(), "internal error");
+    }
+
+    #[test]
+    fn codes_without_a_grpc_twin_survive_the_round_trip() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("too big")]
+        struct TooBig;
+        impl ServiceError for TooBig {
+            fn code(&self) -> ErrorCode {
+                ErrorCode::PayloadTooLarge
+            }
+        }
+        let status = to_status(TooBig);
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert_eq!(ErrorCode::of(&status), ErrorCode::PayloadTooLarge);
+        assert_eq!(ErrorCode::of(&Status::not_found("x")), ErrorCode::NotFound);
     }
 
     #[test]

@@ -333,3 +333,16 @@ pub async fn check_health(channel: Channel, service: &str) -> Result<(), String>
         other => Err(format!("{service} is {}", other.as_str_name())),
     }
 }
+
+/// A lazily connecting channel for calls that stream for as long as they take
+/// (uploads, downloads, event streams): no overall deadline, only a connect
+/// timeout and keep-alives that notice a dead peer.
+pub fn streaming_channel(url: &str) -> anyhow::Result<Channel> {
+    Ok(Endpoint::from_shared(url.to_owned())
+        .with_context(|| format!("invalid service url {url:?}"))?
+        .connect_timeout(Duration::from_secs(5))
+        .http2_keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_timeout(Duration::from_secs(10))
+        .tcp_nodelay(true)
+        .connect_lazy())
+}

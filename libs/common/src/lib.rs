@@ -36,3 +36,5 @@ pub fn timestamp(at: time::OffsetDateTime) -> prost_types::Timestamp {
         nanos: at.nanosecond() as i32,
     }
 }
+
+pub mod page;

@@ -101,10 +101,54 @@ impl Drop for TestDb {
     }
 }
 
+/// Where a spawned platform keeps its objects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Storage {
+    /// A directory of the test's own.
+    Local,
+    /// A bucket of the test's own on the S3-compatible test server
+    /// (`TEST_S3_ENDPOINT`, default `http://127.0.0.1:9000`).
+    S3,
+}
+
+/// The S3 settings of the test server, for a bucket of the test's own.
+pub fn s3_config(bucket: &str) -> atelier_storage::S3Config {
+    let env =
+        |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.to_owned());
+    let mut config = atelier_storage::S3Config::new(bucket);
+    config.endpoint = Some(env("TEST_S3_ENDPOINT", "http://127.0.0.1:9000"));
+    config.force_path_style = true;
+    config.access_key_id = Some(env("TEST_S3_ACCESS_KEY", "atelier-test"));
+    config.secret_access_key = Some(env("TEST_S3_SECRET_KEY", "atelier-test-secret"));
+    config
+}
+
+/// An object store of the test's own.
+pub async fn object_store(
+    storage: Storage,
+    dir: &std::path::Path,
+) -> anyhow::Result<Arc<dyn atelier_storage::ObjectStore>> {
+    Ok(match storage {
+        Storage::Local => Arc::new(atelier_storage::LocalStore::new(dir.join("objects"))?),
+        Storage::S3 => {
+            let bucket = format!("atelier-test-{}", uuid::Uuid::new_v4().simple());
+            let store = atelier_storage::S3Store::new(s3_config(&bucket)).await?;
+            store.create_bucket_if_missing().await.context(
+                "the S3 test server is not reachable at TEST_S3_ENDPOINT; `make test` starts it",
+            )?;
+            Arc::new(store)
+        }
+    })
+}
+
 /// Knobs for a spawned platform.
 #[derive(Clone, Debug)]
 pub struct Options {
     pub backend: Backend,
+    pub storage: Storage,
+    /// Upload size limit in bytes.
+    pub max_file_bytes: u64,
+    pub max_pixels: u64,
     pub limits: LimitConfig,
     pub lifetimes: Lifetimes,
     pub cors_origins: Vec<String>,
@@ -114,6 +158,9 @@ impl Options {
     pub fn new(backend: Backend) -> Self {
         Self {
             backend,
+            storage: Storage::Local,
+            max_file_bytes: 50 * 1024 * 1024,
+            max_pixels: 100_000_000,
             limits: LimitConfig {
                 per_ip: 10_000,
                 per_user: 10_000,
@@ -131,6 +178,11 @@ pub struct TestPlatform {
     /// `http://127.0.0.1:<port>` of the gateway.
     pub gateway_url: String,
     pub auth_url: String,
+    pub image_url: String,
+    /// The objects the image service stores, for tests to look behind its back.
+    pub objects: Arc<dyn atelier_storage::ObjectStore>,
+    /// The platform's data directory.
+    pub data_dir: PathBuf,
     /// The directory the signing keys live in (tests sign their own tokens).
     pub keys_dir: PathBuf,
     shutdown: CancellationToken,
@@ -163,13 +215,14 @@ impl TestPlatform {
         };
         let (auth_listener, auth_addr) = listener().await?;
         let (gateway_listener, gateway_addr) = listener().await?;
+        let (image_listener, image_addr) = listener().await?;
         let unused = Endpoint::bound(SocketAddr::from(([127, 0, 0, 1], 9)));
         let platform = Platform {
             data_dir: dir.path().to_owned(),
             database_url: db.as_ref().map(|db| Secret::new(db.url.clone())),
             endpoints: Endpoints {
                 auth: Endpoint::bound(auth_addr),
-                image: unused.clone(),
+                image: Endpoint::bound(image_addr),
                 processing: unused.clone(),
                 workflow: unused.clone(),
                 user: unused,
@@ -191,6 +244,30 @@ impl TestPlatform {
             shutdown.clone(),
         ));
 
+        let objects = object_store(options.storage, dir.path()).await?;
+        let uploads = dir.path().join("uploads");
+        std::fs::create_dir_all(&uploads)?;
+        let image_config = atelier_image::ImageConfig {
+            platform: platform.clone(),
+            settings: atelier_image::Settings {
+                max_file_bytes: options.max_file_bytes,
+                max_pixels: options.max_pixels,
+                strip_location: true,
+                retention: Duration::from_secs(30 * 24 * 60 * 60),
+                url_ttl: Duration::from_secs(15 * 60),
+                public_base: format!("http://{gateway_addr}"),
+                tmp_dir: uploads,
+            },
+            url_signing_key: None,
+            sweep_every: Duration::from_secs(3600),
+        };
+        tokio::spawn(atelier_image::serve_with_store(
+            image_config,
+            objects.clone(),
+            image_listener,
+            shutdown.clone(),
+        ));
+
         let gateway_config = atelier_gateway::GatewayConfig {
             platform: platform.clone(),
             public_url: None,
@@ -200,6 +277,7 @@ impl TestPlatform {
                 .map(|origin| origin.parse())
                 .collect::<Result<_, _>>()?,
             max_body_bytes: 64 * 1024,
+            max_upload_bytes: options.max_file_bytes as usize,
             limits: options.limits,
             trust_proxy: false,
             web_dir: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../gateway/web/dist"),
@@ -213,6 +291,9 @@ impl TestPlatform {
         let spawned = Self {
             gateway_url: format!("http://{gateway_addr}"),
             auth_url: format!("http://{auth_addr}"),
+            image_url: format!("http://{image_addr}"),
+            objects,
+            data_dir: dir.path().to_owned(),
             platform,
             keys_dir,
             shutdown,
@@ -223,21 +304,30 @@ impl TestPlatform {
         Ok(spawned)
     }
 
-    /// Waits (bounded) until the auth service answers its health check.
+    /// Waits (bounded) until every service answers its health check.
     async fn wait_ready(&self) -> anyhow::Result<()> {
-        let channel = atelier_common::grpc::channel(&self.auth_url, Duration::from_secs(2))?;
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            match atelier_common::grpc::check_health(channel.clone(), "atelier.auth.v1.AuthService")
-                .await
-            {
-                Ok(()) => return Ok(()),
-                Err(err) if tokio::time::Instant::now() > deadline => {
-                    anyhow::bail!("auth service not ready after 30 s: {err}")
+        for (url, service) in [
+            (&self.auth_url, "atelier.auth.v1.AuthService"),
+            (&self.image_url, "atelier.image.v1.ImageService"),
+        ] {
+            let channel = atelier_common::grpc::channel(url, Duration::from_secs(2))?;
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+            loop {
+                match atelier_common::grpc::check_health(channel.clone(), service).await {
+                    Ok(()) => break,
+                    Err(err) if tokio::time::Instant::now() > deadline => {
+                        anyhow::bail!("{service} not ready after 30 s: {err}")
+                    }
+                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
                 }
-                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
             }
         }
+        Ok(())
+    }
+
+    /// A gRPC channel to the image service.
+    pub fn image_channel(&self) -> tonic_channel::Channel {
+        atelier_common::grpc::streaming_channel(&self.image_url).expect("image url")
     }
 
     /// A gRPC channel to the auth service.
@@ -256,3 +346,4 @@ impl Drop for TestPlatform {
         self.shutdown.cancel();
     }
 }
+pub mod fixtures;

@@ -50,6 +50,7 @@ impl Target {
     fn health_name(self) -> &'static str {
         match self {
             Self::Auth => "atelier.auth.v1.AuthService",
+            Self::Image => "atelier.image.v1.ImageService",
             // The other services report overall health until their RPCs land.
             _ => "",
         }
@@ -73,8 +74,10 @@ async fn bind(target: Target, addr: SocketAddr) -> anyhow::Result<TcpListener> {
 pub async fn migrate(targets: &[Target]) -> anyhow::Result<()> {
     let platform = Platform::from_env()?;
     for target in expand(targets) {
-        if target == Target::Auth {
-            atelier_auth::migrate(&platform).await?;
+        match target {
+            Target::Auth => atelier_auth::migrate(&platform).await?,
+            Target::Image => atelier_image::migrate(&platform).await?,
+            _ => {}
         }
     }
     Ok(())
@@ -108,7 +111,10 @@ pub async fn serve(targets: &[Target]) -> anyhow::Result<()> {
                 );
             }
             Target::Image => {
-                tasks.spawn(async move { (name, atelier_image::serve(listener, stop).await) });
+                let config = atelier_image::ImageConfig::from_env(platform.clone())?;
+                tasks.spawn(
+                    async move { (name, atelier_image::serve(config, listener, stop).await) },
+                );
             }
             Target::Processing => {
                 tasks.spawn(async move { (name, atelier_processing::serve(listener, stop).await) });

@@ -1,14 +1,178 @@
-//! The image service: uploads, storage and signed URLs.
-//!
-//! This crate so far runs the service's gRPC server with health and reflection,
-//! so every target of the binary starts and reports readiness; the RPCs of
-//! `proto/atelier/image/v1` are added with the capability that owns them.
+//! The image service: owns every stored image, originals and results alike.
+//! Uploads stream in (gRPC client streaming; the gateway turns REST multipart
+//! into it), are checked by content, get a thumbnail, and are served through
+//! signed URLs that expire. A sweeper deletes images past their retention.
 
-use atelier_common::grpc::GrpcServer;
+pub mod api;
+pub mod domain;
+pub mod error;
+pub mod migration;
+pub mod store;
+
+use std::{path::PathBuf, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use atelier_common::{
+    Clock, SystemClock,
+    config::{self, Platform},
+    grpc::{GrpcServer, channel},
+    token::{GrpcKeySource, JwtVerifier},
+};
+use atelier_proto::image::v1::image_service_server::ImageServiceServer;
+use atelier_storage::ObjectStore;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use domain::signing::UrlSigner;
+pub use domain::{Images, Settings};
+
+/// The image service's settings.
+#[derive(Clone, Debug)]
+pub struct ImageConfig {
+    pub platform: Platform,
+    pub settings: Settings,
+    /// `URL_SIGNING_KEY`: the key of gateway-served signed URLs; generated under
+    /// `DATA_DIR` when unset.
+    pub url_signing_key: Option<config::Secret>,
+    /// How often the retention sweeper runs (`RETENTION_SWEEP_SECS`).
+    pub sweep_every: Duration,
+}
+
+impl ImageConfig {
+    pub fn from_env(platform: Platform) -> anyhow::Result<Self> {
+        let public_base = match config::var_opt::<String>("PUBLIC_URL")? {
+            Some(url) => url.trim_end_matches('/').to_owned(),
+            None => format!("http://{}", platform.endpoints.gateway),
+        };
+        let max_file_mb: u64 = config::var("MAX_FILE_SIZE_MB", 50)?;
+        let retention_days: u64 = config::var("RETENTION_DAYS", 30)?;
+        let settings = Settings {
+            max_file_bytes: max_file_mb * 1024 * 1024,
+            max_pixels: config::var("MAX_IMAGE_PIXELS", 100_000_000)?,
+            strip_location: config::var("STRIP_LOCATION_METADATA", true)?,
+            retention: Duration::from_secs(retention_days * 24 * 60 * 60),
+            url_ttl: config::seconds("SIGNED_URL_TTL", 15 * 60)?,
+            public_base,
+            tmp_dir: config::var("UPLOAD_TMP_DIR", std::env::temp_dir())?,
+        };
+        Ok(Self {
+            platform,
+            settings,
+            url_signing_key: config::var_opt::<String>("URL_SIGNING_KEY")?.map(config::Secret::new),
+            sweep_every: config::seconds("RETENTION_SWEEP_SECS", 3600)?,
+        })
+    }
+}
+
+/// Applies the image schema's migrations.
+pub async fn migrate(platform: &Platform) -> anyhow::Result<()> {
+    let db = atelier_common::db::connect(platform, "image").await?;
+    atelier_common::db::migrate::<migration::Migrator>(&db, "image").await
+}
+
+/// The object store the configuration names: S3 when `S3_BUCKET` is set,
+/// otherwise a directory under `DATA_DIR`.
+pub async fn object_store(platform: &Platform) -> anyhow::Result<Arc<dyn ObjectStore>> {
+    match atelier_storage::S3Config::from_env().map_err(|err| anyhow::anyhow!("{err}"))? {
+        Some(s3) => {
+            let bucket = s3.bucket.clone();
+            let store = atelier_storage::S3Store::new(s3)
+                .await
+                .map_err(|err| anyhow::anyhow!("connecting to S3: {err}"))?;
+            tracing::info!(bucket, "objects stored in S3");
+            Ok(Arc::new(store))
+        }
+        None => {
+            let root = platform.data_dir.join("objects");
+            let store = atelier_storage::LocalStore::new(root.clone())
+                .map_err(|err| anyhow::anyhow!("opening {}: {err}", root.display()))?;
+            Ok(Arc::new(store))
+        }
+    }
+}
+
+fn signing_key(config: &ImageConfig) -> anyhow::Result<Vec<u8>> {
+    if let Some(key) = &config.url_signing_key {
+        return Ok(key.expose().as_bytes().to_vec());
+    }
+    let path: PathBuf = config.platform.data_dir.join("url-signing.key");
+    if let Ok(existing) = std::fs::read(&path) {
+        return Ok(existing);
+    }
+    std::fs::create_dir_all(&config.platform.data_dir)?;
+    let mut key = [0u8; 32];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut key);
+    std::fs::write(&path, key).with_context(|| format!("writing {}", path.display()))?;
+    Ok(key.to_vec())
+}
+
 /// Runs the image service on `listener` until `shutdown`.
-pub async fn serve(listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
-    GrpcServer::new("image").serve(listener, shutdown).await
+pub async fn serve(
+    config: ImageConfig,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let objects = object_store(&config.platform).await?;
+    serve_with_store(config, objects, listener, shutdown).await
+}
+
+/// Runs the image service over the given object store.
+pub async fn serve_with_store(
+    config: ImageConfig,
+    objects: Arc<dyn ObjectStore>,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let db = atelier_common::db::connect(&config.platform, "image").await?;
+    atelier_common::db::migrate::<migration::Migrator>(&db, "image").await?;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let images = Images::new(
+        store::Store::new(db),
+        objects,
+        UrlSigner::new(signing_key(&config)?),
+        clock,
+        config.settings.clone(),
+    );
+    spawn_sweeper(images.clone(), config.sweep_every, shutdown.clone());
+    let auth = channel(
+        &config.platform.endpoints.auth.url,
+        config.platform.grpc_timeout,
+    )?;
+    GrpcServer::new("image")
+        .add_service(
+            ImageServiceServer::new(api::ImageApi::new(images))
+                .max_decoding_message_size(8 * 1024 * 1024),
+        )
+        .public::<ImageServiceServer<api::ImageApi>>(&[
+            // Internal: called by other services with an explicit user id, never
+            // forwarded by the gateway.
+            "StoreResult",
+            "GetDownloadUrl",
+            "CheckOwnership",
+            "GetStorageUsage",
+            "DeleteUserImages",
+            "UpdateRetention",
+            // Checked by its signature instead of a caller.
+            "ReadSignedObject",
+        ])
+        .authenticate(JwtVerifier::new(GrpcKeySource::new(auth)))
+        .serve(listener, shutdown)
+        .await
+}
+
+/// Runs the retention sweeper every `every` until `shutdown`.
+pub fn spawn_sweeper(images: Arc<Images>, every: Duration, shutdown: CancellationToken) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    if let Err(err) = images.sweep().await {
+                        tracing::warn!(error = %err, "retention sweep failed");
+                    }
+                }
+                () = shutdown.cancelled() => break,
+            }
+        }
+    });
 }

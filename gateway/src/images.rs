@@ -1,0 +1,395 @@
+//! `/api/images/*` and the signed file URLs `/files/*`, over the image service.
+
+use atelier_proto::image::v1::{self as pb, image_service_client::ImageServiceClient};
+use axum::{
+    Json,
+    body::Body,
+    extract::{Multipart, Path, Query, RawQuery, State},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use time::format_description::well_known::Rfc3339;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Channel;
+use utoipa::ToSchema;
+
+use crate::{AppState, grpc_request, problem::Problem};
+
+/// An image as the REST API shows it. `url` and `thumbnail_url` are signed and
+/// expire (`SIGNED_URL_TTL`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ImageBody {
+    pub id: String,
+    /// The stored name (`<id>.<ext>`).
+    pub filename: String,
+    /// The name it was uploaded with, as display text only.
+    pub original_filename: String,
+    /// The type found from the content, not the one declared.
+    pub mime_type: String,
+    pub file_size: i64,
+    pub width: u32,
+    pub height: u32,
+    pub sha256: String,
+    /// `original` or `result`.
+    pub kind: String,
+    pub url: String,
+    pub thumbnail_url: Option<String>,
+    pub created_at: Option<String>,
+    pub expires_at: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ImageList {
+    pub images: Vec<ImageBody>,
+    /// Pass as `page_token` for the next page; absent on the last page.
+    pub next_page_token: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ListParams {
+    pub page_size: Option<i32>,
+    pub page_token: Option<String>,
+}
+
+fn rfc3339(at: Option<prost_types::Timestamp>) -> Option<String> {
+    let at = at?;
+    let when = time::OffsetDateTime::from_unix_timestamp(at.seconds).ok()?
+        + time::Duration::nanoseconds(i64::from(at.nanos));
+    when.format(&Rfc3339).ok()
+}
+
+impl From<pb::Image> for ImageBody {
+    fn from(image: pb::Image) -> Self {
+        let kind = match pb::ImageKind::try_from(image.kind) {
+            Ok(pb::ImageKind::Result) => "result",
+            _ => "original",
+        };
+        Self {
+            id: image.id,
+            filename: image.filename,
+            original_filename: image.original_filename,
+            mime_type: image.mime_type,
+            file_size: image.file_size,
+            width: image.width,
+            height: image.height,
+            sha256: image.sha256,
+            kind: kind.to_owned(),
+            url: image.url,
+            thumbnail_url: Some(image.thumbnail_url).filter(|url| !url.is_empty()),
+            created_at: rfc3339(image.created_at),
+            expires_at: rfc3339(image.expires_at),
+        }
+    }
+}
+
+fn client(state: &AppState) -> ImageServiceClient<Channel> {
+    ImageServiceClient::new(state.image.clone())
+}
+
+fn image_of(image: Option<pb::Image>) -> Result<ImageBody, Problem> {
+    image
+        .map(ImageBody::from)
+        .ok_or_else(|| Problem::from(tonic::Status::internal("reply without image")))
+}
+
+/// The multipart form of an upload.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct UploadForm {
+    /// The image (JPEG, PNG, WebP, GIF or TIFF), at most `MAX_FILE_SIZE_MB`.
+    #[schema(format = Binary, content_media_type = "application/octet-stream")]
+    file: String,
+}
+
+/// Upload an image. The body streams through to storage; the type is found from
+/// the content.
+#[utoipa::path(
+    post, path = "/api/images/upload", tag = "images",
+    security(("bearer" = [])),
+    request_body(content = UploadForm, content_type = "multipart/form-data"),
+    responses(
+        (status = 201, description = "Stored", body = ImageBody),
+        (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Over the size limit", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not an image of a supported type", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Corrupt, truncated, or over the pixel limit", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn upload(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    mut form: Multipart,
+) -> Result<impl IntoResponse, Problem> {
+    let mut field = loop {
+        match form.next_field().await.map_err(multipart_problem)? {
+            Some(field) if field.name() == Some("file") => break field,
+            Some(_) => continue,
+            None => {
+                return Err(Problem::invalid(vec![atelier_common::FieldViolation::new(
+                    "file",
+                    "is required",
+                )]));
+            }
+        }
+    };
+    let filename = field.file_name().unwrap_or_default().to_owned();
+    let mime_type = field.content_type().unwrap_or_default().to_owned();
+
+    let (sender, receiver) = mpsc::channel(4);
+    let mut images = client(&state);
+    let call = images.upload_image(grpc_request(ReceiverStream::new(receiver), &headers));
+    tokio::pin!(call);
+    let feed = async move {
+        use pb::upload_image_request::Data;
+        let metadata = pb::UploadMetadata {
+            filename,
+            mime_type,
+            size_bytes: None,
+        };
+        let sent = sender
+            .send(pb::UploadImageRequest {
+                data: Some(Data::Metadata(metadata)),
+            })
+            .await;
+        while sent.is_ok() {
+            match field.chunk().await.map_err(multipart_problem)? {
+                Some(chunk) => {
+                    let message = pb::UploadImageRequest {
+                        data: Some(Data::Chunk(chunk)),
+                    };
+                    if sender.send(message).await.is_err() {
+                        break;
+                    }
+                }
+                None => break,
+            }
+        }
+        Ok::<_, Problem>(())
+    };
+    tokio::pin!(feed);
+    let mut fed = false;
+    // The body and the call run together. A body that fails cancels the call
+    // (dropping it), so the service sees an interrupted upload, never a short one.
+    let reply = loop {
+        tokio::select! {
+            result = &mut feed, if !fed => {
+                result?;
+                fed = true;
+            }
+            reply = &mut call => break reply?,
+        }
+    };
+    let image = image_of(reply.into_inner().image)?;
+    Ok((StatusCode::CREATED, Json(image)))
+}
+
+fn multipart_problem(err: axum::extract::multipart::MultipartError) -> Problem {
+    let status = err.status();
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        return Problem::new(
+            status,
+            "payload-too-large",
+            "the upload is larger than the size limit",
+        );
+    }
+    Problem::new(status, "malformed-body", err.body_text())
+}
+
+/// List your images, newest first.
+#[utoipa::path(
+    get, path = "/api/images", tag = "images",
+    security(("bearer" = [])),
+    params(
+        ("page_size" = Option<i32>, Query, description = "Images per page (default 20, at most 100)"),
+        ("page_token" = Option<String>, Query, description = "The `next_page_token` of the previous page"),
+    ),
+    responses(
+        (status = 200, description = "One page of images", body = ImageList),
+        (status = 422, description = "Invalid page size or token", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn list(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(params): Query<ListParams>,
+) -> Result<Json<ImageList>, Problem> {
+    let reply = client(&state)
+        .list_images(grpc_request(
+            pb::ListImagesRequest {
+                page_size: params.page_size.unwrap_or(0),
+                page_token: params.page_token.unwrap_or_default(),
+                kind: 0,
+            },
+            &headers,
+        ))
+        .await?
+        .into_inner();
+    Ok(Json(ImageList {
+        images: reply.images.into_iter().map(ImageBody::from).collect(),
+        next_page_token: Some(reply.next_page_token).filter(|token| !token.is_empty()),
+    }))
+}
+
+/// One of your images.
+#[utoipa::path(
+    get, path = "/api/images/{id}", tag = "images",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "Image id")),
+    responses(
+        (status = 200, description = "The image", body = ImageBody),
+        (status = 404, description = "No such image of yours", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn get(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<ImageBody>, Problem> {
+    let reply = client(&state)
+        .get_image(grpc_request(pb::GetImageRequest { image_id: id }, &headers))
+        .await?;
+    Ok(Json(image_of(reply.into_inner().image)?))
+}
+
+/// Delete one of your images and every stored object of it.
+#[utoipa::path(
+    delete, path = "/api/images/{id}", tag = "images",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "Image id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "No such image of yours", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn delete(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<StatusCode, Problem> {
+    client(&state)
+        .delete_image(grpc_request(
+            pb::DeleteImageRequest { image_id: id },
+            &headers,
+        ))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A `Range` header the gateway honours: one range, in bytes. Anything else is
+/// ignored and the whole object served, as RFC 9110 allows.
+fn parse_range(headers: &HeaderMap) -> (Option<i64>, Option<i64>) {
+    let Some(spec) = headers
+        .get(header::RANGE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("bytes="))
+    else {
+        return (None, None);
+    };
+    if spec.contains(',') {
+        return (None, None);
+    }
+    let Some((start, end)) = spec.trim().split_once('-') else {
+        return (None, None);
+    };
+    match (start.parse::<i64>().ok(), end.parse::<i64>().ok()) {
+        (Some(start), Some(end)) if end >= start => (Some(start), Some(end)),
+        (Some(start), None) if end.is_empty() => (Some(start), None),
+        (None, Some(suffix)) if start.is_empty() && suffix > 0 => (None, Some(suffix)),
+        _ => (None, None),
+    }
+}
+
+/// ASCII-only, quote-free, for `Content-Disposition`.
+fn safe_filename(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// Serves a signed file URL; the image service checks the signature.
+pub async fn file(
+    State(state): State<AppState>,
+    Path(rest): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, Problem> {
+    let (range_start, range_end) = parse_range(&headers);
+    let ranged = range_start.is_some() || range_end.is_some();
+    let mut stream = client(&state)
+        .read_signed_object(grpc_request(
+            pb::ReadSignedObjectRequest {
+                path: format!("/files/{rest}"),
+                query: query.unwrap_or_default(),
+                range_start,
+                range_end,
+            },
+            &headers,
+        ))
+        .await?
+        .into_inner();
+    use pb::read_signed_object_response::Data;
+    let info = match stream.message().await? {
+        Some(pb::ReadSignedObjectResponse {
+            data: Some(Data::Info(info)),
+        }) => info,
+        _ => {
+            return Err(Problem::from(tonic::Status::internal(
+                "object stream without its description",
+            )));
+        }
+    };
+    let body = Body::from_stream(stream.filter_map(|message| async move {
+        match message {
+            Ok(pb::ReadSignedObjectResponse {
+                data: Some(Data::Chunk(chunk)),
+            }) => Some(Ok(chunk)),
+            Ok(_) => None,
+            Err(status) => Some(Err(std::io::Error::other(status.message().to_owned()))),
+        }
+    }));
+    let length = info.range_end - info.range_start + 1;
+    let mut response = Response::new(body);
+    *response.status_mut() = if ranged {
+        StatusCode::PARTIAL_CONTENT
+    } else {
+        StatusCode::OK
+    };
+    let headers = response.headers_mut();
+    let mut set = |name, value: String| {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            headers.insert(name, value);
+        }
+    };
+    set(header::CONTENT_TYPE, info.mime_type);
+    set(header::CONTENT_LENGTH, length.to_string());
+    set(header::ACCEPT_RANGES, "bytes".into());
+    set(header::CACHE_CONTROL, "private, max-age=300".into());
+    set(
+        header::CONTENT_DISPOSITION,
+        format!("inline; filename=\"{}\"", safe_filename(&info.filename)),
+    );
+    // Served bytes are data, never a document: no scripts even in a polyglot.
+    set(
+        header::CONTENT_SECURITY_POLICY,
+        "default-src 'none'; sandbox".into(),
+    );
+    if ranged {
+        set(
+            header::CONTENT_RANGE,
+            format!(
+                "bytes {}-{}/{}",
+                info.range_start, info.range_end, info.total_size
+            ),
+        );
+    }
+    Ok(response)
+}

@@ -1,0 +1,302 @@
+//! The local-directory backend, the embedded default.
+//!
+//! Layout under the root:
+//! - `objects/<key>`: the object's bytes, exactly as stored (an operator can look at them);
+//! - `meta/<key>`: its content type, as plain text;
+//! - `tmp/<uuid>`: uploads in flight, renamed into place once complete and synced.
+//!
+//! Content types live in a tree of their own rather than beside the object (`<key>.meta`)
+//! because `a.meta` is itself a valid key. As on any filesystem, `a` and `a/b` cannot both
+//! be objects: storing one while the other exists fails with [`StorageError::Backend`].
+
+use std::{
+    io::{self, SeekFrom},
+    path::{Path, PathBuf},
+    time::{Duration, SystemTime},
+};
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use tokio::{
+    fs::{self, File},
+    io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt, BufWriter},
+};
+use tokio_util::io::ReaderStream;
+
+use crate::{
+    ByteRange, ByteStream, DEFAULT_CONTENT_TYPE, ObjectMeta, ObjectRead, ObjectStore, StorageError,
+    range, validate_key,
+};
+
+/// The size of the chunks `get` streams.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Temp files older than this are left by a crash, and removed when a store opens.
+const STALE_TEMP_AGE: Duration = Duration::from_secs(60 * 60);
+
+/// Objects in a local directory. URLs to them are signed by the image service and served
+/// by the gateway, so [`ObjectStore::presigned_get`] answers `None`.
+#[derive(Clone, Debug)]
+pub struct LocalStore {
+    root: PathBuf,
+    objects: PathBuf,
+    meta: PathBuf,
+    tmp: PathBuf,
+}
+
+impl LocalStore {
+    /// Opens the store at `root`, creating the directory when missing, and removes
+    /// uploads left in flight by a crash (temp files older than an hour).
+    pub fn new(root: PathBuf) -> Result<Self, StorageError> {
+        let store = Self {
+            objects: root.join("objects"),
+            meta: root.join("meta"),
+            tmp: root.join("tmp"),
+            root,
+        };
+        for dir in [&store.root, &store.objects, &store.meta, &store.tmp] {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| backend(format!("creating {}", dir.display()), e))?;
+        }
+        store.remove_stale_temp_files();
+        Ok(store)
+    }
+
+    /// The directory this store keeps its objects under.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn remove_stale_temp_files(&self) {
+        let Ok(entries) = std::fs::read_dir(&self.tmp) else {
+            return;
+        };
+        let now = SystemTime::now();
+        for entry in entries.flatten() {
+            let stale = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|modified| {
+                    now.duration_since(modified)
+                        .is_ok_and(|age| age > STALE_TEMP_AGE)
+                });
+            if stale && let Err(error) = std::fs::remove_file(entry.path()) {
+                tracing::warn!(path = %entry.path().display(), %error, "removing stale temp file failed");
+            }
+        }
+    }
+
+    /// The object's path and its content type's path, for a valid key.
+    fn paths(&self, key: &str) -> Result<(PathBuf, PathBuf), StorageError> {
+        validate_key(key)?;
+        Ok((self.objects.join(key), self.meta.join(key)))
+    }
+
+    async fn content_type(&self, meta_path: &Path) -> Result<String, StorageError> {
+        match fs::read_to_string(meta_path).await {
+            Ok(content_type) => Ok(content_type.trim().to_owned()),
+            Err(e) if is_missing(&e) => Ok(DEFAULT_CONTENT_TYPE.to_owned()),
+            Err(e) => Err(backend(format!("reading {}", meta_path.display()), e)),
+        }
+    }
+
+    /// Writes `body` to a new temp file, synced; the guard removes it unless disarmed.
+    async fn write_temp(&self, mut body: ByteStream) -> Result<(TempFile, u64), StorageError> {
+        let temp = TempFile::new(&self.tmp);
+        let file = File::create_new(&temp.path)
+            .await
+            .map_err(|e| backend(format!("creating {}", temp.path.display()), e))?;
+        let mut writer = BufWriter::with_capacity(READ_CHUNK, file);
+        let mut size = 0u64;
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(StorageError::Body)?;
+            writer
+                .write_all(&chunk)
+                .await
+                .map_err(|e| backend(format!("writing {}", temp.path.display()), e))?;
+            size += chunk.len() as u64;
+        }
+        writer
+            .flush()
+            .await
+            .map_err(|e| backend(format!("writing {}", temp.path.display()), e))?;
+        writer
+            .into_inner()
+            .sync_all()
+            .await
+            .map_err(|e| backend(format!("syncing {}", temp.path.display()), e))?;
+        Ok((temp, size))
+    }
+
+    async fn write_temp_text(&self, text: &str) -> Result<TempFile, StorageError> {
+        let temp = TempFile::new(&self.tmp);
+        let mut file = File::create_new(&temp.path)
+            .await
+            .map_err(|e| backend(format!("creating {}", temp.path.display()), e))?;
+        file.write_all(text.as_bytes())
+            .await
+            .map_err(|e| backend(format!("writing {}", temp.path.display()), e))?;
+        file.sync_all()
+            .await
+            .map_err(|e| backend(format!("syncing {}", temp.path.display()), e))?;
+        Ok(temp)
+    }
+}
+
+#[async_trait]
+impl ObjectStore for LocalStore {
+    async fn put(
+        &self,
+        key: &str,
+        content_type: &str,
+        body: ByteStream,
+    ) -> Result<u64, StorageError> {
+        let (object_path, meta_path) = self.paths(key)?;
+        let (data, size) = self.write_temp(body).await?;
+        let meta = self.write_temp_text(content_type).await?;
+        for path in [&object_path, &meta_path] {
+            if let Some(parent) = path.parent() {
+                fs::create_dir_all(parent)
+                    .await
+                    .map_err(|e| backend(format!("storing {key:?}"), e))?;
+            }
+        }
+        // The content type goes first: a put that fails between the two renames leaves
+        // at worst a content type without an object, which nothing reads.
+        meta.persist(&meta_path)
+            .await
+            .map_err(|e| backend(format!("storing {key:?}"), e))?;
+        data.persist(&object_path)
+            .await
+            .map_err(|e| backend(format!("storing {key:?}"), e))?;
+        // Make the renames durable. The object is in place already, so a failure here
+        // is only reported.
+        let dirs: Vec<PathBuf> = [&object_path, &meta_path]
+            .into_iter()
+            .filter_map(|path| path.parent().map(Path::to_path_buf))
+            .collect();
+        let synced = tokio::task::spawn_blocking(move || {
+            dirs.iter()
+                .try_for_each(|dir| std::fs::File::open(dir)?.sync_all())
+        })
+        .await;
+        if let Ok(Err(error)) = synced {
+            tracing::warn!(key, %error, "syncing object directories failed");
+        }
+        Ok(size)
+    }
+
+    async fn get(&self, key: &str, range: Option<ByteRange>) -> Result<ObjectRead, StorageError> {
+        let (object_path, meta_path) = self.paths(key)?;
+        let mut file = match File::open(&object_path).await {
+            Ok(file) => file,
+            Err(e) if is_missing(&e) => return Err(StorageError::NotFound),
+            Err(e) => return Err(backend(format!("opening {key:?}"), e)),
+        };
+        // The size comes from the opened file: a put replacing the object meanwhile
+        // renames a new file into place, and this one stays whole.
+        let metadata = file
+            .metadata()
+            .await
+            .map_err(|e| backend(format!("reading {key:?}"), e))?;
+        if !metadata.is_file() {
+            return Err(StorageError::NotFound);
+        }
+        let size = metadata.len();
+        let range = range::resolve(size, range)?;
+        let content_type = self.content_type(&meta_path).await?;
+        let len = range::range_len(&range);
+        if len > 0 && *range.start() > 0 {
+            file.seek(SeekFrom::Start(*range.start()))
+                .await
+                .map_err(|e| backend(format!("reading {key:?}"), e))?;
+        }
+        let body = ReaderStream::with_capacity(file.take(len), READ_CHUNK).boxed();
+        Ok(ObjectRead {
+            meta: ObjectMeta { size, content_type },
+            range,
+            body,
+        })
+    }
+
+    async fn head(&self, key: &str) -> Result<ObjectMeta, StorageError> {
+        let (object_path, meta_path) = self.paths(key)?;
+        let metadata = match fs::metadata(&object_path).await {
+            Ok(metadata) if metadata.is_file() => metadata,
+            Ok(_) => return Err(StorageError::NotFound),
+            Err(e) if is_missing(&e) => return Err(StorageError::NotFound),
+            Err(e) => return Err(backend(format!("reading {key:?}"), e)),
+        };
+        Ok(ObjectMeta {
+            size: metadata.len(),
+            content_type: self.content_type(&meta_path).await?,
+        })
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StorageError> {
+        let (object_path, meta_path) = self.paths(key)?;
+        // The object first: once it is gone, a left-over content type is never read.
+        for path in [object_path, meta_path] {
+            match fs::remove_file(&path).await {
+                Ok(()) => {}
+                Err(e) if is_missing(&e) || e.kind() == io::ErrorKind::IsADirectory => {}
+                Err(e) => return Err(backend(format!("deleting {key:?}"), e)),
+            }
+        }
+        Ok(())
+    }
+
+    async fn presigned_get(
+        &self,
+        key: &str,
+        _ttl: Duration,
+    ) -> Result<Option<String>, StorageError> {
+        validate_key(key)?;
+        Ok(None)
+    }
+}
+
+/// A temp file under `tmp/`, removed when dropped unless it was persisted (renamed into
+/// place): a put that fails or is dropped leaves nothing behind.
+struct TempFile {
+    path: PathBuf,
+    armed: bool,
+}
+
+impl TempFile {
+    fn new(tmp: &Path) -> Self {
+        Self {
+            path: tmp.join(uuid::Uuid::new_v4().simple().to_string()),
+            armed: true,
+        }
+    }
+
+    async fn persist(mut self, to: &Path) -> io::Result<()> {
+        fs::rename(&self.path, to).await?;
+        self.armed = false;
+        Ok(())
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if self.armed
+            && let Err(error) = std::fs::remove_file(&self.path)
+            && !is_missing(&error)
+        {
+            tracing::warn!(path = %self.path.display(), %error, "removing temp file failed");
+        }
+    }
+}
+
+/// Whether an I/O error says the path is not there (or a parent of it is a file).
+fn is_missing(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+    )
+}
+
+fn backend(context: String, e: io::Error) -> StorageError {
+    StorageError::Backend(format!("{context}: {e}"))
+}

@@ -1,0 +1,924 @@
+//! One conformance suite, run against every backend: the local directory and S3 (the
+//! `s3s-fs` server that `make test` starts through `.ci/deps.sh`).
+//!
+//! Each suite test is a generic async fn over a [`Fixture`]; `conformance_suite!` makes a
+//! `#[tokio::test]` of it per backend (`local::name`, `s3::name`). Every S3 test gets a
+//! bucket of its own. The S3 server is never optional: when it does not answer, the S3
+//! tests fail and say how to start it.
+//!
+//! | variable | default |
+//! |---|---|
+//! | `TEST_S3_ENDPOINT` | `http://127.0.0.1:9000` |
+//! | `TEST_S3_ACCESS_KEY` | `atelier-test` |
+//! | `TEST_S3_SECRET_KEY` | `atelier-test-secret` |
+//! | `TEST_S3_FS_ROOT` | `/tmp/atelier-s3`: s3s-fs's data directory, read to find multipart uploads in flight, since s3s-fs does not implement ListMultipartUploads |
+
+use std::{io, sync::Arc, task::Poll, time::Duration};
+
+use atelier_storage::{
+    ByteRange, ByteStream, LocalStore, ObjectMeta, ObjectRead, ObjectStore, S3Config, S3Store,
+    StorageError, s3::MIN_PART_SIZE,
+};
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use sha2::{Digest, Sha256};
+use tempfile::TempDir;
+use tokio::sync::oneshot;
+
+const MIB: usize = 1024 * 1024;
+/// The part size of the S3 store under test: the smallest S3 allows, so multipart uploads
+/// take little data.
+const PART_SIZE: usize = MIN_PART_SIZE;
+/// How long to wait for something that should happen at once (an abort landing).
+const SETTLE: Duration = Duration::from_secs(10);
+
+// ---------------------------------------------------------------------------------------
+// Backends under test
+
+/// A store under test, with what is needed to look behind it.
+struct Fixture {
+    store: Arc<dyn ObjectStore>,
+    backend: Backend,
+}
+
+enum Backend {
+    Local { dir: TempDir },
+    S3 { store: S3Store },
+}
+
+impl Fixture {
+    fn local() -> Self {
+        let dir = tempfile::tempdir().expect("creating a temp dir");
+        let store = LocalStore::new(dir.path().join("store")).expect("opening the local store");
+        Self {
+            store: Arc::new(store),
+            backend: Backend::Local { dir },
+        }
+    }
+
+    async fn s3() -> Self {
+        let store = S3Store::new(s3_config())
+            .await
+            .expect("building the S3 store");
+        if let Err(e) = store.create_bucket_if_missing().await {
+            panic!(
+                "the S3 test server at {} does not answer or refuses us ({e}): run `make test`, \
+                 which starts s3s-fs through .ci/deps.sh, or start it as .ci/deps.sh does \
+                 (and set TEST_S3_ENDPOINT, TEST_S3_ACCESS_KEY, TEST_S3_SECRET_KEY if it is \
+                 elsewhere)",
+                s3_endpoint()
+            );
+        }
+        Self {
+            store: Arc::new(store.clone()),
+            backend: Backend::S3 { store },
+        }
+    }
+
+    fn store(&self) -> &dyn ObjectStore {
+        self.store.as_ref()
+    }
+
+    /// The uploads the backend holds that are not objects (yet): temp files for the local
+    /// store, in-progress multipart uploads for S3.
+    async fn uploads_in_flight(&self) -> Vec<String> {
+        match &self.backend {
+            Backend::Local { dir } => std::fs::read_dir(dir.path().join("store").join("tmp"))
+                .expect("listing the temp dir")
+                .map(|entry| {
+                    entry
+                        .expect("reading the temp dir")
+                        .file_name()
+                        .to_string_lossy()
+                        .into_owned()
+                })
+                .collect(),
+            Backend::S3 { store } => {
+                let listed = store
+                    .client()
+                    .list_multipart_uploads()
+                    .bucket(store.bucket())
+                    .send()
+                    .await;
+                match listed {
+                    Ok(listed) => listed
+                        .uploads()
+                        .iter()
+                        .map(|upload| format!("{:?} {:?}", upload.key(), upload.upload_id()))
+                        .collect(),
+                    Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 501) => {
+                        s3s_fs_uploads(store.bucket())
+                    }
+                    Err(e) => panic!("listing multipart uploads: {e:?}"),
+                }
+            }
+        }
+    }
+
+    /// Waits (boundedly) until no upload is in flight, and says what is left otherwise.
+    async fn settled_uploads(&self) -> Vec<String> {
+        let deadline = tokio::time::Instant::now() + SETTLE;
+        loop {
+            let uploads = self.uploads_in_flight().await;
+            if uploads.is_empty() || tokio::time::Instant::now() > deadline {
+                return uploads;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// How many parts S3 stored `key` in (`None` for the local store, or when the server
+    /// does not say).
+    async fn parts_count(&self, key: &str) -> Option<i32> {
+        let Backend::S3 { store } = &self.backend else {
+            return None;
+        };
+        let head = store
+            .client()
+            .head_object()
+            .bucket(store.bucket())
+            .key(key)
+            .part_number(1)
+            .send()
+            .await
+            .ok()?;
+        head.parts_count().or_else(|| {
+            // A multipart object's ETag is "<md5 of the parts' md5s>-<parts>".
+            head.e_tag()?
+                .trim_matches('"')
+                .rsplit_once('-')?
+                .1
+                .parse()
+                .ok()
+        })
+    }
+
+    async fn cleanup(self) {
+        let left = self.uploads_in_flight().await;
+        assert!(
+            left.is_empty(),
+            "uploads left in flight at the end of the test: {left:?}"
+        );
+        let Backend::S3 { store } = &self.backend else {
+            return;
+        };
+        let (client, bucket) = (store.client(), store.bucket());
+        let listed = client
+            .list_objects_v2()
+            .bucket(bucket)
+            .send()
+            .await
+            .expect("listing the test bucket");
+        for object in listed.contents() {
+            client
+                .delete_object()
+                .bucket(bucket)
+                .key(object.key().expect("a listed object has a key"))
+                .send()
+                .await
+                .expect("emptying the test bucket");
+        }
+        client
+            .delete_bucket()
+            .bucket(bucket)
+            .send()
+            .await
+            .expect("deleting the test bucket");
+    }
+}
+
+/// The multipart uploads in flight in `bucket`, read from s3s-fs's data directory: it
+/// keeps one `.bucket-<base64 bucket>.object-<base64 key>.upload-<id>.metadata.json` file
+/// per upload, from CreateMultipartUpload to Complete or Abort.
+fn s3s_fs_uploads(bucket: &str) -> Vec<String> {
+    use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+
+    let root = std::path::PathBuf::from(env_or("TEST_S3_FS_ROOT", "/tmp/atelier-s3"));
+    assert!(
+        root.join(bucket).is_dir(),
+        "the S3 server does not implement ListMultipartUploads (s3s-fs), and {} is not its \
+         data directory (no {bucket}/ in it): set TEST_S3_FS_ROOT to the directory s3s-fs serves",
+        root.display()
+    );
+    let prefix = format!(".bucket-{}.object-", URL_SAFE_NO_PAD.encode(bucket));
+    std::fs::read_dir(&root)
+        .expect("listing the s3s-fs data directory")
+        .filter_map(|entry| {
+            let name = entry.ok()?.file_name().into_string().ok()?;
+            (name.starts_with(&prefix)
+                && name.contains(".upload-")
+                && name.ends_with(".metadata.json"))
+            .then_some(name)
+        })
+        .collect()
+}
+
+fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name)
+        .ok()
+        .filter(|value| !value.is_empty())
+        .unwrap_or_else(|| default.to_owned())
+}
+
+fn s3_endpoint() -> String {
+    env_or("TEST_S3_ENDPOINT", "http://127.0.0.1:9000")
+}
+
+fn s3_config() -> S3Config {
+    let mut config = S3Config::new(format!("atelier-test-{}", uuid::Uuid::new_v4().simple()));
+    config.endpoint = Some(s3_endpoint());
+    config.force_path_style = true;
+    config.access_key_id = Some(env_or("TEST_S3_ACCESS_KEY", "atelier-test"));
+    config.secret_access_key = Some(env_or("TEST_S3_SECRET_KEY", "atelier-test-secret"));
+    config.part_size = PART_SIZE;
+    config
+}
+
+/// Makes a `#[tokio::test]` per backend of each suite fn.
+macro_rules! conformance_suite {
+    ($($test:ident),+ $(,)?) => {
+        mod local {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    let fixture = super::Fixture::local();
+                    super::$test(&fixture).await;
+                    fixture.cleanup().await;
+                }
+            )+
+        }
+
+        mod s3 {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    let fixture = super::Fixture::s3().await;
+                    super::$test(&fixture).await;
+                    fixture.cleanup().await;
+                }
+            )+
+        }
+    };
+}
+
+conformance_suite!(
+    round_trip,
+    empty_object,
+    ranges,
+    missing_key,
+    put_replaces,
+    failed_body_leaves_nothing,
+    failed_body_keeps_the_old_object,
+    dropped_put_leaves_nothing,
+    large_object,
+    invalid_keys,
+    keys_that_look_internal,
+);
+
+// ---------------------------------------------------------------------------------------
+// Helpers
+
+/// `len` bytes that differ from one test object to the next (xorshift).
+fn data(len: usize, seed: u64) -> Bytes {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        out.extend_from_slice(&state.to_le_bytes());
+    }
+    out.truncate(len);
+    Bytes::from(out)
+}
+
+/// `data` as a stream of `chunk`-byte chunks.
+fn chunks(data: &Bytes, chunk: usize) -> Vec<io::Result<Bytes>> {
+    (0..data.len())
+        .step_by(chunk.max(1))
+        .map(|start| Ok(data.slice(start..(start + chunk).min(data.len()))))
+        .collect()
+}
+
+fn body(data: &Bytes, chunk: usize) -> ByteStream {
+    futures::stream::iter(chunks(data, chunk)).boxed()
+}
+
+/// `len` bytes, then an error (the client went away).
+fn failing_body(len: usize) -> ByteStream {
+    let mut items = chunks(&data(len, 7), 64 * 1024);
+    items.push(Err(io::Error::new(
+        io::ErrorKind::ConnectionReset,
+        "client went away",
+    )));
+    futures::stream::iter(items).boxed()
+}
+
+/// `len` bytes, then a signal on the receiver, then `tail` bytes, then nothing more, ever.
+fn stalling_body(len: usize, tail: usize) -> (ByteStream, oneshot::Receiver<()>) {
+    let (reached, signal) = oneshot::channel();
+    let mut reached = Some(reached);
+    let body = futures::stream::iter(chunks(&data(len, 11), 64 * 1024))
+        .chain(futures::stream::poll_fn(move |_| {
+            if let Some(reached) = reached.take() {
+                let _ = reached.send(());
+            }
+            Poll::Ready(None)
+        }))
+        .chain(futures::stream::iter(chunks(&data(tail, 12), 64 * 1024)))
+        .chain(futures::stream::pending())
+        .boxed();
+    (body, signal)
+}
+
+async fn read_all(read: ObjectRead) -> Vec<u8> {
+    let expected = read.len();
+    let bytes: Vec<Bytes> = read.body.try_collect().await.expect("reading the body");
+    let bytes = bytes.concat();
+    assert_eq!(
+        bytes.len() as u64,
+        expected,
+        "body length and range disagree"
+    );
+    bytes
+}
+
+async fn get(fixture: &Fixture, key: &str, range: Option<ByteRange>) -> (ObjectRead, Vec<u8>) {
+    let read = fixture
+        .store()
+        .get(key, range)
+        .await
+        .unwrap_or_else(|e| panic!("get {key:?} {range:?}: {e}"));
+    let meta = read.meta.clone();
+    let range = read.range.clone();
+    let bytes = read_all(read).await;
+    let read = ObjectRead {
+        meta,
+        range,
+        body: futures::stream::empty().boxed(),
+    };
+    (read, bytes)
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[track_caller]
+fn assert_not_found<T: std::fmt::Debug>(result: Result<T, StorageError>) {
+    assert!(
+        matches!(result, Err(StorageError::NotFound)),
+        "expected NotFound, got {result:?}"
+    );
+}
+
+#[track_caller]
+fn assert_invalid_range<T: std::fmt::Debug>(result: Result<T, StorageError>) {
+    assert!(
+        matches!(result, Err(StorageError::InvalidRange)),
+        "expected InvalidRange, got {result:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// The suite
+
+async fn round_trip(fixture: &Fixture) {
+    let store = fixture.store();
+    let key = "users/42/images/photo.png";
+    let bytes = data(100_000, 1);
+    let size = store
+        .put(key, "image/png", body(&bytes, 7_000))
+        .await
+        .expect("put");
+    assert_eq!(size, 100_000);
+    let meta = ObjectMeta {
+        size: 100_000,
+        content_type: "image/png".to_owned(),
+    };
+    assert_eq!(store.head(key).await.expect("head"), meta);
+
+    let (read, got) = get(fixture, key, None).await;
+    assert_eq!(read.meta, meta);
+    assert_eq!(read.range, 0..=99_999);
+    assert!(!read.is_partial());
+    assert!(got == bytes, "the bytes read back differ");
+
+    store.delete(key).await.expect("delete");
+    assert_not_found(store.head(key).await);
+    assert_not_found(store.get(key, None).await.map(|r| r.meta));
+    store.delete(key).await.expect("deleting twice");
+    assert!(fixture.settled_uploads().await.is_empty());
+}
+
+async fn empty_object(fixture: &Fixture) {
+    let store = fixture.store();
+    let size = store
+        .put("empty", "text/plain", futures::stream::empty().boxed())
+        .await
+        .expect("put");
+    assert_eq!(size, 0);
+    assert_eq!(
+        store.head("empty").await.expect("head"),
+        ObjectMeta {
+            size: 0,
+            content_type: "text/plain".to_owned()
+        }
+    );
+    let (read, got) = get(fixture, "empty", None).await;
+    assert!(got.is_empty());
+    assert!(read.is_empty() && read.range.is_empty() && !read.is_partial());
+    assert_invalid_range(
+        store
+            .get("empty", Some(ByteRange::Suffix(1)))
+            .await
+            .map(|r| r.meta),
+    );
+    assert_invalid_range(
+        store
+            .get(
+                "empty",
+                Some(ByteRange::From {
+                    start: 0,
+                    end: None,
+                }),
+            )
+            .await
+            .map(|r| r.meta),
+    );
+}
+
+async fn ranges(fixture: &Fixture) {
+    let store = fixture.store();
+    let bytes = data(1000, 2);
+    store
+        .put("r", "application/octet-stream", body(&bytes, 100))
+        .await
+        .expect("put");
+    let from = |start, end| Some(ByteRange::From { start, end });
+    for (range, expected) in [
+        (from(10, Some(19)), 10..=19u64),
+        (from(0, Some(0)), 0..=0),
+        (from(990, None), 990..=999),
+        (from(0, None), 0..=999),
+        (from(999, None), 999..=999),
+        (from(995, Some(5000)), 995..=999),
+        (Some(ByteRange::Suffix(10)), 990..=999),
+        (Some(ByteRange::Suffix(1)), 999..=999),
+        (Some(ByteRange::Suffix(5000)), 0..=999),
+    ] {
+        let (read, got) = get(fixture, "r", range).await;
+        assert_eq!(read.range, expected, "{range:?}");
+        assert_eq!(read.meta.size, 1000, "{range:?}");
+        let (start, end) = (*expected.start() as usize, *expected.end() as usize);
+        assert!(got == bytes[start..=end], "{range:?}: wrong bytes");
+    }
+    for range in [
+        from(1000, None),
+        from(1000, Some(1000)),
+        from(2000, Some(3000)),
+        from(5, Some(4)),
+        Some(ByteRange::Suffix(0)),
+    ] {
+        let result = store.get("r", range).await.map(|r| r.meta);
+        assert!(
+            matches!(result, Err(StorageError::InvalidRange)),
+            "{range:?}: expected InvalidRange, got {result:?}"
+        );
+    }
+    assert_not_found(store.get("nope", from(0, Some(1))).await.map(|r| r.meta));
+}
+
+async fn missing_key(fixture: &Fixture) {
+    let store = fixture.store();
+    assert_not_found(store.head("never/stored").await);
+    assert_not_found(store.get("never/stored", None).await.map(|r| r.meta));
+    store
+        .delete("never/stored")
+        .await
+        .expect("deleting a missing object");
+    // A key below an existing object.
+    store
+        .put("a/b", "text/plain", body(&data(3, 3), 3))
+        .await
+        .expect("put");
+    assert_not_found(store.head("a/b/c").await);
+    assert_not_found(store.get("a/b/c", None).await.map(|r| r.meta));
+    store
+        .delete("a/b/c")
+        .await
+        .expect("deleting below an object");
+    assert!(store.head("a/b").await.is_ok(), "a/b must survive");
+}
+
+async fn put_replaces(fixture: &Fixture) {
+    let store = fixture.store();
+    let first = data(5000, 4);
+    let second = data(300, 5);
+    store
+        .put("k", "image/png", body(&first, 1000))
+        .await
+        .expect("first put");
+    store
+        .put("k", "image/jpeg", body(&second, 1000))
+        .await
+        .expect("second put");
+    assert_eq!(
+        store.head("k").await.expect("head"),
+        ObjectMeta {
+            size: 300,
+            content_type: "image/jpeg".to_owned()
+        }
+    );
+    let (read, got) = get(fixture, "k", None).await;
+    assert_eq!(read.meta.content_type, "image/jpeg");
+    assert!(got == second);
+}
+
+async fn failed_body_leaves_nothing(fixture: &Fixture) {
+    let store = fixture.store();
+    // Within the first part, and past it (a multipart upload on S3).
+    for (key, len) in [("small", 1000), ("large", PART_SIZE + MIB)] {
+        let result = store.put(key, "image/png", failing_body(len)).await;
+        assert!(
+            matches!(&result, Err(StorageError::Body(e)) if e.kind() == io::ErrorKind::ConnectionReset),
+            "{key}: expected a body error, got {result:?}"
+        );
+        assert_not_found(store.head(key).await);
+        let left = fixture.settled_uploads().await;
+        assert!(left.is_empty(), "{key}: uploads left behind: {left:?}");
+    }
+}
+
+async fn failed_body_keeps_the_old_object(fixture: &Fixture) {
+    let store = fixture.store();
+    let old = data(2000, 6);
+    store
+        .put("keep", "image/webp", body(&old, 500))
+        .await
+        .expect("put");
+    for len in [10, PART_SIZE + MIB] {
+        let result = store.put("keep", "image/png", failing_body(len)).await;
+        assert!(matches!(result, Err(StorageError::Body(_))), "{result:?}");
+        let (read, got) = get(fixture, "keep", None).await;
+        assert_eq!(read.meta.content_type, "image/webp");
+        assert!(got == old, "the old object changed");
+    }
+    assert!(fixture.settled_uploads().await.is_empty());
+}
+
+async fn dropped_put_leaves_nothing(fixture: &Fixture) {
+    // Stalled while filling the second part (on S3: a multipart upload going, one part
+    // uploaded), and right when the put sees there is more than one part (on S3: while
+    // the multipart upload is being created).
+    for (len, tail, when) in [
+        (PART_SIZE + MIB, 0, "after the first part"),
+        (PART_SIZE, 1000, "while starting a multipart upload"),
+    ] {
+        let store = Arc::clone(&fixture.store);
+        let (body, stalled) = stalling_body(len, tail);
+        let put = tokio::spawn(async move { store.put("dropped", "image/png", body).await });
+        tokio::time::timeout(SETTLE, stalled)
+            .await
+            .unwrap_or_else(|_| panic!("{when}: the body was never read that far"))
+            .expect("the body signals");
+        if tail == 0 {
+            assert!(
+                !fixture.uploads_in_flight().await.is_empty(),
+                "{when}: the upload should be in flight"
+            );
+        }
+        // Dropping the put future, as a client that goes away does.
+        put.abort();
+        let joined = put.await;
+        assert!(
+            joined.as_ref().is_err_and(|e| e.is_cancelled()),
+            "{when}: the put must stall until dropped, got {joined:?}"
+        );
+        let left = fixture.settled_uploads().await;
+        assert!(left.is_empty(), "{when}: uploads left behind: {left:?}");
+        assert_not_found(fixture.store().head("dropped").await);
+    }
+
+    // Dropped by a timeout before the first part is full.
+    let (body, _stalled) = stalling_body(1000, 0);
+    let result = tokio::time::timeout(
+        Duration::from_millis(300),
+        fixture.store().put("dropped", "image/png", body),
+    )
+    .await;
+    assert!(result.is_err(), "the put must time out");
+    assert!(fixture.settled_uploads().await.is_empty());
+    assert_not_found(fixture.store().head("dropped").await);
+}
+
+async fn large_object(fixture: &Fixture) {
+    let store = fixture.store();
+    // 20 MiB and a bit, in chunks that straddle the part boundaries.
+    let bytes = data(20 * MIB + 123, 8);
+    let size = store
+        .put("big/object.tiff", "image/tiff", body(&bytes, MIB + 17))
+        .await
+        .expect("put");
+    assert_eq!(size, bytes.len() as u64);
+    assert_eq!(
+        store.head("big/object.tiff").await.expect("head").size,
+        bytes.len() as u64
+    );
+    if let Backend::S3 { .. } = fixture.backend {
+        // 20 MiB + 123 bytes in 5 MiB parts.
+        assert_eq!(fixture.parts_count("big/object.tiff").await, Some(5));
+    }
+
+    let (read, got) = get(fixture, "big/object.tiff", None).await;
+    assert_eq!(read.meta.content_type, "image/tiff");
+    assert_eq!(got.len(), bytes.len());
+    assert_eq!(sha256(&got), sha256(&bytes));
+
+    // A range across the first part boundary.
+    let start = (PART_SIZE - 10) as u64;
+    let (read, got) = get(
+        fixture,
+        "big/object.tiff",
+        Some(ByteRange::From {
+            start,
+            end: Some(start + 19),
+        }),
+    )
+    .await;
+    assert_eq!(read.range, start..=start + 19);
+    assert!(read.is_partial());
+    assert!(got == bytes[PART_SIZE - 10..PART_SIZE + 10]);
+    assert!(fixture.settled_uploads().await.is_empty());
+}
+
+async fn invalid_keys(fixture: &Fixture) {
+    let store = fixture.store();
+    let too_long = "a/".repeat(600) + "a";
+    for key in [
+        "",
+        "/etc/passwd",
+        "../escape",
+        "a/../../escape",
+        "a/./b",
+        ".",
+        "a//b",
+        "a/",
+        "a\\b",
+        "C:\\x",
+        "a b",
+        "ünïcode",
+        "a?b",
+        "a%2F..",
+        too_long.as_str(),
+    ] {
+        let invalid = |result: Result<(), StorageError>| {
+            assert!(
+                matches!(&result, Err(StorageError::InvalidKey(k)) if k == key),
+                "{key:?}: expected InvalidKey, got {result:?}"
+            );
+        };
+        invalid(
+            store
+                .put(key, "text/plain", body(&data(10, 9), 10))
+                .await
+                .map(drop),
+        );
+        invalid(store.get(key, None).await.map(drop));
+        invalid(store.head(key).await.map(drop));
+        invalid(store.delete(key).await);
+        invalid(
+            store
+                .presigned_get(key, Duration::from_secs(60))
+                .await
+                .map(drop),
+        );
+    }
+    assert!(fixture.settled_uploads().await.is_empty());
+}
+
+/// Keys whose names could clash with how a backend keeps things (a `.meta` sidecar, a
+/// `.tmp` or `tmp` directory) are objects like any other.
+async fn keys_that_look_internal(fixture: &Fixture) {
+    let store = fixture.store();
+    let keys = [
+        ("x", "image/png"),
+        ("x.meta", "text/plain"),
+        (".tmp/y", "image/gif"),
+        ("tmp/y", "image/jpeg"),
+        ("meta/x", "image/avif"),
+        ("objects/x", "image/bmp"),
+        (".hidden..name_-", "image/webp"),
+    ];
+    for (i, (key, content_type)) in keys.iter().enumerate() {
+        store
+            .put(key, content_type, body(&data(10 + i, i as u64), 4))
+            .await
+            .unwrap_or_else(|e| panic!("put {key:?}: {e}"));
+    }
+    for (i, (key, content_type)) in keys.iter().enumerate() {
+        let (read, got) = get(fixture, key, None).await;
+        assert_eq!(read.meta.content_type, *content_type, "{key:?}");
+        assert!(got == data(10 + i, i as u64), "{key:?}: wrong bytes");
+    }
+    store.delete("x").await.expect("delete");
+    assert_not_found(store.head("x").await);
+    assert_eq!(
+        store.head("x.meta").await.expect("x.meta survives").size,
+        11
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// What differs between backends
+
+mod local_only {
+    use super::*;
+
+    #[tokio::test]
+    async fn no_presigned_urls() {
+        let fixture = Fixture::local();
+        fixture
+            .store()
+            .put("k", "text/plain", body(&data(3, 1), 3))
+            .await
+            .expect("put");
+        let url = fixture
+            .store()
+            .presigned_get("k", Duration::from_secs(60))
+            .await
+            .expect("presigned_get");
+        assert_eq!(url, None);
+    }
+
+    #[tokio::test]
+    async fn objects_are_plain_files_and_stale_temp_files_go() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let root = dir.path().join("nested/root");
+        let store = LocalStore::new(root.clone()).expect("open");
+        store
+            .put(
+                "a/b.txt",
+                "text/plain",
+                body(&Bytes::from_static(b"hello"), 2),
+            )
+            .await
+            .expect("put");
+        assert_eq!(
+            std::fs::read(root.join("objects/a/b.txt")).expect("the object's file"),
+            b"hello"
+        );
+
+        // A crash mid-upload leaves a temp file; opening the store again removes it once
+        // it is old, and leaves a fresh one (maybe another store's upload) alone.
+        let old = root.join("tmp/old-upload");
+        let fresh = root.join("tmp/fresh-upload");
+        for path in [&old, &fresh] {
+            std::fs::write(path, b"partial").expect("writing a temp file");
+        }
+        let two_hours_ago = std::time::SystemTime::now() - Duration::from_secs(2 * 60 * 60);
+        std::fs::File::options()
+            .write(true)
+            .open(&old)
+            .and_then(|file| file.set_modified(two_hours_ago))
+            .expect("ageing the temp file");
+        LocalStore::new(root.clone()).expect("reopen");
+        assert!(!old.exists(), "the stale temp file is removed");
+        assert!(fresh.exists(), "a fresh temp file is left alone");
+    }
+
+    /// s3s-fs keeps objects as files too, and answers 500 for these (S3 answers 404).
+    #[tokio::test]
+    async fn a_prefix_is_not_an_object() {
+        let fixture = Fixture::local();
+        let store = fixture.store();
+        store
+            .put("a/b", "text/plain", body(&data(3, 3), 3))
+            .await
+            .expect("put");
+        assert_not_found(store.head("a").await);
+        assert_not_found(store.get("a", None).await.map(|r| r.meta));
+        store
+            .delete("a")
+            .await
+            .expect("deleting a prefix is a no-op");
+        assert!(store.head("a/b").await.is_ok(), "a/b must survive");
+    }
+
+    #[tokio::test]
+    async fn a_key_cannot_be_both_object_and_prefix() {
+        let fixture = Fixture::local();
+        let store = fixture.store();
+        store
+            .put("a", "text/plain", body(&data(3, 1), 3))
+            .await
+            .expect("put");
+        let result = store.put("a/b", "text/plain", body(&data(3, 1), 3)).await;
+        assert!(
+            matches!(result, Err(StorageError::Backend(_))),
+            "{result:?}"
+        );
+        assert!(fixture.settled_uploads().await.is_empty());
+        assert_eq!(store.head("a").await.expect("a survives").size, 3);
+    }
+}
+
+mod s3_only {
+    use super::*;
+
+    async fn fetch(url: &str) -> (reqwest::StatusCode, Bytes) {
+        let response = reqwest::get(url).await.expect("fetching the presigned URL");
+        let status = response.status();
+        (status, response.bytes().await.expect("reading the answer"))
+    }
+
+    #[tokio::test]
+    async fn presigned_url_serves_the_object() {
+        let fixture = Fixture::s3().await;
+        let bytes = data(70_000, 1);
+        fixture
+            .store()
+            .put("shared/photo.png", "image/png", body(&bytes, 10_000))
+            .await
+            .expect("put");
+        let url = fixture
+            .store()
+            .presigned_get("shared/photo.png", Duration::from_secs(300))
+            .await
+            .expect("presigned_get")
+            .expect("S3 presigns URLs");
+        let response = reqwest::get(&url)
+            .await
+            .expect("fetching the presigned URL");
+        assert_eq!(response.status(), reqwest::StatusCode::OK, "{url}");
+        assert_eq!(
+            response
+                .headers()
+                .get(reqwest::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok()),
+            Some("image/png")
+        );
+        assert!(response.bytes().await.expect("body") == bytes);
+        fixture.cleanup().await;
+    }
+
+    #[tokio::test]
+    async fn presigned_url_expires() {
+        let fixture = Fixture::s3().await;
+        let bytes = data(100, 2);
+        fixture
+            .store()
+            .put("soon-gone", "text/plain", body(&bytes, 100))
+            .await
+            .expect("put");
+        let url = fixture
+            .store()
+            .presigned_get("soon-gone", Duration::from_secs(1))
+            .await
+            .expect("presigned_get")
+            .expect("S3 presigns URLs");
+        tokio::time::sleep(Duration::from_millis(2100)).await;
+        let (status, answer) = fetch(&url).await;
+        assert_eq!(
+            status,
+            reqwest::StatusCode::FORBIDDEN,
+            "an expired URL must be refused: {}",
+            String::from_utf8_lossy(&answer)
+        );
+        fixture.cleanup().await;
+    }
+
+    #[tokio::test]
+    async fn presigned_url_covers_its_key_only() {
+        let fixture = Fixture::s3().await;
+        for key in ["mine/a.png", "mine/b.png"] {
+            fixture
+                .store()
+                .put(key, "image/png", body(&data(100, 3), 100))
+                .await
+                .expect("put");
+        }
+        let url = fixture
+            .store()
+            .presigned_get("mine/a.png", Duration::from_secs(300))
+            .await
+            .expect("presigned_get")
+            .expect("S3 presigns URLs");
+        assert_eq!(fetch(&url).await.0, reqwest::StatusCode::OK);
+        assert!(url.contains("/mine/a.png?"), "{url}");
+        // Another object that exists: only the signature can refuse it.
+        let altered = url.replace("/mine/a.png?", "/mine/b.png?");
+        let (status, answer) = fetch(&altered).await;
+        assert_eq!(
+            status,
+            reqwest::StatusCode::FORBIDDEN,
+            "a URL for another key must be refused: {}",
+            String::from_utf8_lossy(&answer)
+        );
+        fixture.cleanup().await;
+    }
+}

@@ -1,0 +1,474 @@
+//! gRPC handlers: decode, authorize, call the domain, encode.
+
+use std::{pin::Pin, sync::Arc, time::Duration};
+
+use atelier_common::{grpc::caller, page, timestamp};
+use atelier_proto::image::v1::{
+    self as pb, image_service_server::ImageService, store_result_request, upload_image_request,
+};
+use atelier_storage::ByteRange;
+use futures::{Stream, StreamExt};
+use tonic::{Request, Response, Status, Streaming};
+use uuid::Uuid;
+
+use crate::{
+    domain::{Image, Images, NewImage, Origin, Served, signing::Variant},
+    error::ImageError,
+};
+
+type ByteReplies<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+pub struct ImageApi {
+    images: Arc<Images>,
+}
+
+impl ImageApi {
+    pub fn new(images: Arc<Images>) -> Self {
+        Self { images }
+    }
+}
+
+/// A caller-supplied image id; a malformed one names no image.
+fn image_id(raw: &str) -> Result<Uuid, ImageError> {
+    Uuid::parse_str(raw).map_err(|_| ImageError::NotFound)
+}
+
+/// A user id from another service.
+fn user_id(raw: &str) -> Result<Uuid, ImageError> {
+    Uuid::parse_str(raw).map_err(|_| ImageError::field("user_id", "is not a valid id"))
+}
+
+fn variant(raw: i32) -> Variant {
+    match pb::ImageVariant::try_from(raw) {
+        Ok(pb::ImageVariant::Thumbnail) => Variant::Thumbnail,
+        _ => Variant::Original,
+    }
+}
+
+fn kind(raw: &str) -> i32 {
+    match raw {
+        "result" => pb::ImageKind::Result as i32,
+        _ => pb::ImageKind::Original as i32,
+    }
+}
+
+fn to_struct(value: &serde_json::Value) -> Option<prost_types::Struct> {
+    let serde_json::Value::Object(map) = value else {
+        return None;
+    };
+    Some(prost_types::Struct {
+        fields: map
+            .iter()
+            .map(|(key, value)| (key.clone(), to_value(value)))
+            .collect(),
+    })
+}
+
+fn to_value(value: &serde_json::Value) -> prost_types::Value {
+    use prost_types::value::Kind;
+    let kind = match value {
+        serde_json::Value::Null => Kind::NullValue(0),
+        serde_json::Value::Bool(b) => Kind::BoolValue(*b),
+        serde_json::Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or_default()),
+        serde_json::Value::String(s) => Kind::StringValue(s.clone()),
+        serde_json::Value::Array(items) => Kind::ListValue(prost_types::ListValue {
+            values: items.iter().map(to_value).collect(),
+        }),
+        serde_json::Value::Object(_) => Kind::StructValue(to_struct(value).unwrap_or_default()),
+    };
+    prost_types::Value { kind: Some(kind) }
+}
+
+fn from_struct(value: Option<prost_types::Struct>) -> serde_json::Map<String, serde_json::Value> {
+    fn convert(value: prost_types::Value) -> serde_json::Value {
+        use prost_types::value::Kind;
+        match value.kind {
+            Some(Kind::BoolValue(b)) => b.into(),
+            Some(Kind::NumberValue(n)) => {
+                serde_json::Number::from_f64(n).map_or(serde_json::Value::Null, Into::into)
+            }
+            Some(Kind::StringValue(s)) => s.into(),
+            Some(Kind::ListValue(list)) => list.values.into_iter().map(convert).collect(),
+            Some(Kind::StructValue(object)) => serde_json::Value::Object(from_struct(Some(object))),
+            Some(Kind::NullValue(_)) | None => serde_json::Value::Null,
+        }
+    }
+    value
+        .map(|object| {
+            object
+                .fields
+                .into_iter()
+                .map(|(key, value)| (key, convert(value)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+pub fn encode(image: Image) -> pb::Image {
+    let row = image.row;
+    pb::Image {
+        id: row.id.to_string(),
+        user_id: row.user_id.to_string(),
+        filename: row.filename,
+        original_filename: row.original_filename,
+        mime_type: row.mime_type,
+        file_size: row.file_size,
+        width: row.width as u32,
+        height: row.height as u32,
+        sha256: row.sha256,
+        kind: kind(&row.kind),
+        url: image.url,
+        thumbnail_url: image.thumbnail_url.unwrap_or_default(),
+        url_expires_at: Some(timestamp(image.url_expires_at)),
+        metadata: to_struct(&row.metadata),
+        created_at: Some(timestamp(row.created_at)),
+        expires_at: row.expires_at.map(timestamp),
+        job_id: row.job_id.map(|id| id.to_string()).unwrap_or_default(),
+        source_image_id: row
+            .source_image_id
+            .map(|id| id.to_string())
+            .unwrap_or_default(),
+    }
+}
+
+fn range(start: Option<i64>, end: Option<i64>) -> Result<Option<ByteRange>, ImageError> {
+    match (start, end) {
+        (None, None) => Ok(None),
+        (Some(start), end) if start >= 0 && end.is_none_or(|end| end >= start) => {
+            Ok(Some(ByteRange::From {
+                start: start as u64,
+                end: end.map(|end| end as u64),
+            }))
+        }
+        (None, Some(suffix)) if suffix > 0 => Ok(Some(ByteRange::Suffix(suffix as u64))),
+        _ => Err(ImageError::InvalidRange),
+    }
+}
+
+/// Streams an object: its description first, then its bytes.
+fn serve<T, F, G>(served: Served, info: F, chunk: G) -> ByteReplies<T>
+where
+    T: Send + 'static,
+    F: FnOnce(pb::ObjectInfo) -> T,
+    G: Fn(bytes::Bytes) -> T + Send + 'static,
+{
+    let row = &served.row;
+    let first = info(pb::ObjectInfo {
+        mime_type: served.meta.content_type.clone(),
+        total_size: served.meta.size as i64,
+        range_start: *served.range.start() as i64,
+        range_end: *served.range.end() as i64,
+        sha256: row.sha256.clone(),
+        filename: row.original_filename.clone(),
+        created_at: Some(timestamp(row.created_at)),
+    });
+    let body = served.body.map(move |bytes| {
+        bytes
+            .map(&chunk)
+            .map_err(|err| Status::unavailable(format!("reading the object failed: {err}")))
+    });
+    Box::pin(futures::stream::once(async move { Ok(first) }).chain(body))
+}
+
+/// The chunks after an upload's metadata, as the domain reads them.
+fn chunks<M: Send + 'static>(
+    stream: Streaming<M>,
+    data: fn(M) -> Option<bytes::Bytes>,
+) -> impl Stream<Item = Result<bytes::Bytes, ImageError>> + Unpin + Send {
+    stream.map(move |message| match message {
+        Ok(message) => {
+            data(message).ok_or_else(|| ImageError::field("chunk", "metadata may only come first"))
+        }
+        Err(status) => Err(ImageError::Interrupted(status.message().to_owned())),
+    })
+}
+
+#[tonic::async_trait]
+impl ImageService for ImageApi {
+    async fn upload_image(
+        &self,
+        request: Request<Streaming<pb::UploadImageRequest>>,
+    ) -> Result<Response<pb::UploadImageResponse>, Status> {
+        let caller = caller(&request)?;
+        let mut stream = request.into_inner();
+        let metadata = match stream.message().await? {
+            Some(pb::UploadImageRequest {
+                data: Some(upload_image_request::Data::Metadata(metadata)),
+            }) => metadata,
+            _ => {
+                return Err(ImageError::field(
+                    "metadata",
+                    "the first message must carry the metadata",
+                )
+                .into());
+            }
+        };
+        let new = NewImage {
+            user_id: caller.user_id,
+            filename: metadata.filename,
+            origin: Origin::Upload,
+            metadata: serde_json::Map::new(),
+        };
+        let body = chunks(stream, |message: pb::UploadImageRequest| {
+            match message.data {
+                Some(upload_image_request::Data::Chunk(bytes)) => Some(bytes),
+                _ => None,
+            }
+        });
+        let (image, _) = self.images.upload(new, body).await?;
+        Ok(Response::new(pb::UploadImageResponse {
+            image: Some(encode(image)),
+        }))
+    }
+
+    async fn get_image(
+        &self,
+        request: Request<pb::GetImageRequest>,
+    ) -> Result<Response<pb::GetImageResponse>, Status> {
+        let caller = caller(&request)?;
+        let id = image_id(&request.get_ref().image_id)?;
+        let image = self.images.get(caller.user_id, id).await?;
+        Ok(Response::new(pb::GetImageResponse {
+            image: Some(encode(image)),
+        }))
+    }
+
+    async fn batch_get_images(
+        &self,
+        request: Request<pb::BatchGetImagesRequest>,
+    ) -> Result<Response<pb::BatchGetImagesResponse>, Status> {
+        let caller = caller(&request)?;
+        let ids: Vec<Uuid> = request
+            .get_ref()
+            .image_ids
+            .iter()
+            .filter_map(|id| Uuid::parse_str(id).ok())
+            .take(100)
+            .collect();
+        let images = self.images.get_many(caller.user_id, &ids).await?;
+        Ok(Response::new(pb::BatchGetImagesResponse {
+            images: images.into_iter().map(encode).collect(),
+        }))
+    }
+
+    async fn list_images(
+        &self,
+        request: Request<pb::ListImagesRequest>,
+    ) -> Result<Response<pb::ListImagesResponse>, Status> {
+        let caller = caller(&request)?;
+        let request = request.into_inner();
+        let mut violations = Vec::new();
+        let size = page::page_size(request.page_size)
+            .map_err(|v| violations.push(v))
+            .unwrap_or(0);
+        let after: Option<Uuid> = page::decode(&request.page_token)
+            .map_err(|v| violations.push(v))
+            .unwrap_or(None);
+        if !violations.is_empty() {
+            return Err(ImageError::InvalidInput(violations).into());
+        }
+        let kind = match pb::ImageKind::try_from(request.kind) {
+            Ok(pb::ImageKind::Original) => Some("original"),
+            Ok(pb::ImageKind::Result) => Some("result"),
+            _ => None,
+        };
+        let (images, next) = self.images.list(caller.user_id, kind, after, size).await?;
+        Ok(Response::new(pb::ListImagesResponse {
+            images: images.into_iter().map(encode).collect(),
+            next_page_token: next.map(|id| page::encode(&id)).unwrap_or_default(),
+        }))
+    }
+
+    async fn delete_image(
+        &self,
+        request: Request<pb::DeleteImageRequest>,
+    ) -> Result<Response<pb::DeleteImageResponse>, Status> {
+        let caller = caller(&request)?;
+        let id = image_id(&request.get_ref().image_id)?;
+        self.images.delete(caller.user_id, id).await?;
+        Ok(Response::new(pb::DeleteImageResponse {}))
+    }
+
+    type DownloadImageStream = ByteReplies<pb::DownloadImageResponse>;
+
+    async fn download_image(
+        &self,
+        request: Request<pb::DownloadImageRequest>,
+    ) -> Result<Response<Self::DownloadImageStream>, Status> {
+        let caller = caller(&request)?;
+        let request = request.into_inner();
+        let id = image_id(&request.image_id)?;
+        let served = self
+            .images
+            .read_owned(caller.user_id, id, variant(request.variant), None)
+            .await?;
+        use pb::download_image_response::Data;
+        Ok(Response::new(serve(
+            served,
+            |info| pb::DownloadImageResponse {
+                data: Some(Data::Info(info)),
+            },
+            |chunk| pb::DownloadImageResponse {
+                data: Some(Data::Chunk(chunk)),
+            },
+        )))
+    }
+
+    async fn store_result(
+        &self,
+        request: Request<Streaming<pb::StoreResultRequest>>,
+    ) -> Result<Response<pb::StoreResultResponse>, Status> {
+        let mut stream = request.into_inner();
+        let metadata = match stream.message().await? {
+            Some(pb::StoreResultRequest {
+                data: Some(store_result_request::Data::Metadata(metadata)),
+            }) => metadata,
+            _ => {
+                return Err(ImageError::field(
+                    "metadata",
+                    "the first message must carry the metadata",
+                )
+                .into());
+            }
+        };
+        let job_id = Uuid::parse_str(&metadata.job_id)
+            .map_err(|_| ImageError::field("job_id", "is not a valid id"))?;
+        let source_image_id = if metadata.source_image_id.is_empty() {
+            None
+        } else {
+            Some(
+                Uuid::parse_str(&metadata.source_image_id)
+                    .map_err(|_| ImageError::field("source_image_id", "is not a valid id"))?,
+            )
+        };
+        let new = NewImage {
+            user_id: user_id(&metadata.user_id)?,
+            filename: metadata.filename,
+            origin: Origin::Result {
+                job_id,
+                output_index: metadata.output_index,
+                source_image_id,
+            },
+            metadata: from_struct(metadata.metadata),
+        };
+        let body = chunks(stream, |message: pb::StoreResultRequest| {
+            match message.data {
+                Some(store_result_request::Data::Chunk(bytes)) => Some(bytes),
+                _ => None,
+            }
+        });
+        let (image, already_stored) = self.images.upload(new, body).await?;
+        Ok(Response::new(pb::StoreResultResponse {
+            image: Some(encode(image)),
+            already_stored,
+        }))
+    }
+
+    async fn get_download_url(
+        &self,
+        request: Request<pb::GetDownloadUrlRequest>,
+    ) -> Result<Response<pb::GetDownloadUrlResponse>, Status> {
+        let request = request.into_inner();
+        let ttl =
+            (request.ttl_seconds > 0).then(|| Duration::from_secs(request.ttl_seconds as u64));
+        let (url, expires, mime_type) = self
+            .images
+            .download_url(
+                user_id(&request.user_id)?,
+                image_id(&request.image_id)?,
+                variant(request.variant),
+                ttl,
+            )
+            .await?;
+        Ok(Response::new(pb::GetDownloadUrlResponse {
+            url,
+            expires_at: Some(timestamp(expires)),
+            mime_type,
+        }))
+    }
+
+    async fn check_ownership(
+        &self,
+        request: Request<pb::CheckOwnershipRequest>,
+    ) -> Result<Response<pb::CheckOwnershipResponse>, Status> {
+        let request = request.into_inner();
+        let user = user_id(&request.user_id)?;
+        let image = match Uuid::parse_str(&request.image_id) {
+            Ok(id) => self.images.owned(user, id).await?,
+            Err(_) => None,
+        };
+        Ok(Response::new(pb::CheckOwnershipResponse {
+            owned: image.is_some(),
+            image: image.map(encode),
+        }))
+    }
+
+    async fn get_storage_usage(
+        &self,
+        request: Request<pb::GetStorageUsageRequest>,
+    ) -> Result<Response<pb::GetStorageUsageResponse>, Status> {
+        let (storage_bytes, image_count) = self
+            .images
+            .usage(user_id(&request.get_ref().user_id)?)
+            .await?;
+        Ok(Response::new(pb::GetStorageUsageResponse {
+            storage_bytes,
+            image_count,
+        }))
+    }
+
+    async fn delete_user_images(
+        &self,
+        request: Request<pb::DeleteUserImagesRequest>,
+    ) -> Result<Response<pb::DeleteUserImagesResponse>, Status> {
+        let deleted = self
+            .images
+            .delete_all_of(user_id(&request.get_ref().user_id)?)
+            .await?;
+        Ok(Response::new(pb::DeleteUserImagesResponse {
+            deleted_count: deleted as i64,
+        }))
+    }
+
+    async fn update_retention(
+        &self,
+        request: Request<pb::UpdateRetentionRequest>,
+    ) -> Result<Response<pb::UpdateRetentionResponse>, Status> {
+        let request = request.into_inner();
+        let days = u32::try_from(request.retention_days)
+            .ok()
+            .filter(|days| (1..=3650).contains(days))
+            .ok_or_else(|| ImageError::field("retention_days", "must be between 1 and 3650"))?;
+        let updated = self
+            .images
+            .set_retention(user_id(&request.user_id)?, days)
+            .await?;
+        Ok(Response::new(pb::UpdateRetentionResponse {
+            updated_count: updated as i64,
+        }))
+    }
+
+    type ReadSignedObjectStream = ByteReplies<pb::ReadSignedObjectResponse>;
+
+    async fn read_signed_object(
+        &self,
+        request: Request<pb::ReadSignedObjectRequest>,
+    ) -> Result<Response<Self::ReadSignedObjectStream>, Status> {
+        let request = request.into_inner();
+        let range = range(request.range_start, request.range_end)?;
+        let served = self
+            .images
+            .read_signed(&request.path, &request.query, range)
+            .await?;
+        use pb::read_signed_object_response::Data;
+        Ok(Response::new(serve(
+            served,
+            |info| pb::ReadSignedObjectResponse {
+                data: Some(Data::Info(info)),
+            },
+            |chunk| pb::ReadSignedObjectResponse {
+                data: Some(Data::Chunk(chunk)),
+            },
+        )))
+    }
+}

@@ -1,0 +1,76 @@
+use atelier_common::{ErrorCode, FieldViolation, ServiceError};
+use atelier_storage::StorageError;
+
+use crate::domain::inspect::Rejection;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error("the request has invalid fields")]
+    InvalidInput(Vec<FieldViolation>),
+    #[error("{0}")]
+    Rejected(#[from] Rejection),
+    #[error("the file is larger than the limit of {limit_mb} MB")]
+    TooLarge { limit_mb: u64 },
+    #[error("image not found")]
+    NotFound,
+    #[error("the upload was interrupted: {0}")]
+    Interrupted(String),
+    #[error("requested range is not satisfiable")]
+    InvalidRange,
+    #[error("storage error")]
+    Storage(#[source] StorageError),
+    #[error("database error")]
+    Database(#[from] sea_orm::DbErr),
+    #[error("{0}")]
+    Internal(#[from] anyhow::Error),
+}
+
+impl From<StorageError> for ImageError {
+    fn from(err: StorageError) -> Self {
+        match err {
+            StorageError::NotFound => Self::NotFound,
+            StorageError::InvalidRange => Self::InvalidRange,
+            StorageError::Body(err) => Self::Interrupted(err.to_string()),
+            other => Self::Storage(other),
+        }
+    }
+}
+
+impl ImageError {
+    pub fn field(field: &str, description: impl Into<String>) -> Self {
+        Self::InvalidInput(vec![FieldViolation::new(field, description)])
+    }
+}
+
+impl ServiceError for ImageError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            Self::InvalidInput(_) => ErrorCode::InvalidArgument,
+            Self::Rejected(Rejection::NotAnImage | Rejection::Unsupported(_)) => {
+                ErrorCode::UnsupportedMediaType
+            }
+            Self::Rejected(_) => ErrorCode::InvalidArgument,
+            Self::TooLarge { .. } => ErrorCode::PayloadTooLarge,
+            Self::NotFound => ErrorCode::NotFound,
+            Self::Interrupted(_) => ErrorCode::Cancelled,
+            Self::InvalidRange => ErrorCode::RangeNotSatisfiable,
+            Self::Storage(_) | Self::Database(_) | Self::Internal(_) => ErrorCode::Internal,
+        }
+    }
+
+    fn field_violations(&self) -> Vec<FieldViolation> {
+        match self {
+            Self::InvalidInput(violations) => violations.clone(),
+            Self::Rejected(rejection) => vec![FieldViolation::new("file", rejection.to_string())],
+            Self::TooLarge { .. } => vec![FieldViolation::new("file", self.to_string())],
+            _ => Vec::new(),
+        }
+    }
+}
+
+impl From<ImageError> for tonic::Status {
+    #[track_caller]
+    fn from(err: ImageError) -> Self {
+        atelier_common::error::to_status(err)
+    }
+}

@@ -1,0 +1,133 @@
+//! The image schema. Migrations are never edited once shipped: add a new one.
+
+use sea_orm_migration::prelude::*;
+
+pub struct Migrator;
+
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(CreateImages)]
+    }
+}
+
+#[derive(DeriveIden)]
+enum Images {
+    Table,
+    Id,
+    UserId,
+    Filename,
+    OriginalFilename,
+    FileSize,
+    MimeType,
+    StoragePath,
+    ThumbnailPath,
+    ThumbnailMimeType,
+    Sha256,
+    Width,
+    Height,
+    Metadata,
+    Kind,
+    JobId,
+    OutputIndex,
+    SourceImageId,
+    CreatedAt,
+    ExpiresAt,
+}
+
+struct CreateImages;
+
+impl MigrationName for CreateImages {
+    fn name(&self) -> &str {
+        "m20261125_000001_images"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for CreateImages {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table(Images::Table)
+                    .col(ColumnDef::new(Images::Id).uuid().not_null().primary_key())
+                    .col(ColumnDef::new(Images::UserId).uuid().not_null())
+                    .col(ColumnDef::new(Images::Filename).string_len(255).not_null())
+                    .col(
+                        ColumnDef::new(Images::OriginalFilename)
+                            .string_len(255)
+                            .not_null(),
+                    )
+                    .col(ColumnDef::new(Images::FileSize).big_integer().not_null())
+                    .col(ColumnDef::new(Images::MimeType).string_len(64).not_null())
+                    .col(
+                        ColumnDef::new(Images::StoragePath)
+                            .string_len(512)
+                            .not_null(),
+                    )
+                    .col(ColumnDef::new(Images::ThumbnailPath).string_len(512).null())
+                    .col(
+                        ColumnDef::new(Images::ThumbnailMimeType)
+                            .string_len(64)
+                            .null(),
+                    )
+                    .col(ColumnDef::new(Images::Sha256).string_len(64).not_null())
+                    .col(ColumnDef::new(Images::Width).integer().not_null())
+                    .col(ColumnDef::new(Images::Height).integer().not_null())
+                    .col(ColumnDef::new(Images::Metadata).json_binary().not_null())
+                    .col(ColumnDef::new(Images::Kind).string_len(16).not_null())
+                    .col(ColumnDef::new(Images::JobId).uuid().null())
+                    .col(ColumnDef::new(Images::OutputIndex).integer().null())
+                    .col(ColumnDef::new(Images::SourceImageId).uuid().null())
+                    .col(
+                        ColumnDef::new(Images::CreatedAt)
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(Images::ExpiresAt)
+                            .timestamp_with_time_zone()
+                            .null(),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        // The caller's images, newest first (ids are UUIDv7: time-ordered).
+        manager
+            .create_index(
+                Index::create()
+                    .name("images_user_created_idx")
+                    .table(Images::Table)
+                    .col(Images::UserId)
+                    .col((Images::Id, IndexOrder::Desc))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("images_expires_idx")
+                    .table(Images::Table)
+                    .col(Images::ExpiresAt)
+                    .to_owned(),
+            )
+            .await?;
+        // A job's result is stored once, however often the worker retries.
+        manager
+            .create_index(
+                Index::create()
+                    .name("images_job_output_idx")
+                    .table(Images::Table)
+                    .col(Images::JobId)
+                    .col(Images::OutputIndex)
+                    .unique()
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .drop_table(Table::drop().table(Images::Table).to_owned())
+            .await
+    }
+}

@@ -1,0 +1,222 @@
+//! The images table and the queries on it. Every query that reads or changes one
+//! user's images takes the user id, so another user's rows are never reached.
+
+use sea_orm::{
+    ActiveValue::Set,
+    ColumnTrait, Condition, DatabaseConnection, DbErr, EntityTrait, PaginatorTrait, QueryFilter,
+    QueryOrder, QuerySelect,
+    sea_query::{Alias, Expr, Func},
+};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+pub mod images {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "images")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: Uuid,
+        pub user_id: Uuid,
+        pub filename: String,
+        pub original_filename: String,
+        pub file_size: i64,
+        pub mime_type: String,
+        pub storage_path: String,
+        pub thumbnail_path: Option<String>,
+        pub thumbnail_mime_type: Option<String>,
+        pub sha256: String,
+        pub width: i32,
+        pub height: i32,
+        pub metadata: Json,
+        /// `original` or `result`.
+        pub kind: String,
+        pub job_id: Option<Uuid>,
+        pub output_index: Option<i32>,
+        pub source_image_id: Option<Uuid>,
+        pub created_at: TimeDateTimeWithTimeZone,
+        pub expires_at: Option<TimeDateTimeWithTimeZone>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub use images::Model as ImageRow;
+
+#[derive(Clone)]
+pub struct Store {
+    db: DatabaseConnection,
+}
+
+impl Store {
+    pub fn new(db: DatabaseConnection) -> Self {
+        Self { db }
+    }
+
+    pub fn connection(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
+    pub async fn insert(&self, row: ImageRow) -> Result<ImageRow, DbErr> {
+        let active = images::ActiveModel {
+            id: Set(row.id),
+            user_id: Set(row.user_id),
+            filename: Set(row.filename.clone()),
+            original_filename: Set(row.original_filename.clone()),
+            file_size: Set(row.file_size),
+            mime_type: Set(row.mime_type.clone()),
+            storage_path: Set(row.storage_path.clone()),
+            thumbnail_path: Set(row.thumbnail_path.clone()),
+            thumbnail_mime_type: Set(row.thumbnail_mime_type.clone()),
+            sha256: Set(row.sha256.clone()),
+            width: Set(row.width),
+            height: Set(row.height),
+            metadata: Set(row.metadata.clone()),
+            kind: Set(row.kind.clone()),
+            job_id: Set(row.job_id),
+            output_index: Set(row.output_index),
+            source_image_id: Set(row.source_image_id),
+            created_at: Set(row.created_at),
+            expires_at: Set(row.expires_at),
+        };
+        images::Entity::insert(active)
+            .exec_without_returning(&self.db)
+            .await?;
+        Ok(row)
+    }
+
+    /// The image `id` if `user_id` owns it.
+    pub async fn owned(&self, user_id: Uuid, id: Uuid) -> Result<Option<ImageRow>, DbErr> {
+        images::Entity::find_by_id(id)
+            .filter(images::Column::UserId.eq(user_id))
+            .one(&self.db)
+            .await
+    }
+
+    /// The image `id`, whoever owns it (signed URLs carry no caller).
+    pub async fn by_id(&self, id: Uuid) -> Result<Option<ImageRow>, DbErr> {
+        images::Entity::find_by_id(id).one(&self.db).await
+    }
+
+    pub async fn owned_many(&self, user_id: Uuid, ids: &[Uuid]) -> Result<Vec<ImageRow>, DbErr> {
+        images::Entity::find()
+            .filter(images::Column::UserId.eq(user_id))
+            .filter(images::Column::Id.is_in(ids.iter().copied()))
+            .order_by_desc(images::Column::Id)
+            .all(&self.db)
+            .await
+    }
+
+    pub async fn by_job_output(
+        &self,
+        job_id: Uuid,
+        output_index: i32,
+    ) -> Result<Option<ImageRow>, DbErr> {
+        images::Entity::find()
+            .filter(images::Column::JobId.eq(job_id))
+            .filter(images::Column::OutputIndex.eq(output_index))
+            .one(&self.db)
+            .await
+    }
+
+    /// One page of a user's images, newest first, after the image `after`.
+    pub async fn page(
+        &self,
+        user_id: Uuid,
+        kind: Option<&str>,
+        after: Option<Uuid>,
+        limit: u64,
+    ) -> Result<Vec<ImageRow>, DbErr> {
+        let mut query = images::Entity::find().filter(images::Column::UserId.eq(user_id));
+        if let Some(kind) = kind {
+            query = query.filter(images::Column::Kind.eq(kind));
+        }
+        if let Some(after) = after {
+            query = query.filter(images::Column::Id.lt(after));
+        }
+        query
+            .order_by_desc(images::Column::Id)
+            .limit(limit)
+            .all(&self.db)
+            .await
+    }
+
+    /// Deletes the row of `id` owned by `user_id`; false if there was none.
+    pub async fn delete(&self, user_id: Uuid, id: Uuid) -> Result<bool, DbErr> {
+        let result = images::Entity::delete_many()
+            .filter(images::Column::Id.eq(id))
+            .filter(images::Column::UserId.eq(user_id))
+            .exec(&self.db)
+            .await?;
+        Ok(result.rows_affected == 1)
+    }
+
+    pub async fn all_of_user(&self, user_id: Uuid) -> Result<Vec<ImageRow>, DbErr> {
+        images::Entity::find()
+            .filter(images::Column::UserId.eq(user_id))
+            .all(&self.db)
+            .await
+    }
+
+    /// Up to `limit` images whose retention has run out at `now`.
+    pub async fn expired(&self, now: OffsetDateTime, limit: u64) -> Result<Vec<ImageRow>, DbErr> {
+        images::Entity::find()
+            .filter(images::Column::ExpiresAt.lte(now))
+            .order_by_asc(images::Column::ExpiresAt)
+            .limit(limit)
+            .all(&self.db)
+            .await
+    }
+
+    /// Deletes the row `id` if it is still expired at `now` (another replica, or a
+    /// retention change, may have got there first).
+    pub async fn delete_if_expired(&self, id: Uuid, now: OffsetDateTime) -> Result<bool, DbErr> {
+        let result = images::Entity::delete_many()
+            .filter(images::Column::Id.eq(id))
+            .filter(images::Column::ExpiresAt.lte(now))
+            .exec(&self.db)
+            .await?;
+        Ok(result.rows_affected == 1)
+    }
+
+    pub async fn usage(&self, user_id: Uuid) -> Result<(i64, i64), DbErr> {
+        let count = images::Entity::find()
+            .filter(images::Column::UserId.eq(user_id))
+            .count(&self.db)
+            .await?;
+        let bytes: Option<Option<i64>> = images::Entity::find()
+            .select_only()
+            .column_as(
+                Expr::from(Func::cast_as(
+                    Func::sum(Expr::col(images::Column::FileSize)),
+                    Alias::new("bigint"),
+                )),
+                "total",
+            )
+            .filter(images::Column::UserId.eq(user_id))
+            .into_tuple()
+            .one(&self.db)
+            .await?;
+        Ok((bytes.flatten().unwrap_or(0), count as i64))
+    }
+
+    /// Sets every image of `user_id` to expire `days` after it was created.
+    pub async fn set_retention(&self, user_id: Uuid, days: i64) -> Result<u64, DbErr> {
+        let rows = self.all_of_user(user_id).await?;
+        let mut updated = 0;
+        for row in rows {
+            let expires = row.created_at + time::Duration::days(days);
+            let result = images::Entity::update_many()
+                .col_expr(images::Column::ExpiresAt, Expr::value(expires))
+                .filter(Condition::all().add(images::Column::Id.eq(row.id)))
+                .exec(&self.db)
+                .await?;
+            updated += result.rows_affected;
+        }
+        Ok(updated)
+    }
+}

@@ -1,0 +1,667 @@
+//! Uploads through the gateway (REST multipart) and the image service (gRPC
+//! client streaming), against real storage: every check an upload must pass,
+//! and what is left behind when one fails.
+
+use std::time::Duration;
+
+use atelier_proto::image::v1::{
+    self as pb, image_service_client::ImageServiceClient, upload_image_request::Data,
+};
+use atelier_testkit::{Backend, Options, Storage, TestPlatform, fixtures};
+use reqwest::{Client, StatusCode, header, multipart};
+use serde_json::{Value, json};
+
+struct User {
+    token: String,
+}
+
+async fn sign_up(platform: &TestPlatform, email: &str) -> User {
+    let response = Client::new()
+        .post(format!("{}/api/auth/register", platform.gateway_url))
+        .json(&json!({"email": email, "password": "correct horse battery"}))
+        .send()
+        .await
+        .expect("register");
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let body: Value = response.json().await.expect("tokens");
+    User {
+        token: body["access_token"].as_str().expect("token").to_owned(),
+    }
+}
+
+async fn upload(
+    platform: &TestPlatform,
+    user: &User,
+    name: &str,
+    bytes: Vec<u8>,
+    declared: &str,
+) -> reqwest::Response {
+    let part = multipart::Part::bytes(bytes)
+        .file_name(name.to_owned())
+        .mime_str(declared)
+        .expect("mime");
+    Client::new()
+        .post(format!("{}/api/images/upload", platform.gateway_url))
+        .bearer_auth(&user.token)
+        .multipart(multipart::Form::new().part("file", part))
+        .send()
+        .await
+        .expect("upload")
+}
+
+async fn uploaded(platform: &TestPlatform, user: &User, name: &str, bytes: Vec<u8>) -> Value {
+    let response = upload(platform, user, name, bytes, "application/octet-stream").await;
+    assert_eq!(
+        response.status(),
+        StatusCode::CREATED,
+        "{}",
+        response.text().await.unwrap_or_default()
+    );
+    response.json().await.expect("image")
+}
+
+async fn problem(response: reqwest::Response, status: StatusCode) -> Value {
+    assert_eq!(response.status(), status);
+    assert_eq!(
+        response.headers()[header::CONTENT_TYPE],
+        "application/problem+json"
+    );
+    response.json().await.expect("problem")
+}
+
+async fn get(url: &str, user: Option<&User>) -> reqwest::Response {
+    let mut request = Client::new().get(url);
+    if let Some(user) = user {
+        request = request.bearer_auth(&user.token);
+    }
+    request.send().await.expect("get")
+}
+
+async fn list(platform: &TestPlatform, user: &User) -> Vec<Value> {
+    let response = get(&format!("{}/api/images", platform.gateway_url), Some(user)).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = response.json().await.expect("list");
+    body["images"].as_array().expect("images").clone()
+}
+
+/// Files under `dir`, recursively (the local object store and upload spool).
+fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return found;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            found.extend(files_under(&path));
+        } else {
+            found.push(path);
+        }
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_supported_format_is_stored_with_a_thumbnail() {
+    let platform = TestPlatform::spawn(Backend::Postgres).await;
+    let user = sign_up(&platform, "formats@example.com").await;
+    for (name, bytes, mime) in fixtures::every_format(1200, 800) {
+        let size = bytes.len() as i64;
+        // The declared type is wrong on purpose: only the content counts.
+        let response = upload(&platform, &user, name, bytes.clone(), "text/plain").await;
+        assert_eq!(response.status(), StatusCode::CREATED, "{name}");
+        let image: Value = response.json().await.expect("image");
+        assert_eq!(image["mime_type"], mime, "{name}");
+        assert_eq!(image["original_filename"], name);
+        assert_eq!(
+            (image["width"].as_u64(), image["height"].as_u64()),
+            (Some(1200), Some(800)),
+            "{name}"
+        );
+        assert_eq!(image["file_size"].as_i64(), Some(size));
+        assert_eq!(image["kind"], "original");
+        let id = image["id"].as_str().expect("id");
+        assert!(
+            image["filename"]
+                .as_str()
+                .expect("filename")
+                .starts_with(id)
+        );
+        assert_eq!(image["sha256"].as_str().expect("sha").len(), 64);
+
+        let original = get(image["url"].as_str().expect("url"), None).await;
+        assert_eq!(original.status(), StatusCode::OK, "{name}");
+        assert_eq!(original.headers()[header::CONTENT_TYPE], mime);
+        assert_eq!(
+            original.bytes().await.expect("bytes").to_vec(),
+            bytes,
+            "{name} served as stored"
+        );
+
+        let thumbnail = get(image["thumbnail_url"].as_str().expect("thumbnail"), None).await;
+        assert_eq!(thumbnail.status(), StatusCode::OK);
+        let thumb = image::load_from_memory(&thumbnail.bytes().await.expect("thumb"))
+            .expect("decode thumbnail");
+        assert_eq!((thumb.width(), thumb.height()), (512, 341), "{name}");
+    }
+    let transparent = uploaded(
+        &platform,
+        &user,
+        "alpha.png",
+        fixtures::png_with_alpha(600, 600),
+    )
+    .await;
+    let thumbnail = get(transparent["thumbnail_url"].as_str().expect("thumb"), None).await;
+    assert_eq!(
+        thumbnail.headers()[header::CONTENT_TYPE],
+        "image/webp",
+        "transparency is kept"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_files_are_refused_and_leave_nothing() {
+    let mut options = Options::new(Backend::Sqlite);
+    options.max_file_bytes = 1024 * 1024;
+    let platform = TestPlatform::spawn_with(options).await;
+    let user = sign_up(&platform, "bad@example.com").await;
+
+    let html = upload(
+        &platform,
+        &user,
+        "page.png",
+        b"<html><body>hi</body></html>".to_vec(),
+        "image/png",
+    )
+    .await;
+    let html = problem(html, StatusCode::UNSUPPORTED_MEDIA_TYPE).await;
+    assert_eq!(html["errors"][0]["field"], "file");
+
+    let empty = upload(&platform, &user, "empty.png", Vec::new(), "image/png").await;
+    problem(empty, StatusCode::UNPROCESSABLE_ENTITY).await;
+
+    let avif = [&[0, 0, 0, 0x1c][..], b"ftypavif", &[0u8; 20][..]].concat();
+    let avif = problem(
+        upload(&platform, &user, "a.avif", avif, "image/avif").await,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+    )
+    .await;
+    assert!(
+        avif["detail"].as_str().expect("detail").contains("AVIF"),
+        "{avif}"
+    );
+
+    let mut truncated = fixtures::png(400, 400);
+    truncated.truncate(truncated.len() / 2);
+    let truncated = problem(
+        upload(&platform, &user, "half.png", truncated, "image/png").await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    assert!(
+        truncated["detail"]
+            .as_str()
+            .expect("detail")
+            .contains("corrupt or truncated"),
+        "{truncated}"
+    );
+
+    let mut truncated_jpeg = fixtures::jpeg(400, 400);
+    truncated_jpeg.truncate(truncated_jpeg.len() / 2);
+    problem(
+        upload(&platform, &user, "half.jpg", truncated_jpeg, "image/jpeg").await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+
+    let bomb = fixtures::png_bomb(60_000, 60_000);
+    assert!(bomb.len() < 100);
+    let bomb = problem(
+        upload(&platform, &user, "bomb.png", bomb, "image/png").await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    assert!(
+        bomb["detail"]
+            .as_str()
+            .expect("detail")
+            .contains("60000x60000"),
+        "{bomb}"
+    );
+
+    let polyglot = upload(
+        &platform,
+        &user,
+        "x.gif",
+        fixtures::gif_script_polyglot(),
+        "image/gif",
+    )
+    .await;
+    problem(polyglot, StatusCode::UNPROCESSABLE_ENTITY).await;
+
+    // Over the limit mid-stream, in the service (1.5 MB) and, far over it, already
+    // in the gateway (3 MB): refused as soon as the limit is crossed.
+    for size in [1536 * 1024, 3 * 1024 * 1024] {
+        let mut big_png = fixtures::png(8, 8);
+        big_png.resize(size, 0x89);
+        let too_big = upload(&platform, &user, "big.png", big_png, "image/png").await;
+        let too_big = problem(too_big, StatusCode::PAYLOAD_TOO_LARGE).await;
+        assert!(
+            too_big["detail"]
+                .as_str()
+                .expect("detail")
+                .contains("limit"),
+            "{too_big}"
+        );
+    }
+
+    assert!(list(&platform, &user).await.is_empty(), "no rows");
+    let objects = files_under(&platform.data_dir.join("objects"));
+    assert!(objects.is_empty(), "no objects: {objects:?}");
+    assert!(
+        files_under(&platform.data_dir.join("uploads")).is_empty(),
+        "no spooled uploads"
+    );
+
+    let anonymous = Client::new()
+        .post(format!("{}/api/images/upload", platform.gateway_url))
+        .multipart(multipart::Form::new().part(
+            "file",
+            multipart::Part::bytes(fixtures::png(4, 4)).file_name("a.png"),
+        ))
+        .send()
+        .await
+        .expect("upload");
+    problem(anonymous, StatusCode::UNAUTHORIZED).await;
+    let no_file = Client::new()
+        .post(format!("{}/api/images/upload", platform.gateway_url))
+        .bearer_auth(&user.token)
+        .multipart(multipart::Form::new().text("other", "x"))
+        .send()
+        .await
+        .expect("upload");
+    let no_file = problem(no_file, StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert_eq!(no_file["errors"][0]["field"], "file");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn polyglots_are_served_as_inert_images_and_filenames_are_only_text() {
+    let platform = TestPlatform::spawn(Backend::Sqlite).await;
+    let user = sign_up(&platform, "names@example.com").await;
+
+    let image = uploaded(
+        &platform,
+        &user,
+        "../../etc/passwd.jpg",
+        fixtures::jpeg_with_trailing_html(),
+    )
+    .await;
+    assert_eq!(image["original_filename"], "passwd.jpg");
+    assert_eq!(image["mime_type"], "image/jpeg");
+    let served = get(image["url"].as_str().expect("url"), None).await;
+    let headers = served.headers();
+    assert_eq!(headers[header::CONTENT_TYPE], "image/jpeg");
+    assert_eq!(headers[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+    assert!(
+        headers[header::CONTENT_SECURITY_POLICY]
+            .to_str()
+            .expect("csp")
+            .contains("sandbox")
+    );
+
+    // A NUL and a path in the name, over gRPC where any string may be sent.
+    let mut request = tonic::Request::new(futures::stream::iter([
+        pb::UploadImageRequest {
+            data: Some(Data::Metadata(pb::UploadMetadata {
+                filename: "..\\..\\win.ini\0.png".into(),
+                mime_type: "image/png".into(),
+                size_bytes: None,
+            })),
+        },
+        pb::UploadImageRequest {
+            data: Some(Data::Chunk(fixtures::png(10, 10).into())),
+        },
+    ]));
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {}", user.token).parse().expect("header"),
+    );
+    let stored = ImageServiceClient::new(platform.image_channel())
+        .upload_image(request)
+        .await
+        .expect("grpc upload")
+        .into_inner()
+        .image
+        .expect("image");
+    assert_eq!(stored.original_filename, "win.ini.png");
+    assert!(!stored.filename.contains(".."));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exif_orientation_is_honoured_and_location_stripped() {
+    let platform = TestPlatform::spawn(Backend::Sqlite).await;
+    let user = sign_up(&platform, "exif@example.com").await;
+
+    // Orientation 6: stored 300 wide and 200 high, displayed 200 wide.
+    let rotated = uploaded(
+        &platform,
+        &user,
+        "rotated.jpg",
+        fixtures::jpeg_with_exif(300, 200, 6, false),
+    )
+    .await;
+    assert_eq!(
+        (rotated["width"].as_u64(), rotated["height"].as_u64()),
+        (Some(200), Some(300))
+    );
+    let thumbnail = get(rotated["thumbnail_url"].as_str().expect("thumb"), None).await;
+    let thumb = image::load_from_memory(&thumbnail.bytes().await.expect("bytes")).expect("decode");
+    assert!(thumb.height() > thumb.width(), "the thumbnail is upright");
+
+    let located_bytes = fixtures::jpeg_with_exif(300, 200, 6, true);
+    let located = uploaded(&platform, &user, "located.jpg", located_bytes.clone()).await;
+    assert_eq!(
+        (located["width"].as_u64(), located["height"].as_u64()),
+        (Some(200), Some(300))
+    );
+    let served = get(located["url"].as_str().expect("url"), None)
+        .await
+        .bytes()
+        .await
+        .expect("bytes");
+    assert_ne!(served.to_vec(), located_bytes);
+    let exif = exif::Reader::new().read_from_container(&mut std::io::Cursor::new(served.to_vec()));
+    assert!(
+        exif.map_or(true, |exif| exif
+            .fields()
+            .all(|field| field.tag.context() != exif::Context::Gps)),
+        "no GPS field is served"
+    );
+    let served = image::load_from_memory(&served).expect("decode");
+    assert_eq!(
+        (served.width(), served.height()),
+        (200, 300),
+        "re-encoded upright"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_urls_serve_ranges_and_cannot_be_altered() {
+    let platform = TestPlatform::spawn(Backend::Sqlite).await;
+    let user = sign_up(&platform, "ranges@example.com").await;
+    let bytes = fixtures::png(64, 64);
+    let first = uploaded(&platform, &user, "a.png", bytes.clone()).await;
+    let second = uploaded(&platform, &user, "b.png", fixtures::png(32, 32)).await;
+    let url = first["url"].as_str().expect("url");
+
+    let partial = Client::new()
+        .get(url)
+        .header(header::RANGE, "bytes=10-19")
+        .send()
+        .await
+        .expect("range");
+    assert_eq!(partial.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(
+        partial.headers()[header::CONTENT_RANGE],
+        format!("bytes 10-19/{}", bytes.len())
+    );
+    assert_eq!(
+        partial.bytes().await.expect("bytes").to_vec(),
+        bytes[10..20]
+    );
+    let suffix = Client::new()
+        .get(url)
+        .header(header::RANGE, "bytes=-5")
+        .send()
+        .await
+        .expect("suffix");
+    assert_eq!(
+        suffix.bytes().await.expect("bytes").to_vec(),
+        bytes[bytes.len() - 5..]
+    );
+    let beyond = Client::new()
+        .get(url)
+        .header(header::RANGE, "bytes=999999-")
+        .send()
+        .await
+        .expect("beyond");
+    problem(beyond, StatusCode::RANGE_NOT_SATISFIABLE).await;
+
+    let first_id = first["id"].as_str().expect("id");
+    let second_id = second["id"].as_str().expect("id");
+    for altered in [
+        url.replace(first_id, second_id),
+        url.replace("original", "thumbnail"),
+        url.replace("expires=", "expires=1"),
+        url.replace("signature=", "signature=00"),
+        url.split('?').next().expect("path").to_owned(),
+    ] {
+        let response = get(&altered, None).await;
+        problem(response, StatusCode::NOT_FOUND).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_users_images_are_not_found_on_every_route() {
+    let platform = TestPlatform::spawn(Backend::Postgres).await;
+    let alice = sign_up(&platform, "alice@example.com").await;
+    let bob = sign_up(&platform, "bob@example.com").await;
+    let image = uploaded(&platform, &alice, "mine.png", fixtures::png(20, 20)).await;
+    let id = image["id"].as_str().expect("id").to_owned();
+    let url = format!("{}/api/images/{id}", platform.gateway_url);
+
+    problem(get(&url, Some(&bob)).await, StatusCode::NOT_FOUND).await;
+    let delete = Client::new()
+        .delete(&url)
+        .bearer_auth(&bob.token)
+        .send()
+        .await
+        .expect("delete");
+    problem(delete, StatusCode::NOT_FOUND).await;
+    assert!(list(&platform, &bob).await.is_empty());
+    problem(get(&url, None).await, StatusCode::UNAUTHORIZED).await;
+    let malformed = format!("{}/api/images/not-an-id", platform.gateway_url);
+    problem(get(&malformed, Some(&bob)).await, StatusCode::NOT_FOUND).await;
+
+    let mut client = ImageServiceClient::new(platform.image_channel());
+    fn as_user<T>(user: &User, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        request.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {}", user.token).parse().expect("header"),
+        );
+        request
+    }
+    let as_bob = |message| as_user(&bob, message);
+    let status = client
+        .get_image(as_bob(pb::GetImageRequest {
+            image_id: id.clone(),
+        }))
+        .await
+        .expect_err("get");
+    assert_eq!(status.code(), tonic::Code::NotFound);
+    let status = client
+        .download_image(as_user(
+            &bob,
+            pb::DownloadImageRequest {
+                image_id: id.clone(),
+                variant: 0,
+            },
+        ))
+        .await
+        .expect_err("download");
+    assert_eq!(status.code(), tonic::Code::NotFound);
+    let batch = client
+        .batch_get_images(as_user(
+            &bob,
+            pb::BatchGetImagesRequest {
+                image_ids: vec![id.clone()],
+            },
+        ))
+        .await
+        .expect("batch");
+    assert!(batch.into_inner().images.is_empty());
+
+    // Alice still has it, and can delete it: objects first, then the row.
+    assert_eq!(get(&url, Some(&alice)).await.status(), StatusCode::OK);
+    let delete = Client::new()
+        .delete(&url)
+        .bearer_auth(&alice.token)
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(delete.status(), StatusCode::NO_CONTENT);
+    problem(get(&url, Some(&alice)).await, StatusCode::NOT_FOUND).await;
+    problem(
+        get(image["url"].as_str().expect("url"), None).await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    let id = uuid::Uuid::parse_str(&id).expect("uuid");
+    for variant in ["original", "thumbnail"] {
+        let key = format!(
+            "images/{}/{id}/{variant}",
+            image_owner(&platform, &alice).await
+        );
+        assert!(platform.objects.head(&key).await.is_err(), "{key} removed");
+    }
+}
+
+/// The user id behind `user`'s token.
+async fn image_owner(platform: &TestPlatform, user: &User) -> String {
+    let me: Value = get(&format!("{}/api/auth/me", platform.gateway_url), Some(user))
+        .await
+        .json()
+        .await
+        .expect("me");
+    me["id"].as_str().expect("id").to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listing_pages_through_images_newest_first() {
+    let platform = TestPlatform::spawn(Backend::Sqlite).await;
+    let user = sign_up(&platform, "pages@example.com").await;
+    let mut ids = Vec::new();
+    for n in 0..5 {
+        let image = uploaded(
+            &platform,
+            &user,
+            &format!("{n}.png"),
+            fixtures::png(8 + n, 8),
+        )
+        .await;
+        ids.push(image["id"].as_str().expect("id").to_owned());
+    }
+    ids.reverse();
+    let mut seen = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let mut url = format!("{}/api/images?page_size=2", platform.gateway_url);
+        if let Some(token) = &token {
+            url.push_str(&format!("&page_token={token}"));
+        }
+        let page: Value = get(&url, Some(&user)).await.json().await.expect("page");
+        let images = page["images"].as_array().expect("images");
+        assert!(images.len() <= 2);
+        seen.extend(
+            images
+                .iter()
+                .map(|image| image["id"].as_str().expect("id").to_owned()),
+        );
+        match page["next_page_token"].as_str() {
+            Some(next) => token = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ids);
+    let bad = get(
+        &format!("{}/api/images?page_token=garbage!", platform.gateway_url),
+        Some(&user),
+    )
+    .await;
+    let bad = problem(bad, StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert_eq!(bad["errors"][0]["field"], "page_token");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_disconnects_mid_upload_leaves_nothing() {
+    let platform = TestPlatform::spawn(Backend::Sqlite).await;
+    let user = sign_up(&platform, "quitter@example.com").await;
+    let (sender, receiver) = tokio::sync::mpsc::channel(4);
+    let mut request = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(receiver));
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {}", user.token).parse().expect("header"),
+    );
+    let mut client = ImageServiceClient::new(platform.image_channel());
+    let call = tokio::spawn(async move { client.upload_image(request).await });
+    sender
+        .send(pb::UploadImageRequest {
+            data: Some(Data::Metadata(pb::UploadMetadata {
+                filename: "partial.png".into(),
+                mime_type: "image/png".into(),
+                size_bytes: None,
+            })),
+        })
+        .await
+        .expect("metadata");
+    let png = fixtures::png(300, 300);
+    sender
+        .send(pb::UploadImageRequest {
+            data: Some(Data::Chunk(png[..png.len() / 2].to_vec().into())),
+        })
+        .await
+        .expect("chunk");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    call.abort();
+    drop(sender);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    assert!(list(&platform, &user).await.is_empty(), "no row");
+    assert!(
+        files_under(&platform.data_dir.join("objects")).is_empty(),
+        "no object"
+    );
+    assert!(
+        files_under(&platform.data_dir.join("uploads")).is_empty(),
+        "no spooled upload"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_s3_urls_are_presigned_and_deletes_reach_the_bucket() {
+    let mut options = Options::new(Backend::Postgres);
+    options.storage = Storage::S3;
+    let platform = TestPlatform::spawn_with(options).await;
+    let user = sign_up(&platform, "s3@example.com").await;
+    let bytes = fixtures::jpeg(640, 480);
+    let image = uploaded(&platform, &user, "cloud.jpg", bytes.clone()).await;
+    let url = image["url"].as_str().expect("url");
+    assert!(url.contains("X-Amz-Signature"), "{url}");
+    let served = get(url, None).await;
+    assert_eq!(served.status(), StatusCode::OK);
+    assert_eq!(served.bytes().await.expect("bytes").to_vec(), bytes);
+
+    let id = image["id"].as_str().expect("id");
+    let owner = image_owner(&platform, &user).await;
+    let key = format!("images/{owner}/{id}/original");
+    assert_eq!(
+        platform.objects.head(&key).await.expect("stored").size,
+        bytes.len() as u64
+    );
+    let delete = Client::new()
+        .delete(format!("{}/api/images/{id}", platform.gateway_url))
+        .bearer_auth(&user.token)
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(delete.status(), StatusCode::NO_CONTENT);
+    assert!(platform.objects.head(&key).await.is_err(), "object deleted");
+    assert!(
+        platform
+            .objects
+            .head(&format!("images/{owner}/{id}/thumbnail"))
+            .await
+            .is_err()
+    );
+}
