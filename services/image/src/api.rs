@@ -170,17 +170,58 @@ where
     Box::pin(futures::stream::once(async move { Ok(first) }).chain(body))
 }
 
-/// The chunks after an upload's metadata, as the domain reads them.
-fn chunks<M: Send + 'static>(
-    stream: Streaming<M>,
-    data: fn(M) -> Option<bytes::Bytes>,
-) -> impl Stream<Item = Result<bytes::Bytes, ImageError>> + Unpin + Send {
-    stream.map(move |message| match message {
-        Ok(message) => {
-            data(message).ok_or_else(|| ImageError::field("chunk", "metadata may only come first"))
+/// A message of a client-streamed upload: its metadata first, then chunks.
+enum Part<M> {
+    Metadata(M),
+    Chunk(bytes::Bytes),
+}
+
+trait UploadMessage: Send + 'static {
+    type Metadata;
+    fn into_part(self) -> Option<Part<Self::Metadata>>;
+}
+
+impl UploadMessage for pb::UploadImageRequest {
+    type Metadata = pb::UploadMetadata;
+    fn into_part(self) -> Option<Part<Self::Metadata>> {
+        match self.data? {
+            upload_image_request::Data::Metadata(metadata) => Some(Part::Metadata(metadata)),
+            upload_image_request::Data::Chunk(chunk) => Some(Part::Chunk(chunk)),
         }
+    }
+}
+
+impl UploadMessage for pb::StoreResultRequest {
+    type Metadata = pb::StoreResultMetadata;
+    fn into_part(self) -> Option<Part<Self::Metadata>> {
+        match self.data? {
+            store_result_request::Data::Metadata(metadata) => Some(Part::Metadata(metadata)),
+            store_result_request::Data::Chunk(chunk) => Some(Part::Chunk(chunk)),
+        }
+    }
+}
+
+/// Splits an upload into its metadata and the stream of its chunks.
+async fn open_upload<M: UploadMessage>(
+    mut stream: Streaming<M>,
+) -> Result<
+    (
+        M::Metadata,
+        impl Stream<Item = Result<bytes::Bytes, ImageError>> + Unpin + Send,
+    ),
+    Status,
+> {
+    let Some(Part::Metadata(metadata)) = stream.message().await?.and_then(M::into_part) else {
+        return Err(
+            ImageError::field("metadata", "the first message must carry the metadata").into(),
+        );
+    };
+    let chunks = stream.map(|message| match message.map(M::into_part) {
+        Ok(Some(Part::Chunk(chunk))) => Ok(chunk),
+        Ok(_) => Err(ImageError::field("chunk", "metadata may only come first")),
         Err(status) => Err(ImageError::Interrupted(status.message().to_owned())),
-    })
+    });
+    Ok((metadata, chunks))
 }
 
 #[tonic::async_trait]
@@ -190,31 +231,13 @@ impl ImageService for ImageApi {
         request: Request<Streaming<pb::UploadImageRequest>>,
     ) -> Result<Response<pb::UploadImageResponse>, Status> {
         let caller = caller(&request)?;
-        let mut stream = request.into_inner();
-        let metadata = match stream.message().await? {
-            Some(pb::UploadImageRequest {
-                data: Some(upload_image_request::Data::Metadata(metadata)),
-            }) => metadata,
-            _ => {
-                return Err(ImageError::field(
-                    "metadata",
-                    "the first message must carry the metadata",
-                )
-                .into());
-            }
-        };
+        let (metadata, body) = open_upload(request.into_inner()).await?;
         let new = NewImage {
             user_id: caller.user_id,
             filename: metadata.filename,
             origin: Origin::Upload,
             metadata: serde_json::Map::new(),
         };
-        let body = chunks(stream, |message: pb::UploadImageRequest| {
-            match message.data {
-                Some(upload_image_request::Data::Chunk(bytes)) => Some(bytes),
-                _ => None,
-            }
-        });
         let (image, _) = self.images.upload(new, body).await?;
         Ok(Response::new(pb::UploadImageResponse {
             image: Some(encode(image)),
@@ -318,19 +341,7 @@ impl ImageService for ImageApi {
         &self,
         request: Request<Streaming<pb::StoreResultRequest>>,
     ) -> Result<Response<pb::StoreResultResponse>, Status> {
-        let mut stream = request.into_inner();
-        let metadata = match stream.message().await? {
-            Some(pb::StoreResultRequest {
-                data: Some(store_result_request::Data::Metadata(metadata)),
-            }) => metadata,
-            _ => {
-                return Err(ImageError::field(
-                    "metadata",
-                    "the first message must carry the metadata",
-                )
-                .into());
-            }
-        };
+        let (metadata, body) = open_upload(request.into_inner()).await?;
         let job_id = Uuid::parse_str(&metadata.job_id)
             .map_err(|_| ImageError::field("job_id", "is not a valid id"))?;
         let source_image_id = if metadata.source_image_id.is_empty() {
@@ -351,12 +362,6 @@ impl ImageService for ImageApi {
             },
             metadata: from_struct(metadata.metadata),
         };
-        let body = chunks(stream, |message: pb::StoreResultRequest| {
-            match message.data {
-                Some(store_result_request::Data::Chunk(bytes)) => Some(bytes),
-                _ => None,
-            }
-        });
         let (image, already_stored) = self.images.upload(new, body).await?;
         Ok(Response::new(pb::StoreResultResponse {
             image: Some(encode(image)),
