@@ -54,7 +54,7 @@ pub struct ListParams {
     pub page_token: Option<String>,
 }
 
-fn rfc3339(at: Option<prost_types::Timestamp>) -> Option<String> {
+pub fn rfc3339(at: Option<prost_types::Timestamp>) -> Option<String> {
     let at = at?;
     let when = time::OffsetDateTime::from_unix_timestamp(at.seconds).ok()?
         + time::Duration::nanoseconds(i64::from(at.nanos));

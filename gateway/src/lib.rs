@@ -9,6 +9,7 @@ pub mod layers;
 pub mod limits;
 pub mod openapi;
 pub mod problem;
+pub mod workflows;
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc};
 
@@ -92,6 +93,7 @@ pub struct AppState {
     pub auth: AuthServiceClient<Channel>,
     pub auth_channel: Channel,
     pub image: Channel,
+    pub workflow: Channel,
     pub verifier: Arc<JwtVerifier>,
     pub limits: Arc<Limits>,
 }
@@ -121,22 +123,34 @@ pub async fn serve(
     // Uploads and downloads stream for as long as they take.
     let image_channel =
         atelier_common::grpc::streaming_channel(&config.platform.endpoints.image.url)?;
+    let workflow_channel = channel(&config.platform.endpoints.workflow.url, timeout)?;
     let limits = Limits::new(config.limits, config.trust_proxy);
     limits::spawn_pruning(limits.clone(), shutdown.clone());
     let state = AppState {
         auth: AuthServiceClient::new(auth_channel.clone()),
         auth_channel: auth_channel.clone(),
         image: image_channel.clone(),
+        workflow: workflow_channel.clone(),
         verifier: JwtVerifier::new(GrpcKeySource::new(auth_channel.clone())),
         limits,
     };
-    let (auth_probe, image_probe) = (auth_channel.clone(), image_channel.clone());
+    let (auth_probe, image_probe, workflow_probe) = (
+        auth_channel.clone(),
+        image_channel.clone(),
+        workflow_channel.clone(),
+    );
     let readiness = Readiness::new()
         .check("auth", move || {
             check_health(auth_probe.clone(), "atelier.auth.v1.AuthService")
         })
         .check("image", move || {
             check_health(image_probe.clone(), "atelier.image.v1.ImageService")
+        })
+        .check("workflow", move || {
+            check_health(
+                workflow_probe.clone(),
+                "atelier.workflow.v1.WorkflowService",
+            )
         });
     if !config.web_dir.join("api-docs/index.html").exists() {
         tracing::warn!(web_dir = %config.web_dir.display(), "web assets not built; run `make web`");
@@ -197,6 +211,16 @@ pub fn router(config: &GatewayConfig, state: AppState, readiness: Readiness) -> 
             "DownloadImage",
         ],
     );
+    let workflow_grpc = grpc_web(
+        state.workflow.clone(),
+        "atelier.workflow.v1.WorkflowService",
+        &[
+            "ListWorkflows",
+            "GetWorkflow",
+            "GetWorkflowParameters",
+            "ValidateParameters",
+        ],
+    );
 
     let api = Router::new()
         .merge(credentials)
@@ -204,12 +228,20 @@ pub fn router(config: &GatewayConfig, state: AppState, readiness: Readiness) -> 
         .route("/api/images", get(images::list))
         .route("/api/images/{id}", get(images::get).delete(images::delete))
         .route("/files/{*rest}", get(images::file))
+        .route("/api/workflows", get(workflows::list))
+        .route("/api/workflows/{id}", get(workflows::get))
+        .route("/api/workflows/{id}/parameters", get(workflows::parameters))
+        .route("/api/workflows/{id}/validate", post(workflows::validate))
         .route("/api/auth/logout", post(auth::logout))
         .route("/api/auth/me", get(auth::me))
         .route("/.well-known/jwks.json", get(auth::jwks))
         .route("/api/openapi.json", get(openapi::document))
         .route_service("/atelier.auth.v1.AuthService/{*method}", auth_grpc)
         .route_service("/atelier.image.v1.ImageService/{*method}", image_grpc)
+        .route_service(
+            "/atelier.workflow.v1.WorkflowService/{*method}",
+            workflow_grpc,
+        )
         .route("/api/{*rest}", axum::routing::any(problem::fallback))
         .route_layer(middleware::from_fn(layers::record_metrics))
         .layer(middleware::from_fn_with_state(

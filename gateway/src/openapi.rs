@@ -5,7 +5,7 @@ use utoipa::{
     openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
 };
 
-use crate::{auth, images, problem};
+use crate::{auth, images, problem, workflows};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -17,12 +17,14 @@ Errors are RFC 9457 problem documents (`application/problem+json`).",
     paths(
         auth::register, auth::login, auth::refresh, auth::logout, auth::me, auth::jwks,
         images::upload, images::list, images::get, images::delete,
+        workflows::list, workflows::get, workflows::parameters, workflows::validate,
     ),
     components(schemas(problem::Problem, problem::ProblemField)),
     modifiers(&BearerAuth),
     tags(
         (name = "auth", description = "Accounts and sessions"),
         (name = "images", description = "Your uploaded and result images"),
+        (name = "workflows", description = "What can be done to an image, and its parameters"),
     ),
 )]
 pub struct ApiDoc;

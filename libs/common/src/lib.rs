@@ -37,4 +37,5 @@ pub fn timestamp(at: time::OffsetDateTime) -> prost_types::Timestamp {
     }
 }
 
+pub mod json;
 pub mod page;

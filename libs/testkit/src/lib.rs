@@ -179,6 +179,7 @@ pub struct TestPlatform {
     pub gateway_url: String,
     pub auth_url: String,
     pub image_url: String,
+    pub workflow_url: String,
     /// The objects the image service stores, for tests to look behind its back.
     pub objects: Arc<dyn atelier_storage::ObjectStore>,
     /// The platform's data directory.
@@ -216,6 +217,7 @@ impl TestPlatform {
         let (auth_listener, auth_addr) = listener().await?;
         let (gateway_listener, gateway_addr) = listener().await?;
         let (image_listener, image_addr) = listener().await?;
+        let (workflow_listener, workflow_addr) = listener().await?;
         let unused = Endpoint::bound(SocketAddr::from(([127, 0, 0, 1], 9)));
         let platform = Platform {
             data_dir: dir.path().to_owned(),
@@ -224,7 +226,7 @@ impl TestPlatform {
                 auth: Endpoint::bound(auth_addr),
                 image: Endpoint::bound(image_addr),
                 processing: unused.clone(),
-                workflow: unused.clone(),
+                workflow: Endpoint::bound(workflow_addr),
                 user: unused,
                 gateway: gateway_addr,
             },
@@ -267,6 +269,16 @@ impl TestPlatform {
             image_listener,
             shutdown.clone(),
         ));
+        let workflow_config = atelier_workflow::WorkflowConfig {
+            platform: platform.clone(),
+            cache_ttl: Duration::from_secs(60),
+            refresh: None,
+        };
+        tokio::spawn(atelier_workflow::serve(
+            workflow_config,
+            workflow_listener,
+            shutdown.clone(),
+        ));
 
         let gateway_config = atelier_gateway::GatewayConfig {
             platform: platform.clone(),
@@ -292,6 +304,7 @@ impl TestPlatform {
             gateway_url: format!("http://{gateway_addr}"),
             auth_url: format!("http://{auth_addr}"),
             image_url: format!("http://{image_addr}"),
+            workflow_url: format!("http://{workflow_addr}"),
             objects,
             data_dir: dir.path().to_owned(),
             platform,
@@ -309,6 +322,7 @@ impl TestPlatform {
         for (url, service) in [
             (&self.auth_url, "atelier.auth.v1.AuthService"),
             (&self.image_url, "atelier.image.v1.ImageService"),
+            (&self.workflow_url, "atelier.workflow.v1.WorkflowService"),
         ] {
             let channel = atelier_common::grpc::channel(url, Duration::from_secs(2))?;
             let deadline = tokio::time::Instant::now() + Duration::from_secs(30);

@@ -51,6 +51,7 @@ impl Target {
         match self {
             Self::Auth => "atelier.auth.v1.AuthService",
             Self::Image => "atelier.image.v1.ImageService",
+            Self::Workflow => "atelier.workflow.v1.WorkflowService",
             // The other services report overall health until their RPCs land.
             _ => "",
         }
@@ -77,6 +78,7 @@ pub async fn migrate(targets: &[Target]) -> anyhow::Result<()> {
         match target {
             Target::Auth => atelier_auth::migrate(&platform).await?,
             Target::Image => atelier_image::migrate(&platform).await?,
+            Target::Workflow => atelier_workflow::migrate(&platform).await?,
             _ => {}
         }
     }
@@ -120,7 +122,10 @@ pub async fn serve(targets: &[Target]) -> anyhow::Result<()> {
                 tasks.spawn(async move { (name, atelier_processing::serve(listener, stop).await) });
             }
             Target::Workflow => {
-                tasks.spawn(async move { (name, atelier_workflow::serve(listener, stop).await) });
+                let config = atelier_workflow::WorkflowConfig::from_env(platform.clone())?;
+                tasks.spawn(async move {
+                    (name, atelier_workflow::serve(config, listener, stop).await)
+                });
             }
             Target::User => {
                 tasks.spawn(async move { (name, atelier_user::serve(listener, stop).await) });

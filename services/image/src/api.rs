@@ -2,7 +2,11 @@
 
 use std::{pin::Pin, sync::Arc, time::Duration};
 
-use atelier_common::{grpc::caller, page, timestamp};
+use atelier_common::{
+    grpc::caller,
+    json::{from_struct, to_struct},
+    page, timestamp,
+};
 use atelier_proto::image::v1::{
     self as pb, image_service_server::ImageService, store_result_request, upload_image_request,
 };
@@ -50,58 +54,6 @@ fn kind(raw: &str) -> i32 {
         "result" => pb::ImageKind::Result as i32,
         _ => pb::ImageKind::Original as i32,
     }
-}
-
-fn to_struct(value: &serde_json::Value) -> Option<prost_types::Struct> {
-    let serde_json::Value::Object(map) = value else {
-        return None;
-    };
-    Some(prost_types::Struct {
-        fields: map
-            .iter()
-            .map(|(key, value)| (key.clone(), to_value(value)))
-            .collect(),
-    })
-}
-
-fn to_value(value: &serde_json::Value) -> prost_types::Value {
-    use prost_types::value::Kind;
-    let kind = match value {
-        serde_json::Value::Null => Kind::NullValue(0),
-        serde_json::Value::Bool(b) => Kind::BoolValue(*b),
-        serde_json::Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or_default()),
-        serde_json::Value::String(s) => Kind::StringValue(s.clone()),
-        serde_json::Value::Array(items) => Kind::ListValue(prost_types::ListValue {
-            values: items.iter().map(to_value).collect(),
-        }),
-        serde_json::Value::Object(_) => Kind::StructValue(to_struct(value).unwrap_or_default()),
-    };
-    prost_types::Value { kind: Some(kind) }
-}
-
-fn from_struct(value: Option<prost_types::Struct>) -> serde_json::Map<String, serde_json::Value> {
-    fn convert(value: prost_types::Value) -> serde_json::Value {
-        use prost_types::value::Kind;
-        match value.kind {
-            Some(Kind::BoolValue(b)) => b.into(),
-            Some(Kind::NumberValue(n)) => {
-                serde_json::Number::from_f64(n).map_or(serde_json::Value::Null, Into::into)
-            }
-            Some(Kind::StringValue(s)) => s.into(),
-            Some(Kind::ListValue(list)) => list.values.into_iter().map(convert).collect(),
-            Some(Kind::StructValue(object)) => serde_json::Value::Object(from_struct(Some(object))),
-            Some(Kind::NullValue(_)) | None => serde_json::Value::Null,
-        }
-    }
-    value
-        .map(|object| {
-            object
-                .fields
-                .into_iter()
-                .map(|(key, value)| (key, convert(value)))
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 pub fn encode(image: Image) -> pb::Image {

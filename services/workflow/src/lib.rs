@@ -1,14 +1,86 @@
-//! The workflow service: the workflow catalogue.
-//!
-//! This crate so far runs the service's gRPC server with health and reflection,
-//! so every target of the binary starts and reports readiness; the RPCs of
-//! `proto/atelier/workflow/v1` are added with the capability that owns them.
+//! The workflow service: the catalogue of processing workflows, each a fal
+//! endpoint with a JSON Schema for its parameters, and the validation every job's
+//! parameters pass before it is created.
 
-use atelier_common::grpc::GrpcServer;
+pub mod api;
+pub mod catalogue;
+pub mod domain;
+pub mod error;
+pub mod migration;
+pub mod refresh;
+pub mod schema;
+pub mod store;
+
+use std::time::Duration;
+
+use atelier_common::{
+    config::{self, Platform},
+    grpc::GrpcServer,
+};
+use atelier_proto::workflow::v1::workflow_service_server::WorkflowServiceServer;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+pub use domain::Catalogue;
+
+/// The workflow service's settings.
+#[derive(Clone, Debug)]
+pub struct WorkflowConfig {
+    pub platform: Platform,
+    /// `WORKFLOW_CACHE_TTL_SECS`: how long a listing is served from memory.
+    pub cache_ttl: Duration,
+    /// Set when `FAL_KEY` is: schemas are refreshed from fal's model API.
+    pub refresh: Option<refresh::RefreshConfig>,
+}
+
+impl WorkflowConfig {
+    pub fn from_env(platform: Platform) -> anyhow::Result<Self> {
+        let refresh = match config::var_opt::<String>("FAL_KEY")? {
+            Some(key) => Some(refresh::RefreshConfig {
+                api_url: config::var("FAL_API_URL", "https://api.fal.ai/v1".to_owned())?,
+                key,
+                every: config::seconds("WORKFLOW_REFRESH_SECS", 3600)?,
+            }),
+            None => None,
+        };
+        Ok(Self {
+            platform,
+            cache_ttl: config::seconds("WORKFLOW_CACHE_TTL_SECS", 60)?,
+            refresh,
+        })
+    }
+}
+
+/// Applies the workflow schema's migrations.
+pub async fn migrate(platform: &Platform) -> anyhow::Result<()> {
+    let db = atelier_common::db::connect(platform, "workflow").await?;
+    atelier_common::db::migrate::<migration::Migrator>(&db, "workflow").await
+}
+
 /// Runs the workflow service on `listener` until `shutdown`.
-pub async fn serve(listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
-    GrpcServer::new("workflow").serve(listener, shutdown).await
+pub async fn serve(
+    config: WorkflowConfig,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let db = atelier_common::db::connect(&config.platform, "workflow").await?;
+    atelier_common::db::migrate::<migration::Migrator>(&db, "workflow").await?;
+    let catalogue = Catalogue::new(store::Store::new(db), config.cache_ttl);
+    catalogue
+        .seed(&catalogue::builtin()?, time::OffsetDateTime::now_utc())
+        .await
+        .map_err(|err| anyhow::anyhow!("seeding the catalogue: {err}"))?;
+    if let Some(refresh) = config.refresh {
+        refresh::spawn(catalogue.clone(), refresh, shutdown.clone());
+    }
+    GrpcServer::new("workflow")
+        .add_service(WorkflowServiceServer::new(api::WorkflowApi::new(catalogue)))
+        .public::<WorkflowServiceServer<api::WorkflowApi>>(&[
+            "ListWorkflows",
+            "GetWorkflow",
+            "GetWorkflowParameters",
+            "ValidateParameters",
+        ])
+        .serve(listener, shutdown)
+        .await
 }

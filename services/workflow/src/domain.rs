@@ -1,0 +1,231 @@
+//! The catalogue as callers see it: listed from an in-process cache with a TTL,
+//! validators compiled once per workflow version.
+
+use std::{
+    collections::HashMap,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use jsonschema::Validator;
+use serde_json::{Map, Value};
+use time::OffsetDateTime;
+use tokio::sync::RwLock;
+
+use crate::{
+    catalogue::Entry,
+    error::WorkflowError,
+    schema::{self, Violation},
+    store::{Store, WorkflowRow},
+};
+
+/// A workflow with its compiled validator.
+#[derive(Clone)]
+pub struct Workflow {
+    pub row: WorkflowRow,
+    pub validator: Arc<Validator>,
+}
+
+/// Parameters that passed validation.
+#[derive(Clone, Debug)]
+pub struct Validated {
+    pub parameters: Map<String, Value>,
+    pub version: i32,
+    pub fal_endpoint: String,
+    pub name: String,
+}
+
+struct Snapshot {
+    loaded: Instant,
+    workflows: Arc<Vec<Workflow>>,
+}
+
+pub struct Catalogue {
+    store: Store,
+    ttl: Duration,
+    cache: RwLock<Option<Snapshot>>,
+}
+
+impl Catalogue {
+    pub fn new(store: Store, ttl: Duration) -> Arc<Self> {
+        Arc::new(Self {
+            store,
+            ttl,
+            cache: RwLock::new(None),
+        })
+    }
+
+    /// Brings the table in line with the catalogue file: new workflows are added,
+    /// changed ones updated with a new version.
+    pub async fn seed(&self, entries: &[Entry], now: OffsetDateTime) -> Result<(), WorkflowError> {
+        for (position, entry) in entries.iter().enumerate() {
+            schema::compile(&entry.parameters_schema)
+                .map_err(|err| anyhow::anyhow!("workflow {}: invalid schema: {err}", entry.id))?;
+            let defaults = Value::Object(schema::defaults_of(&entry.parameters_schema));
+            let existing = self.store.get(&entry.id).await?;
+            let candidate = WorkflowRow {
+                id: entry.id.clone(),
+                name: entry.name.clone(),
+                description: entry.description.clone(),
+                category: entry.category.clone(),
+                fal_endpoint: entry.fal_endpoint.clone(),
+                // The display order is kept in the schema itself: PostgreSQL's jsonb
+                // does not keep key order.
+                parameters_schema: schema::with_order(&entry.parameters_schema),
+                defaults,
+                is_active: entry.active,
+                position: position as i32,
+                version: 1,
+                updated_at: now,
+            };
+            match existing {
+                Some(row) if same(&row, &candidate) => {}
+                Some(row) => {
+                    self.store
+                        .upsert(WorkflowRow {
+                            version: row.version + 1,
+                            ..candidate
+                        })
+                        .await?;
+                }
+                None => self.store.upsert(candidate).await?,
+            }
+        }
+        self.invalidate().await;
+        Ok(())
+    }
+
+    /// Replaces a workflow's schema (refreshed from fal), bumping its version when
+    /// it changed. Returns whether it did.
+    pub async fn replace_schema(
+        &self,
+        id: &str,
+        schema: Value,
+        now: OffsetDateTime,
+    ) -> Result<bool, WorkflowError> {
+        schema::compile(&schema)
+            .map_err(|err| anyhow::anyhow!("workflow {id}: invalid schema: {err}"))?;
+        let row = self.store.get(id).await?.ok_or(WorkflowError::NotFound)?;
+        let schema = schema::with_order(&schema);
+        if row.parameters_schema == schema {
+            return Ok(false);
+        }
+        let defaults = Value::Object(schema::defaults_of(&schema));
+        self.store
+            .upsert(WorkflowRow {
+                parameters_schema: schema,
+                defaults,
+                version: row.version + 1,
+                updated_at: now,
+                ..row
+            })
+            .await?;
+        self.invalidate().await;
+        Ok(true)
+    }
+
+    pub async fn invalidate(&self) {
+        *self.cache.write().await = None;
+    }
+
+    /// Every workflow, from the cache while it is fresh.
+    pub async fn all(&self) -> Result<Arc<Vec<Workflow>>, WorkflowError> {
+        if let Some(snapshot) = self.cache.read().await.as_ref()
+            && snapshot.loaded.elapsed() < self.ttl
+        {
+            return Ok(snapshot.workflows.clone());
+        }
+        let mut cache = self.cache.write().await;
+        if let Some(snapshot) = cache.as_ref()
+            && snapshot.loaded.elapsed() < self.ttl
+        {
+            return Ok(snapshot.workflows.clone());
+        }
+        let mut compiled: HashMap<(String, i32), Arc<Validator>> = HashMap::new();
+        let mut workflows = Vec::new();
+        for row in self.store.all().await? {
+            let key = (row.id.clone(), row.version);
+            let validator = match compiled.get(&key) {
+                Some(validator) => validator.clone(),
+                None => {
+                    let validator =
+                        Arc::new(schema::compile(&row.parameters_schema).map_err(|err| {
+                            anyhow::anyhow!("workflow {}: invalid schema: {err}", row.id)
+                        })?);
+                    compiled.insert(key, validator.clone());
+                    validator
+                }
+            };
+            workflows.push(Workflow { row, validator });
+        }
+        let workflows = Arc::new(workflows);
+        *cache = Some(Snapshot {
+            loaded: Instant::now(),
+            workflows: workflows.clone(),
+        });
+        metrics::counter!("atelier_workflow_cache_loads_total").increment(1);
+        Ok(workflows)
+    }
+
+    /// Workflows of `category` (all when `None`), active ones unless asked.
+    pub async fn list(
+        &self,
+        category: Option<&str>,
+        include_inactive: bool,
+    ) -> Result<Vec<Workflow>, WorkflowError> {
+        Ok(self
+            .all()
+            .await?
+            .iter()
+            .filter(|workflow| include_inactive || workflow.row.is_active)
+            .filter(|workflow| category.is_none_or(|category| workflow.row.category == category))
+            .cloned()
+            .collect())
+    }
+
+    pub async fn get(&self, id: &str) -> Result<Workflow, WorkflowError> {
+        self.all()
+            .await?
+            .iter()
+            .find(|workflow| workflow.row.id == id)
+            .cloned()
+            .ok_or(WorkflowError::NotFound)
+    }
+
+    /// Checks `params` for workflow `id`: the parameters to run with, or every
+    /// violation.
+    pub async fn validate(
+        &self,
+        id: &str,
+        params: Map<String, Value>,
+    ) -> Result<Result<Validated, Vec<Violation>>, WorkflowError> {
+        let workflow = self.get(id).await?;
+        if !workflow.row.is_active {
+            return Err(WorkflowError::Inactive);
+        }
+        let defaults = workflow
+            .row
+            .defaults
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
+        Ok(
+            schema::validate(&workflow.validator, &defaults, params).map(|parameters| Validated {
+                parameters,
+                version: workflow.row.version,
+                fal_endpoint: workflow.row.fal_endpoint.clone(),
+                name: workflow.row.name.clone(),
+            }),
+        )
+    }
+}
+
+fn same(a: &WorkflowRow, b: &WorkflowRow) -> bool {
+    a.name == b.name
+        && a.description == b.description
+        && a.category == b.category
+        && a.fal_endpoint == b.fal_endpoint
+        && a.parameters_schema == b.parameters_schema
+        && a.is_active == b.is_active
+        && a.position == b.position
+}

@@ -1,0 +1,40 @@
+use atelier_common::{ErrorCode, ServiceError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkflowError {
+    #[error("workflow not found")]
+    NotFound,
+    #[error("workflow is not active")]
+    Inactive,
+    #[error("the request has invalid fields")]
+    InvalidInput(Vec<atelier_common::FieldViolation>),
+    #[error("database error")]
+    Database(#[from] sea_orm::DbErr),
+    #[error("{0}")]
+    Internal(#[from] anyhow::Error),
+}
+
+impl ServiceError for WorkflowError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            Self::NotFound => ErrorCode::NotFound,
+            Self::Inactive => ErrorCode::FailedPrecondition,
+            Self::InvalidInput(_) => ErrorCode::InvalidArgument,
+            Self::Database(_) | Self::Internal(_) => ErrorCode::Internal,
+        }
+    }
+
+    fn field_violations(&self) -> Vec<atelier_common::FieldViolation> {
+        match self {
+            Self::InvalidInput(violations) => violations.clone(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+impl From<WorkflowError> for tonic::Status {
+    #[track_caller]
+    fn from(err: WorkflowError) -> Self {
+        atelier_common::error::to_status(err)
+    }
+}

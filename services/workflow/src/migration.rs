@@ -1,0 +1,96 @@
+//! The workflow schema. Migrations are never edited once shipped: add a new one.
+
+use sea_orm_migration::prelude::*;
+
+pub struct Migrator;
+
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(CreateWorkflows)]
+    }
+}
+
+#[derive(DeriveIden)]
+enum Workflows {
+    Table,
+    Id,
+    Name,
+    Description,
+    Category,
+    FalEndpoint,
+    ParametersSchema,
+    Defaults,
+    IsActive,
+    Position,
+    Version,
+    UpdatedAt,
+}
+
+struct CreateWorkflows;
+
+impl MigrationName for CreateWorkflows {
+    fn name(&self) -> &str {
+        "m20261125_000001_workflows"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for CreateWorkflows {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table(Workflows::Table)
+                    .col(
+                        ColumnDef::new(Workflows::Id)
+                            .string_len(64)
+                            .not_null()
+                            .primary_key(),
+                    )
+                    .col(ColumnDef::new(Workflows::Name).string_len(200).not_null())
+                    .col(ColumnDef::new(Workflows::Description).text().not_null())
+                    .col(
+                        ColumnDef::new(Workflows::Category)
+                            .string_len(64)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(Workflows::FalEndpoint)
+                            .string_len(200)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(Workflows::ParametersSchema)
+                            .json_binary()
+                            .not_null(),
+                    )
+                    .col(ColumnDef::new(Workflows::Defaults).json_binary().not_null())
+                    .col(ColumnDef::new(Workflows::IsActive).boolean().not_null())
+                    .col(ColumnDef::new(Workflows::Position).integer().not_null())
+                    .col(ColumnDef::new(Workflows::Version).integer().not_null())
+                    .col(
+                        ColumnDef::new(Workflows::UpdatedAt)
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("workflows_category_active_idx")
+                    .table(Workflows::Table)
+                    .col(Workflows::Category)
+                    .col(Workflows::IsActive)
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .drop_table(Table::drop().table(Workflows::Table).to_owned())
+            .await
+    }
+}

@@ -1,0 +1,229 @@
+//! Keeps parameter schemas in step with fal's model API when a `FAL_KEY` is set:
+//! `GET {api}/models?endpoint_id=<id>&expand=openapi-3.0` gives each endpoint's
+//! OpenAPI document, whose request body schema becomes the workflow's. When fal
+//! is unreachable or answers nonsense, the last good schema stays.
+
+use std::{sync::Arc, time::Duration};
+
+use serde_json::{Map, Value};
+use tokio_util::sync::CancellationToken;
+
+use crate::domain::Catalogue;
+
+/// Fields Atelier supplies itself, never the user.
+const SUPPLIED: [&str; 3] = ["image_url", "sync_mode", "webhook_url"];
+/// `$ref`s are inlined at most this deep.
+const MAX_DEPTH: usize = 8;
+
+#[derive(Clone, Debug)]
+pub struct RefreshConfig {
+    /// `FAL_API_URL`, default `https://api.fal.ai/v1`.
+    pub api_url: String,
+    pub key: String,
+    /// `WORKFLOW_REFRESH_SECS`, default 3600.
+    pub every: Duration,
+}
+
+/// The input schema of `endpoint` from a model API answer, as a parameters
+/// schema: `$ref`s inlined, supplied fields removed, unknown fields refused.
+pub fn input_schema(answer: &Value, endpoint: &str) -> Option<Value> {
+    let openapi = answer
+        .get("models")?
+        .as_array()?
+        .iter()
+        .find(|model| model.get("endpoint_id").and_then(Value::as_str) == Some(endpoint))?
+        .get("openapi")?;
+    let paths = openapi.get("paths")?.as_object()?;
+    let operation = paths
+        .get(&format!("/{endpoint}"))
+        .or_else(|| paths.values().find(|path| path.get("post").is_some()))?
+        .get("post")?;
+    let body = operation.pointer("/requestBody/content/application~1json/schema")?;
+    let mut schema = inline(body, openapi, 0)?;
+    let object = schema.as_object_mut()?;
+    if let Some(Value::Object(properties)) = object.get_mut("properties") {
+        for field in SUPPLIED {
+            properties.remove(field);
+        }
+        if let Some(Value::Array(order)) = object.get("x-fal-order-properties").cloned() {
+            let mut ordered = Map::new();
+            if let Some(Value::Object(properties)) = object.get_mut("properties") {
+                for name in order.iter().filter_map(Value::as_str) {
+                    if let Some(value) = properties.remove(name) {
+                        ordered.insert(name.to_owned(), value);
+                    }
+                }
+                ordered.append(properties);
+                *properties = ordered;
+            }
+        }
+    }
+    if let Some(Value::Array(required)) = object.get_mut("required") {
+        required.retain(|name| name.as_str().is_none_or(|name| !SUPPLIED.contains(&name)));
+    }
+    object.remove("x-fal-order-properties");
+    object.remove("title");
+    object.insert("type".into(), "object".into());
+    object.insert("additionalProperties".into(), false.into());
+    Some(schema)
+}
+
+fn inline(schema: &Value, openapi: &Value, depth: usize) -> Option<Value> {
+    if depth > MAX_DEPTH {
+        return None;
+    }
+    match schema {
+        Value::Object(object) => {
+            // A `$ref` is replaced by its target; keywords beside it still apply.
+            let mut out = match object.get("$ref").and_then(Value::as_str) {
+                Some(reference) => {
+                    let target = openapi.pointer(reference.strip_prefix('#')?)?;
+                    match inline(target, openapi, depth + 1)? {
+                        Value::Object(resolved) => resolved,
+                        _ => return None,
+                    }
+                }
+                None => Map::new(),
+            };
+            for (key, value) in object.iter().filter(|(key, _)| *key != "$ref") {
+                // OpenAPI 3.0 only; JSON Schema has `type: [.., "null"]` instead.
+                if key == "nullable" || key == "examples" && !value.is_array() {
+                    continue;
+                }
+                out.insert(key.clone(), inline(value, openapi, depth + 1)?);
+            }
+            Some(Value::Object(out))
+        }
+        Value::Array(items) => items
+            .iter()
+            .map(|item| inline(item, openapi, depth + 1))
+            .collect::<Option<Vec<_>>>()
+            .map(Value::Array),
+        other => Some(other.clone()),
+    }
+}
+
+/// One pass over every workflow; returns how many schemas changed.
+pub async fn refresh_once(
+    catalogue: &Catalogue,
+    http: &reqwest::Client,
+    config: &RefreshConfig,
+) -> usize {
+    let Ok(workflows) = catalogue.all().await else {
+        return 0;
+    };
+    let mut changed = 0;
+    for workflow in workflows.iter() {
+        let endpoint = &workflow.row.fal_endpoint;
+        let answer = http
+            .get(format!("{}/models", config.api_url.trim_end_matches('/')))
+            .query(&[
+                ("endpoint_id", endpoint.as_str()),
+                ("expand", "openapi-3.0"),
+            ])
+            .header("authorization", format!("Key {}", config.key))
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status);
+        let answer = match answer {
+            Ok(response) => response.json::<Value>().await.ok(),
+            Err(err) => {
+                tracing::warn!(endpoint, error = %err, "cannot refresh a workflow schema, keeping the last good one");
+                None
+            }
+        };
+        let Some(schema) = answer
+            .as_ref()
+            .and_then(|answer| input_schema(answer, endpoint))
+        else {
+            continue;
+        };
+        match catalogue
+            .replace_schema(&workflow.row.id, schema, time::OffsetDateTime::now_utc())
+            .await
+        {
+            Ok(true) => {
+                tracing::info!(
+                    workflow = workflow.row.id,
+                    "workflow schema refreshed from fal"
+                );
+                changed += 1;
+            }
+            Ok(false) => {}
+            Err(err) => {
+                tracing::warn!(workflow = workflow.row.id, error = %err, "refreshed schema rejected")
+            }
+        }
+    }
+    changed
+}
+
+/// Refreshes every `config.every` until `shutdown`.
+pub fn spawn(catalogue: Arc<Catalogue>, config: RefreshConfig, shutdown: CancellationToken) {
+    tokio::spawn(async move {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap_or_default();
+        let mut tick = tokio::time::interval(config.every);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => { refresh_once(&catalogue, &http, &config).await; }
+                () = shutdown.cancelled() => break,
+            }
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn the_request_body_schema_becomes_the_parameters_schema() {
+        let answer = json!({"models": [{
+            "endpoint_id": "fal-ai/esrgan",
+            "openapi": {
+                "paths": {"/fal-ai/esrgan": {"post": {"requestBody": {"content": {"application/json": {
+                    "schema": {"$ref": "#/components/schemas/EsrganInput"}}}}}}},
+                "components": {"schemas": {
+                    "EsrganInput": {
+                        "title": "EsrganInput",
+                        "type": "object",
+                        "x-fal-order-properties": ["image_url", "scale", "model"],
+                        "required": ["image_url"],
+                        "properties": {
+                            "model": {"$ref": "#/components/schemas/Model", "default": "RealESRGAN_x4plus"},
+                            "image_url": {"type": "string"},
+                            "scale": {"type": "number", "minimum": 1, "maximum": 8, "default": 2, "nullable": true}
+                        }
+                    },
+                    "Model": {"type": "string", "enum": ["RealESRGAN_x4plus", "RealESRGAN_x2plus"]}
+                }}
+            }
+        }]});
+        let schema = input_schema(&answer, "fal-ai/esrgan").expect("schema");
+        let names: Vec<_> = schema["properties"]
+            .as_object()
+            .expect("properties")
+            .keys()
+            .cloned()
+            .collect();
+        assert_eq!(names, ["scale", "model"]);
+        assert_eq!(
+            schema["properties"]["model"]["enum"][1],
+            "RealESRGAN_x2plus"
+        );
+        assert_eq!(
+            schema["properties"]["model"]["default"],
+            "RealESRGAN_x4plus"
+        );
+        assert_eq!(schema["additionalProperties"], false);
+        assert_eq!(schema["required"], json!([]));
+        assert!(schema["properties"]["scale"].get("nullable").is_none());
+        crate::schema::compile(&schema).expect("a valid JSON Schema");
+        assert!(input_schema(&json!({"models": []}), "fal-ai/esrgan").is_none());
+    }
+}

@@ -1,0 +1,354 @@
+//! The catalogue over REST and gRPC, and the domain's seeding, caching,
+//! validation and refresh from fal's model API.
+
+use std::{sync::Arc, time::Duration};
+
+use atelier_common::json::map_to_struct;
+use atelier_proto::workflow::v1::{self as pb, workflow_service_client::WorkflowServiceClient};
+use atelier_testkit::{Backend, TestDb, TestPlatform, backends};
+use atelier_workflow::{
+    Catalogue,
+    catalogue::{Entry, parse},
+    error::WorkflowError,
+    refresh::{RefreshConfig, refresh_once},
+    store::Store,
+};
+use reqwest::{Client, StatusCode};
+use serde_json::{Value, json};
+
+async fn get_json(url: String) -> (StatusCode, Value) {
+    let response = Client::new().get(url).send().await.expect("get");
+    let status = response.status();
+    (status, response.json().await.expect("json"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_catalogue_over_rest() {
+    let platform = TestPlatform::spawn(Backend::Postgres).await;
+    let base = &platform.gateway_url;
+
+    let (status, all) = get_json(format!("{base}/api/workflows")).await;
+    assert_eq!(status, StatusCode::OK);
+    let workflows = all["workflows"].as_array().expect("workflows");
+    assert!(workflows.len() >= 9);
+    assert!(workflows.iter().all(|workflow| workflow["active"] == true));
+
+    let (_, upscalers) = get_json(format!("{base}/api/workflows?category=upscale")).await;
+    let ids: Vec<_> = upscalers["workflows"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .map(|w| w["id"].clone())
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            json!("clarity-upscale"),
+            json!("esrgan-upscale"),
+            json!("aura-sr-upscale")
+        ]
+    );
+
+    let (status, esrgan) = get_json(format!("{base}/api/workflows/esrgan-upscale")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(esrgan["fal_endpoint"], "fal-ai/esrgan");
+    assert_eq!(esrgan["defaults"]["scale"], 2);
+    let order: Vec<_> = esrgan["parameters_schema"]["properties"]
+        .as_object()
+        .expect("properties")
+        .keys()
+        .cloned()
+        .collect();
+    assert_eq!(
+        order,
+        ["scale", "model", "face", "tile", "output_format"],
+        "catalogue order kept"
+    );
+
+    let (status, schema) = get_json(format!(
+        "{base}/api/workflows/flux-image-to-image/parameters"
+    ))
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        schema["$schema"],
+        "https://json-schema.org/draft/2020-12/schema"
+    );
+    assert_eq!(schema["properties"]["strength"]["maximum"], 1);
+    assert_eq!(schema["required"], json!(["prompt"]));
+
+    let (status, missing) = get_json(format!("{base}/api/workflows/no-such-thing")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(missing["status"], 404);
+
+    let validate = |id: &str, parameters: Value| {
+        Client::new()
+            .post(format!("{base}/api/workflows/{id}/validate"))
+            .json(&json!({"parameters": parameters}))
+            .send()
+    };
+    let valid: Value = validate(
+        "flux-image-to-image",
+        json!({"prompt": "a watercolour fox", "num_images": 2}),
+    )
+    .await
+    .expect("validate")
+    .json()
+    .await
+    .expect("json");
+    assert_eq!(valid["valid"], true);
+    assert_eq!(valid["parameters"]["strength"], 0.95);
+    assert_eq!(valid["parameters"]["num_images"], 2);
+
+    let invalid: Value = validate(
+        "flux-image-to-image",
+        json!({"strength": 2, "num_inference_steps": "many", "output_format": "bmp", "colour": "red"}),
+    )
+    .await
+    .expect("validate")
+    .json()
+    .await
+    .expect("json");
+    assert_eq!(invalid["valid"], false);
+    let mut found: Vec<(String, String)> = invalid["violations"]
+        .as_array()
+        .expect("violations")
+        .iter()
+        .map(|v| {
+            (
+                v["field"].as_str().expect("field").to_owned(),
+                v["keyword"].as_str().expect("kw").to_owned(),
+            )
+        })
+        .collect();
+    found.sort();
+    let expected = [
+        ("/colour", "additionalProperties"),
+        ("/num_inference_steps", "type"),
+        ("/output_format", "enum"),
+        ("/prompt", "required"),
+        ("/strength", "maximum"),
+    ];
+    assert_eq!(found, expected.map(|(f, k)| (f.to_owned(), k.to_owned())));
+    let unknown = validate("no-such-thing", json!({}))
+        .await
+        .expect("validate");
+    assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validation_over_grpc_takes_struct_numbers() {
+    let platform = TestPlatform::spawn(Backend::Sqlite).await;
+    let channel = atelier_common::grpc::channel(&platform.workflow_url, Duration::from_secs(5))
+        .expect("channel");
+    let mut client = WorkflowServiceClient::new(channel);
+    let Value::Object(params) = json!({"low_threshold": 10.0, "high_threshold": 250}) else {
+        unreachable!()
+    };
+    let reply = client
+        .validate_parameters(pb::ValidateParametersRequest {
+            workflow_id: "canny-edges".into(),
+            parameters: Some(map_to_struct(&params)),
+        })
+        .await
+        .expect("validate")
+        .into_inner();
+    assert!(reply.valid, "{:?}", reply.violations);
+    assert_eq!(reply.fal_endpoint, "fal-ai/image-preprocessors/canny");
+    assert_eq!(reply.workflow_version, 1);
+    let Value::Object(params) = json!({"low_threshold": 10.5}) else {
+        unreachable!()
+    };
+    let reply = client
+        .validate_parameters(pb::ValidateParametersRequest {
+            workflow_id: "canny-edges".into(),
+            parameters: Some(map_to_struct(&params)),
+        })
+        .await
+        .expect("validate")
+        .into_inner();
+    assert!(!reply.valid);
+    assert_eq!(reply.violations[0].field, "/low_threshold");
+    assert_eq!(reply.violations[0].keyword, "type");
+}
+
+async fn catalogue(
+    backend: Backend,
+    ttl: Duration,
+) -> (Arc<Catalogue>, Option<TestDb>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (db, test_db) = match backend {
+        Backend::Postgres => {
+            let test_db = TestDb::create().await.expect("database");
+            let db = atelier_common::db::connect_postgres(&test_db.url, "workflow")
+                .await
+                .expect("connect");
+            (db, Some(test_db))
+        }
+        Backend::Sqlite => {
+            let url = format!(
+                "sqlite://{}?mode=rwc",
+                dir.path().join("workflow.db").display()
+            );
+            (
+                atelier_common::db::connect_sqlite(&url)
+                    .await
+                    .expect("connect"),
+                None,
+            )
+        }
+    };
+    atelier_common::db::migrate::<atelier_workflow::migration::Migrator>(&db, "workflow")
+        .await
+        .expect("migrate");
+    (Catalogue::new(Store::new(db), ttl), test_db, dir)
+}
+
+fn entries(scale_maximum: u32, active: bool) -> Vec<Entry> {
+    parse(
+        &json!({"workflows": [{
+            "id": "test-upscale",
+            "name": "Test upscale",
+            "description": "For tests",
+            "category": "upscale",
+            "fal_endpoint": "fal-ai/esrgan",
+            "active": active,
+            "parameters_schema": {
+                "type": "object",
+                "additionalProperties": false,
+                "properties": {"scale": {"type": "number", "minimum": 1, "maximum": scale_maximum, "default": 2}}
+            }
+        }]})
+        .to_string(),
+    )
+    .expect("catalogue")
+}
+
+backends!(
+    seeding_versions_and_inactive_workflows,
+    refresh_from_fal_keeps_the_last_good_schema
+);
+
+async fn seeding_versions_and_inactive_workflows(backend: Backend) {
+    let (catalogue, _db, _dir) = catalogue(backend, Duration::from_secs(60)).await;
+    let now = time::OffsetDateTime::now_utc();
+    catalogue.seed(&entries(4, true), now).await.expect("seed");
+    catalogue
+        .seed(&entries(4, true), now)
+        .await
+        .expect("seed again");
+    assert_eq!(
+        catalogue
+            .get("test-upscale")
+            .await
+            .expect("get")
+            .row
+            .version,
+        1,
+        "unchanged: same version"
+    );
+
+    let first = catalogue.all().await.expect("all");
+    let again = catalogue.all().await.expect("all");
+    assert!(Arc::ptr_eq(&first, &again), "served from the cache");
+
+    catalogue
+        .seed(&entries(8, false), now)
+        .await
+        .expect("changed");
+    let changed = catalogue.get("test-upscale").await.expect("get");
+    assert_eq!(changed.row.version, 2);
+    assert!(
+        catalogue.list(None, false).await.expect("list").is_empty(),
+        "inactive hidden"
+    );
+    assert_eq!(
+        catalogue
+            .list(Some("upscale"), true)
+            .await
+            .expect("list")
+            .len(),
+        1
+    );
+    let Value::Object(params) = json!({"scale": 6}) else {
+        unreachable!()
+    };
+    assert!(matches!(
+        catalogue.validate("test-upscale", params).await,
+        Err(WorkflowError::Inactive)
+    ));
+}
+
+async fn refresh_from_fal_keeps_the_last_good_schema(backend: Backend) {
+    use axum::{Json, Router, extract::State, routing::get};
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let (catalogue, _db, _dir) = catalogue(backend, Duration::ZERO).await;
+    catalogue
+        .seed(&entries(4, true), time::OffsetDateTime::now_utc())
+        .await
+        .expect("seed");
+
+    let healthy = Arc::new(AtomicBool::new(true));
+    async fn models(State(healthy): State<Arc<AtomicBool>>) -> Result<Json<Value>, StatusCode> {
+        if !healthy.load(Ordering::SeqCst) {
+            return Err(StatusCode::SERVICE_UNAVAILABLE);
+        }
+        Ok(Json(json!({"models": [{
+            "endpoint_id": "fal-ai/esrgan",
+            "openapi": {"paths": {"/fal-ai/esrgan": {"post": {"requestBody": {"content": {"application/json": {
+                "schema": {"type": "object", "required": ["image_url"], "properties": {
+                    "image_url": {"type": "string"},
+                    "scale": {"type": "number", "minimum": 1, "maximum": 16, "default": 4}
+                }}}}}}}}}
+        }], "has_more": false})))
+    }
+    let app = Router::new()
+        .route("/v1/models", get(models))
+        .with_state(healthy.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let config = RefreshConfig {
+        api_url: format!("http://{addr}/v1"),
+        key: "test".into(),
+        every: Duration::from_secs(3600),
+    };
+    let http = Client::new();
+
+    assert_eq!(refresh_once(&catalogue, &http, &config).await, 1);
+    let refreshed = catalogue.get("test-upscale").await.expect("get");
+    assert_eq!(refreshed.row.version, 2);
+    assert_eq!(
+        refreshed.row.parameters_schema["properties"]["scale"]["maximum"],
+        16
+    );
+    assert!(
+        refreshed.row.parameters_schema["properties"]
+            .get("image_url")
+            .is_none()
+    );
+    assert_eq!(refreshed.row.defaults["scale"], 4);
+    assert_eq!(
+        refresh_once(&catalogue, &http, &config).await,
+        0,
+        "unchanged: no new version"
+    );
+
+    healthy.store(false, Ordering::SeqCst);
+    assert_eq!(refresh_once(&catalogue, &http, &config).await, 0);
+    let kept = catalogue.get("test-upscale").await.expect("get");
+    assert_eq!(kept.row.version, 2, "fal down: the last good schema stays");
+    let Value::Object(params) = json!({"scale": 12}) else {
+        unreachable!()
+    };
+    assert!(
+        catalogue
+            .validate("test-upscale", params)
+            .await
+            .expect("validate")
+            .is_ok()
+    );
+}
