@@ -76,6 +76,11 @@ pub struct Platform {
     /// `DATABASE_URL`: PostgreSQL in production; unset means one SQLite file per
     /// service under `data_dir`.
     pub database_url: Option<Secret>,
+    /// `REDIS_URL`: Redis for the queue, events and caches; unset means the
+    /// in-process equivalents.
+    pub redis_url: Option<Secret>,
+    /// `REDIS_KEY_PREFIX`: every Redis key starts with it.
+    pub redis_prefix: String,
     pub endpoints: Endpoints,
     /// Deadline for one call between services (`GRPC_TIMEOUT_SECS`).
     pub grpc_timeout: Duration,
@@ -144,6 +149,8 @@ impl Platform {
         Ok(Self {
             data_dir: var("DATA_DIR", PathBuf::from("./data"))?,
             database_url: database_url.map(Secret::new),
+            redis_url: var_opt::<String>("REDIS_URL")?.map(Secret::new),
+            redis_prefix: var("REDIS_KEY_PREFIX", "atelier:".to_owned())?,
             endpoints,
             grpc_timeout: seconds("GRPC_TIMEOUT_SECS", 10)?,
             admin_addr: var("ADMIN_ADDR", SocketAddr::from(([127, 0, 0, 1], 9464)))

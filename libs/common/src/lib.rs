@@ -39,3 +39,4 @@ pub fn timestamp(at: time::OffsetDateTime) -> prost_types::Timestamp {
 
 pub mod json;
 pub mod page;
+pub mod redis;

@@ -222,6 +222,8 @@ impl TestPlatform {
         let platform = Platform {
             data_dir: dir.path().to_owned(),
             database_url: db.as_ref().map(|db| Secret::new(db.url.clone())),
+            redis_url: None,
+            redis_prefix: format!("atelier-test-{}:", uuid::Uuid::new_v4().simple()),
             endpoints: Endpoints {
                 auth: Endpoint::bound(auth_addr),
                 image: Endpoint::bound(image_addr),

@@ -7,6 +7,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use atelier_common::redis::Redis;
+use fred::prelude::{Expiration, KeysInterface};
 use jsonschema::Validator;
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
@@ -44,14 +46,25 @@ pub struct Catalogue {
     store: Store,
     ttl: Duration,
     cache: RwLock<Option<Snapshot>>,
+    /// Shared by every replica when Redis is configured.
+    shared: Option<Redis>,
 }
+
+/// The Redis key of the cached catalogue.
+const SHARED_KEY: &str = "workflow:catalogue:v1";
 
 impl Catalogue {
     pub fn new(store: Store, ttl: Duration) -> Arc<Self> {
+        Self::with_shared_cache(store, ttl, None)
+    }
+
+    /// A catalogue whose listing is also cached in Redis, for every replica.
+    pub fn with_shared_cache(store: Store, ttl: Duration, shared: Option<Redis>) -> Arc<Self> {
         Arc::new(Self {
             store,
             ttl,
             cache: RwLock::new(None),
+            shared,
         })
     }
 
@@ -126,6 +139,42 @@ impl Catalogue {
 
     pub async fn invalidate(&self) {
         *self.cache.write().await = None;
+        if let Some(redis) = &self.shared
+            && let Err(err) = redis.client.del::<i64, _>(redis.key(SHARED_KEY)).await
+        {
+            tracing::warn!(error = %err, "cannot drop the shared workflow cache");
+        }
+    }
+
+    /// The rows: from Redis when it has them, else from the database (and then
+    /// into Redis for the other replicas).
+    async fn rows(&self) -> Result<Vec<WorkflowRow>, WorkflowError> {
+        let Some(redis) = &self.shared else {
+            return Ok(self.store.all().await?);
+        };
+        let key = redis.key(SHARED_KEY);
+        match redis.client.get::<Option<String>, _>(&key).await {
+            Ok(Some(cached)) => match serde_json::from_str(&cached) {
+                Ok(rows) => return Ok(rows),
+                Err(err) => {
+                    tracing::warn!(error = %err, "ignoring an unreadable shared workflow cache")
+                }
+            },
+            Ok(None) => {}
+            Err(err) => tracing::warn!(error = %err, "shared workflow cache unavailable"),
+        }
+        let rows = self.store.all().await?;
+        if let Ok(text) = serde_json::to_string(&rows) {
+            let expiry = Some(Expiration::EX(self.ttl.as_secs().max(1) as i64));
+            if let Err(err) = redis
+                .client
+                .set::<(), _, _>(&key, text, expiry, None, false)
+                .await
+            {
+                tracing::warn!(error = %err, "cannot fill the shared workflow cache");
+            }
+        }
+        Ok(rows)
     }
 
     /// Every workflow, from the cache while it is fresh.
@@ -143,7 +192,7 @@ impl Catalogue {
         }
         let mut compiled: HashMap<(String, i32), Arc<Validator>> = HashMap::new();
         let mut workflows = Vec::new();
-        for row in self.store.all().await? {
+        for row in self.rows().await? {
             let key = (row.id.clone(), row.version);
             let validator = match compiled.get(&key) {
                 Some(validator) => validator.clone(),

@@ -65,7 +65,17 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let db = atelier_common::db::connect(&config.platform, "workflow").await?;
     atelier_common::db::migrate::<migration::Migrator>(&db, "workflow").await?;
-    let catalogue = Catalogue::new(store::Store::new(db), config.cache_ttl);
+    let shared = match &config.platform.redis_url {
+        Some(url) => Some(
+            atelier_common::redis::Redis::connect(
+                url.expose(),
+                config.platform.redis_prefix.clone(),
+            )
+            .await?,
+        ),
+        None => None,
+    };
+    let catalogue = Catalogue::with_shared_cache(store::Store::new(db), config.cache_ttl, shared);
     catalogue
         .seed(&catalogue::builtin()?, time::OffsetDateTime::now_utc())
         .await

@@ -7,7 +7,7 @@ use sea_orm::{
 pub mod workflows {
     use sea_orm::entity::prelude::*;
 
-    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel, serde::Serialize, serde::Deserialize)]
     #[sea_orm(table_name = "workflows")]
     pub struct Model {
         #[sea_orm(primary_key, auto_increment = false)]

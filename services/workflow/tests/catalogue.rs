@@ -352,3 +352,50 @@ async fn refresh_from_fal_keeps_the_last_good_schema(backend: Backend) {
             .is_ok()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_share_the_listing_through_redis() {
+    let url = std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let prefix = format!("atelier-test-{}:", uuid::Uuid::new_v4().simple());
+    let redis = atelier_common::redis::Redis::connect(&url, prefix)
+        .await
+        .expect("Redis is not reachable at TEST_REDIS_URL; `make test` starts it");
+    let test_db = TestDb::create().await.expect("database");
+    let db = atelier_common::db::connect_postgres(&test_db.url, "workflow")
+        .await
+        .expect("connect");
+    atelier_common::db::migrate::<atelier_workflow::migration::Migrator>(&db, "workflow")
+        .await
+        .expect("migrate");
+    let store = Store::new(db);
+    let ttl = Duration::from_secs(60);
+    let first = Catalogue::with_shared_cache(store.clone(), ttl, Some(redis.clone()));
+    first
+        .seed(&entries(4, true), time::OffsetDateTime::now_utc())
+        .await
+        .expect("seed");
+    assert_eq!(
+        first.all().await.expect("all").len(),
+        1,
+        "loaded, and shared"
+    );
+
+    // Behind every cache's back, the table changes.
+    let mut row = store.get("test-upscale").await.expect("get").expect("row");
+    row.name = "Renamed in the database".into();
+    store.upsert(row).await.expect("upsert");
+
+    let second = Catalogue::with_shared_cache(store.clone(), ttl, Some(redis.clone()));
+    let listed = second.get("test-upscale").await.expect("get");
+    assert_eq!(
+        listed.row.name, "Test upscale",
+        "the second replica read Redis, not the table"
+    );
+
+    first.invalidate().await;
+    let third = Catalogue::with_shared_cache(store, ttl, Some(redis));
+    assert_eq!(
+        third.get("test-upscale").await.expect("get").row.name,
+        "Renamed in the database"
+    );
+}
