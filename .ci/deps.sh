@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Prepares a machine for `make test`: system packages, a running PostgreSQL on
 # 127.0.0.1:5432 (user postgres, trust auth over TCP), a running Redis on 127.0.0.1:6379,
-# a running S3-compatible server (s3s-fs) on 127.0.0.1:9000, buf, rustfmt and clippy.
+# a running S3-compatible server (s3s-fs) on 127.0.0.1:9000, buf, the Python fal-client,
+# rustfmt and clippy.
 # Written for a fresh Debian 12 machine where we are root.
 # Idempotent: whatever is already there is left alone, and nothing is printed when there
 # is nothing to do. One line is printed per action taken.
@@ -17,6 +18,7 @@ S3_ROOT=/tmp/atelier-s3
 S3_LOG=/tmp/atelier-s3.log
 S3_WAIT_SECONDS=20
 S3S_FS_VERSION=0.14.1
+FAL_CLIENT_VERSION=1.0.3
 WAIT_SECONDS=30
 APT_LOG=/tmp/atelier-deps-apt.log
 CARGO_INSTALL_LOG=/tmp/atelier-deps-cargo-install.log
@@ -58,7 +60,8 @@ fi
 have pkg-config || packages+=(pkg-config)
 have cc || packages+=(gcc libc6-dev) # the linker cargo calls
 installed ca-certificates || packages+=(ca-certificates)
-if ! have buf && ! python3 -m pip --version >/dev/null 2>&1; then
+fal_client_ok() { python3 -c 'import fal_client' >/dev/null 2>&1; }
+if { ! have buf || ! fal_client_ok; } && ! python3 -m pip --version >/dev/null 2>&1; then
     packages+=(python3-pip)
 fi
 
@@ -194,6 +197,16 @@ if ! have buf; then
     have pyenv && pyenv rehash
     hash -r
     have buf || die "buf-bin installed but buf is not on PATH ($PATH)"
+fi
+
+# ---------------------------------------------------------------------------------------
+# fal-client (PyPI): the official Python client, run against the fal simulator by
+# libs/fal-sim/tests/python_client.rs.
+if ! fal_client_ok; then
+    say "installing fal-client $FAL_CLIENT_VERSION (pip)"
+    PIP_BREAK_SYSTEM_PACKAGES=1 PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1 \
+        python3 -m pip install -q "fal-client==$FAL_CLIENT_VERSION" || die "pip install fal-client failed"
+    fal_client_ok || die "fal-client installed but python3 cannot import it"
 fi
 
 # ---------------------------------------------------------------------------------------

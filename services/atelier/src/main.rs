@@ -36,6 +36,18 @@ enum Command {
         )]
         target: Vec<Target>,
     },
+    /// Run the fal.ai-compatible simulator on its own
+    FalSim {
+        /// Where to listen
+        #[arg(long, default_value = "127.0.0.1:8790", env = "FAL_SIM_ADDR")]
+        addr: std::net::SocketAddr,
+        /// Serve HTTPS with a certificate made at start (for fal's official clients)
+        #[arg(long)]
+        tls: bool,
+        /// Write the TLS certificate (PEM) here, for clients to trust
+        #[arg(long, requires = "tls")]
+        cert_out: Option<std::path::PathBuf>,
+    },
     /// Apply pending database migrations and exit
     Migrate {
         /// Whose schemas to migrate: all, or a comma-separated list
@@ -54,6 +66,11 @@ async fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Serve { target } => serve::serve(&target).await,
         Command::Migrate { target } => serve::migrate(&target).await,
+        Command::FalSim {
+            addr,
+            tls,
+            cert_out,
+        } => serve::fal_sim(addr, tls, cert_out).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

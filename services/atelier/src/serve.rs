@@ -85,6 +85,50 @@ pub async fn migrate(targets: &[Target]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Runs the fal simulator alone until SIGTERM or Ctrl-C.
+pub async fn fal_sim(
+    addr: SocketAddr,
+    tls: bool,
+    cert_out: Option<std::path::PathBuf>,
+) -> anyhow::Result<()> {
+    let shutdown = atelier_common::shutdown::on_signal();
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("fal-sim: cannot listen on {addr}"))?;
+    let config = atelier_fal_sim::SimConfig {
+        tls,
+        ..Default::default()
+    };
+    let handle = atelier_fal_sim::start(config, listener, shutdown.clone()).await?;
+    if let (Some(path), Some(pem)) = (cert_out, handle.tls_certificate_pem()) {
+        std::fs::write(&path, pem).with_context(|| format!("writing {}", path.display()))?;
+    }
+    println!("fal simulator listening at {}", handle.base_url());
+    shutdown.cancelled().await;
+    Ok(())
+}
+
+/// Starts the fal simulator in this process on `FAL_SIM_ADDR`, for a platform
+/// without a `FAL_KEY`.
+async fn embedded_fal_sim(shutdown: &tokio_util::sync::CancellationToken) -> anyhow::Result<()> {
+    let addr: SocketAddr =
+        atelier_common::config::var("FAL_SIM_ADDR", SocketAddr::from(([127, 0, 0, 1], 8790)))?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("fal-sim: cannot listen on {addr} (FAL_SIM_ADDR)"))?;
+    let handle = atelier_fal_sim::start(
+        atelier_fal_sim::SimConfig::default(),
+        listener,
+        shutdown.clone(),
+    )
+    .await?;
+    tracing::info!(
+        url = handle.base_url(),
+        "no FAL_KEY: jobs run on the built-in fal simulator"
+    );
+    Ok(())
+}
+
 pub async fn serve(targets: &[Target]) -> anyhow::Result<()> {
     let platform = Platform::from_env()?;
     let targets = expand(targets);
@@ -92,6 +136,10 @@ pub async fn serve(targets: &[Target]) -> anyhow::Result<()> {
     let mut tasks = JoinSet::new();
     let mut readiness = Readiness::new();
     let endpoints = platform.endpoints.clone();
+    let fal_key: Option<String> = atelier_common::config::var_opt("FAL_KEY")?;
+    if targets.contains(&Target::Processing) && fal_key.is_none() {
+        embedded_fal_sim(&shutdown).await?;
+    }
 
     for &target in &targets {
         let endpoint = match target {

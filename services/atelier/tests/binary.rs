@@ -109,6 +109,13 @@ async fn serve_with_no_configuration_becomes_ready_and_stops_on_sigterm() {
         .expect("register");
     assert_eq!(registered.status(), 201);
     assert!(dir.path().join("data/auth.db").exists());
+    // No FAL_KEY: the fal simulator runs in the same process.
+    let sim = client
+        .get("http://127.0.0.1:8790/healthz")
+        .send()
+        .await
+        .expect("fal-sim");
+    assert_eq!(sim.status(), 200);
 
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -191,4 +198,83 @@ async fn migrate_creates_each_schema_on_postgres() {
         .collect();
     assert_eq!(tables, ["refresh_tokens", "seaql_migrations", "users"]);
     conn.close().await.ok();
+}
+
+#[tokio::test]
+async fn fal_sim_runs_standalone_and_processes_an_image() {
+    use base64::Engine;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("free port")
+        .port();
+    let child = atelier()
+        .args(["fal-sim", "--addr", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _child = Kill(child);
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while client.get(format!("{base}/healthz")).send().await.is_err() {
+        assert!(Instant::now() < deadline, "fal-sim not up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let png = atelier_testkit::fixtures::png(40, 30);
+    let data_uri = format!(
+        "data:image/png;base64,{}",
+        base64::engine::general_purpose::STANDARD.encode(png)
+    );
+    let submitted: serde_json::Value = client
+        .post(format!("{base}/fal-ai/esrgan"))
+        .header("authorization", "Key local")
+        .json(&serde_json::json!({"image_url": data_uri, "scale": 2}))
+        .send()
+        .await
+        .expect("submit")
+        .json()
+        .await
+        .expect("json");
+    let status_url = submitted["status_url"]
+        .as_str()
+        .expect("status_url")
+        .to_owned();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = client
+            .get(&status_url)
+            .header("authorization", "Key local")
+            .send()
+            .await
+            .expect("status");
+        if status.status() == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never completed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let result: serde_json::Value = client
+        .get(submitted["response_url"].as_str().expect("response_url"))
+        .header("authorization", "Key local")
+        .send()
+        .await
+        .expect("result")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        (
+            result["image"]["width"].as_u64(),
+            result["image"]["height"].as_u64()
+        ),
+        (Some(80), Some(60))
+    );
 }
