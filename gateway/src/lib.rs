@@ -9,6 +9,7 @@ pub mod layers;
 pub mod limits;
 pub mod openapi;
 pub mod problem;
+pub mod processing;
 pub mod workflows;
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc};
@@ -94,6 +95,7 @@ pub struct AppState {
     pub auth_channel: Channel,
     pub image: Channel,
     pub workflow: Channel,
+    pub processing: Channel,
     pub verifier: Arc<JwtVerifier>,
     pub limits: Arc<Limits>,
 }
@@ -131,9 +133,13 @@ pub async fn serve(
         auth_channel: auth_channel.clone(),
         image: image_channel.clone(),
         workflow: workflow_channel.clone(),
+        processing: atelier_common::grpc::streaming_channel(
+            &config.platform.endpoints.processing.url,
+        )?,
         verifier: JwtVerifier::new(GrpcKeySource::new(auth_channel.clone())),
         limits,
     };
+    let processing_probe = state.processing.clone();
     let (auth_probe, image_probe, workflow_probe) = (
         auth_channel.clone(),
         image_channel.clone(),
@@ -150,6 +156,12 @@ pub async fn serve(
             check_health(
                 workflow_probe.clone(),
                 "atelier.workflow.v1.WorkflowService",
+            )
+        })
+        .check("processing", move || {
+            check_health(
+                processing_probe.clone(),
+                "atelier.processing.v1.ProcessingService",
             )
         });
     if !config.web_dir.join("api-docs/index.html").exists() {
@@ -221,6 +233,22 @@ pub fn router(config: &GatewayConfig, state: AppState, readiness: Readiness) -> 
             "ValidateParameters",
         ],
     );
+    let processing_grpc = grpc_web(
+        state.processing.clone(),
+        "atelier.processing.v1.ProcessingService",
+        &[
+            "StartProcessing",
+            "GetJob",
+            "ListJobs",
+            "CancelJob",
+            "RetryJob",
+            "StreamJobEvents",
+            "StartBatch",
+            "GetBatch",
+            "CancelBatch",
+            "RetryBatch",
+        ],
+    );
 
     let api = Router::new()
         .merge(credentials)
@@ -228,6 +256,12 @@ pub fn router(config: &GatewayConfig, state: AppState, readiness: Readiness) -> 
         .route("/api/images", get(images::list))
         .route("/api/images/{id}", get(images::get).delete(images::delete))
         .route("/files/{*rest}", get(images::file))
+        .route("/api/processing/start", post(processing::start))
+        .route("/api/processing/jobs", get(processing::list))
+        .route("/api/processing/{job_id}/status", get(processing::status))
+        .route("/api/processing/{job_id}/cancel", post(processing::cancel))
+        .route("/api/processing/{job_id}/events", get(processing::events))
+        .route("/api/fal/webhook", post(processing::fal_webhook))
         .route("/api/workflows", get(workflows::list))
         .route("/api/workflows/{id}", get(workflows::get))
         .route("/api/workflows/{id}/parameters", get(workflows::parameters))
@@ -238,6 +272,10 @@ pub fn router(config: &GatewayConfig, state: AppState, readiness: Readiness) -> 
         .route("/api/openapi.json", get(openapi::document))
         .route_service("/atelier.auth.v1.AuthService/{*method}", auth_grpc)
         .route_service("/atelier.image.v1.ImageService/{*method}", image_grpc)
+        .route_service(
+            "/atelier.processing.v1.ProcessingService/{*method}",
+            processing_grpc,
+        )
         .route_service(
             "/atelier.workflow.v1.WorkflowService/{*method}",
             workflow_grpc,

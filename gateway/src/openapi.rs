@@ -5,7 +5,7 @@ use utoipa::{
     openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
 };
 
-use crate::{auth, images, problem, workflows};
+use crate::{auth, images, problem, processing, workflows};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -18,6 +18,7 @@ Errors are RFC 9457 problem documents (`application/problem+json`).",
         auth::register, auth::login, auth::refresh, auth::logout, auth::me, auth::jwks,
         images::upload, images::list, images::get, images::delete,
         workflows::list, workflows::get, workflows::parameters, workflows::validate,
+        processing::start, processing::status, processing::cancel, processing::list, processing::events,
     ),
     components(schemas(problem::Problem, problem::ProblemField)),
     modifiers(&BearerAuth),
@@ -25,6 +26,7 @@ Errors are RFC 9457 problem documents (`application/problem+json`).",
         (name = "auth", description = "Accounts and sessions"),
         (name = "images", description = "Your uploaded and result images"),
         (name = "workflows", description = "What can be done to an image, and its parameters"),
+        (name = "processing", description = "Jobs: start, watch live, cancel, list"),
     ),
 )]
 pub struct ApiDoc;

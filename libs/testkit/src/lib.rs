@@ -141,11 +141,22 @@ pub async fn object_store(
     })
 }
 
+/// Which queue a spawned platform's processing service uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QueueBackend {
+    /// The in-process queue and event bus.
+    Memory,
+    /// Redis at `TEST_REDIS_URL` (default `redis://127.0.0.1:6379`), under a key
+    /// prefix of the test's own.
+    Redis,
+}
+
 /// Knobs for a spawned platform.
 #[derive(Clone, Debug)]
 pub struct Options {
     pub backend: Backend,
     pub storage: Storage,
+    pub queue: QueueBackend,
     /// Upload size limit in bytes.
     pub max_file_bytes: u64,
     pub max_pixels: u64,
@@ -159,6 +170,7 @@ impl Options {
         Self {
             backend,
             storage: Storage::Local,
+            queue: QueueBackend::Memory,
             max_file_bytes: 50 * 1024 * 1024,
             max_pixels: 100_000_000,
             limits: LimitConfig {
@@ -180,6 +192,8 @@ pub struct TestPlatform {
     pub auth_url: String,
     pub image_url: String,
     pub workflow_url: String,
+    pub processing_url: String,
+    fal_sim: atelier_fal_sim::SimHandle,
     /// The objects the image service stores, for tests to look behind its back.
     pub objects: Arc<dyn atelier_storage::ObjectStore>,
     /// The platform's data directory.
@@ -218,16 +232,23 @@ impl TestPlatform {
         let (gateway_listener, gateway_addr) = listener().await?;
         let (image_listener, image_addr) = listener().await?;
         let (workflow_listener, workflow_addr) = listener().await?;
+        let (processing_listener, processing_addr) = listener().await?;
         let unused = Endpoint::bound(SocketAddr::from(([127, 0, 0, 1], 9)));
         let platform = Platform {
             data_dir: dir.path().to_owned(),
             database_url: db.as_ref().map(|db| Secret::new(db.url.clone())),
-            redis_url: None,
+            redis_url: match options.queue {
+                QueueBackend::Memory => None,
+                QueueBackend::Redis => Some(Secret::new(
+                    std::env::var("TEST_REDIS_URL")
+                        .unwrap_or_else(|_| "redis://127.0.0.1:6379".into()),
+                )),
+            },
             redis_prefix: format!("atelier-test-{}:", uuid::Uuid::new_v4().simple()),
             endpoints: Endpoints {
                 auth: Endpoint::bound(auth_addr),
                 image: Endpoint::bound(image_addr),
-                processing: unused.clone(),
+                processing: Endpoint::bound(processing_addr),
                 workflow: Endpoint::bound(workflow_addr),
                 user: unused,
                 gateway: gateway_addr,
@@ -282,6 +303,37 @@ impl TestPlatform {
             shutdown.clone(),
         ));
 
+        let (sim_listener, sim_addr) = listener().await?;
+        let fal_sim = atelier_fal_sim::start(
+            atelier_fal_sim::SimConfig {
+                processing_time: Duration::from_millis(50),
+                ..Default::default()
+            },
+            sim_listener,
+            shutdown.clone(),
+        )
+        .await?;
+        let mut fal = atelier_fal::FalConfig::new("test");
+        fal.queue_url = format!("http://{sim_addr}");
+        fal.allowed_result_hosts = vec![format!("http://{sim_addr}")];
+        fal.poll_interval = Duration::from_millis(50);
+        let mut queue = atelier_queue::QueueConfig::default();
+        queue.retry.base = Duration::from_millis(200);
+        let processing_config = atelier_processing::ProcessingConfig {
+            platform: platform.clone(),
+            fal,
+            webhook_jwks_url: fal_sim.jwks_url(),
+            public_url: None,
+            concurrency: 8,
+            reconcile_every: Duration::from_secs(2),
+            queue,
+        };
+        tokio::spawn(atelier_processing::serve(
+            processing_config,
+            processing_listener,
+            shutdown.clone(),
+        ));
+
         let gateway_config = atelier_gateway::GatewayConfig {
             platform: platform.clone(),
             public_url: None,
@@ -307,6 +359,8 @@ impl TestPlatform {
             auth_url: format!("http://{auth_addr}"),
             image_url: format!("http://{image_addr}"),
             workflow_url: format!("http://{workflow_addr}"),
+            processing_url: format!("http://{processing_addr}"),
+            fal_sim,
             objects,
             data_dir: dir.path().to_owned(),
             platform,
@@ -325,6 +379,10 @@ impl TestPlatform {
             (&self.auth_url, "atelier.auth.v1.AuthService"),
             (&self.image_url, "atelier.image.v1.ImageService"),
             (&self.workflow_url, "atelier.workflow.v1.WorkflowService"),
+            (
+                &self.processing_url,
+                "atelier.processing.v1.ProcessingService",
+            ),
         ] {
             let channel = atelier_common::grpc::channel(url, Duration::from_secs(2))?;
             let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
@@ -339,6 +397,11 @@ impl TestPlatform {
             }
         }
         Ok(())
+    }
+
+    /// The fal simulator the processing service submits to.
+    pub fn fal_sim(&self) -> &atelier_fal_sim::SimHandle {
+        &self.fal_sim
     }
 
     /// A gRPC channel to the image service.

@@ -52,6 +52,7 @@ impl Target {
             Self::Auth => "atelier.auth.v1.AuthService",
             Self::Image => "atelier.image.v1.ImageService",
             Self::Workflow => "atelier.workflow.v1.WorkflowService",
+            Self::Processing => "atelier.processing.v1.ProcessingService",
             // The other services report overall health until their RPCs land.
             _ => "",
         }
@@ -79,6 +80,7 @@ pub async fn migrate(targets: &[Target]) -> anyhow::Result<()> {
             Target::Auth => atelier_auth::migrate(&platform).await?,
             Target::Image => atelier_image::migrate(&platform).await?,
             Target::Workflow => atelier_workflow::migrate(&platform).await?,
+            Target::Processing => atelier_processing::migrate(&platform).await?,
             _ => {}
         }
     }
@@ -167,7 +169,13 @@ pub async fn serve(targets: &[Target]) -> anyhow::Result<()> {
                 );
             }
             Target::Processing => {
-                tasks.spawn(async move { (name, atelier_processing::serve(listener, stop).await) });
+                let config = atelier_processing::ProcessingConfig::from_env(platform.clone())?;
+                tasks.spawn(async move {
+                    (
+                        name,
+                        atelier_processing::serve(config, listener, stop).await,
+                    )
+                });
             }
             Target::Workflow => {
                 let config = atelier_workflow::WorkflowConfig::from_env(platform.clone())?;

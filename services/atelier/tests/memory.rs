@@ -60,7 +60,11 @@ async fn a_50_mb_upload_raises_peak_rss_by_less_than_64_mb() {
     let gateway = free_port();
     let mut command = Command::new(env!("CARGO_BIN_EXE_atelier"));
     command
-        .args(["serve", "--target", "auth,image,workflow,gateway"])
+        .args([
+            "serve",
+            "--target",
+            "auth,image,workflow,processing,gateway",
+        ])
         .current_dir(dir.path())
         .env("DATA_DIR", dir.path().join("data"))
         .env("UPLOAD_TMP_DIR", dir.path())
@@ -68,6 +72,8 @@ async fn a_50_mb_upload_raises_peak_rss_by_less_than_64_mb() {
         .env("AUTH_GRPC_ADDR", format!("127.0.0.1:{}", free_port()))
         .env("IMAGE_GRPC_ADDR", format!("127.0.0.1:{}", free_port()))
         .env("WORKFLOW_GRPC_ADDR", format!("127.0.0.1:{}", free_port()))
+        .env("PROCESSING_GRPC_ADDR", format!("127.0.0.1:{}", free_port()))
+        .env("FAL_SIM_ADDR", format!("127.0.0.1:{}", free_port()))
         .env("ADMIN_ADDR", format!("127.0.0.1:{}", free_port()))
         .env("MAX_FILE_SIZE_MB", "64")
         .env("RUST_LOG", "warn")

@@ -1,16 +1,158 @@
-//! The processing service: the job queue, fal dispatch and live events.
-//!
-//! This crate so far runs the service's gRPC server with health and reflection,
-//! so every target of the binary starts and reports readiness; the RPCs of
-//! `proto/atelier/processing/v1` are added with the capability that owns them.
+//! The processing service: a job the user started is never lost, never charged
+//! twice at fal, and its state reaches the browser as it changes. Jobs are rows
+//! (the truth); the queue delivers their ids to workers; events are rows too,
+//! published to every replica.
 
-use atelier_common::grpc::GrpcServer;
+pub mod api;
+pub mod dispatch;
+pub mod error;
+pub mod events;
+pub mod jobs;
+pub mod migration;
+pub mod store;
+
+use std::{sync::Arc, time::Duration};
+
+use atelier_common::{
+    SystemClock,
+    config::{self, Platform},
+    grpc::{GrpcServer, channel, streaming_channel},
+    token::{GrpcKeySource, JwtVerifier},
+};
+use atelier_fal::{FalClient, FalConfig, webhook::WebhookVerifier};
+use atelier_proto::processing::v1::processing_service_server::ProcessingServiceServer;
+use atelier_queue::{MemoryQueue, Queue, QueueConfig, RedisQueue};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-/// Runs the processing service on `listener` until `shutdown`.
-pub async fn serve(listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
-    GrpcServer::new("processing")
+pub use jobs::Jobs;
+
+/// The processing service's settings.
+#[derive(Clone, Debug)]
+pub struct ProcessingConfig {
+    pub platform: Platform,
+    pub fal: FalConfig,
+    /// fal's webhook keys (`FAL_WEBHOOK_JWKS_URL`).
+    pub webhook_jwks_url: String,
+    /// `PUBLIC_URL`: fal posts outcomes to `<PUBLIC_URL>/api/fal/webhook`.
+    pub public_url: Option<String>,
+    /// `WORKER_CONCURRENCY`: jobs one process runs at once.
+    pub concurrency: usize,
+    /// `RECONCILE_SECS`: how often lost jobs are looked for.
+    pub reconcile_every: Duration,
+    pub queue: QueueConfig,
+}
+
+impl ProcessingConfig {
+    pub fn from_env(platform: Platform) -> anyhow::Result<Self> {
+        let (fal, jwks) = match FalConfig::from_env()? {
+            Some(fal) => (
+                fal,
+                config::var(
+                    "FAL_WEBHOOK_JWKS_URL",
+                    "https://rest.fal.ai/.well-known/jwks.json".to_owned(),
+                )?,
+            ),
+            // No key: the simulator `atelier serve` runs in-process.
+            None => {
+                let sim: std::net::SocketAddr = config::var(
+                    "FAL_SIM_ADDR",
+                    std::net::SocketAddr::from(([127, 0, 0, 1], 8790)),
+                )?;
+                let mut fal = FalConfig::new("local");
+                fal.queue_url = format!("http://{sim}");
+                fal.allowed_result_hosts = vec![format!("http://{sim}")];
+                (fal, format!("http://{sim}/.well-known/jwks.json"))
+            }
+        };
+        let mut queue = QueueConfig::default();
+        queue.max_attempts = config::var("QUEUE_MAX_ATTEMPTS", queue.max_attempts)?;
+        Ok(Self {
+            platform,
+            fal,
+            webhook_jwks_url: jwks,
+            public_url: config::var_opt("PUBLIC_URL")?,
+            concurrency: config::var("WORKER_CONCURRENCY", 10)?,
+            reconcile_every: config::seconds("RECONCILE_SECS", 30)?,
+            queue,
+        })
+    }
+}
+
+/// Applies the processing schema's migrations.
+pub async fn migrate(platform: &Platform) -> anyhow::Result<()> {
+    let db = atelier_common::db::connect(platform, "processing").await?;
+    atelier_common::db::migrate::<migration::Migrator>(&db, "processing").await
+}
+
+/// Runs the processing service (RPCs, workers and the reconciler) on `listener`
+/// until `shutdown`.
+pub async fn serve(
+    config: ProcessingConfig,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let db = atelier_common::db::connect(&config.platform, "processing").await?;
+    atelier_common::db::migrate::<migration::Migrator>(&db, "processing").await?;
+    let user_limit: atelier_queue::UserLimit = Arc::new(|_| 4);
+    let (queue, bus): (Arc<dyn Queue>, events::Bus) = match &config.platform.redis_url {
+        Some(url) => {
+            let redis = atelier_common::redis::Redis::connect(
+                url.expose(),
+                config.platform.redis_prefix.clone(),
+            )
+            .await?;
+            let queue = RedisQueue::new(redis.clone(), config.queue.clone(), user_limit).await?;
+            (Arc::new(queue), events::Bus::redis(redis).await?)
+        }
+        None => (
+            Arc::new(MemoryQueue::new(config.queue.clone(), user_limit)),
+            events::Bus::local(),
+        ),
+    };
+    let timeout = config.platform.grpc_timeout;
+    let jobs = Jobs::new(
+        store::Store::new(db),
+        queue,
+        bus,
+        Arc::new(SystemClock),
+        streaming_channel(&config.platform.endpoints.image.url)?,
+        channel(&config.platform.endpoints.workflow.url, timeout)?,
+    );
+    let fal = FalClient::new(config.fal.clone())?;
+    let dispatch = dispatch::Dispatch {
+        jobs: jobs.clone(),
+        fal,
+        webhook_url: config
+            .public_url
+            .as_ref()
+            .map(|url| format!("{}/api/fal/webhook", url.trim_end_matches('/'))),
+        concurrency: config.concurrency,
+        consumer: format!("worker-{}", uuid::Uuid::new_v4().simple()),
+    };
+    dispatch::spawn_reconciler(jobs.clone(), config.reconcile_every, shutdown.clone());
+    let workers = tokio::spawn(dispatch.clone().run(shutdown.clone()));
+    let webhooks = Arc::new(WebhookVerifier::new(
+        config.webhook_jwks_url.clone(),
+        reqwest::Client::new(),
+    ));
+    let auth = channel(&config.platform.endpoints.auth.url, timeout)?;
+    let served = GrpcServer::new("processing")
+        .add_service(ProcessingServiceServer::new(api::ProcessingApi::new(
+            jobs,
+            dispatch,
+            Some(webhooks),
+        )))
+        .public::<ProcessingServiceServer<api::ProcessingApi>>(&[
+            // Verified by its own signature; only the gateway forwards it.
+            "HandleFalWebhook",
+            // Internal: called by other services with an explicit user id.
+            "GetJobUsage",
+            "DeleteUserJobs",
+        ])
+        .authenticate(JwtVerifier::new(GrpcKeySource::new(auth)))
         .serve(listener, shutdown)
-        .await
+        .await;
+    let _ = workers.await;
+    served
 }

@@ -1,0 +1,426 @@
+//! `/api/processing/*`: start, watch and cancel jobs, over the processing
+//! service; live events as Server-Sent Events (resumable with `Last-Event-ID`);
+//! and fal's webhooks, handed on for verification.
+
+use std::{convert::Infallible, time::Duration};
+
+use atelier_common::json::{from_struct, map_to_struct};
+use atelier_proto::{
+    image::v1::{GetImageRequest, image_service_client::ImageServiceClient},
+    processing::v1::{self as pb, processing_service_client::ProcessingServiceClient},
+};
+use axum::{
+    Json,
+    body::Bytes,
+    extract::{Path, Query, State},
+    http::{HeaderMap, StatusCode},
+    response::{
+        IntoResponse,
+        sse::{Event, KeepAlive, Sse},
+    },
+};
+use futures::{Stream, StreamExt};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use utoipa::ToSchema;
+
+use crate::{AppState, auth::Body, grpc_request, images::rfc3339, problem::Problem};
+
+fn client(state: &AppState) -> ProcessingServiceClient<tonic::transport::Channel> {
+    ProcessingServiceClient::new(state.processing.clone())
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct StartBody {
+    #[serde(default)]
+    pub image_id: String,
+    #[serde(default)]
+    pub workflow_id: String,
+    /// The workflow's parameters; missing ones take their defaults.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub parameters: Map<String, Value>,
+    /// `high`, `normal` (default) or `low`.
+    #[serde(default)]
+    pub priority: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Started {
+    pub job_id: String,
+    pub status: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobError {
+    pub code: String,
+    pub message: String,
+}
+
+/// A job as the REST API shows it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobBody {
+    pub job_id: String,
+    /// `pending`, `queued`, `submitted`, `processing`, `completed`, `failed` or `cancelled`.
+    pub status: String,
+    pub workflow_id: String,
+    pub image_id: String,
+    #[schema(value_type = Object)]
+    pub parameters: Value,
+    pub queue_position: Option<i32>,
+    pub progress: Option<f64>,
+    pub logs: Vec<String>,
+    pub result_image_id: Option<String>,
+    /// A signed URL of the result, when there is one.
+    pub result_url: Option<String>,
+    pub error: Option<JobError>,
+    pub created_at: Option<String>,
+    pub started_at: Option<String>,
+    pub completed_at: Option<String>,
+    pub processing_time_ms: Option<i64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobList {
+    pub jobs: Vec<JobBody>,
+    pub next_page_token: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ListParams {
+    pub page_size: Option<i32>,
+    pub page_token: Option<String>,
+    pub status: Option<String>,
+    pub workflow_id: Option<String>,
+    pub image_id: Option<String>,
+}
+
+pub fn status_name(code: i32) -> &'static str {
+    match pb::JobStatus::try_from(code) {
+        Ok(pb::JobStatus::Pending) => "pending",
+        Ok(pb::JobStatus::Queued) => "queued",
+        Ok(pb::JobStatus::Submitted) => "submitted",
+        Ok(pb::JobStatus::Processing) => "processing",
+        Ok(pb::JobStatus::Completed) => "completed",
+        Ok(pb::JobStatus::Failed) => "failed",
+        Ok(pb::JobStatus::Cancelled) => "cancelled",
+        _ => "unknown",
+    }
+}
+
+fn status_code(name: &str) -> Option<i32> {
+    Some(
+        (match name {
+            "pending" => pb::JobStatus::Pending,
+            "queued" => pb::JobStatus::Queued,
+            "submitted" => pb::JobStatus::Submitted,
+            "processing" => pb::JobStatus::Processing,
+            "completed" => pb::JobStatus::Completed,
+            "failed" => pb::JobStatus::Failed,
+            "cancelled" => pb::JobStatus::Cancelled,
+            _ => return None,
+        }) as i32,
+    )
+}
+
+fn body(job: pb::Job, result_url: Option<String>) -> JobBody {
+    JobBody {
+        status: status_name(job.status).to_owned(),
+        job_id: job.id,
+        workflow_id: job.workflow_id,
+        image_id: job.image_id,
+        parameters: Value::Object(from_struct(job.parameters)),
+        queue_position: job.queue_position,
+        progress: job.progress,
+        logs: job.logs.into_iter().map(|log| log.message).collect(),
+        result_image_id: Some(job.result_image_id).filter(|id| !id.is_empty()),
+        result_url,
+        error: job.error.map(|error| JobError {
+            code: error.code,
+            message: error.message,
+        }),
+        created_at: rfc3339(job.created_at),
+        started_at: rfc3339(job.started_at),
+        completed_at: rfc3339(job.completed_at),
+        processing_time_ms: job.processing_time_ms,
+    }
+}
+
+/// Start processing one of your images with a workflow.
+#[utoipa::path(
+    post, path = "/api/processing/start", tag = "processing",
+    security(("bearer" = [])),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Repeat a start safely: the same key gives the same job")),
+    request_body = StartBody,
+    responses(
+        (status = 202, description = "Accepted: the job is queued", body = Started),
+        (status = 404, description = "No such image of yours, or no such workflow", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The idempotency key was used for another request", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid parameters (each named)", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn start(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Body(request): Body<StartBody>,
+) -> Result<impl IntoResponse, Problem> {
+    let priority = match request.priority.as_deref() {
+        None | Some("normal") => pb::JobPriority::Normal,
+        Some("high") => pb::JobPriority::High,
+        Some("low") => pb::JobPriority::Low,
+        Some(_) => {
+            return Err(Problem::invalid(vec![atelier_common::FieldViolation::new(
+                "priority",
+                "must be high, normal or low",
+            )]));
+        }
+    };
+    let idempotency_key = headers
+        .get("idempotency-key")
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let reply = client(&state)
+        .start_processing(grpc_request(
+            pb::StartProcessingRequest {
+                image_id: request.image_id,
+                workflow_id: request.workflow_id,
+                parameters: Some(map_to_struct(&request.parameters)),
+                priority: priority as i32,
+                idempotency_key,
+            },
+            &headers,
+        ))
+        .await?
+        .into_inner();
+    let job = reply
+        .job
+        .ok_or_else(|| Problem::from(tonic::Status::internal("reply without job")))?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(Started {
+            job_id: job.id,
+            status: status_name(job.status).to_owned(),
+        }),
+    ))
+}
+
+async fn job_body(state: &AppState, headers: &HeaderMap, job: pb::Job) -> JobBody {
+    let result_url = if job.result_image_id.is_empty() {
+        None
+    } else {
+        ImageServiceClient::new(state.image.clone())
+            .get_image(grpc_request(
+                GetImageRequest {
+                    image_id: job.result_image_id.clone(),
+                },
+                headers,
+            ))
+            .await
+            .ok()
+            .and_then(|reply| reply.into_inner().image)
+            .map(|image| image.url)
+    };
+    body(job, result_url)
+}
+
+/// One of your jobs.
+#[utoipa::path(
+    get, path = "/api/processing/{job_id}/status", tag = "processing",
+    security(("bearer" = [])),
+    params(("job_id" = String, Path, description = "Job id")),
+    responses(
+        (status = 200, description = "The job", body = JobBody),
+        (status = 404, description = "No such job of yours", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn status(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(job_id): Path<String>,
+) -> Result<Json<JobBody>, Problem> {
+    let job = client(&state)
+        .get_job(grpc_request(pb::GetJobRequest { job_id }, &headers))
+        .await?
+        .into_inner()
+        .job
+        .ok_or_else(|| Problem::from(tonic::Status::internal("reply without job")))?;
+    Ok(Json(job_body(&state, &headers, job).await))
+}
+
+/// Cancel one of your jobs, in any unfinished state.
+#[utoipa::path(
+    post, path = "/api/processing/{job_id}/cancel", tag = "processing",
+    security(("bearer" = [])),
+    params(("job_id" = String, Path, description = "Job id")),
+    responses(
+        (status = 202, description = "Cancelled", body = Started),
+        (status = 404, description = "No such job of yours", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The job has already finished", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn cancel(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(job_id): Path<String>,
+) -> Result<impl IntoResponse, Problem> {
+    let job = client(&state)
+        .cancel_job(grpc_request(pb::CancelJobRequest { job_id }, &headers))
+        .await?
+        .into_inner()
+        .job
+        .ok_or_else(|| Problem::from(tonic::Status::internal("reply without job")))?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(Started {
+            job_id: job.id,
+            status: status_name(job.status).to_owned(),
+        }),
+    ))
+}
+
+/// Your jobs, newest first.
+#[utoipa::path(
+    get, path = "/api/processing/jobs", tag = "processing",
+    security(("bearer" = [])),
+    params(
+        ("page_size" = Option<i32>, Query, description = "Jobs per page (default 20, at most 100)"),
+        ("page_token" = Option<String>, Query, description = "The `next_page_token` of the previous page"),
+        ("status" = Option<String>, Query, description = "Comma-separated statuses"),
+        ("workflow_id" = Option<String>, Query, description = "Only this workflow"),
+        ("image_id" = Option<String>, Query, description = "Only jobs of this image"),
+    ),
+    responses((status = 200, description = "One page of jobs", body = JobList))
+)]
+pub async fn list(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(params): Query<ListParams>,
+) -> Result<Json<JobList>, Problem> {
+    let mut statuses = Vec::new();
+    for name in params
+        .status
+        .iter()
+        .flat_map(|list| list.split(','))
+        .map(str::trim)
+        .filter(|name| !name.is_empty())
+    {
+        statuses.push(status_code(name).ok_or_else(|| {
+            Problem::invalid(vec![atelier_common::FieldViolation::new(
+                "status",
+                format!("{name:?} is not a job status"),
+            )])
+        })?);
+    }
+    let reply = client(&state)
+        .list_jobs(grpc_request(
+            pb::ListJobsRequest {
+                page_size: params.page_size.unwrap_or(0),
+                page_token: params.page_token.unwrap_or_default(),
+                statuses,
+                workflow_id: params.workflow_id.unwrap_or_default(),
+                image_id: params.image_id.unwrap_or_default(),
+                ..Default::default()
+            },
+            &headers,
+        ))
+        .await?
+        .into_inner();
+    Ok(Json(JobList {
+        jobs: reply.jobs.into_iter().map(|job| body(job, None)).collect(),
+        next_page_token: Some(reply.next_page_token).filter(|token| !token.is_empty()),
+    }))
+}
+
+/// The event of a job as an SSE data object.
+pub fn event_json(event: &pb::JobEvent) -> Value {
+    let mut data = Value::Object(from_struct(event.data.clone()));
+    if let Value::Object(object) = &mut data {
+        object.insert("job_id".into(), event.job_id.clone().into());
+        object.insert("seq".into(), event.seq.into());
+        object.insert("at".into(), rfc3339(event.at).into());
+    }
+    data
+}
+
+fn event_kind(kind: i32) -> &'static str {
+    match pb::JobEventKind::try_from(kind) {
+        Ok(pb::JobEventKind::Created) => "created",
+        Ok(pb::JobEventKind::StatusChanged) => "status",
+        Ok(pb::JobEventKind::QueuePosition) => "queue_position",
+        Ok(pb::JobEventKind::Progress) => "progress",
+        Ok(pb::JobEventKind::Log) => "log",
+        Ok(pb::JobEventKind::RetryScheduled) => "retry",
+        _ => "event",
+    }
+}
+
+/// Live events of one of your jobs (Server-Sent Events). Each event's id is its
+/// sequence number: reconnect with `Last-Event-ID` to miss nothing. The stream
+/// ends after the job finishes.
+#[utoipa::path(
+    get, path = "/api/processing/{job_id}/events", tag = "processing",
+    security(("bearer" = [])),
+    params(
+        ("job_id" = String, Path, description = "Job id"),
+        ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event"),
+    ),
+    responses(
+        (status = 200, description = "A text/event-stream of job events", content_type = "text/event-stream"),
+        (status = 404, description = "No such job of yours", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn events(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(job_id): Path<String>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, Problem> {
+    let after_seq = headers
+        .get("last-event-id")
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.trim().parse::<i64>().ok())
+        .unwrap_or(0);
+    let stream = client(&state)
+        .stream_job_events(grpc_request(
+            pb::StreamJobEventsRequest { job_id, after_seq },
+            &headers,
+        ))
+        .await?
+        .into_inner();
+    let events = stream.filter_map(|message| async move {
+        let event = message.ok()?.event?;
+        let sse = Event::default()
+            .id(event.seq.to_string())
+            .event(event_kind(event.kind))
+            .json_data(event_json(&event))
+            .ok()?;
+        Some(Ok(sse))
+    });
+    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+/// fal's webhook: verified by the processing service (ED25519 signature,
+/// timestamp), applied once per request.
+pub async fn fal_webhook(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<StatusCode, Problem> {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    client(&state)
+        .handle_fal_webhook(pb::HandleFalWebhookRequest {
+            body: body.to_vec(),
+            webhook_request_id: header("x-fal-webhook-request-id"),
+            webhook_user_id: header("x-fal-webhook-user-id"),
+            webhook_timestamp: header("x-fal-webhook-timestamp"),
+            webhook_signature: header("x-fal-webhook-signature"),
+        })
+        .await?;
+    Ok(StatusCode::OK)
+}

@@ -1,0 +1,16 @@
+-- ARGV: job. Removes it wherever it waits; {'1'} when removed, {'0'} when not in the
+-- queue or in flight.
+local job = ARGV[1]
+local state = load(job)
+if not state or state.s == 'f' then
+  return {'0'}
+end
+if state.s == 'w' then
+  drop_entry(state.p, state.id)
+elseif state.s == 'd' then
+  redis.call('ZREM', DELAYED, job)
+elseif state.s == 'p' then
+  redis.call('ZREM', PARKED[state.p], state.k)
+end
+redis.call('HDEL', JOBS, job)
+return {'1'}

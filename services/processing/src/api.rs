@@ -1,0 +1,421 @@
+//! gRPC handlers: decode, authorize, call the domain, encode.
+
+use std::{pin::Pin, sync::Arc};
+
+use atelier_common::{
+    FieldViolation,
+    grpc::caller,
+    json::{from_struct, to_struct},
+    page, timestamp,
+};
+use atelier_proto::processing::v1::{self as pb, processing_service_server::ProcessingService};
+use futures::Stream;
+use tonic::{Request, Response, Status};
+use uuid::Uuid;
+
+use crate::{
+    dispatch::Dispatch,
+    error::ProcessingError,
+    jobs::{Jobs, StartRequest, Status as JobStatus},
+    store::{EventRow, JobFilter, JobRow},
+};
+
+pub struct ProcessingApi {
+    jobs: Arc<Jobs>,
+    dispatch: Dispatch,
+    webhooks: Option<Arc<atelier_fal::webhook::WebhookVerifier>>,
+}
+
+impl ProcessingApi {
+    pub fn new(
+        jobs: Arc<Jobs>,
+        dispatch: Dispatch,
+        webhooks: Option<Arc<atelier_fal::webhook::WebhookVerifier>>,
+    ) -> Self {
+        Self {
+            jobs,
+            dispatch,
+            webhooks,
+        }
+    }
+}
+
+fn job_id(raw: &str) -> Result<Uuid, ProcessingError> {
+    Uuid::parse_str(raw).map_err(|_| ProcessingError::NotFound)
+}
+
+fn status_code(status: &str) -> i32 {
+    (match JobStatus::parse(status) {
+        Some(JobStatus::Pending) => pb::JobStatus::Pending,
+        Some(JobStatus::Queued) => pb::JobStatus::Queued,
+        Some(JobStatus::Submitted) => pb::JobStatus::Submitted,
+        Some(JobStatus::Processing) => pb::JobStatus::Processing,
+        Some(JobStatus::Completed) => pb::JobStatus::Completed,
+        Some(JobStatus::Failed) => pb::JobStatus::Failed,
+        Some(JobStatus::Cancelled) => pb::JobStatus::Cancelled,
+        None => pb::JobStatus::Unspecified,
+    }) as i32
+}
+
+fn status_name(code: i32) -> Option<&'static str> {
+    Some(match pb::JobStatus::try_from(code).ok()? {
+        pb::JobStatus::Pending => "pending",
+        pb::JobStatus::Queued => "queued",
+        pb::JobStatus::Submitted => "submitted",
+        pb::JobStatus::Processing => "processing",
+        pb::JobStatus::Completed => "completed",
+        pb::JobStatus::Failed => "failed",
+        pb::JobStatus::Cancelled => "cancelled",
+        pb::JobStatus::Unspecified => return None,
+    })
+}
+
+fn priority(code: i32) -> atelier_queue::Priority {
+    match pb::JobPriority::try_from(code) {
+        Ok(pb::JobPriority::High) => atelier_queue::Priority::High,
+        Ok(pb::JobPriority::Low) => atelier_queue::Priority::Low,
+        _ => atelier_queue::Priority::Normal,
+    }
+}
+
+fn priority_code(name: &str) -> i32 {
+    (match name {
+        "high" => pb::JobPriority::High,
+        "low" => pb::JobPriority::Low,
+        _ => pb::JobPriority::Normal,
+    }) as i32
+}
+
+fn error_of(row: &JobRow) -> Option<pb::JobError> {
+    let message = row.error_message.clone()?;
+    let field_violations = row
+        .error_details
+        .as_ref()
+        .and_then(|details| details.as_array())
+        .map(|issues| {
+            issues
+                .iter()
+                .map(|issue| pb::FieldViolation {
+                    field: issue["field"].as_str().unwrap_or_default().to_owned(),
+                    description: issue["message"].as_str().unwrap_or_default().to_owned(),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Some(pb::JobError {
+        code: row.error_code.clone().unwrap_or_default(),
+        message,
+        field_violations,
+    })
+}
+
+pub fn encode(row: &JobRow) -> pb::Job {
+    pb::Job {
+        id: row.id.to_string(),
+        user_id: row.user_id.to_string(),
+        image_id: row.image_id.to_string(),
+        workflow_id: row.workflow_id.clone(),
+        workflow_name: row.workflow_name.clone(),
+        workflow_version: row.workflow_version,
+        parameters: to_struct(&row.parameters),
+        priority: priority_code(&row.priority),
+        status: status_code(&row.status),
+        fal_request_id: row.fal_request_id.clone().unwrap_or_default(),
+        result_image_id: row
+            .result_image_id
+            .map(|id| id.to_string())
+            .unwrap_or_default(),
+        result_image_ids: row
+            .result_image_ids
+            .as_array()
+            .map(|ids| {
+                ids.iter()
+                    .filter_map(|id| id.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        result_url: String::new(),
+        error: error_of(row),
+        attempts: row.attempts,
+        queue_position: row.queue_position,
+        progress: row.progress,
+        logs: Vec::new(),
+        processing_time_ms: row.processing_time_ms,
+        created_at: Some(timestamp(row.created_at)),
+        started_at: row.started_at.map(timestamp),
+        completed_at: row.completed_at.map(timestamp),
+        idempotency_key: row.idempotency_key.clone().unwrap_or_default(),
+        batch_id: row.batch_id.map(|id| id.to_string()).unwrap_or_default(),
+    }
+}
+
+pub fn encode_event(event: &EventRow) -> pb::JobEvent {
+    let kind = match event.kind.as_str() {
+        "created" => pb::JobEventKind::Created,
+        "status_changed" => pb::JobEventKind::StatusChanged,
+        "queue_position" => pb::JobEventKind::QueuePosition,
+        "progress" => pb::JobEventKind::Progress,
+        "log" => pb::JobEventKind::Log,
+        "retry_scheduled" => pb::JobEventKind::RetryScheduled,
+        _ => pb::JobEventKind::Unspecified,
+    };
+    let data = &event.data;
+    pb::JobEvent {
+        job_id: event.job_id.to_string(),
+        seq: event.seq,
+        at: Some(timestamp(event.at)),
+        kind: kind as i32,
+        status: data["status"].as_str().map(status_code).unwrap_or_default(),
+        queue_position: data["queue_position"].as_i64().map(|p| p as i32),
+        progress: data["progress"].as_f64(),
+        logs: data["logs"]
+            .as_array()
+            .map(|logs| {
+                logs.iter()
+                    .map(|log| pb::JobLog {
+                        at: None,
+                        level: log["level"].as_str().unwrap_or_default().to_owned(),
+                        message: log["message"].as_str().unwrap_or_default().to_owned(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+        error: data
+            .get("error")
+            .filter(|error| error.is_object())
+            .map(|error| pb::JobError {
+                code: error["code"].as_str().unwrap_or_default().to_owned(),
+                message: error["message"].as_str().unwrap_or_default().to_owned(),
+                field_violations: Vec::new(),
+            }),
+        result_image_id: data["result_image_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+        retry_at: None,
+        data: to_struct(data),
+    }
+}
+
+type Events = Pin<Box<dyn Stream<Item = Result<pb::StreamJobEventsResponse, Status>> + Send>>;
+
+fn unimplemented_yet(what: &str) -> Status {
+    Status::unimplemented(format!("{what} is not available yet"))
+}
+
+#[tonic::async_trait]
+impl ProcessingService for ProcessingApi {
+    async fn start_processing(
+        &self,
+        request: Request<pb::StartProcessingRequest>,
+    ) -> Result<Response<pb::StartProcessingResponse>, Status> {
+        let caller = caller(&request)?;
+        let request = request.into_inner();
+        let image_id = Uuid::parse_str(&request.image_id).map_err(|_| {
+            ProcessingError::InvalidInput(vec![FieldViolation::new(
+                "image_id",
+                "is not a valid image id",
+            )])
+        })?;
+        if request.workflow_id.is_empty() {
+            return Err(ProcessingError::InvalidInput(vec![FieldViolation::new(
+                "workflow_id",
+                "is required",
+            )])
+            .into());
+        }
+        let (row, replayed) = self
+            .jobs
+            .start(StartRequest {
+                user_id: caller.user_id,
+                image_id,
+                workflow_id: request.workflow_id,
+                parameters: from_struct(request.parameters),
+                priority: priority(request.priority),
+                idempotency_key: Some(request.idempotency_key).filter(|key| !key.is_empty()),
+            })
+            .await?;
+        Ok(Response::new(pb::StartProcessingResponse {
+            job: Some(encode(&row)),
+            replayed,
+        }))
+    }
+
+    async fn get_job(
+        &self,
+        request: Request<pb::GetJobRequest>,
+    ) -> Result<Response<pb::GetJobResponse>, Status> {
+        let caller = caller(&request)?;
+        let row = self
+            .jobs
+            .get(caller.user_id, job_id(&request.get_ref().job_id)?)
+            .await?;
+        let mut job = encode(&row);
+        if let Ok(Some(position)) = self.jobs.queue.position(row.id).await {
+            job.queue_position = Some(position as i32);
+        }
+        Ok(Response::new(pb::GetJobResponse { job: Some(job) }))
+    }
+
+    async fn list_jobs(
+        &self,
+        request: Request<pb::ListJobsRequest>,
+    ) -> Result<Response<pb::ListJobsResponse>, Status> {
+        let caller = caller(&request)?;
+        let request = request.into_inner();
+        let mut violations = Vec::new();
+        let size = page::page_size(request.page_size)
+            .map_err(|v| violations.push(v))
+            .unwrap_or(0);
+        let after: Option<Uuid> = page::decode(&request.page_token)
+            .map_err(|v| violations.push(v))
+            .unwrap_or(None);
+        let image_id = match request.image_id.as_str() {
+            "" => None,
+            raw => Uuid::parse_str(raw)
+                .map_err(|_| violations.push(FieldViolation::new("image_id", "is not a valid id")))
+                .ok(),
+        };
+        if !violations.is_empty() {
+            return Err(ProcessingError::InvalidInput(violations).into());
+        }
+        let to_time = |at: Option<prost_types::Timestamp>| {
+            at.and_then(|at| time::OffsetDateTime::from_unix_timestamp(at.seconds).ok())
+        };
+        let filter = JobFilter {
+            statuses: request
+                .statuses
+                .iter()
+                .filter_map(|code| status_name(*code).map(str::to_owned))
+                .collect(),
+            workflow_id: Some(request.workflow_id).filter(|id| !id.is_empty()),
+            image_id,
+            batch_id: Uuid::parse_str(&request.batch_id).ok(),
+            created_after: to_time(request.created_after),
+            created_before: to_time(request.created_before),
+        };
+        let (rows, next) = self.jobs.list(caller.user_id, &filter, after, size).await?;
+        Ok(Response::new(pb::ListJobsResponse {
+            jobs: rows.iter().map(encode).collect(),
+            next_page_token: next.map(|id| page::encode(&id)).unwrap_or_default(),
+        }))
+    }
+
+    async fn cancel_job(
+        &self,
+        request: Request<pb::CancelJobRequest>,
+    ) -> Result<Response<pb::CancelJobResponse>, Status> {
+        let caller = caller(&request)?;
+        let id = job_id(&request.get_ref().job_id)?;
+        let row = self
+            .jobs
+            .cancel(caller.user_id, id, Some(&self.dispatch.fal))
+            .await?;
+        Ok(Response::new(pb::CancelJobResponse {
+            job: Some(encode(&row)),
+        }))
+    }
+
+    async fn retry_job(
+        &self,
+        _request: Request<pb::RetryJobRequest>,
+    ) -> Result<Response<pb::RetryJobResponse>, Status> {
+        Err(unimplemented_yet("retrying a job"))
+    }
+
+    type StreamJobEventsStream = Events;
+
+    async fn stream_job_events(
+        &self,
+        request: Request<pb::StreamJobEventsRequest>,
+    ) -> Result<Response<Self::StreamJobEventsStream>, Status> {
+        let caller = caller(&request)?;
+        let request = request.into_inner();
+        let receiver = self
+            .jobs
+            .events(
+                caller.user_id,
+                job_id(&request.job_id)?,
+                request.after_seq.max(0),
+            )
+            .await?;
+        let stream = tokio_stream::wrappers::ReceiverStream::new(receiver);
+        let stream = futures::StreamExt::map(stream, |event| {
+            Ok(pb::StreamJobEventsResponse {
+                event: Some(encode_event(&event)),
+            })
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn start_batch(
+        &self,
+        _request: Request<pb::StartBatchRequest>,
+    ) -> Result<Response<pb::StartBatchResponse>, Status> {
+        Err(unimplemented_yet("batches"))
+    }
+
+    async fn get_batch(
+        &self,
+        _request: Request<pb::GetBatchRequest>,
+    ) -> Result<Response<pb::GetBatchResponse>, Status> {
+        Err(unimplemented_yet("batches"))
+    }
+
+    async fn cancel_batch(
+        &self,
+        _request: Request<pb::CancelBatchRequest>,
+    ) -> Result<Response<pb::CancelBatchResponse>, Status> {
+        Err(unimplemented_yet("batches"))
+    }
+
+    async fn retry_batch(
+        &self,
+        _request: Request<pb::RetryBatchRequest>,
+    ) -> Result<Response<pb::RetryBatchResponse>, Status> {
+        Err(unimplemented_yet("batches"))
+    }
+
+    async fn handle_fal_webhook(
+        &self,
+        request: Request<pb::HandleFalWebhookRequest>,
+    ) -> Result<Response<pb::HandleFalWebhookResponse>, Status> {
+        let Some(verifier) = &self.webhooks else {
+            return Err(Status::failed_precondition("webhooks are not configured"));
+        };
+        let request = request.into_inner();
+        let mut headers = http::HeaderMap::new();
+        for (name, value) in [
+            ("x-fal-webhook-request-id", &request.webhook_request_id),
+            ("x-fal-webhook-user-id", &request.webhook_user_id),
+            ("x-fal-webhook-timestamp", &request.webhook_timestamp),
+            ("x-fal-webhook-signature", &request.webhook_signature),
+        ] {
+            if let Ok(value) = value.parse() {
+                headers.insert(name, value);
+            }
+        }
+        let event = verifier
+            .verify(&headers, &request.body, time::OffsetDateTime::now_utc())
+            .await
+            .map_err(|err| Status::unauthenticated(format!("webhook rejected: {err}")))?;
+        let outcome = self.dispatch.apply_webhook(event).await?;
+        Ok(Response::new(pb::HandleFalWebhookResponse {
+            outcome: outcome as i32,
+        }))
+    }
+
+    async fn get_job_usage(
+        &self,
+        _request: Request<pb::GetJobUsageRequest>,
+    ) -> Result<Response<pb::GetJobUsageResponse>, Status> {
+        Err(unimplemented_yet("usage"))
+    }
+
+    async fn delete_user_jobs(
+        &self,
+        _request: Request<pb::DeleteUserJobsRequest>,
+    ) -> Result<Response<pb::DeleteUserJobsResponse>, Status> {
+        Err(unimplemented_yet("deleting a user's jobs"))
+    }
+}

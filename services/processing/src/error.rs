@@ -1,0 +1,70 @@
+use atelier_common::{ErrorCode, FieldViolation, ServiceError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessingError {
+    #[error("the request has invalid fields")]
+    InvalidInput(Vec<FieldViolation>),
+    #[error("job not found")]
+    NotFound,
+    #[error("image not found")]
+    ImageNotFound,
+    #[error("workflow not found")]
+    WorkflowNotFound,
+    #[error("{0}")]
+    WorkflowInactive(String),
+    #[error("the idempotency key was already used for a different request")]
+    IdempotencyConflict,
+    #[error("the job has already finished ({0})")]
+    AlreadyFinished(String),
+    #[error("a service is unavailable: {0}")]
+    Unavailable(String),
+    #[error("database error")]
+    Database(#[from] sea_orm::DbErr),
+    #[error("queue error: {0}")]
+    Queue(String),
+    #[error("{0}")]
+    Internal(#[from] anyhow::Error),
+}
+
+impl From<atelier_queue::QueueError> for ProcessingError {
+    fn from(err: atelier_queue::QueueError) -> Self {
+        Self::Queue(err.to_string())
+    }
+}
+
+impl ServiceError for ProcessingError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            Self::InvalidInput(_) => ErrorCode::InvalidArgument,
+            Self::NotFound | Self::ImageNotFound | Self::WorkflowNotFound => ErrorCode::NotFound,
+            Self::WorkflowInactive(_) => ErrorCode::FailedPrecondition,
+            Self::IdempotencyConflict | Self::AlreadyFinished(_) => ErrorCode::Aborted,
+            Self::Unavailable(_) => ErrorCode::Unavailable,
+            Self::Database(_) | Self::Queue(_) | Self::Internal(_) => ErrorCode::Internal,
+        }
+    }
+
+    fn field_violations(&self) -> Vec<FieldViolation> {
+        match self {
+            Self::InvalidInput(violations) => violations.clone(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+impl From<ProcessingError> for tonic::Status {
+    #[track_caller]
+    fn from(err: ProcessingError) -> Self {
+        atelier_common::error::to_status(err)
+    }
+}
+
+/// A status from another service, as this service's error.
+pub fn upstream(status: tonic::Status) -> ProcessingError {
+    match status.code() {
+        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded => {
+            ProcessingError::Unavailable(status.message().to_owned())
+        }
+        _ => ProcessingError::Internal(anyhow::anyhow!("{}: {}", status.code(), status.message())),
+    }
+}

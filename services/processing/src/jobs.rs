@@ -1,0 +1,456 @@
+//! The job lifecycle: `pending → queued → submitted → processing → completed |
+//! failed | cancelled`. The row is the truth; every change appends an event (with
+//! the next sequence number) in the same transaction and is then published.
+
+use std::{sync::Arc, time::Duration};
+
+use atelier_common::{Clock, FieldViolation, json::map_to_struct};
+use atelier_proto::{
+    image::v1::{CheckOwnershipRequest, image_service_client::ImageServiceClient},
+    workflow::v1::{ValidateParametersRequest, workflow_service_client::WorkflowServiceClient},
+};
+use atelier_queue::{Enqueue, Priority, Queue};
+use serde_json::{Map, Value, json};
+use tonic::{Code, transport::Channel};
+use uuid::Uuid;
+
+use crate::{
+    error::{ProcessingError, upstream},
+    events::Bus,
+    store::{EventRow, JobFilter, JobRow, Store},
+};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    Pending,
+    Queued,
+    Submitted,
+    Processing,
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+impl Status {
+    pub const UNFINISHED: [&'static str; 4] = ["pending", "queued", "submitted", "processing"];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Queued => "queued",
+            Self::Submitted => "submitted",
+            Self::Processing => "processing",
+            Self::Completed => "completed",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(value: &str) -> Option<Self> {
+        [
+            Self::Pending,
+            Self::Queued,
+            Self::Submitted,
+            Self::Processing,
+            Self::Completed,
+            Self::Failed,
+            Self::Cancelled,
+        ]
+        .into_iter()
+        .find(|status| status.as_str() == value)
+    }
+
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Completed | Self::Failed | Self::Cancelled)
+    }
+}
+
+pub fn priority_name(priority: Priority) -> &'static str {
+    match priority {
+        Priority::High => "high",
+        Priority::Normal => "normal",
+        Priority::Low => "low",
+    }
+}
+
+pub fn priority_of(name: &str) -> Priority {
+    match name {
+        "high" => Priority::High,
+        "low" => Priority::Low,
+        _ => Priority::Normal,
+    }
+}
+
+/// What a caller asks to run.
+#[derive(Clone, Debug)]
+pub struct StartRequest {
+    pub user_id: Uuid,
+    pub image_id: Uuid,
+    pub workflow_id: String,
+    pub parameters: Map<String, Value>,
+    pub priority: Priority,
+    pub idempotency_key: Option<String>,
+}
+
+pub struct Jobs {
+    pub(crate) store: Store,
+    pub(crate) queue: Arc<dyn Queue>,
+    pub(crate) bus: Bus,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) images: ImageServiceClient<Channel>,
+    pub(crate) workflows: WorkflowServiceClient<Channel>,
+}
+
+impl Jobs {
+    pub fn new(
+        store: Store,
+        queue: Arc<dyn Queue>,
+        bus: Bus,
+        clock: Arc<dyn Clock>,
+        images: Channel,
+        workflows: Channel,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            store,
+            queue,
+            bus,
+            clock,
+            images: ImageServiceClient::new(images),
+            workflows: WorkflowServiceClient::new(workflows),
+        })
+    }
+
+    pub fn bus(&self) -> &Bus {
+        &self.bus
+    }
+
+    /// Creates a job (or returns the one its idempotency key already made) and
+    /// queues it.
+    pub async fn start(&self, request: StartRequest) -> Result<(JobRow, bool), ProcessingError> {
+        if let Some(key) = &request.idempotency_key {
+            if key.len() > 255 {
+                return Err(ProcessingError::InvalidInput(vec![FieldViolation::new(
+                    "idempotency_key",
+                    "must be at most 255 characters",
+                )]));
+            }
+            if let Some(existing) = self.store.by_idempotency_key(request.user_id, key).await? {
+                return self.replay(existing, &request);
+            }
+        }
+        let owned = self
+            .images
+            .clone()
+            .check_ownership(CheckOwnershipRequest {
+                user_id: request.user_id.to_string(),
+                image_id: request.image_id.to_string(),
+            })
+            .await
+            .map_err(upstream)?
+            .into_inner();
+        if !owned.owned {
+            return Err(ProcessingError::ImageNotFound);
+        }
+        let validated = match self
+            .workflows
+            .clone()
+            .validate_parameters(ValidateParametersRequest {
+                workflow_id: request.workflow_id.clone(),
+                parameters: Some(map_to_struct(&request.parameters)),
+            })
+            .await
+        {
+            Ok(reply) => reply.into_inner(),
+            Err(status) if status.code() == Code::NotFound => {
+                return Err(ProcessingError::WorkflowNotFound);
+            }
+            Err(status) if status.code() == Code::FailedPrecondition => {
+                return Err(ProcessingError::WorkflowInactive(
+                    status.message().to_owned(),
+                ));
+            }
+            Err(status) => return Err(upstream(status)),
+        };
+        if !validated.valid {
+            let violations = validated
+                .violations
+                .into_iter()
+                .map(|violation| {
+                    FieldViolation::new(
+                        format!("parameters{}", violation.field.replace('/', ".")),
+                        violation.description,
+                    )
+                })
+                .collect();
+            return Err(ProcessingError::InvalidInput(violations));
+        }
+        let now = self.clock.now();
+        let row = JobRow {
+            id: Uuid::now_v7(),
+            user_id: request.user_id,
+            image_id: request.image_id,
+            workflow_id: request.workflow_id.clone(),
+            workflow_name: validated.workflow_name,
+            workflow_version: validated.workflow_version,
+            fal_endpoint: validated.fal_endpoint,
+            parameters: Value::Object(atelier_common::json::from_struct(validated.parameters)),
+            priority: priority_name(request.priority).to_owned(),
+            status: Status::Pending.as_str().to_owned(),
+            fal_request_id: None,
+            result_image_id: None,
+            result_image_ids: json!([]),
+            error_code: None,
+            error_message: None,
+            error_details: None,
+            attempts: 0,
+            queue_position: None,
+            progress: None,
+            processing_time_ms: None,
+            idempotency_key: request.idempotency_key.clone(),
+            batch_id: None,
+            created_at: now,
+            started_at: None,
+            completed_at: None,
+            updated_at: now,
+        };
+        match self
+            .store
+            .insert(&row, ("created", json!({"status": "pending"})))
+            .await
+        {
+            Ok(event) => self.bus.publish(&event).await,
+            Err(err) if atelier_common::db::is_unique_violation(&err) => {
+                // Two requests with one key raced: the other one made the job.
+                let key = request.idempotency_key.as_deref().unwrap_or_default();
+                let existing = self
+                    .store
+                    .by_idempotency_key(request.user_id, key)
+                    .await?
+                    .ok_or(ProcessingError::IdempotencyConflict)?;
+                return self.replay(existing, &request);
+            }
+            Err(err) => return Err(err.into()),
+        }
+        metrics::counter!("atelier_jobs_started_total", "workflow" => row.workflow_id.clone())
+            .increment(1);
+        tracing::info!(job_id = %row.id, workflow = row.workflow_id, "job created");
+        let row = self.enqueue(row).await?;
+        Ok((row, false))
+    }
+
+    fn replay(
+        &self,
+        existing: JobRow,
+        request: &StartRequest,
+    ) -> Result<(JobRow, bool), ProcessingError> {
+        let same =
+            existing.image_id == request.image_id && existing.workflow_id == request.workflow_id;
+        if same {
+            Ok((existing, true))
+        } else {
+            Err(ProcessingError::IdempotencyConflict)
+        }
+    }
+
+    /// Puts a pending job in the queue and marks it queued. A job already queued
+    /// is left where it is.
+    pub(crate) async fn enqueue(&self, row: JobRow) -> Result<JobRow, ProcessingError> {
+        self.queue
+            .enqueue(Enqueue {
+                job_id: row.id,
+                user_id: row.user_id,
+                priority: priority_of(&row.priority),
+                delay: None,
+            })
+            .await?;
+        let position = self.queue.position(row.id).await.ok().flatten();
+        let queued = self
+            .transition(
+                row.id,
+                &["pending"],
+                |job| {
+                    job.status = Status::Queued.as_str().to_owned();
+                    job.queue_position = position.map(|p| p as i32);
+                },
+                (
+                    "status_changed",
+                    json!({"status": "queued", "queue_position": position}),
+                ),
+            )
+            .await?;
+        Ok(queued.unwrap_or(row))
+    }
+
+    /// Applies a state change and publishes its event.
+    pub(crate) async fn transition(
+        &self,
+        id: Uuid,
+        from: &[&str],
+        change: impl FnOnce(&mut JobRow),
+        event: (&str, Value),
+    ) -> Result<Option<JobRow>, ProcessingError> {
+        let changed = self
+            .store
+            .transition(id, from, change, Some(event), self.clock.now())
+            .await?;
+        Ok(match changed {
+            Some((row, event)) => {
+                if let Some(event) = event {
+                    self.bus.publish(&event).await;
+                }
+                Some(row)
+            }
+            None => None,
+        })
+    }
+
+    /// Appends an event that is not a state change, and publishes it.
+    pub(crate) async fn note(
+        &self,
+        id: Uuid,
+        kind: &str,
+        data: Value,
+    ) -> Result<(), ProcessingError> {
+        let event = self
+            .store
+            .append_event(id, self.clock.now(), kind, data)
+            .await?;
+        self.bus.publish(&event).await;
+        Ok(())
+    }
+
+    pub async fn get(&self, user_id: Uuid, id: Uuid) -> Result<JobRow, ProcessingError> {
+        self.store
+            .owned(user_id, id)
+            .await?
+            .ok_or(ProcessingError::NotFound)
+    }
+
+    pub async fn list(
+        &self,
+        user_id: Uuid,
+        filter: &JobFilter,
+        after: Option<Uuid>,
+        page_size: u64,
+    ) -> Result<(Vec<JobRow>, Option<Uuid>), ProcessingError> {
+        let mut rows = self
+            .store
+            .page(user_id, filter, after, page_size + 1)
+            .await?;
+        let next = if rows.len() as u64 > page_size {
+            rows.truncate(page_size as usize);
+            rows.last().map(|row| row.id)
+        } else {
+            None
+        };
+        Ok((rows, next))
+    }
+
+    /// Cancels a job in any unfinished state: out of the queue, or at fal.
+    pub async fn cancel(
+        &self,
+        user_id: Uuid,
+        id: Uuid,
+        fal: Option<&atelier_fal::FalClient>,
+    ) -> Result<JobRow, ProcessingError> {
+        let row = self.get(user_id, id).await?;
+        let status = Status::parse(&row.status).unwrap_or(Status::Failed);
+        if status.is_final() {
+            return Err(ProcessingError::AlreadyFinished(row.status));
+        }
+        self.queue.remove(id).await?;
+        if let (Some(fal), Some(request_id)) = (fal, &row.fal_request_id)
+            && let Ok(endpoint) = atelier_fal::EndpointId::parse(&row.fal_endpoint)
+            && let Err(err) = fal.cancel(&endpoint, request_id).await
+        {
+            tracing::warn!(job_id = %id, error = %err, "cannot cancel at fal; the job is cancelled here all the same");
+        }
+        let now = self.clock.now();
+        let cancelled = self
+            .transition(
+                id,
+                &Status::UNFINISHED,
+                |job| {
+                    job.status = Status::Cancelled.as_str().to_owned();
+                    job.completed_at = Some(now);
+                    job.queue_position = None;
+                },
+                ("status_changed", json!({"status": "cancelled"})),
+            )
+            .await?;
+        match cancelled {
+            Some(row) => {
+                tracing::info!(job_id = %id, "job cancelled");
+                Ok(row)
+            }
+            // It finished while we were cancelling.
+            None => {
+                let row = self.get(user_id, id).await?;
+                Err(ProcessingError::AlreadyFinished(row.status))
+            }
+        }
+    }
+
+    /// The caller's job's events after `after_seq`, then live ones until the job
+    /// is finished. Subscribes before reading the table, so nothing falls between.
+    pub async fn events(
+        self: &Arc<Self>,
+        user_id: Uuid,
+        id: Uuid,
+        after_seq: i64,
+    ) -> Result<tokio::sync::mpsc::Receiver<EventRow>, ProcessingError> {
+        self.get(user_id, id).await?;
+        let mut live = self.bus.subscribe();
+        let (sender, receiver) = tokio::sync::mpsc::channel(64);
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut last = after_seq;
+            loop {
+                let Ok(events) = this.store.events_after(id, last).await else {
+                    break;
+                };
+                let mut finished = false;
+                for event in events {
+                    last = event.seq;
+                    finished |= event_is_final(&event);
+                    if sender.send(event).await.is_err() {
+                        return;
+                    }
+                }
+                if finished {
+                    return;
+                }
+                // Wait for news of this job (or a periodic re-read, should a
+                // notification be lost).
+                let wait = async {
+                    loop {
+                        match live.recv().await {
+                            Ok(published) if published.job_id == id && published.seq > last => {
+                                return true;
+                            }
+                            Ok(_) => {}
+                            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                                return true;
+                            }
+                            Err(tokio::sync::broadcast::error::RecvError::Closed) => return false,
+                        }
+                    }
+                };
+                tokio::select! {
+                    open = wait => if !open { return },
+                    () = tokio::time::sleep(Duration::from_secs(5)) => {}
+                    () = sender.closed() => return,
+                }
+            }
+        });
+        Ok(receiver)
+    }
+}
+
+pub fn event_is_final(event: &EventRow) -> bool {
+    event.kind == "status_changed"
+        && event.data["status"]
+            .as_str()
+            .and_then(Status::parse)
+            .is_some_and(Status::is_final)
+}

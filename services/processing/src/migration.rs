@@ -1,0 +1,163 @@
+//! The processing schema. Migrations are never edited once shipped: add a new one.
+
+use sea_orm_migration::prelude::*;
+
+pub struct Migrator;
+
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(CreateJobs)]
+    }
+}
+
+#[derive(DeriveIden)]
+enum ProcessingJobs {
+    Table,
+    Id,
+    UserId,
+    ImageId,
+    WorkflowId,
+    WorkflowName,
+    WorkflowVersion,
+    FalEndpoint,
+    Parameters,
+    Priority,
+    Status,
+    FalRequestId,
+    ResultImageId,
+    ResultImageIds,
+    ErrorCode,
+    ErrorMessage,
+    ErrorDetails,
+    Attempts,
+    QueuePosition,
+    Progress,
+    ProcessingTimeMs,
+    IdempotencyKey,
+    BatchId,
+    CreatedAt,
+    StartedAt,
+    CompletedAt,
+    UpdatedAt,
+}
+
+#[derive(DeriveIden)]
+enum JobEvents {
+    Table,
+    JobId,
+    Seq,
+    At,
+    Kind,
+    Data,
+}
+
+struct CreateJobs;
+
+impl MigrationName for CreateJobs {
+    fn name(&self) -> &str {
+        "m20261125_000001_jobs_and_events"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for CreateJobs {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        use ProcessingJobs as J;
+        manager
+            .create_table(
+                Table::create()
+                    .table(J::Table)
+                    .col(ColumnDef::new(J::Id).uuid().not_null().primary_key())
+                    .col(ColumnDef::new(J::UserId).uuid().not_null())
+                    .col(ColumnDef::new(J::ImageId).uuid().not_null())
+                    .col(ColumnDef::new(J::WorkflowId).string_len(64).not_null())
+                    .col(ColumnDef::new(J::WorkflowName).string_len(200).not_null())
+                    .col(ColumnDef::new(J::WorkflowVersion).integer().not_null())
+                    .col(ColumnDef::new(J::FalEndpoint).string_len(200).not_null())
+                    .col(ColumnDef::new(J::Parameters).json_binary().not_null())
+                    .col(ColumnDef::new(J::Priority).string_len(8).not_null())
+                    .col(ColumnDef::new(J::Status).string_len(16).not_null())
+                    .col(ColumnDef::new(J::FalRequestId).string_len(128).null())
+                    .col(ColumnDef::new(J::ResultImageId).uuid().null())
+                    .col(ColumnDef::new(J::ResultImageIds).json_binary().not_null())
+                    .col(ColumnDef::new(J::ErrorCode).string_len(64).null())
+                    .col(ColumnDef::new(J::ErrorMessage).text().null())
+                    .col(ColumnDef::new(J::ErrorDetails).json_binary().null())
+                    .col(ColumnDef::new(J::Attempts).integer().not_null())
+                    .col(ColumnDef::new(J::QueuePosition).integer().null())
+                    .col(ColumnDef::new(J::Progress).double().null())
+                    .col(ColumnDef::new(J::ProcessingTimeMs).big_integer().null())
+                    .col(ColumnDef::new(J::IdempotencyKey).string_len(255).null())
+                    .col(ColumnDef::new(J::BatchId).uuid().null())
+                    .col(
+                        ColumnDef::new(J::CreatedAt)
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(J::StartedAt)
+                            .timestamp_with_time_zone()
+                            .null(),
+                    )
+                    .col(
+                        ColumnDef::new(J::CompletedAt)
+                            .timestamp_with_time_zone()
+                            .null(),
+                    )
+                    .col(
+                        ColumnDef::new(J::UpdatedAt)
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        for (name, columns, unique) in [
+            ("jobs_user_status_idx", vec![J::UserId, J::Status], false),
+            ("jobs_user_created_idx", vec![J::UserId, J::Id], false),
+            ("jobs_status_idx", vec![J::Status], false),
+            (
+                "jobs_idempotency_idx",
+                vec![J::UserId, J::IdempotencyKey],
+                true,
+            ),
+            ("jobs_fal_request_idx", vec![J::FalRequestId], false),
+        ] {
+            let mut index = Index::create();
+            index.name(name).table(J::Table);
+            for column in columns {
+                index.col(column);
+            }
+            if unique {
+                index.unique();
+            }
+            manager.create_index(index.to_owned()).await?;
+        }
+        manager
+            .create_table(
+                Table::create()
+                    .table(JobEvents::Table)
+                    .col(ColumnDef::new(JobEvents::JobId).uuid().not_null())
+                    .col(ColumnDef::new(JobEvents::Seq).big_integer().not_null())
+                    .col(
+                        ColumnDef::new(JobEvents::At)
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
+                    .col(ColumnDef::new(JobEvents::Kind).string_len(32).not_null())
+                    .col(ColumnDef::new(JobEvents::Data).json_binary().not_null())
+                    .primary_key(Index::create().col(JobEvents::JobId).col(JobEvents::Seq))
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .drop_table(Table::drop().table(JobEvents::Table).to_owned())
+            .await?;
+        manager
+            .drop_table(Table::drop().table(ProcessingJobs::Table).to_owned())
+            .await
+    }
+}

@@ -1,0 +1,331 @@
+//! The jobs and their events. Every read or change of one user's job takes the
+//! user id, so another user's rows are never reached.
+
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait,
+    QueryFilter, QueryOrder, QuerySelect, TransactionTrait, sea_query::Expr,
+};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+pub mod jobs {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "processing_jobs")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: Uuid,
+        pub user_id: Uuid,
+        pub image_id: Uuid,
+        pub workflow_id: String,
+        pub workflow_name: String,
+        pub workflow_version: i32,
+        pub fal_endpoint: String,
+        pub parameters: Json,
+        pub priority: String,
+        pub status: String,
+        pub fal_request_id: Option<String>,
+        pub result_image_id: Option<Uuid>,
+        pub result_image_ids: Json,
+        pub error_code: Option<String>,
+        pub error_message: Option<String>,
+        pub error_details: Option<Json>,
+        pub attempts: i32,
+        pub queue_position: Option<i32>,
+        pub progress: Option<f64>,
+        pub processing_time_ms: Option<i64>,
+        pub idempotency_key: Option<String>,
+        pub batch_id: Option<Uuid>,
+        pub created_at: TimeDateTimeWithTimeZone,
+        pub started_at: Option<TimeDateTimeWithTimeZone>,
+        pub completed_at: Option<TimeDateTimeWithTimeZone>,
+        pub updated_at: TimeDateTimeWithTimeZone,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod job_events {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "job_events")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub job_id: Uuid,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub seq: i64,
+        pub at: TimeDateTimeWithTimeZone,
+        pub kind: String,
+        pub data: Json,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub use job_events::Model as EventRow;
+pub use jobs::Model as JobRow;
+
+/// Filters of a job listing.
+#[derive(Clone, Debug, Default)]
+pub struct JobFilter {
+    pub statuses: Vec<String>,
+    pub workflow_id: Option<String>,
+    pub image_id: Option<Uuid>,
+    pub batch_id: Option<Uuid>,
+    pub created_after: Option<OffsetDateTime>,
+    pub created_before: Option<OffsetDateTime>,
+}
+
+#[derive(Clone)]
+pub struct Store {
+    db: DatabaseConnection,
+}
+
+fn active(row: &JobRow) -> jobs::ActiveModel {
+    jobs::ActiveModel {
+        id: Set(row.id),
+        user_id: Set(row.user_id),
+        image_id: Set(row.image_id),
+        workflow_id: Set(row.workflow_id.clone()),
+        workflow_name: Set(row.workflow_name.clone()),
+        workflow_version: Set(row.workflow_version),
+        fal_endpoint: Set(row.fal_endpoint.clone()),
+        parameters: Set(row.parameters.clone()),
+        priority: Set(row.priority.clone()),
+        status: Set(row.status.clone()),
+        fal_request_id: Set(row.fal_request_id.clone()),
+        result_image_id: Set(row.result_image_id),
+        result_image_ids: Set(row.result_image_ids.clone()),
+        error_code: Set(row.error_code.clone()),
+        error_message: Set(row.error_message.clone()),
+        error_details: Set(row.error_details.clone()),
+        attempts: Set(row.attempts),
+        queue_position: Set(row.queue_position),
+        progress: Set(row.progress),
+        processing_time_ms: Set(row.processing_time_ms),
+        idempotency_key: Set(row.idempotency_key.clone()),
+        batch_id: Set(row.batch_id),
+        created_at: Set(row.created_at),
+        started_at: Set(row.started_at),
+        completed_at: Set(row.completed_at),
+        updated_at: Set(row.updated_at),
+    }
+}
+
+impl Store {
+    pub fn new(db: DatabaseConnection) -> Self {
+        Self { db }
+    }
+
+    /// Inserts a job with its first event, in one transaction.
+    pub async fn insert(
+        &self,
+        row: &JobRow,
+        event: (&str, serde_json::Value),
+    ) -> Result<EventRow, DbErr> {
+        let txn = self.db.begin().await?;
+        jobs::Entity::insert(active(row))
+            .exec_without_returning(&txn)
+            .await?;
+        let event = append(&txn, row.id, row.created_at, event.0, event.1).await?;
+        txn.commit().await?;
+        Ok(event)
+    }
+
+    pub async fn by_idempotency_key(
+        &self,
+        user_id: Uuid,
+        key: &str,
+    ) -> Result<Option<JobRow>, DbErr> {
+        jobs::Entity::find()
+            .filter(jobs::Column::UserId.eq(user_id))
+            .filter(jobs::Column::IdempotencyKey.eq(key))
+            .one(&self.db)
+            .await
+    }
+
+    pub async fn owned(&self, user_id: Uuid, id: Uuid) -> Result<Option<JobRow>, DbErr> {
+        jobs::Entity::find_by_id(id)
+            .filter(jobs::Column::UserId.eq(user_id))
+            .one(&self.db)
+            .await
+    }
+
+    pub async fn by_id(&self, id: Uuid) -> Result<Option<JobRow>, DbErr> {
+        jobs::Entity::find_by_id(id).one(&self.db).await
+    }
+
+    pub async fn by_fal_request(&self, request_id: &str) -> Result<Option<JobRow>, DbErr> {
+        jobs::Entity::find()
+            .filter(jobs::Column::FalRequestId.eq(request_id))
+            .one(&self.db)
+            .await
+    }
+
+    /// Jobs in any of `statuses`, oldest first (the reconciler's view).
+    pub async fn with_status(&self, statuses: &[&str], limit: u64) -> Result<Vec<JobRow>, DbErr> {
+        jobs::Entity::find()
+            .filter(jobs::Column::Status.is_in(statuses.iter().copied()))
+            .order_by_asc(jobs::Column::Id)
+            .limit(limit)
+            .all(&self.db)
+            .await
+    }
+
+    pub async fn page(
+        &self,
+        user_id: Uuid,
+        filter: &JobFilter,
+        after: Option<Uuid>,
+        limit: u64,
+    ) -> Result<Vec<JobRow>, DbErr> {
+        let mut query = jobs::Entity::find().filter(jobs::Column::UserId.eq(user_id));
+        if !filter.statuses.is_empty() {
+            query = query.filter(jobs::Column::Status.is_in(filter.statuses.iter().cloned()));
+        }
+        if let Some(workflow) = &filter.workflow_id {
+            query = query.filter(jobs::Column::WorkflowId.eq(workflow.clone()));
+        }
+        if let Some(image) = filter.image_id {
+            query = query.filter(jobs::Column::ImageId.eq(image));
+        }
+        if let Some(batch) = filter.batch_id {
+            query = query.filter(jobs::Column::BatchId.eq(batch));
+        }
+        if let Some(after) = filter.created_after {
+            query = query.filter(jobs::Column::CreatedAt.gte(after));
+        }
+        if let Some(before) = filter.created_before {
+            query = query.filter(jobs::Column::CreatedAt.lt(before));
+        }
+        if let Some(after) = after {
+            query = query.filter(jobs::Column::Id.lt(after));
+        }
+        query
+            .order_by_desc(jobs::Column::Id)
+            .limit(limit)
+            .all(&self.db)
+            .await
+    }
+
+    /// Applies `change` to job `id` if its status is one of `from`, and appends
+    /// `event`, in one transaction. Returns the updated row, or `None` when the
+    /// job was not in one of those states (another worker or a cancel won).
+    pub async fn transition(
+        &self,
+        id: Uuid,
+        from: &[&str],
+        change: impl FnOnce(&mut JobRow),
+        event: Option<(&str, serde_json::Value)>,
+        now: OffsetDateTime,
+    ) -> Result<Option<(JobRow, Option<EventRow>)>, DbErr> {
+        let txn = self.db.begin().await?;
+        let Some(mut row) = jobs::Entity::find_by_id(id).one(&txn).await? else {
+            return Ok(None);
+        };
+        if !from.contains(&row.status.as_str()) {
+            return Ok(None);
+        }
+        let previous = row.status.clone();
+        change(&mut row);
+        row.updated_at = now;
+        let updated = jobs::Entity::update_many()
+            .set(active(&row))
+            .filter(jobs::Column::Id.eq(id))
+            .filter(jobs::Column::Status.eq(previous))
+            .exec(&txn)
+            .await?;
+        if updated.rows_affected != 1 {
+            return Ok(None);
+        }
+        let event = match event {
+            Some((kind, data)) => Some(append(&txn, id, now, kind, data).await?),
+            None => None,
+        };
+        txn.commit().await?;
+        Ok(Some((row, event)))
+    }
+
+    /// Appends an event outside a state change (progress, logs, queue position).
+    pub async fn append_event(
+        &self,
+        id: Uuid,
+        now: OffsetDateTime,
+        kind: &str,
+        data: serde_json::Value,
+    ) -> Result<EventRow, DbErr> {
+        let txn = self.db.begin().await?;
+        let event = append(&txn, id, now, kind, data).await?;
+        txn.commit().await?;
+        Ok(event)
+    }
+
+    /// Updates the display-only fields of a job (no event).
+    pub async fn set_progress(
+        &self,
+        id: Uuid,
+        queue_position: Option<i32>,
+        progress: Option<f64>,
+    ) -> Result<(), DbErr> {
+        jobs::Entity::update_many()
+            .col_expr(jobs::Column::QueuePosition, Expr::value(queue_position))
+            .col_expr(jobs::Column::Progress, Expr::value(progress))
+            .filter(jobs::Column::Id.eq(id))
+            .exec(&self.db)
+            .await?;
+        Ok(())
+    }
+
+    /// Events of job `id` after `after_seq`, in order.
+    pub async fn events_after(&self, id: Uuid, after_seq: i64) -> Result<Vec<EventRow>, DbErr> {
+        job_events::Entity::find()
+            .filter(job_events::Column::JobId.eq(id))
+            .filter(job_events::Column::Seq.gt(after_seq))
+            .order_by_asc(job_events::Column::Seq)
+            .all(&self.db)
+            .await
+    }
+}
+
+/// Appends the job's next event (sequence numbers start at 1, no gaps).
+async fn append(
+    db: &impl ConnectionTrait,
+    job_id: Uuid,
+    at: OffsetDateTime,
+    kind: &str,
+    data: serde_json::Value,
+) -> Result<EventRow, DbErr> {
+    let last: Option<Option<i64>> = job_events::Entity::find()
+        .select_only()
+        .column_as(job_events::Column::Seq.max(), "last")
+        .filter(job_events::Column::JobId.eq(job_id))
+        .into_tuple()
+        .one(db)
+        .await?;
+    let seq = last.flatten().unwrap_or(0) + 1;
+    let event = EventRow {
+        job_id,
+        seq,
+        at,
+        kind: kind.to_owned(),
+        data,
+    };
+    job_events::Entity::insert(job_events::ActiveModel {
+        job_id: Set(event.job_id),
+        seq: Set(event.seq),
+        at: Set(event.at),
+        kind: Set(event.kind.clone()),
+        data: Set(event.data.clone()),
+    })
+    .exec_without_returning(db)
+    .await?;
+    Ok(event)
+}

@@ -1,0 +1,381 @@
+//! Jobs end to end through the gateway: every catalogue workflow on the fal
+//! simulator, cancel, idempotent starts, live events resumed with Last-Event-ID,
+//! and isolation between users.
+
+use std::time::{Duration, Instant};
+
+use atelier_testkit::{Backend, Options, QueueBackend, TestPlatform, fixtures};
+use reqwest::{Client, StatusCode, multipart};
+use serde_json::{Value, json};
+
+struct User {
+    token: String,
+}
+
+async fn sign_up(platform: &TestPlatform, email: &str) -> User {
+    let body: Value = Client::new()
+        .post(format!("{}/api/auth/register", platform.gateway_url))
+        .json(&json!({"email": email, "password": "correct horse battery"}))
+        .send()
+        .await
+        .expect("register")
+        .json()
+        .await
+        .expect("tokens");
+    User {
+        token: body["access_token"].as_str().expect("token").to_owned(),
+    }
+}
+
+async fn upload(platform: &TestPlatform, user: &User, bytes: Vec<u8>) -> String {
+    let part = multipart::Part::bytes(bytes).file_name("input.png");
+    let image: Value = Client::new()
+        .post(format!("{}/api/images/upload", platform.gateway_url))
+        .bearer_auth(&user.token)
+        .multipart(multipart::Form::new().part("file", part))
+        .send()
+        .await
+        .expect("upload")
+        .json()
+        .await
+        .expect("image");
+    image["id"].as_str().expect("id").to_owned()
+}
+
+async fn start(
+    platform: &TestPlatform,
+    user: &User,
+    body: Value,
+    key: Option<&str>,
+) -> reqwest::Response {
+    let mut request = Client::new()
+        .post(format!("{}/api/processing/start", platform.gateway_url))
+        .bearer_auth(&user.token)
+        .json(&body);
+    if let Some(key) = key {
+        request = request.header("idempotency-key", key);
+    }
+    request.send().await.expect("start")
+}
+
+async fn status(platform: &TestPlatform, user: &User, job: &str) -> (StatusCode, Value) {
+    let response = Client::new()
+        .get(format!(
+            "{}/api/processing/{job}/status",
+            platform.gateway_url
+        ))
+        .bearer_auth(&user.token)
+        .send()
+        .await
+        .expect("status");
+    let code = response.status();
+    (code, response.json().await.expect("json"))
+}
+
+async fn finished(platform: &TestPlatform, user: &User, job: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (code, body) = status(platform, user, job).await;
+        assert_eq!(code, StatusCode::OK, "{body}");
+        if matches!(
+            body["status"].as_str(),
+            Some("completed" | "failed" | "cancelled")
+        ) {
+            return body;
+        }
+        assert!(Instant::now() < deadline, "job never finished: {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_workflow_runs_end_to_end() {
+    let mut options = Options::new(Backend::Postgres);
+    options.queue = QueueBackend::Redis;
+    let platform = TestPlatform::spawn_with(options).await;
+    let user = sign_up(&platform, "runner@example.com").await;
+    let image = upload(&platform, &user, fixtures::png(64, 48)).await;
+    let workflows: Value = Client::new()
+        .get(format!("{}/api/workflows", platform.gateway_url))
+        .send()
+        .await
+        .expect("workflows")
+        .json()
+        .await
+        .expect("json");
+    let mut jobs = Vec::new();
+    for workflow in workflows["workflows"].as_array().expect("list") {
+        let id = workflow["id"].as_str().expect("id");
+        let mut parameters = json!({});
+        if workflow["parameters_schema"]["required"]
+            .as_array()
+            .is_some_and(|r| !r.is_empty())
+        {
+            parameters = json!({"prompt": "a watercolour painting"});
+        }
+        let response = start(
+            &platform,
+            &user,
+            json!({"image_id": image, "workflow_id": id, "parameters": parameters}),
+            None,
+        )
+        .await;
+        assert_eq!(response.status(), StatusCode::ACCEPTED, "{id}");
+        let started: Value = response.json().await.expect("json");
+        jobs.push((
+            id.to_owned(),
+            started["job_id"].as_str().expect("job").to_owned(),
+        ));
+    }
+    for (workflow, job) in jobs {
+        let done = finished(&platform, &user, &job).await;
+        assert_eq!(done["status"], "completed", "{workflow}: {done}");
+        assert!(done["processing_time_ms"].as_i64().is_some());
+        let url = done["result_url"].as_str().expect("result url");
+        let result = Client::new().get(url).send().await.expect("result");
+        assert_eq!(result.status(), StatusCode::OK, "{workflow}");
+        image::load_from_memory(&result.bytes().await.expect("bytes")).expect("a real image");
+    }
+    assert_eq!(
+        platform.fal_sim().submissions(),
+        workflows["workflows"].as_array().expect("list").len() as u64,
+        "one submission per job"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn starts_are_idempotent_and_validated() {
+    let platform = TestPlatform::spawn(Backend::Sqlite).await;
+    let user = sign_up(&platform, "careful@example.com").await;
+    let image = upload(&platform, &user, fixtures::png(32, 32)).await;
+    let body =
+        json!({"image_id": image, "workflow_id": "esrgan-upscale", "parameters": {"scale": 2}});
+    let first: Value = start(&platform, &user, body.clone(), Some("key-1"))
+        .await
+        .json()
+        .await
+        .expect("json");
+    let again = start(&platform, &user, body.clone(), Some("key-1")).await;
+    assert_eq!(again.status(), StatusCode::ACCEPTED);
+    let again: Value = again.json().await.expect("json");
+    assert_eq!(first["job_id"], again["job_id"], "same key, same job");
+    let other = json!({"image_id": image, "workflow_id": "canny-edges", "parameters": {}});
+    assert_eq!(
+        start(&platform, &user, other, Some("key-1")).await.status(),
+        StatusCode::CONFLICT
+    );
+    finished(&platform, &user, first["job_id"].as_str().expect("job")).await;
+    assert_eq!(platform.fal_sim().submissions(), 1);
+
+    let invalid = start(
+        &platform,
+        &user,
+        json!({"image_id": image, "workflow_id": "esrgan-upscale", "parameters": {"scale": 99, "colour": 1}}),
+        None,
+    )
+    .await;
+    assert_eq!(invalid.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let invalid: Value = invalid.json().await.expect("problem");
+    let mut fields: Vec<_> = invalid["errors"]
+        .as_array()
+        .expect("errors")
+        .iter()
+        .map(|e| e["field"].clone())
+        .collect();
+    fields.sort_by_key(|field| field.to_string());
+    assert_eq!(
+        fields,
+        [json!("parameters.colour"), json!("parameters.scale")]
+    );
+    let unknown = start(
+        &platform,
+        &user,
+        json!({"image_id": image, "workflow_id": "nope"}),
+        None,
+    )
+    .await;
+    assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+    let bad_priority = start(
+        &platform,
+        &user,
+        json!({"image_id": image, "workflow_id": "lineart", "priority": "urgent"}),
+        None,
+    )
+    .await;
+    assert_eq!(bad_priority.status(), StatusCode::UNPROCESSABLE_ENTITY);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn another_users_jobs_and_images_are_not_found() {
+    let platform = TestPlatform::spawn(Backend::Sqlite).await;
+    let alice = sign_up(&platform, "alice@example.com").await;
+    let bob = sign_up(&platform, "bob@example.com").await;
+    let image = upload(&platform, &alice, fixtures::png(16, 16)).await;
+    let body = json!({"image_id": image, "workflow_id": "lineart"});
+    assert_eq!(
+        start(&platform, &bob, body.clone(), None).await.status(),
+        StatusCode::NOT_FOUND,
+        "bob cannot use alice's image"
+    );
+    let job: Value = start(&platform, &alice, body, None)
+        .await
+        .json()
+        .await
+        .expect("json");
+    let job = job["job_id"].as_str().expect("job").to_owned();
+    assert_eq!(status(&platform, &bob, &job).await.0, StatusCode::NOT_FOUND);
+    let base = &platform.gateway_url;
+    for (method, path) in [
+        (
+            reqwest::Method::POST,
+            format!("{base}/api/processing/{job}/cancel"),
+        ),
+        (
+            reqwest::Method::GET,
+            format!("{base}/api/processing/{job}/events"),
+        ),
+    ] {
+        let response = Client::new()
+            .request(method, &path)
+            .bearer_auth(&bob.token)
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(response.status(), StatusCode::NOT_FOUND, "{path}");
+    }
+    let listed: Value = Client::new()
+        .get(format!("{base}/api/processing/jobs"))
+        .bearer_auth(&bob.token)
+        .send()
+        .await
+        .expect("list")
+        .json()
+        .await
+        .expect("json");
+    assert!(listed["jobs"].as_array().expect("jobs").is_empty());
+    let mine: Value = Client::new()
+        .get(format!("{base}/api/processing/jobs"))
+        .bearer_auth(&alice.token)
+        .send()
+        .await
+        .expect("list")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(mine["jobs"][0]["job_id"], job.as_str());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cancel_in_the_queue_and_at_fal_and_not_after() {
+    let platform = TestPlatform::spawn(Backend::Sqlite).await;
+    let user = sign_up(&platform, "changed-mind@example.com").await;
+    let image = upload(&platform, &user, fixtures::png(16, 16)).await;
+    // Requests at fal never finish: the job sits at fal until cancelled.
+    platform.fal_sim().set_failures(atelier_fal_sim::Failures {
+        hang: true,
+        ..Default::default()
+    });
+    let job: Value = start(
+        &platform,
+        &user,
+        json!({"image_id": image, "workflow_id": "lineart"}),
+        None,
+    )
+    .await
+    .json()
+    .await
+    .expect("json");
+    let job = job["job_id"].as_str().expect("job").to_owned();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !matches!(
+        status(&platform, &user, &job).await.1["status"].as_str(),
+        Some("submitted" | "processing")
+    ) {
+        assert!(Instant::now() < deadline, "never reached fal");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let cancel = |job: String| {
+        Client::new()
+            .post(format!(
+                "{}/api/processing/{job}/cancel",
+                platform.gateway_url
+            ))
+            .bearer_auth(&user.token)
+            .send()
+    };
+    let cancelled = cancel(job.clone()).await.expect("cancel");
+    assert_eq!(cancelled.status(), StatusCode::ACCEPTED);
+    assert_eq!(
+        finished(&platform, &user, &job).await["status"],
+        "cancelled"
+    );
+    assert_eq!(
+        platform.fal_sim().cancellations(),
+        1,
+        "cancelled at fal too"
+    );
+    assert_eq!(
+        cancel(job).await.expect("cancel").status(),
+        StatusCode::CONFLICT,
+        "already final"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn live_events_resume_with_last_event_id() {
+    let platform = TestPlatform::spawn(Backend::Sqlite).await;
+    let user = sign_up(&platform, "watcher@example.com").await;
+    let image = upload(&platform, &user, fixtures::png(16, 16)).await;
+    let job: Value = start(
+        &platform,
+        &user,
+        json!({"image_id": image, "workflow_id": "depth-map"}),
+        None,
+    )
+    .await
+    .json()
+    .await
+    .expect("json");
+    let job = job["job_id"].as_str().expect("job").to_owned();
+    let read = |after: Option<i64>| {
+        let mut request = Client::new()
+            .get(format!(
+                "{}/api/processing/{job}/events",
+                platform.gateway_url
+            ))
+            .bearer_auth(&user.token);
+        if let Some(after) = after {
+            request = request.header("last-event-id", after.to_string());
+        }
+        async move {
+            let response = request.send().await.expect("events");
+            assert_eq!(response.status(), StatusCode::OK);
+            assert!(
+                response.headers()["content-type"]
+                    .to_str()
+                    .expect("type")
+                    .starts_with("text/event-stream")
+            );
+            let text = tokio::time::timeout(Duration::from_secs(30), response.text())
+                .await
+                .expect("stream ends")
+                .expect("text");
+            text.lines()
+                .filter_map(|line| line.strip_prefix("id:"))
+                .map(|id| id.trim().parse::<i64>().expect("seq"))
+                .collect::<Vec<_>>()
+        }
+    };
+    let all = read(None).await;
+    assert!(
+        all.len() >= 4,
+        "created, queued, submitted, ..., completed: {all:?}"
+    );
+    assert_eq!(
+        all,
+        (1..=all.len() as i64).collect::<Vec<_>>(),
+        "no gaps, in order"
+    );
+    let resumed = read(Some(2)).await;
+    assert_eq!(resumed, all[2..], "resumes right after the last event seen");
+}
