@@ -7,6 +7,7 @@ pub mod grpc_web;
 pub mod images;
 pub mod layers;
 pub mod limits;
+pub mod live;
 pub mod openapi;
 pub mod problem;
 pub mod processing;
@@ -262,6 +263,21 @@ pub fn router(config: &GatewayConfig, state: AppState, readiness: Readiness) -> 
         .route("/api/processing/{job_id}/cancel", post(processing::cancel))
         .route("/api/processing/{job_id}/events", get(processing::events))
         .route("/api/fal/webhook", post(processing::fal_webhook))
+        .route("/api/processing/{job_id}/retry", post(processing::retry))
+        .route("/api/processing/batch", post(processing::start_batch))
+        .route(
+            "/api/processing/batch/{batch_id}",
+            get(processing::get_batch),
+        )
+        .route(
+            "/api/processing/batch/{batch_id}/cancel",
+            post(processing::cancel_batch),
+        )
+        .route(
+            "/api/processing/batch/{batch_id}/retry",
+            post(processing::retry_batch),
+        )
+        .route("/api/ws", get(live::upgrade))
         .route("/api/workflows", get(workflows::list))
         .route("/api/workflows/{id}", get(workflows::get))
         .route("/api/workflows/{id}/parameters", get(workflows::parameters))

@@ -343,7 +343,7 @@ pub fn event_json(event: &pb::JobEvent) -> Value {
     data
 }
 
-fn event_kind(kind: i32) -> &'static str {
+pub fn event_kind(kind: i32) -> &'static str {
     match pb::JobEventKind::try_from(kind) {
         Ok(pb::JobEventKind::Created) => "created",
         Ok(pb::JobEventKind::StatusChanged) => "status",
@@ -423,4 +423,243 @@ pub async fn fal_webhook(
         })
         .await?;
     Ok(StatusCode::OK)
+}
+
+/// Run a failed or cancelled job again, as the same job.
+#[utoipa::path(
+    post, path = "/api/processing/{job_id}/retry", tag = "processing",
+    security(("bearer" = [])),
+    params(("job_id" = String, Path, description = "Job id")),
+    responses(
+        (status = 202, description = "Queued again", body = Started),
+        (status = 404, description = "No such job of yours", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The job is neither failed nor cancelled", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn retry(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(job_id): Path<String>,
+) -> Result<impl IntoResponse, Problem> {
+    let job = client(&state)
+        .retry_job(grpc_request(pb::RetryJobRequest { job_id }, &headers))
+        .await?
+        .into_inner()
+        .job
+        .ok_or_else(|| Problem::from(tonic::Status::internal("reply without job")))?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(Started {
+            job_id: job.id,
+            status: status_name(job.status).to_owned(),
+        }),
+    ))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct BatchStartBody {
+    #[serde(default)]
+    pub image_ids: Vec<String>,
+    #[serde(default)]
+    pub workflow_id: String,
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub parameters: Map<String, Value>,
+    #[serde(default)]
+    pub priority: Option<String>,
+}
+
+/// A batch's aggregate state.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BatchBody {
+    pub batch_id: String,
+    /// `running`, `completed` or `completed_with_failures`.
+    pub status: String,
+    pub workflow_id: String,
+    pub total: i32,
+    pub waiting: i32,
+    pub running: i32,
+    pub completed: i32,
+    pub failed: i32,
+    pub cancelled: i32,
+    /// Finished jobs over all jobs, 0 to 1.
+    pub progress: f64,
+    pub job_ids: Vec<String>,
+}
+
+fn batch_body(batch: pb::Batch, job_ids: Vec<String>) -> BatchBody {
+    let status = match pb::BatchStatus::try_from(batch.status) {
+        Ok(pb::BatchStatus::Completed) => "completed",
+        Ok(pb::BatchStatus::CompletedWithFailures) => "completed_with_failures",
+        _ => "running",
+    };
+    BatchBody {
+        batch_id: batch.id,
+        status: status.to_owned(),
+        workflow_id: batch.workflow_id,
+        total: batch.total,
+        waiting: batch.waiting,
+        running: batch.running,
+        completed: batch.completed,
+        failed: batch.failed,
+        cancelled: batch.cancelled,
+        progress: batch.progress,
+        job_ids,
+    }
+}
+
+fn priority_of(name: Option<&str>) -> Result<pb::JobPriority, Problem> {
+    match name {
+        None | Some("normal") => Ok(pb::JobPriority::Normal),
+        Some("high") => Ok(pb::JobPriority::High),
+        Some("low") => Ok(pb::JobPriority::Low),
+        Some(_) => Err(Problem::invalid(vec![atelier_common::FieldViolation::new(
+            "priority",
+            "must be high, normal or low",
+        )])),
+    }
+}
+
+/// Start one workflow over many of your images.
+#[utoipa::path(
+    post, path = "/api/processing/batch", tag = "processing",
+    security(("bearer" = [])),
+    request_body = BatchStartBody,
+    responses(
+        (status = 202, description = "Accepted: every job is queued", body = BatchBody),
+        (status = 404, description = "An image is not yours, or no such workflow", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid parameters or image list", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn start_batch(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Body(request): Body<BatchStartBody>,
+) -> Result<impl IntoResponse, Problem> {
+    let priority = priority_of(request.priority.as_deref())?;
+    let reply = client(&state)
+        .start_batch(grpc_request(
+            pb::StartBatchRequest {
+                image_ids: request.image_ids,
+                workflow_id: request.workflow_id,
+                parameters: Some(map_to_struct(&request.parameters)),
+                priority: priority as i32,
+                idempotency_key: headers
+                    .get("idempotency-key")
+                    .and_then(|value| value.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned(),
+            },
+            &headers,
+        ))
+        .await?
+        .into_inner();
+    let batch = reply
+        .batch
+        .ok_or_else(|| Problem::from(tonic::Status::internal("reply without batch")))?;
+    Ok((StatusCode::ACCEPTED, Json(batch_body(batch, reply.job_ids))))
+}
+
+async fn batch_jobs(state: &AppState, headers: &HeaderMap, batch_id: &str) -> Vec<String> {
+    client(state)
+        .list_jobs(grpc_request(
+            pb::ListJobsRequest {
+                page_size: 100,
+                batch_id: batch_id.to_owned(),
+                ..Default::default()
+            },
+            headers,
+        ))
+        .await
+        .map(|reply| {
+            reply
+                .into_inner()
+                .jobs
+                .into_iter()
+                .map(|job| job.id)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// One of your batches, as its jobs add up.
+#[utoipa::path(
+    get, path = "/api/processing/batch/{batch_id}", tag = "processing",
+    security(("bearer" = [])),
+    params(("batch_id" = String, Path, description = "Batch id")),
+    responses(
+        (status = 200, description = "The batch", body = BatchBody),
+        (status = 404, description = "No such batch of yours", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn get_batch(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(batch_id): Path<String>,
+) -> Result<Json<BatchBody>, Problem> {
+    let batch = client(&state)
+        .get_batch(grpc_request(
+            pb::GetBatchRequest {
+                batch_id: batch_id.clone(),
+            },
+            &headers,
+        ))
+        .await?
+        .into_inner()
+        .batch
+        .ok_or_else(|| Problem::from(tonic::Status::internal("reply without batch")))?;
+    let jobs = batch_jobs(&state, &headers, &batch_id).await;
+    Ok(Json(batch_body(batch, jobs)))
+}
+
+/// Cancel every unfinished job of a batch.
+#[utoipa::path(
+    post, path = "/api/processing/batch/{batch_id}/cancel", tag = "processing",
+    security(("bearer" = [])),
+    params(("batch_id" = String, Path, description = "Batch id")),
+    responses((status = 202, description = "Cancelled what was unfinished", body = BatchBody))
+)]
+pub async fn cancel_batch(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(batch_id): Path<String>,
+) -> Result<impl IntoResponse, Problem> {
+    let batch = client(&state)
+        .cancel_batch(grpc_request(
+            pb::CancelBatchRequest {
+                batch_id: batch_id.clone(),
+            },
+            &headers,
+        ))
+        .await?
+        .into_inner()
+        .batch
+        .ok_or_else(|| Problem::from(tonic::Status::internal("reply without batch")))?;
+    let jobs = batch_jobs(&state, &headers, &batch_id).await;
+    Ok((StatusCode::ACCEPTED, Json(batch_body(batch, jobs))))
+}
+
+/// Run a batch's failed jobs again; the others are left alone.
+#[utoipa::path(
+    post, path = "/api/processing/batch/{batch_id}/retry", tag = "processing",
+    security(("bearer" = [])),
+    params(("batch_id" = String, Path, description = "Batch id")),
+    responses((status = 202, description = "The failed jobs are queued again", body = BatchBody))
+)]
+pub async fn retry_batch(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(batch_id): Path<String>,
+) -> Result<impl IntoResponse, Problem> {
+    let reply = client(&state)
+        .retry_batch(grpc_request(pb::RetryBatchRequest { batch_id }, &headers))
+        .await?
+        .into_inner();
+    let batch = reply
+        .batch
+        .ok_or_else(|| Problem::from(tonic::Status::internal("reply without batch")))?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(batch_body(batch, reply.retried_job_ids)),
+    ))
 }

@@ -485,7 +485,7 @@ impl Queue for MemoryQueue {
                         state.parked.remove(&user);
                     }
                 }
-                state.parked_len[index] -= 1;
+                state.parked_len[index] = state.parked_len[index].saturating_sub(1);
             }
         }
         state.jobs.remove(&job_id);

@@ -163,6 +163,17 @@ pub struct Options {
     pub limits: LimitConfig,
     pub lifetimes: Lifetimes,
     pub cors_origins: Vec<String>,
+    /// Jobs the processing service runs at once (`WORKER_CONCURRENCY`).
+    pub worker_concurrency: usize,
+    /// How often the processing service's reconciler looks for lost jobs.
+    pub reconcile_every: Duration,
+    /// The processing service's `PUBLIC_URL`: fal (the simulator) posts webhooks to
+    /// `<url>/api/fal/webhook`. `None`: the workers poll.
+    pub processing_public_url: Option<String>,
+    /// The fal client's circuit breaker.
+    pub fal_breaker: atelier_fal::BreakerConfig,
+    /// The fal client's retries of transient failures.
+    pub fal_retry: atelier_fal::RetryConfig,
 }
 
 impl Options {
@@ -180,6 +191,11 @@ impl Options {
             },
             lifetimes: Lifetimes::default(),
             cors_origins: vec!["https://app.example.com".into()],
+            worker_concurrency: 8,
+            reconcile_every: Duration::from_secs(2),
+            processing_public_url: None,
+            fal_breaker: atelier_fal::BreakerConfig::default(),
+            fal_retry: atelier_fal::RetryConfig::default(),
         }
     }
 }
@@ -317,15 +333,17 @@ impl TestPlatform {
         fal.queue_url = format!("http://{sim_addr}");
         fal.allowed_result_hosts = vec![format!("http://{sim_addr}")];
         fal.poll_interval = Duration::from_millis(50);
+        fal.breaker = options.fal_breaker.clone();
+        fal.retry = options.fal_retry.clone();
         let mut queue = atelier_queue::QueueConfig::default();
         queue.retry.base = Duration::from_millis(200);
         let processing_config = atelier_processing::ProcessingConfig {
             platform: platform.clone(),
             fal,
             webhook_jwks_url: fal_sim.jwks_url(),
-            public_url: None,
-            concurrency: 8,
-            reconcile_every: Duration::from_secs(2),
+            public_url: options.processing_public_url.clone(),
+            concurrency: options.worker_concurrency,
+            reconcile_every: options.reconcile_every,
             queue,
         };
         tokio::spawn(atelier_processing::serve(

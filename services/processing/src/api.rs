@@ -197,11 +197,49 @@ pub fn encode_event(event: &EventRow) -> pb::JobEvent {
     }
 }
 
-type Events = Pin<Box<dyn Stream<Item = Result<pb::StreamJobEventsResponse, Status>> + Send>>;
-
-fn unimplemented_yet(what: &str) -> Status {
-    Status::unimplemented(format!("{what} is not available yet"))
+pub fn encode_batch(batch: &crate::jobs::BatchView) -> pb::Batch {
+    use JobStatus as S;
+    let first = batch.jobs.first();
+    let failed = batch.count(&[S::Failed]);
+    let unfinished = batch.count(&[S::Pending, S::Queued, S::Submitted, S::Processing]);
+    let status = if unfinished > 0 {
+        pb::BatchStatus::Running
+    } else if failed > 0 {
+        pb::BatchStatus::CompletedWithFailures
+    } else {
+        pb::BatchStatus::Completed
+    };
+    pb::Batch {
+        id: batch.id.to_string(),
+        user_id: first.map(|job| job.user_id.to_string()).unwrap_or_default(),
+        workflow_id: first.map(|job| job.workflow_id.clone()).unwrap_or_default(),
+        parameters: first.and_then(|job| to_struct(&job.parameters)),
+        priority: first
+            .map(|job| priority_code(&job.priority))
+            .unwrap_or_default(),
+        status: status as i32,
+        total: batch.jobs.len() as i32,
+        waiting: batch.count(&[S::Pending, S::Queued]) as i32,
+        running: batch.count(&[S::Submitted, S::Processing]) as i32,
+        completed: batch.count(&[S::Completed]) as i32,
+        failed: failed as i32,
+        cancelled: batch.count(&[S::Cancelled]) as i32,
+        progress: batch.progress(),
+        created_at: first.map(|job| timestamp(job.created_at)),
+        completed_at: if unfinished == 0 {
+            batch
+                .jobs
+                .iter()
+                .filter_map(|job| job.completed_at)
+                .max()
+                .map(timestamp)
+        } else {
+            None
+        },
+    }
 }
+
+type Events = Pin<Box<dyn Stream<Item = Result<pb::StreamJobEventsResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl ProcessingService for ProcessingApi {
@@ -233,6 +271,7 @@ impl ProcessingService for ProcessingApi {
                 parameters: from_struct(request.parameters),
                 priority: priority(request.priority),
                 idempotency_key: Some(request.idempotency_key).filter(|key| !key.is_empty()),
+                batch_id: None,
             })
             .await?;
         Ok(Response::new(pb::StartProcessingResponse {
@@ -254,6 +293,17 @@ impl ProcessingService for ProcessingApi {
         if let Ok(Some(position)) = self.jobs.queue.position(row.id).await {
             job.queue_position = Some(position as i32);
         }
+        job.logs = self
+            .jobs
+            .logs(row.id)
+            .await?
+            .iter()
+            .map(|log| pb::JobLog {
+                at: None,
+                level: log["level"].as_str().unwrap_or_default().to_owned(),
+                message: log["message"].as_str().unwrap_or_default().to_owned(),
+            })
+            .collect();
         Ok(Response::new(pb::GetJobResponse { job: Some(job) }))
     }
 
@@ -318,9 +368,16 @@ impl ProcessingService for ProcessingApi {
 
     async fn retry_job(
         &self,
-        _request: Request<pb::RetryJobRequest>,
+        request: Request<pb::RetryJobRequest>,
     ) -> Result<Response<pb::RetryJobResponse>, Status> {
-        Err(unimplemented_yet("retrying a job"))
+        let caller = caller(&request)?;
+        let row = self
+            .jobs
+            .retry(caller.user_id, job_id(&request.get_ref().job_id)?)
+            .await?;
+        Ok(Response::new(pb::RetryJobResponse {
+            job: Some(encode(&row)),
+        }))
     }
 
     type StreamJobEventsStream = Events;
@@ -350,30 +407,102 @@ impl ProcessingService for ProcessingApi {
 
     async fn start_batch(
         &self,
-        _request: Request<pb::StartBatchRequest>,
+        request: Request<pb::StartBatchRequest>,
     ) -> Result<Response<pb::StartBatchResponse>, Status> {
-        Err(unimplemented_yet("batches"))
+        let caller = caller(&request)?;
+        let request = request.into_inner();
+        let image_ids = request
+            .image_ids
+            .iter()
+            .map(|id| Uuid::parse_str(id))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|_| {
+                ProcessingError::InvalidInput(vec![FieldViolation::new(
+                    "image_ids",
+                    "lists an invalid image id",
+                )])
+            })?;
+        if request.workflow_id.is_empty() {
+            return Err(ProcessingError::InvalidInput(vec![FieldViolation::new(
+                "workflow_id",
+                "is required",
+            )])
+            .into());
+        }
+        let template = StartRequest {
+            user_id: caller.user_id,
+            image_id: Uuid::nil(),
+            workflow_id: request.workflow_id,
+            parameters: from_struct(request.parameters),
+            priority: priority(request.priority),
+            idempotency_key: Some(request.idempotency_key).filter(|key| !key.is_empty()),
+            batch_id: None,
+        };
+        let (batch, replayed) = self.jobs.start_batch(template, &image_ids).await?;
+        Ok(Response::new(pb::StartBatchResponse {
+            job_ids: batch.jobs.iter().map(|job| job.id.to_string()).collect(),
+            batch: Some(encode_batch(&batch)),
+            replayed,
+        }))
     }
 
     async fn get_batch(
         &self,
-        _request: Request<pb::GetBatchRequest>,
+        request: Request<pb::GetBatchRequest>,
     ) -> Result<Response<pb::GetBatchResponse>, Status> {
-        Err(unimplemented_yet("batches"))
+        let caller = caller(&request)?;
+        let batch = self
+            .jobs
+            .batch(caller.user_id, job_id(&request.get_ref().batch_id)?)
+            .await?;
+        Ok(Response::new(pb::GetBatchResponse {
+            batch: Some(encode_batch(&batch)),
+        }))
     }
 
     async fn cancel_batch(
         &self,
-        _request: Request<pb::CancelBatchRequest>,
+        request: Request<pb::CancelBatchRequest>,
     ) -> Result<Response<pb::CancelBatchResponse>, Status> {
-        Err(unimplemented_yet("batches"))
+        let caller = caller(&request)?;
+        let batch_id = job_id(&request.get_ref().batch_id)?;
+        let batch = self.jobs.batch(caller.user_id, batch_id).await?;
+        let mut cancelled = 0;
+        for job in &batch.jobs {
+            if JobStatus::parse(&job.status).is_some_and(|status| !status.is_final())
+                && self
+                    .jobs
+                    .cancel(caller.user_id, job.id, Some(&self.dispatch.fal))
+                    .await
+                    .is_ok()
+            {
+                cancelled += 1;
+            }
+        }
+        let batch = self.jobs.batch(caller.user_id, batch_id).await?;
+        Ok(Response::new(pb::CancelBatchResponse {
+            batch: Some(encode_batch(&batch)),
+            cancelled_count: cancelled,
+        }))
     }
 
     async fn retry_batch(
         &self,
-        _request: Request<pb::RetryBatchRequest>,
+        request: Request<pb::RetryBatchRequest>,
     ) -> Result<Response<pb::RetryBatchResponse>, Status> {
-        Err(unimplemented_yet("batches"))
+        let caller = caller(&request)?;
+        let batch_id = job_id(&request.get_ref().batch_id)?;
+        let batch = self.jobs.batch(caller.user_id, batch_id).await?;
+        let mut retried = Vec::new();
+        for job in batch.jobs.iter().filter(|job| job.status == "failed") {
+            let row = self.jobs.retry(caller.user_id, job.id).await?;
+            retried.push(row.id.to_string());
+        }
+        let batch = self.jobs.batch(caller.user_id, batch_id).await?;
+        Ok(Response::new(pb::RetryBatchResponse {
+            batch: Some(encode_batch(&batch)),
+            retried_job_ids: retried,
+        }))
     }
 
     async fn handle_fal_webhook(
@@ -407,15 +536,46 @@ impl ProcessingService for ProcessingApi {
 
     async fn get_job_usage(
         &self,
-        _request: Request<pb::GetJobUsageRequest>,
+        request: Request<pb::GetJobUsageRequest>,
     ) -> Result<Response<pb::GetJobUsageResponse>, Status> {
-        Err(unimplemented_yet("usage"))
+        let request = request.into_inner();
+        let user_id = Uuid::parse_str(&request.user_id).map_err(|_| {
+            ProcessingError::InvalidInput(vec![FieldViolation::new("user_id", "is not a valid id")])
+        })?;
+        let since = request
+            .since
+            .and_then(|at| time::OffsetDateTime::from_unix_timestamp(at.seconds).ok())
+            .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+        let (started, active) = self
+            .jobs
+            .store
+            .usage(user_id, since, &JobStatus::UNFINISHED)
+            .await
+            .map_err(ProcessingError::from)?;
+        Ok(Response::new(pb::GetJobUsageResponse {
+            jobs_since: started as i64,
+            active_jobs: active as i32,
+        }))
     }
 
     async fn delete_user_jobs(
         &self,
-        _request: Request<pb::DeleteUserJobsRequest>,
+        request: Request<pb::DeleteUserJobsRequest>,
     ) -> Result<Response<pb::DeleteUserJobsResponse>, Status> {
-        Err(unimplemented_yet("deleting a user's jobs"))
+        let user_id = Uuid::parse_str(&request.get_ref().user_id).map_err(|_| {
+            ProcessingError::InvalidInput(vec![FieldViolation::new("user_id", "is not a valid id")])
+        })?;
+        let deleted = self
+            .jobs
+            .store
+            .delete_user(user_id)
+            .await
+            .map_err(ProcessingError::from)?;
+        for id in &deleted {
+            let _ = self.jobs.queue.remove(*id).await;
+        }
+        Ok(Response::new(pb::DeleteUserJobsResponse {
+            deleted_count: deleted.len() as i64,
+        }))
     }
 }

@@ -16,6 +16,8 @@ pub enum ProcessingError {
     IdempotencyConflict,
     #[error("the job has already finished ({0})")]
     AlreadyFinished(String),
+    #[error("only failed or cancelled jobs can be retried (this one is {0})")]
+    NotRetryable(String),
     #[error("a service is unavailable: {0}")]
     Unavailable(String),
     #[error("database error")]
@@ -38,7 +40,9 @@ impl ServiceError for ProcessingError {
             Self::InvalidInput(_) => ErrorCode::InvalidArgument,
             Self::NotFound | Self::ImageNotFound | Self::WorkflowNotFound => ErrorCode::NotFound,
             Self::WorkflowInactive(_) => ErrorCode::FailedPrecondition,
-            Self::IdempotencyConflict | Self::AlreadyFinished(_) => ErrorCode::Aborted,
+            Self::IdempotencyConflict | Self::AlreadyFinished(_) | Self::NotRetryable(_) => {
+                ErrorCode::Aborted
+            }
             Self::Unavailable(_) => ErrorCode::Unavailable,
             Self::Database(_) | Self::Queue(_) | Self::Internal(_) => ErrorCode::Internal,
         }

@@ -90,6 +90,34 @@ pub struct StartRequest {
     pub parameters: Map<String, Value>,
     pub priority: Priority,
     pub idempotency_key: Option<String>,
+    pub batch_id: Option<Uuid>,
+}
+
+/// A batch: one workflow over many images, as its jobs add up.
+#[derive(Clone, Debug)]
+pub struct BatchView {
+    pub id: Uuid,
+    pub jobs: Vec<JobRow>,
+}
+
+impl BatchView {
+    pub fn count(&self, statuses: &[Status]) -> usize {
+        self.jobs
+            .iter()
+            .filter(|job| {
+                Status::parse(&job.status).is_some_and(|status| statuses.contains(&status))
+            })
+            .count()
+    }
+
+    /// The share of jobs that finished, whatever the outcome.
+    pub fn progress(&self) -> f64 {
+        if self.jobs.is_empty() {
+            return 1.0;
+        }
+        self.count(&[Status::Completed, Status::Failed, Status::Cancelled]) as f64
+            / self.jobs.len() as f64
+    }
 }
 
 pub struct Jobs {
@@ -207,7 +235,7 @@ impl Jobs {
             progress: None,
             processing_time_ms: None,
             idempotency_key: request.idempotency_key.clone(),
-            batch_id: None,
+            batch_id: request.batch_id,
             created_at: now,
             started_at: None,
             completed_at: None,
@@ -389,6 +417,97 @@ impl Jobs {
                 Err(ProcessingError::AlreadyFinished(row.status))
             }
         }
+    }
+
+    /// Runs a failed or cancelled job again, as the same job: its events go on.
+    pub async fn retry(&self, user_id: Uuid, id: Uuid) -> Result<JobRow, ProcessingError> {
+        let row = self.get(user_id, id).await?;
+        if !matches!(
+            Status::parse(&row.status),
+            Some(Status::Failed | Status::Cancelled)
+        ) {
+            return Err(ProcessingError::NotRetryable(row.status));
+        }
+        let reset = self
+            .transition(
+                id,
+                &["failed", "cancelled"],
+                |job| {
+                    job.status = Status::Pending.as_str().to_owned();
+                    job.fal_request_id = None;
+                    job.error_code = None;
+                    job.error_message = None;
+                    job.error_details = None;
+                    job.completed_at = None;
+                    job.started_at = None;
+                    job.progress = None;
+                    job.processing_time_ms = None;
+                },
+                (
+                    "status_changed",
+                    json!({"status": "pending", "retry": true}),
+                ),
+            )
+            .await?
+            .ok_or(ProcessingError::NotRetryable(row.status))?;
+        self.enqueue(reset).await
+    }
+
+    /// Starts `workflow_id` on each image as one batch.
+    pub async fn start_batch(
+        &self,
+        request: StartRequest,
+        image_ids: &[Uuid],
+    ) -> Result<(BatchView, bool), ProcessingError> {
+        if image_ids.is_empty() || image_ids.len() > 100 {
+            return Err(ProcessingError::InvalidInput(vec![FieldViolation::new(
+                "image_ids",
+                "must list between 1 and 100 images",
+            )]));
+        }
+        let batch_id = Uuid::now_v7();
+        let mut jobs = Vec::with_capacity(image_ids.len());
+        let mut replayed = false;
+        for (index, image_id) in image_ids.iter().enumerate() {
+            let (row, again) = self
+                .start(StartRequest {
+                    image_id: *image_id,
+                    batch_id: Some(batch_id),
+                    idempotency_key: request
+                        .idempotency_key
+                        .as_ref()
+                        .map(|key| format!("{key}#{index}")),
+                    ..request.clone()
+                })
+                .await?;
+            replayed |= again;
+            jobs.push(row);
+        }
+        let id = jobs
+            .first()
+            .and_then(|job| job.batch_id)
+            .unwrap_or(batch_id);
+        Ok((BatchView { id, jobs }, replayed))
+    }
+
+    pub async fn batch(&self, user_id: Uuid, batch_id: Uuid) -> Result<BatchView, ProcessingError> {
+        let jobs = self.store.of_batch(user_id, batch_id).await?;
+        if jobs.is_empty() {
+            return Err(ProcessingError::NotFound);
+        }
+        Ok(BatchView { id: batch_id, jobs })
+    }
+
+    /// The caller's job's logs, oldest first.
+    pub async fn logs(&self, id: Uuid) -> Result<Vec<Value>, ProcessingError> {
+        Ok(self
+            .store
+            .events_after(id, 0)
+            .await?
+            .into_iter()
+            .filter(|event| event.kind == "log")
+            .flat_map(|event| event.data["logs"].as_array().cloned().unwrap_or_default())
+            .collect())
     }
 
     /// The caller's job's events after `after_seq`, then live ones until the job

@@ -163,6 +163,58 @@ impl Store {
         jobs::Entity::find_by_id(id).one(&self.db).await
     }
 
+    pub async fn of_batch(&self, user_id: Uuid, batch_id: Uuid) -> Result<Vec<JobRow>, DbErr> {
+        jobs::Entity::find()
+            .filter(jobs::Column::UserId.eq(user_id))
+            .filter(jobs::Column::BatchId.eq(batch_id))
+            .order_by_asc(jobs::Column::Id)
+            .all(&self.db)
+            .await
+    }
+
+    /// Jobs `user_id` started since `since`, and how many are unfinished.
+    pub async fn usage(
+        &self,
+        user_id: Uuid,
+        since: OffsetDateTime,
+        unfinished: &[&str],
+    ) -> Result<(u64, u64), DbErr> {
+        use sea_orm::PaginatorTrait;
+        let started = jobs::Entity::find()
+            .filter(jobs::Column::UserId.eq(user_id))
+            .filter(jobs::Column::CreatedAt.gte(since))
+            .count(&self.db)
+            .await?;
+        let active = jobs::Entity::find()
+            .filter(jobs::Column::UserId.eq(user_id))
+            .filter(jobs::Column::Status.is_in(unfinished.iter().copied()))
+            .count(&self.db)
+            .await?;
+        Ok((started, active))
+    }
+
+    /// Deletes every job of `user_id` and their events; returns the ids deleted.
+    pub async fn delete_user(&self, user_id: Uuid) -> Result<Vec<Uuid>, DbErr> {
+        let txn = self.db.begin().await?;
+        let ids: Vec<Uuid> = jobs::Entity::find()
+            .select_only()
+            .column(jobs::Column::Id)
+            .filter(jobs::Column::UserId.eq(user_id))
+            .into_tuple()
+            .all(&txn)
+            .await?;
+        job_events::Entity::delete_many()
+            .filter(job_events::Column::JobId.is_in(ids.iter().copied()))
+            .exec(&txn)
+            .await?;
+        jobs::Entity::delete_many()
+            .filter(jobs::Column::UserId.eq(user_id))
+            .exec(&txn)
+            .await?;
+        txn.commit().await?;
+        Ok(ids)
+    }
+
     pub async fn by_fal_request(&self, request_id: &str) -> Result<Option<JobRow>, DbErr> {
         jobs::Entity::find()
             .filter(jobs::Column::FalRequestId.eq(request_id))

@@ -379,3 +379,177 @@ async fn live_events_resume_with_last_event_id() {
     let resumed = read(Some(2)).await;
     assert_eq!(resumed, all[2..], "resumes right after the last event seen");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn batches_add_up_and_retry_only_their_failures() {
+    let platform = TestPlatform::spawn(Backend::Postgres).await;
+    let user = sign_up(&platform, "batcher@example.com").await;
+    let mut images = Vec::new();
+    for size in [8, 12, 16] {
+        images.push(upload(&platform, &user, fixtures::png(size, size)).await);
+    }
+    // Every request fails at fal first.
+    platform.fal_sim().set_failures(atelier_fal_sim::Failures {
+        error_rate: 1.0,
+        error_type: Some("bad_request".into()),
+        ..Default::default()
+    });
+    let base = &platform.gateway_url;
+    let started = Client::new()
+        .post(format!("{base}/api/processing/batch"))
+        .bearer_auth(&user.token)
+        .json(&json!({"image_ids": images, "workflow_id": "canny-edges"}))
+        .send()
+        .await
+        .expect("batch");
+    assert_eq!(started.status(), StatusCode::ACCEPTED);
+    let started: Value = started.json().await.expect("json");
+    let batch = started["batch_id"].as_str().expect("batch").to_owned();
+    assert_eq!(started["total"], 3);
+    let get = || async {
+        Client::new()
+            .get(format!("{base}/api/processing/batch/{batch}"))
+            .bearer_auth(&user.token)
+            .send()
+            .await
+            .expect("get")
+            .json::<Value>()
+            .await
+            .expect("json")
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let failed = loop {
+        let state = get().await;
+        if state["status"] != "running" {
+            break state;
+        }
+        assert!(Instant::now() < deadline, "batch never finished: {state}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(failed["status"], "completed_with_failures", "{failed}");
+    assert_eq!(failed["failed"], 3);
+    assert_eq!(failed["progress"], 1.0);
+
+    platform
+        .fal_sim()
+        .set_failures(atelier_fal_sim::Failures::default());
+    let retried = Client::new()
+        .post(format!("{base}/api/processing/batch/{batch}/retry"))
+        .bearer_auth(&user.token)
+        .send()
+        .await
+        .expect("retry");
+    assert_eq!(retried.status(), StatusCode::ACCEPTED);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let state = get().await;
+        if state["status"] == "completed" {
+            assert_eq!(state["completed"], 3);
+            assert_eq!(state["job_ids"].as_array().expect("ids").len(), 3);
+            break;
+        }
+        assert!(Instant::now() < deadline, "retry never finished: {state}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A completed job is not retried.
+    let job = started["job_ids"][0].as_str().expect("job");
+    let again = Client::new()
+        .post(format!("{base}/api/processing/{job}/retry"))
+        .bearer_auth(&user.token)
+        .send()
+        .await
+        .expect("retry");
+    assert_eq!(again.status(), StatusCode::CONFLICT);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_websocket_follows_several_jobs_and_only_yours() {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let platform = TestPlatform::spawn(Backend::Sqlite).await;
+    let user = sign_up(&platform, "sockets@example.com").await;
+    let other = sign_up(&platform, "other@example.com").await;
+    let image = upload(&platform, &user, fixtures::png(16, 16)).await;
+    let theirs = upload(&platform, &other, fixtures::png(16, 16)).await;
+    let mut jobs = Vec::new();
+    for workflow in ["lineart", "depth-map"] {
+        let job: Value = start(
+            &platform,
+            &user,
+            json!({"image_id": image, "workflow_id": workflow}),
+            None,
+        )
+        .await
+        .json()
+        .await
+        .expect("json");
+        jobs.push(job["job_id"].as_str().expect("job").to_owned());
+    }
+    let foreign: Value = start(
+        &platform,
+        &other,
+        json!({"image_id": theirs, "workflow_id": "lineart"}),
+        None,
+    )
+    .await
+    .json()
+    .await
+    .expect("json");
+    let foreign = foreign["job_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{foreign}"))
+        .to_owned();
+
+    let url = format!(
+        "{}/api/ws?access_token={}",
+        platform.gateway_url.replace("http://", "ws://"),
+        user.token
+    );
+    let (mut socket, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("connect");
+    let subscribe = json!({"subscribe": [jobs[0], jobs[1], foreign]});
+    socket
+        .send(Message::Text(subscribe.to_string().into()))
+        .await
+        .expect("send");
+    let mut completed = std::collections::HashSet::new();
+    let mut refused = false;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while completed.len() < 2 || !refused {
+        let message = tokio::time::timeout_at(deadline.into(), socket.next())
+            .await
+            .expect("events in time")
+            .expect("open")
+            .expect("message");
+        let Message::Text(text) = message else {
+            continue;
+        };
+        let event: Value = serde_json::from_str(&text).expect("json");
+        match event["type"].as_str() {
+            Some("event") => {
+                assert_ne!(
+                    event["job_id"],
+                    foreign.as_str(),
+                    "never another user's events"
+                );
+                if event["status"] == "completed" {
+                    completed.insert(event["job_id"].as_str().expect("id").to_owned());
+                }
+            }
+            Some("error") => {
+                assert_eq!(event["job_id"], foreign.as_str());
+                assert_eq!(event["status"], 404);
+                refused = true;
+            }
+            other => panic!("unexpected message {other:?}: {event}"),
+        }
+    }
+    let anonymous = tokio_tungstenite::connect_async(format!(
+        "{}/api/ws",
+        platform.gateway_url.replace("http://", "ws://")
+    ))
+    .await;
+    assert!(anonymous.is_err(), "no token, no socket");
+}
