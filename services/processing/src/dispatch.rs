@@ -23,6 +23,21 @@ use crate::{
     store::JobRow,
 };
 
+/// How long a submission claim without a request id holds off other workers.
+const CLAIM_LEASE: time::Duration = time::Duration::seconds(60);
+
+/// Who submits a job to fal.
+enum Claim {
+    /// This worker: it submits.
+    Mine,
+    /// Already at fal: watch this request.
+    Watch(String),
+    /// Another worker is submitting it right now.
+    Busy,
+    /// Finished or deleted meanwhile.
+    Gone,
+}
+
 /// How a worker reaches fal.
 #[derive(Clone)]
 pub struct Dispatch {
@@ -166,9 +181,17 @@ impl Dispatch {
         let request_id = match &row.fal_request_id {
             // Redelivered after a submission: watch that request, never submit twice.
             Some(request_id) => request_id.clone(),
-            None => match self.submit(&row, &endpoint, delivery).await {
-                Ok(request_id) => request_id,
-                Err(outcome) => return outcome,
+            None => match self.claim(&row, delivery).await {
+                Claim::Mine => match self.submit(&row, &endpoint).await {
+                    Ok(request_id) => request_id,
+                    Err(outcome) => {
+                        self.release(row.id).await;
+                        return outcome;
+                    }
+                },
+                Claim::Watch(request_id) => request_id,
+                Claim::Busy => return Outcome::Wait(Duration::from_secs(2)),
+                Claim::Gone => return Outcome::Done,
             },
         };
         let status = match self.watch(&row, &endpoint, &request_id, delivery).await {
@@ -202,12 +225,88 @@ impl Dispatch {
             .map_err(fal_outcome)
     }
 
-    async fn submit(
-        &self,
-        row: &JobRow,
-        endpoint: &EndpointId,
-        delivery: &Delivery,
-    ) -> Result<String, Outcome> {
+    /// Claims the job for submission: one conditional update moves it to
+    /// `submitted`, so of two workers holding one job (a redelivery racing the
+    /// first delivery) exactly one submits. A claim without a request id that is
+    /// older than [`CLAIM_LEASE`] belongs to a worker that died mid-submission.
+    async fn claim(&self, row: &JobRow, delivery: &Delivery) -> Claim {
+        let now = self.jobs.clock.now();
+        let attempt = delivery.attempt as i32;
+        let claimed = self
+            .jobs
+            .store
+            .transition(
+                row.id,
+                &["pending", "queued"],
+                |job| {
+                    job.status = Status::Submitted.as_str().to_owned();
+                    job.started_at = Some(now);
+                    job.attempts = attempt;
+                },
+                None,
+                now,
+            )
+            .await;
+        if let Ok(Some(_)) = claimed {
+            return Claim::Mine;
+        }
+        match self.jobs.store.by_id(row.id).await {
+            Ok(Some(current)) if Status::parse(&current.status).is_none_or(Status::is_final) => {
+                Claim::Gone
+            }
+            Ok(Some(current)) => match current.fal_request_id {
+                Some(request_id) => Claim::Watch(request_id),
+                None if now - current.updated_at > CLAIM_LEASE => {
+                    // Its claimer died before storing a request id: take it over.
+                    let taken = self
+                        .jobs
+                        .store
+                        .transition(
+                            row.id,
+                            &["submitted"],
+                            |job| job.attempts = attempt,
+                            None,
+                            now,
+                        )
+                        .await;
+                    if matches!(taken, Ok(Some(_))) {
+                        Claim::Mine
+                    } else {
+                        Claim::Busy
+                    }
+                }
+                None => Claim::Busy,
+            },
+            Ok(None) => Claim::Gone,
+            Err(_) => Claim::Busy,
+        }
+    }
+
+    /// Gives a claim back when the submission did not happen.
+    async fn release(&self, id: Uuid) {
+        let now = self.jobs.clock.now();
+        let released = self
+            .jobs
+            .store
+            .transition(
+                id,
+                &["submitted"],
+                |job| {
+                    if job.fal_request_id.is_none() {
+                        job.status = Status::Queued.as_str().to_owned();
+                        job.started_at = None;
+                    }
+                },
+                None,
+                now,
+            )
+            .await;
+        if let Err(err) = released {
+            tracing::warn!(job_id = %id, error = %err, "cannot release a submission claim; it lapses");
+        }
+    }
+
+    async fn submit(&self, row: &JobRow, endpoint: &EndpointId) -> Result<String, Outcome> {
         let url = self
             .jobs
             .images
@@ -244,19 +343,14 @@ impl Dispatch {
             .map_err(fal_outcome)?;
         // The request id is stored before anything else: a crash from here on
         // resumes this request instead of submitting again.
-        let now = self.jobs.clock.now();
         let request_id = submitted.request_id.clone();
-        let attempt = delivery.attempt as i32;
         let stored = self
             .jobs
             .transition(
                 row.id,
-                &["pending", "queued"],
+                &["submitted"],
                 |job| {
-                    job.status = Status::Submitted.as_str().to_owned();
                     job.fal_request_id = Some(request_id.clone());
-                    job.started_at = Some(now);
-                    job.attempts = attempt;
                     job.queue_position = submitted.queue_position.map(|p| p as i32);
                 },
                 (

@@ -314,7 +314,7 @@ impl Jobs {
         &self,
         id: Uuid,
         from: &[&str],
-        change: impl FnOnce(&mut JobRow),
+        change: impl Fn(&mut JobRow),
         event: (&str, Value),
     ) -> Result<Option<JobRow>, ProcessingError> {
         let changed = self

@@ -275,7 +275,30 @@ impl Store {
         &self,
         id: Uuid,
         from: &[&str],
-        change: impl FnOnce(&mut JobRow),
+        change: impl Fn(&mut JobRow),
+        event: Option<(&str, serde_json::Value)>,
+        now: OffsetDateTime,
+    ) -> Result<Option<(JobRow, Option<EventRow>)>, DbErr> {
+        let mut attempt = 0;
+        loop {
+            let result = self
+                .try_transition(id, from, &change, event.clone(), now)
+                .await;
+            match result {
+                Err(err) if is_busy(&err) && attempt < 20 => {
+                    attempt += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(5 * attempt)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn try_transition<F: Fn(&mut JobRow)>(
+        &self,
+        id: Uuid,
+        from: &[&str],
+        change: &F,
         event: Option<(&str, serde_json::Value)>,
         now: OffsetDateTime,
     ) -> Result<Option<(JobRow, Option<EventRow>)>, DbErr> {
@@ -314,10 +337,23 @@ impl Store {
         kind: &str,
         data: serde_json::Value,
     ) -> Result<EventRow, DbErr> {
-        let txn = self.db.begin().await?;
-        let event = append(&txn, id, now, kind, data).await?;
-        txn.commit().await?;
-        Ok(event)
+        let mut attempt = 0;
+        loop {
+            let result = async {
+                let txn = self.db.begin().await?;
+                let event = append(&txn, id, now, kind, data.clone()).await?;
+                txn.commit().await?;
+                Ok(event)
+            }
+            .await;
+            match result {
+                Err(err) if is_busy(&err) && attempt < 20 => {
+                    attempt += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(5 * attempt)).await;
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Updates the display-only fields of a job (no event).
@@ -345,6 +381,17 @@ impl Store {
             .all(&self.db)
             .await
     }
+}
+
+/// SQLite refuses a write that would wait on another (a deferred transaction
+/// upgrading its lock); such a transaction is simply tried again. PostgreSQL never
+/// answers this way.
+fn is_busy(err: &DbErr) -> bool {
+    let text = err.to_string();
+    text.contains("database is locked")
+        || text.contains("SQLITE_BUSY")
+        || text.contains("(code: 5)")
+        || text.contains("(code: 517)")
 }
 
 /// Appends the job's next event (sequence numbers start at 1, no gaps).
