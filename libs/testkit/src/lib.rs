@@ -335,7 +335,6 @@ impl TestPlatform {
         fal.poll_interval = Duration::from_millis(50);
         fal.breaker = options.fal_breaker.clone();
         fal.retry = options.fal_retry.clone();
-        if let Ok(ms) = std::env::var("TMP_EXPERIMENT_FAL_HTTP_TIMEOUT_MS") { fal.http_timeout = Duration::from_millis(ms.parse().unwrap_or(30_000)); }
         let mut queue = atelier_queue::QueueConfig::default();
         queue.retry.base = Duration::from_millis(200);
         let processing_config = atelier_processing::ProcessingConfig {
