@@ -98,6 +98,27 @@ impl Dispatch {
     }
 
     async fn handle(&self, delivery: Delivery) {
+        // Keeps the delivery from being reclaimed while the job runs, however long
+        // its submission, watch or result download takes.
+        let heartbeat = {
+            let queue = self.jobs.queue.clone();
+            let delivery = delivery.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(10));
+                tick.tick().await;
+                loop {
+                    tick.tick().await;
+                    if let Err(err) = queue.extend(&delivery).await {
+                        tracing::debug!(job_id = %delivery.job_id, error = %err, "cannot extend a delivery");
+                    }
+                }
+            })
+        };
+        self.settle(delivery).await;
+        heartbeat.abort();
+    }
+
+    async fn settle(&self, delivery: Delivery) {
         let job_id = delivery.job_id;
         let outcome = match self.jobs.store.by_id(job_id).await {
             Ok(Some(row)) if Status::parse(&row.status).is_none_or(Status::is_final) => {

@@ -67,6 +67,11 @@ impl ProcessingConfig {
         };
         let mut queue = QueueConfig::default();
         queue.max_attempts = config::var("QUEUE_MAX_ATTEMPTS", queue.max_attempts)?;
+        // Workers extend their deliveries every 10 s, so a shorter timeout would
+        // hand running jobs to a second worker.
+        queue.visibility_timeout =
+            config::seconds("QUEUE_VISIBILITY_SECS", queue.visibility_timeout.as_secs())?
+                .max(Duration::from_secs(30));
         Ok(Self {
             platform,
             fal,
