@@ -530,7 +530,12 @@ impl FalClient {
             condition,
         )
         .await
-        .map_err(|failure| failure.error)
+        .map_err(|failure| match failure.error {
+            FalError::Transient { message, .. } if !idempotent && failure.maybe_sent => {
+                FalError::MaybeSent { message }
+            }
+            error => error,
+        })
     }
 
     /// Runs one call through `host`'s circuit breaker and counts it.

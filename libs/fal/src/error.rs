@@ -33,6 +33,11 @@ pub enum FalError {
         error_type: Option<String>,
         message: String,
     },
+    /// A call that is not safe to repeat (a submission) failed after it may have
+    /// reached fal: fal may be running it. Repeating it could run, and bill, the
+    /// request twice, so the client does not, and neither should the caller.
+    #[error("fal may have accepted the request, but its answer was lost: {message}")]
+    MaybeSent { message: String },
     /// fal refused the call and will again (400, 401, 403, 404, 500 without a retry
     /// hint, ...). Never retried.
     #[error("fal refused the call (HTTP {status}): {message}")]
@@ -111,6 +116,7 @@ impl FalError {
             Self::TooLarge => "too_large",
             Self::InvalidRequestId(_) => "invalid",
             Self::Protocol(_) => "protocol",
+            Self::MaybeSent { .. } => "maybe_sent",
         }
     }
 

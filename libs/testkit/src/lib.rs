@@ -174,6 +174,8 @@ pub struct Options {
     pub fal_breaker: atelier_fal::BreakerConfig,
     /// The fal client's retries of transient failures.
     pub fal_retry: atelier_fal::RetryConfig,
+    /// The fal client's deadline for one HTTP call.
+    pub fal_http_timeout: Duration,
 }
 
 impl Options {
@@ -196,6 +198,7 @@ impl Options {
             processing_public_url: None,
             fal_breaker: atelier_fal::BreakerConfig::default(),
             fal_retry: atelier_fal::RetryConfig::default(),
+            fal_http_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -335,6 +338,7 @@ impl TestPlatform {
         fal.poll_interval = Duration::from_millis(50);
         fal.breaker = options.fal_breaker.clone();
         fal.retry = options.fal_retry.clone();
+        fal.http_timeout = options.fal_http_timeout;
         let mut queue = atelier_queue::QueueConfig::default();
         queue.retry.base = Duration::from_millis(200);
         let processing_config = atelier_processing::ProcessingConfig {

@@ -601,6 +601,15 @@ fn fal_outcome(err: FalError) -> Outcome {
                     .collect::<Vec<_>>()
             )),
         },
+        // fal may be running it: submitting again could run and bill it twice. The
+        // job stops with a clear reason; the user can retry it knowingly.
+        FalError::MaybeSent { message } => Outcome::Fail {
+            code: "submission_unknown".into(),
+            message: format!(
+                "fal did not confirm the submission ({message}); it was not sent again, to avoid running it twice"
+            ),
+            details: None,
+        },
         FalError::RequestFailed { error, error_type } => Outcome::Fail {
             code: error_type.unwrap_or_else(|| "fal_request_failed".into()),
             message: error,

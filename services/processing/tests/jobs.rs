@@ -553,3 +553,36 @@ async fn one_websocket_follows_several_jobs_and_only_yours() {
     .await;
     assert!(anonymous.is_err(), "no token, no socket");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_unanswered_submission_is_never_sent_twice() {
+    let mut options = Options::new(Backend::Sqlite);
+    options.fal_http_timeout = Duration::from_millis(500);
+    let platform = TestPlatform::spawn_with(options).await;
+    // fal accepts the request but answers after the client gave up.
+    platform.fal_sim().set_failures(atelier_fal_sim::Failures {
+        submit_delay: Duration::from_secs(2),
+        ..Default::default()
+    });
+    let user = sign_up(&platform, "patient@example.com").await;
+    let image = upload(&platform, &user, fixtures::png(16, 16)).await;
+    let job: Value = start(
+        &platform,
+        &user,
+        json!({"image_id": image, "workflow_id": "lineart"}),
+        None,
+    )
+    .await
+    .json()
+    .await
+    .expect("json");
+    let done = finished(&platform, &user, job["job_id"].as_str().expect("job")).await;
+    assert_eq!(done["status"], "failed", "{done}");
+    assert_eq!(done["error"]["code"], "submission_unknown");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        platform.fal_sim().submissions(),
+        1,
+        "submitted once, never again"
+    );
+}

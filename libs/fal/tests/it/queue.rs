@@ -352,9 +352,10 @@ async fn a_submission_that_timed_out_is_not_sent_again() {
         .submit(&flux(), &json!({}), &SubmitOptions::default())
         .await
         .expect_err("timed out");
+    assert!(matches!(err, FalError::MaybeSent { .. }), "{err:?}");
     assert!(
-        matches!(err, FalError::Transient { status: None, .. }),
-        "{err:?}"
+        !err.is_transient(),
+        "the caller must not submit again either"
     );
     assert_eq!(
         fake.count(),
