@@ -647,9 +647,35 @@ pub fn spawn_reconciler(jobs: Arc<Jobs>, every: Duration, shutdown: Cancellation
 /// One reconciliation pass; returns how many jobs it re-queued.
 pub async fn reconcile(jobs: &Jobs) -> Result<usize, ProcessingError> {
     let unfinished = jobs.store.with_status(&Status::UNFINISHED, 10_000).await?;
+    // A job the queue gave up on (its worker kept dying) is failed, not revived.
+    let dead: std::collections::HashMap<Uuid, String> = jobs
+        .queue
+        .dead_letters(10_000)
+        .await?
+        .into_iter()
+        .map(|letter| (letter.job_id, letter.reason))
+        .collect();
     let mut restored = 0;
     for row in unfinished {
         if jobs.queue.contains(row.id).await? {
+            continue;
+        }
+        if let Some(reason) = dead.get(&row.id) {
+            let now = jobs.clock.now();
+            let message = format!("gave up after every attempt: {reason}");
+            let _ = jobs
+                .transition(
+                    row.id,
+                    &Status::UNFINISHED,
+                    |job| {
+                        job.status = Status::Failed.as_str().to_owned();
+                        job.error_code = Some("attempts_exhausted".into());
+                        job.error_message = Some(message.clone());
+                        job.completed_at = Some(now);
+                    },
+                    ("status_changed", json!({"status": "failed", "error": {"code": "attempts_exhausted", "message": message}})),
+                )
+                .await;
             continue;
         }
         let added = jobs

@@ -309,10 +309,17 @@ async fn cancel_in_the_queue_and_at_fal_and_not_after() {
         finished(&platform, &user, &job).await["status"],
         "cancelled"
     );
+    // A cancel that lands while the submission is in flight reaches fal as soon
+    // as fal's answer does.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while platform.fal_sim().cancellations() < 1 {
+        assert!(Instant::now() < deadline, "never cancelled at fal");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert_eq!(
         platform.fal_sim().cancellations(),
         1,
-        "cancelled at fal too"
+        "cancelled at fal once"
     );
     assert_eq!(
         cancel(job).await.expect("cancel").status(),
@@ -585,4 +592,66 @@ async fn an_unanswered_submission_is_never_sent_twice() {
         1,
         "submitted once, never again"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_job_the_queue_gave_up_on_fails_instead_of_coming_back() {
+    use atelier_queue::Queue;
+
+    let mut options = Options::new(Backend::Sqlite);
+    options.queue = QueueBackend::Redis;
+    let platform = TestPlatform::spawn_with(options).await;
+    platform.fal_sim().set_failures(atelier_fal_sim::Failures {
+        hang: true,
+        ..Default::default()
+    });
+    let user = sign_up(&platform, "unlucky@example.com").await;
+    let image = upload(&platform, &user, fixtures::png(16, 16)).await;
+    let job: Value = start(
+        &platform,
+        &user,
+        json!({"image_id": image, "workflow_id": "lineart"}),
+        None,
+    )
+    .await
+    .json()
+    .await
+    .expect("json");
+    let job = job["job_id"].as_str().expect("job").to_owned();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !matches!(
+        status(&platform, &user, &job).await.1["status"].as_str(),
+        Some("submitted" | "processing")
+    ) {
+        assert!(Instant::now() < deadline, "never reached fal");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Another worker of the same queue, whose visibility timeout has long passed
+    // and which allows a single attempt: as if the job's worker had died on its
+    // last attempt, the queue dead-letters it.
+    let url = std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let redis = atelier_common::redis::Redis::connect(&url, platform.platform.redis_prefix.clone())
+        .await
+        .expect("redis");
+    let config = atelier_queue::QueueConfig {
+        max_attempts: 1,
+        visibility_timeout: Duration::from_millis(1),
+        ..Default::default()
+    };
+    let queue = atelier_queue::RedisQueue::new(redis, config, std::sync::Arc::new(|_| 100))
+        .await
+        .expect("queue");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(
+        queue
+            .next("intruder", Duration::from_millis(300))
+            .await
+            .expect("next")
+            .is_none()
+    );
+    assert_eq!(queue.dead_letters(10).await.expect("dead letters").len(), 1);
+
+    let done = finished(&platform, &user, &job).await;
+    assert_eq!(done["status"], "failed", "{done}");
+    assert_eq!(done["error"]["code"], "attempts_exhausted");
 }
