@@ -95,6 +95,18 @@ pub struct ListParams {
     pub image_id: Option<String>,
 }
 
+/// `202 Accepted` with the job's id and status.
+fn accepted(job: Option<pb::Job>) -> Result<(StatusCode, Json<Started>), Problem> {
+    let job = job.ok_or_else(|| Problem::from(tonic::Status::internal("reply without job")))?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(Started {
+            job_id: job.id,
+            status: status_name(job.status).to_owned(),
+        }),
+    ))
+}
+
 pub fn status_name(code: i32) -> &'static str {
     match pb::JobStatus::try_from(code) {
         Ok(pb::JobStatus::Pending) => "pending",
@@ -164,23 +176,13 @@ pub async fn start(
     headers: HeaderMap,
     Body(request): Body<StartBody>,
 ) -> Result<impl IntoResponse, Problem> {
-    let priority = match request.priority.as_deref() {
-        None | Some("normal") => pb::JobPriority::Normal,
-        Some("high") => pb::JobPriority::High,
-        Some("low") => pb::JobPriority::Low,
-        Some(_) => {
-            return Err(Problem::invalid(vec![atelier_common::FieldViolation::new(
-                "priority",
-                "must be high, normal or low",
-            )]));
-        }
-    };
+    let priority = priority_of(request.priority.as_deref())?;
     let idempotency_key = headers
         .get("idempotency-key")
         .and_then(|value| value.to_str().ok())
         .unwrap_or_default()
         .to_owned();
-    let reply = client(&state)
+    let job = client(&state)
         .start_processing(grpc_request(
             pb::StartProcessingRequest {
                 image_id: request.image_id,
@@ -192,17 +194,9 @@ pub async fn start(
             &headers,
         ))
         .await?
-        .into_inner();
-    let job = reply
-        .job
-        .ok_or_else(|| Problem::from(tonic::Status::internal("reply without job")))?;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(Started {
-            job_id: job.id,
-            status: status_name(job.status).to_owned(),
-        }),
-    ))
+        .into_inner()
+        .job;
+    accepted(job)
 }
 
 async fn job_body(state: &AppState, headers: &HeaderMap, job: pb::Job) -> JobBody {
@@ -268,15 +262,8 @@ pub async fn cancel(
         .cancel_job(grpc_request(pb::CancelJobRequest { job_id }, &headers))
         .await?
         .into_inner()
-        .job
-        .ok_or_else(|| Problem::from(tonic::Status::internal("reply without job")))?;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(Started {
-            job_id: job.id,
-            status: status_name(job.status).to_owned(),
-        }),
-    ))
+        .job;
+    accepted(job)
 }
 
 /// Your jobs, newest first.
@@ -445,15 +432,8 @@ pub async fn retry(
         .retry_job(grpc_request(pb::RetryJobRequest { job_id }, &headers))
         .await?
         .into_inner()
-        .job
-        .ok_or_else(|| Problem::from(tonic::Status::internal("reply without job")))?;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(Started {
-            job_id: job.id,
-            status: status_name(job.status).to_owned(),
-        }),
-    ))
+        .job;
+    accepted(job)
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

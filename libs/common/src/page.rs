@@ -35,6 +35,17 @@ pub fn decode<C: DeserializeOwned>(token: &str) -> Result<Option<C>, FieldViolat
         .ok_or_else(|| FieldViolation::new("page_token", "is not a token this API issued"))
 }
 
+/// A page request's size and cursor, with every invalid field reported.
+pub fn request<C: DeserializeOwned>(
+    page_size: i32,
+    page_token: &str,
+) -> Result<(u64, Option<C>), Vec<FieldViolation>> {
+    match (self::page_size(page_size), decode(page_token)) {
+        (Ok(size), Ok(cursor)) => Ok((size, cursor)),
+        (size, cursor) => Err(size.err().into_iter().chain(cursor.err()).collect()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -51,5 +62,8 @@ mod tests {
         assert_eq!(page_size(0), Ok(DEFAULT_PAGE_SIZE));
         assert_eq!(page_size(1000), Ok(MAX_PAGE_SIZE));
         assert!(page_size(-1).is_err());
+        let both = request::<u64>(-1, "!!").expect_err("two violations");
+        let fields: Vec<_> = both.iter().map(|v| v.field.as_str()).collect();
+        assert_eq!(fields, ["page_size", "page_token"]);
     }
 }

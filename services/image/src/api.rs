@@ -232,16 +232,8 @@ impl ImageService for ImageApi {
     ) -> Result<Response<pb::ListImagesResponse>, Status> {
         let caller = caller(&request)?;
         let request = request.into_inner();
-        let mut violations = Vec::new();
-        let size = page::page_size(request.page_size)
-            .map_err(|v| violations.push(v))
-            .unwrap_or(0);
-        let after: Option<Uuid> = page::decode(&request.page_token)
-            .map_err(|v| violations.push(v))
-            .unwrap_or(None);
-        if !violations.is_empty() {
-            return Err(ImageError::InvalidInput(violations).into());
-        }
+        let (size, after) = page::request::<Uuid>(request.page_size, &request.page_token)
+            .map_err(ImageError::InvalidInput)?;
         let kind = match pb::ImageKind::try_from(request.kind) {
             Ok(pb::ImageKind::Original) => Some("original"),
             Ok(pb::ImageKind::Result) => Some("result"),

@@ -313,13 +313,11 @@ impl ProcessingService for ProcessingApi {
     ) -> Result<Response<pb::ListJobsResponse>, Status> {
         let caller = caller(&request)?;
         let request = request.into_inner();
-        let mut violations = Vec::new();
-        let size = page::page_size(request.page_size)
-            .map_err(|v| violations.push(v))
-            .unwrap_or(0);
-        let after: Option<Uuid> = page::decode(&request.page_token)
-            .map_err(|v| violations.push(v))
-            .unwrap_or(None);
+        let (mut violations, (size, after)) =
+            match page::request::<Uuid>(request.page_size, &request.page_token) {
+                Ok(page) => (Vec::new(), page),
+                Err(violations) => (violations, (0, None)),
+            };
         let image_id = match request.image_id.as_str() {
             "" => None,
             raw => Uuid::parse_str(raw)

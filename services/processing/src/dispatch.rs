@@ -136,7 +136,9 @@ impl Dispatch {
                 tracing::warn!(%job_id, attempt = delivery.attempt, reason, "job will be retried");
                 match queue.retry(&delivery, &reason).await {
                     Ok(Retried::DeadLettered) => {
-                        self.fail(job_id, "attempts_exhausted", &reason, None).await;
+                        self.jobs
+                            .fail(job_id, "attempts_exhausted", &reason, None)
+                            .await;
                         Ok(())
                     }
                     Ok(_) => {
@@ -158,36 +160,12 @@ impl Dispatch {
                 message,
                 details,
             } => {
-                self.fail(job_id, &code, &message, details).await;
+                self.jobs.fail(job_id, &code, &message, details).await;
                 queue.complete(&delivery).await
             }
         };
         if let Err(err) = result {
             tracing::warn!(%job_id, error = %err, "cannot settle a queue delivery; it will be redelivered");
-        }
-    }
-
-    async fn fail(&self, id: Uuid, code: &str, message: &str, details: Option<Value>) {
-        let now = self.jobs.clock.now();
-        let failed = self
-            .jobs
-            .transition(
-                id,
-                &Status::UNFINISHED,
-                |job| {
-                    job.status = Status::Failed.as_str().to_owned();
-                    job.error_code = Some(code.to_owned());
-                    job.error_message = Some(message.to_owned());
-                    job.error_details = details.clone();
-                    job.completed_at = Some(now);
-                    job.queue_position = None;
-                },
-                ("status_changed", json!({"status": "failed", "error": {"code": code, "message": message, "details": details}})),
-            )
-            .await;
-        if let Ok(Some(_)) = failed {
-            tracing::info!(job_id = %id, code, message, "job failed");
-            metrics::counter!("atelier_jobs_finished_total", "status" => "failed").increment(1);
         }
     }
 
@@ -228,22 +206,11 @@ impl Dispatch {
                 details: None,
             };
         }
-        let output = match self.jobs_fal_result(&endpoint, &request_id).await {
+        let output = match self.fal.result(&endpoint, &request_id).await {
             Ok(output) => output,
-            Err(outcome) => return outcome,
+            Err(err) => return fal_outcome(err),
         };
         self.store_results(&row, &output).await
-    }
-
-    async fn jobs_fal_result(
-        &self,
-        endpoint: &EndpointId,
-        request_id: &str,
-    ) -> Result<Value, Outcome> {
-        self.fal
-            .result(endpoint, request_id)
-            .await
-            .map_err(fal_outcome)
     }
 
     /// Claims the job for submission: one conditional update moves it to
@@ -661,44 +628,14 @@ pub async fn reconcile(jobs: &Jobs) -> Result<usize, ProcessingError> {
             continue;
         }
         if let Some(reason) = dead.get(&row.id) {
-            let now = jobs.clock.now();
             let message = format!("gave up after every attempt: {reason}");
-            let _ = jobs
-                .transition(
-                    row.id,
-                    &Status::UNFINISHED,
-                    |job| {
-                        job.status = Status::Failed.as_str().to_owned();
-                        job.error_code = Some("attempts_exhausted".into());
-                        job.error_message = Some(message.clone());
-                        job.completed_at = Some(now);
-                    },
-                    ("status_changed", json!({"status": "failed", "error": {"code": "attempts_exhausted", "message": message}})),
-                )
+            jobs.fail(row.id, "attempts_exhausted", &message, None)
                 .await;
             continue;
         }
-        let added = jobs
-            .queue
-            .enqueue(atelier_queue::Enqueue {
-                job_id: row.id,
-                user_id: row.user_id,
-                priority: crate::jobs::priority_of(&row.priority),
-                delay: None,
-            })
-            .await?;
+        let (_, added) = jobs.enqueue(row).await?;
         if added {
             restored += 1;
-            if row.status == "pending" {
-                let _ = jobs
-                    .transition(
-                        row.id,
-                        &["pending"],
-                        |job| job.status = Status::Queued.as_str().to_owned(),
-                        ("status_changed", json!({"status": "queued"})),
-                    )
-                    .await;
-            }
         }
     }
     metrics::counter!("atelier_jobs_reconciled_total").increment(restored as u64);
@@ -727,7 +664,7 @@ impl Dispatch {
                     code,
                     message,
                     details,
-                } => self.fail(row.id, &code, &message, details).await,
+                } => self.jobs.fail(row.id, &code, &message, details).await,
                 // The worker watching this request will finish it.
                 Outcome::Wait(_) | Outcome::Retry(_) => return Ok(WebhookOutcome::Ignored),
             },
@@ -735,7 +672,8 @@ impl Dispatch {
                 let message = event
                     .error
                     .unwrap_or_else(|| "fal reported an error".into());
-                self.fail(row.id, "fal_request_failed", &message, Some(event.payload))
+                self.jobs
+                    .fail(row.id, "fal_request_failed", &message, Some(event.payload))
                     .await;
             }
         }

@@ -262,7 +262,7 @@ impl Jobs {
         metrics::counter!("atelier_jobs_started_total", "workflow" => row.workflow_id.clone())
             .increment(1);
         tracing::info!(job_id = %row.id, workflow = row.workflow_id, "job created");
-        let row = self.enqueue(row).await?;
+        let (row, _) = self.enqueue(row).await?;
         Ok((row, false))
     }
 
@@ -280,10 +280,11 @@ impl Jobs {
         }
     }
 
-    /// Puts a pending job in the queue and marks it queued. A job already queued
-    /// is left where it is.
-    pub(crate) async fn enqueue(&self, row: JobRow) -> Result<JobRow, ProcessingError> {
-        self.queue
+    /// Puts a job in the queue and, if it was pending, marks it queued. A job
+    /// already in the queue is left where it is; returns whether it was added.
+    pub(crate) async fn enqueue(&self, row: JobRow) -> Result<(JobRow, bool), ProcessingError> {
+        let added = self
+            .queue
             .enqueue(Enqueue {
                 job_id: row.id,
                 user_id: row.user_id,
@@ -306,7 +307,38 @@ impl Jobs {
                 ),
             )
             .await?;
-        Ok(queued.unwrap_or(row))
+        Ok((queued.unwrap_or(row), added))
+    }
+
+    /// Finishes an unfinished job as failed, with why.
+    pub(crate) async fn fail(&self, id: Uuid, code: &str, message: &str, details: Option<Value>) {
+        let now = self.clock.now();
+        let failed = self
+            .transition(
+                id,
+                &Status::UNFINISHED,
+                |job| {
+                    job.status = Status::Failed.as_str().to_owned();
+                    job.error_code = Some(code.to_owned());
+                    job.error_message = Some(message.to_owned());
+                    job.error_details = details.clone();
+                    job.completed_at = Some(now);
+                    job.queue_position = None;
+                },
+                (
+                    "status_changed",
+                    json!({"status": "failed", "error": {"code": code, "message": message, "details": details}}),
+                ),
+            )
+            .await;
+        match failed {
+            Ok(Some(_)) => {
+                tracing::info!(job_id = %id, code, message, "job failed");
+                metrics::counter!("atelier_jobs_finished_total", "status" => "failed").increment(1);
+            }
+            Ok(None) => {}
+            Err(err) => tracing::warn!(job_id = %id, error = %err, "cannot record a job's failure"),
+        }
     }
 
     /// Applies a state change and publishes its event.
@@ -450,7 +482,7 @@ impl Jobs {
             )
             .await?
             .ok_or(ProcessingError::NotRetryable(row.status))?;
-        self.enqueue(reset).await
+        Ok(self.enqueue(reset).await?.0)
     }
 
     /// Starts `workflow_id` on each image as one batch.

@@ -48,11 +48,9 @@ impl WorkflowService for WorkflowApi {
         request: Request<pb::ListWorkflowsRequest>,
     ) -> Result<Response<pb::ListWorkflowsResponse>, Status> {
         let request = request.into_inner();
-        let size = page::page_size(request.page_size)
-            .map_err(|v| WorkflowError::InvalidInput(vec![v]))? as usize;
-        let offset: usize = page::decode(&request.page_token)
-            .map_err(|v| WorkflowError::InvalidInput(vec![v]))?
-            .unwrap_or(0);
+        let (size, offset) = page::request::<usize>(request.page_size, &request.page_token)
+            .map_err(WorkflowError::InvalidInput)?;
+        let (size, offset) = (size as usize, offset.unwrap_or(0));
         let category = Some(request.category.as_str()).filter(|category| !category.is_empty());
         let workflows = self
             .catalogue
