@@ -139,6 +139,12 @@ pub async fn upload(
     let mime_type = field.content_type().unwrap_or_default().to_owned();
 
     let (sender, receiver) = mpsc::channel(4);
+    // The request stream ends only when every sender is gone: the feed holds a
+    // clone, and this one ends the stream once the whole body went through. When
+    // the body fails, it sends a second metadata message instead, which the
+    // service refuses, so it throws the partial upload away rather than storing
+    // a short but seemingly complete one.
+    let mut ending = Some(sender.clone());
     let mut images = client(&state);
     let call = images.upload_image(grpc_request(ReceiverStream::new(receiver), &headers));
     tokio::pin!(call);
@@ -171,13 +177,21 @@ pub async fn upload(
     };
     tokio::pin!(feed);
     let mut fed = false;
-    // The body and the call run together. A body that fails cancels the call
-    // (dropping it), so the service sees an interrupted upload, never a short one.
+    // The body and the call run together.
     let reply = loop {
         tokio::select! {
             result = &mut feed, if !fed => {
-                result?;
+                if let Err(problem) = result {
+                    if let Some(sender) = ending.take() {
+                        let abort = pb::UploadImageRequest {
+                            data: Some(pb::upload_image_request::Data::Metadata(pb::UploadMetadata::default())),
+                        };
+                        let _ = sender.send(abort).await;
+                    }
+                    return Err(problem);
+                }
                 fed = true;
+                ending.take();
             }
             reply = &mut call => break reply?,
         }
