@@ -49,6 +49,7 @@ test: ## Everything CI runs: deps, web build, lint, then the workspace tests
 	bash .ci/deps.sh
 	$(MAKE) web
 	$(MAKE) lint
+	$(MAKE) helm-lint k8s-render
 	TEST_DATABASE_URL='$(TEST_DATABASE_URL)' TEST_REDIS_URL='$(TEST_REDIS_URL)' \
 		TEST_S3_ENDPOINT='$(TEST_S3_ENDPOINT)' TEST_S3_ACCESS_KEY='$(TEST_S3_ACCESS_KEY)' \
 		TEST_S3_SECRET_KEY='$(TEST_S3_SECRET_KEY)' TEST_S3_FS_ROOT='$(TEST_S3_FS_ROOT)' \
@@ -61,6 +62,14 @@ lint: ## cargo fmt --check, clippy -D warnings, buf lint
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy -j$(JOBS) --workspace --all-targets -- -D warnings
 	cd proto && buf lint
+
+.PHONY: helm-lint
+helm-lint: ## Lint and render helm/atelier offline, validate it against the Kubernetes schemas; check the Dockerfile
+	PYTHONDONTWRITEBYTECODE=1 python3 -m unittest discover -s helm/tests
+
+.PHONY: k8s-render
+k8s-render: ## Render the kustomize overlays (k8s/) and validate them against the Kubernetes schemas
+	PYTHONDONTWRITEBYTECODE=1 python3 -m unittest discover -s k8s/tests
 
 .PHONY: fmt
 fmt: ## Format the Rust code

@@ -2,7 +2,7 @@
 # Prepares a machine for `make test`: system packages, a running PostgreSQL on
 # 127.0.0.1:5432 (user postgres, trust auth over TCP), a running Redis on 127.0.0.1:6379,
 # a running S3-compatible server (s3s-fs) on 127.0.0.1:9000, buf, the Python fal-client,
-# rustfmt and clippy.
+# the Helm and Kubernetes-schema libraries for the deployment checks, rustfmt and clippy.
 # Written for a fresh Debian 12 machine where we are root.
 # Idempotent: whatever is already there is left alone, and nothing is printed when there
 # is nothing to do. One line is printed per action taken.
@@ -19,6 +19,8 @@ S3_LOG=/tmp/atelier-s3.log
 S3_WAIT_SECONDS=20
 S3S_FS_VERSION=0.14.1
 FAL_CLIENT_VERSION=1.0.3
+HELM_PYTHON_SDK_VERSION=0.2.2
+KUBERNETES_VALIDATE_VERSION=1.37.0
 WAIT_SECONDS=30
 APT_LOG=/tmp/atelier-deps-apt.log
 CARGO_INSTALL_LOG=/tmp/atelier-deps-cargo-install.log
@@ -61,7 +63,18 @@ have pkg-config || packages+=(pkg-config)
 have cc || packages+=(gcc libc6-dev) # the linker cargo calls
 installed ca-certificates || packages+=(ca-certificates)
 fal_client_ok() { python3 -c 'import fal_client' >/dev/null 2>&1; }
-if { ! have buf || ! fal_client_ok; } && ! python3 -m pip --version >/dev/null 2>&1; then
+# The pinned versions, usable by the python3 that `make helm-lint k8s-render` run.
+deploy_tools_ok() {
+    python3 - "$HELM_PYTHON_SDK_VERSION" "$KUBERNETES_VALIDATE_VERSION" >/dev/null 2>&1 <<'PY'
+import sys
+from importlib.metadata import version
+import helm_python, kubernetes_validate, yaml
+assert version("helm-python-sdk") == sys.argv[1], version("helm-python-sdk")
+assert version("kubernetes-validate") == sys.argv[2], version("kubernetes-validate")
+helm_python.helm_sdk_version()  # loads the bundled Helm library
+PY
+}
+if { ! have buf || ! fal_client_ok || ! deploy_tools_ok; } && ! python3 -m pip --version >/dev/null 2>&1; then
     packages+=(python3-pip)
 fi
 
@@ -208,6 +221,20 @@ if ! fal_client_ok; then
         python3 -m pip install -q "fal-client==$FAL_CLIENT_VERSION" || die "pip install fal-client failed"
     fal_client_ok || die "fal-client installed but python3 cannot import it"
 fi
+
+# ---------------------------------------------------------------------------------------
+# Deployment checks (make helm-lint, make k8s-render): helm-python-sdk bundles Helm's Go
+# library (lint and render the chart offline; there is no helm binary to install), and
+# kubernetes-validate ships the Kubernetes schemas the rendered manifests are checked
+# against. The overlays are rendered with kubectl's built-in kustomize.
+if ! deploy_tools_ok; then
+    say "installing helm-python-sdk $HELM_PYTHON_SDK_VERSION and kubernetes-validate $KUBERNETES_VALIDATE_VERSION (pip)"
+    PIP_BREAK_SYSTEM_PACKAGES=1 PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1 \
+        python3 -m pip install -q "helm-python-sdk==$HELM_PYTHON_SDK_VERSION" \
+        "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION" || die "pip install helm-python-sdk kubernetes-validate failed"
+    deploy_tools_ok || die "helm-python-sdk and kubernetes-validate installed but python3 cannot use them"
+fi
+have kubectl || say "warning: kubectl not found: make k8s-render needs it (kubectl kustomize)"
 
 # ---------------------------------------------------------------------------------------
 # rustfmt and clippy
