@@ -425,8 +425,13 @@ spec:
             claimName: {{ include "atelier.componentName" . }}-data
         {{- else }}
         - name: data
+          {{- if eq $component "image" }}
+          # Objects live here when there is no S3 bucket (trials): no size limit.
+          emptyDir: {}
+          {{- else }}
           emptyDir:
-            sizeLimit: {{ if eq $component "image" }}{{ $v.tmpSizeLimit }}{{ else }}64Mi{{ end }}
+            sizeLimit: 64Mi
+          {{- end }}
         {{- end }}
         {{- if and (eq $component "auth") $ctx.Values.secrets.jwtKeys.existingSecret }}
         - name: jwt-keys
@@ -504,10 +509,13 @@ metadata:
   labels:
     {{- include "atelier.labels" . | nindent 4 }}
 spec:
-  {{- if hasKey $v.podDisruptionBudget "minAvailable" }}
-  minAvailable: {{ $v.podDisruptionBudget.minAvailable }}
+  {{- $pdb := $v.podDisruptionBudget | default dict }}
+  {{- if hasKey $pdb "minAvailable" }}
+  minAvailable: {{ $pdb.minAvailable }}
+  {{- else if hasKey $pdb "maxUnavailable" }}
+  maxUnavailable: {{ $pdb.maxUnavailable }}
   {{- else }}
-  maxUnavailable: {{ $v.podDisruptionBudget.maxUnavailable | default 1 }}
+  maxUnavailable: 1
   {{- end }}
   selector:
     matchLabels:
