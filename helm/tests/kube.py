@@ -99,8 +99,6 @@ def selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
     )
 
 
-RESTRICTED_POD = {"runAsNonRoot": True}
-
 
 def check_restricted(pod_spec: dict[str, Any], where: str) -> list[str]:
     """Pod Security "restricted" at pod and container level."""
