@@ -44,14 +44,14 @@ SECRET_VARS = {
 }
 
 # Who calls whom (DESIGN.md): the gateway calls every service; services call auth for
-# its keys; processing calls image, workflow and user; user calls image, processing and
-# auth.
+# its keys; processing calls image, workflow and user; user calls image, processing,
+# workflow and auth (services/user/src/lib.rs).
 REQUIRED_CALLS = {
     "gateway": {"auth", "image", "processing", "workflow", "user"},
     "image": {"auth"},
     "workflow": {"auth"},
     "processing": {"auth", "image", "workflow", "user"},
-    "user": {"auth", "image", "processing"},
+    "user": {"auth", "image", "processing", "workflow"},
 }
 
 

@@ -48,7 +48,7 @@ calls:
   image: [image, auth]
   processing: [processing, auth, image, workflow, user]
   workflow: [workflow, auth]
-  user: [user, auth, image, processing]
+  user: [user, auth, image, processing, workflow]
 database: [auth, image, processing, workflow, user, migrate]
 redis: [processing, workflow]
 fal: [processing, workflow]
