@@ -79,6 +79,10 @@ fmt: ## Format the Rust code
 web: $(WEB_DEPS) ## Build the web assets into gateway/web/dist
 	cd $(WEB_DIR) && $(NPM) run build --silent
 
+.PHONY: openapi
+openapi: ## Rewrite gateway/web/openapi.json (the web app's API types come from it)
+	UPDATE_OPENAPI=1 $(CARGO) test -j$(JOBS) -p atelier-gateway --test openapi_snapshot
+
 $(WEB_DEPS): $(WEB_DIR)/package.json $(wildcard $(WEB_DIR)/package-lock.json)
 	cd $(WEB_DIR) && if [[ -f package-lock.json ]]; then \
 		$(NPM) ci --no-audit --no-fund; else $(NPM) install --no-audit --no-fund; fi

@@ -1,15 +1,13 @@
-// Builds gateway/web/dist, which the gateway serves:
-//   dist/index.html     landing page at /
+// Adds the API docs to the built app (run after `vite build`):
 //   dist/api-docs/      Swagger UI at /api/docs/, reading /api/openapi.json
-// No inline scripts or styles anywhere: the gateway's Content-Security-Policy forbids them.
+// No inline scripts or styles: the gateway's Content-Security-Policy forbids them.
 import { copyFile, mkdir, rm, writeFile } from "node:fs/promises";
 import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
-const dist = join(root, "dist");
-const apiDocs = join(dist, "api-docs");
+const apiDocs = join(root, "dist", "api-docs");
 const require = createRequire(import.meta.url);
 const swaggerDir = dirname(require.resolve("swagger-ui-dist/package.json"));
 const swaggerVersion = require("swagger-ui-dist/package.json").version;
@@ -53,31 +51,11 @@ const docsInit = `window.addEventListener("load", function () {
 });
 `;
 
-const landingHtml = `<!doctype html>
-<html lang="en">
-  <head>
-    <meta charset="utf-8">
-    <meta name="viewport" content="width=device-width, initial-scale=1">
-    <title>Atelier</title>
-    <link rel="icon" type="image/png" href="${DOCS_BASE}favicon-32x32.png" sizes="32x32">
-  </head>
-  <body>
-    <h1>Atelier</h1>
-    <p>Image processing on top of fal.ai. The web app is on its way.</p>
-    <ul>
-      <li><a href="${DOCS_BASE}">REST API documentation</a></li>
-      <li><a href="${OPENAPI_URL}">OpenAPI document</a></li>
-    </ul>
-  </body>
-</html>
-`;
-
-await rm(dist, { recursive: true, force: true });
+await rm(apiDocs, { recursive: true, force: true });
 await mkdir(apiDocs, { recursive: true });
 await Promise.all(SWAGGER_FILES.map((f) => copyFile(join(swaggerDir, f), join(apiDocs, f))));
 await Promise.all([
   writeFile(join(apiDocs, "index.html"), docsHtml),
   writeFile(join(apiDocs, "init.js"), docsInit),
-  writeFile(join(dist, "index.html"), landingHtml),
 ]);
-console.log(`web: built ${dist} (swagger-ui-dist ${swaggerVersion})`);
+console.log(`web: API docs in ${apiDocs} (swagger-ui-dist ${swaggerVersion})`);

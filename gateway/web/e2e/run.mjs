@@ -1,0 +1,340 @@
+// End-to-end tests of the web app in real headless Chromium against the real `atelier serve`.
+// Needs the built app (npm run build), the atelier binary (cargo build -p atelier; found at
+// $ATELIER_BIN or $CARGO_TARGET_DIR/debug/atelier) and Chromium (/usr/bin/chromium or $CHROMIUM).
+// Screenshots go to test-results/screenshots/; the server's log to test-results/atelier.log.
+import { mkdir, readFile, rm } from "node:fs/promises";
+import { createRequire } from "node:module";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { chromium } from "playwright-core";
+import { gradientPng } from "./png.mjs";
+import { startAtelier } from "./server.mjs";
+
+const require = createRequire(import.meta.url);
+const webRoot = join(dirname(fileURLToPath(import.meta.url)), "..");
+const results = join(webRoot, "test-results");
+const shots = join(results, "screenshots");
+const axeSource = await readFile(require.resolve("axe-core/axe.min.js"), "utf8");
+const only = process.env.E2E_ONLY ?? "";
+
+await rm(results, { recursive: true, force: true });
+await mkdir(shots, { recursive: true });
+
+const server = await startAtelier({ webRoot, logFile: join(results, "atelier.log") });
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
+  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+});
+
+const tests = [];
+const test = (name, fn) => tests.push({ name, fn });
+const expect = (condition, message) => {
+  if (!condition) throw new Error(message);
+};
+
+/** A browser context on the gateway, failing the test on CSP violations and page errors. */
+async function newPage(options = {}) {
+  const context = await browser.newContext({ baseURL: server.base, acceptDownloads: true, ...options });
+  const page = await context.newPage();
+  page.setDefaultTimeout(20_000);
+  page.problems = [];
+  page.on("console", (message) => {
+    const text = message.text();
+    if (/Content Security Policy|Refused to (load|execute|apply)/i.test(text)) page.problems.push(`CSP: ${text}`);
+  });
+  page.on("pageerror", (error) => page.problems.push(`page error: ${error.message}`));
+  return { context, page };
+}
+
+/** axe-core, WCAG 2.1 A and AA rules: zero violations. */
+async function axe(page, label) {
+  await page.evaluate(axeSource);
+  const violations = await page.evaluate(async () => {
+    const result = await window.axe.run(document, { runOnly: { type: "tag", values: ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"] } });
+    return result.violations.map((v) => `${v.id} (${v.impact}): ${v.help} at ${v.nodes.map((n) => n.target.join(" ")).join(", ")}`);
+  });
+  expect(violations.length === 0, `axe on ${label}:\n  ${violations.join("\n  ")}`);
+}
+
+async function shot(page, name) {
+  await page.screenshot({ path: join(shots, `${name}.png`), fullPage: true });
+}
+
+let userCount = 0;
+async function register(page) {
+  const email = `e2e-${Date.now()}-${++userCount}@example.com`;
+  await page.goto("/register");
+  await page.getByLabel("Email").fill(email);
+  await page.getByLabel("Password", { exact: true }).fill("correct horse battery staple");
+  await page.getByRole("button", { name: "Create account" }).click();
+  await page.getByRole("heading", { name: "Studio" }).waitFor();
+  return email;
+}
+
+async function upload(page, name, buffer, mimeType = "image/png") {
+  await page.getByTestId("file-input").setInputFiles({ name, mimeType, buffer });
+}
+
+async function uploadImage(page, name, seed = 1) {
+  const done = page.waitForResponse((r) => r.url().endsWith("/api/images/upload"));
+  await upload(page, name, gradientPng(96, 64, seed));
+  const response = await done;
+  expect(response.status() === 201, `upload answered ${response.status()}`);
+  await page.locator("li", { hasText: name }).getByText("Uploaded").waitFor();
+  return (await response.json()).id;
+}
+
+/** Watches the job status on the page; resolves with every status seen once it is terminal. */
+async function statusesUntilDone(page, timeoutMs = 60_000) {
+  const seen = [];
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const status = await page.getByTestId("job-status").getAttribute("data-status").catch(() => null);
+    if (status && seen[seen.length - 1] !== status) seen.push(status);
+    if (["completed", "failed", "cancelled"].includes(status)) return seen;
+    if (Date.now() > deadline) throw new Error(`job not finished; statuses seen: ${seen.join(", ")}`);
+    await page.waitForTimeout(50);
+  }
+}
+
+async function apiCall(page, path, init = {}) {
+  return page.evaluate(
+    async ({ path, init }) => {
+      const session = JSON.parse(localStorage.getItem("atelier-session") ?? "{}").state?.session;
+      const response = await fetch(path, { ...init, headers: { authorization: `Bearer ${session?.accessToken}` } });
+      return { status: response.status, body: await response.text() };
+    },
+    { path, init },
+  );
+}
+
+// ---------------------------------------------------------------------------------------------
+
+test("register, upload, run a workflow live, compare, download, history, offline, delete", async () => {
+  const { context, page } = await newPage({ viewport: { width: 1280, height: 900 } });
+  await page.goto("/");
+  await page.waitForURL("**/login");
+  await page.getByRole("heading", { name: "Sign in" }).waitFor();
+  await axe(page, "sign in");
+  await shot(page, "login");
+
+  await register(page);
+  await axe(page, "studio");
+
+  // Slow the simulator so the job is seen live.
+  await server.knobs({ processing_time_ms: 2500, queue_delay_ms: 500 });
+  const imageId = await uploadImage(page, "gradient.png");
+  await page.getByRole("radio", { name: /ESRGAN upscaler/ }).check();
+  await page.getByRole("heading", { name: /Parameters: ESRGAN upscaler/ }).waitFor();
+
+  // Inline validation, from the schema's range.
+  const scale = page.getByRole("spinbutton", { name: "Scale" });
+  await scale.fill("9");
+  await page.getByRole("button", { name: "Start" }).click();
+  await page.getByText("Must be at most 8").waitFor();
+  await scale.fill("2");
+  await page.getByText("Must be at most 8").waitFor({ state: "detached" });
+  await page.getByLabel("Model", { exact: true }).selectOption({ label: "RealESRGAN_x2plus" });
+  await axe(page, "studio with a workflow form");
+  await shot(page, "studio");
+
+  await page.getByRole("button", { name: "Start" }).click();
+  await page.waitForURL("**/jobs/*");
+  const jobUrl = page.url();
+  const statuses = await statusesUntilDone(page);
+  expect(statuses.at(-1) === "completed", `job ended ${statuses.join(" → ")}`);
+  expect(statuses.some((s) => ["queued", "submitted", "processing"].includes(s)), `no live status seen: ${statuses.join(" → ")}`);
+  await server.knobs({ processing_time_ms: 200, queue_delay_ms: 0 });
+
+  const compare = page.getByTestId("compare");
+  await compare.locator("img").nth(1).waitFor();
+  await page.waitForFunction(() => [...document.querySelectorAll("[data-testid=compare] img")].every((img) => img.complete && img.naturalWidth > 0));
+  const sizes = await compare.locator("img").evaluateAll((imgs) => imgs.map((img) => [img.naturalWidth, img.naturalHeight]));
+  expect(sizes[0][0] === 96 && sizes[1][0] === 192, `before/after sizes ${JSON.stringify(sizes)}`);
+  await page.getByRole("button", { name: "2×" }).click();
+  await page.getByText('"RealESRGAN_x2plus"').waitFor();
+  await axe(page, "job result");
+  await shot(page, "result");
+
+  const downloading = page.waitForEvent("download");
+  await page.getByTestId("download-result").click();
+  const download = await downloading;
+  const saved = join(results, "download.bin");
+  await download.saveAs(saved);
+  const bytes = await readFile(saved);
+  expect(bytes.subarray(1, 4).toString() === "PNG", `download is not a PNG (${download.suggestedFilename()})`);
+
+  // History shows it; search finds it.
+  await page.getByRole("link", { name: "History" }).click();
+  const item = page.getByTestId("history-item").first();
+  await item.waitFor();
+  await page.getByLabel("Search").fill("ESRGAN");
+  await page.getByRole("button", { name: "Apply filters" }).click();
+  await item.getByText("completed").waitFor();
+  await page.getByLabel("Status").selectOption("failed");
+  await page.getByRole("button", { name: "Apply filters" }).click();
+  await page.getByText("No jobs yet").waitFor();
+  await page.getByRole("button", { name: "Clear" }).click();
+  await item.waitFor();
+  await page.waitForFunction(() => [...document.querySelectorAll("[data-testid=history-item] img")].every((img) => img.complete && img.naturalWidth > 0));
+  await axe(page, "history");
+  await shot(page, "history");
+
+  // Offline: once the service worker controls the page, what was seen stays viewable.
+  await page.evaluate(() => navigator.serviceWorker.ready.then(() => undefined));
+  const controlled = () => page.evaluate(() => navigator.serviceWorker.controller !== null);
+  for (let i = 0; i < 50 && !(await controlled()); i++) await page.waitForTimeout(100);
+  // An active service worker controls every page loaded after it.
+  if (!(await controlled())) await page.reload();
+  expect(await controlled(), "the service worker does not control the page");
+  await page.goto(jobUrl);
+  await page.waitForFunction(() => [...document.querySelectorAll("[data-testid=compare] img")].length === 2 && [...document.querySelectorAll("[data-testid=compare] img")].every((img) => img.complete && img.naturalWidth > 0));
+  await page.goto("/history");
+  await page.getByTestId("history-item").first().waitFor();
+  await context.setOffline(true);
+  await page.goto(jobUrl);
+  await page.getByText("You are offline").waitFor();
+  await page.waitForFunction(() => [...document.querySelectorAll("[data-testid=compare] img")].length === 2 && [...document.querySelectorAll("[data-testid=compare] img")].every((img) => img.complete && img.naturalWidth > 0));
+  await shot(page, "offline-result");
+  await page.getByRole("link", { name: "History" }).click();
+  await page.getByTestId("history-item").first().waitFor();
+  await context.setOffline(false);
+  await page.getByText("You are offline").waitFor({ state: "detached" });
+
+  // Delete the job's images.
+  await page.goto("/history");
+  await page.getByRole("button", { name: /Delete images/ }).first().click();
+  await page.getByRole("dialog").getByRole("button", { name: "Delete" }).click();
+  await page.getByText("Images deleted.").waitFor();
+  const gone = await apiCall(page, `/api/images/${imageId}`);
+  expect(gone.status === 404, `deleted image answers ${gone.status}`);
+
+  // Settings: usage (when the user service answers), theme.
+  await page.getByRole("link", { name: "Settings" }).click();
+  await page.getByRole("heading", { name: "Preferences" }).waitFor();
+  await page.getByText(/Loading your profile/).waitFor({ state: "detached" });
+  await axe(page, "settings");
+  await shot(page, "settings");
+  await page.getByLabel("Theme").selectOption("dark");
+  await page.waitForFunction(() => document.documentElement.classList.contains("dark"));
+  await axe(page, "settings, dark");
+  await page.goto(jobUrl.replace(/\/jobs\/.*/, "/"));
+  await page.getByRole("heading", { name: "Studio" }).waitFor();
+  await axe(page, "studio, dark");
+  await shot(page, "studio-dark");
+  await page.goto("/history");
+  await page.getByTestId("history-item").first().waitFor();
+  await axe(page, "history, dark");
+
+  expect(page.problems.length === 0, page.problems.join("\n"));
+  await context.close();
+});
+
+test("cancel a running job", async () => {
+  const { context, page } = await newPage({ viewport: { width: 1280, height: 900 } });
+  await register(page);
+  await uploadImage(page, "to-cancel.png", 2);
+  await server.knobs({ hang: true });
+  try {
+    await page.getByRole("radio", { name: /Background removal \(rembg\)/ }).check();
+    await page.getByRole("button", { name: "Start" }).click();
+    await page.waitForURL("**/jobs/*");
+    await page.locator('[data-testid=job-status][data-status="processing"]').waitFor({ timeout: 30_000 });
+    await page.getByText("Live").waitFor();
+    await axe(page, "running job");
+    await shot(page, "job-running");
+    await page.getByRole("button", { name: "Cancel job" }).click();
+    await page.getByRole("dialog").getByRole("button", { name: "Cancel job" }).click();
+    await page.locator('[data-testid=job-status][data-status="cancelled"]').waitFor();
+    await page.getByRole("button", { name: "Run again" }).waitFor();
+  } finally {
+    await server.knobs({});
+  }
+  expect(page.problems.length === 0, page.problems.join("\n"));
+  await context.close();
+});
+
+test("refused uploads show why", async () => {
+  const { context, page } = await newPage({ viewport: { width: 1280, height: 900 } });
+  await register(page);
+  // Checked before sending.
+  await upload(page, "notes.txt", Buffer.from("hello"), "text/plain");
+  await page.getByRole("alert").filter({ hasText: "notes.txt: not a supported image" }).waitFor();
+  // Refused by the server: it looks at the content, not the name.
+  const answered = page.waitForResponse((r) => r.url().endsWith("/api/images/upload"));
+  await upload(page, "fake.png", Buffer.from("this is not a PNG at all, just text"));
+  const response = await answered;
+  expect(response.status() >= 400 && response.status() < 500, `fake upload answered ${response.status()}`);
+  const problem = await response.json();
+  expect(typeof problem.detail === "string" && problem.detail.length > 0, "no problem detail");
+  const shown = problem.detail.charAt(0).toUpperCase() + problem.detail.slice(1);
+  await page.locator("li", { hasText: "fake.png" }).getByRole("alert").filter({ hasText: shown }).waitFor();
+  await axe(page, "studio with refused uploads");
+  await shot(page, "upload-refused");
+  expect(page.problems.length === 0, page.problems.join("\n"));
+  await context.close();
+});
+
+test("phone-sized screen", async () => {
+  const { context, page } = await newPage({ viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true, deviceScaleFactor: 2 });
+  await page.goto("/login");
+  await page.getByRole("heading", { name: "Sign in" }).waitFor();
+  await axe(page, "phone sign in");
+  await register(page);
+  await uploadImage(page, "phone.png", 3);
+  await page.getByRole("radio", { name: /Background removal \(rembg\)/ }).check();
+  const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  expect(overflow <= 0, `the studio is ${overflow}px wider than the phone screen`);
+  await axe(page, "phone studio");
+  await shot(page, "phone-studio");
+  await page.getByRole("button", { name: "Start" }).click();
+  await page.waitForURL("**/jobs/*");
+  const statuses = await statusesUntilDone(page);
+  expect(statuses.at(-1) === "completed", `job ended ${statuses.join(" → ")}`);
+  await page.getByTestId("compare").waitFor();
+  await axe(page, "phone result");
+  await shot(page, "phone-result");
+  await page.getByRole("link", { name: "History" }).click();
+  await page.getByTestId("history-item").first().waitFor();
+  const historyOverflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  expect(historyOverflow <= 0, `history is ${historyOverflow}px wider than the phone screen`);
+  await axe(page, "phone history");
+  await shot(page, "phone-history");
+  expect(page.problems.length === 0, page.problems.join("\n"));
+  await context.close();
+});
+
+test("API docs still served", async () => {
+  const { context, page } = await newPage();
+  await page.goto("/api/docs/");
+  await page.getByText("Atelier API").first().waitFor();
+  await context.close();
+});
+
+// ---------------------------------------------------------------------------------------------
+
+let failed = 0;
+let ran = 0;
+try {
+  for (const { name, fn } of tests) {
+    if (only && !name.includes(only)) continue;
+    ran++;
+    const started = Date.now();
+    try {
+      await fn();
+      console.log(`ok   ${name} (${((Date.now() - started) / 1000).toFixed(1)} s)`);
+    } catch (error) {
+      failed++;
+      console.log(`FAIL ${name}\n     ${String(error?.stack ?? error).split("\n").slice(0, 6).join("\n     ")}`);
+      for (const ctx of browser.contexts()) {
+        for (const [i, p] of ctx.pages().entries()) await p.screenshot({ path: join(shots, `failure-${tests.indexOf(tests.find((t) => t.name === name))}-${i}.png`) }).catch(() => {});
+        await ctx.close().catch(() => {});
+      }
+    }
+  }
+} finally {
+  await browser.close();
+  await server.stop();
+}
+console.log(`e2e: ${ran - failed} passed, ${failed} failed; screenshots in ${shots}`);
+process.exit(failed ? 1 : 0);

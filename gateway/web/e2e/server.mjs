@@ -1,0 +1,92 @@
+// Starts the real `atelier serve` (every service, the embedded fal simulator) on free
+// loopback ports with a fresh data directory, serving the built web app.
+import { spawn } from "node:child_process";
+import { createWriteStream, existsSync } from "node:fs";
+import { mkdtemp, rm } from "node:fs/promises";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+
+async function freePort() {
+  return new Promise((done, fail) => {
+    const server = createServer();
+    server.unref();
+    server.on("error", fail);
+    server.listen(0, "127.0.0.1", () => {
+      const { port } = server.address();
+      server.close(() => done(port));
+    });
+  });
+}
+
+export function atelierBinary(webRoot) {
+  if (process.env.ATELIER_BIN) return resolve(process.env.ATELIER_BIN);
+  const target = process.env.CARGO_TARGET_DIR ?? join(webRoot, "..", "..", "target");
+  return resolve(target, "debug", "atelier");
+}
+
+export async function startAtelier({ webRoot, logFile }) {
+  const binary = atelierBinary(webRoot);
+  if (!existsSync(binary)) throw new Error(`no atelier binary at ${binary}: run cargo build -p atelier`);
+  const dataDir = await mkdtemp(join(tmpdir(), "atelier-e2e-"));
+  const names = ["GATEWAY_ADDR", "ADMIN_ADDR", "AUTH_GRPC_ADDR", "IMAGE_GRPC_ADDR", "PROCESSING_GRPC_ADDR", "WORKFLOW_GRPC_ADDR", "USER_GRPC_ADDR", "FAL_SIM_ADDR"];
+  const addrs = {};
+  for (const name of names) addrs[name] = `127.0.0.1:${await freePort()}`;
+  const env = {
+    ...process.env,
+    ...addrs,
+    DATA_DIR: dataDir,
+    WEB_DIR: join(webRoot, "dist"),
+    RUST_LOG: process.env.RUST_LOG ?? "warn",
+    LOG_FORMAT: "json",
+    RATE_LIMIT_PER_IP: "100000",
+    RATE_LIMIT_PER_USER: "100000",
+    RATE_LIMIT_LOGIN_PER_IP: "10000",
+  };
+  for (const name of ["DATABASE_URL", "REDIS_URL", "S3_BUCKET", "S3_ENDPOINT", "FAL_KEY", "PUBLIC_URL"]) Reflect.deleteProperty(env, name);
+  const log = createWriteStream(logFile);
+  const child = spawn(binary, ["serve"], { env, stdio: ["ignore", "pipe", "pipe"] });
+  child.stdout.pipe(log);
+  child.stderr.pipe(log);
+  let exited = null;
+  child.on("exit", (code, signal) => (exited = { code, signal }));
+
+  const base = `http://${addrs.GATEWAY_ADDR}`;
+  const deadline = Date.now() + 120_000;
+  for (;;) {
+    if (exited) throw new Error(`atelier serve exited (${JSON.stringify(exited)}); see ${logFile}`);
+    try {
+      const response = await fetch(`${base}/readyz`);
+      if (response.ok) break;
+    } catch {
+      // not listening yet
+    }
+    if (Date.now() > deadline) throw new Error(`atelier serve not ready after 120 s; see ${logFile}`);
+    await new Promise((r) => setTimeout(r, 300));
+  }
+
+  return {
+    base,
+    sim: `http://${addrs.FAL_SIM_ADDR}`,
+    /** The simulator's run-time knobs (PUT /_sim/knobs). */
+    async knobs(body) {
+      const response = await fetch(`http://${addrs.FAL_SIM_ADDR}/_sim/knobs`, {
+        method: "PUT",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify(body),
+      });
+      if (!response.ok) throw new Error(`knobs: ${response.status} ${await response.text()}`);
+    },
+    async stop() {
+      if (!exited) {
+        child.kill("SIGTERM");
+        const done = new Promise((r) => child.once("exit", r));
+        const timeout = new Promise((r) => setTimeout(r, 10_000));
+        await Promise.race([done, timeout]);
+        if (!exited) child.kill("SIGKILL");
+      }
+      log.end();
+      await rm(dataDir, { recursive: true, force: true });
+    },
+  };
+}

@@ -1,0 +1,89 @@
+// Drop, pick or paste images; each file uploads with its own progress bar.
+import { useEffect } from "react";
+import { useDropzone } from "react-dropzone";
+import { formatBytes } from "@/api/upload";
+import { Button } from "@/components/ui/button";
+import { Progress } from "@/components/ui/misc";
+import { cn } from "@/lib/cn";
+import { useUploads } from "@/stores/uploads";
+
+export function Uploader({ maxBytes }: { maxBytes: number }) {
+  const items = useUploads((state) => state.items);
+  const add = useUploads((state) => state.add);
+  const cancel = useUploads((state) => state.cancel);
+  const dismiss = useUploads((state) => state.dismiss);
+  // The drop area is a plain region; a real button opens the file picker (keyboard users).
+  const { getRootProps, getInputProps, isDragActive, open } = useDropzone({
+    onDrop: (files) => void add(files, maxBytes),
+    multiple: true,
+    noClick: true,
+    noKeyboard: true,
+  });
+
+  useEffect(() => {
+    const onPaste = (event: ClipboardEvent) => {
+      const files = [...(event.clipboardData?.files ?? [])];
+      if (files.length) {
+        event.preventDefault();
+        void add(files, maxBytes);
+      }
+    };
+    window.addEventListener("paste", onPaste);
+    return () => window.removeEventListener("paste", onPaste);
+  }, [add, maxBytes]);
+
+  return (
+    <div className="grid gap-3">
+      <div
+        {...getRootProps({ role: "group", "aria-labelledby": "upload-title", "aria-describedby": "upload-hint" })}
+        className={cn(
+          "flex min-h-32 flex-col items-center justify-center rounded-lg border-2 border-dashed border-slate-400 bg-white p-6 text-center focus-visible:outline focus-visible:outline-2 focus-visible:outline-offset-2 focus-visible:outline-brand-600 dark:border-slate-500 dark:bg-slate-900",
+          isDragActive && "border-brand-600 bg-brand-50 dark:bg-slate-800",
+        )}
+      >
+        <input {...getInputProps({ "aria-label": "Choose images to upload" })} data-testid="file-input" />
+        <p id="upload-title" className="font-medium">
+          {isDragActive ? "Drop to upload" : "Drop images here"}
+        </p>
+        <Button variant="secondary" className="mt-2" onClick={open}>
+          Choose files
+        </Button>
+        <p id="upload-hint" className="mt-1 text-sm text-slate-700 dark:text-slate-300">
+          JPEG, PNG, WebP, GIF or TIFF, up to {formatBytes(maxBytes)} each. You can also paste an image.
+        </p>
+      </div>
+      {items.length > 0 && (
+        <ul aria-label="Uploads" className="grid gap-2">
+          {items.map((item) => (
+            <li key={item.key} className="rounded-md border border-slate-200 bg-white p-3 text-sm dark:border-slate-700 dark:bg-slate-900">
+              <div className="flex items-center justify-between gap-2">
+                <span className="truncate font-medium">{item.name}</span>
+                <span className="shrink-0 text-slate-700 dark:text-slate-300">{formatBytes(item.size)}</span>
+              </div>
+              {item.status === "uploading" && (
+                <div className="mt-2 flex items-center gap-2">
+                  <Progress value={item.progress} label={`Uploading ${item.name}`} />
+                  <span className="w-10 text-right tabular-nums">{Math.round(item.progress * 100)}%</span>
+                  <Button size="sm" variant="ghost" onClick={() => cancel(item.key)}>
+                    Cancel<span className="sr-only"> upload of {item.name}</span>
+                  </Button>
+                </div>
+              )}
+              {item.status === "done" && <p className="mt-1 text-emerald-800 dark:text-emerald-300">Uploaded</p>}
+              {(item.status === "failed" || item.status === "refused") && (
+                <div className="mt-1 flex items-start justify-between gap-2">
+                  <p role="alert" className="text-red-700 dark:text-red-300">
+                    {item.error}
+                  </p>
+                  <Button size="sm" variant="ghost" onClick={() => dismiss(item.key)}>
+                    Dismiss<span className="sr-only"> {item.name}</span>
+                  </Button>
+                </div>
+              )}
+            </li>
+          ))}
+        </ul>
+      )}
+    </div>
+  );
+}

@@ -1,0 +1,44 @@
+import { describe, expect, it } from "vitest";
+import type { Job } from "@/api/client";
+import { applyEvent, elapsedMs, formatDuration, isTerminal, liveFrom } from "./jobState";
+
+const job: Job = {
+  job_id: "j1",
+  status: "pending",
+  workflow_id: "esrgan-upscale",
+  image_id: "i1",
+  parameters: {},
+  logs: [],
+  created_at: "2026-01-01T00:00:00Z",
+};
+
+describe("live job state", () => {
+  it("follows status, queue position, progress and logs, ignoring replays", () => {
+    let state = liveFrom(job);
+    state = applyEvent(state, { kind: "status", seq: 1, data: { status: "queued", queue_position: 2 } });
+    expect(state.job).toMatchObject({ status: "queued", queue_position: 2 });
+    state = applyEvent(state, { kind: "status", seq: 2, data: { status: "processing", at: "2026-01-01T00:00:01Z" } });
+    expect(state.job.queue_position).toBeNull();
+    expect(state.job.started_at).toBe("2026-01-01T00:00:01Z");
+    state = applyEvent(state, { kind: "log", seq: 3, data: { logs: [{ message: "step 1" }, "step 2"] } });
+    state = applyEvent(state, { kind: "progress", seq: 4, data: { progress: 0.5 } });
+    const replay = applyEvent(state, { kind: "log", seq: 3, data: { logs: [{ message: "step 1" }] } });
+    expect(replay).toBe(state);
+    state = applyEvent(state, { kind: "status", seq: 5, data: { status: "completed", result_image_id: "r1", at: "2026-01-01T00:00:03Z" } });
+    expect(state.logs).toEqual(["step 1", "step 2"]);
+    expect(state.job).toMatchObject({ status: "completed", result_image_id: "r1", progress: 1, completed_at: "2026-01-01T00:00:03Z" });
+    expect(state.lastSeq).toBe(5);
+    expect(isTerminal(state.job.status)).toBe(true);
+    expect(elapsedMs(state.job, Date.parse("2030-01-01T00:00:00Z"))).toBe(3000);
+  });
+
+  it("keeps the error of a failed job", () => {
+    const state = applyEvent(liveFrom(job), { kind: "status", seq: 1, data: { status: "failed", error: { code: "fal_error", message: "boom" } } });
+    expect(state.job.error).toEqual({ code: "fal_error", message: "boom" });
+  });
+
+  it("formats durations", () => {
+    expect(formatDuration(1234)).toBe("1.2 s");
+    expect(formatDuration(125_000)).toBe("2 min 5 s");
+  });
+});

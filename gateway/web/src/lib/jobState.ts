@@ -1,0 +1,76 @@
+// A job as the page shows it: the status read once, then advanced by its live events.
+import type { Job } from "@/api/client";
+
+export const TERMINAL = ["completed", "failed", "cancelled"] as const;
+
+export function isTerminal(status: string): boolean {
+  return (TERMINAL as readonly string[]).includes(status);
+}
+
+export interface JobEvent {
+  kind: string;
+  seq: number;
+  data: Record<string, unknown>;
+}
+
+export interface LiveJob {
+  job: Job;
+  lastSeq: number;
+  logs: string[];
+}
+
+export function liveFrom(job: Job): LiveJob {
+  return { job, lastSeq: 0, logs: [...job.logs] };
+}
+
+/** Applies one event; events already seen (a replay after reconnecting) change nothing. */
+export function applyEvent(state: LiveJob, event: JobEvent): LiveJob {
+  if (event.seq <= state.lastSeq) return state;
+  const data = event.data;
+  const job: Job = { ...state.job };
+  let logs = state.logs;
+  if (typeof data.status === "string") {
+    job.status = data.status;
+    if (data.status !== "queued" && data.status !== "pending") job.queue_position = null;
+    if (data.status === "processing" && !job.started_at && typeof data.at === "string") job.started_at = data.at;
+    if (isTerminal(data.status) && !job.completed_at && typeof data.at === "string") job.completed_at = data.at;
+    if (data.status === "completed") job.progress = 1;
+  }
+  if (typeof data.queue_position === "number") job.queue_position = data.queue_position;
+  if (typeof data.progress === "number") job.progress = data.progress;
+  if (typeof data.result_image_id === "string") job.result_image_id = data.result_image_id;
+  const error = data.error as { code?: unknown; message?: unknown } | undefined;
+  if (error && typeof error === "object") {
+    job.error = {
+      code: typeof error.code === "string" ? error.code : "error",
+      message: typeof error.message === "string" ? error.message : "The job failed",
+    };
+  }
+  if (Array.isArray(data.logs)) {
+    const fresh = data.logs
+      .map((log: unknown) =>
+        typeof log === "string" ? log : typeof log === "object" && log && "message" in log && typeof log.message === "string" ? log.message : "",
+      )
+      .filter(Boolean);
+    logs = [...logs, ...fresh];
+  } else if (event.kind === "log" && typeof data.message === "string") {
+    logs = [...logs, data.message];
+  }
+  return { job, lastSeq: event.seq, logs };
+}
+
+/** Milliseconds the job has run (or ran), for the elapsed-time display. */
+export function elapsedMs(job: Job, now: number): number | null {
+  if (job.processing_time_ms != null && isTerminal(job.status)) return job.processing_time_ms;
+  const start = job.created_at ? Date.parse(job.created_at) : NaN;
+  if (Number.isNaN(start)) return null;
+  const end = job.completed_at ? Date.parse(job.completed_at) : now;
+  return Math.max(0, end - start);
+}
+
+export function formatDuration(ms: number): string {
+  const seconds = Math.floor(ms / 1000);
+  if (seconds < 60) return `${(ms / 1000).toFixed(1)} s`;
+  const minutes = Math.floor(seconds / 60);
+  return `${minutes} min ${seconds % 60} s`;
+}

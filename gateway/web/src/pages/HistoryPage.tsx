@@ -1,0 +1,205 @@
+// Past jobs, newest first: filters, search, infinite scroll; open a job, delete its images.
+import { useCallback, useEffect, useRef, useState } from "react";
+import { Link } from "react-router-dom";
+import { workflows } from "@/api/catalogue";
+import { api } from "@/api/client";
+import { errorText, historyPage } from "@/api/history";
+import { messageOf } from "@/api/problem";
+import type { HistoryFilters, HistoryItem } from "@/api/users";
+import { Button } from "@/components/ui/button";
+import { ConfirmDialog } from "@/components/ui/dialog";
+import { Input, Label, Select } from "@/components/ui/field";
+import { Alert, PageTitle, Spinner } from "@/components/ui/misc";
+import { formatDuration } from "@/lib/jobState";
+import { useAsync } from "@/lib/useAsync";
+import { useUploads } from "@/stores/uploads";
+
+const STATUSES = ["completed", "failed", "cancelled", "processing", "queued", "pending"];
+
+export default function HistoryPage() {
+  const catalogue = useAsync(workflows, []);
+  const [filters, setFilters] = useState<HistoryFilters>({});
+  const [draft, setDraft] = useState<HistoryFilters>({});
+  const [items, setItems] = useState<HistoryItem[]>([]);
+  const [cursor, setCursor] = useState<string | null>(null);
+  const [done, setDone] = useState(false);
+  const [loading, setLoading] = useState(false);
+  const [error, setError] = useState<unknown>(null);
+  const [notice, setNotice] = useState<string | null>(null);
+  const generation = useRef(0);
+  const sentinel = useRef<HTMLDivElement>(null);
+
+  const loadMore = useCallback(
+    async (reset: boolean) => {
+      const id = reset ? ++generation.current : generation.current;
+      setLoading(true);
+      setError(null);
+      try {
+        const page = await historyPage(filters, reset ? null : cursor);
+        if (id !== generation.current) return;
+        setItems((current) => (reset ? page.items : [...current, ...page.items]));
+        setCursor(page.next_cursor);
+        setDone(!page.next_cursor);
+      } catch (err) {
+        if (id === generation.current) setError(err);
+      } finally {
+        if (id === generation.current) setLoading(false);
+      }
+    },
+    [filters, cursor],
+  );
+
+  useEffect(() => {
+    void loadMore(true);
+    // A new filter starts over.
+    // eslint-disable-next-line react-hooks/exhaustive-deps
+  }, [filters]);
+
+  useEffect(() => {
+    const node = sentinel.current;
+    if (!node || done || loading || error) return;
+    const observer = new IntersectionObserver((entries) => {
+      if (entries.some((entry) => entry.isIntersecting)) void loadMore(false);
+    });
+    observer.observe(node);
+    return () => observer.disconnect();
+  }, [done, loading, error, loadMore]);
+
+  const apply = (event: { preventDefault: () => void }) => {
+    event.preventDefault();
+    setFilters(Object.fromEntries(Object.entries(draft).filter(([, v]) => v)));
+  };
+
+  const deleteImages = async (item: HistoryItem) => {
+    setNotice(null);
+    try {
+      for (const image of [item.result_image, item.input_image]) {
+        if (!image) continue;
+        const { response } = await api.DELETE("/api/images/{id}", { params: { path: { id: image.id } } });
+        if (!response.ok && response.status !== 404) throw new Error(`Could not delete ${image.filename}`);
+        useUploads.getState().forget(image.id);
+      }
+      setItems((current) => current.map((i) => (i.job_id === item.job_id ? { ...i, input_image: null, result_image: null } : i)));
+      setNotice("Images deleted.");
+    } catch (err) {
+      setNotice(messageOf(err));
+    }
+  };
+
+  return (
+    <div className="grid gap-4">
+      <PageTitle>History</PageTitle>
+      <form onSubmit={apply} className="grid gap-3 rounded-lg border border-slate-200 bg-white p-4 sm:grid-cols-2 lg:grid-cols-5 dark:border-slate-700 dark:bg-slate-900" role="search" aria-label="Filter history">
+        <div className="grid gap-1">
+          <Label htmlFor="q">Search</Label>
+          <Input id="q" type="search" value={draft.q ?? ""} onChange={(e) => setDraft({ ...draft, q: e.target.value })} placeholder="Workflow, file, prompt" />
+        </div>
+        <div className="grid gap-1">
+          <Label htmlFor="status">Status</Label>
+          <Select id="status" value={draft.status ?? ""} onChange={(e) => setDraft({ ...draft, status: e.target.value })}>
+            <option value="">Any</option>
+            {STATUSES.map((s) => (
+              <option key={s} value={s}>
+                {s}
+              </option>
+            ))}
+          </Select>
+        </div>
+        <div className="grid gap-1">
+          <Label htmlFor="workflow">Workflow</Label>
+          <Select id="workflow" value={draft.workflow_id ?? ""} onChange={(e) => setDraft({ ...draft, workflow_id: e.target.value })}>
+            <option value="">Any</option>
+            {(catalogue.data ?? []).map((w) => (
+              <option key={w.id} value={w.id}>
+                {w.name}
+              </option>
+            ))}
+          </Select>
+        </div>
+        <div className="grid gap-1">
+          <Label htmlFor="from">From</Label>
+          <Input id="from" type="date" value={draft.from ?? ""} onChange={(e) => setDraft({ ...draft, from: e.target.value })} />
+        </div>
+        <div className="grid gap-1">
+          <Label htmlFor="to">To</Label>
+          <Input id="to" type="date" value={draft.to ?? ""} onChange={(e) => setDraft({ ...draft, to: e.target.value })} />
+        </div>
+        <div className="flex gap-2 sm:col-span-2 lg:col-span-5">
+          <Button type="submit">Apply filters</Button>
+          <Button
+            variant="secondary"
+            onClick={() => {
+              setDraft({});
+              setFilters({});
+            }}
+          >
+            Clear
+          </Button>
+        </div>
+      </form>
+      {notice && <Alert tone="info">{notice}</Alert>}
+      {error ? <Alert>{messageOf(error)}</Alert> : null}
+      {items.length === 0 && !loading && !error && <p>No jobs yet. Start one in the studio.</p>}
+      <ul className="grid grid-cols-1 gap-3 sm:grid-cols-2 lg:grid-cols-3" aria-label="Jobs">
+        {items.map((item) => (
+          <HistoryCard key={item.job_id} item={item} onDelete={() => void deleteImages(item)} />
+        ))}
+      </ul>
+      <div ref={sentinel} />
+      {loading && <Spinner label="Loading history" />}
+      {!done && !loading && !error && (
+        <Button variant="secondary" className="justify-self-center" onClick={() => void loadMore(false)}>
+          Load more
+        </Button>
+      )}
+      {error ? (
+        <Button variant="secondary" className="justify-self-center" onClick={() => void loadMore(items.length === 0)}>
+          Try again
+        </Button>
+      ) : null}
+    </div>
+  );
+}
+
+function HistoryCard({ item, onDelete }: { item: HistoryItem; onDelete: () => void }) {
+  const thumb = item.result_image?.thumbnail_url ?? item.result_image?.url ?? item.input_image?.thumbnail_url ?? item.input_image?.url;
+  const failure = errorText(item.error);
+  return (
+    <li className="overflow-hidden rounded-lg border border-slate-200 bg-white dark:border-slate-700 dark:bg-slate-900" data-testid="history-item">
+      {thumb ? (
+        <img src={thumb} alt="" loading="lazy" width={512} height={384} className="aspect-[4/3] w-full bg-slate-100 object-cover dark:bg-slate-800" />
+      ) : (
+        <div className="flex aspect-[4/3] items-center justify-center bg-slate-100 text-sm text-slate-700 dark:bg-slate-800 dark:text-slate-300">No image</div>
+      )}
+      <div className="grid gap-1 p-3 text-sm">
+        <Link to={`/jobs/${item.job_id}`} className="font-medium text-brand-700 underline dark:text-brand-100">
+          {item.workflow_name}
+          <span className="sr-only"> job from {new Date(item.created_at).toLocaleString()}</span>
+        </Link>
+        <p>
+          <span className="font-medium">{item.status}</span>
+          {item.processing_time_ms != null && ` · ${formatDuration(item.processing_time_ms)}`}
+        </p>
+        <p className="text-slate-700 dark:text-slate-300">
+          {new Date(item.created_at).toLocaleString()}
+          {item.input_image && ` · ${item.input_image.filename}`}
+        </p>
+        {failure && <p className="text-red-700 dark:text-red-300">{failure}</p>}
+        {(item.input_image || item.result_image) && (
+          <ConfirmDialog
+            trigger={
+              <Button size="sm" variant="secondary" className="mt-1 justify-self-start">
+                Delete images<span className="sr-only"> of this {item.workflow_name} job</span>
+              </Button>
+            }
+            title="Delete these images?"
+            description="The original and the result of this job are deleted for good. The job stays in your history."
+            confirmLabel="Delete"
+            danger
+            onConfirm={onDelete}
+          />
+        )}
+      </div>
+    </li>
+  );
+}

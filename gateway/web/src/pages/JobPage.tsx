@@ -1,0 +1,287 @@
+// One job: watched live until it finishes, then its result compared with the original.
+import { useCallback, useEffect, useState } from "react";
+import { Link, useNavigate, useParams } from "react-router-dom";
+import { workflows } from "@/api/catalogue";
+import { api, idempotencyKey, unwrap, type Image, type Job } from "@/api/client";
+import { watchJob } from "@/api/events";
+import { ApiError, messageOf } from "@/api/problem";
+import { formatBytes } from "@/api/upload";
+import { Compare } from "@/components/Compare";
+import { Button } from "@/components/ui/button";
+import { ConfirmDialog } from "@/components/ui/dialog";
+import { Alert, Card, PageTitle, Progress, Spinner } from "@/components/ui/misc";
+import { applyEvent, elapsedMs, formatDuration, isTerminal, liveFrom, type LiveJob } from "@/lib/jobState";
+import { useAsync } from "@/lib/useAsync";
+
+async function fetchJob(jobId: string): Promise<Job> {
+  return unwrap(await api.GET("/api/processing/{job_id}/status", { params: { path: { job_id: jobId } } }));
+}
+
+async function fetchImage(id: string): Promise<Image | null> {
+  try {
+    return unwrap(await api.GET("/api/images/{id}", { params: { path: { id } } }));
+  } catch (error) {
+    if (error instanceof ApiError && error.status === 404) return null;
+    throw error;
+  }
+}
+
+const STATUS_TEXT: Record<string, string> = {
+  pending: "Waiting to be queued",
+  queued: "Queued",
+  submitted: "Submitted to fal.ai",
+  processing: "Processing",
+  completed: "Completed",
+  failed: "Failed",
+  cancelled: "Cancelled",
+};
+
+export default function JobPage() {
+  const { jobId = "" } = useParams();
+  const navigate = useNavigate();
+  const [live, setLive] = useState<LiveJob | null>(null);
+  const [loadError, setLoadError] = useState<unknown>(null);
+  const [actionError, setActionError] = useState<string | null>(null);
+  const [connected, setConnected] = useState(false);
+  const [now, setNow] = useState(() => Date.now());
+  const job = live?.job;
+  const terminal = job ? isTerminal(job.status) : false;
+
+  const reload = useCallback(() => {
+    fetchJob(jobId)
+      .then((fresh) => setLive((current) => ({ ...liveFrom(fresh), lastSeq: current?.lastSeq ?? 0 })))
+      .catch(setLoadError);
+  }, [jobId]);
+
+  useEffect(() => {
+    setLive(null);
+    setLoadError(null);
+    reload();
+  }, [reload]);
+
+  // Live events until the job finishes; the final state is read once more for its result.
+  useEffect(() => {
+    if (!job || terminal) return;
+    const subscription = watchJob(jobId, {
+      onEvent: (event) => setLive((current) => (current ? applyEvent(current, event) : current)),
+      onEnd: reload,
+      onError: (error) => setActionError(messageOf(error)),
+      onConnected: setConnected,
+    });
+    return () => subscription.close();
+    // Subscribe once per job, not per event.
+    // eslint-disable-next-line react-hooks/exhaustive-deps
+  }, [jobId, job === undefined, terminal]);
+
+  useEffect(() => {
+    if (terminal) {
+      if (job && job.status === "completed" && !job.result_url) reload();
+      return;
+    }
+    const timer = setInterval(() => setNow(Date.now()), 500);
+    return () => clearInterval(timer);
+  }, [terminal, job, reload]);
+
+  const input = useAsync(() => (job ? fetchImage(job.image_id) : Promise.resolve(null)), [job?.image_id]);
+  const result = useAsync(
+    () => (job?.result_image_id ? fetchImage(job.result_image_id) : Promise.resolve(null)),
+    [job?.result_image_id],
+  );
+  const catalogue = useAsync(workflows, []);
+  const workflowName = catalogue.data?.find((w) => w.id === job?.workflow_id)?.name ?? job?.workflow_id;
+
+  const act = async (fn: () => Promise<void>) => {
+    setActionError(null);
+    try {
+      await fn();
+    } catch (error) {
+      setActionError(messageOf(error));
+    }
+  };
+
+  const cancel = () =>
+    act(async () => {
+      unwrap(await api.POST("/api/processing/{job_id}/cancel", { params: { path: { job_id: jobId } } }));
+      reload();
+    });
+
+  const rerun = () =>
+    act(async () => {
+      if (!job) return;
+      const started = unwrap(
+        await api.POST("/api/processing/start", {
+          body: { image_id: job.image_id, workflow_id: job.workflow_id, parameters: job.parameters as Record<string, never> },
+          params: { header: { "Idempotency-Key": idempotencyKey() } },
+        }),
+      );
+      void navigate(`/jobs/${started.job_id}`);
+    });
+
+  const retry = () =>
+    act(async () => {
+      unwrap(await api.POST("/api/processing/{job_id}/retry", { params: { path: { job_id: jobId } } }));
+      setLive(null);
+      reload();
+    });
+
+  if (loadError) {
+    return (
+      <div>
+        <PageTitle>Job</PageTitle>
+        <Alert>{loadError instanceof ApiError && loadError.status === 404 ? "No such job." : messageOf(loadError)}</Alert>
+      </div>
+    );
+  }
+  if (!job) return <Spinner label="Loading the job" />;
+  const logs = live.logs;
+
+  const elapsed = elapsedMs(job, now);
+  const resultUrl = result.data?.url ?? job.result_url ?? null;
+  const inputImage = input.data;
+  const inputName = inputImage?.original_filename || inputImage?.filename || "original";
+
+  return (
+    <div className="grid gap-4">
+      <PageTitle>{workflowName ?? "Job"}</PageTitle>
+      <Card className="grid gap-3">
+        <div className="flex flex-wrap items-center gap-x-6 gap-y-2">
+          <p>
+            <span className="text-sm text-slate-700 dark:text-slate-300">Status </span>
+            <strong data-testid="job-status" data-status={job.status}>
+              {STATUS_TEXT[job.status] ?? job.status}
+            </strong>
+          </p>
+          {job.queue_position != null && !terminal && (
+            <p>
+              <span className="text-sm text-slate-700 dark:text-slate-300">Queue position </span>
+              <strong>{job.queue_position + 1}</strong>
+            </p>
+          )}
+          {elapsed !== null && (
+            <p>
+              <span className="text-sm text-slate-700 dark:text-slate-300">{terminal ? "Took " : "Elapsed "}</span>
+              <strong className="tabular-nums">{formatDuration(elapsed)}</strong>
+            </p>
+          )}
+          {!terminal && (
+            <p className="text-sm text-slate-700 dark:text-slate-300">{connected ? "Live" : "Connecting…"}</p>
+          )}
+        </div>
+        {!terminal && <Progress value={job.progress ?? null} label="Job progress" />}
+        <div aria-live="polite" className="sr-only">
+          {STATUS_TEXT[job.status] ?? job.status}
+        </div>
+        {job.error && job.status === "failed" && <Alert>{job.error.message}</Alert>}
+        {actionError && <Alert>{actionError}</Alert>}
+        <div className="flex flex-wrap gap-2">
+          {!terminal && (
+            <ConfirmDialog
+              trigger={<Button variant="danger">Cancel job</Button>}
+              title="Cancel this job?"
+              description="The job stops wherever it is. You can run it again later."
+              confirmLabel="Cancel job"
+              danger
+              onConfirm={cancel}
+            />
+          )}
+          {(job.status === "failed" || job.status === "cancelled") && (
+            <Button variant="secondary" onClick={() => void retry()}>
+              Retry
+            </Button>
+          )}
+          {terminal && (
+            <>
+              <Button variant="secondary" onClick={() => void rerun()}>
+                Run again
+              </Button>
+              <Button variant="secondary" asChild>
+                <Link to={`/?image=${encodeURIComponent(job.image_id)}&workflow=${encodeURIComponent(job.workflow_id)}`} state={{ parameters: job.parameters }}>
+                  Edit parameters and run again
+                </Link>
+              </Button>
+            </>
+          )}
+        </div>
+        {logs.length > 0 && (
+          <details open={!terminal}>
+            <summary className="cursor-pointer text-sm font-medium">Logs ({logs.length})</summary>
+            {/* A scrolling box must be reachable by keyboard (WCAG 2.1.1). */}
+            {/* eslint-disable-next-line jsx-a11y/no-noninteractive-tabindex */}
+            <pre aria-label="Job logs" className="mt-2 max-h-48 overflow-auto whitespace-pre-wrap rounded bg-slate-100 p-2 text-xs dark:bg-slate-800" tabIndex={0}>
+              {logs.join("\n")}
+            </pre>
+          </details>
+        )}
+      </Card>
+
+      {job.status === "completed" && resultUrl && (
+        <section aria-labelledby="result-heading" className="grid gap-3">
+          <h2 id="result-heading" className="text-lg font-semibold">
+            Result
+          </h2>
+          {inputImage ? (
+            <Compare before={inputImage.url} after={resultUrl} beforeAlt={`Original: ${inputName}`} afterAlt={`Result of ${workflowName ?? "the workflow"}`} />
+          ) : (
+            <img src={resultUrl} alt={`Result of ${workflowName ?? "the workflow"}`} className="max-h-[70vh] rounded-lg" />
+          )}
+          <div className="flex flex-wrap gap-2">
+            <Button asChild>
+              <a href={resultUrl} download={result.data?.filename ?? "result"} data-testid="download-result">
+                Download result
+              </a>
+            </Button>
+            {inputImage && (
+              <Button variant="secondary" asChild>
+                <a href={inputImage.url} download={inputName}>
+                  Download original
+                </a>
+              </Button>
+            )}
+          </div>
+        </section>
+      )}
+
+      <Card>
+        <h2 className="mb-2 text-lg font-semibold">Details</h2>
+        <dl className="grid grid-cols-[auto_1fr] gap-x-4 gap-y-1 text-sm">
+          <dt className="text-slate-700 dark:text-slate-300">Workflow</dt>
+          <dd>{workflowName}</dd>
+          {inputImage && (
+            <>
+              <dt className="text-slate-700 dark:text-slate-300">Original</dt>
+              <dd>
+                {inputName}, {inputImage.width}×{inputImage.height}, {formatBytes(inputImage.file_size)}
+              </dd>
+            </>
+          )}
+          {result.data && (
+            <>
+              <dt className="text-slate-700 dark:text-slate-300">Result</dt>
+              <dd>
+                {result.data.width}×{result.data.height}, {result.data.mime_type}, {formatBytes(result.data.file_size)}
+              </dd>
+            </>
+          )}
+          {job.created_at && (
+            <>
+              <dt className="text-slate-700 dark:text-slate-300">Started</dt>
+              <dd>{new Date(job.created_at).toLocaleString()}</dd>
+            </>
+          )}
+          {job.processing_time_ms != null && (
+            <>
+              <dt className="text-slate-700 dark:text-slate-300">Processing time</dt>
+              <dd>{formatDuration(job.processing_time_ms)}</dd>
+            </>
+          )}
+          {Object.entries(job.parameters).map(([name, value]) => (
+            <div key={name} className="contents">
+              <dt className="text-slate-700 dark:text-slate-300">{name}</dt>
+              <dd className="break-all">{JSON.stringify(value)}</dd>
+            </div>
+          ))}
+        </dl>
+      </Card>
+    </div>
+  );
+}

@@ -1,0 +1,234 @@
+// Profile, usage against the plan's limits, preferences, sessions and the account.
+import { useState } from "react";
+import { useNavigate } from "react-router-dom";
+import { workflows } from "@/api/catalogue";
+import { messageOf } from "@/api/problem";
+import { formatBytes } from "@/api/upload";
+import { deleteAccount, getProfile, isMissing, logoutEverywhere, updateProfile, type Theme } from "@/api/users";
+import { Button } from "@/components/ui/button";
+import { ConfirmDialog } from "@/components/ui/dialog";
+import { Input, Label, Select } from "@/components/ui/field";
+import { Alert, Card, PageTitle, Progress, Spinner, Switch } from "@/components/ui/misc";
+import { useAsync } from "@/lib/useAsync";
+import { useAuth } from "@/stores/auth";
+import { useSettings } from "@/stores/settings";
+import { useUploads } from "@/stores/uploads";
+
+function Usage({ label, used, limit, format = String }: { label: string; used: number; limit: number; format?: (n: number) => string }) {
+  const fraction = limit > 0 ? used / limit : 0;
+  return (
+    <div className="grid gap-1">
+      <div className="flex justify-between text-sm">
+        <span>{label}</span>
+        <span className="tabular-nums">
+          {format(used)} of {limit > 0 ? format(limit) : "unlimited"}
+        </span>
+      </div>
+      <Progress value={fraction} label={`${label}: ${format(used)} of ${format(limit)}`} />
+    </div>
+  );
+}
+
+export default function SettingsPage() {
+  const profile = useAsync(getProfile, []);
+  const catalogue = useAsync(workflows, []);
+  const settings = useSettings((state) => state.settings);
+  const synced = useSettings((state) => state.synced);
+  const update = useSettings((state) => state.update);
+  const drop = useAuth((state) => state.drop);
+  const signOut = useAuth((state) => state.signOut);
+  const navigate = useNavigate();
+  const [name, setName] = useState<string | null>(null);
+  const [message, setMessage] = useState<{ tone: "error" | "success" | "info"; text: string } | null>(null);
+
+  const save = async (change: Parameters<typeof update>[0]) => {
+    setMessage(null);
+    try {
+      await update(change);
+      setMessage({ tone: "success", text: "Settings saved." });
+    } catch (error) {
+      setMessage({ tone: "error", text: messageOf(error) });
+    }
+  };
+
+  const saveName = async (event: { preventDefault: () => void }) => {
+    event.preventDefault();
+    if (name === null) return;
+    try {
+      await updateProfile(name);
+      profile.reload();
+      setMessage({ tone: "success", text: "Display name saved." });
+    } catch (error) {
+      setMessage({ tone: "error", text: messageOf(error) });
+    }
+  };
+
+  const everywhere = async () => {
+    try {
+      await logoutEverywhere();
+      useUploads.getState().reset();
+      drop("You were signed out on every device.");
+    } catch (error) {
+      setMessage({
+        tone: "error",
+        text: isMissing(error) ? "This server cannot sign out other devices yet." : messageOf(error),
+      });
+    }
+  };
+
+  const removeAccount = async () => {
+    try {
+      await deleteAccount();
+      useUploads.getState().reset();
+      drop("Your account was deleted.");
+      void navigate("/login");
+    } catch (error) {
+      setMessage({ tone: "error", text: isMissing(error) ? "This server cannot delete accounts yet." : messageOf(error) });
+    }
+  };
+
+  const profileMissing = Boolean(profile.error) && isMissing(profile.error);
+  const p = profile.data;
+
+  return (
+    <div className="grid gap-4">
+      <PageTitle>Settings</PageTitle>
+      {message && <Alert tone={message.tone}>{message.text}</Alert>}
+
+      <Card className="grid gap-4">
+        <h2 className="text-lg font-semibold">Profile and usage</h2>
+        {profile.loading && !p && <Spinner label="Loading your profile" />}
+        {profileMissing && <p className="text-sm">Profiles and quotas are not available on this server yet.</p>}
+        {profile.error && !profileMissing ? <Alert>{messageOf(profile.error)}</Alert> : null}
+        {p && (
+          <>
+            <p className="text-sm">
+              {p.email} · <span className="font-medium capitalize">{p.subscription_tier}</span> plan · member since{" "}
+              {new Date(p.created_at).toLocaleDateString()}
+            </p>
+            <form onSubmit={(event) => void saveName(event)} className="flex flex-wrap items-end gap-2">
+              <div className="grid flex-1 gap-1">
+                <Label htmlFor="display-name">Display name</Label>
+                <Input id="display-name" value={name ?? p.display_name} onChange={(event) => setName(event.target.value)} maxLength={100} />
+              </div>
+              <Button type="submit" variant="secondary">
+                Save name
+              </Button>
+            </form>
+            <div className="grid gap-3">
+              <Usage label="Jobs today" used={p.usage.jobs_today} limit={p.limits.jobs_per_day} />
+              <Usage label="Jobs running" used={p.usage.concurrent_jobs} limit={p.limits.concurrent_jobs} />
+              <Usage label="Storage" used={p.usage.storage_bytes} limit={p.limits.storage_bytes} format={formatBytes} />
+              <p className="text-sm text-slate-700 dark:text-slate-300">
+                {p.usage.images} images · files up to {formatBytes(p.limits.max_file_bytes)} · daily jobs reset{" "}
+                {new Date(p.jobs_reset_at).toLocaleString()}
+              </p>
+            </div>
+          </>
+        )}
+      </Card>
+
+      <Card className="grid gap-4">
+        <h2 className="text-lg font-semibold">Preferences</h2>
+        {!synced && (
+          <p className="text-sm text-slate-700 dark:text-slate-300">Saved on this device (the server does not keep settings yet).</p>
+        )}
+        <div className="grid gap-1 sm:max-w-xs">
+          <Label htmlFor="theme">Theme</Label>
+          <Select id="theme" value={settings.theme} onChange={(event) => void save({ theme: event.target.value as Theme })}>
+            <option value="system">Same as the system</option>
+            <option value="light">Light</option>
+            <option value="dark">Dark</option>
+          </Select>
+        </div>
+        <div className="grid gap-1 sm:max-w-xs">
+          <Label htmlFor="default-workflow">Default workflow</Label>
+          <Select
+            id="default-workflow"
+            value={settings.default_workflow_id ?? ""}
+            onChange={(event) => void save({ default_workflow_id: event.target.value || null })}
+          >
+            <option value="">The first in the catalogue</option>
+            {(catalogue.data ?? []).map((w) => (
+              <option key={w.id} value={w.id}>
+                {w.name}
+              </option>
+            ))}
+          </Select>
+        </div>
+        <div className="grid gap-1 sm:max-w-xs">
+          <Label htmlFor="retention">Keep images for (days)</Label>
+          <Input
+            id="retention"
+            type="number"
+            min={1}
+            max={p?.limits.max_retention_days}
+            placeholder="Plan default"
+            aria-describedby="retention-hint"
+            defaultValue={settings.retention_days ?? ""}
+            onBlur={(event) => {
+              const value = event.target.value.trim();
+              const days = value === "" ? null : Number.parseInt(value, 10);
+              if (days !== settings.retention_days) void save({ retention_days: days });
+            }}
+          />
+          <p id="retention-hint" className="text-xs text-slate-700 dark:text-slate-300">
+            {p ? `At most ${p.limits.max_retention_days} days on your plan.` : "Empty: the plan's default."}
+          </p>
+        </div>
+        <div className="grid gap-2">
+          <div className="flex items-center gap-3">
+            <Switch
+              id="notify-completed"
+              checked={settings.notifications.job_completed}
+              onCheckedChange={(checked) => void save({ notifications: { ...settings.notifications, job_completed: checked } })}
+            />
+            <Label htmlFor="notify-completed">Notify me when a job completes</Label>
+          </div>
+          <div className="flex items-center gap-3">
+            <Switch
+              id="notify-failed"
+              checked={settings.notifications.job_failed}
+              onCheckedChange={(checked) => void save({ notifications: { ...settings.notifications, job_failed: checked } })}
+            />
+            <Label htmlFor="notify-failed">Notify me when a job fails</Label>
+          </div>
+        </div>
+        {Object.keys(settings.workflow_defaults).length > 0 && (
+          <Button
+            variant="secondary"
+            className="justify-self-start"
+            onClick={() => void save({ workflow_defaults: {} })}
+          >
+            Forget remembered parameters
+          </Button>
+        )}
+      </Card>
+
+      <Card className="grid gap-3">
+        <h2 className="text-lg font-semibold">Sessions and account</h2>
+        <div className="flex flex-wrap gap-2">
+          <Button variant="secondary" onClick={() => void signOut()}>
+            Sign out
+          </Button>
+          <ConfirmDialog
+            trigger={<Button variant="secondary">Sign out everywhere</Button>}
+            title="Sign out on every device?"
+            description="Every session of your account ends, this one included."
+            confirmLabel="Sign out everywhere"
+            onConfirm={everywhere}
+          />
+          <ConfirmDialog
+            trigger={<Button variant="danger">Delete account</Button>}
+            title="Delete your account?"
+            description="Your images, results, history and settings are deleted for good. This cannot be undone."
+            confirmLabel="Delete my account"
+            danger
+            onConfirm={removeAccount}
+          />
+        </div>
+      </Card>
+    </div>
+  );
+}
+

@@ -1,0 +1,90 @@
+// Preferences: the theme and the last-used parameters of each workflow. Kept in
+// localStorage always (so they work offline and before the user service exists) and synced
+// with the user's settings on the server when it answers (optimistic, with its ETag).
+import { create } from "zustand";
+import { persist } from "zustand/middleware";
+import { ApiError } from "@/api/problem";
+import { getSettings, isMissing, putSettings, type Theme, type UserSettings } from "@/api/users";
+import type { JsonValue } from "@/lib/schemaForm";
+
+export const DEFAULT_SETTINGS: UserSettings = {
+  theme: "system",
+  retention_days: null,
+  notifications: { job_completed: true, job_failed: true },
+  default_workflow_id: null,
+  workflow_defaults: {},
+};
+
+interface SettingsState {
+  settings: UserSettings;
+  etag: string | null;
+  /** Whether the server keeps settings (false until it answered, or when it has no endpoint). */
+  synced: boolean;
+  load: () => Promise<void>;
+  /** Apply a change locally, then save it on the server (retrying once on a stale ETag). */
+  update: (change: Partial<UserSettings>) => Promise<void>;
+  setTheme: (theme: Theme) => Promise<void>;
+  rememberParameters: (workflowId: string, parameters: Record<string, JsonValue>) => Promise<void>;
+  reset: () => void;
+}
+
+export const useSettings = create<SettingsState>()(
+  persist(
+    (set, get) => ({
+      settings: DEFAULT_SETTINGS,
+      etag: null,
+      synced: false,
+
+      async load() {
+        try {
+          const { document, etag } = await getSettings();
+          set({ settings: { ...DEFAULT_SETTINGS, ...document.settings }, etag, synced: true });
+        } catch (error) {
+          if (isMissing(error)) set({ synced: false });
+          else throw error;
+        }
+      },
+
+      async update(change) {
+        const next = { ...get().settings, ...change };
+        set({ settings: next });
+        if (!get().synced) return;
+        try {
+          const saved = await putSettings(next, get().etag);
+          set({ settings: { ...DEFAULT_SETTINGS, ...saved.document.settings }, etag: saved.etag });
+        } catch (error) {
+          if (error instanceof ApiError && error.status === 412) {
+            // Changed elsewhere: take theirs, apply ours on top, save once more.
+            await get().load();
+            const merged = { ...get().settings, ...change };
+            const saved = await putSettings(merged, get().etag);
+            set({ settings: { ...DEFAULT_SETTINGS, ...saved.document.settings }, etag: saved.etag });
+          } else if (isMissing(error)) {
+            set({ synced: false });
+          } else {
+            throw error;
+          }
+        }
+      },
+
+      setTheme(theme) {
+        return get().update({ theme });
+      },
+
+      rememberParameters(workflowId, parameters) {
+        const workflow_defaults = { ...get().settings.workflow_defaults, [workflowId]: parameters };
+        return get().update({ workflow_defaults, default_workflow_id: workflowId });
+      },
+
+      reset() {
+        set({ settings: DEFAULT_SETTINGS, etag: null, synced: false });
+      },
+    }),
+    { name: "atelier-settings", partialize: (state) => ({ settings: state.settings }) },
+  ),
+);
+
+/** The class on <html> that turns dark mode on. */
+export function resolveTheme(theme: Theme, prefersDark: boolean): "light" | "dark" {
+  return theme === "system" ? (prefersDark ? "dark" : "light") : theme;
+}
