@@ -45,7 +45,7 @@ run: web ## Build the web assets and the atelier binary (debug), then run `ateli
 	exec $(ATELIER_BIN) serve $(ARGS)
 
 .PHONY: test
-test: ## Everything CI runs: deps, web build, lint, then the workspace tests
+test: ## Everything CI runs: deps, web build, lint, then the workspace tests and the web app's (web-test)
 	bash .ci/deps.sh
 	$(MAKE) web
 	$(MAKE) lint
@@ -54,7 +54,9 @@ test: ## Everything CI runs: deps, web build, lint, then the workspace tests
 		TEST_S3_ENDPOINT='$(TEST_S3_ENDPOINT)' TEST_S3_ACCESS_KEY='$(TEST_S3_ACCESS_KEY)' \
 		TEST_S3_SECRET_KEY='$(TEST_S3_SECRET_KEY)' TEST_S3_FS_ROOT='$(TEST_S3_FS_ROOT)' \
 		$(CARGO) test -j$(JOBS) --workspace --all-targets 2>&1 | tee $(TEST_LOG)
+	$(MAKE) web-test 2>&1 | tee -a $(TEST_LOG)
 	@awk '/^test result:/ { passed += $$4; failed += $$6 } \
+		/^ +Tests +[0-9]+ passed/ { passed += $$2 } /^e2e: [0-9]+ passed/ { passed += $$2; failed += $$4 } \
 		END { printf "tests: %d passed, %d failed\n", passed, failed }' $(TEST_LOG)
 
 .PHONY: lint
@@ -78,6 +80,12 @@ fmt: ## Format the Rust code
 .PHONY: web
 web: $(WEB_DEPS) ## Build the web assets into gateway/web/dist
 	cd $(WEB_DIR) && $(NPM) run build --silent
+
+.PHONY: web-test
+web-test: web ## Web app: typecheck, eslint, Vitest, then end-to-end in Chromium against atelier serve
+	$(CARGO) build -j$(JOBS) -p atelier
+	cd $(WEB_DIR) && $(NPM) run typecheck --silent && $(NPM) run lint --silent && $(NPM) test --silent
+	cd $(WEB_DIR) && ATELIER_BIN='$(abspath $(ATELIER_BIN))' $(NPM) run e2e --silent
 
 .PHONY: openapi
 openapi: ## Rewrite gateway/web/openapi.json (the web app's API types come from it)

@@ -60,6 +60,8 @@ elif ! have npm; then
     packages+=(npm)
 fi
 have pkg-config || packages+=(pkg-config)
+# Headless Chromium for the web app's end-to-end tests (driven by playwright-core).
+[[ -x /usr/bin/chromium ]] || packages+=(chromium)
 have cc || packages+=(gcc libc6-dev) # the linker cargo calls
 installed ca-certificates || packages+=(ca-certificates)
 fal_client_ok() { python3 -c 'import fal_client' >/dev/null 2>&1; }

@@ -18,7 +18,7 @@ export function OfflineBanner() {
   if (online) return null;
   return (
     <div role="status" className="bg-amber-100 px-4 py-2 text-center text-sm font-medium text-amber-950 dark:bg-amber-900 dark:text-amber-50">
-      You are offline. Results and history you have already viewed are still shown; new jobs and uploads wait until you are back online.
+      You are offline. Results and history you have already viewed are still shown; uploads and new jobs need a connection.
     </div>
   );
 }

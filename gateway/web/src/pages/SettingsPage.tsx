@@ -162,7 +162,7 @@ export default function SettingsPage() {
             id="retention"
             type="number"
             min={1}
-            max={p?.limits.max_retention_days}
+            max={p?.limits.max_retention_days || undefined}
             placeholder="Plan default"
             aria-describedby="retention-hint"
             defaultValue={settings.retention_days ?? ""}
@@ -173,7 +173,7 @@ export default function SettingsPage() {
             }}
           />
           <p id="retention-hint" className="text-xs text-slate-700 dark:text-slate-300">
-            {p ? `At most ${p.limits.max_retention_days} days on your plan.` : "Empty: the plan's default."}
+            {p?.limits.max_retention_days ? `Empty: the plan's default. At most ${p.limits.max_retention_days} days on your plan.` : "Empty: the plan's default."}
           </p>
         </div>
         <div className="grid gap-2">

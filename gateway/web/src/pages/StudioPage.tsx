@@ -31,7 +31,7 @@ export default function StudioPage() {
   const settings = useSettings((state) => state.settings);
   const rememberParameters = useSettings((state) => state.rememberParameters);
 
-  const maxBytes = profile.data?.limits.max_file_bytes ?? DEFAULT_MAX_BYTES;
+  const maxBytes = profile.data?.limits.max_file_bytes || DEFAULT_MAX_BYTES;
   const rerun = location.state as { parameters?: Values } | null;
 
   // ?image= preselects an image (re-run from a result or history).
