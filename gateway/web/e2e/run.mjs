@@ -304,6 +304,53 @@ test("phone-sized screen", async () => {
   await context.close();
 });
 
+test("keyboard only, with a visible focus", async () => {
+  const { context, page } = await newPage({ viewport: { width: 1280, height: 900 } });
+  const focused = () =>
+    page.evaluate(() => {
+      const el = document.activeElement;
+      const style = el ? getComputedStyle(el) : null;
+      return { text: (el?.getAttribute("aria-label") ?? el?.textContent ?? "").trim(), tag: el?.tagName, outline: style ? style.outlineStyle !== "none" && style.outlineWidth !== "0px" : false };
+    });
+  /** Tabs forward until the focused element's text matches; every stop must show focus. */
+  async function tabTo(pattern) {
+    for (let i = 0; i < 40; i++) {
+      await page.keyboard.press("Tab");
+      const now = await focused();
+      expect(now.outline || ["INPUT", "SELECT", "TEXTAREA"].includes(now.tag), `no visible focus on ${now.tag} "${now.text}"`);
+      if (pattern.test(now.text)) return;
+    }
+    throw new Error(`never reached ${pattern}`);
+  }
+  await page.goto("/register");
+  await page.getByRole("heading", { name: "Create your account" }).waitFor();
+  await page.keyboard.press("Tab"); // the skip link
+  expect((await focused()).text === "Skip to content", "the first stop is not the skip link");
+  await page.getByLabel("Email").focus();
+  await page.keyboard.type(`keys-${Date.now()}@example.com`);
+  await page.keyboard.press("Tab");
+  await page.keyboard.type("correct horse battery staple");
+  await page.keyboard.press("Enter");
+  await page.getByRole("heading", { name: "Studio" }).waitFor();
+  await tabTo(/^Choose files$/);
+  await page.goto("/");
+  await page.getByRole("heading", { name: "Studio" }).waitFor();
+  await tabTo(/^History$/);
+  await page.keyboard.press("Enter");
+  await page.getByRole("heading", { name: "History" }).waitFor();
+  await tabTo(/^Settings$/);
+  await page.keyboard.press("Enter");
+  await page.getByRole("heading", { name: "Preferences" }).waitFor();
+  await tabTo(/^Sign out everywhere$/);
+  await page.keyboard.press("Enter");
+  await page.getByRole("dialog").waitFor();
+  await page.keyboard.press("Escape");
+  await page.getByRole("dialog").waitFor({ state: "detached" });
+  expect((await focused()).text === "Sign out everywhere", "focus did not return to the dialog's trigger");
+  expect(page.problems.length === 0, page.problems.join("\n"));
+  await context.close();
+});
+
 test("API docs still served", async () => {
   const { context, page } = await newPage();
   await page.goto("/api/docs/");
