@@ -304,6 +304,24 @@ test("phone-sized screen", async () => {
   await context.close();
 });
 
+test("a batch of two images", async () => {
+  const { context, page } = await newPage({ viewport: { width: 1280, height: 900 } });
+  await register(page);
+  await uploadImage(page, "first.png", 4);
+  await uploadImage(page, "second.png", 5);
+  await page.getByText("Images to process (2 selected)").waitFor();
+  await page.getByRole("radio", { name: /Edge map/ }).check();
+  await page.getByRole("button", { name: "Start batch of 2" }).click();
+  await page.waitForURL("**/batches/*");
+  await page.getByText(/^2 completed, 0 failed/).waitFor({ timeout: 60_000 });
+  await axe(page, "batch");
+  await shot(page, "batch");
+  await page.getByRole("link", { name: "Job 2" }).click();
+  await page.locator('[data-testid=job-status][data-status="completed"]').waitFor();
+  expect(page.problems.length === 0, page.problems.join("\n"));
+  await context.close();
+});
+
 test("keyboard only, with a visible focus", async () => {
   const { context, page } = await newPage({ viewport: { width: 1280, height: 900 } });
   const focused = () =>
