@@ -322,6 +322,72 @@ test("a batch of two images", async () => {
   await context.close();
 });
 
+test("account: profile, settings kept by the server, sign out everywhere, deletion", async () => {
+  const { context, page } = await newPage({ viewport: { width: 1280, height: 900 } });
+  const email = await register(page);
+  const profile = await apiCall(page, "/api/users/profile");
+  await page.getByRole("link", { name: "Settings" }).click();
+  await page.getByRole("heading", { name: "Preferences" }).waitFor();
+  if (profile.status === 404) {
+    // The user service is not in this server: the page says so and keeps working.
+    await page.getByText("Profiles and quotas are not available on this server yet.").waitFor();
+    await page.getByText(/Saved on this device/).waitFor();
+    await page.getByLabel("Theme").selectOption("dark");
+    await page.waitForFunction(() => document.documentElement.classList.contains("dark"));
+    await page.getByRole("button", { name: "Delete account" }).click();
+    await page.getByRole("dialog").getByRole("button", { name: "Delete my account" }).click();
+    await page.getByText("This server cannot delete accounts yet.").waitFor();
+    await axe(page, "settings without the user service");
+    await context.close();
+    return;
+  }
+  await page.getByText("Jobs today").waitFor();
+  await page.getByLabel("Display name").fill("Ada Lovelace");
+  await page.getByRole("button", { name: "Save name" }).click();
+  await page.getByText("Display name saved.").waitFor();
+  await page.getByLabel("Theme").selectOption("dark");
+  await page.getByText("Settings saved.").waitFor();
+  const settings = JSON.parse((await apiCall(page, "/api/users/settings")).body);
+  expect(settings.settings.theme === "dark", `the server keeps theme ${settings.settings.theme}`);
+  expect(JSON.parse((await apiCall(page, "/api/users/profile")).body).display_name === "Ada Lovelace", "display name not saved");
+  await axe(page, "settings with a profile, dark");
+
+  // A second device signed in to the same account...
+  const other = await newPage();
+  await other.page.goto("/login");
+  await other.page.getByLabel("Email").fill(email);
+  await other.page.getByLabel("Password", { exact: true }).fill("correct horse battery staple");
+  await other.page.getByRole("button", { name: "Sign in" }).click();
+  await other.page.getByRole("heading", { name: "Studio" }).waitFor();
+  // ...loses its session when this one signs out everywhere.
+  await page.getByRole("button", { name: "Sign out everywhere" }).click();
+  await page.getByRole("dialog").getByRole("button", { name: "Sign out everywhere" }).click();
+  await page.getByText("You were signed out on every device.").waitFor();
+  const refreshed = await other.page.evaluate(async () => {
+    const session = JSON.parse(localStorage.getItem("atelier-session") ?? "{}").state?.session;
+    const response = await fetch("/api/auth/refresh", { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ refresh_token: session?.refreshToken }) });
+    return response.status;
+  });
+  expect(refreshed === 401, `the other device could still refresh (${refreshed})`);
+  await other.context.close();
+
+  // Deleting the account ends it for good.
+  await page.getByLabel("Email").fill(email);
+  await page.getByLabel("Password", { exact: true }).fill("correct horse battery staple");
+  await page.getByRole("button", { name: "Sign in" }).click();
+  // Back where the session ended.
+  await page.getByRole("heading", { name: "Preferences" }).waitFor();
+  await page.getByRole("button", { name: "Delete account" }).click();
+  await page.getByRole("dialog").getByRole("button", { name: "Delete my account" }).click();
+  await page.getByText("Your account was deleted.").waitFor();
+  await page.getByLabel("Email").fill(email);
+  await page.getByLabel("Password", { exact: true }).fill("correct horse battery staple");
+  await page.getByRole("button", { name: "Sign in" }).click();
+  await page.getByRole("alert").filter({ hasText: /invalid email or password/i }).waitFor();
+  expect(page.problems.length === 0, page.problems.join("\n"));
+  await context.close();
+});
+
 test("keyboard only, with a visible focus", async () => {
   const { context, page } = await newPage({ viewport: { width: 1280, height: 900 } });
   const focused = () =>

@@ -1,5 +1,5 @@
 // One job: watched live until it finishes, then its result compared with the original.
-import { useCallback, useEffect, useState } from "react";
+import { useCallback, useEffect, useRef, useState } from "react";
 import { Link, useNavigate, useParams } from "react-router-dom";
 import { workflows } from "@/api/catalogue";
 import { api, idempotencyKey, unwrap, type Image, type Job } from "@/api/client";
@@ -73,14 +73,19 @@ export default function JobPage() {
     // eslint-disable-next-line react-hooks/exhaustive-deps
   }, [jobId, job === undefined, terminal]);
 
+  // Finished live: read it once more for its result's URL (once: a deleted result has none).
+  const reread = useRef<string | null>(null);
   useEffect(() => {
     if (terminal) {
-      if (job && job.status === "completed" && !job.result_url) reload();
+      if (job && job.status === "completed" && !job.result_url && reread.current !== jobId) {
+        reread.current = jobId;
+        reload();
+      }
       return;
     }
     const timer = setInterval(() => setNow(Date.now()), 500);
     return () => clearInterval(timer);
-  }, [terminal, job, reload]);
+  }, [terminal, job, jobId, reload]);
 
   const input = useAsync(() => (job ? fetchImage(job.image_id) : Promise.resolve(null)), [job?.image_id]);
   const result = useAsync(
