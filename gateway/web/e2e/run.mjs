@@ -388,6 +388,29 @@ test("account: profile, settings kept by the server, sign out everywhere, deleti
   await context.close();
 });
 
+test("stays signed in: the access token is refreshed before it expires", async () => {
+  const { context, page } = await newPage();
+  await register(page);
+  const session = () => page.evaluate(() => JSON.parse(localStorage.getItem("atelier-session") ?? "{}").state?.session ?? null);
+  const first = await session();
+  // Tokens live 75 s here; the app refreshes 60 s before expiry, i.e. after about 15 s.
+  await page.waitForFunction(
+    (token) => JSON.parse(localStorage.getItem("atelier-session") ?? "{}").state?.session?.refreshToken !== token,
+    first.refreshToken,
+    { timeout: 40_000, polling: 500 },
+  );
+  const second = await session();
+  expect(second.accessToken !== first.accessToken && second.expiresAt > first.expiresAt, "no new access token");
+  // The rotated token is the one in use: the API still answers, and a reload keeps the session.
+  await page.reload();
+  await page.getByRole("link", { name: "History" }).click();
+  await page.getByText("No jobs yet").waitFor();
+  const me = await apiCall(page, "/api/auth/me");
+  expect(me.status === 200, `/api/auth/me answered ${me.status}`);
+  expect(page.problems.length === 0, page.problems.join("\n"));
+  await context.close();
+});
+
 test("keyboard only, with a visible focus", async () => {
   const { context, page } = await newPage({ viewport: { width: 1280, height: 900 } });
   const focused = () =>

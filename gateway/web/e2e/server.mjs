@@ -42,6 +42,9 @@ export async function startAtelier({ webRoot, logFile }) {
     RATE_LIMIT_PER_IP: "100000",
     RATE_LIMIT_PER_USER: "100000",
     RATE_LIMIT_LOGIN_PER_IP: "10000",
+    // Short-lived access tokens: the app refreshes a minute before expiry, so every test
+    // runs through refreshes, and "stays signed in" sees one happen.
+    ACCESS_TOKEN_TTL_SECS: "75",
   };
   for (const name of ["DATABASE_URL", "REDIS_URL", "S3_BUCKET", "S3_ENDPOINT", "FAL_KEY", "PUBLIC_URL"]) Reflect.deleteProperty(env, name);
   const log = createWriteStream(logFile);
