@@ -458,8 +458,22 @@ test("keyboard only, with a visible focus", async () => {
   await context.close();
 });
 
-test("API docs still served", async () => {
+test("installable: manifest, service worker, strict CSP; API docs still served", async () => {
   const { context, page } = await newPage();
+  const home = await fetch(server.base + "/");
+  const csp = home.headers.get("content-security-policy") ?? "";
+  expect(/script-src 'self';/.test(csp) && !/script-src[^;]*unsafe/.test(csp), `CSP allows more scripts: ${csp}`);
+  const manifest = await fetch(server.base + "/manifest.webmanifest");
+  expect(manifest.ok && /manifest\+json|application\/json/.test(manifest.headers.get("content-type") ?? ""), `manifest: ${manifest.status} ${manifest.headers.get("content-type")}`);
+  const body = await manifest.json();
+  expect(body.display === "standalone" && body.icons.some((icon) => icon.sizes === "512x512"), "manifest is not installable");
+  const sw = await fetch(server.base + "/sw.js");
+  expect(sw.ok && /javascript/.test(sw.headers.get("content-type") ?? ""), `sw.js: ${sw.status} ${sw.headers.get("content-type")}`);
+  // Unknown app paths get the app; unknown API paths get a problem, not the app.
+  const deep = await fetch(server.base + "/jobs/does-not-exist");
+  expect(deep.ok && (await deep.text()).includes('id="root"'), "a deep link does not get the app");
+  const api = await fetch(server.base + "/api/nope");
+  expect(api.status === 404 && /problem\+json/.test(api.headers.get("content-type") ?? ""), `unknown API path answered ${api.status}`);
   await page.goto("/api/docs/");
   await page.getByText("Atelier API").first().waitFor();
   await context.close();
