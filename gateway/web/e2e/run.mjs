@@ -225,6 +225,9 @@ test("register, upload, run a workflow live, compare, download, history, offline
   await page.goto("/history");
   await page.getByTestId("history-item").first().waitFor();
   await axe(page, "history, dark");
+  await page.goto(jobUrl);
+  await page.locator('[data-testid=job-status][data-status="completed"]').waitFor();
+  await axe(page, "job whose images were deleted, dark");
 
   expect(page.problems.length === 0, page.problems.join("\n"));
   await context.close();
