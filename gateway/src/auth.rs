@@ -211,6 +211,28 @@ pub async fn logout(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// End every session of the caller ("sign out everywhere"): all their refresh
+/// tokens stop working.
+#[utoipa::path(
+    post, path = "/api/auth/logout-all", tag = "auth",
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Every session ended"),
+        (status = 401, description = "Missing or invalid access token", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn logout_all(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<StatusCode, Problem> {
+    state
+        .auth
+        .clone()
+        .logout_all(grpc_request(pb::LogoutAllRequest {}, &headers))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 /// The caller's account.
 #[utoipa::path(
     get, path = "/api/auth/me", tag = "auth",

@@ -20,7 +20,7 @@ use crate::{AppState, grpc_request, problem::Problem};
 
 /// An image as the REST API shows it. `url` and `thumbnail_url` are signed and
 /// expire (`SIGNED_URL_TTL`).
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct ImageBody {
     pub id: String,
     /// The stored name (`<id>.<ext>`).

@@ -11,6 +11,7 @@ pub mod live;
 pub mod openapi;
 pub mod problem;
 pub mod processing;
+pub mod users;
 pub mod workflows;
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc};
@@ -97,6 +98,7 @@ pub struct AppState {
     pub image: Channel,
     pub workflow: Channel,
     pub processing: Channel,
+    pub user: Channel,
     pub verifier: Arc<JwtVerifier>,
     pub limits: Arc<Limits>,
 }
@@ -137,10 +139,11 @@ pub async fn serve(
         processing: atelier_common::grpc::streaming_channel(
             &config.platform.endpoints.processing.url,
         )?,
+        user: channel(&config.platform.endpoints.user.url, timeout)?,
         verifier: JwtVerifier::new(GrpcKeySource::new(auth_channel.clone())),
         limits,
     };
-    let processing_probe = state.processing.clone();
+    let (processing_probe, user_probe) = (state.processing.clone(), state.user.clone());
     let (auth_probe, image_probe, workflow_probe) = (
         auth_channel.clone(),
         image_channel.clone(),
@@ -164,6 +167,9 @@ pub async fn serve(
                 processing_probe.clone(),
                 "atelier.processing.v1.ProcessingService",
             )
+        })
+        .check("user", move || {
+            check_health(user_probe.clone(), "atelier.user.v1.UserService")
         });
     if !config.web_dir.join("api-docs/index.html").exists() {
         tracing::warn!(web_dir = %config.web_dir.display(), "web assets not built; run `make web`");
@@ -210,6 +216,7 @@ pub fn router(config: &GatewayConfig, state: AppState, readiness: Readiness) -> 
             "Logout",
             "GetJwks",
             "GetCurrentUser",
+            "LogoutAll",
         ],
     );
     let image_grpc = grpc_web(
@@ -250,6 +257,19 @@ pub fn router(config: &GatewayConfig, state: AppState, readiness: Readiness) -> 
             "RetryBatch",
         ],
     );
+    let user_grpc = grpc_web(
+        state.user.clone(),
+        "atelier.user.v1.UserService",
+        &[
+            "GetProfile",
+            "UpdateProfile",
+            "GetSettings",
+            "UpdateSettings",
+            "GetUsage",
+            "GetHistory",
+            "DeleteAccount",
+        ],
+    );
 
     let api = Router::new()
         .merge(credentials)
@@ -283,6 +303,20 @@ pub fn router(config: &GatewayConfig, state: AppState, readiness: Readiness) -> 
         .route("/api/workflows/{id}/parameters", get(workflows::parameters))
         .route("/api/workflows/{id}/validate", post(workflows::validate))
         .route("/api/auth/logout", post(auth::logout))
+        .route("/api/auth/logout-all", post(auth::logout_all))
+        .route(
+            "/api/users/profile",
+            get(users::profile).patch(users::update_profile),
+        )
+        .route(
+            "/api/users/settings",
+            get(users::settings).put(users::replace_settings),
+        )
+        .route("/api/users/history", get(users::history))
+        .route(
+            "/api/users/me",
+            axum::routing::delete(users::delete_account),
+        )
         .route("/api/auth/me", get(auth::me))
         .route("/.well-known/jwks.json", get(auth::jwks))
         .route("/api/openapi.json", get(openapi::document))
@@ -292,6 +326,7 @@ pub fn router(config: &GatewayConfig, state: AppState, readiness: Readiness) -> 
             "/atelier.processing.v1.ProcessingService/{*method}",
             processing_grpc,
         )
+        .route_service("/atelier.user.v1.UserService/{*method}", user_grpc)
         .route_service(
             "/atelier.workflow.v1.WorkflowService/{*method}",
             workflow_grpc,

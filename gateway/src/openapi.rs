@@ -5,7 +5,7 @@ use utoipa::{
     openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
 };
 
-use crate::{auth, images, problem, processing, workflows};
+use crate::{auth, images, problem, processing, users, workflows};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -15,19 +15,22 @@ use crate::{auth, images, problem, processing, workflows};
 Errors are RFC 9457 problem documents (`application/problem+json`).",
     ),
     paths(
-        auth::register, auth::login, auth::refresh, auth::logout, auth::me, auth::jwks,
+        auth::register, auth::login, auth::refresh, auth::logout, auth::logout_all, auth::me, auth::jwks,
         images::upload, images::list, images::get, images::delete,
         workflows::list, workflows::get, workflows::parameters, workflows::validate,
         processing::start, processing::status, processing::cancel, processing::list, processing::events,
         processing::retry, processing::start_batch, processing::get_batch, processing::cancel_batch, processing::retry_batch,
+        users::profile, users::update_profile, users::settings, users::replace_settings, users::history,
+        users::delete_account,
     ),
-    components(schemas(problem::Problem, problem::ProblemField)),
+    components(schemas(problem::Problem, problem::ProblemField, problem::ProblemQuota, users::SettingsBody)),
     modifiers(&BearerAuth),
     tags(
         (name = "auth", description = "Accounts and sessions"),
         (name = "images", description = "Your uploaded and result images"),
         (name = "workflows", description = "What can be done to an image, and its parameters"),
         (name = "processing", description = "Jobs: start, watch live, cancel, list"),
+        (name = "users", description = "Your profile, settings, history, usage and account"),
     ),
 )]
 pub struct ApiDoc;

@@ -1,6 +1,6 @@
 //! RFC 9457 problem details: the one shape of every error the REST API returns.
 
-use atelier_common::{ErrorCode, FieldViolation, error::field_violations};
+use atelier_common::{ErrorCode, FieldViolation, QuotaExceeded, error::field_violations};
 use axum::{
     extract::rejection::JsonRejection,
     http::{HeaderValue, StatusCode, header},
@@ -44,9 +44,12 @@ pub struct Problem {
     pub detail: String,
     /// The request's invalid fields, if any.
     pub errors: Vec<ProblemField>,
+    /// The subscription-tier limit that refused the request (quota refusals only).
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub quota: Option<Box<ProblemQuota>>,
     #[serde(skip)]
     #[schema(ignore)]
-    retry_after: Option<u64>,
+    retry_after: Option<u32>,
 }
 
 /// A problem as sent: with the id of the request it answers (also in the
@@ -70,6 +73,24 @@ pub struct ProblemField {
     pub detail: String,
 }
 
+/// A tier limit that refused the request: which, its value and the usage against it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProblemQuota {
+    /// `jobs_per_day`, `concurrent_jobs`, `storage_bytes` or `max_file_size_bytes`.
+    pub limit: String,
+    /// The limit's value for the caller's tier.
+    pub allowed: i64,
+    /// Usage before this request.
+    pub used: i64,
+    /// What this request needed (jobs, bytes).
+    pub requested: i64,
+    /// The caller's subscription tier.
+    pub tier: String,
+    /// When the limit resets (RFC 3339); absent when it does not reset by itself.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resets_at: Option<String>,
+}
+
 impl From<FieldViolation> for ProblemField {
     fn from(violation: FieldViolation) -> Self {
         Self {
@@ -88,6 +109,7 @@ impl Problem {
             status: status.as_u16(),
             detail: detail.into(),
             errors: Vec::new(),
+            quota: None,
             retry_after: None,
         }
     }
@@ -108,7 +130,7 @@ impl Problem {
             "rate-limited",
             format!("too many requests; retry in {retry_after_secs} s"),
         );
-        problem.retry_after = Some(retry_after_secs);
+        problem.retry_after = Some(u32::try_from(retry_after_secs).unwrap_or(u32::MAX));
         problem
     }
 
@@ -157,6 +179,23 @@ impl From<tonic::Status> for Problem {
                     .into_iter()
                     .map(ProblemField::from)
                     .collect();
+                if let Some(quota) = QuotaExceeded::of(&status) {
+                    problem.retry_after = quota.resets_at.map(|at| {
+                        let seconds = (at - time::OffsetDateTime::now_utc()).whole_seconds();
+                        u32::try_from(seconds.max(1)).unwrap_or(u32::MAX)
+                    });
+                    problem.quota = Some(Box::new(ProblemQuota {
+                        resets_at: quota.resets_at.and_then(|at| {
+                            at.format(&time::format_description::well_known::Rfc3339)
+                                .ok()
+                        }),
+                        limit: quota.limit,
+                        allowed: quota.allowed,
+                        used: quota.used,
+                        requested: quota.requested,
+                        tier: quota.tier,
+                    }));
+                }
                 problem
             }
         }

@@ -120,7 +120,7 @@ pub fn status_name(code: i32) -> &'static str {
     }
 }
 
-fn status_code(name: &str) -> Option<i32> {
+pub fn status_code(name: &str) -> Option<i32> {
     Some(
         (match name {
             "pending" => pb::JobStatus::Pending,
@@ -135,7 +135,7 @@ fn status_code(name: &str) -> Option<i32> {
     )
 }
 
-fn body(job: pb::Job, result_url: Option<String>) -> JobBody {
+pub fn encode_job(job: pb::Job, result_url: Option<String>) -> JobBody {
     JobBody {
         status: status_name(job.status).to_owned(),
         job_id: job.id,
@@ -215,7 +215,7 @@ async fn job_body(state: &AppState, headers: &HeaderMap, job: pb::Job) -> JobBod
             .and_then(|reply| reply.into_inner().image)
             .map(|image| image.url)
     };
-    body(job, result_url)
+    encode_job(job, result_url)
 }
 
 /// One of your jobs.
@@ -314,7 +314,11 @@ pub async fn list(
         .await?
         .into_inner();
     Ok(Json(JobList {
-        jobs: reply.jobs.into_iter().map(|job| body(job, None)).collect(),
+        jobs: reply
+            .jobs
+            .into_iter()
+            .map(|job| encode_job(job, None))
+            .collect(),
         next_page_token: Some(reply.next_page_token).filter(|token| !token.is_empty()),
     }))
 }

@@ -3,8 +3,9 @@
 //! once, with field violations as a google.rpc `BadRequest` detail, and the gateway
 //! maps a `Status` back to an HTTP status once.
 
-use std::panic::Location;
+use std::{collections::HashMap, panic::Location};
 
+use time::format_description::well_known::Rfc3339;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
@@ -171,6 +172,69 @@ pub trait ServiceError: std::error::Error {
     fn field_violations(&self) -> Vec<FieldViolation> {
         Vec::new()
     }
+
+    /// The tier limit that refused the request, for quota refusals.
+    fn quota(&self) -> Option<&QuotaExceeded> {
+        None
+    }
+}
+
+/// A subscription-tier limit that refused work (a job start, an upload). It travels as
+/// a google.rpc `ErrorInfo` whose reason is `quota-exceeded` and whose metadata holds
+/// these fields, and becomes problem+json members (and `Retry-After`) at the gateway.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QuotaExceeded {
+    /// Which limit: `jobs_per_day`, `concurrent_jobs`, `storage_bytes` or
+    /// `max_file_size_bytes`.
+    pub limit: String,
+    /// The limit's value for the user's tier.
+    pub allowed: i64,
+    /// Usage before the refused request.
+    pub used: i64,
+    /// What the refused request needed (jobs, bytes).
+    pub requested: i64,
+    /// The user's subscription tier.
+    pub tier: String,
+    /// When the limit resets by itself (jobs per day); `None` when it does not.
+    pub resets_at: Option<time::OffsetDateTime>,
+}
+
+const QUOTA_REASON: &str = "quota-exceeded";
+
+impl QuotaExceeded {
+    fn error_info(&self) -> (String, String, HashMap<String, String>) {
+        let mut metadata = HashMap::from([
+            ("limit".to_owned(), self.limit.clone()),
+            ("allowed".to_owned(), self.allowed.to_string()),
+            ("used".to_owned(), self.used.to_string()),
+            ("requested".to_owned(), self.requested.to_string()),
+            ("tier".to_owned(), self.tier.clone()),
+        ]);
+        if let Some(at) = self.resets_at.and_then(|at| at.format(&Rfc3339).ok()) {
+            metadata.insert("resets_at".to_owned(), at);
+        }
+        (QUOTA_REASON.to_owned(), DOMAIN.to_owned(), metadata)
+    }
+
+    /// The quota refusal a `Status` carries, if any.
+    pub fn of(status: &Status) -> Option<Self> {
+        let info = status
+            .get_details_error_info()
+            .filter(|info| info.domain == DOMAIN && info.reason == QUOTA_REASON)?;
+        let field = |name: &str| info.metadata.get(name).cloned().unwrap_or_default();
+        let number = |name: &str| field(name).parse().unwrap_or_default();
+        Some(Self {
+            limit: field("limit"),
+            allowed: number("allowed"),
+            used: number("used"),
+            requested: number("requested"),
+            tier: field("tier"),
+            resets_at: info
+                .metadata
+                .get("resets_at")
+                .and_then(|at| time::OffsetDateTime::parse(at, &Rfc3339).ok()),
+        })
+    }
 }
 
 /// Maps a service error to the `Status` sent to clients. Internal errors are logged
@@ -184,7 +248,13 @@ pub fn to_status<E: ServiceError>(err: E) -> Status {
         tracing::error!(error = %err, source = ?std::error::Error::source(&err), %location, "internal error");
         return Status::internal("internal error");
     }
-    let mut details = ErrorDetails::with_error_info(code.slug(), DOMAIN, []);
+    let mut details = match err.quota() {
+        Some(quota) => {
+            let (reason, domain, metadata) = quota.error_info();
+            ErrorDetails::with_error_info(reason, domain, metadata)
+        }
+        None => ErrorDetails::with_error_info(code.slug(), DOMAIN, []),
+    };
     for violation in err.field_violations() {
         details.add_bad_request_violation(violation.field, violation.description);
     }
@@ -239,6 +309,34 @@ mod tests {
             field_violations(&status),
             vec![FieldViolation::new("email", "not an email address")]
         );
+    }
+
+    #[test]
+    fn quota_refusals_survive_the_round_trip() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("daily job limit reached")]
+        struct OverQuota(QuotaExceeded);
+        impl ServiceError for OverQuota {
+            fn code(&self) -> ErrorCode {
+                ErrorCode::ResourceExhausted
+            }
+            fn quota(&self) -> Option<&QuotaExceeded> {
+                Some(&self.0)
+            }
+        }
+        let quota = QuotaExceeded {
+            limit: "jobs_per_day".to_owned(),
+            allowed: 50,
+            used: 50,
+            requested: 1,
+            tier: "free".to_owned(),
+            resets_at: Some(time::macros::datetime!(2026-01-02 00:00 UTC)),
+        };
+        let status = to_status(OverQuota(quota.clone()));
+        assert_eq!(status.code(), Code::ResourceExhausted);
+        assert_eq!(ErrorCode::of(&status), ErrorCode::ResourceExhausted);
+        assert_eq!(QuotaExceeded::of(&status), Some(quota));
+        assert_eq!(QuotaExceeded::of(&to_status(Sample::Invalid)), None);
     }
 
     #[test]

@@ -168,6 +168,18 @@ pub fn caller<T>(request: &tonic::Request<T>) -> Result<Caller, Status> {
         .ok_or_else(|| Status::unauthenticated("missing bearer token"))
 }
 
+/// `message` as a request on the caller's behalf: carries `incoming`'s access token and
+/// request id on to the next service, which verifies the token itself.
+pub fn on_behalf<T, M>(incoming: &tonic::Request<T>, message: M) -> tonic::Request<M> {
+    let mut outgoing = tonic::Request::new(message);
+    for key in ["authorization", REQUEST_ID] {
+        if let Some(value) = incoming.metadata().get(key) {
+            outgoing.metadata_mut().insert(key, value.clone());
+        }
+    }
+    outgoing
+}
+
 /// Records RED metrics and opens a span with the request id for every call.
 #[derive(Clone, Copy)]
 struct ObserveLayer;

@@ -11,7 +11,7 @@ pub mod shutdown;
 pub mod telemetry;
 pub mod token;
 
-pub use error::{ErrorCode, FieldViolation, ServiceError};
+pub use error::{ErrorCode, FieldViolation, QuotaExceeded, ServiceError};
 pub use token::{Caller, Claims, JwtVerifier};
 
 /// The time, passed in so tests control it.

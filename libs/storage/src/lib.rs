@@ -128,6 +128,10 @@ pub trait ObjectStore: Send + Sync + 'static {
     /// Deletes `key`; deleting a missing object is not an error.
     async fn delete(&self, key: &str) -> Result<(), StorageError>;
 
+    /// The keys that start with `prefix`, sorted; for audits and tests (every key
+    /// is listed, so keep prefixes narrow).
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, StorageError>;
+
     /// A URL anyone can GET `key` from until `ttl` has passed, when the backend
     /// signs URLs itself (S3 presigned GET). `None` for the local backend, whose
     /// URLs the image service signs and the gateway serves.

@@ -246,6 +246,47 @@ impl ObjectStore for LocalStore {
         Ok(())
     }
 
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, StorageError> {
+        // Walk from the deepest directory the prefix names; keys are `/`-separated.
+        let start = match prefix.rfind('/') {
+            Some(end) => self.objects.join(&prefix[..end]),
+            None => self.objects.clone(),
+        };
+        let mut keys = Vec::new();
+        let mut pending = vec![start];
+        while let Some(dir) = pending.pop() {
+            let mut entries = match fs::read_dir(&dir).await {
+                Ok(entries) => entries,
+                Err(e) if is_missing(&e) || e.kind() == io::ErrorKind::NotADirectory => continue,
+                Err(e) => return Err(backend(format!("listing {}", dir.display()), e)),
+            };
+            while let Some(entry) = entries
+                .next_entry()
+                .await
+                .map_err(|e| backend(format!("listing {}", dir.display()), e))?
+            {
+                let path = entry.path();
+                let is_dir = entry
+                    .file_type()
+                    .await
+                    .map_err(|e| backend(format!("listing {}", path.display()), e))?
+                    .is_dir();
+                if is_dir {
+                    pending.push(path);
+                } else if let Some(key) = path
+                    .strip_prefix(&self.objects)
+                    .ok()
+                    .and_then(Path::to_str)
+                    .filter(|key| key.starts_with(prefix))
+                {
+                    keys.push(key.to_owned());
+                }
+            }
+        }
+        keys.sort_unstable();
+        Ok(keys)
+    }
+
     async fn presigned_get(
         &self,
         key: &str,

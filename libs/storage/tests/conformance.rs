@@ -262,6 +262,7 @@ macro_rules! conformance_suite {
 }
 
 conformance_suite!(
+    listing,
     round_trip,
     empty_object,
     ranges,
@@ -386,6 +387,41 @@ fn assert_invalid_range<T: std::fmt::Debug>(result: Result<T, StorageError>) {
 
 // ---------------------------------------------------------------------------------------
 // The suite
+
+async fn listing(fixture: &Fixture) {
+    let store = fixture.store();
+    for key in [
+        "images/u1/a/original",
+        "images/u1/a/thumbnail",
+        "images/u1/b/original",
+        "images/u2/c/original",
+        "images/u10/d/original",
+    ] {
+        store
+            .put(key, "image/png", body(&data(10, 3), 4))
+            .await
+            .expect("put");
+    }
+    assert_eq!(
+        store.list("images/u1/").await.expect("list"),
+        [
+            "images/u1/a/original",
+            "images/u1/a/thumbnail",
+            "images/u1/b/original"
+        ]
+    );
+    assert_eq!(
+        store.list("images/u1").await.expect("list").len(),
+        4,
+        "a bare prefix also matches u10"
+    );
+    assert!(store.list("images/u3/").await.expect("list").is_empty());
+    store.delete("images/u1/a/original").await.expect("delete");
+    assert_eq!(
+        store.list("images/u1/a/").await.expect("list"),
+        ["images/u1/a/thumbnail"]
+    );
+}
 
 async fn round_trip(fixture: &Fixture) {
     let store = fixture.store();

@@ -176,6 +176,48 @@ pub struct Options {
     pub fal_retry: atelier_fal::RetryConfig,
     /// The fal client's deadline for one HTTP call.
     pub fal_http_timeout: Duration,
+    /// What each subscription tier allows. The default lifts every limit but the
+    /// queue's per-user parallelism (4), so tests of other things are not throttled.
+    pub tiers: atelier_user::Tiers,
+    /// The user service's clock (quota windows); tests move it to see quotas reset.
+    pub user_clock: Arc<OffsetClock>,
+}
+
+/// The system clock moved by an offset tests control.
+#[derive(Debug, Default)]
+pub struct OffsetClock {
+    offset_secs: std::sync::atomic::AtomicI64,
+}
+
+impl OffsetClock {
+    /// Moves the clock `by` forward.
+    pub fn advance(&self, by: Duration) {
+        self.offset_secs
+            .fetch_add(by.as_secs() as i64, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl atelier_common::Clock for OffsetClock {
+    fn now(&self) -> time::OffsetDateTime {
+        time::OffsetDateTime::now_utc()
+            + time::Duration::seconds(self.offset_secs.load(std::sync::atomic::Ordering::SeqCst))
+    }
+}
+
+/// Tiers without limits, but for the queue's per-user parallelism.
+pub fn unlimited_tiers() -> atelier_user::Tiers {
+    let mut tiers = atelier_user::Tiers::default();
+    for tier in atelier_user::Tier::ALL {
+        *tiers.get_mut(tier) = atelier_user::Limits {
+            jobs_per_day: None,
+            concurrent_jobs: None,
+            parallel_jobs: Some(4),
+            storage_bytes: None,
+            max_file_size_bytes: None,
+            max_retention_days: None,
+        };
+    }
+    tiers
 }
 
 impl Options {
@@ -199,6 +241,8 @@ impl Options {
             fal_breaker: atelier_fal::BreakerConfig::default(),
             fal_retry: atelier_fal::RetryConfig::default(),
             fal_http_timeout: Duration::from_secs(30),
+            tiers: unlimited_tiers(),
+            user_clock: Arc::new(OffsetClock::default()),
         }
     }
 }
@@ -212,6 +256,9 @@ pub struct TestPlatform {
     pub image_url: String,
     pub workflow_url: String,
     pub processing_url: String,
+    pub user_url: String,
+    /// The user service's clock: advance it to move into the next quota window.
+    pub user_clock: Arc<OffsetClock>,
     fal_sim: atelier_fal_sim::SimHandle,
     /// The objects the image service stores, for tests to look behind its back.
     pub objects: Arc<dyn atelier_storage::ObjectStore>,
@@ -252,7 +299,7 @@ impl TestPlatform {
         let (image_listener, image_addr) = listener().await?;
         let (workflow_listener, workflow_addr) = listener().await?;
         let (processing_listener, processing_addr) = listener().await?;
-        let unused = Endpoint::bound(SocketAddr::from(([127, 0, 0, 1], 9)));
+        let (user_listener, user_addr) = listener().await?;
         let platform = Platform {
             data_dir: dir.path().to_owned(),
             database_url: db.as_ref().map(|db| Secret::new(db.url.clone())),
@@ -269,7 +316,7 @@ impl TestPlatform {
                 image: Endpoint::bound(image_addr),
                 processing: Endpoint::bound(processing_addr),
                 workflow: Endpoint::bound(workflow_addr),
-                user: unused,
+                user: Endpoint::bound(user_addr),
                 gateway: gateway_addr,
             },
             grpc_timeout: Duration::from_secs(10),
@@ -356,6 +403,17 @@ impl TestPlatform {
             shutdown.clone(),
         ));
 
+        let user_config = atelier_user::UserConfig {
+            platform: platform.clone(),
+            tiers: options.tiers.clone(),
+        };
+        tokio::spawn(atelier_user::serve_with_clock(
+            user_config,
+            options.user_clock.clone(),
+            user_listener,
+            shutdown.clone(),
+        ));
+
         let gateway_config = atelier_gateway::GatewayConfig {
             platform: platform.clone(),
             public_url: None,
@@ -382,6 +440,8 @@ impl TestPlatform {
             image_url: format!("http://{image_addr}"),
             workflow_url: format!("http://{workflow_addr}"),
             processing_url: format!("http://{processing_addr}"),
+            user_url: format!("http://{user_addr}"),
+            user_clock: options.user_clock.clone(),
             fal_sim,
             objects,
             data_dir: dir.path().to_owned(),
@@ -405,6 +465,7 @@ impl TestPlatform {
                 &self.processing_url,
                 "atelier.processing.v1.ProcessingService",
             ),
+            (&self.user_url, "atelier.user.v1.UserService"),
         ] {
             let channel = atelier_common::grpc::channel(url, Duration::from_secs(2))?;
             let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
@@ -448,3 +509,5 @@ impl Drop for TestPlatform {
     }
 }
 pub mod fixtures;
+pub mod rest;
+pub mod seed;

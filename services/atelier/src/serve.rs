@@ -81,6 +81,7 @@ pub async fn migrate(targets: &[Target]) -> anyhow::Result<()> {
             Target::Image => atelier_image::migrate(&platform).await?,
             Target::Workflow => atelier_workflow::migrate(&platform).await?,
             Target::Processing => atelier_processing::migrate(&platform).await?,
+            Target::User => atelier_user::migrate(&platform).await?,
             _ => {}
         }
     }
@@ -184,7 +185,10 @@ pub async fn serve(targets: &[Target]) -> anyhow::Result<()> {
                 });
             }
             Target::User => {
-                tasks.spawn(async move { (name, atelier_user::serve(listener, stop).await) });
+                let config = atelier_user::UserConfig::from_env(platform.clone())?;
+                tasks.spawn(
+                    async move { (name, atelier_user::serve(config, listener, stop).await) },
+                );
             }
             Target::Gateway | Target::All => {}
         }

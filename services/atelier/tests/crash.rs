@@ -1,5 +1,5 @@
 //! Crash safety with a real process kill: the processing service runs as its own
-//! `atelier serve --target processing` process beside one running auth, image,
+//! `atelier serve --target processing` process beside one running auth, image, user,
 //! workflow and the gateway, both on PostgreSQL and Redis, submitting to the fal
 //! simulator running as `atelier fal-sim`. With jobs at fal, the processing process
 //! is SIGKILLed (no shutdown hook runs, nothing is settled) and a new one started:
@@ -273,7 +273,7 @@ async fn killing_the_processing_process_loses_no_job_and_submits_none_twice() {
 
     let _front = Proc::spawn(
         "front",
-        &["serve", "--target", "auth,image,workflow,gateway"],
+        &["serve", "--target", "auth,image,workflow,user,gateway"],
         &with_admin(free_port()),
         dir.path(),
     );

@@ -63,7 +63,7 @@ async fn a_50_mb_upload_raises_peak_rss_by_less_than_64_mb() {
         .args([
             "serve",
             "--target",
-            "auth,image,workflow,processing,gateway",
+            "auth,image,workflow,processing,user,gateway",
         ])
         .current_dir(dir.path())
         .env("DATA_DIR", dir.path().join("data"))
@@ -73,9 +73,11 @@ async fn a_50_mb_upload_raises_peak_rss_by_less_than_64_mb() {
         .env("IMAGE_GRPC_ADDR", format!("127.0.0.1:{}", free_port()))
         .env("WORKFLOW_GRPC_ADDR", format!("127.0.0.1:{}", free_port()))
         .env("PROCESSING_GRPC_ADDR", format!("127.0.0.1:{}", free_port()))
+        .env("USER_GRPC_ADDR", format!("127.0.0.1:{}", free_port()))
         .env("FAL_SIM_ADDR", format!("127.0.0.1:{}", free_port()))
         .env("ADMIN_ADDR", format!("127.0.0.1:{}", free_port()))
         .env("MAX_FILE_SIZE_MB", "64")
+        .env("TIER_FREE_MAX_FILE_SIZE_BYTES", "unlimited")
         .env("RUST_LOG", "warn")
         .env_remove("DATABASE_URL")
         .env_remove("S3_BUCKET")

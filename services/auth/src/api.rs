@@ -105,4 +105,24 @@ impl AuthService for AuthApi {
             user: Some(user(found)),
         }))
     }
+
+    async fn logout_all(
+        &self,
+        request: Request<pb::LogoutAllRequest>,
+    ) -> Result<Response<pb::LogoutAllResponse>, Status> {
+        let caller = caller(&request)?;
+        let revoked = self.auth.logout_all(caller.user_id).await?;
+        Ok(Response::new(pb::LogoutAllResponse {
+            revoked_count: revoked as i64,
+        }))
+    }
+
+    async fn delete_current_user(
+        &self,
+        request: Request<pb::DeleteCurrentUserRequest>,
+    ) -> Result<Response<pb::DeleteCurrentUserResponse>, Status> {
+        let caller = caller(&request)?;
+        self.auth.delete_user(caller.user_id).await?;
+        Ok(Response::new(pb::DeleteCurrentUserResponse {}))
+    }
 }

@@ -177,6 +177,28 @@ impl Store {
         Ok(true)
     }
 
+    /// Revokes every open session of `user_id`; returns how many were open.
+    pub async fn revoke_all(&self, user_id: Uuid, now: OffsetDateTime) -> Result<u64, DbErr> {
+        Ok(refresh_tokens::Entity::update_many()
+            .col_expr(refresh_tokens::Column::RevokedAt, Expr::value(now))
+            .filter(refresh_tokens::Column::UserId.eq(user_id))
+            .filter(refresh_tokens::Column::RevokedAt.is_null())
+            .exec(&self.db)
+            .await?
+            .rows_affected)
+    }
+
+    /// Deletes the user and their sessions, in one transaction.
+    pub async fn delete_user(&self, user_id: Uuid) -> Result<(), DbErr> {
+        let txn = self.db.begin().await?;
+        refresh_tokens::Entity::delete_many()
+            .filter(refresh_tokens::Column::UserId.eq(user_id))
+            .exec(&txn)
+            .await?;
+        users::Entity::delete_by_id(user_id).exec(&txn).await?;
+        txn.commit().await
+    }
+
     pub async fn refresh_token_by_hash(&self, hash: &str) -> Result<Option<RefreshToken>, DbErr> {
         refresh_tokens::Entity::find()
             .filter(refresh_tokens::Column::TokenHash.eq(hash))

@@ -7,16 +7,19 @@ use atelier_common::{
     json::{from_struct, to_struct},
     page, timestamp,
 };
-use atelier_proto::image::v1::{
-    self as pb, image_service_server::ImageService, store_result_request, upload_image_request,
+use atelier_proto::{
+    image::v1::{
+        self as pb, image_service_server::ImageService, store_result_request, upload_image_request,
+    },
+    user::v1::{GetQuotaRequest, SubscriptionTier, user_service_client::UserServiceClient},
 };
 use atelier_storage::ByteRange;
 use futures::{Stream, StreamExt};
-use tonic::{Request, Response, Status, Streaming};
+use tonic::{Request, Response, Status, Streaming, transport::Channel};
 use uuid::Uuid;
 
 use crate::{
-    domain::{Image, Images, NewImage, Origin, Served, signing::Variant},
+    domain::{Image, Images, NewImage, Origin, Served, UploadQuota, signing::Variant},
     error::ImageError,
 };
 
@@ -24,11 +27,41 @@ type ByteReplies<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 pub struct ImageApi {
     images: Arc<Images>,
+    users: UserServiceClient<Channel>,
 }
 
 impl ImageApi {
-    pub fn new(images: Arc<Images>) -> Self {
-        Self { images }
+    pub fn new(images: Arc<Images>, users: Channel) -> Self {
+        Self {
+            images,
+            users: UserServiceClient::new(users),
+        }
+    }
+
+    /// What the uploader's tier allows and what they store already.
+    async fn upload_quota(&self, user_id: Uuid) -> Result<UploadQuota, Status> {
+        let (quota, (storage_used, _)) = tokio::try_join!(
+            async {
+                self.users
+                    .clone()
+                    .get_quota(GetQuotaRequest {
+                        user_id: user_id.to_string(),
+                    })
+                    .await
+                    .map(Response::into_inner)
+            },
+            async { self.images.usage(user_id).await.map_err(Status::from) },
+        )?;
+        let limits = quota.limits.unwrap_or_default();
+        Ok(UploadQuota {
+            tier: SubscriptionTier::slug_of(quota.tier).to_owned(),
+            max_file_size_bytes: limits.max_file_size_bytes,
+            storage_bytes: limits.storage_bytes,
+            storage_used,
+            retention_days: u32::try_from(quota.retention_days)
+                .ok()
+                .filter(|days| *days > 0),
+        })
     }
 }
 
@@ -183,14 +216,18 @@ impl ImageService for ImageApi {
         request: Request<Streaming<pb::UploadImageRequest>>,
     ) -> Result<Response<pb::UploadImageResponse>, Status> {
         let caller = caller(&request)?;
+        let quota = self.upload_quota(caller.user_id).await?;
+        // Already full: refused before a byte is read.
+        quota.check(0)?;
         let (metadata, body) = open_upload(request.into_inner()).await?;
         let new = NewImage {
             user_id: caller.user_id,
             filename: metadata.filename,
             origin: Origin::Upload,
             metadata: serde_json::Map::new(),
+            retention_days: quota.retention_days,
         };
-        let (image, _) = self.images.upload(new, body).await?;
+        let (image, _) = self.images.upload(new, Some(quota), body).await?;
         Ok(Response::new(pb::UploadImageResponse {
             image: Some(encode(image)),
         }))
@@ -296,8 +333,12 @@ impl ImageService for ImageApi {
                     .map_err(|_| ImageError::field("source_image_id", "is not a valid id"))?,
             )
         };
+        let owner = user_id(&metadata.user_id)?;
+        // Results are not refused for quota (the job already ran), but kept as long as
+        // the user asked.
+        let retention_days = self.upload_quota(owner).await?.retention_days;
         let new = NewImage {
-            user_id: user_id(&metadata.user_id)?,
+            user_id: owner,
             filename: metadata.filename,
             origin: Origin::Result {
                 job_id,
@@ -305,8 +346,9 @@ impl ImageService for ImageApi {
                 source_image_id,
             },
             metadata: from_struct(metadata.metadata),
+            retention_days,
         };
-        let (image, already_stored) = self.images.upload(new, body).await?;
+        let (image, already_stored) = self.images.upload(new, None, body).await?;
         Ok(Response::new(pb::StoreResultResponse {
             image: Some(encode(image)),
             already_stored,
@@ -384,10 +426,15 @@ impl ImageService for ImageApi {
         request: Request<pb::UpdateRetentionRequest>,
     ) -> Result<Response<pb::UpdateRetentionResponse>, Status> {
         let request = request.into_inner();
-        let days = u32::try_from(request.retention_days)
-            .ok()
-            .filter(|days| (1..=3650).contains(days))
-            .ok_or_else(|| ImageError::field("retention_days", "must be between 1 and 3650"))?;
+        let days = match u32::try_from(request.retention_days) {
+            Ok(0) => None,
+            Ok(days @ 1..=3650) => Some(days),
+            _ => {
+                return Err(
+                    ImageError::field("retention_days", "must be between 0 and 3650").into(),
+                );
+            }
+        };
         let updated = self
             .images
             .set_retention(user_id(&request.user_id)?, days)

@@ -11,6 +11,8 @@ pub enum ImageError {
     Rejected(#[from] Rejection),
     #[error("the file is larger than the limit of {limit_mb} MB")]
     TooLarge { limit_mb: u64 },
+    #[error("{} limit of the {} plan reached", .0.limit.replace('_', " "), .0.tier)]
+    QuotaExceeded(atelier_common::QuotaExceeded),
     #[error("image not found")]
     NotFound,
     #[error("the upload was interrupted: {0}")]
@@ -51,6 +53,7 @@ impl ServiceError for ImageError {
             }
             Self::Rejected(_) => ErrorCode::InvalidArgument,
             Self::TooLarge { .. } => ErrorCode::PayloadTooLarge,
+            Self::QuotaExceeded(_) => ErrorCode::PermissionDenied,
             Self::NotFound => ErrorCode::NotFound,
             Self::Interrupted(_) => ErrorCode::Cancelled,
             Self::InvalidRange => ErrorCode::RangeNotSatisfiable,
@@ -64,6 +67,13 @@ impl ServiceError for ImageError {
             Self::Rejected(rejection) => vec![FieldViolation::new("file", rejection.to_string())],
             Self::TooLarge { .. } => vec![FieldViolation::new("file", self.to_string())],
             _ => Vec::new(),
+        }
+    }
+
+    fn quota(&self) -> Option<&atelier_common::QuotaExceeded> {
+        match self {
+            Self::QuotaExceeded(quota) => Some(quota),
+            _ => None,
         }
     }
 }

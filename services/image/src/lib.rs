@@ -140,8 +140,14 @@ pub async fn serve_with_store(
     )?;
     GrpcServer::new("image")
         .add_service(
-            ImageServiceServer::new(api::ImageApi::new(images))
-                .max_decoding_message_size(8 * 1024 * 1024),
+            ImageServiceServer::new(api::ImageApi::new(
+                images,
+                channel(
+                    &config.platform.endpoints.user.url,
+                    config.platform.grpc_timeout,
+                )?,
+            ))
+            .max_decoding_message_size(8 * 1024 * 1024),
         )
         .public::<ImageServiceServer<api::ImageApi>>(&[
             // Internal: called by other services with an explicit user id, never

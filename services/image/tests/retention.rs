@@ -101,9 +101,14 @@ async fn store(harness: &Harness, user_id: Uuid) -> Uuid {
         filename: "kept.png".into(),
         origin: Origin::Upload,
         metadata: serde_json::Map::new(),
+        retention_days: None,
     };
     let body = futures::stream::iter([Ok::<_, ImageError>(Bytes::from(fixtures::png(40, 30)))]);
-    let (image, _) = harness.images.upload(new, body).await.expect("upload");
+    let (image, _) = harness
+        .images
+        .upload(new, None, body)
+        .await
+        .expect("upload");
     image.row.id
 }
 
@@ -160,7 +165,7 @@ async fn retention_follows_the_users_setting(backend: Backend) {
     assert_eq!(
         harness
             .images
-            .set_retention(user, 1)
+            .set_retention(user, Some(1))
             .await
             .expect("retention"),
         1

@@ -341,6 +341,7 @@ impl ProcessingService for ProcessingApi {
             batch_id: Uuid::parse_str(&request.batch_id).ok(),
             created_after: to_time(request.created_after),
             created_before: to_time(request.created_before),
+            query: Some(request.query).filter(|query| !query.trim().is_empty()),
         };
         let (rows, next) = self.jobs.list(caller.user_id, &filter, after, size).await?;
         Ok(Response::new(pb::ListJobsResponse {

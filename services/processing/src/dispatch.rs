@@ -376,6 +376,11 @@ impl Dispatch {
                 Ok(Some(current))
                     if Status::parse(&current.status).is_none_or(Status::is_final) =>
                 {
+                    // A cancel that read the job before its request id was stored
+                    // could not reach fal: the request is dropped here instead.
+                    if current.status == Status::Cancelled.as_str() {
+                        let _ = self.fal.cancel(endpoint, request_id).await;
+                    }
                     return Err(Outcome::Done);
                 }
                 Ok(_) => {}

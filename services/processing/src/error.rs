@@ -18,6 +18,8 @@ pub enum ProcessingError {
     AlreadyFinished(String),
     #[error("only failed or cancelled jobs can be retried (this one is {0})")]
     NotRetryable(String),
+    #[error("{} limit of the {} plan reached", .0.limit.replace('_', " "), .0.tier)]
+    QuotaExceeded(atelier_common::QuotaExceeded),
     #[error("a service is unavailable: {0}")]
     Unavailable(String),
     #[error("database error")]
@@ -43,6 +45,7 @@ impl ServiceError for ProcessingError {
             Self::IdempotencyConflict | Self::AlreadyFinished(_) | Self::NotRetryable(_) => {
                 ErrorCode::Aborted
             }
+            Self::QuotaExceeded(_) => ErrorCode::ResourceExhausted,
             Self::Unavailable(_) => ErrorCode::Unavailable,
             Self::Database(_) | Self::Queue(_) | Self::Internal(_) => ErrorCode::Internal,
         }
@@ -52,6 +55,13 @@ impl ServiceError for ProcessingError {
         match self {
             Self::InvalidInput(violations) => violations.clone(),
             _ => Vec::new(),
+        }
+    }
+
+    fn quota(&self) -> Option<&atelier_common::QuotaExceeded> {
+        match self {
+            Self::QuotaExceeded(quota) => Some(quota),
+            _ => None,
         }
     }
 }

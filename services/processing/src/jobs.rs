@@ -17,6 +17,7 @@ use uuid::Uuid;
 use crate::{
     error::{ProcessingError, upstream},
     events::Bus,
+    quota::Quotas,
     store::{EventRow, JobFilter, JobRow, Store},
 };
 
@@ -127,6 +128,7 @@ pub struct Jobs {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) images: ImageServiceClient<Channel>,
     pub(crate) workflows: WorkflowServiceClient<Channel>,
+    pub(crate) quotas: Arc<Quotas>,
 }
 
 impl Jobs {
@@ -137,6 +139,7 @@ impl Jobs {
         clock: Arc<dyn Clock>,
         images: Channel,
         workflows: Channel,
+        quotas: Arc<Quotas>,
     ) -> Arc<Self> {
         Arc::new(Self {
             store,
@@ -145,6 +148,7 @@ impl Jobs {
             clock,
             images: ImageServiceClient::new(images),
             workflows: WorkflowServiceClient::new(workflows),
+            quotas,
         })
     }
 
@@ -166,6 +170,7 @@ impl Jobs {
                 return self.replay(existing, &request);
             }
         }
+        self.quotas.admit(&self.store, request.user_id, 1).await?;
         let owned = self
             .images
             .clone()
@@ -213,6 +218,9 @@ impl Jobs {
             return Err(ProcessingError::InvalidInput(violations));
         }
         let now = self.clock.now();
+        let parameters = Value::Object(atelier_common::json::from_struct(validated.parameters));
+        let search_text =
+            crate::store::search_text(&validated.workflow_name, &request.workflow_id, &parameters);
         let row = JobRow {
             id: Uuid::now_v7(),
             user_id: request.user_id,
@@ -221,7 +229,8 @@ impl Jobs {
             workflow_name: validated.workflow_name,
             workflow_version: validated.workflow_version,
             fal_endpoint: validated.fal_endpoint,
-            parameters: Value::Object(atelier_common::json::from_struct(validated.parameters)),
+            search_text,
+            parameters,
             priority: priority_name(request.priority).to_owned(),
             status: Status::Pending.as_str().to_owned(),
             fal_request_id: None,
@@ -496,6 +505,21 @@ impl Jobs {
                 "image_ids",
                 "must list between 1 and 100 images",
             )]));
+        }
+        // The whole batch fits, or none of it starts (a replayed batch was counted when
+        // it first started).
+        let replay = match &request.idempotency_key {
+            Some(key) => self
+                .store
+                .by_idempotency_key(request.user_id, &format!("{key}#0"))
+                .await?
+                .is_some(),
+            None => false,
+        };
+        if !replay {
+            self.quotas
+                .admit(&self.store, request.user_id, image_ids.len() as i64)
+                .await?;
         }
         let batch_id = Uuid::now_v7();
         let mut jobs = Vec::with_capacity(image_ids.len());

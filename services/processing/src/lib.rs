@@ -9,6 +9,7 @@ pub mod error;
 pub mod events;
 pub mod jobs;
 pub mod migration;
+pub mod quota;
 pub mod store;
 
 use std::{sync::Arc, time::Duration};
@@ -99,7 +100,12 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let db = atelier_common::db::connect(&config.platform, "processing").await?;
     atelier_common::db::migrate::<migration::Migrator>(&db, "processing").await?;
-    let user_limit: atelier_queue::UserLimit = Arc::new(|_| 4);
+    let timeout = config.platform.grpc_timeout;
+    let quotas = quota::Quotas::new(channel(&config.platform.endpoints.user.url, timeout)?);
+    let user_limit: atelier_queue::UserLimit = {
+        let quotas = quotas.clone();
+        Arc::new(move |user_id| quotas.parallel(user_id))
+    };
     let (queue, bus): (Arc<dyn Queue>, events::Bus) = match &config.platform.redis_url {
         Some(url) => {
             let redis = atelier_common::redis::Redis::connect(
@@ -115,7 +121,6 @@ pub async fn serve(
             events::Bus::local(),
         ),
     };
-    let timeout = config.platform.grpc_timeout;
     let jobs = Jobs::new(
         store::Store::new(db),
         queue,
@@ -123,6 +128,7 @@ pub async fn serve(
         Arc::new(SystemClock),
         streaming_channel(&config.platform.endpoints.image.url)?,
         channel(&config.platform.endpoints.workflow.url, timeout)?,
+        quotas,
     );
     let fal = FalClient::new(config.fal.clone())?;
     let dispatch = dispatch::Dispatch {

@@ -6,7 +6,7 @@ pub struct Migrator;
 
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(CreateJobs)]
+        vec![Box::new(CreateJobs), Box::new(JobSearch)]
     }
 }
 
@@ -39,6 +39,7 @@ enum ProcessingJobs {
     StartedAt,
     CompletedAt,
     UpdatedAt,
+    SearchText,
 }
 
 #[derive(DeriveIden)]
@@ -158,6 +159,65 @@ impl MigrationTrait for CreateJobs {
             .await?;
         manager
             .drop_table(Table::drop().table(ProcessingJobs::Table).to_owned())
+            .await
+    }
+}
+
+/// History search: the text a job is found by, and on PostgreSQL a full-text index.
+struct JobSearch;
+
+impl MigrationName for JobSearch {
+    fn name(&self) -> &str {
+        "m20261125_000002_job_search"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for JobSearch {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(ProcessingJobs::Table)
+                    .add_column(
+                        ColumnDef::new(ProcessingJobs::SearchText)
+                            .text()
+                            .not_null()
+                            .default(""),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        let db = manager.get_connection();
+        if manager.get_database_backend() == sea_orm::DbBackend::Postgres {
+            db.execute_unprepared(
+                "UPDATE processing_jobs SET search_text = concat_ws(' ', workflow_name, \
+                 workflow_id, parameters->>'prompt', parameters->>'negative_prompt')",
+            )
+            .await?;
+            db.execute_unprepared(
+                "CREATE INDEX jobs_search_idx ON processing_jobs \
+                 USING gin (to_tsvector('english', search_text))",
+            )
+            .await?;
+        } else {
+            db.execute_unprepared(
+                "UPDATE processing_jobs SET search_text = workflow_name || ' ' || workflow_id \
+                 || ' ' || coalesce(json_extract(parameters, '$.prompt'), '')",
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(ProcessingJobs::Table)
+                    .drop_column(ProcessingJobs::SearchText)
+                    .to_owned(),
+            )
             .await
     }
 }

@@ -2,8 +2,10 @@
 //! user id, so another user's rows are never reached.
 
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait,
-    QueryFilter, QueryOrder, QuerySelect, TransactionTrait, sea_query::Expr,
+    ActiveValue::Set,
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect, TransactionTrait,
+    sea_query::{Expr, LikeExpr},
 };
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -41,6 +43,8 @@ pub mod jobs {
         pub started_at: Option<TimeDateTimeWithTimeZone>,
         pub completed_at: Option<TimeDateTimeWithTimeZone>,
         pub updated_at: TimeDateTimeWithTimeZone,
+        /// What history search matches: the workflow's name and the prompts.
+        pub search_text: String,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -82,6 +86,29 @@ pub struct JobFilter {
     pub batch_id: Option<Uuid>,
     pub created_after: Option<OffsetDateTime>,
     pub created_before: Option<OffsetDateTime>,
+    /// Words to find in the workflow's name or the prompts.
+    pub query: Option<String>,
+}
+
+/// The text history search matches for a job: its workflow's name and id, and every
+/// prompt among its parameters.
+pub fn search_text(
+    workflow_name: &str,
+    workflow_id: &str,
+    parameters: &serde_json::Value,
+) -> String {
+    let mut text = format!("{workflow_name} {workflow_id}");
+    if let Some(parameters) = parameters.as_object() {
+        for (key, value) in parameters {
+            if key.contains("prompt")
+                && let Some(prompt) = value.as_str()
+            {
+                text.push(' ');
+                text.push_str(prompt);
+            }
+        }
+    }
+    text
 }
 
 #[derive(Clone)]
@@ -117,6 +144,7 @@ fn active(row: &JobRow) -> jobs::ActiveModel {
         started_at: Set(row.started_at),
         completed_at: Set(row.completed_at),
         updated_at: Set(row.updated_at),
+        search_text: Set(row.search_text.clone()),
     }
 }
 
@@ -257,6 +285,30 @@ impl Store {
         }
         if let Some(before) = filter.created_before {
             query = query.filter(jobs::Column::CreatedAt.lt(before));
+        }
+        if let Some(words) = filter
+            .query
+            .as_deref()
+            .map(str::trim)
+            .filter(|q| !q.is_empty())
+        {
+            query = query.filter(match self.db.get_database_backend() {
+                // The GIN index of the `job_search` migration serves this expression.
+                DbBackend::Postgres => Expr::cust_with_values(
+                    "to_tsvector('english', search_text) @@ websearch_to_tsquery('english', $1)",
+                    [words.to_owned()],
+                ),
+                _ => jobs::Column::SearchText.like(
+                    LikeExpr::new(format!(
+                        "%{}%",
+                        words
+                            .replace('\\', "\\\\")
+                            .replace('%', "\\%")
+                            .replace('_', "\\_")
+                    ))
+                    .escape('\\'),
+                ),
+            });
         }
         if let Some(after) = after {
             query = query.filter(jobs::Column::Id.lt(after));

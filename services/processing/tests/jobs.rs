@@ -4,89 +4,12 @@
 
 use std::time::{Duration, Instant};
 
-use atelier_testkit::{Backend, Options, QueueBackend, TestPlatform, fixtures};
-use reqwest::{Client, StatusCode, multipart};
+use atelier_testkit::{
+    Backend, Options, QueueBackend, TestPlatform, fixtures,
+    rest::{finished, sign_up, start, status, upload},
+};
+use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
-
-struct User {
-    token: String,
-}
-
-async fn sign_up(platform: &TestPlatform, email: &str) -> User {
-    let body: Value = Client::new()
-        .post(format!("{}/api/auth/register", platform.gateway_url))
-        .json(&json!({"email": email, "password": "correct horse battery"}))
-        .send()
-        .await
-        .expect("register")
-        .json()
-        .await
-        .expect("tokens");
-    User {
-        token: body["access_token"].as_str().expect("token").to_owned(),
-    }
-}
-
-async fn upload(platform: &TestPlatform, user: &User, bytes: Vec<u8>) -> String {
-    let part = multipart::Part::bytes(bytes).file_name("input.png");
-    let image: Value = Client::new()
-        .post(format!("{}/api/images/upload", platform.gateway_url))
-        .bearer_auth(&user.token)
-        .multipart(multipart::Form::new().part("file", part))
-        .send()
-        .await
-        .expect("upload")
-        .json()
-        .await
-        .expect("image");
-    image["id"].as_str().expect("id").to_owned()
-}
-
-async fn start(
-    platform: &TestPlatform,
-    user: &User,
-    body: Value,
-    key: Option<&str>,
-) -> reqwest::Response {
-    let mut request = Client::new()
-        .post(format!("{}/api/processing/start", platform.gateway_url))
-        .bearer_auth(&user.token)
-        .json(&body);
-    if let Some(key) = key {
-        request = request.header("idempotency-key", key);
-    }
-    request.send().await.expect("start")
-}
-
-async fn status(platform: &TestPlatform, user: &User, job: &str) -> (StatusCode, Value) {
-    let response = Client::new()
-        .get(format!(
-            "{}/api/processing/{job}/status",
-            platform.gateway_url
-        ))
-        .bearer_auth(&user.token)
-        .send()
-        .await
-        .expect("status");
-    let code = response.status();
-    (code, response.json().await.expect("json"))
-}
-
-async fn finished(platform: &TestPlatform, user: &User, job: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let (code, body) = status(platform, user, job).await;
-        assert_eq!(code, StatusCode::OK, "{body}");
-        if matches!(
-            body["status"].as_str(),
-            Some("completed" | "failed" | "cancelled")
-        ) {
-            return body;
-        }
-        assert!(Instant::now() < deadline, "job never finished: {body}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_workflow_runs_end_to_end() {

@@ -22,49 +22,18 @@ use atelier_fal_sim::{Failures, Timing};
 use atelier_proto::processing::v1::{
     HandleFalWebhookRequest, WebhookOutcome, processing_service_client::ProcessingServiceClient,
 };
-use atelier_testkit::{Backend, Options, QueueBackend, TestPlatform, fixtures};
+use atelier_testkit::{
+    Backend, Options, QueueBackend, TestPlatform, fixtures,
+    rest::{self, User, sign_up},
+};
 use fred::{prelude::*, types::CustomCommand};
-use reqwest::{Client, StatusCode, multipart};
+use reqwest::{Client, StatusCode};
 use sea_orm::{ConnectionTrait, DatabaseConnection, Statement};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 // ---------------------------------------------------------------------------------------
 // Helpers
-
-struct User {
-    token: String,
-}
-
-async fn sign_up(platform: &TestPlatform, email: &str) -> User {
-    let body: Value = Client::new()
-        .post(format!("{}/api/auth/register", platform.gateway_url))
-        .json(&json!({"email": email, "password": "correct horse battery"}))
-        .send()
-        .await
-        .expect("register")
-        .json()
-        .await
-        .expect("tokens");
-    User {
-        token: body["access_token"].as_str().expect("token").to_owned(),
-    }
-}
-
-async fn upload(platform: &TestPlatform, user: &User) -> String {
-    let part = multipart::Part::bytes(fixtures::png(48, 32)).file_name("input.png");
-    let image: Value = Client::new()
-        .post(format!("{}/api/images/upload", platform.gateway_url))
-        .bearer_auth(&user.token)
-        .multipart(multipart::Form::new().part("file", part))
-        .send()
-        .await
-        .expect("upload")
-        .json()
-        .await
-        .expect("image");
-    image["id"].as_str().expect("id").to_owned()
-}
 
 /// Starts `lineart` (a cheap workflow) on `image`; returns the job id.
 async fn start(platform: &TestPlatform, user: &User, image: &str, priority: &str) -> String {
@@ -83,17 +52,9 @@ async fn start(platform: &TestPlatform, user: &User, image: &str, priority: &str
 async fn statuses(platform: &TestPlatform, user: &User, jobs: &[String]) -> Vec<Value> {
     let mut out = Vec::with_capacity(jobs.len());
     for job in jobs {
-        let response = Client::new()
-            .get(format!(
-                "{}/api/processing/{job}/status",
-                platform.gateway_url
-            ))
-            .bearer_auth(&user.token)
-            .send()
-            .await
-            .expect("status");
-        assert_eq!(response.status(), StatusCode::OK);
-        out.push(response.json::<Value>().await.expect("json"));
+        let (code, status) = rest::status(platform, user, job).await;
+        assert_eq!(code, StatusCode::OK, "{status}");
+        out.push(status);
     }
     out
 }
@@ -326,7 +287,7 @@ async fn redis_emptied_mid_run_the_reconciler_restores_every_unfinished_job() {
         ..Default::default()
     });
     let user = sign_up(&platform, "flushed@example.com").await;
-    let image = upload(&platform, &user).await;
+    let image = rest::upload(&platform, &user, fixtures::png(48, 32)).await;
     let mut jobs = Vec::new();
     for _ in 0..JOBS {
         jobs.push(start(&platform, &user, &image, "normal").await);
@@ -464,7 +425,7 @@ async fn fal_outage_jobs_wait_the_breaker_opens_and_all_complete() {
         )
     };
     let user = sign_up(&platform, "patient@example.com").await;
-    let image = upload(&platform, &user).await;
+    let image = rest::upload(&platform, &user, fixtures::png(48, 32)).await;
 
     // Two jobs at fal when the outage starts.
     let mut jobs = vec![
@@ -675,7 +636,7 @@ async fn a_replayed_webhook_is_handled_once() {
         processing_time: Duration::from_millis(1000),
     });
     let user = sign_up(&platform, "hooked@example.com").await;
-    let image = upload(&platform, &user).await;
+    let image = rest::upload(&platform, &user, fixtures::png(48, 32)).await;
     let job = start(&platform, &user, &image, "normal").await;
     let jobs = [job.clone()];
     let done = all_completed(&platform, &user, &jobs, Duration::from_secs(30)).await;
@@ -805,7 +766,7 @@ async fn high_priority_jobs_started_later_run_first() {
         processing_time: Duration::from_millis(300),
     });
     let user = sign_up(&platform, "eager@example.com").await;
-    let image = upload(&platform, &user).await;
+    let image = rest::upload(&platform, &user, fixtures::png(48, 32)).await;
     // The only worker is busy with this one until `hang` is lifted.
     sim.set_failures(Failures {
         hang: true,

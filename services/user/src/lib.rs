@@ -1,14 +1,88 @@
-//! The user service: profiles, settings, history and quotas.
-//!
-//! This crate so far runs the service's gRPC server with health and reflection,
-//! so every target of the binary starts and reports readiness; the RPCs of
-//! `proto/atelier/user/v1` are added with the capability that owns them.
+//! The user service: profiles, settings, history, usage and quotas. It owns the
+//! profiles (tier and settings); usage and history it reads from the services that
+//! own jobs and images, and account deletion goes through them too.
 
-use atelier_common::grpc::GrpcServer;
+pub mod api;
+pub mod error;
+pub mod migration;
+pub mod settings;
+pub mod store;
+pub mod tiers;
+
+use std::sync::Arc;
+
+use atelier_common::{
+    Clock, SystemClock,
+    config::Platform,
+    grpc::{GrpcServer, channel},
+    token::{GrpcKeySource, JwtVerifier},
+};
+use atelier_proto::user::v1::user_service_server::UserServiceServer;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+pub use tiers::{Limits, Tier, Tiers};
+
+/// The user service's settings.
+#[derive(Clone, Debug)]
+pub struct UserConfig {
+    pub platform: Platform,
+    /// What each subscription tier allows (`TIER_<TIER>_<LIMIT>`).
+    pub tiers: Tiers,
+}
+
+impl UserConfig {
+    pub fn from_env(platform: Platform) -> anyhow::Result<Self> {
+        Ok(Self {
+            platform,
+            tiers: Tiers::from_env()?,
+        })
+    }
+}
+
+/// Applies the user schema's migrations.
+pub async fn migrate(platform: &Platform) -> anyhow::Result<()> {
+    let db = atelier_common::db::connect(platform, "user").await?;
+    atelier_common::db::migrate::<migration::Migrator>(&db, "user").await
+}
+
 /// Runs the user service on `listener` until `shutdown`.
-pub async fn serve(listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
-    GrpcServer::new("user").serve(listener, shutdown).await
+pub async fn serve(
+    config: UserConfig,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    serve_with_clock(config, Arc::new(SystemClock), listener, shutdown).await
+}
+
+/// [`serve`] with the time from `clock` (tests move it to see quotas reset).
+pub async fn serve_with_clock(
+    config: UserConfig,
+    clock: Arc<dyn Clock>,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let db = atelier_common::db::connect(&config.platform, "user").await?;
+    atelier_common::db::migrate::<migration::Migrator>(&db, "user").await?;
+    let endpoints = &config.platform.endpoints;
+    let timeout = config.platform.grpc_timeout;
+    let peers = api::Peers {
+        auth: channel(&endpoints.auth.url, timeout)?,
+        image: channel(&endpoints.image.url, timeout)?,
+        processing: channel(&endpoints.processing.url, timeout)?,
+        workflow: channel(&endpoints.workflow.url, timeout)?,
+    };
+    let verifier = JwtVerifier::new(GrpcKeySource::new(peers.auth.clone()));
+    let api = api::UserApi::new(store::Store::new(db), config.tiers, clock, peers);
+    GrpcServer::new("user")
+        .add_service(UserServiceServer::new(api))
+        .public::<UserServiceServer<api::UserApi>>(&[
+            // Internal: called by other services with an explicit user id, never
+            // forwarded by the gateway.
+            "GetQuota",
+            "SetSubscriptionTier",
+        ])
+        .authenticate(verifier)
+        .serve(listener, shutdown)
+        .await
 }

@@ -175,6 +175,19 @@ impl Auth {
         Ok(())
     }
 
+    /// Ends every session of the user ("sign out everywhere").
+    pub async fn logout_all(&self, user_id: Uuid) -> Result<u64, AuthError> {
+        Ok(self.store.revoke_all(user_id, self.clock.now()).await?)
+    }
+
+    /// Deletes the account and its sessions. Deleting an account that is gone already
+    /// succeeds, so a deletion cut short can be repeated.
+    pub async fn delete_user(&self, user_id: Uuid) -> Result<(), AuthError> {
+        self.store.delete_user(user_id).await?;
+        tracing::info!(%user_id, "account deleted");
+        Ok(())
+    }
+
     pub async fn user(&self, id: Uuid) -> Result<User, AuthError> {
         self.store
             .user_by_id(id)

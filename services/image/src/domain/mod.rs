@@ -7,7 +7,7 @@ pub mod signing;
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
-use atelier_common::Clock;
+use atelier_common::{Clock, QuotaExceeded};
 use atelier_storage::{ByteRange, ByteStream, ObjectMeta, ObjectStore};
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
@@ -55,6 +55,8 @@ pub struct NewImage {
     pub filename: String,
     pub origin: Origin,
     pub metadata: serde_json::Map<String, serde_json::Value>,
+    /// Days to keep it: the user's setting; `None` for the service's default.
+    pub retention_days: Option<u32>,
 }
 
 /// An image as callers see it, with signed URLs.
@@ -99,6 +101,46 @@ pub fn display_name(raw: &str) -> String {
     }
 }
 
+/// What the uploader's subscription tier allows, and what they store already.
+#[derive(Clone, Debug)]
+pub struct UploadQuota {
+    pub tier: String,
+    pub max_file_size_bytes: Option<i64>,
+    pub storage_bytes: Option<i64>,
+    /// Bytes the user stores now.
+    pub storage_used: i64,
+    /// The user's retention in days; `None` for the service's default.
+    pub retention_days: Option<u32>,
+}
+
+impl UploadQuota {
+    /// Refuses an upload once `received` bytes are over either limit.
+    pub fn check(&self, received: u64) -> Result<(), ImageError> {
+        let received = received as i64;
+        let refuse = |limit: &str, allowed, used| {
+            Err(ImageError::QuotaExceeded(QuotaExceeded {
+                limit: limit.to_owned(),
+                allowed,
+                used,
+                requested: received,
+                tier: self.tier.clone(),
+                resets_at: None,
+            }))
+        };
+        if let Some(allowed) = self.max_file_size_bytes
+            && received > allowed
+        {
+            return refuse("max_file_size_bytes", allowed, 0);
+        }
+        if let Some(allowed) = self.storage_bytes
+            && self.storage_used + received > allowed
+        {
+            return refuse("storage_bytes", allowed, self.storage_used);
+        }
+        Ok(())
+    }
+}
+
 fn object_key(user_id: Uuid, id: Uuid, variant: Variant) -> String {
     format!("images/{user_id}/{id}/{}", variant.as_str())
 }
@@ -124,11 +166,13 @@ impl Images {
         &self.settings
     }
 
-    /// Receives, checks and stores an image. Returns it, and whether it was
-    /// already stored (a job result delivered twice).
+    /// Receives, checks and stores an image, within the uploader's `quota` (none for
+    /// job results). Returns it, and whether it was already stored (a job result
+    /// delivered twice).
     pub async fn upload<S>(
         self: &Arc<Self>,
         new: NewImage,
+        quota: Option<UploadQuota>,
         mut body: S,
     ) -> Result<(Image, bool), ImageError>
     where
@@ -162,6 +206,9 @@ impl Images {
                 return Err(ImageError::TooLarge {
                     limit_mb: self.settings.max_file_bytes / (1024 * 1024),
                 });
+            }
+            if let Some(quota) = &quota {
+                quota.check(size)?;
             }
             if !sniffed {
                 head.extend_from_slice(&chunk[..chunk.len().min(32 - head.len())]);
@@ -277,7 +324,11 @@ impl Images {
             output_index,
             source_image_id,
             created_at: now,
-            expires_at: Some(now + self.settings.retention),
+            expires_at: Some(
+                now + new.retention_days.map_or(self.settings.retention, |days| {
+                    Duration::from_secs(u64::from(days) * 24 * 60 * 60)
+                }),
+            ),
         };
         match self.store.insert(row).await {
             Ok(row) => {
@@ -506,8 +557,14 @@ impl Images {
         Ok(self.store.usage(user_id).await?)
     }
 
-    pub async fn set_retention(&self, user_id: Uuid, days: u32) -> Result<u64, ImageError> {
-        Ok(self.store.set_retention(user_id, i64::from(days)).await?)
+    /// Moves the expiry of every image of the user to `days` after its creation (`None`:
+    /// the service's default).
+    pub async fn set_retention(&self, user_id: Uuid, days: Option<u32>) -> Result<u64, ImageError> {
+        let days = days.map_or(
+            self.settings.retention.as_secs() / (24 * 60 * 60),
+            u64::from,
+        );
+        Ok(self.store.set_retention(user_id, days as i64).await?)
     }
 
     /// Deletes images whose retention ran out, objects first, then rows. Safe to

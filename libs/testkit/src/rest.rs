@@ -1,0 +1,132 @@
+//! The REST calls tests make again and again: sign up, upload, start a job and wait
+//! for it, all through the gateway. Each panics with the reply when it fails.
+
+use std::time::{Duration, Instant};
+
+use reqwest::{Client, StatusCode, multipart};
+use serde_json::{Value, json};
+
+use crate::TestPlatform;
+
+/// A signed-up user.
+#[derive(Clone, Debug)]
+pub struct User {
+    pub id: String,
+    pub email: String,
+    pub token: String,
+    pub refresh_token: String,
+}
+
+pub const PASSWORD: &str = "correct horse battery";
+
+/// Registers `email` and returns the signed-in user.
+pub async fn sign_up(platform: &TestPlatform, email: &str) -> User {
+    let response = Client::new()
+        .post(format!("{}/api/auth/register", platform.gateway_url))
+        .json(&json!({"email": email, "password": PASSWORD}))
+        .send()
+        .await
+        .expect("register");
+    assert_eq!(response.status(), StatusCode::CREATED, "register {email}");
+    let body: Value = response.json().await.expect("tokens");
+    User {
+        id: body["user"]["id"].as_str().expect("user id").to_owned(),
+        email: email.to_owned(),
+        token: body["access_token"].as_str().expect("token").to_owned(),
+        refresh_token: body["refresh_token"]
+            .as_str()
+            .expect("refresh token")
+            .to_owned(),
+    }
+}
+
+/// Uploads `bytes` as `input.png`; the raw reply.
+pub async fn try_upload(platform: &TestPlatform, user: &User, bytes: Vec<u8>) -> reqwest::Response {
+    let part = multipart::Part::bytes(bytes).file_name("input.png");
+    Client::new()
+        .post(format!("{}/api/images/upload", platform.gateway_url))
+        .bearer_auth(&user.token)
+        .multipart(multipart::Form::new().part("file", part))
+        .send()
+        .await
+        .expect("upload")
+}
+
+/// Uploads `bytes` and returns the new image's id.
+pub async fn upload(platform: &TestPlatform, user: &User, bytes: Vec<u8>) -> String {
+    let response = try_upload(platform, user, bytes).await;
+    let status = response.status();
+    let image: Value = response.json().await.expect("image");
+    assert_eq!(status, StatusCode::CREATED, "upload: {image}");
+    image["id"].as_str().expect("id").to_owned()
+}
+
+/// `POST /api/processing/start` with `body`, and an `Idempotency-Key` when given.
+pub async fn start(
+    platform: &TestPlatform,
+    user: &User,
+    body: Value,
+    key: Option<&str>,
+) -> reqwest::Response {
+    let mut request = Client::new()
+        .post(format!("{}/api/processing/start", platform.gateway_url))
+        .bearer_auth(&user.token)
+        .json(&body);
+    if let Some(key) = key {
+        request = request.header("idempotency-key", key);
+    }
+    request.send().await.expect("start")
+}
+
+/// Starts `workflow` on `image` with `parameters`; the job's id.
+pub async fn start_job(
+    platform: &TestPlatform,
+    user: &User,
+    image: &str,
+    workflow: &str,
+    parameters: Value,
+) -> String {
+    let response = start(
+        platform,
+        user,
+        json!({"image_id": image, "workflow_id": workflow, "parameters": parameters}),
+        None,
+    )
+    .await;
+    let status = response.status();
+    let body: Value = response.json().await.expect("started");
+    assert_eq!(status, StatusCode::ACCEPTED, "start: {body}");
+    body["job_id"].as_str().expect("job id").to_owned()
+}
+
+/// A job's status: the HTTP status and the body.
+pub async fn status(platform: &TestPlatform, user: &User, job: &str) -> (StatusCode, Value) {
+    let response = Client::new()
+        .get(format!(
+            "{}/api/processing/{job}/status",
+            platform.gateway_url
+        ))
+        .bearer_auth(&user.token)
+        .send()
+        .await
+        .expect("status");
+    let code = response.status();
+    (code, response.json().await.expect("json"))
+}
+
+/// Waits (at most a minute) for a job to finish, whatever the outcome; its status.
+pub async fn finished(platform: &TestPlatform, user: &User, job: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (code, body) = status(platform, user, job).await;
+        assert_eq!(code, StatusCode::OK, "{body}");
+        if matches!(
+            body["status"].as_str(),
+            Some("completed" | "failed" | "cancelled")
+        ) {
+            return body;
+        }
+        assert!(Instant::now() < deadline, "job never finished: {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -1,0 +1,83 @@
+//! Rows written straight into a service's schema, for tests and benchmarks that
+//! measure reads over many rows without running every job through fal.
+
+use atelier_processing::store::{jobs, search_text};
+use sea_orm::EntityTrait;
+use serde_json::json;
+
+use crate::TestPlatform;
+
+const WORKFLOWS: [(&str, &str); 2] = [
+    ("esrgan-upscale", "ESRGAN upscaler"),
+    ("flux-image-to-image", "FLUX image-to-image"),
+];
+const STATUSES: [&str; 3] = ["completed", "failed", "cancelled"];
+/// The prompts of the image-to-image jobs, in turn.
+pub const PROMPTS: [&str; 3] = [
+    "a lighthouse at sunset",
+    "sunsets over the harbour",
+    "a cat in a hat",
+];
+
+/// `count` finished jobs of `user` on `image`, created a minute apart from `start`:
+/// job `i` is upscale when `i` is even, image-to-image with `PROMPTS[i % 3]` when odd,
+/// and `STATUSES[i % 3]`.
+pub async fn finished_jobs(
+    platform: &TestPlatform,
+    user: &str,
+    image: &str,
+    count: usize,
+    start: time::OffsetDateTime,
+) {
+    let db = atelier_common::db::connect(&platform.platform, "processing")
+        .await
+        .expect("processing db");
+    let user_id: uuid::Uuid = user.parse().expect("user id");
+    let image_id: uuid::Uuid = image.parse().expect("image id");
+    let rows: Vec<jobs::ActiveModel> = (0..count)
+        .map(|i| {
+            let (workflow_id, workflow_name) = WORKFLOWS[i % 2];
+            let parameters = if i % 2 == 0 {
+                json!({"scale": 2})
+            } else {
+                json!({"prompt": PROMPTS[i % 3]})
+            };
+            let created = start + time::Duration::minutes(i as i64);
+            sea_orm::IntoActiveModel::into_active_model(jobs::Model {
+                id: uuid::Uuid::now_v7(),
+                user_id,
+                image_id,
+                workflow_id: workflow_id.to_owned(),
+                workflow_name: workflow_name.to_owned(),
+                workflow_version: 1,
+                fal_endpoint: "fal-ai/esrgan".to_owned(),
+                search_text: search_text(workflow_name, workflow_id, &parameters),
+                parameters,
+                priority: "normal".to_owned(),
+                status: STATUSES[i % 3].to_owned(),
+                fal_request_id: None,
+                result_image_id: None,
+                result_image_ids: json!([]),
+                error_code: None,
+                error_message: None,
+                error_details: None,
+                attempts: 1,
+                queue_position: None,
+                progress: None,
+                processing_time_ms: Some(100),
+                idempotency_key: None,
+                batch_id: None,
+                created_at: created,
+                started_at: Some(created),
+                completed_at: Some(created),
+                updated_at: created,
+            })
+        })
+        .collect();
+    for chunk in rows.chunks(1000) {
+        jobs::Entity::insert_many(chunk.to_vec())
+            .exec(&db)
+            .await
+            .expect("seeding jobs");
+    }
+}

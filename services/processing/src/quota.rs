@@ -1,0 +1,213 @@
+//! The caller's subscription-tier limits, from the user service: checked when jobs
+//! start, and the queue's per-user parallelism.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use atelier_common::QuotaExceeded;
+use atelier_proto::user::v1::{
+    GetQuotaRequest, GetQuotaResponse, SubscriptionTier, user_service_client::UserServiceClient,
+};
+use time::OffsetDateTime;
+use tonic::transport::Channel;
+use uuid::Uuid;
+
+use crate::{
+    error::{ProcessingError, upstream},
+    jobs::Status,
+    store::Store,
+};
+
+/// How long a user's limits are trusted before they are asked for again.
+const TTL: Duration = Duration::from_secs(30);
+/// Jobs of one user run at once while their tier is not known yet.
+const DEFAULT_PARALLEL: usize = 2;
+
+/// One user's tier and limits, as the user service gave them.
+#[derive(Clone, Debug)]
+pub struct Quota {
+    pub tier: String,
+    pub jobs_per_day: Option<i64>,
+    pub concurrent_jobs: Option<i32>,
+    pub parallel_jobs: Option<i32>,
+    /// The quota window: jobs count from here.
+    pub period_start: OffsetDateTime,
+    /// When the window ends and the daily count resets.
+    pub period_end: OffsetDateTime,
+}
+
+impl Quota {
+    fn from_reply(reply: GetQuotaResponse) -> Self {
+        let limits = reply.limits.unwrap_or_default();
+        let at = |at: Option<prost_types::Timestamp>| {
+            at.and_then(|at| OffsetDateTime::from_unix_timestamp(at.seconds).ok())
+                .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+        };
+        Self {
+            tier: SubscriptionTier::slug_of(reply.tier).to_owned(),
+            jobs_per_day: limits.jobs_per_day,
+            concurrent_jobs: limits.concurrent_jobs,
+            parallel_jobs: limits.parallel_jobs,
+            period_start: at(reply.period_start),
+            period_end: at(reply.period_end),
+        }
+    }
+
+    /// Whether `requested` more jobs fit, given `started` in the window and `active`
+    /// not final.
+    pub fn admit(&self, requested: i64, started: i64, active: i64) -> Result<(), QuotaExceeded> {
+        let refuse = |limit: &str, allowed: i64, used: i64, resets_at| QuotaExceeded {
+            limit: limit.to_owned(),
+            allowed,
+            used,
+            requested,
+            tier: self.tier.clone(),
+            resets_at,
+        };
+        if let Some(allowed) = self.jobs_per_day
+            && started + requested > allowed
+        {
+            return Err(refuse(
+                "jobs_per_day",
+                allowed,
+                started,
+                Some(self.period_end),
+            ));
+        }
+        if let Some(allowed) = self.concurrent_jobs.map(i64::from)
+            && active + requested > allowed
+        {
+            return Err(refuse("concurrent_jobs", allowed, active, None));
+        }
+        Ok(())
+    }
+}
+
+/// The limits of the users the service meets, cached for [`TTL`].
+pub struct Quotas {
+    users: UserServiceClient<Channel>,
+    cache: Mutex<HashMap<Uuid, (Instant, Quota)>>,
+}
+
+impl Quotas {
+    pub fn new(users: Channel) -> Arc<Self> {
+        Arc::new(Self {
+            users: UserServiceClient::new(users),
+            cache: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn cached(&self, user_id: Uuid) -> Option<Quota> {
+        let cache = self
+            .cache
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        cache
+            .get(&user_id)
+            .filter(|(at, _)| at.elapsed() < TTL)
+            .map(|(_, quota)| quota.clone())
+    }
+
+    async fn fetch(&self, user_id: Uuid) -> Result<Quota, ProcessingError> {
+        let reply = self
+            .users
+            .clone()
+            .get_quota(GetQuotaRequest {
+                user_id: user_id.to_string(),
+            })
+            .await
+            .map_err(upstream)?;
+        let quota = Quota::from_reply(reply.into_inner());
+        let mut cache = self
+            .cache
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if cache.len() > 100_000 {
+            cache.retain(|_, (at, _)| at.elapsed() < TTL);
+        }
+        cache.insert(user_id, (Instant::now(), quota.clone()));
+        Ok(quota)
+    }
+
+    /// Refuses `requested` more jobs for the user when their tier does not allow them.
+    /// Always asks the user service, so a new quota window or tier applies at once.
+    pub async fn admit(
+        &self,
+        store: &Store,
+        user_id: Uuid,
+        requested: i64,
+    ) -> Result<(), ProcessingError> {
+        let quota = self.fetch(user_id).await?;
+        if quota.jobs_per_day.is_none() && quota.concurrent_jobs.is_none() {
+            return Ok(());
+        }
+        let (started, active) = store
+            .usage(user_id, quota.period_start, &Status::UNFINISHED)
+            .await?;
+        quota
+            .admit(requested, started as i64, active as i64)
+            .map_err(ProcessingError::QuotaExceeded)
+    }
+
+    /// How many of the user's jobs the queue lets run at once. Called by the queue, so
+    /// it never waits: an unknown user gets the default now and their tier's number
+    /// once it has been fetched in the background.
+    pub fn parallel(self: &Arc<Self>, user_id: Uuid) -> usize {
+        if let Some(quota) = self.cached(user_id) {
+            return quota
+                .parallel_jobs
+                .map_or(usize::MAX, |jobs| jobs.max(1) as usize);
+        }
+        let quotas = self.clone();
+        tokio::spawn(async move {
+            if let Err(err) = quotas.fetch(user_id).await {
+                tracing::warn!(%user_id, error = %err, "fetching a user's limits failed");
+            }
+        });
+        DEFAULT_PARALLEL
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn quota() -> Quota {
+        Quota {
+            tier: "free".to_owned(),
+            jobs_per_day: Some(3),
+            concurrent_jobs: Some(2),
+            parallel_jobs: Some(1),
+            period_start: time::macros::datetime!(2026-01-01 00:00 UTC),
+            period_end: time::macros::datetime!(2026-01-02 00:00 UTC),
+        }
+    }
+
+    #[test]
+    fn the_daily_limit_refuses_with_its_reset_time() {
+        assert!(quota().admit(1, 2, 0).is_ok());
+        let refused = quota().admit(2, 2, 0).err();
+        assert_eq!(
+            refused.map(|q| (q.limit, q.allowed, q.used, q.requested, q.resets_at)),
+            Some((
+                "jobs_per_day".to_owned(),
+                3,
+                2,
+                2,
+                Some(time::macros::datetime!(2026-01-02 00:00 UTC))
+            ))
+        );
+    }
+
+    #[test]
+    fn the_concurrency_limit_does_not_reset_by_itself() {
+        let refused = quota().admit(1, 0, 2).err();
+        assert_eq!(
+            refused.map(|q| (q.limit, q.resets_at)),
+            Some(("concurrent_jobs".to_owned(), None))
+        );
+    }
+}

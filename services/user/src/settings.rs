@@ -1,0 +1,165 @@
+//! The settings document: what it holds, its stored form and its rules.
+
+use std::collections::BTreeMap;
+
+use atelier_common::FieldViolation;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// The format version documents are written in.
+pub const SCHEMA_VERSION: i32 = 1;
+/// Workflows a document may hold default parameters for.
+const MAX_WORKFLOW_DEFAULTS: usize = 100;
+/// The longest workflow id.
+const MAX_WORKFLOW_ID: usize = 64;
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Theme {
+    #[default]
+    System,
+    Light,
+    Dark,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Notifications {
+    pub job_completed: bool,
+    pub job_failed: bool,
+    pub quota_warning: bool,
+}
+
+impl Default for Notifications {
+    fn default() -> Self {
+        Self {
+            job_completed: true,
+            job_failed: true,
+            quota_warning: true,
+        }
+    }
+}
+
+/// A user's settings, as stored (JSON) and as served.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Settings {
+    pub schema_version: i32,
+    pub default_workflow_id: Option<String>,
+    pub workflow_defaults: BTreeMap<String, Map<String, Value>>,
+    pub retention_days: Option<i32>,
+    pub notifications: Notifications,
+    pub theme: Theme,
+}
+
+impl Settings {
+    /// A stored document, upgraded to the current format (a document the service
+    /// cannot read falls back to the defaults rather than locking the user out).
+    pub fn from_stored(value: &Value) -> Self {
+        let mut settings: Self = serde_json::from_value(value.clone()).unwrap_or_default();
+        settings.schema_version = SCHEMA_VERSION;
+        settings
+    }
+
+    pub fn to_stored(&self) -> Value {
+        serde_json::to_value(self).unwrap_or(Value::Null)
+    }
+
+    /// Checks everything that needs no other service: sizes, ranges against the tier's
+    /// `max_retention_days`, the format version.
+    pub fn violations(&self, max_retention_days: Option<i32>) -> Vec<FieldViolation> {
+        let mut violations = Vec::new();
+        if self.schema_version != 0 && self.schema_version != SCHEMA_VERSION {
+            violations.push(FieldViolation::new(
+                "schema_version",
+                format!("must be {SCHEMA_VERSION}"),
+            ));
+        }
+        if let Some(id) = &self.default_workflow_id
+            && (id.is_empty() || id.len() > MAX_WORKFLOW_ID)
+        {
+            violations.push(FieldViolation::new(
+                "default_workflow_id",
+                format!("must be a workflow id of 1 to {MAX_WORKFLOW_ID} characters"),
+            ));
+        }
+        if self.workflow_defaults.len() > MAX_WORKFLOW_DEFAULTS {
+            violations.push(FieldViolation::new(
+                "workflow_defaults",
+                format!("may hold at most {MAX_WORKFLOW_DEFAULTS} workflows"),
+            ));
+        }
+        if let Some(days) = self.retention_days {
+            let max = max_retention_days.unwrap_or(i32::MAX);
+            if days < 1 || days > max {
+                let range = match max_retention_days {
+                    Some(max) => format!("between 1 and {max} (your plan's longest retention)"),
+                    None => "at least 1".to_owned(),
+                };
+                violations.push(FieldViolation::new(
+                    "retention_days",
+                    format!("must be {range}"),
+                ));
+            }
+        }
+        violations
+    }
+}
+
+/// A display name as stored: trimmed, at most 100 characters, no control characters.
+pub fn display_name(raw: &str) -> Result<String, FieldViolation> {
+    let name = raw.trim();
+    if name.chars().count() > 100 {
+        return Err(FieldViolation::new(
+            "display_name",
+            "must be at most 100 characters",
+        ));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(FieldViolation::new(
+            "display_name",
+            "must not contain control characters",
+        ));
+    }
+    Ok(name.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_documents_round_trip_and_old_ones_upgrade() {
+        let settings = Settings {
+            schema_version: SCHEMA_VERSION,
+            default_workflow_id: Some("upscale".to_owned()),
+            retention_days: Some(7),
+            theme: Theme::Dark,
+            ..Settings::default()
+        };
+        assert_eq!(Settings::from_stored(&settings.to_stored()), settings);
+        let old = Settings::from_stored(&serde_json::json!({"theme": "light"}));
+        assert_eq!(old.schema_version, SCHEMA_VERSION);
+        assert_eq!(old.theme, Theme::Light);
+        assert!(old.notifications.job_completed);
+    }
+
+    #[test]
+    fn retention_is_bounded_by_the_tier() {
+        let with = |days| Settings {
+            retention_days: Some(days),
+            ..Settings::default()
+        };
+        assert!(with(30).violations(Some(30)).is_empty());
+        assert_eq!(with(31).violations(Some(30))[0].field, "retention_days");
+        assert_eq!(with(0).violations(None)[0].field, "retention_days");
+        assert!(with(3650).violations(None).is_empty());
+    }
+
+    #[test]
+    fn display_names_are_trimmed_and_bounded() {
+        assert_eq!(display_name("  Ada  ").ok().as_deref(), Some("Ada"));
+        assert!(display_name(&"x".repeat(101)).is_err());
+        assert!(display_name("a\u{7}b").is_err());
+    }
+}
