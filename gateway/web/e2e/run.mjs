@@ -176,6 +176,20 @@ test("register, upload, run a workflow live, compare, download, history, offline
   await page.getByText("No jobs yet").waitFor();
   await page.getByRole("button", { name: "Clear" }).click();
   await item.waitFor();
+  const day = (offset) => {
+    const d = new Date(Date.now() + offset * 24 * 3600 * 1000);
+    return `${d.getFullYear()}-${String(d.getMonth() + 1).padStart(2, "0")}-${String(d.getDate()).padStart(2, "0")}`;
+  };
+  await page.getByLabel("From", { exact: true }).fill(day(0));
+  await page.getByLabel("To", { exact: true }).fill(day(0));
+  await page.getByRole("button", { name: "Apply filters" }).click();
+  await item.getByText("completed").waitFor();
+  await page.getByLabel("From", { exact: true }).fill(day(1));
+  await page.getByLabel("To", { exact: true }).fill(day(1));
+  await page.getByRole("button", { name: "Apply filters" }).click();
+  await page.getByText("No jobs yet").waitFor();
+  await page.getByRole("button", { name: "Clear" }).click();
+  await item.waitFor();
   await page.waitForFunction(() => [...document.querySelectorAll("[data-testid=history-item] img")].every((img) => img.complete && img.naturalWidth > 0));
   await axe(page, "history");
   await shot(page, "history");

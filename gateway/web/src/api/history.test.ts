@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { errorText, matchesFilters } from "./history";
+import { dayRange, errorText, matchesFilters } from "./history";
 import type { HistoryItem } from "./users";
 
 const item: HistoryItem = {
@@ -24,10 +24,17 @@ describe("history filters applied in the browser (when the server has no history
     expect(matchesFilters(item, { q: "upscale" })).toBe(false);
   });
 
-  it("keeps whole days between from and to", () => {
-    expect(matchesFilters(item, { from: "2026-03-10", to: "2026-03-10" })).toBe(true);
-    expect(matchesFilters(item, { from: "2026-03-11" })).toBe(false);
-    expect(matchesFilters(item, { to: "2026-03-09" })).toBe(false);
+  it("turns days into instants, keeping the whole of the last day", () => {
+    const range = dayRange("2026-03-10", "2026-03-10");
+    expect(Date.parse(range.to ?? "") - Date.parse(range.from ?? "")).toBe(24 * 3600 * 1000);
+    expect(range.from).toBe(new Date(2026, 2, 10).toISOString());
+    expect(dayRange(undefined, undefined)).toEqual({});
+  });
+
+  it("keeps jobs between from (inclusive) and to (exclusive)", () => {
+    expect(matchesFilters(item, { from: "2026-03-10T00:00:00Z", to: "2026-03-11T00:00:00Z" })).toBe(true);
+    expect(matchesFilters(item, { from: "2026-03-11T00:00:00Z" })).toBe(false);
+    expect(matchesFilters(item, { to: "2026-03-10T12:00:00Z" })).toBe(false);
   });
 
   it("words errors", () => {

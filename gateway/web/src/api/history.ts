@@ -26,11 +26,24 @@ async function imageOf(id: string | null | undefined): Promise<HistoryImage | nu
   }
 }
 
+/** The date inputs' days (YYYY-MM-DD, local time) as the instants the API filters by:
+ * `from` the start of its day, `to` the start of the next (exclusive), both RFC 3339. */
+export function dayRange(from: string | undefined, to: string | undefined): { from?: string; to?: string } {
+  const start = (day: string) => new Date(`${day}T00:00:00`);
+  const range: { from?: string; to?: string } = {};
+  if (from) range.from = start(from).toISOString();
+  if (to) {
+    const end = start(to);
+    end.setDate(end.getDate() + 1);
+    range.to = end.toISOString();
+  }
+  return range;
+}
+
 export function matchesFilters(item: HistoryItem, filters: HistoryFilters): boolean {
   const created = Date.parse(item.created_at);
   if (filters.from && created < Date.parse(filters.from)) return false;
-  // `to` is a day: include all of it.
-  if (filters.to && created >= Date.parse(filters.to) + 24 * 3600 * 1000) return false;
+  if (filters.to && created >= Date.parse(filters.to)) return false;
   if (filters.q) {
     const q = filters.q.toLowerCase();
     const haystack = [item.workflow_name, item.workflow_id, item.job_id, item.input_image?.filename ?? "", JSON.stringify(item.parameters)]

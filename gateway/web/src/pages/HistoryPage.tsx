@@ -3,7 +3,7 @@ import { useCallback, useEffect, useRef, useState } from "react";
 import { Link } from "react-router-dom";
 import { workflows } from "@/api/catalogue";
 import { api } from "@/api/client";
-import { errorText, historyPage } from "@/api/history";
+import { dayRange, errorText, historyPage } from "@/api/history";
 import { messageOf } from "@/api/problem";
 import type { HistoryFilters, HistoryItem } from "@/api/users";
 import { Button } from "@/components/ui/button";
@@ -67,7 +67,8 @@ export default function HistoryPage() {
 
   const apply = (event: { preventDefault: () => void }) => {
     event.preventDefault();
-    setFilters(Object.fromEntries(Object.entries(draft).filter(([, v]) => v)));
+    const set = Object.fromEntries(Object.entries(draft).filter(([, v]) => v)) as HistoryFilters;
+    setFilters({ ...set, ...dayRange(set.from, set.to) });
   };
 
   const deleteImages = async (item: HistoryItem) => {
