@@ -132,6 +132,16 @@ async fn embedded_fal_sim(shutdown: &tokio_util::sync::CancellationToken) -> any
     Ok(())
 }
 
+/// `http://` and a loopback address for `addr`, which may be a wildcard (`0.0.0.0`).
+fn local_url(addr: SocketAddr) -> String {
+    let ip = match addr.ip() {
+        ip if ip.is_unspecified() && ip.is_ipv4() => std::net::Ipv4Addr::LOCALHOST.into(),
+        ip if ip.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
+        ip => ip,
+    };
+    format!("http://{}", SocketAddr::new(ip, addr.port()))
+}
+
 pub async fn serve(targets: &[Target]) -> anyhow::Result<()> {
     let platform = Platform::from_env()?;
     let targets = expand(targets);
@@ -154,6 +164,7 @@ pub async fn serve(targets: &[Target]) -> anyhow::Result<()> {
             Target::Gateway | Target::All => continue,
         };
         let listener = bind(target, endpoint.listen).await?;
+        let listen_addr = listener.local_addr().unwrap_or(endpoint.listen);
         let stop = shutdown.clone();
         let name = target.name();
         match target {
@@ -192,7 +203,9 @@ pub async fn serve(targets: &[Target]) -> anyhow::Result<()> {
             }
             Target::Gateway | Target::All => {}
         }
-        let own = channel(&endpoint.url, platform.grpc_timeout)?;
+        // Readiness asks the listener itself, not the address others use: behind a
+        // Kubernetes Service that address has no endpoint until this pod is ready.
+        let own = channel(&local_url(listen_addr), platform.grpc_timeout)?;
         let service = target.health_name();
         readiness = readiness.check(name, move || check_health(own.clone(), service));
     }
@@ -259,5 +272,13 @@ mod tests {
             expand(&[Target::Auth, Target::Gateway]),
             BTreeSet::from([Target::Auth, Target::Gateway])
         );
+    }
+
+    #[test]
+    fn readiness_reaches_a_wildcard_listener_on_loopback() {
+        let url = |addr: &str| local_url(addr.parse().expect("address"));
+        assert_eq!(url("0.0.0.0:50051"), "http://127.0.0.1:50051");
+        assert_eq!(url("[::]:50051"), "http://[::1]:50051");
+        assert_eq!(url("10.0.0.7:50052"), "http://10.0.0.7:50052");
     }
 }
