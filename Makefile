@@ -97,7 +97,7 @@ $(WEB_DEPS): $(WEB_DIR)/package.json $(wildcard $(WEB_DIR)/package-lock.json)
 	touch $@
 
 .PHONY: bench
-bench: ## Run the benchmarks (none yet)
+bench: ## Run the benchmarks (live event latency, history page time over 100k jobs)
 	$(CARGO) bench -j$(JOBS) --workspace
 
 .PHONY: clean
