@@ -1,7 +1,7 @@
 // The one API client: typed from the gateway's OpenAPI document (schema.gen.ts is generated
 // from ../openapi.json by `npm run gen:api`), with the caller's access token attached.
 import createClient, { type Middleware } from "openapi-fetch";
-import { ApiError, errorFromResponse } from "./problem";
+import { ApiError } from "./problem";
 import type { components, paths } from "./schema.gen";
 
 export type Schemas = components["schemas"];
@@ -53,26 +53,6 @@ export function unwrap<T>(result: { data?: T; error?: unknown; response: Respons
     throw new ApiError(result.response.status, result.error ?? {});
   }
   return result.data as T;
-}
-
-/** A call to an endpoint the committed OpenAPI snapshot does not describe yet (the user
- * service's, coded against its agreed contract). Same token handling, same errors. */
-export async function authedFetch(path: string, init: RequestInit = {}): Promise<Response> {
-  const headers = new Headers(init.headers);
-  const token = await tokenProvider();
-  if (token) headers.set("authorization", `Bearer ${token}`);
-  if (init.body && typeof init.body === "string" && !headers.has("content-type")) {
-    headers.set("content-type", "application/json");
-  }
-  const response = await fetch(path, { ...init, headers });
-  if (response.status === 401 && token) onUnauthorized();
-  if (!response.ok) throw await errorFromResponse(response);
-  return response;
-}
-
-export async function authedJson<T>(path: string, init: RequestInit = {}): Promise<T> {
-  const response = await authedFetch(path, init);
-  return (await response.json()) as T;
 }
 
 /** A fresh idempotency key per user action, so a retried request never starts twice. */

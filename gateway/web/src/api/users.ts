@@ -1,6 +1,7 @@
-// The user service's REST endpoints. Coded against the agreed contract while they land in
-// the gateway; once the OpenAPI snapshot describes them, these types come from it instead.
-import { authedFetch, authedJson } from "./client";
+// The user service's REST endpoints, through the generated client. Profiles and history are
+// normalised into the shapes the pages use (tolerating the agreed contract's field names as
+// well as the served ones), so a page never depends on one spelling.
+import { api, unwrap, type Schemas } from "./client";
 import { ApiError } from "./problem";
 import type { JsonValue } from "@/lib/schemaForm";
 
@@ -24,17 +25,15 @@ export interface Profile {
   jobs_reset_at: string;
 }
 
-export interface UserSettings {
+/** The settings document as served (SettingsBody), with its theme and defaults typed. */
+export type UserSettings = Omit<Schemas["SettingsBody"], "theme" | "workflow_defaults"> & {
   theme: Theme;
-  retention_days: number | null;
-  notifications: { job_completed: boolean; job_failed: boolean };
-  default_workflow_id: string | null;
   workflow_defaults: Record<string, Record<string, JsonValue>>;
-}
+};
 
 export interface SettingsDocument {
   revision: number;
-  updated_at: string;
+  updated_at?: string | null;
   settings: UserSettings;
 }
 
@@ -121,30 +120,27 @@ export function normalizeProfile(raw: unknown): Profile {
 }
 
 export async function getProfile(): Promise<Profile> {
-  return normalizeProfile(await authedJson<unknown>("/api/users/profile"));
+  return normalizeProfile(unwrap(await api.GET("/api/users/profile")));
 }
 
 export async function updateProfile(display_name: string): Promise<Profile> {
-  return normalizeProfile(
-    await authedJson<unknown>("/api/users/profile", { method: "PATCH", body: JSON.stringify({ display_name }) }),
-  );
+  return normalizeProfile(unwrap(await api.PATCH("/api/users/profile", { body: { display_name } })));
 }
 
 export async function getSettings(): Promise<{ document: SettingsDocument; etag: string | null }> {
-  const response = await authedFetch("/api/users/settings");
-  return { document: (await response.json()) as SettingsDocument, etag: response.headers.get("etag") };
+  const result = await api.GET("/api/users/settings");
+  return { document: unwrap(result) as SettingsDocument, etag: result.response.headers.get("etag") };
 }
 
 export async function putSettings(
   settings: UserSettings,
   etag: string | null,
 ): Promise<{ document: SettingsDocument; etag: string | null }> {
-  const response = await authedFetch("/api/users/settings", {
-    method: "PUT",
-    body: JSON.stringify(settings),
-    headers: etag ? { "if-match": etag } : {},
+  const result = await api.PUT("/api/users/settings", {
+    body: settings,
+    params: { header: etag ? { "If-Match": etag } : {} },
   });
-  return { document: (await response.json()) as SettingsDocument, etag: response.headers.get("etag") };
+  return { document: unwrap(result) as SettingsDocument, etag: result.response.headers.get("etag") };
 }
 
 export function historyQuery(filters: HistoryFilters, cursor: string | null, pageSize: number): string {
@@ -193,17 +189,18 @@ export function normalizeHistoryItem(raw: unknown): HistoryItem {
 }
 
 export async function getHistory(filters: HistoryFilters, cursor: string | null, pageSize = 24): Promise<HistoryPage> {
-  const page = obj(await authedJson<unknown>(`/api/users/history?${historyQuery(filters, cursor, pageSize)}`));
+  const query = Object.fromEntries(new URLSearchParams(historyQuery(filters, cursor, pageSize)));
+  const page = obj(unwrap(await api.GET("/api/users/history", { params: { query } })));
   const items = Array.isArray(page.items) ? page.items.map(normalizeHistoryItem) : [];
   const next = str(page.next_cursor, page.next_page_token);
   return { items, next_cursor: next || null };
 }
 
 export async function deleteAccount(): Promise<void> {
-  await authedFetch("/api/users/me", { method: "DELETE" });
+  unwrap(await api.DELETE("/api/users/me"));
 }
 
 /** "Sign out everywhere": ends every session of the account. */
 export async function logoutEverywhere(): Promise<void> {
-  await authedFetch("/api/auth/logout-all", { method: "POST" });
+  unwrap(await api.POST("/api/auth/logout-all"));
 }

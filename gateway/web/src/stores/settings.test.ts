@@ -1,7 +1,8 @@
 import { beforeEach, describe, expect, it, vi } from "vitest";
 
+// openapi-fetch captures fetch when its client is made: stub it before the modules load.
 const fetchMock = vi.hoisted(() => {
-  const mock = vi.fn<(input: RequestInfo, init?: RequestInit) => Promise<Response>>();
+  const mock = vi.fn<(request: Request) => Promise<Response>>();
   globalThis.fetch = mock as unknown as typeof fetch;
   return mock;
 });
@@ -40,11 +41,12 @@ describe("settings store", () => {
       .mockResolvedValueOnce(json(200, doc(3, { theme: "dark", retention_days: 7 }), { etag: '"3"' }));
     await useSettings.getState().setTheme("dark");
 
-    const [, firstPut] = fetchMock.mock.calls[1] ?? [];
-    expect(new Headers(firstPut?.headers).get("if-match")).toBe('"1"');
-    const [, retry] = fetchMock.mock.calls[3] ?? [];
-    expect(new Headers(retry?.headers).get("if-match")).toBe('"2"');
-    expect(JSON.parse(retry?.body as string)).toMatchObject({ theme: "dark", retention_days: 7 });
+    const firstPut = fetchMock.mock.calls[1]?.[0];
+    expect(firstPut?.method).toBe("PUT");
+    expect(firstPut?.headers.get("if-match")).toBe('"1"');
+    const retry = fetchMock.mock.calls[3]?.[0];
+    expect(retry?.headers.get("if-match")).toBe('"2"');
+    expect(await retry?.json()).toMatchObject({ theme: "dark", retention_days: 7, schema_version: 1 });
     expect(useSettings.getState()).toMatchObject({ etag: '"3"', settings: { theme: "dark", retention_days: 7 } });
   });
 

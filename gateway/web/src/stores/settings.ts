@@ -8,9 +8,10 @@ import { getSettings, isMissing, putSettings, type Theme, type UserSettings } fr
 import type { JsonValue } from "@/lib/schemaForm";
 
 export const DEFAULT_SETTINGS: UserSettings = {
+  schema_version: 1,
   theme: "system",
   retention_days: null,
-  notifications: { job_completed: true, job_failed: true },
+  notifications: { job_completed: true, job_failed: true, quota_warning: true },
   default_workflow_id: null,
   workflow_defaults: {},
 };
