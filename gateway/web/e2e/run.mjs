@@ -428,6 +428,36 @@ test("stays signed in: the access token is refreshed before it expires", async (
   await context.close();
 });
 
+test("a quota refusal says which limit and when it resets", async () => {
+  const { context, page } = await newPage({ viewport: { width: 1280, height: 900 } });
+  await register(page);
+  const imageId = await uploadImage(page, "quota.png", 6);
+  for (let i = 0; i < 3; i++) {
+    const started = await page.evaluate(async (image) => {
+      const session = JSON.parse(localStorage.getItem("atelier-session") ?? "{}").state?.session;
+      const response = await fetch("/api/processing/start", {
+        method: "POST",
+        headers: { authorization: `Bearer ${session?.accessToken}`, "content-type": "application/json" },
+        body: JSON.stringify({ image_id: image, workflow_id: "rembg-background-removal", parameters: {} }),
+      });
+      return response.status;
+    }, imageId);
+    expect(started === 202, `job ${i + 1} answered ${started}`);
+  }
+  await page.getByRole("radio", { name: /Background removal \(rembg\)/ }).check();
+  const refused = page.waitForResponse((r) => r.url().endsWith("/api/processing/start"));
+  await page.getByRole("button", { name: "Start" }).click();
+  const response = await refused;
+  expect(response.status() === 429 || response.status() === 403, `the fourth job answered ${response.status()}`);
+  await page.getByRole("alert").filter({ hasText: /You have reached your daily job limit\. It resets/ }).waitFor();
+  await axe(page, "studio with a quota refusal");
+  await shot(page, "quota-refused");
+  await page.getByRole("link", { name: "Settings" }).click();
+  await page.getByText("3 of 3").waitFor();
+  expect(page.problems.length === 0, page.problems.join("\n"));
+  await context.close();
+});
+
 test("keyboard only, with a visible focus", async () => {
   const { context, page } = await newPage({ viewport: { width: 1280, height: 900 } });
   const focused = () =>

@@ -45,6 +45,8 @@ export async function startAtelier({ webRoot, logFile }) {
     // Short-lived access tokens: the app refreshes a minute before expiry, so every test
     // runs through refreshes, and "stays signed in" sees one happen.
     ACCESS_TOKEN_TTL_SECS: "75",
+    // A small daily job quota, so a refusal can be seen (no test user starts more).
+    TIER_FREE_JOBS_PER_DAY: "3",
   };
   for (const name of ["DATABASE_URL", "REDIS_URL", "S3_BUCKET", "S3_ENDPOINT", "FAL_KEY", "PUBLIC_URL"]) Reflect.deleteProperty(env, name);
   const log = createWriteStream(logFile);
