@@ -12,6 +12,7 @@ pub mod openapi;
 pub mod problem;
 pub mod processing;
 pub mod users;
+pub mod web;
 pub mod workflows;
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc};
@@ -37,7 +38,6 @@ use tower::{Layer, ServiceBuilder};
 use tower_http::{
     compression::CompressionLayer,
     request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
-    services::{ServeDir, ServeFile},
     trace::TraceLayer,
 };
 
@@ -171,7 +171,7 @@ pub async fn serve(
         .check("user", move || {
             check_health(user_probe.clone(), "atelier.user.v1.UserService")
         });
-    if !config.web_dir.join("api-docs/index.html").exists() {
+    if !web::on_disk(&config.web_dir) && !web::embedded() {
         tracing::warn!(web_dir = %config.web_dir.display(), "web assets not built; run `make web`");
     }
     let app = router(&config, state, readiness.clone());
@@ -340,20 +340,19 @@ pub fn router(config: &GatewayConfig, state: AppState, readiness: Readiness) -> 
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
         .with_state(state);
 
-    let docs = ServeDir::new(config.web_dir.join("api-docs"));
-    let web =
-        ServeDir::new(&config.web_dir).fallback(ServeFile::new(config.web_dir.join("index.html")));
     let hsts = config
         .public_url
         .as_deref()
         .is_some_and(|url| url.starts_with("https://"));
 
-    Router::new()
+    let routes = Router::new()
         .merge(api)
         .merge(admin::router(readiness))
-        .route("/api/docs", get(|| async { axum::response::Redirect::permanent("/api/docs/") }))
-        .nest_service("/api/docs/", docs)
-        .fallback_service(web)
+        .route(
+            "/api/docs",
+            get(|| async { axum::response::Redirect::permanent("/api/docs/") }),
+        );
+    web::serve(routes, &config.web_dir)
         .layer(
             ServiceBuilder::new()
                 .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))

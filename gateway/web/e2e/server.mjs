@@ -36,7 +36,8 @@ export async function startAtelier({ webRoot, logFile }) {
     ...process.env,
     ...addrs,
     DATA_DIR: dataDir,
-    WEB_DIR: join(webRoot, "dist"),
+    // E2E_WEB_DIR=/nonexistent serves the copy built into the binary (gateway/src/web.rs).
+    WEB_DIR: process.env.E2E_WEB_DIR ?? join(webRoot, "dist"),
     RUST_LOG: process.env.RUST_LOG ?? "warn",
     LOG_FORMAT: "json",
     RATE_LIMIT_PER_IP: "100000",
