@@ -364,8 +364,16 @@ test("account: profile, settings kept by the server, sign out everywhere, deleti
   await page.getByText("Display name saved.").waitFor();
   await page.getByLabel("Theme").selectOption("dark");
   await page.getByText("Settings saved.").waitFor();
+  // A value the server refuses is named next to its field.
+  await page.getByLabel("Keep images for (days)").fill("999");
+  await page.keyboard.press("Tab");
+  await page.locator("#retention-error").waitFor();
+  await page.getByLabel("Keep images for (days)").fill("7");
+  await page.keyboard.press("Tab");
+  await page.getByText("Settings saved.").waitFor();
   const settings = JSON.parse((await apiCall(page, "/api/users/settings")).body);
   expect(settings.settings.theme === "dark", `the server keeps theme ${settings.settings.theme}`);
+  expect(settings.settings.retention_days === 7, `the server keeps retention ${settings.settings.retention_days}`);
   expect(JSON.parse((await apiCall(page, "/api/users/profile")).body).display_name === "Ada Lovelace", "display name not saved");
   await axe(page, "settings with a profile, dark");
 

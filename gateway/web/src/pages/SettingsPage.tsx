@@ -2,12 +2,12 @@
 import { useState } from "react";
 import { useNavigate } from "react-router-dom";
 import { workflows } from "@/api/catalogue";
-import { messageOf } from "@/api/problem";
+import { ApiError, messageOf } from "@/api/problem";
 import { formatBytes } from "@/api/upload";
 import { deleteAccount, getProfile, isMissing, logoutEverywhere, updateProfile, type Theme } from "@/api/users";
 import { Button } from "@/components/ui/button";
 import { ConfirmDialog } from "@/components/ui/dialog";
-import { Input, Label, Select } from "@/components/ui/field";
+import { FieldError, Input, Label, Select } from "@/components/ui/field";
 import { Alert, Card, PageTitle, Progress, Spinner, Switch } from "@/components/ui/misc";
 import { useAsync } from "@/lib/useAsync";
 import { useAuth } from "@/stores/auth";
@@ -41,13 +41,16 @@ export default function SettingsPage() {
   const [name, setName] = useState<string | null>(null);
   const [message, setMessage] = useState<{ tone: "error" | "success" | "info"; text: string } | null>(null);
 
+  const [fieldErrors, setFieldErrors] = useState<Record<string, string>>({});
   const save = async (change: Parameters<typeof update>[0]) => {
     setMessage(null);
+    setFieldErrors({});
     try {
       await update(change);
       setMessage({ tone: "success", text: "Settings saved." });
     } catch (error) {
       setMessage({ tone: "error", text: messageOf(error) });
+      if (error instanceof ApiError) setFieldErrors(error.fieldErrors);
     }
   };
 
@@ -164,7 +167,8 @@ export default function SettingsPage() {
             min={1}
             max={p?.limits.max_retention_days || undefined}
             placeholder="Plan default"
-            aria-describedby="retention-hint"
+            aria-describedby={fieldErrors.retention_days ? "retention-hint retention-error" : "retention-hint"}
+            aria-invalid={fieldErrors.retention_days ? true : undefined}
             defaultValue={settings.retention_days ?? ""}
             onBlur={(event) => {
               const value = event.target.value.trim();
@@ -172,6 +176,7 @@ export default function SettingsPage() {
               if (days !== settings.retention_days) void save({ retention_days: days });
             }}
           />
+          <FieldError id="retention-error">{fieldErrors.retention_days}</FieldError>
           <p id="retention-hint" className="text-xs text-slate-700 dark:text-slate-300">
             {p?.limits.max_retention_days ? `Empty: the plan's default. At most ${p.limits.max_retention_days} days on your plan.` : "Empty: the plan's default."}
           </p>

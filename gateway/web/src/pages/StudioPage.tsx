@@ -30,6 +30,7 @@ export default function StudioPage() {
   const remember = useUploads((state) => state.remember);
   const settings = useSettings((state) => state.settings);
   const rememberParameters = useSettings((state) => state.rememberParameters);
+  const lastWorkflowId = useSettings((state) => state.lastWorkflowId);
 
   const maxBytes = profile.data?.limits.max_file_bytes || DEFAULT_MAX_BYTES;
   const rerun = location.state as { parameters?: Values } | null;
@@ -46,7 +47,10 @@ export default function StudioPage() {
   const [workflowId, setWorkflowId] = useState<string | null>(search.get("workflow"));
   const list = useMemo(() => catalogue.data ?? [], [catalogue.data]);
   const workflow: Workflow | undefined =
-    list.find((w) => w.id === workflowId) ?? list.find((w) => w.id === settings.default_workflow_id) ?? list[0];
+    list.find((w) => w.id === workflowId) ??
+    list.find((w) => w.id === settings.default_workflow_id) ??
+    list.find((w) => w.id === lastWorkflowId) ??
+    list[0];
 
   const fields = useMemo(() => (workflow ? fieldsOf(workflow.parameters_schema as JsonSchema) : []), [workflow]);
   const [values, setValues] = useState<Values>({});

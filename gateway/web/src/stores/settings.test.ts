@@ -60,6 +60,7 @@ describe("settings store", () => {
       status: 422,
       fieldErrors: { retention_days: "must be at most 30" },
     });
+    expect(useSettings.getState().settings.retention_days).toBeNull();
   });
 
   it("resolves the system theme", () => {

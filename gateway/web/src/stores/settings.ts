@@ -19,6 +19,8 @@ export const DEFAULT_SETTINGS: UserSettings = {
 interface SettingsState {
   settings: UserSettings;
   etag: string | null;
+  /** The workflow last started from this device (preselected when no default is set). */
+  lastWorkflowId: string | null;
   /** Whether the server keeps settings (false until it answered, or when it has no endpoint). */
   synced: boolean;
   load: () => Promise<void>;
@@ -34,6 +36,7 @@ export const useSettings = create<SettingsState>()(
     (set, get) => ({
       settings: DEFAULT_SETTINGS,
       etag: null,
+      lastWorkflowId: null,
       synced: false,
 
       async load() {
@@ -47,7 +50,8 @@ export const useSettings = create<SettingsState>()(
       },
 
       async update(change) {
-        const next = { ...get().settings, ...change };
+        const previous = get().settings;
+        const next = { ...previous, ...change };
         set({ settings: next });
         if (!get().synced) return;
         try {
@@ -63,6 +67,8 @@ export const useSettings = create<SettingsState>()(
           } else if (isMissing(error)) {
             set({ synced: false });
           } else {
+            // Refused (invalid, offline...): what is shown stays what is stored.
+            set({ settings: previous });
             throw error;
           }
         }
@@ -74,14 +80,15 @@ export const useSettings = create<SettingsState>()(
 
       rememberParameters(workflowId, parameters) {
         const workflow_defaults = { ...get().settings.workflow_defaults, [workflowId]: parameters };
-        return get().update({ workflow_defaults, default_workflow_id: workflowId });
+        set({ lastWorkflowId: workflowId });
+        return get().update({ workflow_defaults });
       },
 
       reset() {
         set({ settings: DEFAULT_SETTINGS, etag: null, synced: false });
       },
     }),
-    { name: "atelier-settings", partialize: (state) => ({ settings: state.settings }) },
+    { name: "atelier-settings", partialize: (state) => ({ settings: state.settings, lastWorkflowId: state.lastWorkflowId }) },
   ),
 );
 
