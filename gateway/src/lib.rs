@@ -178,6 +178,13 @@ pub async fn serve(
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "gateway listening");
     readiness.started();
+    // Nagle's algorithm off: a response written in several pieces must not wait for
+    // the client's delayed ACK.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(err) = tcp.set_nodelay(true) {
+            tracing::warn!(error = %err, "cannot set TCP_NODELAY");
+        }
+    });
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),

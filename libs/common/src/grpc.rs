@@ -141,12 +141,27 @@ impl GrpcServer {
             .accept_http1(true)
             .layer(layers)
             .add_routes(routes)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal)
+            .serve_with_incoming_shutdown(no_delay(listener), signal)
             .await
             .with_context(|| format!("{} grpc server", self.name))?;
         tracing::info!(service = self.name, "grpc server stopped");
         Ok(())
     }
+}
+
+/// The connections `listener` accepts, with Nagle's algorithm off: a reply written
+/// in several pieces must not wait for the peer's delayed ACK (40 ms on Linux).
+fn no_delay(
+    listener: TcpListener,
+) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use tokio_stream::StreamExt;
+    TcpListenerStream::new(listener).map(|accepted| {
+        accepted.inspect(|stream| {
+            if let Err(err) = stream.set_nodelay(true) {
+                tracing::warn!(error = %err, "cannot set TCP_NODELAY");
+            }
+        })
+    })
 }
 
 /// A lazily connecting channel to another service, every call bounded by `timeout`.
