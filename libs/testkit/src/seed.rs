@@ -2,7 +2,7 @@
 //! measure reads over many rows without running every job through fal.
 
 use atelier_processing::store::{jobs, search_text};
-use sea_orm::EntityTrait;
+use sea_orm::{ConnectionTrait, EntityTrait};
 use serde_json::json;
 
 use crate::TestPlatform;
@@ -79,5 +79,12 @@ pub async fn finished_jobs(
             .exec(&db)
             .await
             .expect("seeding jobs");
+    }
+    // What autovacuum does after a bulk load: without statistics the planner takes
+    // the table for empty and picks plans that are slow at this size.
+    if db.get_database_backend() == sea_orm::DbBackend::Postgres {
+        db.execute_unprepared("ANALYZE processing_jobs")
+            .await
+            .expect("analyze");
     }
 }
