@@ -1,7 +1,7 @@
 //! How fast the history answers: one page of 50 through the gateway (gateway → user
 //! service → processing and image services) with 100,000 jobs in the table, on
 //! PostgreSQL. Measures the first page, a page deep in the history, a filtered page
-//! and a full-text search. Target: p50 under 20 ms for each. Run with `make bench`.
+//! and a full-text search. Target: p99 under 20 ms for each. Run with `make bench`.
 
 use std::time::{Duration, Instant};
 
@@ -88,12 +88,12 @@ async fn main() {
         let times = measure(&client, &url, &user.token).await;
         let (p50, p99) = (percentile(&times, 0.5), percentile(&times, 0.99));
         println!(
-            "history, {name}: {SAMPLES} requests, p50 {:.1} ms, p99 {:.1} ms (target p50 < {} ms)",
+            "history, {name}: {SAMPLES} requests, p50 {:.1} ms, p99 {:.1} ms (target p99 < {} ms)",
             p50.as_secs_f64() * 1e3,
             p99.as_secs_f64() * 1e3,
             TARGET.as_millis()
         );
-        failed |= p50 >= TARGET;
+        failed |= p99 >= TARGET;
     }
     assert!(
         !failed,
