@@ -29,6 +29,8 @@ COPY proto/ proto/
 COPY libs/ libs/
 COPY services/ services/
 COPY gateway/ gateway/
+# Release builds embed the web app (rust-embed reads gateway/web/dist at compile time).
+COPY --from=web /src/gateway/web/dist/ gateway/web/dist/
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked -p atelier \

@@ -214,7 +214,7 @@ fn multipart_problem(err: axum::extract::multipart::MultipartError) -> Problem {
 
 /// List your images, newest first.
 #[utoipa::path(
-    get, path = "/api/images", tag = "images",
+    get, path = "/api/images", tag = "images", operation_id = "images_list",
     security(("bearer" = [])),
     params(
         ("page_size" = Option<i32>, Query, description = "Images per page (default 20, at most 100)"),
@@ -249,7 +249,7 @@ pub async fn list(
 
 /// One of your images.
 #[utoipa::path(
-    get, path = "/api/images/{id}", tag = "images",
+    get, path = "/api/images/{id}", tag = "images", operation_id = "images_get",
     security(("bearer" = [])),
     params(("id" = String, Path, description = "Image id")),
     responses(

@@ -268,7 +268,7 @@ pub async fn cancel(
 
 /// Your jobs, newest first.
 #[utoipa::path(
-    get, path = "/api/processing/jobs", tag = "processing",
+    get, path = "/api/processing/jobs", tag = "processing", operation_id = "processing_list",
     security(("bearer" = [])),
     params(
         ("page_size" = Option<i32>, Query, description = "Jobs per page (default 20, at most 100)"),

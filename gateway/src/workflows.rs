@@ -97,7 +97,7 @@ fn client(state: &AppState) -> WorkflowServiceClient<tonic::transport::Channel> 
 
 /// The catalogue: active workflows, optionally of one category.
 #[utoipa::path(
-    get, path = "/api/workflows", tag = "workflows",
+    get, path = "/api/workflows", tag = "workflows", operation_id = "workflows_list",
     params(
         ("category" = Option<String>, Query, description = "Only this category"),
         ("include_inactive" = Option<bool>, Query, description = "Also list inactive workflows"),
@@ -135,7 +135,7 @@ pub async fn list(
 
 /// One workflow.
 #[utoipa::path(
-    get, path = "/api/workflows/{id}", tag = "workflows",
+    get, path = "/api/workflows/{id}", tag = "workflows", operation_id = "workflows_get",
     params(("id" = String, Path, description = "Workflow id, e.g. esrgan-upscale")),
     responses(
         (status = 200, description = "The workflow", body = WorkflowBody),

@@ -1,8 +1,7 @@
 // Generates src/api/schema.gen.ts (the REST API's TypeScript types) from openapi.json, the
 // snapshot of the gateway's OpenAPI document (`make openapi` refreshes it).
-// The gateway names operations after their handler functions, so several are called `list`
-// or `get`; operation ids must be unique for the generated `operations` type, so repeated
-// ones are prefixed with their tag here.
+// Operation ids must be unique for the generated `operations` type: the gateway names the
+// ones that would repeat (`images_list`, `workflows_get`, ...); a repeat fails here.
 import { readFile, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -11,13 +10,14 @@ import openapiTS, { astToString } from "openapi-typescript";
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 const document = JSON.parse(await readFile(join(root, "openapi.json"), "utf8"));
 
-const counts = new Map();
-const operations = Object.values(document.paths ?? {}).flatMap((item) =>
-  ["get", "put", "post", "delete", "patch"].map((method) => item[method]).filter(Boolean),
-);
-for (const op of operations) if (op.operationId) counts.set(op.operationId, (counts.get(op.operationId) ?? 0) + 1);
-for (const op of operations) {
-  if (op.operationId && counts.get(op.operationId) > 1) op.operationId = `${op.tags?.[0] ?? "api"}_${op.operationId}`;
+const seen = new Set();
+for (const item of Object.values(document.paths ?? {})) {
+  for (const method of ["get", "put", "post", "delete", "patch"]) {
+    const id = item[method]?.operationId;
+    if (!id) continue;
+    if (seen.has(id)) throw new Error(`openapi.json: operation id ${id} is used twice`);
+    seen.add(id);
+  }
 }
 
 const ast = await openapiTS(document, { emptyObjectsUnknown: true, alphabetize: true });
