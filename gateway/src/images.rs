@@ -55,10 +55,7 @@ pub struct ListParams {
 }
 
 pub fn rfc3339(at: Option<prost_types::Timestamp>) -> Option<String> {
-    let at = at?;
-    let when = time::OffsetDateTime::from_unix_timestamp(at.seconds).ok()?
-        + time::Duration::nanoseconds(i64::from(at.nanos));
-    when.format(&Rfc3339).ok()
+    atelier_common::instant(at?)?.format(&Rfc3339).ok()
 }
 
 impl From<pb::Image> for ImageBody {

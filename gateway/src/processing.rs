@@ -4,7 +4,10 @@
 
 use std::{convert::Infallible, time::Duration};
 
-use atelier_common::json::{from_struct, map_to_struct};
+use atelier_common::{
+    FieldViolation,
+    json::{from_struct, map_to_struct},
+};
 use atelier_proto::{
     image::v1::{GetImageRequest, image_service_client::ImageServiceClient},
     processing::v1::{self as pb, processing_service_client::ProcessingServiceClient},
@@ -120,7 +123,21 @@ pub fn status_name(code: i32) -> &'static str {
     }
 }
 
-pub fn status_code(name: &str) -> Option<i32> {
+/// A comma-separated list of job states (`completed,failed`) as status codes.
+pub fn parse_statuses(raw: Option<&str>) -> Result<Vec<i32>, FieldViolation> {
+    raw.unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|name| !name.is_empty())
+        .map(|name| {
+            status_code(name).ok_or_else(|| {
+                FieldViolation::new("status", format!("{name:?} is not a job status"))
+            })
+        })
+        .collect()
+}
+
+fn status_code(name: &str) -> Option<i32> {
     Some(
         (match name {
             "pending" => pb::JobStatus::Pending,
@@ -284,21 +301,8 @@ pub async fn list(
     headers: HeaderMap,
     Query(params): Query<ListParams>,
 ) -> Result<Json<JobList>, Problem> {
-    let mut statuses = Vec::new();
-    for name in params
-        .status
-        .iter()
-        .flat_map(|list| list.split(','))
-        .map(str::trim)
-        .filter(|name| !name.is_empty())
-    {
-        statuses.push(status_code(name).ok_or_else(|| {
-            Problem::invalid(vec![atelier_common::FieldViolation::new(
-                "status",
-                format!("{name:?} is not a job status"),
-            )])
-        })?);
-    }
+    let statuses =
+        parse_statuses(params.status.as_deref()).map_err(|v| Problem::invalid(vec![v]))?;
     let reply = client(&state)
         .list_jobs(grpc_request(
             pb::ListJobsRequest {
@@ -497,7 +501,7 @@ fn priority_of(name: Option<&str>) -> Result<pb::JobPriority, Problem> {
         None | Some("normal") => Ok(pb::JobPriority::Normal),
         Some("high") => Ok(pb::JobPriority::High),
         Some("low") => Ok(pb::JobPriority::Low),
-        Some(_) => Err(Problem::invalid(vec![atelier_common::FieldViolation::new(
+        Some(_) => Err(Problem::invalid(vec![FieldViolation::new(
             "priority",
             "must be high, normal or low",
         )])),

@@ -25,7 +25,7 @@ use crate::{
     grpc_request,
     images::{ImageBody, rfc3339},
     problem::Problem,
-    processing::{JobBody, encode_job, status_code},
+    processing::{JobBody, encode_job, parse_statuses},
 };
 
 fn client(state: &AppState) -> UserServiceClient<tonic::transport::Channel> {
@@ -493,20 +493,10 @@ pub async fn history(
     Query(params): Query<HistoryParams>,
 ) -> Result<Json<HistoryPage>, Problem> {
     let mut violations = Vec::new();
-    let mut statuses = Vec::new();
-    for name in params.status.as_deref().unwrap_or_default().split(',') {
-        let name = name.trim();
-        if name.is_empty() {
-            continue;
-        }
-        match status_code(name) {
-            Some(code) => statuses.push(code),
-            None => violations.push(FieldViolation::new(
-                "status",
-                format!("{name:?} is not a job state"),
-            )),
-        }
-    }
+    let statuses = parse_statuses(params.status.as_deref()).unwrap_or_else(|violation| {
+        violations.push(violation);
+        Vec::new()
+    });
     let from = instant("from", params.from.as_deref()).unwrap_or_else(|violation| {
         violations.push(violation);
         None

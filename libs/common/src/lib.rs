@@ -37,6 +37,14 @@ pub fn timestamp(at: time::OffsetDateTime) -> prost_types::Timestamp {
     }
 }
 
+/// The instant a protobuf timestamp names; `None` when it is out of range.
+pub fn instant(at: prost_types::Timestamp) -> Option<time::OffsetDateTime> {
+    Some(
+        time::OffsetDateTime::from_unix_timestamp(at.seconds).ok()?
+            + time::Duration::nanoseconds(i64::from(at.nanos)),
+    )
+}
+
 pub mod json;
 pub mod page;
 pub mod redis;

@@ -114,19 +114,27 @@ pub async fn status(platform: &TestPlatform, user: &User, job: &str) -> (StatusC
     (code, response.json().await.expect("json"))
 }
 
-/// Waits (at most a minute) for a job to finish, whatever the outcome; its status.
-pub async fn finished(platform: &TestPlatform, user: &User, job: &str) -> Value {
+/// Waits (at most a minute) until the job is in one of `statuses`; its status.
+pub async fn reached(platform: &TestPlatform, user: &User, job: &str, statuses: &[&str]) -> Value {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let (code, body) = status(platform, user, job).await;
         assert_eq!(code, StatusCode::OK, "{body}");
-        if matches!(
-            body["status"].as_str(),
-            Some("completed" | "failed" | "cancelled")
-        ) {
+        if body["status"]
+            .as_str()
+            .is_some_and(|now| statuses.contains(&now))
+        {
             return body;
         }
-        assert!(Instant::now() < deadline, "job never finished: {body}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(
+            Instant::now() < deadline,
+            "job never reached {statuses:?}: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Waits (at most a minute) for a job to finish, whatever the outcome; its status.
+pub async fn finished(platform: &TestPlatform, user: &User, job: &str) -> Value {
+    reached(platform, user, job, &["completed", "failed", "cancelled"]).await
 }

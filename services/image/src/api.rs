@@ -11,7 +11,9 @@ use atelier_proto::{
     image::v1::{
         self as pb, image_service_server::ImageService, store_result_request, upload_image_request,
     },
-    user::v1::{GetQuotaRequest, SubscriptionTier, user_service_client::UserServiceClient},
+    user::v1::{
+        GetQuotaRequest, GetQuotaResponse, SubscriptionTier, user_service_client::UserServiceClient,
+    },
 };
 use atelier_storage::ByteRange;
 use futures::{Stream, StreamExt};
@@ -38,31 +40,38 @@ impl ImageApi {
         }
     }
 
+    /// The user's tier, limits and retention, from the user service.
+    async fn quota(&self, user_id: Uuid) -> Result<GetQuotaResponse, Status> {
+        self.users
+            .clone()
+            .get_quota(GetQuotaRequest {
+                user_id: user_id.to_string(),
+            })
+            .await
+            .map(Response::into_inner)
+    }
+
     /// What the uploader's tier allows and what they store already.
     async fn upload_quota(&self, user_id: Uuid) -> Result<UploadQuota, Status> {
-        let (quota, (storage_used, _)) = tokio::try_join!(
-            async {
-                self.users
-                    .clone()
-                    .get_quota(GetQuotaRequest {
-                        user_id: user_id.to_string(),
-                    })
-                    .await
-                    .map(Response::into_inner)
-            },
-            async { self.images.usage(user_id).await.map_err(Status::from) },
-        )?;
+        let (quota, (storage_used, _)) = tokio::try_join!(self.quota(user_id), async {
+            self.images.usage(user_id).await.map_err(Status::from)
+        })?;
         let limits = quota.limits.unwrap_or_default();
         Ok(UploadQuota {
             tier: SubscriptionTier::slug_of(quota.tier).to_owned(),
             max_file_size_bytes: limits.max_file_size_bytes,
             storage_bytes: limits.storage_bytes,
             storage_used,
-            retention_days: u32::try_from(quota.retention_days)
-                .ok()
-                .filter(|days| *days > 0),
+            retention_days: retention_days(&quota),
         })
     }
+}
+
+/// The retention the user chose, bounded by their tier; `None` for the service default.
+fn retention_days(quota: &GetQuotaResponse) -> Option<u32> {
+    u32::try_from(quota.retention_days)
+        .ok()
+        .filter(|days| *days > 0)
 }
 
 /// A caller-supplied image id; a malformed one names no image.
@@ -336,7 +345,7 @@ impl ImageService for ImageApi {
         let owner = user_id(&metadata.user_id)?;
         // Results are not refused for quota (the job already ran), but kept as long as
         // the user asked.
-        let retention_days = self.upload_quota(owner).await?.retention_days;
+        let retention_days = retention_days(&self.quota(owner).await?);
         let new = NewImage {
             user_id: owner,
             filename: metadata.filename,

@@ -327,9 +327,6 @@ impl ProcessingService for ProcessingApi {
         if !violations.is_empty() {
             return Err(ProcessingError::InvalidInput(violations).into());
         }
-        let to_time = |at: Option<prost_types::Timestamp>| {
-            at.and_then(|at| time::OffsetDateTime::from_unix_timestamp(at.seconds).ok())
-        };
         let filter = JobFilter {
             statuses: request
                 .statuses
@@ -339,8 +336,8 @@ impl ProcessingService for ProcessingApi {
             workflow_id: Some(request.workflow_id).filter(|id| !id.is_empty()),
             image_id,
             batch_id: Uuid::parse_str(&request.batch_id).ok(),
-            created_after: to_time(request.created_after),
-            created_before: to_time(request.created_before),
+            created_after: request.created_after.and_then(atelier_common::instant),
+            created_before: request.created_before.and_then(atelier_common::instant),
             query: Some(request.query).filter(|query| !query.trim().is_empty()),
         };
         let (rows, next) = self.jobs.list(caller.user_id, &filter, after, size).await?;
@@ -543,7 +540,7 @@ impl ProcessingService for ProcessingApi {
         })?;
         let since = request
             .since
-            .and_then(|at| time::OffsetDateTime::from_unix_timestamp(at.seconds).ok())
+            .and_then(atelier_common::instant)
             .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
         let (started, active) = self
             .jobs

@@ -43,7 +43,7 @@ impl Quota {
     fn from_reply(reply: GetQuotaResponse) -> Self {
         let limits = reply.limits.unwrap_or_default();
         let at = |at: Option<prost_types::Timestamp>| {
-            at.and_then(|at| OffsetDateTime::from_unix_timestamp(at.seconds).ok())
+            at.and_then(atelier_common::instant)
                 .unwrap_or(OffsetDateTime::UNIX_EPOCH)
         };
         Self {

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use atelier_testkit::{
     Backend, Options, QueueBackend, TestPlatform, fixtures,
-    rest::{finished, sign_up, start, status, upload},
+    rest::{finished, reached, sign_up, start, start_job, status, upload},
 };
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
@@ -198,25 +198,8 @@ async fn cancel_in_the_queue_and_at_fal_and_not_after() {
         hang: true,
         ..Default::default()
     });
-    let job: Value = start(
-        &platform,
-        &user,
-        json!({"image_id": image, "workflow_id": "lineart"}),
-        None,
-    )
-    .await
-    .json()
-    .await
-    .expect("json");
-    let job = job["job_id"].as_str().expect("job").to_owned();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !matches!(
-        status(&platform, &user, &job).await.1["status"].as_str(),
-        Some("submitted" | "processing")
-    ) {
-        assert!(Instant::now() < deadline, "never reached fal");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let job = start_job(&platform, &user, &image, "lineart", json!({})).await;
+    reached(&platform, &user, &job, &["submitted", "processing"]).await;
     let cancel = |job: String| {
         Client::new()
             .post(format!(
@@ -530,25 +513,8 @@ async fn a_job_the_queue_gave_up_on_fails_instead_of_coming_back() {
     });
     let user = sign_up(&platform, "unlucky@example.com").await;
     let image = upload(&platform, &user, fixtures::png(16, 16)).await;
-    let job: Value = start(
-        &platform,
-        &user,
-        json!({"image_id": image, "workflow_id": "lineart"}),
-        None,
-    )
-    .await
-    .json()
-    .await
-    .expect("json");
-    let job = job["job_id"].as_str().expect("job").to_owned();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !matches!(
-        status(&platform, &user, &job).await.1["status"].as_str(),
-        Some("submitted" | "processing")
-    ) {
-        assert!(Instant::now() < deadline, "never reached fal");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let job = start_job(&platform, &user, &image, "lineart", json!({})).await;
+    reached(&platform, &user, &job, &["submitted", "processing"]).await;
     // Another worker of the same queue, whose visibility timeout has long passed
     // and which allows a single attempt: as if the job's worker had died on its
     // last attempt, the queue dead-letters it.

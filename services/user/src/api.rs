@@ -148,6 +148,16 @@ fn etag(revision: i64) -> String {
     format!("\"{revision}\"")
 }
 
+/// The settings of `row` as served: the document, its ETag, when it changed, its revision.
+fn settings_reply(row: &ProfileRow) -> pb::GetSettingsResponse {
+    pb::GetSettingsResponse {
+        settings: Some(encode_settings(&Settings::from_stored(&row.settings))),
+        etag: etag(row.settings_revision),
+        updated_at: Some(timestamp(row.updated_at)),
+        revision: row.settings_revision,
+    }
+}
+
 fn user_id(raw: &str) -> Result<Uuid, UserError> {
     Uuid::parse_str(raw).map_err(|_| {
         UserError::InvalidInput(vec![FieldViolation::new("user_id", "is not a valid id")])
@@ -352,12 +362,7 @@ impl UserService for UserApi {
     ) -> Result<Response<pb::GetSettingsResponse>, Status> {
         let caller = caller(&request)?;
         let row = self.profile_row(caller.user_id).await?;
-        Ok(Response::new(pb::GetSettingsResponse {
-            settings: Some(encode_settings(&Settings::from_stored(&row.settings))),
-            etag: etag(row.settings_revision),
-            updated_at: Some(timestamp(row.updated_at)),
-            revision: row.settings_revision,
-        }))
+        Ok(Response::new(settings_reply(&row)))
     }
 
     async fn update_settings(
@@ -407,12 +412,12 @@ impl UserService for UserApi {
                 .await
                 .map_err(UserError::from)?;
         }
-        let row = self.profile_row(caller.user_id).await?;
+        let stored = settings_reply(&self.profile_row(caller.user_id).await?);
         Ok(Response::new(pb::UpdateSettingsResponse {
-            settings: Some(encode_settings(&Settings::from_stored(&row.settings))),
-            etag: etag(row.settings_revision),
-            updated_at: Some(timestamp(row.updated_at)),
-            revision: row.settings_revision,
+            settings: stored.settings,
+            etag: stored.etag,
+            updated_at: stored.updated_at,
+            revision: stored.revision,
         }))
     }
 

@@ -448,7 +448,10 @@ async fn history_filters_searches_and_pages_stably(backend: Backend) {
         "/api/users/history?status=failed,cancelled&workflow_id=flux-image-to-image&page_size=100",
     )
     .await;
-    assert!(two["items"].as_array().expect("items").iter().all(|item| {
+    let two = two["items"].as_array().expect("items");
+    // Odd jobs are image-to-image; two of every three of them failed or were cancelled.
+    assert_eq!(two.len(), 100, "a full page of matches");
+    assert!(two.iter().all(|item| {
         item["workflow_id"] == "flux-image-to-image"
             && (item["status"] == "failed" || item["status"] == "cancelled")
     }));
@@ -495,10 +498,10 @@ async fn history_filters_searches_and_pages_stably(backend: Backend) {
     }
     assert_eq!(total, expected, "both sunset prompts match");
     let (_, by_name) = get(&platform, &ada, "/api/users/history?q=esrgan&page_size=5").await;
+    let by_name = by_name["items"].as_array().expect("items");
+    assert_eq!(by_name.len(), 5, "a full page of matches");
     assert!(
-        by_name["items"]
-            .as_array()
-            .expect("items")
+        by_name
             .iter()
             .all(|item| item["workflow_id"] == "esrgan-upscale")
     );
