@@ -12,8 +12,10 @@ export interface Subscription {
   close(): void;
 }
 
+/** Follows job `jobId`'s events after `afterSeq` (0: every event from the first, a replay). */
 export function watchJob(
   jobId: string,
+  afterSeq: number,
   handlers: {
     onEvent(event: JobEvent): void;
     /** The stream ended (the job finished): no reconnect. */
@@ -27,6 +29,8 @@ export function watchJob(
   void fetchEventSource(`/api/processing/${encodeURIComponent(jobId)}/events`, {
     signal: controller.signal,
     openWhenHidden: true,
+    // Reconnects send the last id seen by themselves; the first request starts where the page is.
+    headers: afterSeq > 0 ? { "last-event-id": String(afterSeq) } : {},
     async fetch(input, init) {
       const token = await currentToken();
       const headers = new Headers(init?.headers);

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { dayRange, errorText, matchesFilters } from "./history";
+import { dateProblem, dayRange, errorText, matchesFilters } from "./history";
 import type { HistoryItem } from "./users";
 
 const item: HistoryItem = {
@@ -41,5 +41,11 @@ describe("history filters applied in the browser (when the server has no history
     expect(errorText(null)).toBeNull();
     expect(errorText("boom")).toBe("boom");
     expect(errorText({ code: "fal_error", message: "the model failed" })).toBe("the model failed");
+  });
+
+  it("refuses a From date after the To date", () => {
+    expect(dateProblem("2026-03-11", "2026-03-10")).toMatch(/From date is after the To date/);
+    expect(dateProblem("2026-03-10", "2026-03-10")).toBeNull();
+    expect(dateProblem("2026-03-10", undefined)).toBeNull();
   });
 });

@@ -40,6 +40,12 @@ export function dayRange(from: string | undefined, to: string | undefined): { fr
   return range;
 }
 
+/** Why the date inputs' days (YYYY-MM-DD) cannot be used, or null. */
+export function dateProblem(from: string | undefined, to: string | undefined): string | null {
+  if (from && to && from > to) return "The From date is after the To date. Choose a From date on or before the To date.";
+  return null;
+}
+
 export function matchesFilters(item: HistoryItem, filters: HistoryFilters): boolean {
   const created = Date.parse(item.created_at);
   if (filters.from && created < Date.parse(filters.from)) return false;

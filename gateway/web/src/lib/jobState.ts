@@ -23,12 +23,23 @@ export function liveFrom(job: Job): LiveJob {
   return { job, lastSeq: 0, logs: [...job.logs] };
 }
 
-/** Applies one event; events already seen (a replay after reconnecting) change nothing. */
+/** A fresh read of the status over the live state: its fields win. Its logs are the same lines as
+ * the stream's log events (the server keeps them as events); once the stream has been read, its
+ * lines are kept unless the status has more, so the count never jumps when the job finishes. */
+export function withStatus(state: LiveJob | null, job: Job): LiveJob {
+  if (!state || state.lastSeq === 0) return liveFrom(job);
+  const logs = job.logs.length > state.logs.length ? [...job.logs] : state.logs;
+  return { job, lastSeq: state.lastSeq, logs };
+}
+
+/** Applies one event; events already seen (a replay after reconnecting) change nothing.
+ * A stream read from its start (no event seen yet) replays every log line the status already
+ * listed: those lines are replaced by the stream's, not added to them. */
 export function applyEvent(state: LiveJob, event: JobEvent): LiveJob {
   if (event.seq <= state.lastSeq) return state;
   const data = event.data;
   const job: Job = { ...state.job };
-  let logs = state.logs;
+  let logs = state.lastSeq === 0 ? [] : state.logs;
   if (typeof data.status === "string") {
     job.status = data.status;
     if (data.status !== "queued" && data.status !== "pending") job.queue_position = null;
@@ -57,6 +68,20 @@ export function applyEvent(state: LiveJob, event: JobEvent): LiveJob {
     logs = [...logs, data.message];
   }
   return { job, lastSeq: event.seq, logs };
+}
+
+export type Phase = "waiting" | "running" | "done";
+
+/** What the progress display shows: a place in the queue while waiting (nothing has started,
+ * so there is no fraction to show), the fraction while running when fal reports one (else an
+ * indeterminate bar), nothing once finished. */
+export function phaseOf(job: Job): { phase: Phase; position: number | null; fraction: number | null } {
+  if (isTerminal(job.status)) return { phase: "done", position: null, fraction: null };
+  if (job.status === "processing") {
+    const p = job.progress;
+    return { phase: "running", position: null, fraction: typeof p === "number" && p > 0 && p < 1 ? p : null };
+  }
+  return { phase: "waiting", position: job.queue_position != null ? job.queue_position + 1 : null, fraction: null };
 }
 
 /** Milliseconds the job has run (or ran), for the elapsed-time display. */

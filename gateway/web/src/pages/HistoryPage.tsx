@@ -1,17 +1,18 @@
 // Past jobs, newest first: filters, search, infinite scroll; open a job, delete its images.
-import { useCallback, useEffect, useRef, useState } from "react";
+import { useCallback, useRef, useState } from "react";
 import { Link } from "react-router-dom";
 import { workflows } from "@/api/catalogue";
 import { api } from "@/api/client";
-import { dayRange, errorText, historyPage } from "@/api/history";
+import { dateProblem, dayRange, errorText, historyPage } from "@/api/history";
 import { messageOf } from "@/api/problem";
 import type { HistoryFilters, HistoryItem } from "@/api/users";
 import { Button } from "@/components/ui/button";
 import { ConfirmDialog } from "@/components/ui/dialog";
-import { Input, Label, Select } from "@/components/ui/field";
+import { FieldError, Input, Label, Select } from "@/components/ui/field";
 import { Alert, PageTitle, Spinner } from "@/components/ui/misc";
 import { formatDuration } from "@/lib/jobState";
 import { useAsync } from "@/lib/useAsync";
+import { usePaged, useWhenVisible, type Page } from "@/lib/usePaged";
 import { useUploads } from "@/stores/uploads";
 
 const STATUSES = ["completed", "failed", "cancelled", "processing", "queued", "pending"];
@@ -20,55 +21,34 @@ export default function HistoryPage() {
   const catalogue = useAsync(workflows, []);
   const [filters, setFilters] = useState<HistoryFilters>({});
   const [draft, setDraft] = useState<HistoryFilters>({});
-  const [items, setItems] = useState<HistoryItem[]>([]);
-  const [cursor, setCursor] = useState<string | null>(null);
-  const [done, setDone] = useState(false);
-  const [loading, setLoading] = useState(false);
-  const [error, setError] = useState<unknown>(null);
+  const [dateError, setDateError] = useState<string | null>(null);
   const [notice, setNotice] = useState<string | null>(null);
-  const generation = useRef(0);
   const sentinel = useRef<HTMLDivElement>(null);
-
-  const loadMore = useCallback(
-    async (reset: boolean) => {
-      const id = reset ? ++generation.current : generation.current;
-      setLoading(true);
-      setError(null);
-      try {
-        const page = await historyPage(filters, reset ? null : cursor);
-        if (id !== generation.current) return;
-        setItems((current) => (reset ? page.items : [...current, ...page.items]));
-        setCursor(page.next_cursor);
-        setDone(!page.next_cursor);
-      } catch (err) {
-        if (id === generation.current) setError(err);
-      } finally {
-        if (id === generation.current) setLoading(false);
-      }
+  const fetchPage = useCallback(
+    async (cursor: string | null): Promise<Page<HistoryItem>> => {
+      const page = await historyPage(filters, cursor);
+      return { items: page.items, next: page.next_cursor };
     },
-    [filters, cursor],
+    [filters],
   );
-
-  useEffect(() => {
-    void loadMore(true);
-    // A new filter starts over.
-    // eslint-disable-next-line react-hooks/exhaustive-deps
-  }, [filters]);
-
-  useEffect(() => {
-    const node = sentinel.current;
-    if (!node || done || loading || error) return;
-    const observer = new IntersectionObserver((entries) => {
-      if (entries.some((entry) => entry.isIntersecting)) void loadMore(false);
-    });
-    observer.observe(node);
-    return () => observer.disconnect();
-  }, [done, loading, error, loadMore]);
+  const list = usePaged(JSON.stringify(filters), fetchPage, (item) => item.job_id);
+  const { items, loading, done, error, loaded, loadMore, setItems } = list;
+  useWhenVisible(sentinel, loadMore, loaded && !done && !loading && !error);
+  const filtered = Object.values(filters).some(Boolean);
 
   const apply = (event: { preventDefault: () => void }) => {
     event.preventDefault();
     const set = Object.fromEntries(Object.entries(draft).filter(([, v]) => v)) as HistoryFilters;
+    const problem = dateProblem(set.from, set.to);
+    setDateError(problem);
+    if (problem) return;
     setFilters({ ...set, ...dayRange(set.from, set.to) });
+  };
+
+  const clear = () => {
+    setDraft({});
+    setDateError(null);
+    setFilters({});
   };
 
   const deleteImages = async (item: HistoryItem) => {
@@ -93,7 +73,7 @@ export default function HistoryPage() {
       <form onSubmit={apply} className="grid gap-3 rounded-lg border border-slate-200 bg-white p-4 sm:grid-cols-2 lg:grid-cols-5 dark:border-slate-700 dark:bg-slate-900" role="search" aria-label="Filter history">
         <div className="grid gap-1">
           <Label htmlFor="q">Search</Label>
-          <Input id="q" type="search" value={draft.q ?? ""} onChange={(e) => setDraft({ ...draft, q: e.target.value })} placeholder="Workflow, file, prompt" />
+          <Input id="q" type="search" value={draft.q ?? ""} onChange={(e) => setDraft({ ...draft, q: e.target.value })} placeholder="File name, workflow or prompt" />
         </div>
         <div className="grid gap-1">
           <Label htmlFor="status">Status</Label>
@@ -119,28 +99,62 @@ export default function HistoryPage() {
         </div>
         <div className="grid gap-1">
           <Label htmlFor="from">From</Label>
-          <Input id="from" type="date" value={draft.from ?? ""} onChange={(e) => setDraft({ ...draft, from: e.target.value })} />
+          <Input
+            id="from"
+            type="date"
+            value={draft.from ?? ""}
+            max={draft.to || undefined}
+            aria-invalid={dateError ? true : undefined}
+            aria-describedby={dateError ? "dates-error" : undefined}
+            onChange={(e) => setDraft({ ...draft, from: e.target.value })}
+          />
         </div>
         <div className="grid gap-1">
           <Label htmlFor="to">To</Label>
-          <Input id="to" type="date" value={draft.to ?? ""} onChange={(e) => setDraft({ ...draft, to: e.target.value })} />
+          <Input
+            id="to"
+            type="date"
+            value={draft.to ?? ""}
+            min={draft.from || undefined}
+            aria-invalid={dateError ? true : undefined}
+            aria-describedby={dateError ? "dates-error" : undefined}
+            onChange={(e) => setDraft({ ...draft, to: e.target.value })}
+          />
         </div>
+        {dateError && (
+          <div className="sm:col-span-2 lg:col-span-5" role="alert">
+            <FieldError id="dates-error">{dateError}</FieldError>
+          </div>
+        )}
         <div className="flex gap-2 sm:col-span-2 lg:col-span-5">
           <Button type="submit">Apply filters</Button>
-          <Button
-            variant="secondary"
-            onClick={() => {
-              setDraft({});
-              setFilters({});
-            }}
-          >
+          <Button variant="secondary" onClick={clear}>
             Clear
           </Button>
         </div>
       </form>
       {notice && <Alert tone="info">{notice}</Alert>}
       {error ? <Alert>{messageOf(error)}</Alert> : null}
-      {items.length === 0 && !loading && !error && <p>No jobs yet. Start one in the studio.</p>}
+      {loaded && items.length === 0 && !loading && !error && (
+        <div data-testid="history-empty" className="grid justify-items-start gap-2">
+          {filtered ? (
+            <>
+              <p>No jobs match these filters.</p>
+              <Button variant="secondary" onClick={clear}>
+                Clear filters
+              </Button>
+            </>
+          ) : (
+            <p>
+              No jobs yet.{" "}
+              <Link to="/" className="text-brand-700 underline dark:text-brand-100">
+                Start one in the studio
+              </Link>
+              .
+            </p>
+          )}
+        </div>
+      )}
       <ul className="grid grid-cols-1 gap-3 sm:grid-cols-2 lg:grid-cols-3" aria-label="Jobs">
         {items.map((item) => (
           <HistoryCard key={item.job_id} item={item} onDelete={() => void deleteImages(item)} />
@@ -149,12 +163,12 @@ export default function HistoryPage() {
       <div ref={sentinel} />
       {loading && <Spinner label="Loading history" />}
       {!done && !loading && !error && (
-        <Button variant="secondary" className="justify-self-center" onClick={() => void loadMore(false)}>
+        <Button variant="secondary" className="justify-self-center" onClick={loadMore}>
           Load more
         </Button>
       )}
       {error ? (
-        <Button variant="secondary" className="justify-self-center" onClick={() => void loadMore(items.length === 0)}>
+        <Button variant="secondary" className="justify-self-center" onClick={items.length === 0 ? list.reload : loadMore}>
           Try again
         </Button>
       ) : null}

@@ -7,14 +7,25 @@ import { watchJob } from "@/api/events";
 import { ApiError, messageOf } from "@/api/problem";
 import { formatBytes } from "@/api/upload";
 import { Compare } from "@/components/Compare";
+import { JobProgress } from "@/components/JobProgress";
 import { Button } from "@/components/ui/button";
 import { ConfirmDialog } from "@/components/ui/dialog";
-import { Alert, Card, PageTitle, Progress, Spinner } from "@/components/ui/misc";
-import { applyEvent, elapsedMs, formatDuration, isTerminal, liveFrom, type LiveJob } from "@/lib/jobState";
+import { Alert, Card, PageTitle, Spinner } from "@/components/ui/misc";
+import { parameterRows } from "@/lib/jobDetails";
+import { applyEvent, elapsedMs, formatDuration, isTerminal, phaseOf, withStatus, type LiveJob } from "@/lib/jobState";
 import { useAsync } from "@/lib/useAsync";
 
 async function fetchJob(jobId: string): Promise<Job> {
   return unwrap(await api.GET("/api/processing/{job_id}/status", { params: { path: { job_id: jobId } } }));
+}
+
+async function fetchWorkflow(id: string) {
+  try {
+    return unwrap(await api.GET("/api/workflows/{id}", { params: { path: { id } } }));
+  } catch (error) {
+    if (error instanceof ApiError && error.status === 404) return null;
+    throw error;
+  }
 }
 
 async function fetchImage(id: string): Promise<Image | null> {
@@ -49,7 +60,7 @@ export default function JobPage() {
 
   const reload = useCallback(() => {
     fetchJob(jobId)
-      .then((fresh) => setLive((current) => ({ ...liveFrom(fresh), lastSeq: current?.lastSeq ?? 0 })))
+      .then((fresh) => setLive((current) => withStatus(current, fresh)))
       .catch(setLoadError);
   }, [jobId]);
 
@@ -59,10 +70,14 @@ export default function JobPage() {
     reload();
   }, [reload]);
 
-  // Live events until the job finishes; the final state is read once more for its result.
+  // Live events until the job finishes; the final state is read once more for its result. A
+  // new subscription starts after the last event this page has applied (from the first event
+  // when it has applied none, and then the stream's log lines replace the status's).
+  const lastSeq = useRef(0);
+  lastSeq.current = live?.lastSeq ?? 0;
   useEffect(() => {
     if (!job || terminal) return;
-    const subscription = watchJob(jobId, {
+    const subscription = watchJob(jobId, lastSeq.current, {
       onEvent: (event) => setLive((current) => (current ? applyEvent(current, event) : current)),
       onEnd: reload,
       onError: (error) => setActionError(messageOf(error)),
@@ -72,6 +87,22 @@ export default function JobPage() {
     // Subscribe once per job, not per event.
     // eslint-disable-next-line react-hooks/exhaustive-deps
   }, [jobId, job === undefined, terminal]);
+
+  // The place in the queue changes without an event: read it again now and then while waiting.
+  const waiting = job ? phaseOf(job).phase === "waiting" : false;
+  useEffect(() => {
+    if (!waiting) return;
+    const timer = setInterval(() => {
+      fetchJob(jobId)
+        .then((fresh) =>
+          setLive((current) =>
+            current && current.job.status === fresh.status ? { ...current, job: { ...current.job, queue_position: fresh.queue_position ?? null } } : current,
+          ),
+        )
+        .catch(() => undefined);
+    }, 2000);
+    return () => clearInterval(timer);
+  }, [waiting, jobId]);
 
   // Finished live: read it once more for its result's URL (once: a deleted result has none).
   const reread = useRef<string | null>(null);
@@ -93,7 +124,8 @@ export default function JobPage() {
     [job?.result_image_id],
   );
   const catalogue = useAsync(workflows, []);
-  const workflowName = catalogue.data?.find((w) => w.id === job?.workflow_id)?.name ?? job?.workflow_id;
+  const workflow = useAsync(() => (job ? fetchWorkflow(job.workflow_id) : Promise.resolve(null)), [job?.workflow_id]);
+  const workflowName = workflow.data?.name ?? catalogue.data?.find((w) => w.id === job?.workflow_id)?.name ?? job?.workflow_id;
 
   const act = async (fn: () => Promise<void>) => {
     setActionError(null);
@@ -125,7 +157,6 @@ export default function JobPage() {
   const retry = () =>
     act(async () => {
       unwrap(await api.POST("/api/processing/{job_id}/retry", { params: { path: { job_id: jobId } } }));
-      setLive(null);
       reload();
     });
 
@@ -156,12 +187,6 @@ export default function JobPage() {
               {STATUS_TEXT[job.status] ?? job.status}
             </strong>
           </p>
-          {job.queue_position != null && !terminal && (
-            <p>
-              <span className="text-sm text-slate-700 dark:text-slate-300">Queue position </span>
-              <strong>{job.queue_position + 1}</strong>
-            </p>
-          )}
           {elapsed !== null && (
             <p>
               <span className="text-sm text-slate-700 dark:text-slate-300">{terminal ? "Took " : "Elapsed "}</span>
@@ -172,11 +197,21 @@ export default function JobPage() {
             <p className="text-sm text-slate-700 dark:text-slate-300">{connected ? "Live" : "Connecting…"}</p>
           )}
         </div>
-        {!terminal && <Progress value={job.progress ?? null} label="Job progress" />}
+        <JobProgress job={job} />
         <div aria-live="polite" className="sr-only">
           {STATUS_TEXT[job.status] ?? job.status}
         </div>
-        {job.error && job.status === "failed" && <Alert>{job.error.message}</Alert>}
+        {job.error && job.status === "failed" && (
+          <div className="grid gap-1" data-testid="job-error">
+            <Alert>{job.error.message}</Alert>
+            <details className="text-sm text-slate-700 dark:text-slate-300">
+              <summary className="cursor-pointer">Details</summary>
+              <p className="mt-1">
+                Error code: <code className="rounded bg-slate-100 px-1 dark:bg-slate-800">{job.error.code}</code>
+              </p>
+            </details>
+          </div>
+        )}
         {actionError && <Alert>{actionError}</Alert>}
         <div className="flex flex-wrap gap-2">
           {!terminal && (
@@ -185,11 +220,12 @@ export default function JobPage() {
               title="Cancel this job?"
               description="The job stops wherever it is. You can run it again later."
               confirmLabel="Cancel job"
+              cancelLabel="Keep running"
               danger
               onConfirm={cancel}
             />
           )}
-          {(job.status === "failed" || job.status === "cancelled") && (
+          {(job.status === "cancelled" || (job.status === "failed" && retryable(job))) && (
             <Button variant="secondary" onClick={() => void retry()}>
               Retry
             </Button>
@@ -279,14 +315,19 @@ export default function JobPage() {
               <dd>{formatDuration(job.processing_time_ms)}</dd>
             </>
           )}
-          {Object.entries(job.parameters).map(([name, value]) => (
-            <div key={name} className="contents">
-              <dt className="text-slate-700 dark:text-slate-300">{name}</dt>
-              <dd className="break-all">{JSON.stringify(value)}</dd>
+          {parameterRows(workflow.data?.parameters_schema, job.parameters).map((row) => (
+            <div key={row.name} className="contents" data-testid="job-parameter">
+              <dt className="text-slate-700 dark:text-slate-300">{row.label}</dt>
+              <dd className="break-words">{row.value}</dd>
             </div>
           ))}
         </dl>
       </Card>
     </div>
   );
+}
+
+/** A retry can help only when the server says so. */
+function retryable(job: Job): boolean {
+  return job.error ? (job.error as { retryable?: boolean }).retryable === true : false;
 }

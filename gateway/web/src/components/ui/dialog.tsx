@@ -8,6 +8,7 @@ export function ConfirmDialog({
   title,
   description,
   confirmLabel,
+  cancelLabel = "Cancel",
   onConfirm,
   danger = false,
 }: {
@@ -15,6 +16,8 @@ export function ConfirmDialog({
   title: string;
   description: string;
   confirmLabel: string;
+  /** The button that closes the dialog doing nothing; name it when "Cancel" would be ambiguous. */
+  cancelLabel?: string;
   onConfirm: () => void | Promise<void>;
   danger?: boolean;
 }) {
@@ -28,7 +31,7 @@ export function ConfirmDialog({
           <DialogPrimitive.Description className="mt-2 text-sm text-slate-700 dark:text-slate-300">{description}</DialogPrimitive.Description>
           <div className="mt-6 flex justify-end gap-2">
             <DialogPrimitive.Close asChild>
-              <Button variant="secondary">Cancel</Button>
+              <Button variant="secondary">{cancelLabel}</Button>
             </DialogPrimitive.Close>
             <DialogPrimitive.Close asChild>
               <Button variant={danger ? "danger" : "default"} onClick={() => void onConfirm()}>
