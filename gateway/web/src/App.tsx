@@ -13,6 +13,7 @@ const LoginPage = lazy(() => import("@/pages/LoginPage"));
 const StudioPage = lazy(() => import("@/pages/StudioPage"));
 const JobPage = lazy(() => import("@/pages/JobPage"));
 const HistoryPage = lazy(() => import("@/pages/HistoryPage"));
+const LibraryPage = lazy(() => import("@/pages/LibraryPage"));
 const SettingsPage = lazy(() => import("@/pages/SettingsPage"));
 const BatchPage = lazy(() => import("@/pages/BatchPage"));
 
@@ -66,6 +67,7 @@ function Header() {
           <nav aria-label="Main" className="flex flex-1 flex-wrap gap-1">
             <NavItem to="/">Studio</NavItem>
             <NavItem to="/history">History</NavItem>
+            <NavItem to="/library">Library</NavItem>
             <NavItem to="/settings">Settings</NavItem>
           </nav>
         )}
@@ -121,6 +123,7 @@ export function App() {
             <Route path="/jobs/:jobId" element={<RequireSession><JobPage /></RequireSession>} />
             <Route path="/batches/:batchId" element={<RequireSession><BatchPage /></RequireSession>} />
             <Route path="/history" element={<RequireSession><HistoryPage /></RequireSession>} />
+            <Route path="/library" element={<RequireSession><LibraryPage /></RequireSession>} />
             <Route path="/settings" element={<RequireSession><SettingsPage /></RequireSession>} />
             <Route path="*" element={<NotFound />} />
           </Routes>

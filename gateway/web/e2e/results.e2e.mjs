@@ -1,0 +1,464 @@
+// The results side: the job page (live progress and logs, errors, the outputs grid, downloads,
+// the compare view), history (search, empty results, dates, no duplicates) and the library.
+import { readFile } from "node:fs/promises";
+import { join } from "node:path";
+import { gradientPng } from "./png.mjs";
+import { axe, expect, newPage, register, results, server, shot, test } from "./harness.mjs";
+
+const DESKTOP = { viewport: { width: 1280, height: 900 } };
+const PHONE = { viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true, deviceScaleFactor: 2 };
+
+/** Calls the API with the page's session (JSON in and out). */
+async function api(page, path, { method = "GET", body } = {}) {
+  return page.evaluate(
+    async ({ path, method, body }) => {
+      const session = JSON.parse(localStorage.getItem("atelier-session") ?? "{}").state?.session;
+      const headers = { authorization: `Bearer ${session?.accessToken}` };
+      if (body !== undefined) headers["content-type"] = "application/json";
+      const response = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+      const text = await response.text();
+      let json = null;
+      try {
+        json = JSON.parse(text);
+      } catch {
+        // not JSON
+      }
+      return { status: response.status, json, text };
+    },
+    { path, method, body },
+  );
+}
+
+/** Uploads a PNG through the API (not the studio's picker). */
+async function uploadPng(page, name, width, height, seed = 1) {
+  const bytes = [...gradientPng(width, height, seed)];
+  const answer = await page.evaluate(
+    async ({ name, bytes }) => {
+      const session = JSON.parse(localStorage.getItem("atelier-session") ?? "{}").state?.session;
+      const form = new FormData();
+      form.append("file", new File([new Uint8Array(bytes)], name, { type: "image/png" }));
+      const response = await fetch("/api/images/upload", { method: "POST", headers: { authorization: `Bearer ${session?.accessToken}` }, body: form });
+      return { status: response.status, body: await response.text() };
+    },
+    { name, bytes },
+  );
+  expect(answer.status === 201, `upload of ${name} answered ${answer.status}: ${answer.body}`);
+  return JSON.parse(answer.body);
+}
+
+async function startJob(page, imageId, workflowId, parameters = {}) {
+  const answer = await api(page, "/api/processing/start", { method: "POST", body: { image_id: imageId, workflow_id: workflowId, parameters } });
+  expect(answer.status === 202, `start ${workflowId} answered ${answer.status}: ${answer.text}`);
+  return answer.json.job_id;
+}
+
+async function finished(page, jobId, timeoutMs = 60_000) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const answer = await api(page, `/api/processing/${jobId}/status`);
+    if (["completed", "failed", "cancelled"].includes(answer.json?.status)) return answer.json;
+    if (Date.now() > deadline) throw new Error(`job ${jobId} still ${answer.json?.status}`);
+    await page.waitForTimeout(200);
+  }
+}
+
+async function imagesLoaded(page, selector) {
+  await page.waitForFunction((sel) => {
+    const imgs = [...document.querySelectorAll(sel)];
+    return imgs.length > 0 && imgs.every((img) => img.complete && img.naturalWidth > 0);
+  }, selector);
+}
+
+/** The rendered box of the compare view's result against the screen and its own pixels. */
+async function resultBox(page) {
+  await page.getByTestId("compare").scrollIntoViewIfNeeded();
+  await imagesLoaded(page, "[data-testid=compare-after]");
+  await page.waitForFunction(() => document.querySelector("[data-testid=compare-stage]")?.style.visibility !== "hidden");
+  return page.evaluate(() => {
+    const img = document.querySelector("[data-testid=compare-after]");
+    const frame = document.querySelector("[data-testid=compare]").getBoundingClientRect();
+    const box = img.getBoundingClientRect();
+    return {
+      box: { left: box.left, top: box.top, right: box.right, bottom: box.bottom, width: box.width, height: box.height },
+      frame: { left: frame.left, top: frame.top, right: frame.right, bottom: frame.bottom },
+      natural: { width: img.naturalWidth, height: img.naturalHeight },
+      screen: { width: window.innerWidth, height: window.innerHeight },
+    };
+  });
+}
+
+function expectWhole(m, label) {
+  const inside = (b, f) => b.left >= f.left - 0.5 && b.top >= f.top - 0.5 && b.right <= f.right + 0.5 && b.bottom <= f.bottom + 0.5;
+  expect(inside(m.box, m.frame), `${label}: the result ${JSON.stringify(m.box)} is cut by the viewer ${JSON.stringify(m.frame)}`);
+  expect(inside(m.box, { left: 0, top: 0, right: m.screen.width, bottom: m.screen.height }), `${label}: the result ${JSON.stringify(m.box)} is not all on the ${m.screen.width}×${m.screen.height} screen`);
+  expect(m.box.width <= m.natural.width + 0.5 && m.box.height <= m.natural.height + 0.5, `${label}: ${m.natural.width}×${m.natural.height} enlarged to ${m.box.width}×${m.box.height}`);
+}
+
+/** Zip entries' names, from the central directory. */
+function zipNames(bytes) {
+  const names = [];
+  for (let i = 0; i + 46 <= bytes.length; i++) {
+    if (bytes.readUInt32LE(i) !== 0x02014b50) continue;
+    const length = bytes.readUInt16LE(i + 28);
+    names.push(bytes.subarray(i + 46, i + 46 + length).toString("utf8"));
+    i += 45 + length;
+  }
+  return names;
+}
+
+async function save(download, name) {
+  const path = join(results, name);
+  await download.saveAs(path);
+  return readFile(path);
+}
+
+async function dark(page) {
+  await page.evaluate(() => document.documentElement.classList.add("dark"));
+}
+
+test("results: compare view fits portrait, tiny and 4× images, then zooms and pans", async () => {
+  for (const [device, options] of [
+    ["desktop", DESKTOP],
+    ["phone", PHONE],
+  ]) {
+    const { context, page } = await newPage(options);
+    await register(page);
+    const portrait = await uploadPng(page, "portrait.png", 300, 1200, 2);
+    const tiny = await uploadPng(page, "tiny.png", 24, 16, 3);
+    const wide = await uploadPng(page, "wide.png", 400, 300, 4);
+    const jobs = {
+      portrait: await startJob(page, portrait.id, "canny-edges"),
+      tiny: await startJob(page, tiny.id, "canny-edges"),
+      "4×": await startJob(page, wide.id, "esrgan-upscale", { scale: 4, model: "RealESRGAN_x4plus" }),
+    };
+    for (const [label, jobId] of Object.entries(jobs)) {
+      const job = await finished(page, jobId);
+      expect(job.status === "completed", `${label} job ${job.status}: ${JSON.stringify(job.error)}`);
+      await page.goto(`/jobs/${jobId}`);
+      const m = await resultBox(page);
+      expectWhole(m, `${device} ${label}`);
+      if (label === "tiny") expect(Math.round(m.box.width) === 24 && Math.round(m.box.height) === 16, `tiny shown ${m.box.width}×${m.box.height}`);
+      if (label === "4×") expect(m.natural.width === 1600 && m.natural.height === 1200, `4× result is ${m.natural.width}×${m.natural.height}`);
+      await shot(page, `results-fit-${label === "4×" ? "4x" : label}-${device}`);
+    }
+    // Zoom and pan the 4× result: buttons, keyboard, "fit" back.
+    const before = await resultBox(page);
+    await page.getByRole("button", { name: "Zoom in" }).click();
+    await page.getByRole("button", { name: "Zoom in" }).click();
+    const zoomed = await resultBox(page);
+    expect(zoomed.box.width > before.box.width * 2, `zoom in: ${before.box.width} → ${zoomed.box.width}`);
+    await page.getByTestId("compare").focus();
+    await page.keyboard.press("ArrowRight");
+    const panned = await resultBox(page);
+    expect(panned.box.left < zoomed.box.left, `arrow key did not pan: ${zoomed.box.left} → ${panned.box.left}`);
+    // Dragging pans too.
+    const frame = panned.frame;
+    await page.mouse.move(frame.left + 100, frame.top + 100);
+    await page.mouse.down();
+    await page.mouse.move(frame.left + 160, frame.top + 140, { steps: 4 });
+    await page.mouse.up();
+    const dragged = await resultBox(page);
+    expect(dragged.box.left > panned.box.left, `drag did not pan: ${panned.box.left} → ${dragged.box.left}`);
+    await page.keyboard.press("0");
+    await page.getByTestId("zoom-level").filter({ hasText: /^Fit/ }).waitFor();
+    expectWhole(await resultBox(page), `${device} 4× after fit`);
+    if (device === "desktop") {
+      // The wheel zooms around the pointer.
+      await page.mouse.move(frame.left + 200, frame.top + 150);
+      await page.mouse.wheel(0, -400);
+      await page.getByTestId("zoom-level").filter({ hasText: /^\d+%$/ }).waitFor();
+      await page.getByRole("button", { name: "Fit" }).click();
+      await page.getByTestId("zoom-level").filter({ hasText: /^Fit/ }).waitFor();
+    }
+    await axe(page, `${device} job result`);
+    await dark(page);
+    await axe(page, `${device} job result, dark`);
+    await shot(page, `results-fit-4x-${device}-dark`);
+    expect(page.problems.length === 0, page.problems.join("\n"));
+    await context.close();
+  }
+});
+
+test("results: a transparent result shows a checkerboard, not the original under it", async () => {
+  const { context, page } = await newPage(DESKTOP);
+  await register(page);
+  const image = await uploadPng(page, "subject.png", 320, 240, 5);
+  const jobId = await startJob(page, image.id, "rembg-background-removal");
+  await finished(page, jobId);
+  await page.goto(`/jobs/${jobId}`);
+  await resultBox(page);
+  // Over the result's side of the divider, what is under the result is the checkerboard layer,
+  // which is opaque: the original cannot show through transparent pixels.
+  const under = await page.evaluate(() => {
+    const layer = document.querySelector("[data-testid=compare-after-layer]");
+    const rect = layer.getBoundingClientRect();
+    const x = rect.left + rect.width * 0.8;
+    const y = rect.top + rect.height / 2;
+    const stack = document.elementsFromPoint(x, y).map((el) => el.getAttribute("data-testid")).filter(Boolean);
+    return { stack, background: getComputedStyle(layer).backgroundImage };
+  });
+  expect(/conic-gradient/.test(under.background), `no checkerboard behind the result: ${under.background}`);
+  const after = under.stack.indexOf("compare-after");
+  const layer = under.stack.indexOf("compare-after-layer");
+  const original = under.stack.indexOf("compare-before");
+  expect(after >= 0 && layer > after && original > layer, `stack at the result's side: ${under.stack.join(" > ")}`);
+  await shot(page, "results-transparent");
+  expect(page.problems.length === 0, page.problems.join("\n"));
+  await context.close();
+});
+
+test("results: queued shows the place in the queue, logs are never repeated, cancel dialog says what it does", async () => {
+  const { context, page } = await newPage(DESKTOP);
+  await register(page);
+  const image = await uploadPng(page, "queued.png", 96, 64, 6);
+  await server.knobs({ queue_delay_ms: 3000, processing_time_ms: 2500 });
+  try {
+    const jobId = await startJob(page, image.id, "esrgan-upscale", { scale: 2, model: "RealESRGAN_x2plus" });
+    await page.goto(`/jobs/${jobId}`);
+    // Waiting: no fraction is shown, the bar sweeps, the text says it waits.
+    const waiting = page.locator('[data-testid=job-progress][data-phase="waiting"]');
+    await waiting.waitFor();
+    const bar = await page.evaluate(() => {
+      const root = document.querySelector("[data-testid=job-progress] [role=progressbar]");
+      const indicator = document.querySelector("[data-testid=job-progress-indicator]");
+      return { now: root.getAttribute("aria-valuenow"), text: root.getAttribute("aria-valuetext"), animation: getComputedStyle(indicator).animationName };
+    });
+    expect(bar.now === null, `a waiting job shows ${bar.now}% done`);
+    expect(/Waiting/.test(bar.text ?? ""), `progress text while waiting: ${bar.text}`);
+    expect(bar.animation === "job-progress-sweep", `the waiting bar does not sweep (${bar.animation})`);
+    await axe(page, "job waiting in the queue");
+    await shot(page, "results-queued");
+
+    // The cancel dialog: "Keep running" leaves the job alone.
+    await page.getByRole("button", { name: "Cancel job" }).click();
+    const dialog = page.getByRole("dialog");
+    await dialog.getByRole("button", { name: "Keep running" }).waitFor();
+    await dialog.getByRole("button", { name: "Cancel job" }).waitFor();
+    expect((await dialog.getByRole("button", { name: "Cancel", exact: true }).count()) === 0, "a button still reads just Cancel");
+    await axe(page, "cancel dialog");
+    await dialog.getByRole("button", { name: "Keep running" }).click();
+    await dialog.waitFor({ state: "detached" });
+
+    // Logs while running, then at the end: no line twice, and the count does not change when
+    // the job completes or the page is read again.
+    let lastLive = null;
+    const deadline = Date.now() + 60_000;
+    for (;;) {
+      const state = await page.evaluate(() => ({
+        status: document.querySelector("[data-testid=job-status]")?.getAttribute("data-status"),
+        logs: document.querySelector("pre[aria-label='Job logs']")?.textContent ?? null,
+      }));
+      if (state.status === "completed") break;
+      if (state.logs !== null) lastLive = state.logs.split("\n");
+      expect(Date.now() < deadline, "the job did not complete");
+      await page.waitForTimeout(50);
+    }
+    const summary = page.locator("summary", { hasText: /^Logs \(\d+\)$/ });
+    await summary.waitFor();
+    await page.locator("summary", { hasText: /^Logs/ }).click();
+    const finalLines = (await page.locator("pre[aria-label='Job logs']").textContent()).split("\n");
+    const countAtEnd = Number((await summary.textContent()).match(/\d+/)[0]);
+    expect(new Set(finalLines).size === finalLines.length, `repeated log lines:\n${finalLines.join("\n")}`);
+    expect(countAtEnd === finalLines.length, `summary says ${countAtEnd}, ${finalLines.length} shown`);
+    expect(lastLive !== null && lastLive.length > 0, "no log seen while the job ran");
+    expect(lastLive.every((line) => finalLines.includes(line)), "lines seen live are gone at the end");
+    const status = await api(page, `/api/processing/${jobId}/status`);
+    expect(status.json.logs.length === countAtEnd, `the status lists ${status.json.logs.length} lines, the page ${countAtEnd}`);
+    await page.reload();
+    await page.locator('[data-testid=job-status][data-status="completed"]').waitFor();
+    await page.locator("summary", { hasText: `Logs (${countAtEnd})` }).waitFor();
+  } finally {
+    await server.knobs({ queue_delay_ms: 0, processing_time_ms: 200 });
+  }
+  expect(page.problems.length === 0, page.problems.join("\n"));
+  await context.close();
+});
+
+test("results: job details are labelled; history search, empty results and dates", async () => {
+  const { context, page } = await newPage(DESKTOP);
+  await register(page);
+  const image = await uploadPng(page, "sunflower-field.png", 96, 64, 7);
+  const jobId = await startJob(page, image.id, "esrgan-upscale", { scale: 2, model: "RealESRGAN_x2plus", face: false });
+  await finished(page, jobId);
+  await page.goto(`/jobs/${jobId}`);
+  const row = (label) => page.getByTestId("job-parameter").filter({ has: page.locator("dt", { hasText: new RegExp(`^${label}$`) }) });
+  await row("Model").locator("dd", { hasText: /^RealESRGAN_x2plus$/ }).waitFor();
+  await row("Enhance faces").locator("dd", { hasText: /^no$/ }).waitFor();
+  await row("Scale").locator("dd", { hasText: /^2$/ }).waitFor();
+  const raw = await page.getByText(/"RealESRGAN_x2plus"|^face$/).count();
+  expect(raw === 0, "raw parameter keys or JSON quotes shown");
+
+  await page.getByRole("link", { name: "History" }).click();
+  await page.getByTestId("history-item").first().waitFor();
+  const search = page.getByLabel("Search");
+  expect(/file name/i.test((await search.getAttribute("placeholder")) ?? ""), "the search box does not say it searches file names");
+  await search.fill("sunflower");
+  await page.getByRole("button", { name: "Apply filters" }).click();
+  await page.getByTestId("history-item").filter({ hasText: "sunflower-field.png" }).waitFor();
+  await search.fill("no-such-file-anywhere");
+  await page.getByRole("button", { name: "Apply filters" }).click();
+  await page.getByText("No jobs match these filters.").waitFor();
+  expect((await page.getByText("No jobs yet").count()) === 0, "an empty search says No jobs yet");
+  await axe(page, "history with no match");
+  await page.getByRole("button", { name: "Clear filters" }).click();
+  await page.getByTestId("history-item").first().waitFor();
+  expect((await search.inputValue()) === "", "clearing kept the search text");
+
+  // A From date after the To date is refused where it is typed, and nothing is asked.
+  let asked = 0;
+  page.on("request", (request) => {
+    if (/\/api\/(users\/history|processing\/jobs)/.test(request.url())) asked++;
+  });
+  await page.getByLabel("From", { exact: true }).fill("2026-05-10");
+  await page.getByLabel("To", { exact: true }).fill("2026-05-01");
+  await page.getByRole("button", { name: "Apply filters" }).click();
+  await page.getByRole("alert").filter({ hasText: "The From date is after the To date" }).waitFor();
+  expect((await page.getByLabel("To", { exact: true }).getAttribute("aria-invalid")) === "true", "the dates are not marked invalid");
+  await page.waitForTimeout(300);
+  expect(asked === 0, `${asked} history requests were sent for refused dates`);
+  await axe(page, "history with refused dates");
+  await dark(page);
+  await axe(page, "history with refused dates, dark");
+  await shot(page, "results-history-dates");
+  expect(page.problems.length === 0, page.problems.join("\n"));
+  await context.close();
+});
+
+test("results: history after signing in lists each job once, from one request per page", async () => {
+  const { context, page } = await newPage(DESKTOP);
+  const email = await register(page);
+  const image = await uploadPng(page, "twice.png", 64, 48, 8);
+  const ids = [await startJob(page, image.id, "canny-edges"), await startJob(page, image.id, "lineart")];
+  for (const id of ids) await finished(page, id);
+  await page.getByRole("button", { name: "Sign out" }).click();
+  await page.getByRole("heading", { name: "Sign in" }).waitFor();
+  // Slow history answers, so that requests made together are in flight together.
+  const firstPages = [];
+  await page.route(/\/api\/(users\/history|processing\/jobs)/, async (route) => {
+    if (!/(cursor|page_token)=/.test(route.request().url())) firstPages.push(route.request().url());
+    await new Promise((r) => setTimeout(r, 600));
+    await route.continue();
+  });
+  await page.goto("/history");
+  await page.waitForURL("**/login");
+  await page.getByLabel("Email").fill(email);
+  await page.getByLabel("Password", { exact: true }).fill("correct horse battery staple");
+  await page.getByRole("button", { name: "Sign in" }).click();
+  await page.getByRole("heading", { name: "History" }).waitFor();
+  await page.getByTestId("history-item").first().waitFor();
+  await page.waitForTimeout(1500);
+  const listed = await page.getByTestId("history-item").locator("a[href^='/jobs/']").evaluateAll((links) => links.map((a) => a.getAttribute("href")));
+  expect(listed.length === 2 && new Set(listed).size === 2, `history lists ${listed.join(", ")}`);
+  expect(firstPages.length === 1, `the first page was asked ${firstPages.length} times`);
+  await page.unroute(/\/api\/(users\/history|processing\/jobs)/);
+  expect(page.problems.length === 0, page.problems.join("\n"));
+  await context.close();
+});
+
+test("results: the library pages through every image, filters, lightbox, select, download, delete, use as input", async () => {
+  const { context, page } = await newPage(DESKTOP);
+  await register(page);
+  // More than one page (48) of uploads, then one result.
+  const uploads = [];
+  for (let i = 0; i < 50; i++) uploads.push(await uploadPng(page, `bulk-${String(i).padStart(2, "0")}.png`, 32, 24, i));
+  const named = await uploadPng(page, "lighthouse.png", 160, 120, 60);
+  const jobId = await startJob(page, named.id, "canny-edges");
+  const job = await finished(page, jobId);
+  expect(job.status === "completed", `job ${job.status}`);
+  await page.getByRole("link", { name: "Library" }).click();
+  await page.getByRole("heading", { name: "Library" }).waitFor();
+  const items = page.getByTestId("library-item");
+  await items.first().waitFor();
+  // Scrolling reaches every image: 51 uploads and the result.
+  for (let i = 0; i < 20 && (await items.count()) < 52; i++) {
+    await page.getByTestId("library-item").last().scrollIntoViewIfNeeded();
+    await page.waitForTimeout(300);
+  }
+  expect((await items.count()) === 52, `the library shows ${await items.count()} of 52 images`);
+  await page.evaluate(() => window.scrollTo(0, 0));
+
+  await page.getByRole("radio", { name: "Results" }).click();
+  await page.waitForFunction(() => {
+    const all = [...document.querySelectorAll("[data-testid=library-item]")];
+    return all.length === 1 && all[0].getAttribute("data-kind") === "result";
+  });
+  await page.getByRole("radio", { name: "Originals" }).click();
+  await page.waitForFunction(() => {
+    const all = [...document.querySelectorAll("[data-testid=library-item]")];
+    return all.length >= 48 && all.every((item) => item.getAttribute("data-kind") === "original");
+  });
+  await page.getByRole("radio", { name: "All" }).click();
+  await page.getByLabel("Search by file name").fill("LIGHTHOUSE");
+  await page.getByRole("button", { name: "Search" }).click();
+  await page.waitForFunction(() => document.querySelectorAll("[data-testid=library-item]").length === 2);
+  await imagesLoaded(page, "[data-testid=library-item] img");
+  await axe(page, "library");
+  await shot(page, "results-library");
+
+  // The lightbox: size and dimensions, arrows, Escape, download under the image's own name.
+  await items.first().getByRole("button").click();
+  const lightbox = page.getByTestId("lightbox");
+  await lightbox.waitFor();
+  const firstTitle = await lightbox.getByRole("heading").textContent();
+  await page.getByTestId("lightbox-info").filter({ hasText: /\d+×\d+ px · [\d.]+ (B|KB)/ }).waitFor();
+  await imagesLoaded(page, "[data-testid=lightbox] [data-testid=compare-after]");
+  await axe(page, "library lightbox");
+  await shot(page, "results-lightbox");
+  await page.keyboard.press("ArrowRight");
+  await page.waitForFunction((title) => document.querySelector("[data-testid=lightbox] h2")?.textContent !== title, firstTitle);
+  const secondTitle = await lightbox.getByRole("heading").textContent();
+  const downloading = page.waitForEvent("download");
+  await page.getByTestId("lightbox-download").click();
+  const download = await downloading;
+  expect(download.suggestedFilename() === secondTitle, `lightbox download named ${download.suggestedFilename()}, shown as ${secondTitle}`);
+  await page.keyboard.press("ArrowLeft");
+  await lightbox.getByRole("heading", { name: firstTitle }).waitFor();
+  await page.keyboard.press("Escape");
+  await lightbox.waitFor({ state: "detached" });
+
+  // Select all, download them as one ZIP.
+  await page.getByLabel("Select all shown").check();
+  await page.getByTestId("selected-count").filter({ hasText: "2 selected" }).waitFor();
+  const zipping = page.waitForEvent("download");
+  await page.getByRole("button", { name: "Download selected" }).click();
+  const zip = await zipping;
+  expect(/\.zip$/.test(zip.suggestedFilename()), `selection downloaded as ${zip.suggestedFilename()}`);
+  const names = zipNames(await save(zip, "library.zip"));
+  expect(names.length === 2 && names.includes("lighthouse.png"), `zip holds ${names.join(", ")}`);
+
+  // Delete one after confirming; it is gone on the server too.
+  await page.getByLabel("Select all shown").uncheck();
+  await page.getByLabel("Select lighthouse.png").check();
+  await page.getByRole("button", { name: "Delete selected" }).click();
+  await page.getByRole("dialog").getByRole("button", { name: "Delete" }).click();
+  await page.getByText("1 image deleted.").waitFor();
+  expect((await api(page, `/api/images/${named.id}`)).status === 404, "the deleted image is still served");
+  await page.waitForFunction(() => document.querySelectorAll("[data-testid=library-item]").length === 1);
+
+  // Use as input: to the studio with the image chosen.
+  await items.first().getByRole("button").click();
+  await lightbox.getByRole("link", { name: "Use as input" }).click();
+  await page.waitForURL(/\/\?image=/);
+  const chosen = new URL(page.url()).searchParams.get("image");
+  expect(chosen && chosen !== named.id, `use as input went to ${page.url()}`);
+  await page.getByRole("heading", { name: "Studio" }).waitFor();
+
+  // Phone, light and dark.
+  await page.setViewportSize({ width: 390, height: 844 });
+  await page.goto("/library");
+  await items.first().waitFor();
+  await imagesLoaded(page, "[data-testid=library-item] img");
+  const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  expect(overflow <= 0, `the library is ${overflow}px wider than the phone screen`);
+  await axe(page, "phone library");
+  await shot(page, "results-library-phone");
+  await dark(page);
+  await axe(page, "phone library, dark");
+  await items.first().getByRole("button").click();
+  await lightbox.waitFor();
+  await imagesLoaded(page, "[data-testid=lightbox] [data-testid=compare-after]");
+  await axe(page, "phone lightbox, dark");
+  await shot(page, "results-lightbox-phone-dark");
+  expect(page.problems.length === 0, page.problems.join("\n"));
+  await context.close();
+});
