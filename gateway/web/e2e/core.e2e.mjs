@@ -66,7 +66,7 @@ test("register, upload, run a workflow live, compare, download, history, offline
   await page.getByLabel("Status").selectOption("failed");
   await page.getByRole("button", { name: "Apply filters" }).click();
   await page.getByText("No jobs match these filters.").waitFor();
-  await page.getByRole("button", { name: "Clear" }).click();
+  await page.getByRole("button", { name: "Clear", exact: true }).click();
   await item.waitFor();
   const day = (offset) => {
     const d = new Date(Date.now() + offset * 24 * 3600 * 1000);
@@ -80,7 +80,7 @@ test("register, upload, run a workflow live, compare, download, history, offline
   await page.getByLabel("To", { exact: true }).fill(day(1));
   await page.getByRole("button", { name: "Apply filters" }).click();
   await page.getByText("No jobs match these filters.").waitFor();
-  await page.getByRole("button", { name: "Clear" }).click();
+  await page.getByRole("button", { name: "Clear", exact: true }).click();
   await item.waitFor();
   await page.waitForFunction(() => [...document.querySelectorAll("[data-testid=history-item] img")].every((img) => img.complete && img.naturalWidth > 0));
   await axe(page, "history");

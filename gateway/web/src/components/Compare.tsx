@@ -239,7 +239,7 @@ export function Compare({
           data-testid="compare"
           data-fitted={fitted}
           className={cn(
-            "relative select-none overflow-hidden rounded-lg border border-slate-200 bg-slate-100 outline-none focus-visible:outline focus-visible:outline-2 focus-visible:outline-offset-2 focus-visible:outline-brand-600 dark:border-slate-700 dark:bg-slate-900 dark:focus-visible:outline-brand-100",
+            "relative select-none overflow-hidden rounded-lg bg-slate-100 ring-1 ring-slate-200 dark:ring-slate-700 outline-none focus-visible:outline focus-visible:outline-2 focus-visible:outline-offset-2 focus-visible:outline-brand-600 dark:bg-slate-900 dark:focus-visible:outline-brand-100",
             zoomed ? "cursor-grab touch-none active:cursor-grabbing" : "touch-pan-y",
             before && !zoomed && "cursor-ew-resize",
           )}

@@ -70,8 +70,8 @@ export default function HistoryPage() {
   return (
     <div className="grid gap-4">
       <PageTitle>History</PageTitle>
-      <form onSubmit={apply} className="grid gap-3 rounded-lg border border-slate-200 bg-white p-4 sm:grid-cols-2 lg:grid-cols-5 dark:border-slate-700 dark:bg-slate-900" role="search" aria-label="Filter history">
-        <div className="grid gap-1">
+      <form onSubmit={apply} noValidate className="grid gap-3 rounded-lg border border-slate-200 bg-white p-4 sm:grid-cols-2 lg:grid-cols-6 dark:border-slate-700 dark:bg-slate-900" role="search" aria-label="Filter history">
+        <div className="grid gap-1 sm:col-span-2">
           <Label htmlFor="q">Search</Label>
           <Input id="q" type="search" value={draft.q ?? ""} onChange={(e) => setDraft({ ...draft, q: e.target.value })} placeholder="File name, workflow or prompt" />
         </div>
@@ -122,11 +122,11 @@ export default function HistoryPage() {
           />
         </div>
         {dateError && (
-          <div className="sm:col-span-2 lg:col-span-5" role="alert">
+          <div className="sm:col-span-2 lg:col-span-6" role="alert">
             <FieldError id="dates-error">{dateError}</FieldError>
           </div>
         )}
-        <div className="flex gap-2 sm:col-span-2 lg:col-span-5">
+        <div className="flex gap-2 sm:col-span-2 lg:col-span-6">
           <Button type="submit">Apply filters</Button>
           <Button variant="secondary" onClick={clear}>
             Clear
