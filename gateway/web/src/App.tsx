@@ -35,20 +35,32 @@ function RequireSession({ children }: { children: ReactNode }) {
   return <>{children}</>;
 }
 
-function NavItem({ to, children }: { to: string; children: ReactNode }) {
+/** The app's sections, in nav order: one list for the header (wide screens) and the bottom
+ * bar (phones). */
+const NAV: { to: string; label: string; icon: string }[] = [
+  { to: "/", label: "Studio", icon: "M4 20h4L18.5 9.5a2.8 2.8 0 0 0-4-4L4 16v4Zm9.5-13.5 4 4" },
+  { to: "/history", label: "History", icon: "M12 8v4l3 2M3.05 11a9 9 0 1 1 .5 4M3 4v5h5" },
+  { to: "/library", label: "Library", icon: "M4 4h7v7H4zM13 4h7v7h-7zM4 13h7v7H4zM13 13h7v7h-7z" },
+  { to: "/settings", label: "Settings", icon: "M4 21v-7M4 10V3M12 21v-9M12 8V3M20 21v-5M20 12V3M1 14h6M9 8h6M17 16h6" },
+];
+
+function NavItem({ to, icon, children }: { to: string; icon: string; children: ReactNode }) {
   return (
     <NavLink
       to={to}
       end={to === "/"}
       className={({ isActive }) =>
         cn(
-          "rounded-md px-3 py-2 text-sm font-medium",
+          "flex flex-1 flex-col items-center gap-0.5 rounded-md px-3 py-1.5 text-xs font-medium sm:flex-none sm:flex-row sm:py-2 sm:text-sm",
           isActive
-            ? "bg-brand-100 text-brand-800 dark:bg-slate-800 dark:text-white"
-            : "text-slate-800 hover:bg-slate-100 dark:text-slate-200 dark:hover:bg-slate-800",
+            ? "text-brand-700 sm:bg-brand-100 sm:text-brand-800 dark:text-white sm:dark:bg-slate-800"
+            : "text-slate-700 hover:bg-slate-100 dark:text-slate-300 dark:hover:bg-slate-800",
         )
       }
     >
+      <svg aria-hidden="true" viewBox="0 0 24 24" className="h-5 w-5 sm:hidden" fill="none" stroke="currentColor" strokeWidth="2" strokeLinecap="round" strokeLinejoin="round">
+        <path d={icon} />
+      </svg>
       {children}
     </NavLink>
   );
@@ -58,22 +70,28 @@ function Header() {
   const session = useAuth((state) => state.session);
   const signOut = useAuth((state) => state.signOut);
   return (
-    <header className="border-b border-slate-200 bg-white dark:border-slate-800 dark:bg-slate-900">
-      <div className="mx-auto flex max-w-6xl flex-wrap items-center gap-2 px-4 py-2">
-        <Link to="/" className="mr-2 text-lg font-bold text-brand-700 dark:text-brand-100">
+    <header className="sticky top-0 z-30 border-b border-slate-200 bg-white/95 backdrop-blur dark:border-slate-800 dark:bg-slate-900/95">
+      <div className="mx-auto flex max-w-7xl items-center gap-2 px-4 py-2">
+        <Link to="/" className="mr-2 flex items-center gap-2 text-lg font-bold text-brand-700 dark:text-brand-100">
+          <img src="/icon.svg" alt="" width={24} height={24} className="h-6 w-6" />
           Atelier
         </Link>
         {session && (
-          <nav aria-label="Main" className="flex flex-1 flex-wrap gap-1">
-            <NavItem to="/">Studio</NavItem>
-            <NavItem to="/history">History</NavItem>
-            <NavItem to="/library">Library</NavItem>
-            <NavItem to="/settings">Settings</NavItem>
+          // One list: in the header from `sm` up, a bar fixed to the bottom of the screen on phones.
+          <nav
+            aria-label="Main"
+            className="fixed inset-x-0 bottom-0 z-30 flex border-t border-slate-200 bg-white px-2 pb-[env(safe-area-inset-bottom)] pt-1 sm:static sm:z-auto sm:flex-1 sm:gap-1 sm:border-0 sm:bg-transparent sm:p-0 dark:border-slate-800 dark:bg-slate-900 sm:dark:bg-transparent"
+          >
+            {NAV.map((item) => (
+              <NavItem key={item.to} to={item.to} icon={item.icon}>
+                {item.label}
+              </NavItem>
+            ))}
           </nav>
         )}
         {session && (
-          <div className="flex items-center gap-2">
-            <span className="hidden text-sm text-slate-700 sm:inline dark:text-slate-300">{session.user.email}</span>
+          <div className="ml-auto flex items-center gap-2">
+            <span className="hidden text-sm text-slate-700 md:inline dark:text-slate-300">{session.user.email}</span>
             <Button
               variant="secondary"
               size="sm"
@@ -114,7 +132,7 @@ export function App() {
       <SettingsLoader />
       <Header />
       <OfflineBanner />
-      <main id="main" className="mx-auto max-w-6xl px-4 py-6">
+      <main id="main" className="mx-auto max-w-7xl px-4 pb-36 pt-6 sm:pb-10">
         <Suspense fallback={<Spinner />}>
           <Routes>
             <Route path="/login" element={<LoginPage />} />

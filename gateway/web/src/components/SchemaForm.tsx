@@ -40,7 +40,9 @@ function Field({
   const inputId = `${id}-input`;
   const hintId = `${id}-hint`;
   const errorId = `${id}-error`;
-  const describedBy = [field.description ? hintId : null, error ? errorId : null].filter(Boolean).join(" ") || undefined;
+  const rangeId = `${id}-range`;
+  const range = rangeOf(field);
+  const describedBy = [field.description ? hintId : null, range ? rangeId : null, error ? errorId : null].filter(Boolean).join(" ") || undefined;
   const common = { id: inputId, "aria-describedby": describedBy, "aria-invalid": error ? true : undefined, name: field.name };
   const optionalNull = field.nullable && value === null;
 
@@ -147,9 +149,9 @@ function Field({
           {field.label}
           {field.required && <span aria-hidden="true"> *</span>}
         </Label>
-        {field.kind === "slider" && field.min !== undefined && field.max !== undefined && (
-          <span className="text-xs text-slate-600 dark:text-slate-300">
-            {field.min} – {field.max}
+        {range && (
+          <span id={rangeId} className="text-xs text-slate-600 dark:text-slate-300">
+            {range}
           </span>
         )}
       </div>
@@ -160,7 +162,19 @@ function Field({
         </button>
       )}
       <Hint id={hintId}>{field.description}</Hint>
+      {field.default !== undefined && field.default !== null && field.kind !== "boolean" && (
+        <p className="text-xs text-slate-600 dark:text-slate-300">Default: {typeof field.default === "object" ? JSON.stringify(field.default) : String(field.default)}</p>
+      )}
       <FieldError id={errorId}>{error}</FieldError>
     </div>
   );
+}
+
+/** The limits of a number, as shown beside its label: "1 – 8", "at least 0", "at most 10". */
+export function rangeOf(field: FieldSpec): string | null {
+  if (field.kind !== "slider" && field.kind !== "number") return null;
+  if (field.min !== undefined && field.max !== undefined) return `${field.min} – ${field.max}`;
+  if (field.min !== undefined) return `at least ${field.min}`;
+  if (field.max !== undefined) return `at most ${field.max}`;
+  return null;
 }

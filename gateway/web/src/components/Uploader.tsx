@@ -37,25 +37,30 @@ export function Uploader({ maxBytes }: { maxBytes: number }) {
       <div
         {...getRootProps({ role: "group", "aria-labelledby": "upload-title", "aria-describedby": "upload-hint" })}
         className={cn(
-          "flex min-h-32 flex-col items-center justify-center rounded-lg border-2 border-dashed border-slate-400 bg-white p-6 text-center focus-visible:outline focus-visible:outline-2 focus-visible:outline-offset-2 focus-visible:outline-brand-600 dark:border-slate-500 dark:bg-slate-900",
+          "flex flex-col items-center gap-3 rounded-lg border-2 border-dashed border-slate-400 bg-white px-4 py-3 text-center sm:flex-row sm:text-left dark:border-slate-500 dark:bg-slate-900",
           isDragActive && "border-brand-600 bg-brand-50 dark:bg-slate-800",
         )}
       >
         <input {...getInputProps({ "aria-label": "Choose images to upload" })} data-testid="file-input" />
-        <p id="upload-title" className="font-medium">
-          {isDragActive ? "Drop to upload" : "Drop images here"}
-        </p>
-        <Button variant="secondary" className="mt-2" onClick={open}>
+        <svg aria-hidden="true" viewBox="0 0 24 24" className="hidden h-8 w-8 shrink-0 text-slate-500 sm:block dark:text-slate-400" fill="none" stroke="currentColor" strokeWidth="1.5" strokeLinecap="round" strokeLinejoin="round">
+          <path d="M12 16V4m0 0L7 9m5-5 5 5M4 16v3a1 1 0 0 0 1 1h14a1 1 0 0 0 1-1v-3" />
+        </svg>
+        <div className="min-w-0 flex-1">
+          <p id="upload-title" className="font-medium">
+            {isDragActive ? "Drop to upload" : "Drop images here"}
+          </p>
+          <p id="upload-hint" className="text-sm text-slate-700 dark:text-slate-300">
+            JPEG, PNG, WebP, GIF or TIFF, up to {formatBytes(maxBytes)} each. You can also paste an image.
+          </p>
+        </div>
+        <Button variant="secondary" onClick={open}>
           Choose files
         </Button>
-        <p id="upload-hint" className="mt-1 text-sm text-slate-700 dark:text-slate-300">
-          JPEG, PNG, WebP, GIF or TIFF, up to {formatBytes(maxBytes)} each. You can also paste an image.
-        </p>
       </div>
       {items.length > 0 && (
         <ul aria-label="Uploads" className="grid gap-2">
           {items.map((item) => (
-            <li key={item.key} className="rounded-md border border-slate-200 bg-white p-3 text-sm dark:border-slate-700 dark:bg-slate-900">
+            <li key={item.key} className="rounded-md border border-slate-200 bg-white px-3 py-2 text-sm dark:border-slate-700 dark:bg-slate-900">
               <div className="flex items-center justify-between gap-2">
                 <span className="truncate font-medium">{item.name}</span>
                 <span className="shrink-0 text-slate-700 dark:text-slate-300">{formatBytes(item.size)}</span>

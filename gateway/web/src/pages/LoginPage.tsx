@@ -6,7 +6,14 @@ import { FieldError, Hint, Input, Label } from "@/components/ui/field";
 import { Alert, Card } from "@/components/ui/misc";
 import { useAuth } from "@/stores/auth";
 
+// /login and /register render this page at the same place in the tree, so React would keep one
+// instance, and an error shown on one would follow the user to the other: a key per mode gives
+// each its own state.
 export default function LoginPage({ register = false }: { register?: boolean }) {
+  return <AccountForm key={register ? "register" : "login"} register={register} />;
+}
+
+function AccountForm({ register }: { register: boolean }) {
   const session = useAuth((state) => state.session);
   const notice = useAuth((state) => state.notice);
   const signIn = useAuth((state) => state.signIn);

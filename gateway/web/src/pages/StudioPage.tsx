@@ -1,17 +1,23 @@
-// Upload images, pick a workflow, tune its parameters, start one job or a batch.
+// The studio: the selected image big on the left with the user's images under it; the workflow,
+// its parameters and the estimate on the right; Start always in reach (a bar fixed above the
+// bottom nav on phones, sticky under the parameters on wide screens).
 import { useEffect, useMemo, useState } from "react";
 import { useLocation, useNavigate, useSearchParams } from "react-router-dom";
-import { byCategory, categoryName, workflows } from "@/api/catalogue";
-import { api, idempotencyKey, unwrap, type Image, type Workflow } from "@/api/client";
+import { workflows } from "@/api/catalogue";
+import { api, idempotencyKey, unwrap, type Workflow } from "@/api/client";
 import { ApiError, messageOf } from "@/api/problem";
 import { DEFAULT_MAX_BYTES } from "@/api/upload";
 import { getProfile } from "@/api/users";
 import { SchemaForm } from "@/components/SchemaForm";
 import { Uploader } from "@/components/Uploader";
+import { Examples } from "@/components/studio/Examples";
+import { ImagePicker } from "@/components/studio/ImagePicker";
+import { ShowCode } from "@/components/studio/ShowCode";
+import { Stage } from "@/components/studio/Stage";
+import { WorkflowPicker } from "@/components/studio/WorkflowPicker";
 import { Button } from "@/components/ui/button";
-import { Alert, Card, PageTitle, Spinner } from "@/components/ui/misc";
+import { Alert, Card, Spinner } from "@/components/ui/misc";
 import { fieldsOf, initialValues, toParameters, validate, type JsonSchema, type JsonValue, type Values } from "@/lib/schemaForm";
-import { cn } from "@/lib/cn";
 import { useAsync } from "@/lib/useAsync";
 import { useSettings } from "@/stores/settings";
 import { useUploads } from "@/stores/uploads";
@@ -22,10 +28,7 @@ export default function StudioPage() {
   const navigate = useNavigate();
   const catalogue = useAsync(workflows, []);
   const profile = useAsync(() => getProfile(), []);
-  const recent = useAsync(async () => unwrap(await api.GET("/api/images", { params: { query: { page_size: 12 } } })).images, []);
-  const uploaded = useUploads((state) => state.images);
   const selected = useUploads((state) => state.selected);
-  const toggle = useUploads((state) => state.toggle);
   const select = useUploads((state) => state.select);
   const remember = useUploads((state) => state.remember);
   const settings = useSettings((state) => state.settings);
@@ -35,14 +38,28 @@ export default function StudioPage() {
   const maxBytes = profile.data?.limits.max_file_bytes || DEFAULT_MAX_BYTES;
   const rerun = location.state as { parameters?: Values } | null;
 
-  // ?image= preselects an image (re-run from a result or history).
+  // ?image= preselects any of the user's images, results included ("use as input", re-run).
+  const imageParam = search.get("image");
+  const [imageError, setImageError] = useState<string | null>(null);
   useEffect(() => {
-    const image = search.get("image");
-    if (image) select([image]);
-  }, [search, select]);
-  useEffect(() => {
-    for (const image of recent.data ?? []) if (image.kind === "original") remember(image);
-  }, [recent.data, remember]);
+    if (!imageParam) return;
+    let current = true;
+    setImageError(null);
+    select([imageParam]);
+    api
+      .GET("/api/images/{id}", { params: { path: { id: imageParam } } })
+      .then((result) => {
+        if (current) remember(unwrap(result));
+      })
+      .catch((error: unknown) => {
+        if (!current) return;
+        select(useUploads.getState().selected.filter((id) => id !== imageParam));
+        setImageError(error instanceof ApiError && error.status === 404 ? "That image is not in your library (it may have been deleted)." : messageOf(error));
+      });
+    return () => {
+      current = false;
+    };
+  }, [imageParam, select, remember]);
 
   const [workflowId, setWorkflowId] = useState<string | null>(search.get("workflow"));
   const list = useMemo(() => catalogue.data ?? [], [catalogue.data]);
@@ -66,15 +83,10 @@ export default function StudioPage() {
     setValues(initialValues(fields, workflow.defaults as Values, remembered));
     setErrors({});
     setTouched(false);
+    setStartError(null);
     // Settings changes must not reset what is being edited.
     // eslint-disable-next-line react-hooks/exhaustive-deps
   }, [workflow?.id, fields]);
-
-  const images: Image[] = useMemo(() => {
-    const seen = new Map<string, Image>();
-    for (const image of Object.values(uploaded).reverse()) seen.set(image.id, image);
-    return [...seen.values()].filter((image) => image.kind === "original");
-  }, [uploaded]);
 
   const onChange = (name: string, value: JsonValue | undefined) => {
     const next = { ...values, [name]: value };
@@ -82,18 +94,25 @@ export default function StudioPage() {
     if (touched || errors[name]) setErrors(validate(fields, next));
   };
 
+  const parameters = useMemo(() => toParameters(fields, values), [fields, values]);
+
+  const request =
+    workflow && selected.length > 0 ? { origin: window.location.origin, imageIds: selected, workflowId: workflow.id, parameters } : null;
+
   const start = async () => {
     if (!workflow) return;
     setTouched(true);
     const found = validate(fields, values);
     setErrors(found);
     setStartError(null);
-    if (Object.keys(found).length) return;
+    if (Object.keys(found).length) {
+      setStartError("Some parameters need a look: see the messages beside them.");
+      return;
+    }
     if (selected.length === 0) {
       setStartError("Upload or select an image first.");
       return;
     }
-    const parameters = toParameters(fields, values);
     setBusy(true);
     try {
       const headers = { "Idempotency-Key": idempotencyKey() };
@@ -123,111 +142,78 @@ export default function StudioPage() {
     }
   };
 
-  return (
-    <div>
-      <PageTitle>Studio</PageTitle>
-      <div className="grid gap-6 lg:grid-cols-[1fr_1fr]">
-        <section aria-labelledby="images-heading" className="grid content-start gap-4">
-          <h2 id="images-heading" className="text-lg font-semibold">
-            1. Images
-          </h2>
-          <Uploader maxBytes={maxBytes} />
-          {images.length > 0 && (
-            <fieldset>
-              <legend className="mb-2 text-sm font-medium">Images to process ({selected.length} selected)</legend>
-              <ul className="grid grid-cols-3 gap-2 sm:grid-cols-4">
-                {images.map((image) => {
-                  const checked = selected.includes(image.id);
-                  return (
-                    <li key={image.id}>
-                      <label className="block cursor-pointer rounded-md border-2 border-transparent p-1 has-[:checked]:border-brand-600 has-[:focus-visible]:outline has-[:focus-visible]:outline-2 has-[:focus-visible]:outline-brand-600">
-                        <input type="checkbox" className="sr-only" checked={checked} onChange={() => toggle(image.id)} />
-                        <img
-                          src={image.thumbnail_url ?? image.url}
-                          alt=""
-                          loading="lazy"
-                          width={128}
-                          height={128}
-                          className="aspect-square w-full rounded object-cover"
-                        />
-                        <span className="mt-1 block truncate text-xs">{image.original_filename || image.filename}</span>
-                      </label>
-                    </li>
-                  );
-                })}
-              </ul>
-            </fieldset>
-          )}
-        </section>
+  const startLabel = busy ? "Starting…" : selected.length > 1 ? `Start batch of ${selected.length}` : "Start";
 
-        <section aria-labelledby="workflow-heading" className="grid content-start gap-4">
-          <h2 id="workflow-heading" className="text-lg font-semibold">
-            2. Workflow
+  return (
+    <div className="grid gap-6 lg:grid-cols-[minmax(0,7fr)_minmax(0,5fr)] lg:items-start">
+      <h1 className="sr-only">Studio</h1>
+      <div className="grid content-start gap-5">
+        {imageError && <Alert>{imageError}</Alert>}
+        <Stage
+          empty={
+            <>
+              <p className="text-lg font-semibold text-slate-900 dark:text-slate-50">Start with an image</p>
+              <p className="max-w-sm text-sm text-slate-700 dark:text-slate-300">
+                Upload a photo, pick one of yours below, or try an example. Then choose what to do with it.
+              </p>
+            </>
+          }
+        />
+        <div className="grid gap-3 sm:grid-cols-[minmax(0,1fr)_auto] sm:items-start">
+          <Uploader maxBytes={maxBytes} />
+        </div>
+        <Examples maxBytes={maxBytes} />
+        <ImagePicker />
+      </div>
+
+      <div className="grid content-start gap-4 lg:sticky lg:top-20">
+        <section aria-labelledby="workflow-heading" className="grid gap-3">
+          <h2 id="workflow-heading" className="text-base font-semibold">
+            Workflow
           </h2>
           {catalogue.loading && !catalogue.data && <Spinner label="Loading workflows" />}
           {catalogue.error ? <Alert>{messageOf(catalogue.error)}</Alert> : null}
-          {list.length > 0 && (
-            <Card className="grid gap-4">
-              {byCategory(list).map(([category, group]) => (
-                <fieldset key={category}>
-                  <legend className="mb-1 text-sm font-semibold uppercase tracking-wide text-slate-700 dark:text-slate-300">
-                    {categoryName(category)}
-                  </legend>
-                  <div className="grid gap-1">
-                    {group.map((w) => (
-                      <label
-                        key={w.id}
-                        className={cn(
-                          "flex cursor-pointer gap-3 rounded-md p-2",
-                          workflow?.id === w.id ? "bg-brand-50 dark:bg-slate-800" : "hover:bg-slate-100 dark:hover:bg-slate-800",
-                        )}
-                      >
-                        <input
-                          type="radio"
-                          name="workflow"
-                          value={w.id}
-                          checked={workflow?.id === w.id}
-                          onChange={() => setWorkflowId(w.id)}
-                          className="mt-1 accent-brand-700"
-                        />
-                        <span>
-                          <span className="block text-sm font-medium">{w.name}</span>
-                          <span className="block text-sm text-slate-700 dark:text-slate-300">{w.description}</span>
-                        </span>
-                      </label>
-                    ))}
-                  </div>
-                </fieldset>
-              ))}
+          {list.length > 0 && <WorkflowPicker list={list} value={workflow?.id} onChange={setWorkflowId} />}
+        </section>
+        {workflow && (
+          <section aria-labelledby="parameters-heading" className="grid gap-3">
+            <div className="flex items-center justify-between gap-2">
+              <h2 id="parameters-heading" className="text-base font-semibold">
+                Parameters: {workflow.name}
+              </h2>
+              <Button
+                size="sm"
+                variant="ghost"
+                onClick={() => {
+                  setValues(initialValues(fields, workflow.defaults as Values));
+                  setErrors({});
+                }}
+              >
+                Reset to defaults
+              </Button>
+            </div>
+            <Card>
+              <SchemaForm fields={fields} values={values} errors={errors} onChange={onChange} />
             </Card>
-          )}
-          {workflow && (
-            <section aria-labelledby="parameters-heading" className="grid gap-4">
-              <div className="flex items-center justify-between">
-                <h2 id="parameters-heading" className="text-lg font-semibold">
-                  3. Parameters: {workflow.name}
-                </h2>
-                <Button
-                  size="sm"
-                  variant="ghost"
-                  onClick={() => {
-                    setValues(initialValues(fields, workflow.defaults as Values));
-                    setErrors({});
-                  }}
-                >
-                  Reset to defaults
+          </section>
+        )}
+        {workflow && (
+          <section
+            aria-label="Start"
+            data-testid="action-bar"
+            className="fixed inset-x-0 bottom-14 z-20 border-t border-slate-200 bg-white/95 px-4 py-2 shadow-[0_-4px_12px_rgba(0,0,0,0.08)] backdrop-blur sm:bottom-0 lg:sticky lg:bottom-4 lg:rounded-lg lg:border lg:px-4 lg:py-3 lg:shadow-lg dark:border-slate-700 dark:bg-slate-900/95"
+          >
+            <div className="mx-auto grid max-w-7xl gap-2">
+              {startError && <Alert>{startError}</Alert>}
+              <div className="flex items-center justify-end gap-2">
+                <ShowCode request={request} />
+                <Button onClick={() => void start()} disabled={busy} className="min-w-32 flex-1 sm:flex-none">
+                  {startLabel}
                 </Button>
               </div>
-              <Card>
-                <SchemaForm fields={fields} values={values} errors={errors} onChange={onChange} />
-              </Card>
-              {startError && <Alert>{startError}</Alert>}
-              <Button onClick={() => void start()} disabled={busy}>
-                {busy ? "Starting…" : selected.length > 1 ? `Start batch of ${selected.length}` : "Start"}
-              </Button>
-            </section>
-          )}
-        </section>
+            </div>
+          </section>
+        )}
       </div>
     </div>
   );

@@ -28,6 +28,8 @@ interface UploadState {
   toggle: (imageId: string) => void;
   select: (imageIds: string[]) => void;
   remember: (image: Image) => void;
+  /** Keeps images seen in a listing, so a selection shows on any page. */
+  rememberAll: (images: Image[]) => void;
   forget: (imageId: string) => void;
   reset: () => void;
 }
@@ -101,6 +103,11 @@ export const useUploads = create<UploadState>()((set, get) => {
 
     remember(image) {
       set((state) => ({ images: { ...state.images, [image.id]: image } }));
+    },
+
+    rememberAll(images) {
+      if (images.length === 0) return;
+      set((state) => ({ images: { ...state.images, ...Object.fromEntries(images.map((image) => [image.id, image])) } }));
     },
 
     forget(imageId) {

@@ -47,7 +47,9 @@ export function Switch({ className, ...props }: ComponentProps<typeof SwitchPrim
   return (
     <SwitchPrimitive.Root
       className={cn(
-        "peer inline-flex h-6 w-11 shrink-0 items-center rounded-full border-2 border-transparent bg-slate-400 transition-colors focus-visible:outline focus-visible:outline-2 focus-visible:outline-offset-2 focus-visible:outline-brand-600 data-[state=checked]:bg-brand-700 dark:bg-slate-600 dark:focus-visible:outline-brand-100",
+        // `dark:` classes outrank a plain `data-[state=checked]:` one, so "on" needs its own dark
+        // variant, or a checked switch looks off in the dark theme.
+        "peer inline-flex h-6 w-11 shrink-0 items-center rounded-full border-2 border-transparent bg-slate-500 transition-colors focus-visible:outline focus-visible:outline-2 focus-visible:outline-offset-2 focus-visible:outline-brand-600 data-[state=checked]:bg-brand-700 dark:bg-slate-600 dark:focus-visible:outline-brand-100 dark:data-[state=checked]:bg-brand-500",
         className,
       )}
       {...props}
