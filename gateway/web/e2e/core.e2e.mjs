@@ -218,7 +218,7 @@ test("a batch of two images", async () => {
   await register(page);
   await uploadImage(page, "first.png", 4);
   await uploadImage(page, "second.png", 5);
-  await page.getByText("Images to process (2 selected)").waitFor();
+  await page.getByTestId("selected-count").filter({ hasText: "2 selected" }).waitFor();
   await page.getByRole("radio", { name: /Edge map/ }).check();
   await page.getByRole("button", { name: "Start batch of 2" }).click();
   await page.waitForURL("**/batches/*");

@@ -51,16 +51,19 @@ function NavItem({ to, icon, children }: { to: string; icon: string; children: R
       end={to === "/"}
       className={({ isActive }) =>
         cn(
-          "flex flex-1 flex-col items-center gap-0.5 rounded-md px-3 py-1.5 text-xs font-medium sm:flex-none sm:flex-row sm:py-2 sm:text-sm",
+          "group flex flex-1 flex-col items-center gap-0.5 rounded-md px-3 py-1 text-xs font-medium sm:flex-none sm:flex-row sm:py-2 sm:text-sm",
           isActive
-            ? "text-brand-700 sm:bg-brand-100 sm:text-brand-800 dark:text-white sm:dark:bg-slate-800"
+            ? "font-semibold text-brand-800 sm:bg-brand-100 dark:text-white sm:dark:bg-slate-800"
             : "text-slate-700 hover:bg-slate-100 dark:text-slate-300 dark:hover:bg-slate-800",
         )
       }
     >
-      <svg aria-hidden="true" viewBox="0 0 24 24" className="h-5 w-5 sm:hidden" fill="none" stroke="currentColor" strokeWidth="2" strokeLinecap="round" strokeLinejoin="round">
-        <path d={icon} />
-      </svg>
+      {/* On phones the current section's icon sits in a pill, as in native tab bars. */}
+      <span aria-hidden="true" className="rounded-full px-4 py-0.5 group-aria-[current=page]:bg-brand-100 sm:hidden dark:group-aria-[current=page]:bg-slate-700">
+        <svg viewBox="0 0 24 24" className="h-5 w-5" fill="none" stroke="currentColor" strokeWidth="2" strokeLinecap="round" strokeLinejoin="round">
+          <path d={icon} />
+        </svg>
+      </span>
       {children}
     </NavLink>
   );
@@ -70,7 +73,9 @@ function Header() {
   const session = useAuth((state) => state.session);
   const signOut = useAuth((state) => state.signOut);
   return (
-    <header className="sticky top-0 z-30 border-b border-slate-200 bg-white/95 backdrop-blur dark:border-slate-800 dark:bg-slate-900/95">
+    // No backdrop-filter here: it would make the header the containing block of the nav's
+    // `position: fixed` on phones, pinning the bottom bar inside the header.
+    <header className="sticky top-0 z-30 border-b border-slate-200 bg-white dark:border-slate-800 dark:bg-slate-900">
       <div className="mx-auto flex max-w-7xl items-center gap-2 px-4 py-2">
         <Link to="/" className="mr-2 flex items-center gap-2 text-lg font-bold text-brand-700 dark:text-brand-100">
           <img src="/icon.svg" alt="" width={24} height={24} className="h-6 w-6" />

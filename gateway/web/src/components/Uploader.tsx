@@ -63,7 +63,10 @@ export function Uploader({ maxBytes }: { maxBytes: number }) {
             <li key={item.key} className="rounded-md border border-slate-200 bg-white px-3 py-2 text-sm dark:border-slate-700 dark:bg-slate-900">
               <div className="flex items-center justify-between gap-2">
                 <span className="truncate font-medium">{item.name}</span>
-                <span className="shrink-0 text-slate-700 dark:text-slate-300">{formatBytes(item.size)}</span>
+                <span className="flex shrink-0 items-center gap-3 text-slate-700 dark:text-slate-300">
+                  {formatBytes(item.size)}
+                  {item.status === "done" && <span className="text-emerald-800 dark:text-emerald-300">Uploaded</span>}
+                </span>
               </div>
               {item.status === "uploading" && (
                 <div className="mt-2 flex items-center gap-2">
@@ -74,7 +77,6 @@ export function Uploader({ maxBytes }: { maxBytes: number }) {
                   </Button>
                 </div>
               )}
-              {item.status === "done" && <p className="mt-1 text-emerald-800 dark:text-emerald-300">Uploaded</p>}
               {(item.status === "failed" || item.status === "refused") && (
                 <div className="mt-1 flex items-start justify-between gap-2">
                   <p role="alert" className="text-red-700 dark:text-red-300">

@@ -166,7 +166,7 @@ export default function StudioPage() {
         <ImagePicker />
       </div>
 
-      <div className="grid content-start gap-4 lg:sticky lg:top-20">
+      <div className="grid content-start gap-4">
         <section aria-labelledby="workflow-heading" className="grid gap-3">
           <h2 id="workflow-heading" className="text-base font-semibold">
             Workflow
@@ -177,13 +177,14 @@ export default function StudioPage() {
         </section>
         {workflow && (
           <section aria-labelledby="parameters-heading" className="grid gap-3">
-            <div className="flex items-center justify-between gap-2">
-              <h2 id="parameters-heading" className="text-base font-semibold">
+            <div className="flex items-start justify-between gap-2">
+              <h2 id="parameters-heading" className="min-w-0 text-base font-semibold">
                 Parameters: {workflow.name}
               </h2>
               <Button
                 size="sm"
                 variant="ghost"
+                className="shrink-0 whitespace-nowrap"
                 onClick={() => {
                   setValues(initialValues(fields, workflow.defaults as Values));
                   setErrors({});

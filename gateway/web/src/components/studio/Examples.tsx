@@ -40,7 +40,7 @@ export function Examples({ maxBytes }: { maxBytes: number }) {
               type="button"
               onClick={() => void use(example)}
               disabled={busy !== null}
-              className="group flex w-36 items-center gap-2 rounded-lg border border-slate-200 bg-white p-1.5 text-left hover:border-brand-600 focus-visible:outline focus-visible:outline-2 focus-visible:outline-offset-2 focus-visible:outline-brand-600 disabled:opacity-60 dark:border-slate-700 dark:bg-slate-900 dark:hover:border-brand-500 dark:focus-visible:outline-brand-100"
+              className="group flex w-44 items-center gap-2 rounded-lg border border-slate-200 bg-white p-1.5 text-left hover:border-brand-600 focus-visible:outline focus-visible:outline-2 focus-visible:outline-offset-2 focus-visible:outline-brand-600 disabled:opacity-60 dark:border-slate-700 dark:bg-slate-900 dark:hover:border-brand-500 dark:focus-visible:outline-brand-100"
             >
               <img src={`/examples/${example.file}`} alt="" width={40} height={40} className="checkerboard h-10 w-10 shrink-0 rounded object-cover" />
               <span className="min-w-0">

@@ -145,7 +145,14 @@ function Thumb({ image, checked, onToggle }: { image: Image; checked: boolean; o
         )}
         title={`${name} · ${image.width}×${image.height} · ${formatBytes(image.file_size)}`}
       >
-        <input type="checkbox" className="sr-only" checked={checked} onChange={onToggle} data-testid="pick" data-image-id={image.id} />
+        <input
+          type="checkbox"
+          className="absolute inset-0 z-10 h-full w-full cursor-pointer appearance-none opacity-0"
+          checked={checked}
+          onChange={onToggle}
+          data-testid="pick"
+          data-image-id={image.id}
+        />
         <img
           src={image.thumbnail_url ?? image.url}
           alt=""

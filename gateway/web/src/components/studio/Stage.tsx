@@ -26,14 +26,14 @@ export function Stage({ empty }: { empty: React.ReactNode }) {
   }
   return (
     <figure className="grid gap-2" aria-label="Selected images">
-      <div className="checkerboard flex h-[min(52vh,34rem)] items-center justify-center overflow-hidden rounded-xl border border-slate-200 dark:border-slate-700">
+      <div className="checkerboard flex h-[min(36vh,34rem)] sm:h-[min(52vh,34rem)] items-center justify-center overflow-hidden rounded-xl border border-slate-200 dark:border-slate-700">
         {image ? (
           <img
             src={image.url}
             alt={`Selected: ${displayName(image)}`}
             data-testid="stage-image"
             data-image-id={image.id}
-            className="max-h-full max-w-full object-contain"
+            className="h-full w-full object-contain"
           />
         ) : (
           <Spinner label="Loading the image" />

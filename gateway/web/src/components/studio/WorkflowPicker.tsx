@@ -22,7 +22,7 @@ export function WorkflowPicker({ list, value, onChange }: { list: Workflow[]; va
             </svg>
             {categoryName(category)}
           </legend>
-          <div className="grid gap-2 sm:grid-cols-2">
+          <div className="grid grid-cols-2 gap-2">
             {group.map((w) => {
               const checked = value === w.id;
               const price = priceLabel(w);
@@ -37,7 +37,15 @@ export function WorkflowPicker({ list, value, onChange }: { list: Workflow[]; va
                       : "border-slate-200 bg-white hover:border-slate-400 dark:border-slate-700 dark:bg-slate-900 dark:hover:border-slate-500",
                   )}
                 >
-                  <input type="radio" name="workflow" value={w.id} checked={checked} onChange={() => onChange(w.id)} className="sr-only" />
+                  {/* The real radio covers the card, transparent: the card is what is seen and clicked. */}
+                  <input
+                    type="radio"
+                    name="workflow"
+                    value={w.id}
+                    checked={checked}
+                    onChange={() => onChange(w.id)}
+                    className="absolute inset-0 h-full w-full cursor-pointer appearance-none rounded-lg opacity-0"
+                  />
                   <span className="flex items-start justify-between gap-2">
                     <span className="text-sm font-semibold text-slate-900 dark:text-slate-50">{w.name}</span>
                     {price && <span className="shrink-0 rounded bg-slate-100 px-1.5 py-0.5 text-xs text-slate-800 dark:bg-slate-700 dark:text-slate-100">{price}</span>}
