@@ -51,7 +51,7 @@ function NavItem({ to, icon, children }: { to: string; icon: string; children: R
       end={to === "/"}
       className={({ isActive }) =>
         cn(
-          "group flex flex-1 flex-col items-center gap-0.5 rounded-md px-3 py-1 text-xs font-medium sm:flex-none sm:flex-row sm:py-2 sm:text-sm",
+          "group flex min-w-0 flex-1 flex-col items-center gap-0.5 rounded-md px-1 py-1 text-xs font-medium sm:flex-none sm:flex-row sm:px-3 sm:py-2 sm:text-sm",
           isActive
             ? "font-semibold text-brand-800 sm:bg-brand-100 dark:text-white sm:dark:bg-slate-800"
             : "text-slate-700 hover:bg-slate-100 dark:text-slate-300 dark:hover:bg-slate-800",
@@ -59,7 +59,7 @@ function NavItem({ to, icon, children }: { to: string; icon: string; children: R
       }
     >
       {/* On phones the current section's icon sits in a pill, as in native tab bars. */}
-      <span aria-hidden="true" className="rounded-full px-4 py-0.5 group-aria-[current=page]:bg-brand-100 sm:hidden dark:group-aria-[current=page]:bg-slate-700">
+      <span aria-hidden="true" className="rounded-full px-3 py-0.5 group-aria-[current=page]:bg-brand-100 sm:hidden dark:group-aria-[current=page]:bg-slate-700">
         <svg viewBox="0 0 24 24" className="h-5 w-5" fill="none" stroke="currentColor" strokeWidth="2" strokeLinecap="round" strokeLinejoin="round">
           <path d={icon} />
         </svg>

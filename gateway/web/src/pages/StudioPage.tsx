@@ -145,9 +145,11 @@ export default function StudioPage() {
   const startLabel = busy ? "Starting…" : selected.length > 1 ? `Start batch of ${selected.length}` : "Start";
 
   return (
-    <div className="grid gap-6 lg:grid-cols-[minmax(0,7fr)_minmax(0,5fr)] lg:items-start">
+    // grid-cols-1 (minmax(0, 1fr)), not the implicit auto track: a wide child (the example strip)
+    // must scroll inside its column, not widen the page.
+    <div className="grid grid-cols-1 gap-6 lg:grid-cols-[minmax(0,7fr)_minmax(0,5fr)] lg:items-start">
       <h1 className="sr-only">Studio</h1>
-      <div className="grid content-start gap-5">
+      <div className="grid min-w-0 grid-cols-1 content-start gap-5">
         {imageError && <Alert>{imageError}</Alert>}
         <Stage
           empty={
@@ -166,7 +168,7 @@ export default function StudioPage() {
         <ImagePicker />
       </div>
 
-      <div className="grid content-start gap-4">
+      <div className="grid min-w-0 grid-cols-1 content-start gap-4">
         <section aria-labelledby="workflow-heading" className="grid gap-3">
           <h2 id="workflow-heading" className="text-base font-semibold">
             Workflow

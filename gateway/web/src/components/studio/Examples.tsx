@@ -29,11 +29,12 @@ export function Examples({ maxBytes }: { maxBytes: number }) {
     }
   };
   return (
-    <div className="grid gap-2">
+    <div className="grid min-w-0 grid-cols-1 gap-2">
       <p id="examples-title" className="text-sm font-medium text-slate-800 dark:text-slate-200">
         No photo at hand? Try an example:
       </p>
-      <ul aria-labelledby="examples-title" className="flex gap-2 overflow-x-auto pb-1">
+      {/* relative: the buttons' sr-only text is absolutely placed, and must be clipped by this strip, not widen the page. */}
+      <ul aria-labelledby="examples-title" className="relative flex gap-2 overflow-x-auto pb-1">
         {EXAMPLES.map((example) => (
           <li key={example.file} className="shrink-0">
             <button
