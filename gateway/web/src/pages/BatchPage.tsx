@@ -224,13 +224,21 @@ function JobCard({
   const job = live?.job;
   const status = job?.status ?? "pending";
   const name = input ? input.original_filename || input.filename : `Job ${index + 1}`;
-  const shown = result ?? input;
   return (
     <li data-testid="batch-job" data-status={status}>
-      <Card className="grid grid-cols-[5rem_minmax(0,1fr)] gap-3 p-3">
-        <div className="checkerboard relative h-20 w-20 overflow-hidden rounded-md">
-          {shown && <img src={shown.thumbnail_url ?? shown.url} alt="" className="h-full w-full object-cover" />}
-          {result && <span className="absolute bottom-0.5 left-0.5 rounded bg-slate-900/80 px-1 text-[10px] text-white">Result</span>}
+      <Card className="grid grid-cols-[auto_minmax(0,1fr)] gap-3 p-3">
+        <div className="flex items-center gap-1">
+          <Thumb image={input} label="Original" />
+          <svg aria-hidden="true" viewBox="0 0 24 24" className="h-4 w-4 shrink-0 text-slate-500 dark:text-slate-400" fill="none" stroke="currentColor" strokeWidth="2" strokeLinecap="round" strokeLinejoin="round">
+            <path d="M5 12h14m-5-5 5 5-5 5" />
+          </svg>
+          {result ? (
+            <Thumb image={result} label="Result" />
+          ) : (
+            <div className="flex h-16 w-16 items-center justify-center rounded-md border border-dashed border-slate-300 text-[11px] text-slate-700 dark:border-slate-600 dark:text-slate-300">
+              {status === "completed" ? "…" : isTerminal(status) ? "None" : "Pending"}
+            </div>
+          )}
         </div>
         <div className="grid min-w-0 content-start gap-1.5">
           <Link className="truncate text-sm font-semibold text-brand-700 underline dark:text-brand-100" to={`/jobs/${jobId}`}>
@@ -255,5 +263,14 @@ function JobCard({
         </div>
       </Card>
     </li>
+  );
+}
+
+function Thumb({ image, label }: { image: Image | null | undefined; label: string }) {
+  return (
+    <div className="checkerboard relative h-16 w-16 shrink-0 overflow-hidden rounded-md">
+      {image && <img src={image.thumbnail_url ?? image.url} alt="" className="h-full w-full object-cover" />}
+      <span className="absolute bottom-0.5 left-0.5 rounded bg-slate-900/80 px-1 text-[10px] text-white">{label}</span>
+    </div>
   );
 }
