@@ -79,25 +79,30 @@ export function ImagePicker() {
           onChange={(event) => setText(event.target.value)}
           className="h-9 min-w-0 flex-1 basis-40"
         />
-        <div role="radiogroup" aria-label="Show" className="flex rounded-md border border-slate-300 p-0.5 dark:border-slate-600">
+        <fieldset className="flex rounded-md border border-slate-300 p-0.5 dark:border-slate-600">
+          <legend className="sr-only">Show</legend>
           {KINDS.map((option) => (
-            <button
+            <label
               key={option.value}
-              type="button"
-              role="radio"
-              aria-checked={kind === option.value}
-              onClick={() => setKind(option.value)}
               className={cn(
-                "rounded px-3 py-1 text-sm font-medium focus-visible:outline focus-visible:outline-2 focus-visible:outline-brand-600 dark:focus-visible:outline-brand-100",
+                "relative cursor-pointer rounded px-3 py-1 text-sm font-medium has-[:focus-visible]:outline has-[:focus-visible]:outline-2 has-[:focus-visible]:outline-brand-600 dark:has-[:focus-visible]:outline-brand-100",
                 kind === option.value
-                  ? "bg-brand-700 text-white dark:bg-brand-500 dark:text-slate-950"
+                  ? "bg-brand-700 text-white dark:bg-brand-100 dark:text-brand-800"
                   : "text-slate-800 hover:bg-slate-100 dark:text-slate-200 dark:hover:bg-slate-800",
               )}
             >
+              <input
+                type="radio"
+                name={`${searchId}-kind`}
+                value={option.value}
+                checked={kind === option.value}
+                onChange={() => setKind(option.value)}
+                className="absolute inset-0 h-full w-full cursor-pointer appearance-none opacity-0"
+              />
               {option.label}
-            </button>
+            </label>
           ))}
-        </div>
+        </fieldset>
       </div>
       {pages.error ? <Alert>{messageOf(pages.error)}</Alert> : null}
       {images.length > 0 ? (
