@@ -52,6 +52,8 @@ pub struct ImageList {
 pub struct ListParams {
     pub page_size: Option<i32>,
     pub page_token: Option<String>,
+    pub q: Option<String>,
+    pub kind: Option<String>,
 }
 
 pub fn rfc3339(at: Option<prost_types::Timestamp>) -> Option<String> {
@@ -209,17 +211,20 @@ fn multipart_problem(err: axum::extract::multipart::MultipartError) -> Problem {
     Problem::new(status, "malformed-body", err.body_text())
 }
 
-/// List your images, newest first.
+/// List your images, newest first: every one of them page by page, optionally
+/// only originals or only results, optionally searched by file name.
 #[utoipa::path(
     get, path = "/api/images", tag = "images", operation_id = "images_list",
     security(("bearer" = [])),
     params(
-        ("page_size" = Option<i32>, Query, description = "Images per page (default 20, at most 100)"),
-        ("page_token" = Option<String>, Query, description = "The `next_page_token` of the previous page"),
+        ("page_size" = Option<i32>, Query, description = "Images per page (default 50, at most 100)"),
+        ("page_token" = Option<String>, Query, description = "The `next_page_token` of the previous page (keep `q` and `kind` the same)"),
+        ("q" = Option<String>, Query, description = "Only images whose original file name contains this text, ignoring case (a plain substring, at most 200 characters)"),
+        ("kind" = Option<String>, Query, description = "`original` (uploads) or `result` (job outputs); absent for both"),
     ),
     responses(
         (status = 200, description = "One page of images", body = ImageList),
-        (status = 422, description = "Invalid page size or token", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid page size, token, kind or query", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn list(
@@ -227,12 +232,24 @@ pub async fn list(
     headers: HeaderMap,
     Query(params): Query<ListParams>,
 ) -> Result<Json<ImageList>, Problem> {
+    let kind = match params.kind.as_deref().map(str::trim) {
+        None | Some("") => pb::ImageKind::Unspecified,
+        Some("original") => pb::ImageKind::Original,
+        Some("result") => pb::ImageKind::Result,
+        Some(_) => {
+            return Err(Problem::invalid(vec![atelier_common::FieldViolation::new(
+                "kind",
+                "must be original or result",
+            )]));
+        }
+    };
     let reply = client(&state)
         .list_images(grpc_request(
             pb::ListImagesRequest {
                 page_size: params.page_size.unwrap_or(0),
                 page_token: params.page_token.unwrap_or_default(),
-                kind: 0,
+                kind: kind as i32,
+                query: params.q.unwrap_or_default(),
             },
             &headers,
         ))

@@ -246,6 +246,7 @@ pub fn router(config: &GatewayConfig, state: AppState, readiness: Readiness) -> 
             "GetWorkflow",
             "GetWorkflowParameters",
             "ValidateParameters",
+            "Estimate",
         ],
     );
     let processing_grpc = grpc_web(
@@ -309,6 +310,7 @@ pub fn router(config: &GatewayConfig, state: AppState, readiness: Readiness) -> 
         .route("/api/workflows/{id}", get(workflows::get))
         .route("/api/workflows/{id}/parameters", get(workflows::parameters))
         .route("/api/workflows/{id}/validate", post(workflows::validate))
+        .route("/api/workflows/{id}/estimate", post(workflows::estimate))
         .route("/api/auth/logout", post(auth::logout))
         .route("/api/auth/logout-all", post(auth::logout_all))
         .route(

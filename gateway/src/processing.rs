@@ -2,14 +2,16 @@
 //! service; live events as Server-Sent Events (resumable with `Last-Event-ID`);
 //! and fal's webhooks, handed on for verification.
 
-use std::{convert::Infallible, time::Duration};
+use std::{collections::HashMap, convert::Infallible, time::Duration};
 
 use atelier_common::{
     FieldViolation,
     json::{from_struct, map_to_struct},
 };
 use atelier_proto::{
-    image::v1::{GetImageRequest, image_service_client::ImageServiceClient},
+    image::v1::{
+        self as image_pb, BatchGetImagesRequest, image_service_client::ImageServiceClient,
+    },
     processing::v1::{self as pb, processing_service_client::ProcessingServiceClient},
 };
 use axum::{
@@ -60,6 +62,40 @@ pub struct JobError {
     pub message: String,
 }
 
+/// One output of a completed job: a result image with signed URLs.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct JobOutputBody {
+    pub image_id: String,
+    /// A signed URL of the image; it expires (`SIGNED_URL_TTL`).
+    pub url: String,
+    /// A signed URL of its 512 px preview, when there is one.
+    pub thumbnail_url: Option<String>,
+    /// A download name: `<original stem>_<workflow id>[_<n>].<ext>`.
+    pub filename: String,
+    pub mime_type: String,
+    pub width: u32,
+    pub height: u32,
+    /// Size in bytes.
+    pub file_size: i64,
+    /// `image`, or `mask` for a segmentation mask.
+    pub role: String,
+}
+
+/// An amount of money.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct CostBody {
+    pub amount: f64,
+    /// ISO 4217, e.g. `USD`.
+    pub currency: String,
+}
+
+fn cost_body(cost: Option<pb::Cost>) -> Option<CostBody> {
+    cost.map(|cost| CostBody {
+        amount: cost.amount,
+        currency: cost.currency,
+    })
+}
+
 /// A job as the REST API shows it.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct JobBody {
@@ -73,9 +109,17 @@ pub struct JobBody {
     pub queue_position: Option<i32>,
     pub progress: Option<f64>,
     pub logs: Vec<String>,
+    /// The first output's image (kept for older clients; see `outputs`).
     pub result_image_id: Option<String>,
-    /// A signed URL of the result, when there is one.
+    /// A signed URL of the first output, when there is one (see `outputs`).
     pub result_url: Option<String>,
+    /// Every output of a completed job, in fal's output order (images, then a
+    /// mask where the workflow adds one); empty until the job completes, and
+    /// without the outputs deleted since.
+    pub outputs: Vec<JobOutputBody>,
+    /// The cost estimated at fal's price when the job started; `null` when the
+    /// workflow had no price, or one (per GPU second) not known before the run.
+    pub estimated_cost: Option<CostBody>,
     pub error: Option<JobError>,
     pub created_at: Option<String>,
     pub started_at: Option<String>,
@@ -152,7 +196,104 @@ fn status_code(name: &str) -> Option<i32> {
     )
 }
 
-pub fn encode_job(job: pb::Job, result_url: Option<String>) -> JobBody {
+/// The result images of some jobs with signed URLs, by id, fetched with as few
+/// BatchGetImages calls as there are hundreds of them. Images that are gone are
+/// missing from the map; a failure leaves every output out rather than failing
+/// the job's view.
+pub async fn result_images(
+    state: &AppState,
+    headers: &HeaderMap,
+    jobs: &[pb::Job],
+) -> HashMap<String, image_pb::Image> {
+    let ids: Vec<String> = jobs
+        .iter()
+        .flat_map(|job| job_output_ids(job).into_iter().map(|(id, _)| id))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let calls = ids.chunks(100).map(|chunk| {
+        let mut images = ImageServiceClient::new(state.image.clone());
+        let request = grpc_request(
+            BatchGetImagesRequest {
+                image_ids: chunk.to_vec(),
+            },
+            headers,
+        );
+        async move { images.batch_get_images(request).await }
+    });
+    let mut found = HashMap::new();
+    for reply in futures::future::join_all(calls).await {
+        match reply {
+            Ok(reply) => found.extend(
+                reply
+                    .into_inner()
+                    .images
+                    .into_iter()
+                    .map(|image| (image.id.clone(), image)),
+            ),
+            Err(status) => {
+                tracing::warn!(code = ?status.code(), message = status.message(), "result images unavailable");
+            }
+        }
+    }
+    found
+}
+
+/// A job's output ids with the role the processing service recorded, in order
+/// (from `result_image_ids` for a service that sends no `outputs`).
+fn job_output_ids(job: &pb::Job) -> Vec<(String, String)> {
+    if job.outputs.is_empty() {
+        job.result_image_ids
+            .iter()
+            .map(|id| (id.clone(), "image".to_owned()))
+            .collect()
+    } else {
+        job.outputs
+            .iter()
+            .map(|output| (output.image_id.clone(), output.role.clone()))
+            .collect()
+    }
+}
+
+/// The output as shown: the role is the result image's `output_role` metadata
+/// (set when it was stored), else the one the job recorded, else `image`.
+fn output_body(image: &image_pb::Image, recorded_role: &str) -> JobOutputBody {
+    let role = image
+        .metadata
+        .as_ref()
+        .and_then(|metadata| metadata.fields.get("output_role"))
+        .and_then(|value| match &value.kind {
+            Some(prost_types::value::Kind::StringValue(role)) => Some(role.as_str()),
+            _ => None,
+        })
+        .filter(|role| !role.is_empty())
+        .unwrap_or(if recorded_role.is_empty() {
+            "image"
+        } else {
+            recorded_role
+        });
+    JobOutputBody {
+        image_id: image.id.clone(),
+        url: image.url.clone(),
+        thumbnail_url: Some(image.thumbnail_url.clone()).filter(|url| !url.is_empty()),
+        filename: image.original_filename.clone(),
+        mime_type: image.mime_type.clone(),
+        width: image.width,
+        height: image.height,
+        file_size: image.file_size,
+        role: role.to_owned(),
+    }
+}
+
+/// A job for REST, its outputs taken from `images` (see [`result_images`]).
+pub fn encode_job(job: pb::Job, images: &HashMap<String, image_pb::Image>) -> JobBody {
+    let outputs: Vec<JobOutputBody> = job_output_ids(&job)
+        .iter()
+        .filter_map(|(id, role)| images.get(id).map(|image| output_body(image, role)))
+        .collect();
+    let result_url = images
+        .get(&job.result_image_id)
+        .map(|image| image.url.clone());
     JobBody {
         status: status_name(job.status).to_owned(),
         job_id: job.id,
@@ -164,6 +305,8 @@ pub fn encode_job(job: pb::Job, result_url: Option<String>) -> JobBody {
         logs: job.logs.into_iter().map(|log| log.message).collect(),
         result_image_id: Some(job.result_image_id).filter(|id| !id.is_empty()),
         result_url,
+        outputs,
+        estimated_cost: cost_body(job.estimated_cost),
         error: job.error.map(|error| JobError {
             code: error.code,
             message: error.message,
@@ -173,6 +316,18 @@ pub fn encode_job(job: pb::Job, result_url: Option<String>) -> JobBody {
         completed_at: rfc3339(job.completed_at),
         processing_time_ms: job.processing_time_ms,
     }
+}
+
+/// Jobs for REST, with their outputs fetched in one go.
+pub async fn encode_jobs(
+    state: &AppState,
+    headers: &HeaderMap,
+    jobs: Vec<pb::Job>,
+) -> Vec<JobBody> {
+    let images = result_images(state, headers, &jobs).await;
+    jobs.into_iter()
+        .map(|job| encode_job(job, &images))
+        .collect()
 }
 
 /// Start processing one of your images with a workflow.
@@ -216,25 +371,6 @@ pub async fn start(
     accepted(job)
 }
 
-async fn job_body(state: &AppState, headers: &HeaderMap, job: pb::Job) -> JobBody {
-    let result_url = if job.result_image_id.is_empty() {
-        None
-    } else {
-        ImageServiceClient::new(state.image.clone())
-            .get_image(grpc_request(
-                GetImageRequest {
-                    image_id: job.result_image_id.clone(),
-                },
-                headers,
-            ))
-            .await
-            .ok()
-            .and_then(|reply| reply.into_inner().image)
-            .map(|image| image.url)
-    };
-    encode_job(job, result_url)
-}
-
 /// One of your jobs.
 #[utoipa::path(
     get, path = "/api/processing/{job_id}/status", tag = "processing",
@@ -256,7 +392,8 @@ pub async fn status(
         .into_inner()
         .job
         .ok_or_else(|| Problem::from(tonic::Status::internal("reply without job")))?;
-    Ok(Json(job_body(&state, &headers, job).await))
+    let images = result_images(&state, &headers, std::slice::from_ref(&job)).await;
+    Ok(Json(encode_job(job, &images)))
 }
 
 /// Cancel one of your jobs, in any unfinished state.
@@ -318,11 +455,7 @@ pub async fn list(
         .await?
         .into_inner();
     Ok(Json(JobList {
-        jobs: reply
-            .jobs
-            .into_iter()
-            .map(|job| encode_job(job, None))
-            .collect(),
+        jobs: encode_jobs(&state, &headers, reply.jobs).await,
         next_page_token: Some(reply.next_page_token).filter(|token| !token.is_empty()),
     }))
 }
@@ -472,10 +605,15 @@ pub struct BatchBody {
     pub cancelled: i32,
     /// Finished jobs over all jobs, 0 to 1.
     pub progress: f64,
+    /// The batch's jobs (for a retry: the jobs sent round again).
     pub job_ids: Vec<String>,
+    /// Every job of the batch with its outputs, newest first.
+    pub jobs: Vec<JobBody>,
+    /// The sum of the jobs' estimated costs; `null` when any job has none.
+    pub estimated_cost: Option<CostBody>,
 }
 
-fn batch_body(batch: pb::Batch, job_ids: Vec<String>) -> BatchBody {
+fn batch_body(batch: pb::Batch, job_ids: Vec<String>, jobs: Vec<JobBody>) -> BatchBody {
     let status = match pb::BatchStatus::try_from(batch.status) {
         Ok(pb::BatchStatus::Completed) => "completed",
         Ok(pb::BatchStatus::CompletedWithFailures) => "completed_with_failures",
@@ -493,6 +631,8 @@ fn batch_body(batch: pb::Batch, job_ids: Vec<String>) -> BatchBody {
         cancelled: batch.cancelled,
         progress: batch.progress,
         job_ids,
+        jobs,
+        estimated_cost: cost_body(batch.estimated_cost),
     }
 }
 
@@ -545,11 +685,20 @@ pub async fn start_batch(
     let batch = reply
         .batch
         .ok_or_else(|| Problem::from(tonic::Status::internal("reply without batch")))?;
-    Ok((StatusCode::ACCEPTED, Json(batch_body(batch, reply.job_ids))))
+    let jobs = batch_jobs(&state, &headers, &batch.id).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(batch_body(batch, reply.job_ids, jobs)),
+    ))
 }
 
-async fn batch_jobs(state: &AppState, headers: &HeaderMap, batch_id: &str) -> Vec<String> {
-    client(state)
+/// Every job of a batch (at most 100, the batch limit), encoded with outputs.
+async fn batch_jobs(
+    state: &AppState,
+    headers: &HeaderMap,
+    batch_id: &str,
+) -> Result<Vec<JobBody>, Problem> {
+    let jobs = client(state)
         .list_jobs(grpc_request(
             pb::ListJobsRequest {
                 page_size: 100,
@@ -558,16 +707,14 @@ async fn batch_jobs(state: &AppState, headers: &HeaderMap, batch_id: &str) -> Ve
             },
             headers,
         ))
-        .await
-        .map(|reply| {
-            reply
-                .into_inner()
-                .jobs
-                .into_iter()
-                .map(|job| job.id)
-                .collect()
-        })
-        .unwrap_or_default()
+        .await?
+        .into_inner()
+        .jobs;
+    Ok(encode_jobs(state, headers, jobs).await)
+}
+
+fn ids_of(jobs: &[JobBody]) -> Vec<String> {
+    jobs.iter().map(|job| job.job_id.clone()).collect()
 }
 
 /// One of your batches, as its jobs add up.
@@ -596,8 +743,8 @@ pub async fn get_batch(
         .into_inner()
         .batch
         .ok_or_else(|| Problem::from(tonic::Status::internal("reply without batch")))?;
-    let jobs = batch_jobs(&state, &headers, &batch_id).await;
-    Ok(Json(batch_body(batch, jobs)))
+    let jobs = batch_jobs(&state, &headers, &batch_id).await?;
+    Ok(Json(batch_body(batch, ids_of(&jobs), jobs)))
 }
 
 /// Cancel every unfinished job of a batch.
@@ -623,8 +770,11 @@ pub async fn cancel_batch(
         .into_inner()
         .batch
         .ok_or_else(|| Problem::from(tonic::Status::internal("reply without batch")))?;
-    let jobs = batch_jobs(&state, &headers, &batch_id).await;
-    Ok((StatusCode::ACCEPTED, Json(batch_body(batch, jobs))))
+    let jobs = batch_jobs(&state, &headers, &batch_id).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(batch_body(batch, ids_of(&jobs), jobs)),
+    ))
 }
 
 /// Run a batch's failed jobs again; the others are left alone.
@@ -640,14 +790,20 @@ pub async fn retry_batch(
     Path(batch_id): Path<String>,
 ) -> Result<impl IntoResponse, Problem> {
     let reply = client(&state)
-        .retry_batch(grpc_request(pb::RetryBatchRequest { batch_id }, &headers))
+        .retry_batch(grpc_request(
+            pb::RetryBatchRequest {
+                batch_id: batch_id.clone(),
+            },
+            &headers,
+        ))
         .await?
         .into_inner();
     let batch = reply
         .batch
         .ok_or_else(|| Problem::from(tonic::Status::internal("reply without batch")))?;
+    let jobs = batch_jobs(&state, &headers, &batch_id).await?;
     Ok((
         StatusCode::ACCEPTED,
-        Json(batch_body(batch, reply.retried_job_ids)),
+        Json(batch_body(batch, reply.retried_job_ids, jobs)),
     ))
 }

@@ -1,13 +1,16 @@
 //! `/api/users/*`: the caller's profile, settings, history and account, over the
 //! user service.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use atelier_common::{
     FieldViolation,
     json::{from_struct, map_to_struct},
 };
-use atelier_proto::user::v1::{self as pb, user_service_client::UserServiceClient};
+use atelier_proto::{
+    image::v1 as image_pb,
+    user::v1::{self as pb, user_service_client::UserServiceClient},
+};
 use axum::{
     Json,
     extract::{Query, State},
@@ -425,7 +428,7 @@ pub struct HistoryParams {
     pub from: Option<String>,
     /// Only jobs created before this instant (RFC 3339).
     pub to: Option<String>,
-    /// Words to find in workflow names and prompts.
+    /// Words to find in workflow names, input file names and prompts.
     pub q: Option<String>,
 }
 
@@ -480,7 +483,7 @@ fn instant(
         ("workflow_id" = Option<String>, Query, description = "Only jobs of this workflow"),
         ("from" = Option<String>, Query, description = "Only jobs created at or after this instant (RFC 3339)"),
         ("to" = Option<String>, Query, description = "Only jobs created before this instant (RFC 3339)"),
-        ("q" = Option<String>, Query, description = "Words to find in workflow names and prompts"),
+        ("q" = Option<String>, Query, description = "Words to find in workflow names, input file names (`IMG_2041`, `img_2041.jpg` or `2041`) and prompts"),
     ),
     responses(
         (status = 200, description = "One page of the history", body = HistoryPage),
@@ -523,6 +526,12 @@ pub async fn history(
         ))
         .await?
         .into_inner();
+    let images: HashMap<String, image_pb::Image> = reply
+        .entries
+        .iter()
+        .flat_map(|entry| entry.result_images.iter())
+        .map(|image| (image.id.clone(), image.clone()))
+        .collect();
     let items = reply
         .entries
         .into_iter()
@@ -533,13 +542,12 @@ pub async fn history(
                 .into_iter()
                 .map(ImageBody::from)
                 .collect();
-            let result_url = result_images.first().map(|image| image.url.clone());
             Some(HistoryItem {
                 workflow_name: job.workflow_name.clone(),
                 input_image: entry.input_image.map(ImageBody::from),
                 result_image: result_images.first().cloned(),
                 result_images,
-                job: encode_job(job, result_url),
+                job: encode_job(job, &images),
             })
         })
         .collect();

@@ -17,10 +17,15 @@ use crate::{
     params::Params,
 };
 
-/// One endpoint: its id and how it reads its input.
+/// One endpoint: its id, how it reads its input, and its price.
 pub(crate) struct Endpoint {
     pub id: &'static str,
     read: fn(&mut Params<'_>) -> Job,
+    /// The simulator's fixed unit price (USD) and fal's billing unit for it:
+    /// `image` (per output image), `megapixels` (per output megapixel) or
+    /// `second` (of GPU time). The values are the simulator's own, shaped like
+    /// fal's; fal's real prices come from fal's platform API.
+    pub price: (f64, &'static str),
 }
 
 /// Every endpoint the simulator serves.
@@ -28,42 +33,52 @@ static CATALOGUE: &[Endpoint] = &[
     Endpoint {
         id: "fal-ai/clarity-upscaler",
         read: clarity_upscaler,
+        price: (0.03, "megapixels"),
     },
     Endpoint {
         id: "fal-ai/esrgan",
         read: esrgan,
+        price: (0.00111, "second"),
     },
     Endpoint {
         id: "fal-ai/aura-sr",
         read: aura_sr,
+        price: (0.00125, "megapixels"),
     },
     Endpoint {
         id: "fal-ai/birefnet",
         read: birefnet,
+        price: (0.002, "image"),
     },
     Endpoint {
         id: "fal-ai/imageutils/rembg",
         read: rembg,
+        price: (0.001, "image"),
     },
     Endpoint {
         id: "fal-ai/flux/dev/image-to-image",
         read: flux_image_to_image,
+        price: (0.025, "megapixels"),
     },
     Endpoint {
         id: "fal-ai/image-preprocessors/canny",
         read: canny,
+        price: (0.00111, "second"),
     },
     Endpoint {
         id: "fal-ai/imageutils/depth",
         read: depth,
+        price: (0.00111, "second"),
     },
     Endpoint {
         id: "fal-ai/image-preprocessors/lineart",
         read: lineart,
+        price: (0.00111, "second"),
     },
     Endpoint {
         id: "workflows/atelier/upscale-cutout",
         read: upscale_cutout,
+        price: (0.02, "image"),
     },
 ];
 

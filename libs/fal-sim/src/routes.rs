@@ -35,6 +35,7 @@ type ApiResult = Result<Response, ApiError>;
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/v1/models/pricing", get(pricing))
         .route("/.well-known/jwks.json", get(jwks))
         .route("/files/{name}", get(file))
         .route("/_sim/stats", get(stats))
@@ -465,6 +466,49 @@ async fn jwks(State(shared): State<Arc<Shared>>) -> Response {
         Json(shared.signer.jwks()),
     )
         .into_response()
+}
+
+/// fal's platform API `GET /v1/models/pricing?endpoint_id=a,b` (also
+/// `endpoint_id=a&endpoint_id=b`): the fixed unit price of each catalogue
+/// endpoint asked for, 1 to 50 ids. Ids outside the catalogue are left out.
+async fn pricing(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Query(query): Query<Vec<(String, String)>>,
+) -> ApiResult {
+    check_outage(&shared)?;
+    authorize(&shared, &headers)?;
+    let ids: Vec<&str> = query
+        .iter()
+        .filter(|(name, _)| name == "endpoint_id")
+        .flat_map(|(_, value)| value.split(','))
+        .map(str::trim)
+        .filter(|id| !id.is_empty())
+        .collect();
+    if ids.is_empty() {
+        return Err(bad_request(
+            "endpoint_id is required: one to 50 endpoint ids, comma-separated".to_owned(),
+        ));
+    }
+    if ids.len() > 50 {
+        return Err(bad_request(format!(
+            "at most 50 endpoint ids may be asked at once, not {}",
+            ids.len()
+        )));
+    }
+    let prices: Vec<Value> = ids
+        .iter()
+        .filter_map(|id| catalogue::find(id))
+        .map(|endpoint| {
+            json!({
+                "endpoint_id": endpoint.id,
+                "unit_price": endpoint.price.0,
+                "unit": endpoint.price.1,
+                "currency": "USD",
+            })
+        })
+        .collect();
+    Ok(Json(json!({"prices": prices, "next_cursor": null, "has_more": false})).into_response())
 }
 
 async fn healthz() -> Json<Value> {

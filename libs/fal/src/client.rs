@@ -23,7 +23,10 @@ use crate::{
     error::{FalError, classify},
     retry,
     sse::SseParser,
-    types::{CancelOutcome, QueueStatus, RequestStatus, SubmitOptions, Submitted, WireSubmitted},
+    types::{
+        CancelOutcome, Price, QueueStatus, RequestStatus, SubmitOptions, Submitted, WirePrices,
+        WireSubmitted,
+    },
 };
 
 /// Request URLs remembered from submit replies, at most this many.
@@ -43,6 +46,7 @@ pub struct FalClient {
 pub(crate) struct Inner {
     pub(crate) config: FalConfig,
     base: Url,
+    api: Url,
     http: reqwest::Client,
     pub(crate) allow: Vec<AllowEntry>,
     pub(crate) breakers: Breakers,
@@ -92,6 +96,11 @@ impl FalClient {
         if !matches!(base.scheme(), "http" | "https") || base.host_str().is_none() {
             anyhow::bail!("FAL_QUEUE_URL must be an http(s) url with a host");
         }
+        let api = Url::parse(&config.api_url)
+            .with_context(|| format!("FAL_API_URL {:?} is not a url", config.api_url))?;
+        if !matches!(api.scheme(), "http" | "https") || api.host_str().is_none() {
+            anyhow::bail!("FAL_API_URL must be an http(s) url with a host");
+        }
         let mut auth = HeaderValue::from_str(&format!("Key {}", config.key))
             .context("the fal key holds characters a header cannot")?;
         auth.set_sensitive(true);
@@ -119,6 +128,7 @@ impl FalClient {
                 breakers: Breakers::new(config.breaker.clone()),
                 config,
                 base,
+                api,
                 http,
                 allow,
                 urls: Mutex::new(HashMap::new()),
@@ -390,6 +400,42 @@ impl FalClient {
             } => Err(FalError::NotReady.into()),
             other => Err(other.into()),
         }
+    }
+
+    /// The unit prices of `endpoints` from fal's platform API
+    /// (`GET {FAL_API_URL}/models/pricing?endpoint_id=a,b`), asked 50 ids at a
+    /// time (fal's limit), through the platform host's breaker and retries.
+    /// Endpoints fal has no price for are missing from the answer.
+    pub async fn pricing(&self, endpoints: &[EndpointId]) -> Result<Vec<Price>, FalError> {
+        let mut prices = Vec::with_capacity(endpoints.len());
+        for chunk in endpoints.chunks(50) {
+            let mut url = join(&self.inner.api, ["models", "pricing"]);
+            let ids = chunk
+                .iter()
+                .map(EndpointId::as_str)
+                .collect::<Vec<_>>()
+                .join(",");
+            url.query_pairs_mut().append_pair("endpoint_id", &ids);
+            let host = host_key(&url);
+            let page = self
+                .with_retry(&host, "pricing", true, || self.pricing_once(&url))
+                .await?;
+            prices.extend(page);
+        }
+        Ok(prices)
+    }
+
+    async fn pricing_once(&self, url: &Url) -> Result<Vec<Price>, Failure> {
+        let (status, headers, body) = self.send(self.inner.http.get(url.clone())).await?;
+        if status != StatusCode::OK {
+            return Err(classify(status, &headers, &body).into());
+        }
+        let wire: WirePrices = serde_json::from_slice(&body).map_err(|err| {
+            Failure::from(FalError::Protocol(format!(
+                "the pricing reply is not valid: {err}"
+            )))
+        })?;
+        Ok(wire.into_prices()?)
     }
 
     /// Cancels the request: dropped when queued, signalled when running.

@@ -8,6 +8,9 @@ use anyhow::bail;
 /// fal's queue host.
 pub const DEFAULT_QUEUE_URL: &str = "https://queue.fal.run";
 
+/// fal's platform API (model metadata and pricing).
+pub const DEFAULT_API_URL: &str = "https://api.fal.ai/v1";
+
 /// The hosts fal serves results from. `storage.googleapis.com` only under
 /// `/falserverless/`.
 pub const DEFAULT_RESULT_HOSTS: [&str; 4] = [
@@ -22,6 +25,9 @@ pub const DEFAULT_RESULT_HOSTS: [&str; 4] = [
 pub struct FalConfig {
     /// Base URL of the queue API (`FAL_QUEUE_URL`, default `https://queue.fal.run`).
     pub queue_url: String,
+    /// Base URL of the platform API, where prices are read (`FAL_API_URL`,
+    /// default `https://api.fal.ai/v1`).
+    pub api_url: String,
     /// The API key (`FAL_KEY`), sent as `Authorization: Key <key>`; may be
     /// `KEY_ID:KEY_SECRET`.
     pub key: String,
@@ -61,6 +67,7 @@ impl FalConfig {
     pub fn new(key: impl Into<String>) -> Self {
         Self {
             queue_url: DEFAULT_QUEUE_URL.to_owned(),
+            api_url: DEFAULT_API_URL.to_owned(),
             key: key.into(),
             request_timeout: None,
             http_timeout: Duration::from_secs(30),
@@ -93,6 +100,9 @@ impl FalConfig {
         let mut config = Self::new(key);
         if let Some(url) = env.opt("FAL_QUEUE_URL")? {
             config.queue_url = url;
+        }
+        if let Some(url) = env.opt("FAL_API_URL")? {
+            config.api_url = url;
         }
         config.request_timeout = env
             .opt::<u64>("FAL_REQUEST_TIMEOUT_SECS")?
@@ -164,6 +174,7 @@ impl fmt::Debug for FalConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("FalConfig")
             .field("queue_url", &self.queue_url)
+            .field("api_url", &self.api_url)
             .field("key", &"<redacted>")
             .field("request_timeout", &self.request_timeout)
             .field("http_timeout", &self.http_timeout)

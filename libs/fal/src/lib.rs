@@ -18,6 +18,7 @@
 //! |---|---|---|
 //! | `FAL_KEY` | unset: no fal | API key, `Authorization: Key <FAL_KEY>` |
 //! | `FAL_QUEUE_URL` | `https://queue.fal.run` | queue API base URL (the simulator's in local mode) |
+//! | `FAL_API_URL` | `https://api.fal.ai/v1` | platform API base URL, for prices (the simulator's in local mode) |
 //! | `FAL_REQUEST_TIMEOUT_SECS` | unset | `X-Fal-Request-Timeout` sent with each submission |
 //! | `FAL_HTTP_TIMEOUT_SECS` | 30 | deadline of one HTTP call |
 //! | `FAL_MAX_RETRIES` | 3 | retries of a transient failure |
@@ -50,11 +51,13 @@ pub mod webhook;
 
 pub use breaker::BreakerState;
 pub use client::FalClient;
-pub use config::{BreakerConfig, DEFAULT_QUEUE_URL, DEFAULT_RESULT_HOSTS, FalConfig, RetryConfig};
+pub use config::{
+    BreakerConfig, DEFAULT_API_URL, DEFAULT_QUEUE_URL, DEFAULT_RESULT_HOSTS, FalConfig, RetryConfig,
+};
 pub use download::{MAX_REDIRECTS, is_forbidden_address};
 pub use endpoint::{EndpointId, EndpointIdError};
 pub use error::{FalError, FieldIssue, classify};
 pub use types::{
-    CancelOutcome, Downloaded, LogEntry, Priority, QueueStatus, RequestStatus, SubmitOptions,
-    Submitted,
+    CancelOutcome, Downloaded, LogEntry, Price, Priority, QueueStatus, RequestStatus,
+    SubmitOptions, Submitted,
 };

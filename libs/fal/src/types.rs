@@ -247,3 +247,73 @@ mod tests {
         }
     }
 }
+
+/// The unit price of one endpoint, from fal's platform API
+/// (`GET /v1/models/pricing`). Account discounts may apply on the bill.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Price {
+    pub endpoint_id: String,
+    /// Price of one unit, in `currency`.
+    pub unit_price: f64,
+    /// What is billed: `image` (per output image), `megapixels` (per output
+    /// megapixel), `second` (of GPU time) and others, as fal names them.
+    pub unit: String,
+    /// ISO 4217, e.g. `USD`.
+    pub currency: String,
+}
+
+/// One entry of the pricing reply as it comes over the wire: the price may be a
+/// number or a decimal string.
+#[derive(Debug, Deserialize)]
+pub(crate) struct WirePrice {
+    pub endpoint_id: String,
+    pub unit_price: serde_json::Value,
+    #[serde(default)]
+    pub unit: String,
+    #[serde(default)]
+    pub currency: String,
+}
+
+/// The pricing reply: `{"prices": [...], "next_cursor", "has_more"}`; a bare
+/// array of prices is accepted too.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum WirePrices {
+    Wrapped { prices: Vec<WirePrice> },
+    Bare(Vec<WirePrice>),
+}
+
+impl WirePrices {
+    pub(crate) fn into_prices(self) -> Result<Vec<Price>, FalError> {
+        let prices = match self {
+            Self::Wrapped { prices } | Self::Bare(prices) => prices,
+        };
+        prices
+            .into_iter()
+            .map(|wire| {
+                let unit_price = match &wire.unit_price {
+                    serde_json::Value::Number(number) => number.as_f64(),
+                    serde_json::Value::String(text) => text.trim().parse().ok(),
+                    _ => None,
+                }
+                .filter(|price: &f64| price.is_finite() && *price >= 0.0)
+                .ok_or_else(|| {
+                    FalError::Protocol(format!(
+                        "the price of {} is not a number: {}",
+                        wire.endpoint_id, wire.unit_price
+                    ))
+                })?;
+                Ok(Price {
+                    endpoint_id: wire.endpoint_id,
+                    unit_price,
+                    unit: wire.unit,
+                    currency: if wire.currency.is_empty() {
+                        "USD".to_owned()
+                    } else {
+                        wire.currency
+                    },
+                })
+            })
+            .collect()
+    }
+}

@@ -94,6 +94,97 @@ fn esrgan() -> EndpointId {
 }
 
 #[tokio::test]
+async fn prices_come_from_the_platform_api_for_every_endpoint_asked() {
+    let sim = sim(SimConfig::default()).await;
+    let mut config = config_for(&sim);
+    config.api_url = format!("{}/v1", sim.handle.base_url());
+    let client = FalClient::new(config).expect("client");
+    let endpoints: Vec<EndpointId> = [
+        "fal-ai/flux/dev/image-to-image",
+        "fal-ai/birefnet",
+        "fal-ai/esrgan",
+        "fal-ai/no-such-model",
+    ]
+    .iter()
+    .map(|id| EndpointId::parse(id).expect("id"))
+    .collect();
+    let prices = client.pricing(&endpoints).await.expect("prices");
+    let found: Vec<(&str, f64, &str, &str)> = prices
+        .iter()
+        .map(|price| {
+            (
+                price.endpoint_id.as_str(),
+                price.unit_price,
+                price.unit.as_str(),
+                price.currency.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        found,
+        [
+            ("fal-ai/flux/dev/image-to-image", 0.025, "megapixels", "USD"),
+            ("fal-ai/birefnet", 0.002, "image", "USD"),
+            ("fal-ai/esrgan", 0.00111, "second", "USD"),
+        ],
+        "an endpoint without a price is left out"
+    );
+    // More than fal's 50 ids at once: asked in several calls.
+    let many: Vec<EndpointId> = (0..120)
+        .map(|_| EndpointId::parse("fal-ai/birefnet").expect("id"))
+        .collect();
+    assert_eq!(client.pricing(&many).await.expect("prices").len(), 120);
+    assert!(
+        client
+            .pricing(&[])
+            .await
+            .expect("nothing to ask")
+            .is_empty()
+    );
+
+    // The simulator answers as fal does: the key is required, 1 to 50 ids.
+    let http = reqwest::Client::new();
+    let url = format!("{}/v1/models/pricing", sim.handle.base_url());
+    let anonymous = http
+        .get(&url)
+        .query(&[("endpoint_id", "fal-ai/birefnet")])
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(anonymous.status(), 401);
+    for ids in [String::new(), vec!["fal-ai/birefnet"; 51].join(",")] {
+        let refused = http
+            .get(&url)
+            .header("authorization", "Key test")
+            .query(&[("endpoint_id", ids.as_str())])
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(refused.status(), 400);
+        let body: serde_json::Value = refused.json().await.expect("json");
+        assert!(body["detail"].is_string(), "{body}");
+    }
+    let both_forms = http
+        .get(format!(
+            "{url}?endpoint_id=fal-ai/birefnet&endpoint_id=fal-ai/imageutils/rembg"
+        ))
+        .header("authorization", "Key test")
+        .send()
+        .await
+        .expect("send");
+    let body: serde_json::Value = both_forms.json().await.expect("json");
+    assert_eq!(body["prices"].as_array().expect("prices").len(), 2);
+    assert_eq!(body["has_more"], false);
+
+    // fal unreachable: an error, not an empty price list.
+    sim.handle.set_failures(Failures {
+        outage_until: Some(Instant::now() + Duration::from_secs(60)),
+        ..Default::default()
+    });
+    assert!(client.pricing(&endpoints[..1]).await.is_err());
+}
+
+#[tokio::test]
 async fn submit_wait_result_and_download() {
     let sim = sim(SimConfig::default()).await;
     let client = client_for(&sim);

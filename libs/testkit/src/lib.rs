@@ -181,6 +181,12 @@ pub struct Options {
     pub tiers: atelier_user::Tiers,
     /// The user service's clock (quota windows); tests move it to see quotas reset.
     pub user_clock: Arc<OffsetClock>,
+    /// How long the workflow service serves its catalogue from memory.
+    pub workflow_cache_ttl: Duration,
+    /// How often the workflow service reads prices from the simulator.
+    pub pricing_every: Duration,
+    /// The largest result fal may return (`FAL_MAX_RESULT_BYTES`).
+    pub max_result_bytes: u64,
 }
 
 /// The system clock moved by an offset tests control.
@@ -243,6 +249,9 @@ impl Options {
             fal_http_timeout: Duration::from_secs(30),
             tiers: unlimited_tiers(),
             user_clock: Arc::new(OffsetClock::default()),
+            workflow_cache_ttl: Duration::from_secs(60),
+            pricing_every: Duration::from_secs(3600),
+            max_result_bytes: atelier_fal::FalConfig::new("test").max_result_bytes,
         }
     }
 }
@@ -358,17 +367,6 @@ impl TestPlatform {
             image_listener,
             shutdown.clone(),
         ));
-        let workflow_config = atelier_workflow::WorkflowConfig {
-            platform: platform.clone(),
-            cache_ttl: Duration::from_secs(60),
-            refresh: None,
-        };
-        tokio::spawn(atelier_workflow::serve(
-            workflow_config,
-            workflow_listener,
-            shutdown.clone(),
-        ));
-
         let (sim_listener, sim_addr) = listener().await?;
         let fal_sim = atelier_fal_sim::start(
             atelier_fal_sim::SimConfig {
@@ -379,6 +377,29 @@ impl TestPlatform {
             shutdown.clone(),
         )
         .await?;
+        let mut pricing = atelier_fal::FalConfig::new("test");
+        pricing.queue_url = format!("http://{sim_addr}");
+        pricing.api_url = format!("http://{sim_addr}/v1");
+        pricing.retry = options.fal_retry.clone();
+        let workflow_config = atelier_workflow::WorkflowConfig {
+            platform: platform.clone(),
+            cache_ttl: options.workflow_cache_ttl,
+            refresh: None,
+            pricing: Some(atelier_workflow::refresh::PricingConfig {
+                fal: pricing,
+                every: options.pricing_every,
+            }),
+            limits: atelier_workflow::estimate::Limits {
+                max_bytes: options.max_result_bytes,
+                max_pixels: options.max_pixels,
+            },
+        };
+        tokio::spawn(atelier_workflow::serve(
+            workflow_config,
+            workflow_listener,
+            shutdown.clone(),
+        ));
+
         let mut fal = atelier_fal::FalConfig::new("test");
         fal.queue_url = format!("http://{sim_addr}");
         fal.allowed_result_hosts = vec![format!("http://{sim_addr}")];
@@ -386,6 +407,7 @@ impl TestPlatform {
         fal.breaker = options.fal_breaker.clone();
         fal.retry = options.fal_retry.clone();
         fal.http_timeout = options.fal_http_timeout;
+        fal.max_result_bytes = options.max_result_bytes;
         let mut queue = atelier_queue::QueueConfig::default();
         queue.retry.base = Duration::from_millis(200);
         let processing_config = atelier_processing::ProcessingConfig {

@@ -285,7 +285,15 @@ impl ImageService for ImageApi {
             Ok(pb::ImageKind::Result) => Some("result"),
             _ => None,
         };
-        let (images, next) = self.images.list(caller.user_id, kind, after, size).await?;
+        let query = request.query.trim();
+        if query.chars().count() > 200 {
+            return Err(ImageError::field("query", "must be at most 200 characters").into());
+        }
+        let name = Some(query).filter(|query| !query.is_empty());
+        let (images, next) = self
+            .images
+            .list(caller.user_id, kind, name, after, size)
+            .await?;
         Ok(Response::new(pb::ListImagesResponse {
             images: images.into_iter().map(encode).collect(),
             next_page_token: next.map(|id| page::encode(&id)).unwrap_or_default(),

@@ -5,7 +5,7 @@ use sea_orm::{
     ActiveValue::Set,
     ColumnTrait, Condition, DatabaseConnection, DbErr, EntityTrait, PaginatorTrait, QueryFilter,
     QueryOrder, QuerySelect,
-    sea_query::{Alias, Expr, Func},
+    sea_query::{Alias, Expr, ExprTrait, Func, LikeExpr},
 };
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -46,6 +46,22 @@ pub mod images {
 }
 
 pub use images::Model as ImageRow;
+
+/// A LIKE pattern matching values that contain `text` (lowercased, to be
+/// compared with `lower(column)`), with LIKE's wildcards and the escape
+/// character itself escaped, so `50%_off` finds only that text.
+pub fn contains_pattern(text: &str) -> String {
+    let mut pattern = String::with_capacity(text.len() + 2);
+    pattern.push('%');
+    for c in text.to_lowercase().chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push('%');
+    pattern
+}
 
 #[derive(Clone)]
 pub struct Store {
@@ -123,17 +139,26 @@ impl Store {
             .await
     }
 
-    /// One page of a user's images, newest first, after the image `after`.
+    /// One page of a user's images, newest first, after the image `after`: only
+    /// those of `kind` when given, and only those whose original filename holds
+    /// `name` (case-insensitively, as a plain substring) when given.
     pub async fn page(
         &self,
         user_id: Uuid,
         kind: Option<&str>,
+        name: Option<&str>,
         after: Option<Uuid>,
         limit: u64,
     ) -> Result<Vec<ImageRow>, DbErr> {
         let mut query = images::Entity::find().filter(images::Column::UserId.eq(user_id));
         if let Some(kind) = kind {
             query = query.filter(images::Column::Kind.eq(kind));
+        }
+        if let Some(name) = name {
+            query = query.filter(
+                Expr::expr(Func::lower(Expr::col(images::Column::OriginalFilename)))
+                    .like(LikeExpr::new(contains_pattern(name)).escape('\\')),
+            );
         }
         if let Some(after) = after {
             query = query.filter(images::Column::Id.lt(after));

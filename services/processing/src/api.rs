@@ -109,7 +109,33 @@ fn error_of(row: &JobRow) -> Option<pb::JobError> {
     })
 }
 
+/// The outputs recorded with a job, in output order. An entry is the result
+/// image's id, or an object `{"image_id", "role"}` where the role was recorded;
+/// a plain id is an `image`.
+pub fn outputs_of(row: &JobRow) -> Vec<pb::JobOutput> {
+    row.result_image_ids
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|entry| match entry {
+            serde_json::Value::String(id) => Some((id.clone(), None)),
+            serde_json::Value::Object(entry) => Some((
+                entry.get("image_id")?.as_str()?.to_owned(),
+                entry.get("role").and_then(|role| role.as_str()),
+            )),
+            _ => None,
+        })
+        .enumerate()
+        .map(|(index, (image_id, role))| pb::JobOutput {
+            image_id,
+            index: index as i32,
+            role: role.unwrap_or("image").to_owned(),
+        })
+        .collect()
+}
+
 pub fn encode(row: &JobRow) -> pb::Job {
+    let outputs = outputs_of(row);
     pb::Job {
         id: row.id.to_string(),
         user_id: row.user_id.to_string(),
@@ -125,15 +151,15 @@ pub fn encode(row: &JobRow) -> pb::Job {
             .result_image_id
             .map(|id| id.to_string())
             .unwrap_or_default(),
-        result_image_ids: row
-            .result_image_ids
-            .as_array()
-            .map(|ids| {
-                ids.iter()
-                    .filter_map(|id| id.as_str().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default(),
+        result_image_ids: outputs.iter().map(|o| o.image_id.clone()).collect(),
+        outputs,
+        estimated_cost: match (row.estimated_cost, &row.cost_currency) {
+            (Some(amount), Some(currency)) => Some(pb::Cost {
+                amount,
+                currency: currency.clone(),
+            }),
+            _ => None,
+        },
         result_url: String::new(),
         error: error_of(row),
         attempts: row.attempts,
@@ -236,7 +262,24 @@ pub fn encode_batch(batch: &crate::jobs::BatchView) -> pb::Batch {
         } else {
             None
         },
+        estimated_cost: batch_cost(&batch.jobs),
     }
+}
+
+/// The sum of the jobs' estimated costs, when every job has one in one currency.
+fn batch_cost(jobs: &[JobRow]) -> Option<pb::Cost> {
+    let currency = jobs.first()?.cost_currency.clone()?;
+    let mut amount = 0.0;
+    for job in jobs {
+        if job.cost_currency.as_ref() != Some(&currency) {
+            return None;
+        }
+        amount += job.estimated_cost?;
+    }
+    Some(pb::Cost {
+        amount: (amount * 1_000_000.0).round() / 1_000_000.0,
+        currency,
+    })
 }
 
 type Events = Pin<Box<dyn Stream<Item = Result<pb::StreamJobEventsResponse, Status>> + Send>>;

@@ -7,7 +7,10 @@ use std::{sync::Arc, time::Duration};
 use atelier_common::{Clock, FieldViolation, json::map_to_struct};
 use atelier_proto::{
     image::v1::{CheckOwnershipRequest, image_service_client::ImageServiceClient},
-    workflow::v1::{ValidateParametersRequest, workflow_service_client::WorkflowServiceClient},
+    workflow::v1::{
+        EstimateInput, EstimateRequest, ValidateParametersRequest,
+        workflow_service_client::WorkflowServiceClient,
+    },
 };
 use atelier_queue::{Enqueue, Priority, Queue};
 use serde_json::{Map, Value, json};
@@ -156,6 +159,138 @@ impl Jobs {
         &self.bus
     }
 
+    /// What the workflow service estimates for running `workflow_id` with
+    /// `parameters` on `images` (id, width, height): each job's cost and its
+    /// currency, when known. A result that would not fit the platform's limits
+    /// is refused with the reason, on the parameter to change, else on
+    /// `image_field` (`image_id`, or `image_ids[i]` for a batch). Images without
+    /// known dimensions are not estimated.
+    pub(crate) async fn estimate(
+        &self,
+        workflow_id: &str,
+        parameters: &Map<String, Value>,
+        images: &[(Uuid, u32, u32)],
+        image_field: &str,
+    ) -> Result<Vec<Option<(f64, String)>>, ProcessingError> {
+        let known: Vec<EstimateInput> = images
+            .iter()
+            .filter(|(_, width, height)| *width > 0 && *height > 0)
+            .map(|(id, width, height)| EstimateInput {
+                image_id: id.to_string(),
+                width: *width,
+                height: *height,
+            })
+            .collect();
+        if known.is_empty() {
+            return Ok(vec![None; images.len()]);
+        }
+        let reply = match self
+            .workflows
+            .clone()
+            .estimate(EstimateRequest {
+                workflow_id: workflow_id.to_owned(),
+                parameters: Some(map_to_struct(parameters)),
+                inputs: known,
+            })
+            .await
+        {
+            Ok(reply) => reply.into_inner(),
+            Err(status) if status.code() == Code::NotFound => {
+                return Err(ProcessingError::WorkflowNotFound);
+            }
+            Err(status) if status.code() == Code::FailedPrecondition => {
+                return Err(ProcessingError::WorkflowInactive(
+                    status.message().to_owned(),
+                ));
+            }
+            Err(status) if status.code() == Code::InvalidArgument => {
+                return Err(ProcessingError::InvalidInput(
+                    atelier_common::error::field_violations(&status),
+                ));
+            }
+            Err(status) => return Err(upstream(status)),
+        };
+        let currency = reply
+            .pricing
+            .map(|pricing| pricing.currency)
+            .unwrap_or_default();
+        let mut refusals = Vec::new();
+        let mut costs = Vec::with_capacity(images.len());
+        for (index, (id, _, _)) in images.iter().enumerate() {
+            let job = reply.jobs.iter().find(|job| job.image_id == id.to_string());
+            if let Some(job) = job
+                && !job.allowed
+            {
+                let field = if job.field.is_empty() {
+                    if images.len() > 1 {
+                        format!("{image_field}[{index}]")
+                    } else {
+                        image_field.to_owned()
+                    }
+                } else {
+                    job.field.clone()
+                };
+                if !refusals
+                    .iter()
+                    .any(|refusal: &FieldViolation| refusal.field == field)
+                {
+                    refusals.push(FieldViolation::new(field, job.reason.clone()));
+                }
+            }
+            costs.push(
+                job.and_then(|job| job.cost)
+                    .filter(|_| !currency.is_empty())
+                    .map(|cost| (cost, currency.clone())),
+            );
+        }
+        if !refusals.is_empty() {
+            return Err(ProcessingError::InvalidInput(refusals));
+        }
+        Ok(costs)
+    }
+
+    /// Gives jobs recorded before input file names were kept their input's name
+    /// and a search text that holds it, a page at a time, asking the image
+    /// service for the names. A deleted input leaves an empty name. Returns how
+    /// many jobs it updated; an unreachable image service stops it with an error
+    /// (the caller tries again later), having kept what it did.
+    pub async fn backfill_search(&self) -> Result<u64, ProcessingError> {
+        let mut updated = 0;
+        loop {
+            let rows = self.store.without_input_filename(100).await?;
+            if rows.is_empty() {
+                return Ok(updated);
+            }
+            for row in rows {
+                let owned = self
+                    .images
+                    .clone()
+                    .check_ownership(CheckOwnershipRequest {
+                        user_id: row.user_id.to_string(),
+                        image_id: row.image_id.to_string(),
+                    })
+                    .await
+                    .map_err(upstream)?
+                    .into_inner();
+                let input_filename = owned
+                    .image
+                    .filter(|_| owned.owned)
+                    .map(|image| image.original_filename)
+                    .unwrap_or_default();
+                let search_text = crate::store::search_text(
+                    &row.workflow_name,
+                    &row.workflow_id,
+                    &input_filename,
+                    &row.parameters,
+                );
+                self.store
+                    .set_input_filename(row.id, &input_filename, &search_text)
+                    .await?;
+                updated += 1;
+            }
+        }
+    }
+
     /// Creates a job (or returns the one its idempotency key already made) and
     /// queues it.
     pub async fn start(&self, request: StartRequest) -> Result<(JobRow, bool), ProcessingError> {
@@ -217,10 +352,34 @@ impl Jobs {
                 .collect();
             return Err(ProcessingError::InvalidInput(violations));
         }
+        let parameters = atelier_common::json::from_struct(validated.parameters);
+        let input = owned
+            .image
+            .as_ref()
+            .map(|image| (request.image_id, image.width, image.height));
+        let cost = self
+            .estimate(
+                &request.workflow_id,
+                &parameters,
+                input.as_slice(),
+                "image_id",
+            )
+            .await?
+            .pop()
+            .flatten();
         let now = self.clock.now();
-        let parameters = Value::Object(atelier_common::json::from_struct(validated.parameters));
-        let search_text =
-            crate::store::search_text(&validated.workflow_name, &request.workflow_id, &parameters);
+        let parameters = Value::Object(parameters);
+        let input_filename = owned
+            .image
+            .as_ref()
+            .map(|image| image.original_filename.clone())
+            .unwrap_or_default();
+        let search_text = crate::store::search_text(
+            &validated.workflow_name,
+            &request.workflow_id,
+            &input_filename,
+            &parameters,
+        );
         let row = JobRow {
             id: Uuid::now_v7(),
             user_id: request.user_id,
@@ -230,6 +389,9 @@ impl Jobs {
             workflow_version: validated.workflow_version,
             fal_endpoint: validated.fal_endpoint,
             search_text,
+            input_filename: Some(input_filename),
+            estimated_cost: cost.as_ref().map(|(amount, _)| *amount),
+            cost_currency: cost.map(|(_, currency)| currency),
             parameters,
             priority: priority_name(request.priority).to_owned(),
             status: Status::Pending.as_str().to_owned(),
@@ -521,6 +683,9 @@ impl Jobs {
                 .admit(&self.store, request.user_id, image_ids.len() as i64)
                 .await?;
         }
+        if !replay {
+            self.preflight(&request, image_ids).await?;
+        }
         let batch_id = Uuid::now_v7();
         let mut jobs = Vec::with_capacity(image_ids.len());
         let mut replayed = false;
@@ -544,6 +709,41 @@ impl Jobs {
             .and_then(|job| job.batch_id)
             .unwrap_or(batch_id);
         Ok((BatchView { id, jobs }, replayed))
+    }
+
+    /// Refuses a batch before any of its jobs starts when an image is not the
+    /// caller's or any result would not fit the platform's limits.
+    async fn preflight(
+        &self,
+        request: &StartRequest,
+        image_ids: &[Uuid],
+    ) -> Result<(), ProcessingError> {
+        let mut images = Vec::with_capacity(image_ids.len());
+        for image_id in image_ids {
+            let owned = self
+                .images
+                .clone()
+                .check_ownership(CheckOwnershipRequest {
+                    user_id: request.user_id.to_string(),
+                    image_id: image_id.to_string(),
+                })
+                .await
+                .map_err(upstream)?
+                .into_inner();
+            let image = owned
+                .image
+                .filter(|_| owned.owned)
+                .ok_or(ProcessingError::ImageNotFound)?;
+            images.push((*image_id, image.width, image.height));
+        }
+        self.estimate(
+            &request.workflow_id,
+            &request.parameters,
+            &images,
+            "image_ids",
+        )
+        .await
+        .map(|_| ())
     }
 
     pub async fn batch(&self, user_id: Uuid, batch_id: Uuid) -> Result<BatchView, ProcessingError> {

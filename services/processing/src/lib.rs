@@ -85,6 +85,32 @@ impl ProcessingConfig {
     }
 }
 
+/// Runs [`Jobs::backfill_search`] in the background until it has nothing left
+/// to do, trying again a while later when the image service is not reachable
+/// yet (it may start after this one).
+fn spawn_search_backfill(jobs: Arc<Jobs>, shutdown: CancellationToken) {
+    tokio::spawn(async move {
+        let mut wait = Duration::from_secs(1);
+        loop {
+            match jobs.backfill_search().await {
+                Ok(0) => return,
+                Ok(updated) => {
+                    tracing::info!(updated, "history search backfilled with input file names");
+                    return;
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, retry_in_secs = wait.as_secs(), "history search backfill paused");
+                }
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(wait) => {}
+            }
+            wait = (wait * 2).min(Duration::from_secs(60));
+        }
+    });
+}
+
 /// Applies the processing schema's migrations.
 pub async fn migrate(platform: &Platform) -> anyhow::Result<()> {
     let db = atelier_common::db::connect(platform, "processing").await?;
@@ -142,6 +168,7 @@ pub async fn serve(
         consumer: format!("worker-{}", uuid::Uuid::new_v4().simple()),
     };
     dispatch::spawn_reconciler(jobs.clone(), config.reconcile_every, shutdown.clone());
+    spawn_search_backfill(jobs.clone(), shutdown.clone());
     let workers = tokio::spawn(dispatch.clone().run(shutdown.clone()));
     let webhooks = Arc::new(WebhookVerifier::new(
         config.webhook_jwks_url.clone(),

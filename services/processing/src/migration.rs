@@ -6,7 +6,12 @@ pub struct Migrator;
 
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(CreateJobs), Box::new(JobSearch)]
+        vec![
+            Box::new(CreateJobs),
+            Box::new(JobSearch),
+            Box::new(InputFilename),
+            Box::new(EstimatedCost),
+        ]
     }
 }
 
@@ -40,6 +45,9 @@ enum ProcessingJobs {
     CompletedAt,
     UpdatedAt,
     SearchText,
+    InputFilename,
+    EstimatedCost,
+    CostCurrency,
 }
 
 #[derive(DeriveIden)]
@@ -219,5 +227,110 @@ impl MigrationTrait for JobSearch {
                     .to_owned(),
             )
             .await
+    }
+}
+
+/// History search by file name: the input image's name kept with each job and
+/// made part of `search_text`. Rows from before have `input_filename` NULL; the
+/// service fills them in at start-up from the image service (which owns the
+/// names), a page at a time (`Jobs::backfill_search`).
+struct InputFilename;
+
+impl MigrationName for InputFilename {
+    fn name(&self) -> &str {
+        "m20261205_000003_job_input_filename"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for InputFilename {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(ProcessingJobs::Table)
+                    .add_column(ColumnDef::new(ProcessingJobs::InputFilename).text().null())
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("jobs_search_backfill_idx")
+                    .table(ProcessingJobs::Table)
+                    .col(ProcessingJobs::InputFilename)
+                    .col(ProcessingJobs::Id)
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .drop_index(
+                Index::drop()
+                    .name("jobs_search_backfill_idx")
+                    .table(ProcessingJobs::Table)
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(ProcessingJobs::Table)
+                    .drop_column(ProcessingJobs::InputFilename)
+                    .to_owned(),
+            )
+            .await
+    }
+}
+
+/// The cost estimated at fal's price when a job starts.
+struct EstimatedCost;
+
+impl MigrationName for EstimatedCost {
+    fn name(&self) -> &str {
+        "m20261205_000004_job_estimated_cost"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for EstimatedCost {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        // One column per statement: SQLite alters one at a time.
+        for column in [
+            ColumnDef::new(ProcessingJobs::EstimatedCost)
+                .double()
+                .null()
+                .to_owned(),
+            ColumnDef::new(ProcessingJobs::CostCurrency)
+                .string_len(8)
+                .null()
+                .to_owned(),
+        ] {
+            manager
+                .alter_table(
+                    Table::alter()
+                        .table(ProcessingJobs::Table)
+                        .add_column(column)
+                        .to_owned(),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        for column in [ProcessingJobs::EstimatedCost, ProcessingJobs::CostCurrency] {
+            manager
+                .alter_table(
+                    Table::alter()
+                        .table(ProcessingJobs::Table)
+                        .drop_column(column)
+                        .to_owned(),
+                )
+                .await?;
+        }
+        Ok(())
     }
 }

@@ -43,8 +43,16 @@ pub mod jobs {
         pub started_at: Option<TimeDateTimeWithTimeZone>,
         pub completed_at: Option<TimeDateTimeWithTimeZone>,
         pub updated_at: TimeDateTimeWithTimeZone,
-        /// What history search matches: the workflow's name and the prompts.
+        /// What history search matches: the workflow's name, the input's file
+        /// name and the prompts.
         pub search_text: String,
+        /// The input image's file name when the job started; `None` for jobs
+        /// older than the column until the search backfill reaches them.
+        pub input_filename: Option<String>,
+        /// The cost estimated at fal's price when the job started, in
+        /// `cost_currency`; `None` when there was no estimate.
+        pub estimated_cost: Option<f64>,
+        pub cost_currency: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -90,14 +98,36 @@ pub struct JobFilter {
     pub query: Option<String>,
 }
 
-/// The text history search matches for a job: its workflow's name and id, and every
-/// prompt among its parameters.
+/// The text history search matches for a job: its workflow's name and id, its
+/// input image's file name, and every prompt among its parameters.
+///
+/// The file name is there twice: as given, and with every run of other
+/// characters than letters and digits turned into a space. PostgreSQL's parser
+/// reads `IMG_2041.jpg` as one `file` token, while the query `IMG_2041` becomes
+/// the phrase `img <-> 2041`: the first form finds whole names, the second
+/// their parts (`IMG_2041`, `2041`, `jpg`). SQLite's substring match finds
+/// both through the first.
 pub fn search_text(
     workflow_name: &str,
     workflow_id: &str,
+    input_filename: &str,
     parameters: &serde_json::Value,
 ) -> String {
     let mut text = format!("{workflow_name} {workflow_id}");
+    let input_filename = input_filename.trim();
+    if !input_filename.is_empty() {
+        let words = input_filename
+            .split(|c: char| !c.is_alphanumeric())
+            .filter(|word| !word.is_empty())
+            .collect::<Vec<_>>()
+            .join(" ");
+        text.push(' ');
+        text.push_str(input_filename);
+        if words != input_filename {
+            text.push(' ');
+            text.push_str(&words);
+        }
+    }
     if let Some(parameters) = parameters.as_object() {
         for (key, value) in parameters {
             if key.contains("prompt")
@@ -145,6 +175,9 @@ fn active(row: &JobRow) -> jobs::ActiveModel {
         completed_at: Set(row.completed_at),
         updated_at: Set(row.updated_at),
         search_text: Set(row.search_text.clone()),
+        input_filename: Set(row.input_filename.clone()),
+        estimated_cost: Set(row.estimated_cost),
+        cost_currency: Set(row.cost_currency.clone()),
     }
 }
 
@@ -418,6 +451,33 @@ impl Store {
         jobs::Entity::update_many()
             .col_expr(jobs::Column::QueuePosition, Expr::value(queue_position))
             .col_expr(jobs::Column::Progress, Expr::value(progress))
+            .filter(jobs::Column::Id.eq(id))
+            .exec(&self.db)
+            .await?;
+        Ok(())
+    }
+
+    /// Jobs that have no `input_filename` yet (rows from before it was kept),
+    /// oldest first.
+    pub async fn without_input_filename(&self, limit: u64) -> Result<Vec<JobRow>, DbErr> {
+        jobs::Entity::find()
+            .filter(jobs::Column::InputFilename.is_null())
+            .order_by_asc(jobs::Column::Id)
+            .limit(limit)
+            .all(&self.db)
+            .await
+    }
+
+    /// Records a job's input file name and the search text made with it.
+    pub async fn set_input_filename(
+        &self,
+        id: Uuid,
+        input_filename: &str,
+        search_text: &str,
+    ) -> Result<(), DbErr> {
+        jobs::Entity::update_many()
+            .col_expr(jobs::Column::InputFilename, Expr::value(input_filename))
+            .col_expr(jobs::Column::SearchText, Expr::value(search_text))
             .filter(jobs::Column::Id.eq(id))
             .exec(&self.db)
             .await?;

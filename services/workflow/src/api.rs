@@ -13,15 +13,43 @@ use tonic::{Request, Response, Status};
 use crate::{
     domain::{Catalogue, Workflow},
     error::WorkflowError,
+    estimate::{Limits, Price, round_cost},
 };
 
 pub struct WorkflowApi {
     catalogue: Arc<Catalogue>,
+    limits: Limits,
+}
+
+/// The limits of the embedded default: `FAL_MAX_RESULT_BYTES` and
+/// `MAX_IMAGE_PIXELS` as their services default them.
+pub fn default_limits() -> Limits {
+    Limits {
+        max_bytes: atelier_fal::FalConfig::new("default").max_result_bytes,
+        max_pixels: 100_000_000,
+    }
 }
 
 impl WorkflowApi {
     pub fn new(catalogue: Arc<Catalogue>) -> Self {
-        Self { catalogue }
+        Self::with_limits(catalogue, default_limits())
+    }
+
+    /// An API whose estimates hold results to `limits`.
+    pub fn with_limits(catalogue: Arc<Catalogue>, limits: Limits) -> Self {
+        Self { catalogue, limits }
+    }
+}
+
+/// Most inputs one estimate covers (a batch's limit).
+const MAX_ESTIMATE_INPUTS: usize = 100;
+
+fn encode_price(price: &Price) -> pb::WorkflowPricing {
+    pb::WorkflowPricing {
+        unit_price: price.unit_price,
+        unit: price.unit.clone(),
+        currency: price.currency.clone(),
+        priced_at: None,
     }
 }
 
@@ -38,6 +66,15 @@ fn encode(workflow: &Workflow) -> pb::Workflow {
         active: row.is_active,
         version: row.version,
         updated_at: Some(timestamp(row.updated_at)),
+        pricing: match (&row.unit_price, &row.price_unit, &row.currency) {
+            (Some(unit_price), Some(unit), Some(currency)) => Some(pb::WorkflowPricing {
+                unit_price: *unit_price,
+                unit: unit.clone(),
+                currency: currency.clone(),
+                priced_at: row.priced_at.map(timestamp),
+            }),
+            _ => None,
+        },
     }
 }
 
@@ -136,5 +173,106 @@ impl WorkflowService for WorkflowApi {
             },
         };
         Ok(Response::new(reply))
+    }
+
+    async fn estimate(
+        &self,
+        request: Request<pb::EstimateRequest>,
+    ) -> Result<Response<pb::EstimateResponse>, Status> {
+        let request = request.into_inner();
+        let mut violations = Vec::new();
+        if request.workflow_id.is_empty() {
+            violations.push(FieldViolation::new("workflow_id", "is required"));
+        }
+        if request.inputs.is_empty() || request.inputs.len() > MAX_ESTIMATE_INPUTS {
+            violations.push(FieldViolation::new(
+                "inputs",
+                format!("must hold 1 to {MAX_ESTIMATE_INPUTS} images"),
+            ));
+        }
+        for (index, input) in request.inputs.iter().enumerate() {
+            if input.width == 0 || input.height == 0 {
+                violations.push(FieldViolation::new(
+                    format!("inputs[{index}]"),
+                    "must have a width and a height",
+                ));
+            }
+        }
+        if !violations.is_empty() {
+            return Err(WorkflowError::InvalidInput(violations).into());
+        }
+        let inputs: Vec<(String, u32, u32)> = request
+            .inputs
+            .into_iter()
+            .map(|input| (input.image_id, input.width, input.height))
+            .collect();
+        let estimate = match self
+            .catalogue
+            .estimate(
+                &request.workflow_id,
+                from_struct(request.parameters),
+                &inputs,
+                self.limits,
+            )
+            .await?
+        {
+            Ok(estimate) => estimate,
+            Err(violations) => {
+                return Err(WorkflowError::InvalidInput(
+                    violations
+                        .into_iter()
+                        .map(|violation| {
+                            FieldViolation::new(
+                                format!("parameters{}", violation.field.replace('/', ".")),
+                                violation.description,
+                            )
+                        })
+                        .collect(),
+                )
+                .into());
+            }
+        };
+        let total_cost = estimate
+            .jobs
+            .iter()
+            .map(|(_, _, _, job)| job.cost)
+            .sum::<Option<f64>>()
+            .map(round_cost);
+        let jobs = estimate
+            .jobs
+            .into_iter()
+            .map(|(image_id, input_width, input_height, job)| {
+                let (reason, field) = job.refusal.clone().unwrap_or_default();
+                pb::EstimatedJob {
+                    image_id,
+                    input_width,
+                    input_height,
+                    outputs: job
+                        .outputs
+                        .iter()
+                        .map(|output| pb::EstimatedOutput {
+                            role: output.role.to_owned(),
+                            width: output.width,
+                            height: output.height,
+                            estimated_bytes: output.bytes as i64,
+                        })
+                        .collect(),
+                    estimated_bytes: job.bytes as i64,
+                    cost: job.cost,
+                    allowed: job.refusal.is_none(),
+                    reason,
+                    field,
+                }
+            })
+            .collect();
+        Ok(Response::new(pb::EstimateResponse {
+            workflow_id: request.workflow_id,
+            pricing: estimate.price.as_ref().map(encode_price),
+            max_result_bytes: self.limits.max_bytes as i64,
+            max_result_pixels: self.limits.max_pixels as i64,
+            total_cost,
+            jobs,
+            parameters: Some(atelier_common::json::map_to_struct(&estimate.parameters)),
+        }))
     }
 }

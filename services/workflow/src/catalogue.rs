@@ -15,6 +15,8 @@ pub struct Entry {
     pub parameters_schema: Value,
     #[serde(default = "active")]
     pub active: bool,
+    /// How the outputs follow from the input and parameters (for estimates).
+    pub output: crate::estimate::OutputSpec,
 }
 
 fn active() -> bool {
@@ -80,6 +82,66 @@ mod tests {
                 entries.iter().any(|entry| entry.fal_endpoint == endpoint),
                 "{endpoint}"
             );
+        }
+    }
+
+    /// Parameter help: every parameter of every workflow has a short title and
+    /// a description a person can act on, and the output description names
+    /// only parameters the workflow has, of the right kind.
+    #[test]
+    fn every_parameter_has_a_title_and_a_description_and_outputs_are_described() {
+        for entry in builtin().expect("parses") {
+            let properties = entry.parameters_schema["properties"]
+                .as_object()
+                .unwrap_or_else(|| panic!("{}: no properties", entry.id));
+            for (name, property) in properties {
+                let title = property["title"].as_str().unwrap_or_default();
+                assert!(
+                    !title.trim().is_empty() && title.len() <= 40,
+                    "{}.{name}: a title of at most 40 characters",
+                    entry.id
+                );
+                let description = property["description"].as_str().unwrap_or_default();
+                assert!(
+                    description.len() >= 20 && description.len() <= 200,
+                    "{}.{name}: a description of 20 to 200 characters, not {description:?}",
+                    entry.id
+                );
+                assert!(
+                    description.ends_with('.'),
+                    "{}.{name}: the description is a sentence",
+                    entry.id
+                );
+                assert_ne!(
+                    description.to_lowercase(),
+                    title.to_lowercase(),
+                    "{}.{name}: the description says more than the title",
+                    entry.id
+                );
+            }
+            let output = &entry.output;
+            for (parameter, kinds) in [
+                (&output.scale_parameter, &["number", "integer"][..]),
+                (&output.count_parameter, &["integer"][..]),
+                (&output.mask_parameter, &["boolean"][..]),
+                (&output.format_parameter, &["string"][..]),
+            ] {
+                if let Some(name) = parameter {
+                    let kind = properties.get(name).unwrap_or_else(|| {
+                        panic!("{}: output names {name}, not a parameter", entry.id)
+                    })["type"]
+                        .as_str()
+                        .unwrap_or_default();
+                    assert!(kinds.contains(&kind), "{}.{name} is a {kind}", entry.id);
+                }
+            }
+            assert!(
+                ["png", "jpeg", "webp", "gif"].contains(&output.format.as_str()),
+                "{}: format {}",
+                entry.id,
+                output.format
+            );
+            assert!(output.scale > 0.0, "{}", entry.id);
         }
     }
 }

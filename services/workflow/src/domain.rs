@@ -17,6 +17,7 @@ use tokio::sync::RwLock;
 use crate::{
     catalogue::Entry,
     error::WorkflowError,
+    estimate::{JobEstimate, Limits, OutputSpec, Price},
     schema::{self, Violation},
     store::{Store, WorkflowRow},
 };
@@ -44,6 +45,9 @@ struct Snapshot {
 
 pub struct Catalogue {
     store: Store,
+    /// Each workflow's output description, from the catalogue file it was
+    /// seeded with.
+    outputs: std::sync::RwLock<HashMap<String, OutputSpec>>,
     ttl: Duration,
     cache: RwLock<Option<Snapshot>>,
     /// Shared by every replica when Redis is configured.
@@ -51,7 +55,7 @@ pub struct Catalogue {
 }
 
 /// The Redis key of the cached catalogue.
-const SHARED_KEY: &str = "workflow:catalogue:v1";
+const SHARED_KEY: &str = "workflow:catalogue:v2";
 
 impl Catalogue {
     pub fn new(store: Store, ttl: Duration) -> Arc<Self> {
@@ -62,6 +66,7 @@ impl Catalogue {
     pub fn with_shared_cache(store: Store, ttl: Duration, shared: Option<Redis>) -> Arc<Self> {
         Arc::new(Self {
             store,
+            outputs: std::sync::RwLock::new(HashMap::new()),
             ttl,
             cache: RwLock::new(None),
             shared,
@@ -71,6 +76,15 @@ impl Catalogue {
     /// Brings the table in line with the catalogue file: new workflows are added,
     /// changed ones updated with a new version.
     pub async fn seed(&self, entries: &[Entry], now: OffsetDateTime) -> Result<(), WorkflowError> {
+        {
+            let mut outputs = self
+                .outputs
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            for entry in entries {
+                outputs.insert(entry.id.clone(), entry.output.clone());
+            }
+        }
         for (position, entry) in entries.iter().enumerate() {
             schema::compile(&entry.parameters_schema)
                 .map_err(|err| anyhow::anyhow!("workflow {}: invalid schema: {err}", entry.id))?;
@@ -90,6 +104,10 @@ impl Catalogue {
                 position: position as i32,
                 version: 1,
                 updated_at: now,
+                unit_price: None,
+                price_unit: None,
+                currency: None,
+                priced_at: None,
             };
             match existing {
                 Some(row) if same(&row, &candidate) => {}
@@ -135,6 +153,30 @@ impl Catalogue {
             .await?;
         self.invalidate().await;
         Ok(true)
+    }
+
+    /// Records fal's prices: each workflow whose endpoint is among `prices`
+    /// takes its price (stamped `now`); the others keep what they had. Returns
+    /// how many workflows were priced.
+    pub async fn set_prices(
+        &self,
+        prices: &[atelier_fal::Price],
+        now: OffsetDateTime,
+    ) -> Result<usize, WorkflowError> {
+        let mut priced = 0;
+        for row in self.store.all().await? {
+            if let Some(price) = prices
+                .iter()
+                .find(|price| price.endpoint_id == row.fal_endpoint)
+            {
+                self.store
+                    .set_price(&row.id, price.unit_price, &price.unit, &price.currency, now)
+                    .await?;
+                priced += 1;
+            }
+        }
+        self.invalidate().await;
+        Ok(priced)
     }
 
     pub async fn invalidate(&self) {
@@ -266,6 +308,71 @@ impl Catalogue {
                 name: workflow.row.name.clone(),
             }),
         )
+    }
+}
+
+/// What running a workflow on some inputs would give.
+#[derive(Clone, Debug)]
+pub struct Estimate {
+    pub parameters: Map<String, Value>,
+    pub price: Option<Price>,
+    /// Per input, in order: (image id, width, height, estimate).
+    pub jobs: Vec<(String, u32, u32, JobEstimate)>,
+}
+
+impl Catalogue {
+    /// Estimates workflow `id` with `params` on `inputs` (image id, width,
+    /// height); invalid parameters give their violations.
+    pub async fn estimate(
+        &self,
+        id: &str,
+        params: Map<String, Value>,
+        inputs: &[(String, u32, u32)],
+        limits: Limits,
+    ) -> Result<Result<Estimate, Vec<Violation>>, WorkflowError> {
+        let workflow = self.get(id).await?;
+        let validated = match self.validate(id, params).await? {
+            Ok(validated) => validated,
+            Err(violations) => return Ok(Err(violations)),
+        };
+        let spec = self
+            .outputs
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(id)
+            .cloned()
+            .unwrap_or_else(|| OutputSpec {
+                scale: 1.0,
+                format: "png".to_owned(),
+                ..OutputSpec::default()
+            });
+        let row = &workflow.row;
+        let price = match (&row.unit_price, &row.price_unit, &row.currency) {
+            (Some(unit_price), Some(unit), Some(currency)) => Some(Price {
+                unit_price: *unit_price,
+                unit: unit.clone(),
+                currency: currency.clone(),
+            }),
+            _ => None,
+        };
+        let jobs = inputs
+            .iter()
+            .map(|(image_id, width, height)| {
+                let estimate = spec.estimate(
+                    *width,
+                    *height,
+                    &validated.parameters,
+                    price.as_ref(),
+                    limits,
+                );
+                (image_id.clone(), *width, *height, estimate)
+            })
+            .collect();
+        Ok(Ok(Estimate {
+            parameters: validated.parameters,
+            price,
+            jobs,
+        }))
     }
 }
 

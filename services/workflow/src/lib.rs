@@ -6,6 +6,7 @@ pub mod api;
 pub mod catalogue;
 pub mod domain;
 pub mod error;
+pub mod estimate;
 pub mod migration;
 pub mod refresh;
 pub mod schema;
@@ -31,22 +32,52 @@ pub struct WorkflowConfig {
     pub cache_ttl: Duration,
     /// Set when `FAL_KEY` is: schemas are refreshed from fal's model API.
     pub refresh: Option<refresh::RefreshConfig>,
+    /// Where prices are read from (fal's platform API, or the simulator's);
+    /// `None`: workflows have no price.
+    pub pricing: Option<refresh::PricingConfig>,
+    /// What a result must fit: `FAL_MAX_RESULT_BYTES` (the processing
+    /// service's largest fal result) and `MAX_IMAGE_PIXELS` (the image
+    /// service's largest image), read here under the same names so one
+    /// setting governs both the estimate and the service that enforces it.
+    pub limits: estimate::Limits,
 }
 
 impl WorkflowConfig {
     pub fn from_env(platform: Platform) -> anyhow::Result<Self> {
+        let every = config::seconds("WORKFLOW_REFRESH_SECS", 3600)?;
         let refresh = match config::var_opt::<String>("FAL_KEY")? {
             Some(key) => Some(refresh::RefreshConfig {
-                api_url: config::var("FAL_API_URL", "https://api.fal.ai/v1".to_owned())?,
+                api_url: config::var("FAL_API_URL", atelier_fal::DEFAULT_API_URL.to_owned())?,
                 key,
-                every: config::seconds("WORKFLOW_REFRESH_SECS", 3600)?,
+                every,
             }),
             None => None,
+        };
+        let fal = match atelier_fal::FalConfig::from_env()? {
+            Some(fal) => fal,
+            // No key: the simulator `atelier serve` runs in-process prices the
+            // catalogue.
+            None => {
+                let sim: std::net::SocketAddr = config::var(
+                    "FAL_SIM_ADDR",
+                    std::net::SocketAddr::from(([127, 0, 0, 1], 8790)),
+                )?;
+                let mut fal = atelier_fal::FalConfig::new("local");
+                fal.queue_url = format!("http://{sim}");
+                fal.api_url = format!("http://{sim}/v1");
+                fal
+            }
+        };
+        let limits = estimate::Limits {
+            max_bytes: config::var("FAL_MAX_RESULT_BYTES", fal.max_result_bytes)?,
+            max_pixels: config::var("MAX_IMAGE_PIXELS", api::default_limits().max_pixels)?,
         };
         Ok(Self {
             platform,
             cache_ttl: config::seconds("WORKFLOW_CACHE_TTL_SECS", 60)?,
+            limits,
             refresh,
+            pricing: Some(refresh::PricingConfig { fal, every }),
         })
     }
 }
@@ -83,13 +114,20 @@ pub async fn serve(
     if let Some(refresh) = config.refresh {
         refresh::spawn(catalogue.clone(), refresh, shutdown.clone());
     }
+    if let Some(pricing) = config.pricing {
+        refresh::spawn_pricing(catalogue.clone(), pricing, shutdown.clone())?;
+    }
     GrpcServer::new("workflow")
-        .add_service(WorkflowServiceServer::new(api::WorkflowApi::new(catalogue)))
+        .add_service(WorkflowServiceServer::new(api::WorkflowApi::with_limits(
+            catalogue,
+            config.limits,
+        )))
         .public::<WorkflowServiceServer<api::WorkflowApi>>(&[
             "ListWorkflows",
             "GetWorkflow",
             "GetWorkflowParameters",
             "ValidateParameters",
+            "Estimate",
         ])
         .serve(listener, shutdown)
         .await

@@ -6,7 +6,7 @@ pub struct Migrator;
 
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(CreateWorkflows)]
+        vec![Box::new(CreateWorkflows), Box::new(WorkflowPrices)]
     }
 }
 
@@ -24,6 +24,10 @@ enum Workflows {
     Position,
     Version,
     UpdatedAt,
+    UnitPrice,
+    PriceUnit,
+    Currency,
+    PricedAt,
 }
 
 struct CreateWorkflows;
@@ -92,5 +96,68 @@ impl MigrationTrait for CreateWorkflows {
         manager
             .drop_table(Table::drop().table(Workflows::Table).to_owned())
             .await
+    }
+}
+
+/// fal's unit price of each workflow's endpoint, refreshed with the catalogue.
+struct WorkflowPrices;
+
+impl MigrationName for WorkflowPrices {
+    fn name(&self) -> &str {
+        "m20261205_000002_workflow_prices"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for WorkflowPrices {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        // One column per statement: SQLite alters one at a time.
+        for column in [
+            ColumnDef::new(Workflows::UnitPrice)
+                .double()
+                .null()
+                .to_owned(),
+            ColumnDef::new(Workflows::PriceUnit)
+                .string_len(32)
+                .null()
+                .to_owned(),
+            ColumnDef::new(Workflows::Currency)
+                .string_len(8)
+                .null()
+                .to_owned(),
+            ColumnDef::new(Workflows::PricedAt)
+                .timestamp_with_time_zone()
+                .null()
+                .to_owned(),
+        ] {
+            manager
+                .alter_table(
+                    Table::alter()
+                        .table(Workflows::Table)
+                        .add_column(column)
+                        .to_owned(),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        for column in [
+            Workflows::UnitPrice,
+            Workflows::PriceUnit,
+            Workflows::Currency,
+            Workflows::PricedAt,
+        ] {
+            manager
+                .alter_table(
+                    Table::alter()
+                        .table(Workflows::Table)
+                        .drop_column(column)
+                        .to_owned(),
+                )
+                .await?;
+        }
+        Ok(())
     }
 }

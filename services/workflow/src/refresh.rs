@@ -158,6 +158,73 @@ pub async fn refresh_once(
     changed
 }
 
+/// Where prices come from: fal's platform API (`FAL_API_URL`) with `FAL_KEY`,
+/// or the simulator's in the embedded default.
+#[derive(Clone, Debug)]
+pub struct PricingConfig {
+    pub fal: atelier_fal::FalConfig,
+    /// `WORKFLOW_REFRESH_SECS`, default 3600.
+    pub every: Duration,
+}
+
+/// Reads every workflow's price from fal and records it. When fal cannot be
+/// reached or answers nonsense, the prices already stored stay. Returns how
+/// many workflows were priced.
+pub async fn refresh_prices(
+    catalogue: &Catalogue,
+    fal: &atelier_fal::FalClient,
+) -> Result<usize, String> {
+    let workflows = catalogue.all().await.map_err(|err| err.to_string())?;
+    let mut endpoints: Vec<atelier_fal::EndpointId> = workflows
+        .iter()
+        .filter_map(|workflow| atelier_fal::EndpointId::parse(&workflow.row.fal_endpoint).ok())
+        .collect();
+    endpoints.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+    endpoints.dedup_by(|a, b| a.as_str() == b.as_str());
+    let prices = fal
+        .pricing(&endpoints)
+        .await
+        .map_err(|err| err.to_string())?;
+    catalogue
+        .set_prices(&prices, time::OffsetDateTime::now_utc())
+        .await
+        .map_err(|err| err.to_string())
+}
+
+/// Refreshes prices every `config.every` until `shutdown`; after a failure,
+/// tries again sooner (from 2 s, doubling up to `every`), since fal (or the
+/// simulator starting beside this service) may just not be up yet.
+pub fn spawn_pricing(
+    catalogue: Arc<Catalogue>,
+    config: PricingConfig,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let fal = atelier_fal::FalClient::new(config.fal.clone())?;
+    tokio::spawn(async move {
+        let mut backoff = Duration::from_secs(2);
+        loop {
+            let wait = match refresh_prices(&catalogue, &fal).await {
+                Ok(priced) => {
+                    tracing::info!(priced, "workflow prices refreshed from fal");
+                    backoff = Duration::from_secs(2);
+                    config.every
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, retry_in_secs = backoff.as_secs(), "cannot refresh workflow prices, keeping the last good ones");
+                    let wait = backoff.min(config.every);
+                    backoff = (backoff * 2).min(config.every);
+                    wait
+                }
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                () = shutdown.cancelled() => break,
+            }
+        }
+    });
+    Ok(())
+}
+
 /// Refreshes every `config.every` until `shutdown`.
 pub fn spawn(catalogue: Arc<Catalogue>, config: RefreshConfig, shutdown: CancellationToken) {
     tokio::spawn(async move {

@@ -1,8 +1,11 @@
 //! The workflows table.
 
 use sea_orm::{
-    ActiveValue::Set, DatabaseConnection, DbErr, EntityTrait, QueryOrder, sea_query::OnConflict,
+    ActiveValue::{NotSet, Set},
+    ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder,
+    sea_query::{Expr, OnConflict},
 };
+use time::OffsetDateTime;
 
 pub mod workflows {
     use sea_orm::entity::prelude::*;
@@ -23,6 +26,17 @@ pub mod workflows {
         pub position: i32,
         pub version: i32,
         pub updated_at: TimeDateTimeWithTimeZone,
+        /// fal's unit price of the endpoint, in `currency`, when known.
+        #[serde(default)]
+        pub unit_price: Option<f64>,
+        /// fal's billing unit: `image`, `megapixels`, `second`, ...
+        #[serde(default)]
+        pub price_unit: Option<String>,
+        #[serde(default)]
+        pub currency: Option<String>,
+        /// When the price was read from fal.
+        #[serde(default)]
+        pub priced_at: Option<TimeDateTimeWithTimeZone>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -71,6 +85,11 @@ impl Store {
             position: Set(row.position),
             version: Set(row.version),
             updated_at: Set(row.updated_at),
+            // Prices are written by `set_price` only, never by a catalogue seed.
+            unit_price: NotSet,
+            price_unit: NotSet,
+            currency: NotSet,
+            priced_at: NotSet,
         };
         workflows::Entity::insert(active)
             .on_conflict(
@@ -90,6 +109,26 @@ impl Store {
                     .to_owned(),
             )
             .exec_without_returning(&self.db)
+            .await?;
+        Ok(())
+    }
+
+    /// Records the price fal gave for workflow `id`.
+    pub async fn set_price(
+        &self,
+        id: &str,
+        unit_price: f64,
+        unit: &str,
+        currency: &str,
+        priced_at: OffsetDateTime,
+    ) -> Result<(), DbErr> {
+        workflows::Entity::update_many()
+            .col_expr(workflows::Column::UnitPrice, Expr::value(unit_price))
+            .col_expr(workflows::Column::PriceUnit, Expr::value(unit))
+            .col_expr(workflows::Column::Currency, Expr::value(currency))
+            .col_expr(workflows::Column::PricedAt, Expr::value(priced_at))
+            .filter(workflows::Column::Id.eq(id))
+            .exec(&self.db)
             .await?;
         Ok(())
     }

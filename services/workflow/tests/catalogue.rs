@@ -10,7 +10,7 @@ use atelier_workflow::{
     Catalogue,
     catalogue::{Entry, parse},
     error::WorkflowError,
-    refresh::{RefreshConfig, refresh_once},
+    refresh::{RefreshConfig, refresh_once, refresh_prices},
     store::Store,
 };
 use reqwest::{Client, StatusCode};
@@ -172,6 +172,99 @@ async fn validation_over_grpc_takes_struct_numbers() {
     assert_eq!(reply.violations[0].keyword, "type");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn estimates_over_grpc_with_precise_errors() {
+    let platform = TestPlatform::spawn(Backend::Sqlite).await;
+    let channel = atelier_common::grpc::channel(&platform.workflow_url, Duration::from_secs(5))
+        .expect("channel");
+    let mut client = WorkflowServiceClient::new(channel);
+    let request = |workflow: &str, params: Value, inputs: Vec<(u32, u32)>| pb::EstimateRequest {
+        workflow_id: workflow.into(),
+        parameters: params.as_object().map(map_to_struct),
+        inputs: inputs
+            .into_iter()
+            .enumerate()
+            .map(|(index, (width, height))| pb::EstimateInput {
+                image_id: format!("image-{index}"),
+                width,
+                height,
+            })
+            .collect(),
+    };
+    let reply = client
+        .estimate(request(
+            "birefnet-background-removal",
+            json!({"output_mask": true, "output_format": "webp"}),
+            vec![(4000, 3000)],
+        ))
+        .await
+        .expect("estimate")
+        .into_inner();
+    let job = &reply.jobs[0];
+    let roles: Vec<_> = job
+        .outputs
+        .iter()
+        .map(|output| output.role.as_str())
+        .collect();
+    assert_eq!(roles, ["image", "mask"]);
+    assert_eq!((job.outputs[0].width, job.outputs[0].height), (4000, 3000));
+    assert!(job.outputs[0].estimated_bytes >= 4000 * 3000 * 4);
+    assert_eq!(
+        job.estimated_bytes,
+        job.outputs[0].estimated_bytes + job.outputs[1].estimated_bytes
+    );
+    assert!(job.allowed, "{}", job.reason);
+    assert_eq!(reply.max_result_pixels, 100_000_000);
+    let parameters = atelier_common::json::from_struct(reply.parameters);
+    assert_eq!(parameters["refine_foreground"], true, "defaults filled");
+
+    let refused = client
+        .estimate(request(
+            "esrgan-upscale",
+            json!({"scale": 4}),
+            vec![(6000, 4000)],
+        ))
+        .await
+        .expect("estimate")
+        .into_inner();
+    assert!(!refused.jobs[0].allowed);
+    assert_eq!(refused.jobs[0].field, "parameters.scale");
+    assert!(
+        refused.jobs[0].reason.contains("24000×16000 pixels"),
+        "{}",
+        refused.jobs[0].reason
+    );
+
+    let invalid = client
+        .estimate(request(
+            "esrgan-upscale",
+            json!({"scale": 9}),
+            vec![(10, 10)],
+        ))
+        .await
+        .expect_err("invalid");
+    assert_eq!(invalid.code(), tonic::Code::InvalidArgument);
+    let fields: Vec<_> = atelier_common::error::field_violations(&invalid)
+        .into_iter()
+        .map(|violation| violation.field)
+        .collect();
+    assert_eq!(fields, ["parameters.scale"]);
+    let empty = client
+        .estimate(request("esrgan-upscale", json!({}), vec![]))
+        .await
+        .expect_err("no inputs");
+    assert_eq!(empty.code(), tonic::Code::InvalidArgument);
+    assert_eq!(
+        atelier_common::error::field_violations(&empty)[0].field,
+        "inputs"
+    );
+    let unknown = client
+        .estimate(request("no-such-workflow", json!({}), vec![(10, 10)]))
+        .await
+        .expect_err("unknown");
+    assert_eq!(unknown.code(), tonic::Code::NotFound);
+}
+
 async fn catalogue(
     backend: Backend,
     ttl: Duration,
@@ -212,6 +305,7 @@ fn entries(scale_maximum: u32, active: bool) -> Vec<Entry> {
             "description": "For tests",
             "category": "upscale",
             "fal_endpoint": "fal-ai/esrgan",
+            "output": {"scale_parameter": "scale", "format": "png"},
             "active": active,
             "parameters_schema": {
                 "type": "object",
@@ -226,8 +320,71 @@ fn entries(scale_maximum: u32, active: bool) -> Vec<Entry> {
 
 backends!(
     seeding_versions_and_inactive_workflows,
-    refresh_from_fal_keeps_the_last_good_schema
+    refresh_from_fal_keeps_the_last_good_schema,
+    prices_from_fal_stay_while_fal_is_down_and_survive_a_reseed
 );
+
+async fn prices_from_fal_stay_while_fal_is_down_and_survive_a_reseed(backend: Backend) {
+    let (catalogue, _db, _dir) = catalogue(backend, Duration::ZERO).await;
+    let now = time::OffsetDateTime::now_utc();
+    catalogue.seed(&entries(4, true), now).await.expect("seed");
+    assert_eq!(
+        catalogue
+            .get("test-upscale")
+            .await
+            .expect("get")
+            .row
+            .unit_price,
+        None
+    );
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let sim = atelier_fal_sim::start(
+        atelier_fal_sim::SimConfig::default(),
+        listener,
+        shutdown.clone(),
+    )
+    .await
+    .expect("simulator");
+    let mut config = atelier_fal::FalConfig::new("test");
+    config.queue_url = sim.base_url().to_owned();
+    config.api_url = format!("{}/v1", sim.base_url());
+    config.retry.max_retries = 0;
+    let fal = atelier_fal::FalClient::new(config).expect("client");
+
+    assert_eq!(refresh_prices(&catalogue, &fal).await, Ok(1));
+    let priced = catalogue.get("test-upscale").await.expect("get").row;
+    assert_eq!(priced.unit_price, Some(0.00111));
+    assert_eq!(priced.price_unit.as_deref(), Some("second"));
+    assert_eq!(priced.currency.as_deref(), Some("USD"));
+    let priced_at = priced.priced_at.expect("priced at");
+
+    sim.set_failures(atelier_fal_sim::Failures {
+        outage_until: Some(std::time::Instant::now() + Duration::from_secs(60)),
+        ..Default::default()
+    });
+    assert!(refresh_prices(&catalogue, &fal).await.is_err());
+    let kept = catalogue.get("test-upscale").await.expect("get").row;
+    assert_eq!(
+        kept.unit_price,
+        Some(0.00111),
+        "fal down: the last good price stays"
+    );
+    assert_eq!(kept.priced_at, Some(priced_at));
+
+    // A new catalogue version keeps the price: only fal changes it.
+    catalogue
+        .seed(&entries(8, true), time::OffsetDateTime::now_utc())
+        .await
+        .expect("reseed");
+    let reseeded = catalogue.get("test-upscale").await.expect("get").row;
+    assert_eq!(reseeded.version, 2);
+    assert_eq!(reseeded.unit_price, Some(0.00111));
+    shutdown.cancel();
+}
 
 async fn seeding_versions_and_inactive_workflows(backend: Backend) {
     let (catalogue, _db, _dir) = catalogue(backend, Duration::from_secs(60)).await;

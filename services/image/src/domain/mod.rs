@@ -420,15 +420,20 @@ impl Images {
         Ok(images)
     }
 
-    /// One page of the caller's images, newest first, and the id to continue after.
+    /// One page of the caller's images, newest first, and the id to continue
+    /// after; `name` keeps those whose original filename contains it (any case).
     pub async fn list(
         &self,
         user_id: Uuid,
         kind: Option<&str>,
+        name: Option<&str>,
         after: Option<Uuid>,
         page_size: u64,
     ) -> Result<(Vec<Image>, Option<Uuid>), ImageError> {
-        let mut rows = self.store.page(user_id, kind, after, page_size + 1).await?;
+        let mut rows = self
+            .store
+            .page(user_id, kind, name, after, page_size + 1)
+            .await?;
         let next = if rows.len() as u64 > page_size {
             rows.truncate(page_size as usize);
             rows.last().map(|row| row.id)
