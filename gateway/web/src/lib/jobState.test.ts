@@ -9,6 +9,7 @@ const job: Job = {
   image_id: "i1",
   parameters: {},
   logs: [],
+  outputs: [],
   created_at: "2026-01-01T00:00:00Z",
 };
 
