@@ -151,6 +151,7 @@ export default function StudioPage() {
       <h1 className="sr-only">Studio</h1>
       <div className="grid min-w-0 grid-cols-1 content-start gap-5">
         {imageError && <Alert>{imageError}</Alert>}
+        {/* One uploader: the stage itself while nothing is selected, a strip under it after. */}
         <Stage
           empty={
             <>
@@ -158,13 +159,21 @@ export default function StudioPage() {
               <p className="max-w-sm text-sm text-slate-700 dark:text-slate-300">
                 Upload a photo, pick one of yours below, or try an example. Then choose what to do with it.
               </p>
+              <div className="w-full max-w-xl text-left">
+                <Uploader maxBytes={maxBytes} />
+              </div>
+              <div className="w-full max-w-xl text-left">
+                <Examples maxBytes={maxBytes} />
+              </div>
             </>
           }
         />
-        <div className="grid gap-3 sm:grid-cols-[minmax(0,1fr)_auto] sm:items-start">
-          <Uploader maxBytes={maxBytes} />
-        </div>
-        <Examples maxBytes={maxBytes} />
+        {selected.length > 0 && (
+          <>
+            <Uploader maxBytes={maxBytes} />
+            <Examples maxBytes={maxBytes} />
+          </>
+        )}
         <ImagePicker />
       </div>
 
@@ -175,7 +184,12 @@ export default function StudioPage() {
           </h2>
           {catalogue.loading && !catalogue.data && <Spinner label="Loading workflows" />}
           {catalogue.error ? <Alert>{messageOf(catalogue.error)}</Alert> : null}
-          {list.length > 0 && <WorkflowPicker list={list} value={workflow?.id} onChange={setWorkflowId} />}
+          {list.length > 0 && (
+            // On wide screens the list scrolls in its own box, so the parameters stay in view.
+            <div className="lg:max-h-[22rem] lg:overflow-y-auto lg:pr-1">
+              <WorkflowPicker list={list} value={workflow?.id} onChange={setWorkflowId} />
+            </div>
+          )}
         </section>
         {workflow && (
           <section aria-labelledby="parameters-heading" className="grid gap-3">

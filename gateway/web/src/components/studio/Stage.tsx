@@ -19,7 +19,7 @@ export function Stage({ empty }: { empty: React.ReactNode }) {
 
   if (selected.length === 0) {
     return (
-      <div className="flex min-h-64 flex-col items-center justify-center gap-4 rounded-xl border-2 border-dashed border-slate-300 bg-white p-6 text-center dark:border-slate-600 dark:bg-slate-900 lg:min-h-[24rem]">
+      <div className="flex min-h-64 flex-col items-center justify-center gap-4 rounded-xl border border-slate-200 bg-white p-6 text-center shadow-sm dark:border-slate-700 dark:bg-slate-900 lg:min-h-[24rem]">
         {empty}
       </div>
     );

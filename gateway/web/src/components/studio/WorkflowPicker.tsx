@@ -30,7 +30,7 @@ export function WorkflowPicker({ list, value, onChange }: { list: Workflow[]; va
                 <label
                   key={w.id}
                   className={cn(
-                    "relative flex cursor-pointer flex-col gap-1 rounded-lg border p-3 transition-colors",
+                    "relative flex cursor-pointer flex-col gap-1 rounded-lg border px-3 py-2.5 transition-colors",
                     "has-[:focus-visible]:outline has-[:focus-visible]:outline-2 has-[:focus-visible]:outline-offset-2 has-[:focus-visible]:outline-brand-600 dark:has-[:focus-visible]:outline-brand-100",
                     checked
                       ? "border-brand-600 bg-brand-50 ring-1 ring-brand-600 dark:border-brand-500 dark:bg-slate-800 dark:ring-brand-500"
