@@ -101,7 +101,7 @@ export async function apiCall(page, path, init = {}) {
   return page.evaluate(
     async ({ path, init }) => {
       const session = JSON.parse(localStorage.getItem("atelier-session") ?? "{}").state?.session;
-      const response = await fetch(path, { ...init, headers: { authorization: `Bearer ${session?.accessToken}` } });
+      const response = await fetch(path, { ...init, headers: { ...init.headers, authorization: `Bearer ${session?.accessToken}` } });
       return { status: response.status, body: await response.text() };
     },
     { path, init },

@@ -143,7 +143,7 @@ function Field({
   }
 
   return (
-    <div className="grid gap-1.5">
+    <div className="grid gap-1.5" data-field={field.name}>
       <div className="flex items-center justify-between gap-2">
         <Label htmlFor={inputId}>
           {field.label}

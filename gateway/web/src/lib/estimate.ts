@@ -1,12 +1,6 @@
 // Prices and estimates as the studio shows them.
 import type { Workflow } from "@/api/client";
 
-interface Pricing {
-  unit_price: number;
-  unit: string;
-  currency: string;
-}
-
 /** A price with as many decimals as small fal prices need ($0.0025), at least two. */
 export function formatMoney(amount: number, currency: string): string {
   try {
@@ -22,14 +16,9 @@ export function unitLabel(unit: string): string {
   return clean.endsWith("s") && clean !== "pass" ? clean.slice(0, -1) : clean;
 }
 
-export function pricingOf(workflow: Workflow): Pricing | null {
-  const pricing = (workflow as Workflow & { pricing?: Pricing | null }).pricing;
-  return pricing && typeof pricing.unit_price === "number" ? pricing : null;
-}
-
 /** "$0.02 / image", or null when the workflow has no known price. */
 export function priceLabel(workflow: Workflow): string | null {
-  const pricing = pricingOf(workflow);
+  const pricing = workflow.pricing;
   return pricing ? `${formatMoney(pricing.unit_price, pricing.currency)} / ${unitLabel(pricing.unit)}` : null;
 }
 

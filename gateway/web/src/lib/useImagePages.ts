@@ -30,7 +30,7 @@ export function useImagePages(q: string, kind: KindFilter): ImagePages {
     async (token: string | null, gen: number, append: boolean) => {
       setLoading(true);
       try {
-        const query: { page_size: number; page_token?: string; q?: string; kind?: string } = { page_size: PAGE_SIZE };
+        const query: { page_size: number; page_token?: string; q?: string; kind?: "original" | "result" } = { page_size: PAGE_SIZE };
         if (token) query.page_token = token;
         if (q.trim()) query.q = q.trim();
         if (kind !== "all") query.kind = kind;

@@ -3,13 +3,14 @@
 import { useCallback, useEffect, useMemo, useState } from "react";
 import { Link, useParams } from "react-router-dom";
 import { workflows } from "@/api/catalogue";
-import { api, unwrap, type Image, type Job } from "@/api/client";
+import { api, unwrap, type Image, type Schemas } from "@/api/client";
 import { watchJobs } from "@/api/live";
 import { ApiError, messageOf } from "@/api/problem";
 import { Button } from "@/components/ui/button";
 import { ConfirmDialog } from "@/components/ui/dialog";
 import { Alert, Card, PageTitle, Progress, Spinner } from "@/components/ui/misc";
 import { cn } from "@/lib/cn";
+import { formatMoney } from "@/lib/estimate";
 import { applyEvent, isTerminal, liveFrom, type LiveJob } from "@/lib/jobState";
 import { useAsync } from "@/lib/useAsync";
 
@@ -29,9 +30,7 @@ const STATUS_STYLE: Record<string, string> = {
   cancelled: "bg-slate-200 text-slate-900 dark:bg-slate-700 dark:text-slate-100",
 };
 
-async function fetchJob(jobId: string): Promise<Job> {
-  return unwrap(await api.GET("/api/processing/{job_id}/status", { params: { path: { job_id: jobId } } }));
-}
+type JobOutput = Schemas["JobOutputBody"];
 
 async function fetchImage(id: string): Promise<Image | null> {
   try {
@@ -67,23 +66,21 @@ export default function BatchPage() {
     });
   }, []);
 
-  // A job's state read afresh (at first, and once it finishes, for its result).
-  const refresh = useCallback(
-    (jobId: string) => {
-      fetchJob(jobId)
-        .then((fresh) => {
-          setJobs((current) => ({ ...current, [jobId]: { ...liveFrom(fresh), lastSeq: current[jobId]?.lastSeq ?? 0 } }));
-          loadImage(fresh.image_id);
-          loadImage(fresh.result_image_id);
-        })
-        .catch((error: unknown) => setActionError(messageOf(error)));
-    },
-    [loadImage],
-  );
-
+  // Every job's state comes with the batch (read at first, and again when a job finishes, for
+  // its outputs); a job's live state is kept unless the batch's copy has finished.
   useEffect(() => {
-    for (const id of jobIds) refresh(id);
-  }, [jobIds, refresh]);
+    for (const fresh of batch.data?.jobs ?? []) loadImage(fresh.image_id);
+    setJobs((current) => {
+      const next = { ...current };
+      for (const fresh of batch.data?.jobs ?? []) {
+        const known = current[fresh.job_id];
+        if (!known || isTerminal(fresh.status) || !isTerminal(known.job.status)) {
+          next[fresh.job_id] = { ...liveFrom(fresh), lastSeq: known?.lastSeq ?? 0, logs: known?.logs ?? fresh.logs };
+        }
+      }
+      return next;
+    });
+  }, [batch.data, loadImage]);
 
   const loaded = jobIds.length > 0 && jobIds.every((id) => jobs[id]);
   const unfinished = useMemo(() => jobIds.filter((id) => jobs[id] && !isTerminal(jobs[id].job.status)), [jobIds, jobs]);
@@ -101,10 +98,7 @@ export default function BatchPage() {
             const job = current[jobId];
             return job ? { ...current, [jobId]: applyEvent(job, event) } : current;
           });
-          if (typeof event.data.status === "string" && isTerminal(event.data.status)) {
-            refresh(jobId);
-            reloadBatch();
-          }
+          if (typeof event.data.status === "string" && isTerminal(event.data.status)) reloadBatch();
         },
         onJobError: (_jobId, _status, detail) => setActionError(detail || "A job could not be followed."),
         onConnected: setConnected,
@@ -164,6 +158,15 @@ export default function BatchPage() {
               )}
             </p>
           )}
+          {batch.data?.estimated_cost && (
+            <p className="text-sm text-slate-700 dark:text-slate-300" data-testid="batch-cost">
+              Estimated cost:{" "}
+              <strong className="text-slate-900 dark:text-slate-100">
+                {formatMoney(batch.data.estimated_cost.amount, batch.data.estimated_cost.currency)}
+              </strong>{" "}
+              for {jobIds.length} job{jobIds.length === 1 ? "" : "s"}
+            </p>
+          )}
         </div>
         {batch.data && (
           <div className="flex flex-wrap gap-2">
@@ -195,7 +198,7 @@ export default function BatchPage() {
                 jobId={id}
                 live={jobs[id]}
                 input={jobs[id] ? images[jobs[id].job.image_id] : undefined}
-                result={jobs[id]?.job.result_image_id ? images[jobs[id].job.result_image_id ?? ""] : undefined}
+                result={jobs[id]?.job.outputs[0]}
                 onCancel={() => void cancelJob(id)}
               />
             ))}
@@ -218,7 +221,7 @@ function JobCard({
   jobId: string;
   live: LiveJob | undefined;
   input: Image | null | undefined;
-  result: Image | null | undefined;
+  result: JobOutput | undefined;
   onCancel: () => void;
 }) {
   const job = live?.job;
@@ -266,7 +269,7 @@ function JobCard({
   );
 }
 
-function Thumb({ image, label }: { image: Image | null | undefined; label: string }) {
+function Thumb({ image, label }: { image: { url: string; thumbnail_url?: string | null } | null | undefined; label: string }) {
   return (
     <div className="checkerboard relative h-16 w-16 shrink-0 overflow-hidden rounded-md">
       {image && <img src={image.thumbnail_url ?? image.url} alt="" className="h-full w-full object-cover" />}

@@ -10,6 +10,7 @@ import { DEFAULT_MAX_BYTES } from "@/api/upload";
 import { getProfile } from "@/api/users";
 import { SchemaForm } from "@/components/SchemaForm";
 import { Uploader } from "@/components/Uploader";
+import { EstimateSummary } from "@/components/studio/EstimateSummary";
 import { Examples } from "@/components/studio/Examples";
 import { ImagePicker } from "@/components/studio/ImagePicker";
 import { ShowCode } from "@/components/studio/ShowCode";
@@ -17,6 +18,7 @@ import { Stage } from "@/components/studio/Stage";
 import { WorkflowPicker } from "@/components/studio/WorkflowPicker";
 import { Button } from "@/components/ui/button";
 import { Alert, Card, Spinner } from "@/components/ui/misc";
+import { useEstimate } from "@/lib/useEstimate";
 import { fieldsOf, initialValues, toParameters, validate, type JsonSchema, type JsonValue, type Values } from "@/lib/schemaForm";
 import { useAsync } from "@/lib/useAsync";
 import { useSettings } from "@/stores/settings";
@@ -95,6 +97,10 @@ export default function StudioPage() {
   };
 
   const parameters = useMemo(() => toParameters(fields, values), [fields, values]);
+  // Invalid parameters get their messages beside the fields, not an estimate.
+  const valid = Object.keys(validate(fields, values)).length === 0;
+  const estimate = useEstimate(workflow?.id ?? null, selected, parameters, valid);
+  const refusal = estimate.data?.jobs.find((job) => !job.allowed);
 
   const request =
     workflow && selected.length > 0 ? { origin: window.location.origin, imageIds: selected, workflowId: workflow.id, parameters } : null;
@@ -221,10 +227,16 @@ export default function StudioPage() {
             className="fixed inset-x-0 bottom-14 z-20 border-t border-slate-200 bg-white/95 px-4 py-2 shadow-[0_-4px_12px_rgba(0,0,0,0.08)] backdrop-blur sm:bottom-0 lg:sticky lg:bottom-4 lg:rounded-lg lg:border lg:px-4 lg:py-3 lg:shadow-lg dark:border-slate-700 dark:bg-slate-900/95"
           >
             <div className="mx-auto grid max-w-7xl gap-2">
+              <EstimateSummary estimate={estimate} count={selected.length} />
+              {refusal && (
+                <p role="alert" data-testid="estimate-refusal" className="text-sm text-red-700 dark:text-red-300">
+                  {refusal.reason ?? "The result would be larger than this server accepts."}
+                </p>
+              )}
               {startError && <Alert>{startError}</Alert>}
               <div className="flex items-center justify-end gap-2">
                 <ShowCode request={request} />
-                <Button onClick={() => void start()} disabled={busy} className="min-w-32 flex-1 sm:flex-none">
+                <Button onClick={() => void start()} disabled={busy || !!refusal} className="min-w-32 flex-1 sm:flex-none">
                   {startLabel}
                 </Button>
               </div>

@@ -30,7 +30,7 @@ export function WorkflowPicker({ list, value, onChange }: { list: Workflow[]; va
                 <label
                   key={w.id}
                   className={cn(
-                    "relative flex cursor-pointer flex-col gap-1 rounded-lg border px-3 py-2.5 transition-colors",
+                    "relative flex min-w-0 cursor-pointer flex-col gap-1 overflow-hidden break-words rounded-lg border px-3 py-2.5 transition-colors",
                     "has-[:focus-visible]:outline has-[:focus-visible]:outline-2 has-[:focus-visible]:outline-offset-2 has-[:focus-visible]:outline-brand-600 dark:has-[:focus-visible]:outline-brand-100",
                     checked
                       ? "border-brand-600 bg-brand-50 ring-1 ring-brand-600 dark:border-brand-500 dark:bg-slate-800 dark:ring-brand-500"
@@ -46,11 +46,14 @@ export function WorkflowPicker({ list, value, onChange }: { list: Workflow[]; va
                     onChange={() => onChange(w.id)}
                     className="absolute inset-0 h-full w-full cursor-pointer appearance-none rounded-lg opacity-0"
                   />
-                  <span className="flex items-start justify-between gap-2">
-                    <span className="text-sm font-semibold text-slate-900 dark:text-slate-50">{w.name}</span>
-                    {price && <span className="shrink-0 rounded bg-slate-100 px-1.5 py-0.5 text-xs text-slate-800 dark:bg-slate-700 dark:text-slate-100">{price}</span>}
-                  </span>
+                  <span className="text-sm font-semibold text-slate-900 dark:text-slate-50">{w.name}</span>
                   <span className="line-clamp-2 text-xs text-slate-700 dark:text-slate-300">{w.description}</span>
+                  {price && (
+                    <span className="mt-auto justify-self-start pt-1 text-xs font-medium text-slate-800 dark:text-slate-200">
+                      <span className="sr-only">Price: </span>
+                      {price}
+                    </span>
+                  )}
                 </label>
               );
             })}
