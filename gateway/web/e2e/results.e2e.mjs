@@ -1,7 +1,9 @@
 // The results side: the job page (live progress and logs, errors, the outputs grid, downloads,
 // the compare view), history (search, empty results, dates, no duplicates) and the library.
+import { readFile } from "node:fs/promises";
+import { join } from "node:path";
 import { gradientPng } from "./png.mjs";
-import { axe, expect, newPage, register, server, shot, test } from "./harness.mjs";
+import { axe, expect, newPage, register, results, server, shot, shots, test } from "./harness.mjs";
 
 const DESKTOP = { viewport: { width: 1280, height: 900 } };
 const PHONE = { viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true, deviceScaleFactor: 2 };
@@ -90,6 +92,29 @@ function expectWhole(m, label) {
   expect(inside(m.box, m.frame), `${label}: the result ${JSON.stringify(m.box)} is cut by the viewer ${JSON.stringify(m.frame)}`);
   expect(inside(m.box, { left: 0, top: 0, right: m.screen.width, bottom: m.screen.height }), `${label}: the result ${JSON.stringify(m.box)} is not all on the ${m.screen.width}×${m.screen.height} screen`);
   expect(m.box.width <= m.natural.width + 0.5 && m.box.height <= m.natural.height + 0.5, `${label}: ${m.natural.width}×${m.natural.height} enlarged to ${m.box.width}×${m.box.height}`);
+}
+
+/** Zip entries' names, from the central directory. */
+function zipNames(bytes) {
+  const names = [];
+  for (let i = 0; i + 46 <= bytes.length; i++) {
+    if (bytes.readUInt32LE(i) !== 0x02014b50) continue;
+    const length = bytes.readUInt16LE(i + 28);
+    names.push(bytes.subarray(i + 46, i + 46 + length).toString("utf8"));
+    i += 45 + length;
+  }
+  return names;
+}
+
+async function save(download, name) {
+  const path = join(results, name);
+  await download.saveAs(path);
+  return readFile(path);
+}
+
+/** What the screen shows (a dialog over a long page), not the whole page. */
+async function screenShot(page, name) {
+  await page.screenshot({ path: join(shots, `${name}.png`) });
 }
 
 async function dark(page) {
@@ -272,6 +297,9 @@ test("results: job details are labelled; history search, empty results and dates
   await page.getByTestId("history-item").first().waitFor();
   const search = page.getByLabel("Search");
   expect(/file name/i.test((await search.getAttribute("placeholder")) ?? ""), "the search box does not say it searches file names");
+  await search.fill("sunflower");
+  await page.getByRole("button", { name: "Apply filters" }).click();
+  await page.getByTestId("history-item").filter({ hasText: "sunflower-field.png" }).waitFor();
   await search.fill("no-such-file-anywhere");
   await page.getByRole("button", { name: "Apply filters" }).click();
   await page.getByText("No jobs match these filters.").waitFor();
@@ -329,6 +357,241 @@ test("results: history after signing in lists each job once, from one request pe
   expect(listed.length === 2 && new Set(listed).size === 2, `history lists ${listed.join(", ")}`);
   expect(firstPages.length === 1, `the first page was asked ${firstPages.length} times`);
   await page.unroute(/\/api\/(users\/history|processing\/jobs)/);
+  expect(page.problems.length === 0, page.problems.join("\n"));
+  await context.close();
+});
+
+test("results: the library pages through every image; lightbox, select, ZIP download, delete, use as input", async () => {
+  const { context, page } = await newPage(DESKTOP);
+  await register(page);
+  // More than one page (48) of uploads, then one result.
+  const uploads = [];
+  for (let i = 0; i < 50; i++) uploads.push(await uploadPng(page, `bulk-${String(i).padStart(2, "0")}.png`, 32, 24, i));
+  const named = await uploadPng(page, "lighthouse.png", 160, 120, 60);
+  const jobId = await startJob(page, named.id, "canny-edges");
+  const job = await finished(page, jobId);
+  expect(job.status === "completed", `job ${job.status}`);
+  await page.getByRole("link", { name: "Library" }).click();
+  await page.getByRole("heading", { name: "Library" }).waitFor();
+  const items = page.getByTestId("library-item");
+  await items.first().waitFor();
+  // Scrolling reaches every image: 51 uploads and the result.
+  for (let i = 0; i < 20 && (await items.count()) < 52; i++) {
+    await page.getByTestId("library-item").last().scrollIntoViewIfNeeded();
+    await page.waitForTimeout(300);
+  }
+  expect((await items.count()) === 52, `the library shows ${await items.count()} of 52 images`);
+  await page.evaluate(() => window.scrollTo(0, 0));
+
+  await imagesLoaded(page, "[data-testid=library-item]:nth-child(-n+4) img");
+  await axe(page, "library");
+  await shot(page, "results-library");
+
+  // The lightbox: size and dimensions, arrows, Escape, download under the image's own name.
+  await items.first().getByRole("button").click();
+  const lightbox = page.getByTestId("lightbox");
+  await lightbox.waitFor();
+  const firstTitle = await lightbox.getByRole("heading").textContent();
+  await page.getByTestId("lightbox-info").filter({ hasText: /\d+×\d+ px · [\d.]+ (B|KB)/ }).waitFor();
+  await imagesLoaded(page, "[data-testid=lightbox] [data-testid=compare-after]");
+  await axe(page, "library lightbox");
+  await screenShot(page, "results-lightbox");
+  await page.keyboard.press("ArrowRight");
+  await page.waitForFunction((title) => document.querySelector("[data-testid=lightbox] h2")?.textContent !== title, firstTitle);
+  const secondTitle = await lightbox.getByRole("heading").textContent();
+  const downloading = page.waitForEvent("download");
+  await page.getByTestId("lightbox-download").click();
+  const download = await downloading;
+  expect(download.suggestedFilename() === secondTitle, `lightbox download named ${download.suggestedFilename()}, shown as ${secondTitle}`);
+  await page.keyboard.press("ArrowLeft");
+  await lightbox.getByRole("heading", { name: firstTitle }).waitFor();
+  await page.keyboard.press("Escape");
+  await lightbox.waitFor({ state: "detached" });
+
+  // Select all, download them as one ZIP.
+  await page.getByLabel("Select all shown").check();
+  await page.getByTestId("selected-count").filter({ hasText: "52 selected" }).waitFor();
+  const zipping = page.waitForEvent("download");
+  await page.getByRole("button", { name: "Download selected" }).click();
+  const zip = await zipping;
+  expect(/\.zip$/.test(zip.suggestedFilename()), `selection downloaded as ${zip.suggestedFilename()}`);
+  const names = zipNames(await save(zip, "library.zip"));
+  expect(names.length === 52 && names.includes("lighthouse.png") && names.includes("bulk-00.png"), `zip holds ${names.length}: ${names.slice(0, 5).join(", ")}…`);
+
+  // Delete one after confirming; it is gone on the server too.
+  await page.getByLabel("Select all shown").uncheck();
+  await page.getByLabel("Select lighthouse.png").check();
+  await page.getByRole("button", { name: "Delete selected" }).click();
+  await page.getByRole("dialog").getByRole("button", { name: "Delete" }).click();
+  await page.getByText("1 image deleted.").waitFor();
+  expect((await api(page, `/api/images/${named.id}`)).status === 404, "the deleted image is still served");
+  await page.waitForFunction(() => document.querySelectorAll("[data-testid=library-item]").length === 51);
+
+  // Use as input: to the studio with the image chosen.
+  await items.first().getByRole("button").click();
+  await lightbox.getByRole("link", { name: "Use as input" }).click();
+  await page.waitForURL(/\/\?image=/);
+  const chosen = new URL(page.url()).searchParams.get("image");
+  expect(chosen && chosen !== named.id, `use as input went to ${page.url()}`);
+  await page.getByRole("heading", { name: "Studio" }).waitFor();
+
+  // Phone, light and dark.
+  await page.setViewportSize({ width: 390, height: 844 });
+  await page.goto("/library");
+  await items.first().waitFor();
+  await imagesLoaded(page, "[data-testid=library-item]:nth-child(-n+4) img");
+  const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  expect(overflow <= 0, `the library is ${overflow}px wider than the phone screen`);
+  await axe(page, "phone library");
+  await shot(page, "results-library-phone");
+  await dark(page);
+  await axe(page, "phone library, dark");
+  await items.first().getByRole("button").click();
+  await lightbox.waitFor();
+  await imagesLoaded(page, "[data-testid=lightbox] [data-testid=compare-after]");
+  await axe(page, "phone lightbox, dark");
+  await screenShot(page, "results-lightbox-phone-dark");
+  expect(page.problems.length === 0, page.problems.join("\n"));
+  await context.close();
+});
+
+test("results: a failed job says what happened in words, keeps the code in details, offers Retry only when it can help", async () => {
+  const { context, page } = await newPage(DESKTOP);
+  await register(page);
+  const image = await uploadPng(page, "fails.png", 64, 48, 9);
+  for (const [errorType, retryable] of [
+    ["internal_error", true],
+    ["bad_request", false],
+  ]) {
+    await server.knobs({ error_rate: 1, error_type: errorType });
+    let jobId;
+    try {
+      jobId = await startJob(page, image.id, "canny-edges");
+      await finished(page, jobId);
+    } finally {
+      await server.knobs({});
+    }
+    const status = (await api(page, `/api/processing/${jobId}/status`)).json;
+    expect(status.status === "failed", `${errorType}: job ${status.status}`);
+    expect(status.error?.retryable === retryable, `${errorType}: the server says retryable ${status.error?.retryable}`);
+    await page.goto(`/jobs/${jobId}`);
+    const failure = page.getByTestId("job-error");
+    await failure.getByRole("alert").filter({ hasText: status.error.message }).waitFor();
+    // The code is kept, folded away.
+    const details = failure.locator("details");
+    expect(!(await details.evaluate((d) => d.open)), "the details are open from the start");
+    await details.locator("summary").click();
+    await details.getByText(status.error.code, { exact: true }).waitFor();
+    const retry = await page.getByRole("button", { name: "Retry" }).count();
+    expect(retry === (retryable ? 1 : 0), `${errorType}: ${retry} Retry buttons`);
+    await axe(page, `failed job (${errorType})`);
+    await shot(page, `results-failed-${errorType}`);
+    if (retryable) {
+      await page.getByRole("button", { name: "Retry" }).click();
+      await page.locator('[data-testid=job-status][data-status="completed"]').waitFor({ timeout: 60_000 });
+      await page.getByTestId("compare").waitFor();
+    }
+  }
+  expect(page.problems.length === 0, page.problems.join("\n"));
+  await context.close();
+});
+
+test("results: every output of a job is shown, named after the original, downloadable one by one and as a ZIP", async () => {
+  const { context, page } = await newPage(DESKTOP);
+  await register(page);
+  const image = await uploadPng(page, "Garden Party.png", 160, 120, 10);
+  // BiRefNet with its mask: an image and a mask.
+  const masked = await startJob(page, image.id, "birefnet-background-removal", { output_mask: true });
+  const flux = await startJob(page, image.id, "flux-image-to-image", { prompt: "a watercolour garden", num_images: 3, output_format: "png" });
+  const single = await startJob(page, image.id, "canny-edges");
+  for (const id of [masked, flux, single]) expect((await finished(page, id)).status === "completed", `job ${id} did not complete`);
+
+  await page.goto(`/jobs/${masked}`);
+  const outputs = page.getByTestId("output");
+  await outputs.nth(1).waitFor();
+  expect((await outputs.count()) === 2, `BiRefNet shows ${await outputs.count()} outputs`);
+  const mask = page.locator("[data-testid=output][data-role=mask]");
+  await mask.getByText("Mask", { exact: true }).waitFor();
+  // The mask can be viewed in the compare view.
+  const maskUrl = await mask.getByTestId("output-download").getAttribute("href");
+  await mask.getByRole("button", { name: /View Mask/ }).click();
+  await page.waitForFunction((url) => document.querySelector("[data-testid=compare-after]")?.getAttribute("src") === url, maskUrl);
+  const names = [];
+  for (let i = 0; i < 2; i++) {
+    const downloading = page.waitForEvent("download");
+    await outputs.nth(i).getByTestId("output-download").click();
+    names.push((await downloading).suggestedFilename());
+  }
+  expect(names.every((name) => /^Garden Party_birefnet-background-removal(_\d+)?\.png$/.test(name)) && new Set(names).size === 2, `BiRefNet downloads named ${names.join(", ")}`);
+  await imagesLoaded(page, "[data-testid=output] img");
+  await axe(page, "job with a mask");
+  await shot(page, "results-outputs-mask");
+
+  await page.goto(`/jobs/${flux}`);
+  await outputs.nth(2).waitFor();
+  expect((await outputs.count()) === 3, `FLUX shows ${await outputs.count()} outputs`);
+  const zipping = page.waitForEvent("download");
+  await page.getByTestId("download-all").click();
+  const zip = await zipping;
+  expect(/\.zip$/.test(zip.suggestedFilename()), `download all named ${zip.suggestedFilename()}`);
+  const entries = zipNames(await save(zip, "outputs.zip"));
+  expect(entries.length === 3 && entries.every((name) => name.startsWith("Garden Party_flux-image-to-image")), `zip holds ${entries.join(", ")}`);
+  // Each output can go on to the next workflow.
+  const use = await outputs.nth(1).getByRole("link", { name: /Use as input/ }).getAttribute("href");
+  expect(/^\/\?image=[0-9a-f-]{36}$/.test(use ?? ""), `use as input links to ${use}`);
+  await imagesLoaded(page, "[data-testid=output] img");
+  await axe(page, "job with three outputs");
+  await shot(page, "results-outputs-flux");
+  await dark(page);
+  await axe(page, "job with three outputs, dark");
+  await page.setViewportSize({ width: 390, height: 844 });
+  await axe(page, "phone job with three outputs, dark");
+  await shot(page, "results-outputs-flux-phone-dark");
+  await page.setViewportSize({ width: 1280, height: 900 });
+
+  // One output: one download named after the original, no grid.
+  await page.goto(`/jobs/${single}`);
+  const downloading = page.waitForEvent("download");
+  await page.getByTestId("download-result").click();
+  const download = await downloading;
+  expect(download.suggestedFilename() === "Garden Party_canny-edges.png", `single result named ${download.suggestedFilename()}`);
+  expect((await outputs.count()) === 0, "a single output shows a grid");
+  await page.getByRole("link", { name: "Use as input" }).click();
+  await page.waitForURL(/\/\?image=/);
+  expect(page.problems.length === 0, page.problems.join("\n"));
+  await context.close();
+});
+
+test("results: the library filters by kind and searches file names on the server", async () => {
+  const { context, page } = await newPage(DESKTOP);
+  await register(page);
+  for (let i = 0; i < 3; i++) await uploadPng(page, `bulk-${i}.png`, 32, 24, i);
+  const named = await uploadPng(page, "lighthouse.png", 160, 120, 60);
+  const job = await finished(page, await startJob(page, named.id, "canny-edges"));
+  expect(job.status === "completed", `job ${job.status}`);
+  await page.goto("/library");
+  const items = page.getByTestId("library-item");
+  await page.waitForFunction(() => document.querySelectorAll("[data-testid=library-item]").length === 5);
+  await page.getByRole("radio", { name: "Results" }).click();
+  await page.waitForFunction(() => {
+    const all = [...document.querySelectorAll("[data-testid=library-item]")];
+    return all.length === 1 && all[0].getAttribute("data-kind") === "result";
+  });
+  await page.getByRole("radio", { name: "Originals" }).click();
+  await page.waitForFunction(() => {
+    const all = [...document.querySelectorAll("[data-testid=library-item]")];
+    return all.length === 4 && all.every((item) => item.getAttribute("data-kind") === "original");
+  });
+  await page.getByRole("radio", { name: "All" }).click();
+  await page.getByLabel("Search by file name").fill("LIGHTHOUSE");
+  await page.getByRole("button", { name: "Search" }).click();
+  await page.waitForFunction(() => document.querySelectorAll("[data-testid=library-item]").length === 2);
+  expect((await items.filter({ hasText: "lighthouse" }).count()) === 2, "the search found other names");
+  await page.getByLabel("Search by file name").fill("nothing-like-this");
+  await page.getByRole("button", { name: "Search" }).click();
+  await page.getByText("No images match.").waitFor();
+  await page.getByRole("button", { name: "Clear filters" }).click();
+  await page.waitForFunction(() => document.querySelectorAll("[data-testid=library-item]").length === 5);
   expect(page.problems.length === 0, page.problems.join("\n"));
   await context.close();
 });

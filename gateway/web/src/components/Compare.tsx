@@ -20,6 +20,7 @@ export function Compare({
   beforeAlt,
   afterAlt,
   label = "Comparison",
+  fill = false,
 }: {
   /** Without an original, the viewer shows the one image (zoom and pan still work). */
   before?: string | null;
@@ -27,6 +28,8 @@ export function Compare({
   beforeAlt?: string;
   afterAlt: string;
   label?: string;
+  /** Take the whole height offered (a lightbox) instead of the fitted image's. */
+  fill?: boolean;
 }) {
   const frame = useRef<HTMLDivElement>(null);
   const viewportRef = useRef<HTMLDivElement>(null);
@@ -43,7 +46,7 @@ export function Compare({
   useLayoutEffect(() => {
     const node = frame.current;
     if (!node) return;
-    const measure = () => setBox({ width: node.clientWidth, height: Math.round(window.innerHeight * 0.7) });
+    const measure = () => setBox({ width: node.clientWidth, height: Math.round(window.innerHeight * (fill ? 0.62 : 0.7)) });
     measure();
     const observer = new ResizeObserver(measure);
     observer.observe(node);
@@ -52,17 +55,19 @@ export function Compare({
       observer.disconnect();
       window.removeEventListener("resize", measure);
     };
-  }, []);
+  }, [fill]);
 
   const viewport: Size | null = useMemo(
     () =>
       natural && box.width > 0
         ? {
             width: box.width,
-            height: Math.max(Math.min(160, box.height), Math.min(box.height, Math.round(natural.height * Math.min(1, box.width / natural.width, box.height / natural.height)))),
+            height: fill
+              ? box.height
+              : Math.max(Math.min(160, box.height), Math.min(box.height, Math.round(natural.height * Math.min(1, box.width / natural.width, box.height / natural.height)))),
           }
         : null,
-    [natural, box.width, box.height],
+    [natural, box.width, box.height, fill],
   );
 
   // Fitted until the user zooms; fitted again on "Fit" (and kept fitted when the frame resizes).

@@ -270,8 +270,8 @@ function Tile({ image, selected, onToggle, onOpen }: { image: Image; selected: b
           alt=""
           loading="lazy"
           width={512}
-          height={512}
-          className={cn("aspect-square w-full object-contain", CHECKER)}
+          height={384}
+          className={cn("aspect-[4/3] w-full object-cover", CHECKER)}
         />
         <span className="sr-only">Open {name}</span>
       </button>
@@ -342,7 +342,7 @@ function Lightbox({
                 </DialogPrimitive.Close>
               </div>
               <div className="min-h-0">
-                <Compare key={image.id} after={image.url} afterAlt={name} label={name} />
+                <Compare key={image.id} after={image.url} afterAlt={name} label={name} fill />
               </div>
               <div className="flex flex-wrap items-center gap-2">
                 <Button variant="secondary" size="sm" disabled={!onPrevious} onClick={onPrevious} aria-label="Previous image">
