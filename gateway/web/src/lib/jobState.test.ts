@@ -59,8 +59,8 @@ describe("live job state", () => {
   });
 
   it("keeps the error of a failed job", () => {
-    const state = applyEvent(liveFrom(job), { kind: "status", seq: 1, data: { status: "failed", error: { code: "fal_error", message: "boom" } } });
-    expect(state.job.error).toEqual({ code: "fal_error", message: "boom" });
+    const state = applyEvent(liveFrom(job), { kind: "status", seq: 1, data: { status: "failed", error: { code: "fal_error", message: "boom", retryable: true } } });
+    expect(state.job.error).toEqual({ code: "fal_error", message: "boom", retryable: true });
   });
 
   it("formats durations", () => {

@@ -50,11 +50,12 @@ export function applyEvent(state: LiveJob, event: JobEvent): LiveJob {
   if (typeof data.queue_position === "number") job.queue_position = data.queue_position;
   if (typeof data.progress === "number") job.progress = data.progress;
   if (typeof data.result_image_id === "string") job.result_image_id = data.result_image_id;
-  const error = data.error as { code?: unknown; message?: unknown } | undefined;
+  const error = data.error as { code?: unknown; message?: unknown; retryable?: unknown } | undefined;
   if (error && typeof error === "object") {
     job.error = {
       code: typeof error.code === "string" ? error.code : "error",
-      message: typeof error.message === "string" ? error.message : "The job failed",
+      message: typeof error.message === "string" ? error.message : "The job failed.",
+      retryable: error.retryable === true,
     };
   }
   if (Array.isArray(data.logs)) {

@@ -6,12 +6,12 @@ import { api, idempotencyKey, unwrap, type Image, type Job } from "@/api/client"
 import { watchJob } from "@/api/events";
 import { ApiError, messageOf } from "@/api/problem";
 import { formatBytes } from "@/api/upload";
-import { Compare } from "@/components/Compare";
+import { JobOutputs } from "@/components/JobOutputs";
 import { JobProgress } from "@/components/JobProgress";
 import { Button } from "@/components/ui/button";
 import { ConfirmDialog } from "@/components/ui/dialog";
 import { Alert, Card, PageTitle, Spinner } from "@/components/ui/misc";
-import { parameterRows } from "@/lib/jobDetails";
+import { formatCost, parameterRows } from "@/lib/jobDetails";
 import { applyEvent, elapsedMs, formatDuration, isTerminal, phaseOf, withStatus, type LiveJob } from "@/lib/jobState";
 import { useAsync } from "@/lib/useAsync";
 
@@ -58,35 +58,56 @@ export default function JobPage() {
   const job = live?.job;
   const terminal = job ? isTerminal(job.status) : false;
 
+  // Whether the event stream should be open: from a status read that finds the job unfinished
+  // until the server ends the stream (it does once the job is finished).
+  const [following, setFollowing] = useState(false);
   const reload = useCallback(() => {
     fetchJob(jobId)
-      .then((fresh) => setLive((current) => withStatus(current, fresh)))
+      .then((fresh) => {
+        setLive((current) => withStatus(current, fresh));
+        setFollowing(!isTerminal(fresh.status));
+      })
       .catch(setLoadError);
   }, [jobId]);
 
   useEffect(() => {
     setLive(null);
     setLoadError(null);
+    setFollowing(false);
     reload();
   }, [reload]);
 
-  // Live events until the job finishes; the final state is read once more for its result. A
-  // new subscription starts after the last event this page has applied (from the first event
-  // when it has applied none, and then the stream's log lines replace the status's).
+  // Live events until the stream ends; then the state is read once more (for the outputs, or
+  // to follow again should the job have been sent round again). A subscription starts after the
+  // last event this page has applied (from the first when it has applied none, and then the
+  // stream's log lines replace the status's). It is not closed by a finished status seen in a
+  // replay: a retried job's history holds its earlier failure.
   const lastSeq = useRef(0);
   lastSeq.current = live?.lastSeq ?? 0;
   useEffect(() => {
-    if (!job || terminal) return;
-    const subscription = watchJob(jobId, lastSeq.current, {
+    if (!following) return;
+    let resumed: ReturnType<typeof setTimeout> | undefined;
+    const from = lastSeq.current;
+    const subscription = watchJob(jobId, from, {
       onEvent: (event) => setLive((current) => (current ? applyEvent(current, event) : current)),
-      onEnd: reload,
+      onEnd: () => {
+        // A stream that ended without news is not asked again at once.
+        resumed = setTimeout(
+          () => {
+            setFollowing(false);
+            reload();
+          },
+          lastSeq.current === from ? 2000 : 0,
+        );
+      },
       onError: (error) => setActionError(messageOf(error)),
       onConnected: setConnected,
     });
-    return () => subscription.close();
-    // Subscribe once per job, not per event.
-    // eslint-disable-next-line react-hooks/exhaustive-deps
-  }, [jobId, job === undefined, terminal]);
+    return () => {
+      clearTimeout(resumed);
+      subscription.close();
+    };
+  }, [following, jobId, reload]);
 
   // The place in the queue changes without an event: read it again now and then while waiting.
   const waiting = job ? phaseOf(job).phase === "waiting" : false;
@@ -119,10 +140,6 @@ export default function JobPage() {
   }, [terminal, job, jobId, reload]);
 
   const input = useAsync(() => (job ? fetchImage(job.image_id) : Promise.resolve(null)), [job?.image_id]);
-  const result = useAsync(
-    () => (job?.result_image_id ? fetchImage(job.result_image_id) : Promise.resolve(null)),
-    [job?.result_image_id],
-  );
   const catalogue = useAsync(workflows, []);
   const workflow = useAsync(() => (job ? fetchWorkflow(job.workflow_id) : Promise.resolve(null)), [job?.workflow_id]);
   const workflowName = workflow.data?.name ?? catalogue.data?.find((w) => w.id === job?.workflow_id)?.name ?? job?.workflow_id;
@@ -172,7 +189,8 @@ export default function JobPage() {
   const logs = live.logs;
 
   const elapsed = elapsedMs(job, now);
-  const resultUrl = result.data?.url ?? job.result_url ?? null;
+  const outputs = job.status === "completed" ? job.outputs : [];
+  const first = outputs[0];
   const inputImage = input.data;
   const inputName = inputImage?.original_filename || inputImage?.filename || "original";
 
@@ -255,31 +273,9 @@ export default function JobPage() {
         )}
       </Card>
 
-      {job.status === "completed" && resultUrl && (
-        <section aria-labelledby="result-heading" className="grid gap-3">
-          <h2 id="result-heading" className="text-lg font-semibold">
-            Result
-          </h2>
-          {inputImage ? (
-            <Compare before={inputImage.url} after={resultUrl} beforeAlt={`Original: ${inputName}`} afterAlt={`Result of ${workflowName ?? "the workflow"}`} />
-          ) : (
-            <img src={resultUrl} alt={`Result of ${workflowName ?? "the workflow"}`} className="max-h-[70vh] rounded-lg" />
-          )}
-          <div className="flex flex-wrap gap-2">
-            <Button asChild>
-              <a href={resultUrl} download={result.data?.filename ?? "result"} data-testid="download-result">
-                Download result
-              </a>
-            </Button>
-            {inputImage && (
-              <Button variant="secondary" asChild>
-                <a href={inputImage.url} download={inputName}>
-                  Download original
-                </a>
-              </Button>
-            )}
-          </div>
-        </section>
+      {outputs.length > 0 && <JobOutputs jobId={job.job_id} outputs={outputs} input={inputImage} workflowName={workflowName ?? "the workflow"} />}
+      {job.status === "completed" && outputs.length === 0 && (
+        <Alert tone="info">The results of this job were deleted.</Alert>
       )}
 
       <Card>
@@ -295,12 +291,19 @@ export default function JobPage() {
               </dd>
             </>
           )}
-          {result.data && (
+          {first && (
             <>
-              <dt className="text-slate-700 dark:text-slate-300">Result</dt>
+              <dt className="text-slate-700 dark:text-slate-300">{outputs.length > 1 ? "Results" : "Result"}</dt>
               <dd>
-                {result.data.width}×{result.data.height}, {result.data.mime_type}, {formatBytes(result.data.file_size)}
+                {outputs.length > 1 ? `${outputs.length} outputs; the first ` : ""}
+                {first.width}×{first.height}, {first.mime_type}, {formatBytes(first.file_size)}
               </dd>
+            </>
+          )}
+          {job.estimated_cost && (
+            <>
+              <dt className="text-slate-700 dark:text-slate-300">Estimated cost</dt>
+              <dd data-testid="job-cost">{formatCost(job.estimated_cost)}</dd>
             </>
           )}
           {job.created_at && (
@@ -329,5 +332,5 @@ export default function JobPage() {
 
 /** A retry can help only when the server says so. */
 function retryable(job: Job): boolean {
-  return job.error ? (job.error as { retryable?: boolean }).retryable === true : false;
+  return job.error?.retryable === true;
 }
