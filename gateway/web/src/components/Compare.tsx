@@ -303,12 +303,21 @@ export function Compare({
               </span>
             </div>
           )}
-          {before && (
+          {before && stage && view && viewport && (
+            // The labels sit on the image's own corners, inside the viewport.
             <>
-              <span aria-hidden="true" className="pointer-events-none absolute left-2 top-2 rounded bg-slate-900/75 px-2 py-0.5 text-xs font-medium text-white">
+              <span
+                aria-hidden="true"
+                className="pointer-events-none absolute rounded bg-slate-900/75 px-2 py-0.5 text-xs font-medium text-white"
+                style={{ left: `${Math.max(0, view.x) + 8}px`, top: `${Math.max(0, view.y) + 8}px` }}
+              >
                 Original
               </span>
-              <span aria-hidden="true" className="pointer-events-none absolute right-2 top-2 rounded bg-slate-900/75 px-2 py-0.5 text-xs font-medium text-white">
+              <span
+                aria-hidden="true"
+                className="pointer-events-none absolute rounded bg-slate-900/75 px-2 py-0.5 text-xs font-medium text-white"
+                style={{ right: `${Math.max(0, viewport.width - (view.x + stage.width)) + 8}px`, top: `${Math.max(0, view.y) + 8}px` }}
+              >
                 Result
               </span>
             </>
