@@ -10,7 +10,7 @@ import { CHECKER, Compare } from "@/components/Compare";
 import { Button } from "@/components/ui/button";
 import { Alert } from "@/components/ui/misc";
 import { cn } from "@/lib/cn";
-import { saveBlob } from "@/lib/download";
+import { saveDownload } from "@/lib/saveStream";
 
 export type Output = Schemas["JobOutputBody"];
 
@@ -21,22 +21,19 @@ export function outputLabel(output: Output, outputs: Output[]): string {
   return images.length > 1 ? `Image ${images.indexOf(output) + 1}` : "Image";
 }
 
-/** `name` from a Content-Disposition header (RFC 6266, `filename*` first), or null. */
-export function dispositionName(header: string | null): string | null {
-  if (!header) return null;
-  const star = /filename\*\s*=\s*UTF-8''([^;]+)/i.exec(header);
-  if (star?.[1]) {
-    try {
-      return decodeURIComponent(star[1].trim());
-    } catch {
-      // fall through to the plain name
-    }
-  }
-  const plain = /filename\s*=\s*"([^"]*)"|filename\s*=\s*([^;]+)/i.exec(header);
-  return (plain?.[1] ?? plain?.[2])?.trim() || null;
-}
-
-export function JobOutputs({ jobId, outputs, input, workflowName }: { jobId: string; outputs: Output[]; input: Image | null | undefined; workflowName: string }) {
+export function JobOutputs({
+  jobId,
+  workflowId,
+  outputs,
+  input,
+  workflowName,
+}: {
+  jobId: string;
+  workflowId: string;
+  outputs: Output[];
+  input: Image | null | undefined;
+  workflowName: string;
+}) {
   const [shownIndex, setShownIndex] = useState(0);
   const [zipping, setZipping] = useState(false);
   const [error, setError] = useState<string | null>(null);
@@ -49,10 +46,17 @@ export function JobOutputs({ jobId, outputs, input, workflowName }: { jobId: str
     setError(null);
     setZipping(true);
     try {
-      const { data, response } = await api.GET("/api/processing/{job_id}/download", { params: { path: { job_id: jobId } }, parseAs: "blob" });
-      if (!response.ok || !data) throw await errorFromResponse(response);
       const stem = inputName.replace(/\.[^.]+$/, "");
-      saveBlob(data, dispositionName(response.headers.get("content-disposition")) ?? `${stem}_results.zip`);
+      // Streamed to disk where the browser can: full-size results add up.
+      await saveDownload(
+        async () => {
+          const { response } = await api.GET("/api/processing/{job_id}/download", { params: { path: { job_id: jobId } }, parseAs: "stream" });
+          if (!response.ok) throw await errorFromResponse(response);
+          return response;
+        },
+        `${stem}_${workflowId}.zip`,
+        { description: "ZIP archive", mime: "application/zip", extension: ".zip" },
+      );
     } catch (err) {
       setError(messageOf(err));
     } finally {
