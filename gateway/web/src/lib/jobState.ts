@@ -17,10 +17,12 @@ export interface LiveJob {
   job: Job;
   lastSeq: number;
   logs: string[];
+  /** The job as last read from its status (its outputs known), not advanced by events since. */
+  read: boolean;
 }
 
 export function liveFrom(job: Job): LiveJob {
-  return { job, lastSeq: 0, logs: [...job.logs] };
+  return { job, lastSeq: 0, logs: [...job.logs], read: true };
 }
 
 /** A fresh read of the status over the live state: its fields win. Its logs are the same lines as
@@ -29,7 +31,7 @@ export function liveFrom(job: Job): LiveJob {
 export function withStatus(state: LiveJob | null, job: Job): LiveJob {
   if (!state || state.lastSeq === 0) return liveFrom(job);
   const logs = job.logs.length > state.logs.length ? [...job.logs] : state.logs;
-  return { job, lastSeq: state.lastSeq, logs };
+  return { job, lastSeq: state.lastSeq, logs, read: true };
 }
 
 /** Applies one event; events already seen (a replay after reconnecting) change nothing.
@@ -68,7 +70,7 @@ export function applyEvent(state: LiveJob, event: JobEvent): LiveJob {
   } else if (event.kind === "log" && typeof data.message === "string") {
     logs = [...logs, data.message];
   }
-  return { job, lastSeq: event.seq, logs };
+  return { job, lastSeq: event.seq, logs, read: false };
 }
 
 export type Phase = "waiting" | "running" | "done";

@@ -274,9 +274,9 @@ export default function JobPage() {
       </Card>
 
       {outputs.length > 0 && <JobOutputs jobId={job.job_id} workflowId={job.workflow_id} outputs={outputs} input={inputImage} workflowName={workflowName ?? "the workflow"} />}
-      {job.status === "completed" && outputs.length === 0 && (
-        <Alert tone="info">The results of this job were deleted.</Alert>
-      )}
+      {job.status === "completed" &&
+        outputs.length === 0 &&
+        (live.read ? <Alert tone="info">The results of this job were deleted.</Alert> : <Spinner label="Loading the results" />)}
 
       <Card>
         <h2 className="mb-2 text-lg font-semibold">Details</h2>
