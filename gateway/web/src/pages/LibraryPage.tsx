@@ -125,25 +125,31 @@ export default function LibraryPage() {
     <div className="grid gap-4">
       <PageTitle>Library</PageTitle>
       <div className="flex flex-wrap items-end gap-3 rounded-lg border border-slate-200 bg-white p-4 dark:border-slate-700 dark:bg-slate-900">
-        <div role="radiogroup" aria-label="Show" className="inline-flex overflow-hidden rounded-md border border-slate-300 dark:border-slate-600">
+        {/* Native radios: arrow keys move between them, one tab stop. */}
+        <fieldset className="inline-flex rounded-md border border-slate-300 p-0.5 dark:border-slate-600">
+          <legend className="sr-only">Show</legend>
           {KINDS.map((option) => (
-            <button
+            <label
               key={option.value}
-              type="button"
-              role="radio"
-              aria-checked={kind === option.value}
-              onClick={() => setKind(option.value)}
               className={cn(
-                "h-10 px-4 text-sm font-medium focus-visible:relative focus-visible:outline focus-visible:outline-2 focus-visible:outline-offset-[-2px] focus-visible:outline-brand-600 dark:focus-visible:outline-brand-100",
+                "relative flex h-9 cursor-pointer items-center rounded px-4 text-sm font-medium has-[:focus-visible]:outline has-[:focus-visible]:outline-2 has-[:focus-visible]:outline-brand-600 dark:has-[:focus-visible]:outline-brand-100",
                 kind === option.value
-                  ? "bg-brand-700 text-white"
-                  : "bg-white text-slate-900 hover:bg-slate-100 dark:bg-slate-800 dark:text-slate-100 dark:hover:bg-slate-700",
+                  ? "bg-brand-700 text-white dark:bg-brand-100 dark:text-brand-800"
+                  : "text-slate-800 hover:bg-slate-100 dark:text-slate-200 dark:hover:bg-slate-800",
               )}
             >
+              <input
+                type="radio"
+                name="library-kind"
+                value={option.value}
+                checked={kind === option.value}
+                onChange={() => setKind(option.value)}
+                className="absolute inset-0 h-full w-full cursor-pointer appearance-none opacity-0"
+              />
               {option.label}
-            </button>
+            </label>
           ))}
-        </div>
+        </fieldset>
         <form onSubmit={submit} role="search" aria-label="Search the library" className="flex min-w-0 flex-1 items-end gap-2">
           <div className="grid min-w-0 flex-1 gap-1">
             <Label htmlFor="library-q">Search by file name</Label>
