@@ -67,7 +67,7 @@ export function JobOutputs({
         )}
       </div>
       {several && (
-        <ul className="grid grid-cols-2 gap-3 sm:grid-cols-3 lg:grid-cols-4" aria-label="Outputs">
+        <ul className="grid grid-cols-2 gap-3 sm:grid-cols-3 md:grid-cols-4 lg:grid-cols-5" aria-label="Outputs">
           {outputs.map((output, index) => {
             const name = outputLabel(output, outputs);
             const current = output === shown;

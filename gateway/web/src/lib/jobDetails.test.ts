@@ -26,6 +26,7 @@ describe("job details", () => {
     expect(formatValue(null)).toBe("—");
     expect(formatValue([1, "a"])).toBe("1, a");
     expect(formatCost({ amount: 0.0025, currency: "USD" })).toMatch(/0\.0025/);
+    expect(formatCost({ amount: 0.00144, currency: "USD" })).toMatch(/0\.00144/);
     expect(formatCost({ amount: 1.5, currency: "USD" })).toMatch(/1\.50/);
   });
 });

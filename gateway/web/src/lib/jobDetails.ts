@@ -35,11 +35,16 @@ export function parameterRows(schema: JsonSchema | null | undefined, parameters:
   return rows;
 }
 
-/** An amount of money in its currency, e.g. `$0.0125`; small amounts keep their digits. */
+/** An amount of money in its currency: cents for amounts of a cent or more, else three
+ * significant digits (fal prices single images in fractions of a cent), e.g. `$0.00144`. */
 export function formatCost(cost: { amount: number; currency: string }): string {
-  const digits = cost.amount > 0 && cost.amount < 0.01 ? 4 : 2;
+  const small = cost.amount > 0 && cost.amount < 0.01;
   try {
-    return new Intl.NumberFormat(undefined, { style: "currency", currency: cost.currency, minimumFractionDigits: digits, maximumFractionDigits: Math.max(digits, 4) }).format(cost.amount);
+    return new Intl.NumberFormat(undefined, {
+      style: "currency",
+      currency: cost.currency,
+      ...(small ? { maximumSignificantDigits: 3 } : { minimumFractionDigits: 2, maximumFractionDigits: 4 }),
+    }).format(cost.amount);
   } catch {
     return `${cost.amount} ${cost.currency}`;
   }
