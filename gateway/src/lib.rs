@@ -2,6 +2,7 @@
 //! front of the services' gRPC APIs. It holds no data of its own; every request
 //! becomes calls to the services that own the data.
 
+pub mod archive;
 pub mod auth;
 pub mod grpc_web;
 pub mod images;
@@ -305,6 +306,11 @@ pub fn router(config: &GatewayConfig, state: AppState, readiness: Readiness) -> 
             "/api/processing/batch/{batch_id}/retry",
             post(processing::retry_batch),
         )
+        .route(
+            "/api/processing/batch/{batch_id}/download",
+            get(archive::batch),
+        )
+        .route("/api/processing/{job_id}/download", get(archive::job))
         .route("/api/ws", get(live::upgrade))
         .route("/api/workflows", get(workflows::list))
         .route("/api/workflows/{id}", get(workflows::get))

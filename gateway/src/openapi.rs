@@ -5,7 +5,7 @@ use utoipa::{
     openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
 };
 
-use crate::{auth, images, problem, processing, users, workflows};
+use crate::{archive, auth, images, problem, processing, users, workflows};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -20,6 +20,7 @@ Errors are RFC 9457 problem documents (`application/problem+json`).",
         workflows::list, workflows::get, workflows::parameters, workflows::validate, workflows::estimate,
         processing::start, processing::status, processing::cancel, processing::list, processing::events,
         processing::retry, processing::start_batch, processing::get_batch, processing::cancel_batch, processing::retry_batch,
+        archive::job, archive::batch,
         users::profile, users::update_profile, users::settings, users::replace_settings, users::history,
         users::delete_account,
     ),

@@ -553,3 +553,190 @@ async fn prices_estimates_and_refusals_over_the_limits() {
     );
     assert_eq!(esrgan_small["jobs"][0]["estimated_cost"], Value::Null);
 }
+
+/// Reads a ZIP response: its entries' names and bytes, in order.
+async fn unzip(response: reqwest::Response) -> Vec<(String, Vec<u8>)> {
+    use std::io::Read;
+    let bytes = response.bytes().await.expect("zip bytes");
+    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(bytes.to_vec())).expect("a ZIP");
+    (0..archive.len())
+        .map(|index| {
+            let mut file = archive.by_index(index).expect("entry");
+            assert_eq!(file.compression(), zip::CompressionMethod::Stored);
+            let mut content = Vec::new();
+            file.read_to_end(&mut content).expect("read");
+            (file.name().to_owned(), content)
+        })
+        .collect()
+}
+
+/// Whether an entry is `expected`, or `expected` made unique (`stem (n).ext`).
+fn named_after(name: &str, expected: &str) -> bool {
+    if name == expected {
+        return true;
+    }
+    let (stem, extension) = expected.rsplit_once('.').unwrap_or((expected, ""));
+    name.strip_prefix(stem)
+        .and_then(|rest| rest.strip_prefix(" ("))
+        .and_then(|rest| rest.strip_suffix(&format!(").{extension}")))
+        .is_some_and(|n| n.parse::<u32>().is_ok_and(|n| n >= 2))
+}
+
+async fn download(platform: &TestPlatform, user: &User, path: &str) -> reqwest::Response {
+    Client::new()
+        .get(format!("{}{path}", platform.gateway_url))
+        .bearer_auth(&user.token)
+        .send()
+        .await
+        .expect("download")
+}
+
+/// Each output's name and bytes, as the job lists them and its URL serves them.
+async fn outputs_of(job: &Value) -> Vec<(String, Vec<u8>)> {
+    let mut files = Vec::new();
+    for output in job["outputs"].as_array().expect("outputs") {
+        let bytes = Client::new()
+            .get(output["url"].as_str().expect("url"))
+            .send()
+            .await
+            .expect("output")
+            .bytes()
+            .await
+            .expect("bytes");
+        files.push((
+            output["filename"].as_str().expect("name").to_owned(),
+            bytes.to_vec(),
+        ));
+    }
+    files
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn jobs_and_batches_download_as_streamed_zips_of_their_outputs() {
+    let platform = TestPlatform::spawn(Backend::Postgres).await;
+    let user = sign_up(&platform, "zipper@example.com").await;
+    let other = sign_up(&platform, "snoop@example.com").await;
+    let first = upload_named(&platform, &user, "same.png", fixtures::png(40, 30)).await;
+    let second = upload_named(&platform, &user, "same.png", fixtures::png(30, 40)).await;
+
+    let job = start_job(
+        &platform,
+        &user,
+        &first,
+        "flux-image-to-image",
+        json!({"prompt": "a kite", "num_images": 3, "output_format": "png"}),
+    )
+    .await;
+    let done = finished(&platform, &user, &job).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    let response = download(&platform, &user, &format!("/api/processing/{job}/download")).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["content-type"], "application/zip");
+    let disposition = response.headers()["content-disposition"]
+        .to_str()
+        .expect("ascii");
+    assert!(
+        disposition.starts_with("attachment; filename=\"atelier-job-")
+            && disposition.ends_with(".zip\""),
+        "{disposition}"
+    );
+    let files = unzip(response).await;
+    let expected = outputs_of(&done).await;
+    assert_eq!(files.len(), 3);
+    for ((name, bytes), (expected_name, expected_bytes)) in files.iter().zip(&expected) {
+        assert!(
+            named_after(name, expected_name),
+            "{name} for {expected_name}"
+        );
+        assert!(bytes == expected_bytes, "{name}: the bytes of the output");
+        image::load_from_memory(bytes).expect("a real image");
+    }
+    let names: std::collections::HashSet<_> =
+        files.iter().map(|(name, _)| name.to_lowercase()).collect();
+    assert_eq!(
+        names.len(),
+        3,
+        "names made unique: {:?}",
+        files.iter().map(|f| &f.0).collect::<Vec<_>>()
+    );
+
+    // A batch over two inputs of the same name: one entry per output, in order,
+    // none overwriting another.
+    let (status, batch) = post(
+        &platform,
+        &user,
+        "/api/processing/batch",
+        json!({"image_ids": [first, second], "workflow_id": "rembg-background-removal"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{batch}");
+    let batch_id = batch["batch_id"].as_str().expect("batch").to_owned();
+    let mut jobs = Vec::new();
+    for id in batch["job_ids"].as_array().expect("ids") {
+        jobs.push(finished(&platform, &user, id.as_str().expect("id")).await);
+    }
+    let response = download(
+        &platform,
+        &user,
+        &format!("/api/processing/batch/{batch_id}/download"),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let files = unzip(response).await;
+    assert_eq!(
+        files.len(),
+        2,
+        "{:?}",
+        files.iter().map(|f| &f.0).collect::<Vec<_>>()
+    );
+    assert_ne!(files[0].0.to_lowercase(), files[1].0.to_lowercase());
+    for (file, job) in files.iter().zip(&jobs) {
+        let expected = outputs_of(job).await;
+        assert!(
+            file.1 == expected[0].1,
+            "{}: the bytes of its job's output",
+            file.0
+        );
+    }
+    let sizes: Vec<(u32, u32)> = files
+        .iter()
+        .map(|(_, bytes)| {
+            let image = image::load_from_memory(bytes).expect("image");
+            (image.width(), image.height())
+        })
+        .collect();
+    assert_eq!(
+        sizes,
+        [(40, 30), (30, 40)],
+        "in the order the batch was started"
+    );
+
+    // Another user's job and batch are not found; a job without outputs yet
+    // has nothing to download.
+    let response = download(
+        &platform,
+        &other,
+        &format!("/api/processing/batch/{batch_id}/download"),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    let response = download(
+        &platform,
+        &other,
+        &format!("/api/processing/{job}/download"),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    platform.fal_sim().set_timing(atelier_fal_sim::Timing {
+        queue_delay: Duration::ZERO,
+        processing_time: Duration::from_secs(30),
+    });
+    let slow = start_job(&platform, &user, &first, "canny-edges", json!({})).await;
+    let response = download(
+        &platform,
+        &user,
+        &format!("/api/processing/{slow}/download"),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::CONFLICT);
+}
