@@ -544,3 +544,93 @@ async fn a_job_the_queue_gave_up_on_fails_instead_of_coming_back() {
     assert_eq!(done["status"], "failed", "{done}");
     assert_eq!(done["error"]["code"], "attempts_exhausted");
 }
+
+/// Jobs recorded before input file names were kept are given theirs from the
+/// image service, and history search finds them by it afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn older_jobs_are_backfilled_with_their_input_file_name() {
+    use atelier_processing::store::jobs;
+    use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter};
+
+    let platform = TestPlatform::spawn(Backend::Postgres).await;
+    let user = sign_up(&platform, "archivist@example.com").await;
+    let part = reqwest::multipart::Part::bytes(fixtures::png(16, 16)).file_name("DSC_0815.png");
+    let uploaded: Value = Client::new()
+        .post(format!("{}/api/images/upload", platform.gateway_url))
+        .bearer_auth(&user.token)
+        .multipart(reqwest::multipart::Form::new().part("file", part))
+        .send()
+        .await
+        .expect("upload")
+        .json()
+        .await
+        .expect("image");
+    let image = uploaded["id"].as_str().expect("id").to_owned();
+    let job = start_job(&platform, &user, &image, "canny-edges", json!({})).await;
+    finished(&platform, &user, &job).await;
+
+    // Make the row look as it did before the migration.
+    let db = atelier_common::db::connect(&platform.platform, "processing")
+        .await
+        .expect("processing db");
+    let id: uuid::Uuid = job.parse().expect("job id");
+    jobs::Entity::update_many()
+        .set(jobs::ActiveModel {
+            input_filename: Set(None),
+            search_text: Set("Edge map (Canny) canny-edges".to_owned()),
+            ..Default::default()
+        })
+        .filter(jobs::Column::Id.eq(id))
+        .exec(&db)
+        .await
+        .expect("age the row");
+    let search = |q: &'static str| {
+        let platform = &platform;
+        let user = &user;
+        async move {
+            let reply: Value = Client::new()
+                .get(format!("{}/api/users/history?q={q}", platform.gateway_url))
+                .bearer_auth(&user.token)
+                .send()
+                .await
+                .expect("history")
+                .json()
+                .await
+                .expect("json");
+            reply["items"].as_array().expect("items").len()
+        }
+    };
+    assert_eq!(search("DSC_0815").await, 0, "not searchable by name before");
+
+    let limit: atelier_queue::UserLimit = std::sync::Arc::new(|_| 4);
+    let backfill = atelier_processing::Jobs::new(
+        atelier_processing::store::Store::new(db.clone()),
+        std::sync::Arc::new(atelier_queue::MemoryQueue::new(
+            atelier_queue::QueueConfig::default(),
+            limit,
+        )),
+        atelier_processing::events::Bus::local(),
+        std::sync::Arc::new(atelier_common::SystemClock),
+        atelier_common::grpc::streaming_channel(&platform.image_url).expect("image channel"),
+        atelier_common::grpc::channel(&platform.workflow_url, Duration::from_secs(5))
+            .expect("workflow channel"),
+        atelier_processing::quota::Quotas::new(
+            atelier_common::grpc::channel(&platform.user_url, Duration::from_secs(5))
+                .expect("user channel"),
+        ),
+    );
+    assert_eq!(backfill.backfill_search().await.expect("backfill"), 1);
+    assert_eq!(
+        backfill.backfill_search().await.expect("again"),
+        0,
+        "done once"
+    );
+    let row = jobs::Entity::find_by_id(id)
+        .one(&db)
+        .await
+        .expect("read")
+        .expect("row");
+    assert_eq!(row.input_filename.as_deref(), Some("DSC_0815.png"));
+    assert_eq!(search("DSC_0815").await, 1);
+    assert_eq!(search("0815").await, 1);
+}
