@@ -217,7 +217,7 @@ fn multipart_problem(err: axum::extract::multipart::MultipartError) -> Problem {
     get, path = "/api/images", tag = "images", operation_id = "images_list",
     security(("bearer" = [])),
     params(
-        ("page_size" = Option<i32>, Query, description = "Images per page (default 50, at most 100)"),
+        ("page_size" = Option<i32>, Query, description = "Images per page (default 20, at most 100)"),
         ("page_token" = Option<String>, Query, description = "The `next_page_token` of the previous page (keep `q` and `kind` the same)"),
         ("q" = Option<String>, Query, description = "Only images whose original file name contains this text, ignoring case (a plain substring, at most 200 characters)"),
         ("kind" = Option<String>, Query, description = "`original` (uploads) or `result` (job outputs); absent for both"),
