@@ -807,3 +807,81 @@ pub async fn retry_batch(
         Json(batch_body(batch, reply.retried_job_ids, jobs)),
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn image(id: &str, role: Option<&str>) -> image_pb::Image {
+        let mut metadata = Map::new();
+        metadata.insert("format".into(), "png".into());
+        if let Some(role) = role {
+            metadata.insert("output_role".into(), role.into());
+        }
+        image_pb::Image {
+            id: id.into(),
+            original_filename: format!("{id}.png"),
+            mime_type: "image/png".into(),
+            width: 4,
+            height: 3,
+            file_size: 99,
+            url: format!("https://files.example/{id}"),
+            metadata: Some(map_to_struct(&metadata)),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn outputs_follow_the_job_order_take_their_role_from_the_image_and_skip_deleted_ones() {
+        let job = pb::Job {
+            id: "job".into(),
+            status: pb::JobStatus::Completed as i32,
+            result_image_id: "a".into(),
+            result_image_ids: vec!["a".into(), "gone".into(), "m".into()],
+            outputs: ["a", "gone", "m"]
+                .iter()
+                .enumerate()
+                .map(|(index, id)| pb::JobOutput {
+                    image_id: (*id).into(),
+                    index: index as i32,
+                    role: "image".into(),
+                })
+                .collect(),
+            ..Default::default()
+        };
+        let images: HashMap<String, image_pb::Image> = [image("a", None), image("m", Some("mask"))]
+            .into_iter()
+            .map(|image| (image.id.clone(), image))
+            .collect();
+        let body = encode_job(job, &images);
+        let outputs: Vec<(&str, &str, &str)> = body
+            .outputs
+            .iter()
+            .map(|output| {
+                (
+                    output.image_id.as_str(),
+                    output.role.as_str(),
+                    output.filename.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(outputs, [("a", "image", "a.png"), ("m", "mask", "m.png")]);
+        assert_eq!(body.result_url.as_deref(), Some("https://files.example/a"));
+        assert_eq!(body.outputs[1].width, 4);
+        assert_eq!(body.outputs[1].file_size, 99);
+        assert_eq!(body.estimated_cost.map(|cost| cost.amount), None);
+    }
+
+    #[test]
+    fn a_job_without_outputs_falls_back_to_its_result_ids() {
+        let job = pb::Job {
+            result_image_ids: vec!["a".into()],
+            ..Default::default()
+        };
+        let images: HashMap<String, image_pb::Image> =
+            std::iter::once(("a".to_owned(), image("a", None))).collect();
+        let body = encode_job(job, &images);
+        assert_eq!(body.outputs.len(), 1);
+        assert_eq!(body.outputs[0].role, "image");
+    }
+}
