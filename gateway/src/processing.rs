@@ -58,8 +58,13 @@ pub struct Started {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct JobError {
+    /// A stable code: fal's error type, or one of the platform's
+    /// (`result_too_large`, `attempts_exhausted`, ...).
     pub code: String,
+    /// What went wrong, written for the person who started the job.
     pub message: String,
+    /// Whether running the job again may succeed.
+    pub retryable: bool,
 }
 
 /// One output of a completed job: a result image with signed URLs.
@@ -310,6 +315,7 @@ pub fn encode_job(job: pb::Job, images: &HashMap<String, image_pb::Image>) -> Jo
         error: job.error.map(|error| JobError {
             code: error.code,
             message: error.message,
+            retryable: error.retryable,
         }),
         created_at: rfc3339(job.created_at),
         started_at: rfc3339(job.started_at),

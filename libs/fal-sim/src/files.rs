@@ -29,14 +29,21 @@ impl Files {
         Ok(name)
     }
 
-    /// The file called `name` and its content type, when there is one.
-    pub(crate) async fn read(&self, name: &str) -> io::Result<Option<(Vec<u8>, &'static str)>> {
+    /// The file called `name` opened for reading, its size and its content type,
+    /// when there is one. Served as a stream: a large result is never held whole.
+    pub(crate) async fn open(
+        &self,
+        name: &str,
+    ) -> io::Result<Option<(tokio::fs::File, u64, &'static str)>> {
         if !is_valid_name(name) {
             return Ok(None);
         }
         let path = self.dir.path().join(name);
-        match tokio::fs::read(&path).await {
-            Ok(bytes) => Ok(Some((bytes, content_type_of(&path)))),
+        match tokio::fs::File::open(&path).await {
+            Ok(file) => {
+                let size = file.metadata().await?.len();
+                Ok(Some((file, size, content_type_of(&path))))
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),
         }
@@ -71,19 +78,18 @@ mod tests {
             .store(b"png bytes", Format::Png)
             .await
             .expect("storing");
-        let (bytes, content_type) = files.read(&name).await.expect("reading").expect("found");
+        let (mut file, size, content_type) =
+            files.open(&name).await.expect("reading").expect("found");
+        let mut bytes = Vec::new();
+        tokio::io::AsyncReadExt::read_to_end(&mut file, &mut bytes)
+            .await
+            .expect("reading");
         assert_eq!(
-            (bytes.as_slice(), content_type),
-            (&b"png bytes"[..], "image/png")
+            (bytes.as_slice(), size, content_type),
+            (&b"png bytes"[..], 9, "image/png")
         );
-        assert!(
-            files
-                .read("../etc/passwd")
-                .await
-                .expect("reading")
-                .is_none()
-        );
-        assert!(files.read(".hidden").await.expect("reading").is_none());
-        assert!(files.read("missing.png").await.expect("reading").is_none());
+        for name in ["../etc/passwd", ".hidden", "missing.png"] {
+            assert!(files.open(name).await.expect("reading").is_none(), "{name}");
+        }
     }
 }

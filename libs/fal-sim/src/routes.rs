@@ -434,16 +434,20 @@ async fn cancel(
 
 async fn file(State(shared): State<Arc<Shared>>, Path(name): Path<String>) -> ApiResult {
     check_outage(&shared)?;
-    match shared.files.read(&name).await {
-        Ok(Some((bytes, content_type))) => Ok((
+    match shared.files.open(&name).await {
+        Ok(Some((file, size, content_type))) => Ok((
             [
                 (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
                 (
                     header::CACHE_CONTROL,
                     HeaderValue::from_static("public, max-age=86400"),
                 ),
+                (header::CONTENT_LENGTH, HeaderValue::from(size)),
             ],
-            bytes,
+            axum::body::Body::from_stream(tokio_util::io::ReaderStream::with_capacity(
+                file,
+                256 * 1024,
+            )),
         )
             .into_response()),
         Ok(None) => Err(ApiError::detail(StatusCode::NOT_FOUND, "File not found")),

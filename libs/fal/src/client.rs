@@ -654,7 +654,7 @@ pub(crate) fn transport_failure(err: reqwest::Error) -> Failure {
     }
 }
 
-fn error_chain(err: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
     let mut text = err.to_string();
     let mut source = err.source();
     while let Some(cause) = source {

@@ -47,10 +47,11 @@ pub struct FalConfig {
     /// `http://127.0.0.1:4010`) may resolve to a loopback or private address; every
     /// other entry must resolve to a public one.
     pub allowed_result_hosts: Vec<String>,
-    /// Largest result accepted, in bytes (`FAL_MAX_RESULT_BYTES`, 100 MiB).
+    /// Largest result accepted, in bytes (`FAL_MAX_RESULT_BYTES`, 512 MiB). Results
+    /// stream through in bounded chunks, so this bounds storage, not memory.
     pub max_result_bytes: u64,
-    /// Deadline for one result download, redirects and body included
-    /// (`FAL_RESULT_TIMEOUT_SECS`, 60 s).
+    /// Deadline for reaching a result's body (connection, redirects, headers), and
+    /// the longest wait for each next piece of it (`FAL_RESULT_TIMEOUT_SECS`, 60 s).
     pub result_timeout: Duration,
     /// First pause between two status polls in [`FalClient::wait`](crate::FalClient::wait)
     /// (`FAL_POLL_INTERVAL_MS`, 500 ms); it grows by half while nothing changes.
@@ -77,7 +78,7 @@ impl FalConfig {
                 .iter()
                 .map(|h| (*h).to_owned())
                 .collect(),
-            max_result_bytes: 100 * 1024 * 1024,
+            max_result_bytes: 512 * 1024 * 1024,
             result_timeout: Duration::from_secs(60),
             poll_interval: Duration::from_millis(500),
             poll_interval_max: Duration::from_secs(5),
@@ -332,7 +333,7 @@ mod tests {
         assert_eq!(config.retry.max_retries, 3);
         assert_eq!(config.retry.base, Duration::from_secs(1));
         assert_eq!(config.retry.max_delay, Duration::from_secs(30));
-        assert_eq!(config.max_result_bytes, 100 * 1024 * 1024);
+        assert_eq!(config.max_result_bytes, 512 * 1024 * 1024);
         assert_eq!(config.result_timeout, Duration::from_secs(60));
         assert_eq!(config.poll_interval, Duration::from_millis(500));
         assert_eq!(config.stream_idle_timeout, Duration::from_secs(15));

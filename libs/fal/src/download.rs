@@ -10,6 +10,7 @@
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     sync::Arc,
+    time::Duration,
 };
 
 use anyhow::{Context, bail};
@@ -17,7 +18,8 @@ use base64::{
     Engine, alphabet,
     engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig},
 };
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
+use futures::{Stream, StreamExt, stream::BoxStream};
 use http::{StatusCode, header};
 use reqwest::{
     Url,
@@ -197,20 +199,139 @@ enum Hop {
     Body(reqwest::Response),
 }
 
+/// The largest piece a result body is handed on in.
+pub const RESULT_CHUNK_BYTES: usize = 256 * 1024;
+
+/// A result being downloaded: its declared type and size, and its bytes in
+/// chunks of at most [`RESULT_CHUNK_BYTES`].
+pub struct ResultBody {
+    /// The `Content-Type` the host declared (or the `data:` URI's media type). Not
+    /// to be trusted: sniff the bytes.
+    pub content_type: Option<String>,
+    /// The size the host declared, when it did (already checked against the limit).
+    pub size: Option<u64>,
+    /// The bytes; a failure mid-way (transient, or [`FalError::TooLarge`]) ends it.
+    pub body: BoxStream<'static, Result<Bytes, FalError>>,
+}
+
+impl std::fmt::Debug for ResultBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResultBody")
+            .field("content_type", &self.content_type)
+            .field("size", &self.size)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ResultBody {
+    /// Reads the whole result into memory: for small results and tests only.
+    pub async fn collect(self) -> Result<Downloaded, FalError> {
+        let mut bytes = BytesMut::new();
+        let mut body = self.body;
+        while let Some(chunk) = body.next().await {
+            bytes.extend_from_slice(&chunk?);
+        }
+        Ok(Downloaded {
+            bytes: bytes.freeze(),
+            content_type: self.content_type,
+        })
+    }
+}
+
+/// `bytes` as pieces of at most [`RESULT_CHUNK_BYTES`] (without copying).
+fn chunked(bytes: Bytes) -> impl Stream<Item = Result<Bytes, FalError>> + Send + 'static {
+    let count = bytes.len().div_ceil(RESULT_CHUNK_BYTES);
+    futures::stream::iter((0..count).map(move |i| {
+        let end = ((i + 1) * RESULT_CHUNK_BYTES).min(bytes.len());
+        Ok(bytes.slice(i * RESULT_CHUNK_BYTES..end))
+    }))
+}
+
+/// A response body as pieces of at most [`RESULT_CHUNK_BYTES`], small network
+/// reads gathered, ending in [`FalError::TooLarge`] past `max` bytes and in a
+/// transient error when no byte arrives for `idle`.
+fn limited(
+    response: reqwest::Response,
+    max: u64,
+    idle: Duration,
+) -> BoxStream<'static, Result<Bytes, FalError>> {
+    struct State {
+        source: BoxStream<'static, reqwest::Result<Bytes>>,
+        pending: BytesMut,
+        seen: u64,
+        /// The source has ended.
+        ended: bool,
+        /// An error was handed on: the stream is over.
+        failed: bool,
+    }
+    let state = State {
+        source: response.bytes_stream().boxed(),
+        pending: BytesMut::new(),
+        seen: 0,
+        ended: false,
+        failed: false,
+    };
+    futures::stream::unfold(state, move |mut state| async move {
+        if state.failed {
+            return None;
+        }
+        while !state.ended && state.pending.len() < RESULT_CHUNK_BYTES {
+            let error = match tokio::time::timeout(idle, state.source.next()).await {
+                Err(_) => FalError::transient("the result download stalled"),
+                Ok(Some(Ok(chunk))) => {
+                    state.seen += chunk.len() as u64;
+                    if state.seen <= max {
+                        state.pending.extend_from_slice(&chunk);
+                        continue;
+                    }
+                    FalError::TooLarge
+                }
+                Ok(Some(Err(err))) => FalError::transient(format!(
+                    "reading the result failed: {}",
+                    crate::client::error_chain(&err.without_url())
+                )),
+                Ok(None) => {
+                    state.ended = true;
+                    continue;
+                }
+            };
+            state.failed = true;
+            return Some((Err(error), state));
+        }
+        if state.pending.is_empty() {
+            return None;
+        }
+        let take = state.pending.len().min(RESULT_CHUNK_BYTES);
+        let piece = state.pending.split_to(take).freeze();
+        Some((Ok(piece), state))
+    })
+    .boxed()
+}
+
 impl FalClient {
-    /// Downloads a result: a `data:` URI is decoded in place; anything else must be
-    /// an allowed URL (see [`FalConfig::allowed_result_hosts`]) resolving to an
-    /// allowed address. At most [`MAX_REDIRECTS`] redirects are followed, each target
-    /// checked again; the body may not exceed `max_result_bytes`, and the whole
-    /// attempt must finish within `result_timeout`. Transient failures are retried.
+    /// Opens a result for streaming: a `data:` URI is decoded in place; anything
+    /// else must be an allowed URL (see [`FalConfig::allowed_result_hosts`])
+    /// resolving to an allowed address. At most [`MAX_REDIRECTS`] redirects are
+    /// followed, each target checked again. Reaching the body (connection,
+    /// redirects, headers) must finish within `result_timeout` and is retried when
+    /// it fails transiently; the body then arrives in bounded chunks, each within
+    /// `result_timeout` of the last, and ends in [`FalError::TooLarge`] once it
+    /// passes `max_result_bytes`. Nothing holds the whole result: a 500 MB
+    /// result costs the memory of a chunk.
     ///
     /// No credentials are sent with a download.
     ///
     /// [`FalConfig::allowed_result_hosts`]: crate::FalConfig::allowed_result_hosts
-    pub async fn download(&self, url: &str) -> Result<Downloaded, FalError> {
+    pub async fn download(&self, url: &str) -> Result<ResultBody, FalError> {
         let max = self.inner.config.max_result_bytes;
         if strip_prefix_ignore_case(url.trim_start(), "data:").is_some() {
-            return decode_data_uri(url.trim_start(), max);
+            let decoded = decode_data_uri(url.trim_start(), max)?;
+            let size = decoded.bytes.len() as u64;
+            return Ok(ResultBody {
+                content_type: decoded.content_type,
+                size: Some(size),
+                body: chunked(decoded.bytes).boxed(),
+            });
         }
         let start =
             Url::parse(url.trim()).map_err(|_| FalError::ForbiddenUrl("not a url".to_owned()))?;
@@ -218,15 +339,32 @@ impl FalClient {
         let timeout = self.inner.config.result_timeout;
         // Each hop goes through its own host's breaker (see `fetch_hop`); the body is
         // read outside it, so a large result is not taken for a slow call.
-        self.retrying(&host, "download", true, || async {
-            tokio::time::timeout(timeout, self.download_once(&start))
-                .await
-                .unwrap_or_else(|_| Err(FalError::transient("result download timed out").into()))
+        let response = self
+            .retrying(&host, "download", true, || async {
+                tokio::time::timeout(timeout, self.open(&start))
+                    .await
+                    .unwrap_or_else(
+                        |_| Err(FalError::transient("result download timed out").into()),
+                    )
+            })
+            .await?;
+        if response.content_length().is_some_and(|len| len > max) {
+            return Err(FalError::TooLarge);
+        }
+        let content_type = response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        Ok(ResultBody {
+            content_type,
+            size: response.content_length(),
+            body: limited(response, max, timeout),
         })
-        .await
     }
 
-    async fn download_once(&self, start: &Url) -> Result<Downloaded, Failure> {
+    /// Follows the redirects of a result URL up to the response carrying its body.
+    async fn open(&self, start: &Url) -> Result<reqwest::Response, Failure> {
         let mut url = start.clone();
         for redirects in 0..=MAX_REDIRECTS {
             let vetted = self.vet(&url).await?;
@@ -238,32 +376,15 @@ impl FalClient {
                 .user_agent(concat!("atelier-fal/", env!("CARGO_PKG_VERSION")))
                 .build()
                 .map_err(|err| FalError::transient(format!("building a download client: {err}")))?;
-            let hop = self.fetch_hop(&client, &url).await?;
-            match hop {
+            match self.fetch_hop(&client, &url).await? {
                 Hop::Redirect(next) => {
                     if redirects == MAX_REDIRECTS {
-                        return Err(FalError::Protocol(format!(
-                            "more than {MAX_REDIRECTS} redirects"
-                        ))
-                        .into());
+                        break;
                     }
                     tracing::debug!(from = %redact(&url), to = %redact(&next), "following result redirect");
                     url = next;
                 }
-                Hop::Body(response) => {
-                    let content_type = response
-                        .headers()
-                        .get(header::CONTENT_TYPE)
-                        .and_then(|v| v.to_str().ok())
-                        .map(str::to_owned);
-                    let bytes = read_limited(response, self.inner.config.max_result_bytes)
-                        .await
-                        .map_err(Failure::from)?;
-                    return Ok(Downloaded {
-                        bytes,
-                        content_type,
-                    });
-                }
+                Hop::Body(response) => return Ok(response),
             }
         }
         Err(FalError::Protocol(format!("more than {MAX_REDIRECTS} redirects")).into())

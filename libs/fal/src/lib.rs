@@ -54,7 +54,7 @@ pub use client::FalClient;
 pub use config::{
     BreakerConfig, DEFAULT_API_URL, DEFAULT_QUEUE_URL, DEFAULT_RESULT_HOSTS, FalConfig, RetryConfig,
 };
-pub use download::{MAX_REDIRECTS, is_forbidden_address};
+pub use download::{MAX_REDIRECTS, RESULT_CHUNK_BYTES, ResultBody, is_forbidden_address};
 pub use endpoint::{EndpointId, EndpointIdError};
 pub use error::{FalError, FieldIssue, classify};
 pub use types::{

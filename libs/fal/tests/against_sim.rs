@@ -222,7 +222,13 @@ async fn submit_wait_result_and_download() {
         .expect("result");
     assert_eq!(output["image"]["width"], 16);
     let url = output["image"]["url"].as_str().expect("result url");
-    let file = client.download(url).await.expect("downloaded");
+    let file = client
+        .download(url)
+        .await
+        .expect("opened")
+        .collect()
+        .await
+        .expect("downloaded");
     assert!(file.bytes.starts_with(b"\x89PNG"), "a png");
     assert_eq!(file.content_type.as_deref(), Some("image/png"));
 }

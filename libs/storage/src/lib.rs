@@ -133,8 +133,13 @@ pub trait ObjectStore: Send + Sync + 'static {
     async fn list(&self, prefix: &str) -> Result<Vec<String>, StorageError>;
 
     /// A URL anyone can GET `key` from until `ttl` has passed, when the backend
-    /// signs URLs itself (S3 presigned GET). `None` for the local backend, whose
-    /// URLs the image service signs and the gateway serves.
-    async fn presigned_get(&self, key: &str, ttl: Duration)
-    -> Result<Option<String>, StorageError>;
+    /// signs URLs itself (S3 presigned GET); with `download_name`, the answer names
+    /// the file so (`Content-Disposition`). `None` for the local backend, whose URLs
+    /// the image service signs and the gateway serves.
+    async fn presigned_get(
+        &self,
+        key: &str,
+        ttl: Duration,
+        download_name: Option<&str>,
+    ) -> Result<Option<String>, StorageError>;
 }

@@ -291,6 +291,7 @@ impl ObjectStore for LocalStore {
         &self,
         key: &str,
         _ttl: Duration,
+        _download_name: Option<&str>,
     ) -> Result<Option<String>, StorageError> {
         validate_key(key)?;
         Ok(None)

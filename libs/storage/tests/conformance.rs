@@ -729,7 +729,7 @@ async fn invalid_keys(fixture: &Fixture) {
         invalid(store.delete(key).await);
         invalid(
             store
-                .presigned_get(key, Duration::from_secs(60))
+                .presigned_get(key, Duration::from_secs(60), None)
                 .await
                 .map(drop),
         );
@@ -785,7 +785,7 @@ mod local_only {
             .expect("put");
         let url = fixture
             .store()
-            .presigned_get("k", Duration::from_secs(60))
+            .presigned_get("k", Duration::from_secs(60), None)
             .await
             .expect("presigned_get");
         assert_eq!(url, None);
@@ -883,7 +883,7 @@ mod s3_only {
             .expect("put");
         let url = fixture
             .store()
-            .presigned_get("shared/photo.png", Duration::from_secs(300))
+            .presigned_get("shared/photo.png", Duration::from_secs(300), None)
             .await
             .expect("presigned_get")
             .expect("S3 presigns URLs");
@@ -903,6 +903,44 @@ mod s3_only {
     }
 
     #[tokio::test]
+    async fn presigned_url_names_the_download() {
+        let fixture = Fixture::s3().await;
+        let bytes = data(5_000, 3);
+        fixture
+            .store()
+            .put("named/result", "image/png", body(&bytes, 1_000))
+            .await
+            .expect("put");
+        let url = fixture
+            .store()
+            .presigned_get(
+                "named/result",
+                Duration::from_secs(300),
+                Some("Strandbild Süd_esrgan-upscale.png"),
+            )
+            .await
+            .expect("presigned_get")
+            .expect("S3 presigns URLs");
+        let parsed = reqwest::Url::parse(&url).expect("url");
+        let disposition = parsed
+            .query_pairs()
+            .find(|(name, _)| name == "response-content-disposition")
+            .map(|(_, value)| value.into_owned());
+        assert_eq!(
+            disposition.as_deref(),
+            Some(
+                "inline; filename=\"Strandbild_S_d_esrgan-upscale.png\"; \
+                 filename*=UTF-8''Strandbild%20S%C3%BCd_esrgan-upscale.png"
+            )
+        );
+        // The name is part of what is signed: the URL still works as a whole.
+        let (status, served) = fetch(&url).await;
+        assert_eq!(status, reqwest::StatusCode::OK, "{url}");
+        assert!(served == bytes);
+        fixture.cleanup().await;
+    }
+
+    #[tokio::test]
     async fn presigned_url_expires() {
         let fixture = Fixture::s3().await;
         let bytes = data(100, 2);
@@ -913,7 +951,7 @@ mod s3_only {
             .expect("put");
         let url = fixture
             .store()
-            .presigned_get("soon-gone", Duration::from_secs(1))
+            .presigned_get("soon-gone", Duration::from_secs(1), None)
             .await
             .expect("presigned_get")
             .expect("S3 presigns URLs");
@@ -940,7 +978,7 @@ mod s3_only {
         }
         let url = fixture
             .store()
-            .presigned_get("mine/a.png", Duration::from_secs(300))
+            .presigned_get("mine/a.png", Duration::from_secs(300), None)
             .await
             .expect("presigned_get")
             .expect("S3 presigns URLs");

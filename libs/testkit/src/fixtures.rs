@@ -126,6 +126,28 @@ pub fn jpeg_with_trailing_html() -> Vec<u8> {
     jpeg
 }
 
+/// Something like a phone photo: smooth colour fields with sensor-like grain, so
+/// codecs meet real-world sizes (a 24-megapixel JPEG of about 10 MB; an upscale
+/// of it as PNG well over 100 MB). Deterministic (xorshift).
+pub fn photo(width: u32, height: u32) -> DynamicImage {
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut grain = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state % 41) as i32 - 20
+    };
+    let (w, h) = (width.max(1), height.max(1));
+    DynamicImage::ImageRgb8(RgbImage::from_fn(width, height, |x, y| {
+        let base = [
+            (x * 200 / w + 30) as i32,
+            (y * 180 / h + 40) as i32,
+            ((x + y) * 120 / (w + h) + 70) as i32,
+        ];
+        Rgb(base.map(|c| (c + grain()).clamp(0, 255) as u8))
+    }))
+}
+
 /// A JPEG of random noise at top quality: as many bytes as pixels allow, the
 /// hardest case for a decoder's memory. Deterministic (xorshift).
 pub fn noise_jpeg(width: u32, height: u32) -> Vec<u8> {

@@ -159,6 +159,8 @@ pub struct Options {
     pub queue: QueueBackend,
     /// Upload size limit in bytes.
     pub max_file_bytes: u64,
+    /// Largest job result in bytes (the fal client's and the image service's).
+    pub max_result_bytes: u64,
     pub max_pixels: u64,
     pub limits: LimitConfig,
     pub lifetimes: Lifetimes,
@@ -233,6 +235,7 @@ impl Options {
             storage: Storage::Local,
             queue: QueueBackend::Memory,
             max_file_bytes: 50 * 1024 * 1024,
+            max_result_bytes: 512 * 1024 * 1024,
             max_pixels: 100_000_000,
             limits: LimitConfig {
                 per_ip: 10_000,
@@ -351,6 +354,7 @@ impl TestPlatform {
             platform: platform.clone(),
             settings: atelier_image::Settings {
                 max_file_bytes: options.max_file_bytes,
+                max_result_bytes: options.max_result_bytes,
                 max_pixels: options.max_pixels,
                 strip_location: true,
                 retention: Duration::from_secs(30 * 24 * 60 * 60),

@@ -42,7 +42,17 @@ pub async fn sign_up(platform: &TestPlatform, email: &str) -> User {
 
 /// Uploads `bytes` as `input.png`; the raw reply.
 pub async fn try_upload(platform: &TestPlatform, user: &User, bytes: Vec<u8>) -> reqwest::Response {
-    let part = multipart::Part::bytes(bytes).file_name("input.png");
+    try_upload_as(platform, user, "input.png", bytes).await
+}
+
+/// Uploads `bytes` under the file name `name`; the raw reply.
+pub async fn try_upload_as(
+    platform: &TestPlatform,
+    user: &User,
+    name: &str,
+    bytes: Vec<u8>,
+) -> reqwest::Response {
+    let part = multipart::Part::bytes(bytes).file_name(name.to_owned());
     Client::new()
         .post(format!("{}/api/images/upload", platform.gateway_url))
         .bearer_auth(&user.token)
@@ -116,7 +126,18 @@ pub async fn status(platform: &TestPlatform, user: &User, job: &str) -> (StatusC
 
 /// Waits (at most a minute) until the job is in one of `statuses`; its status.
 pub async fn reached(platform: &TestPlatform, user: &User, job: &str, statuses: &[&str]) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(60);
+    reached_within(platform, user, job, statuses, Duration::from_secs(60)).await
+}
+
+/// Waits at most `within` until the job is in one of `statuses`; its status.
+pub async fn reached_within(
+    platform: &TestPlatform,
+    user: &User,
+    job: &str,
+    statuses: &[&str],
+    within: Duration,
+) -> Value {
+    let deadline = Instant::now() + within;
     loop {
         let (code, body) = status(platform, user, job).await;
         assert_eq!(code, StatusCode::OK, "{body}");
@@ -130,7 +151,12 @@ pub async fn reached(platform: &TestPlatform, user: &User, job: &str, statuses: 
             Instant::now() < deadline,
             "job never reached {statuses:?}: {body}"
         );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(if within > Duration::from_secs(60) {
+            500
+        } else {
+            50
+        }))
+        .await;
     }
 }
 

@@ -48,6 +48,7 @@ impl ImageConfig {
         let retention_days: u64 = config::var("RETENTION_DAYS", 30)?;
         let settings = Settings {
             max_file_bytes: max_file_mb * 1024 * 1024,
+            max_result_bytes: config::var("FAL_MAX_RESULT_BYTES", 512 * 1024 * 1024)?,
             max_pixels: config::var("MAX_IMAGE_PIXELS", 100_000_000)?,
             strip_location: config::var("STRIP_LOCATION_METADATA", true)?,
             retention: Duration::from_secs(retention_days * 24 * 60 * 60),

@@ -78,6 +78,7 @@ async fn harness(backend: Backend) -> Harness {
         clock.clone(),
         Settings {
             max_file_bytes: 10 * 1024 * 1024,
+            max_result_bytes: 10 * 1024 * 1024,
             max_pixels: 10_000_000,
             strip_location: true,
             retention: Duration::from_secs(30 * 24 * 60 * 60),

@@ -102,8 +102,10 @@ fn error_of(row: &JobRow) -> Option<pb::JobError> {
                 .collect()
         })
         .unwrap_or_default();
+    let code = row.error_code.clone().unwrap_or_default();
     Some(pb::JobError {
-        code: row.error_code.clone().unwrap_or_default(),
+        retryable: crate::failure::retryable(&code),
+        code,
         message,
         field_violations,
     })
@@ -209,10 +211,14 @@ pub fn encode_event(event: &EventRow) -> pb::JobEvent {
         error: data
             .get("error")
             .filter(|error| error.is_object())
-            .map(|error| pb::JobError {
-                code: error["code"].as_str().unwrap_or_default().to_owned(),
-                message: error["message"].as_str().unwrap_or_default().to_owned(),
-                field_violations: Vec::new(),
+            .map(|error| {
+                let code = error["code"].as_str().unwrap_or_default();
+                pb::JobError {
+                    code: code.to_owned(),
+                    message: error["message"].as_str().unwrap_or_default().to_owned(),
+                    field_violations: Vec::new(),
+                    retryable: crate::failure::retryable(code),
+                }
             }),
         result_image_id: data["result_image_id"]
             .as_str()

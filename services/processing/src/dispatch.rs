@@ -6,12 +6,14 @@
 
 use std::{sync::Arc, time::Duration};
 
+use atelier_common::json::map_to_struct;
 use atelier_fal::{EndpointId, FalClient, FalError, QueueStatus, SubmitOptions};
 use atelier_proto::image::v1::{
-    GetDownloadUrlRequest, ImageVariant, StoreResultMetadata, StoreResultRequest,
-    store_result_request,
+    CheckOwnershipRequest, GetDownloadUrlRequest, ImageVariant, StoreResultMetadata,
+    StoreResultRequest, store_result_request,
 };
 use atelier_queue::{Delivery, Retried};
+use futures::StreamExt;
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -19,6 +21,7 @@ use uuid::Uuid;
 
 use crate::{
     error::{ProcessingError, upstream},
+    failure,
     jobs::{Jobs, Status},
     store::JobRow,
 };
@@ -56,12 +59,42 @@ enum Outcome {
     Wait(Duration),
     /// Back into the queue as a new attempt.
     Retry(String),
-    /// Finished as failed.
+    /// Finished as failed, with a message for the user; the technical `cause`, when
+    /// there is one, goes to the log only.
     Fail {
         code: String,
         message: String,
         details: Option<Value>,
+        cause: Option<String>,
     },
+}
+
+impl Outcome {
+    fn fail(code: &str, message: impl Into<String>) -> Self {
+        Self::Fail {
+            code: code.to_owned(),
+            message: message.into(),
+            details: None,
+            cause: None,
+        }
+    }
+
+    fn because(self, why: impl std::fmt::Display) -> Self {
+        match self {
+            Self::Fail {
+                code,
+                message,
+                details,
+                ..
+            } => Self::Fail {
+                code,
+                message,
+                details,
+                cause: Some(why.to_string()),
+            },
+            other => other,
+        }
+    }
 }
 
 impl Dispatch {
@@ -136,8 +169,9 @@ impl Dispatch {
                 tracing::warn!(%job_id, attempt = delivery.attempt, reason, "job will be retried");
                 match queue.retry(&delivery, &reason).await {
                     Ok(Retried::DeadLettered) => {
+                        tracing::warn!(%job_id, attempt = delivery.attempt, reason, "job gave up after its last attempt");
                         self.jobs
-                            .fail(job_id, "attempts_exhausted", &reason, None)
+                            .fail(job_id, "attempts_exhausted", failure::GAVE_UP, None)
                             .await;
                         Ok(())
                     }
@@ -159,7 +193,11 @@ impl Dispatch {
                 code,
                 message,
                 details,
+                cause,
             } => {
+                if let Some(cause) = cause {
+                    tracing::warn!(%job_id, code, cause, "job failed");
+                }
                 self.jobs.fail(job_id, &code, &message, details).await;
                 queue.complete(&delivery).await
             }
@@ -171,11 +209,8 @@ impl Dispatch {
 
     async fn run_job(&self, row: JobRow, delivery: &Delivery) -> Outcome {
         let Ok(endpoint) = EndpointId::parse(&row.fal_endpoint) else {
-            return Outcome::Fail {
-                code: "invalid_endpoint".into(),
-                message: format!("{} is not a fal endpoint id", row.fal_endpoint),
-                details: None,
-            };
+            return Outcome::fail("invalid_endpoint", failure::MISCONFIGURED)
+                .because(format!("{} is not a fal endpoint id", row.fal_endpoint));
         };
         let request_id = match &row.fal_request_id {
             // Redelivered after a submission: watch that request, never submit twice.
@@ -198,13 +233,7 @@ impl Dispatch {
             Err(outcome) => return outcome,
         };
         if let Some(error) = status.error {
-            return Outcome::Fail {
-                code: status
-                    .error_type
-                    .unwrap_or_else(|| "fal_request_failed".into()),
-                message: error,
-                details: None,
-            };
+            return fal_failed(error, status.error_type);
         }
         let output = match self.fal.result(&endpoint, &request_id).await {
             Ok(output) => output,
@@ -310,11 +339,7 @@ impl Dispatch {
                 ProcessingError::Unavailable(why) => {
                     Outcome::Retry(format!("image service: {why}"))
                 }
-                _ => Outcome::Fail {
-                    code: "image_unavailable".into(),
-                    message: "the input image no longer exists".into(),
-                    details: None,
-                },
+                _ => Outcome::fail("image_unavailable", "The input image no longer exists."),
             })?
             .into_inner()
             .url;
@@ -430,74 +455,29 @@ impl Dispatch {
         }
     }
 
-    /// Downloads every output image, stores it through the image service and
+    /// Streams every output image of fal's `output` into the image service and
     /// finishes the job.
     async fn store_results(&self, row: &JobRow, output: &Value) -> Outcome {
-        let urls = output_urls(output);
-        if urls.is_empty() {
+        let outputs = output_images(output);
+        if outputs.is_empty() {
             return Outcome::Fail {
                 code: "no_output".into(),
-                message: "fal returned no image".into(),
-                details: Some(output.clone()),
+                message: failure::NO_OUTPUT.into(),
+                details: None,
+                cause: Some(format!("fal's output has no image: {output}")),
             };
         }
-        let mut stored = Vec::with_capacity(urls.len());
-        for (index, url) in urls.iter().enumerate() {
-            let downloaded = match self.fal.download(url).await {
-                Ok(downloaded) => downloaded,
-                Err(err @ (FalError::ForbiddenUrl(_) | FalError::TooLarge)) => {
-                    return Outcome::Fail {
-                        code: "result_refused".into(),
-                        message: err.to_string(),
-                        details: None,
-                    };
-                }
-                Err(err) => return fal_outcome(err),
+        let base = self.result_name(row).await;
+        let mut stored = Vec::with_capacity(outputs.len());
+        for (index, (url, role)) in outputs.iter().enumerate() {
+            let name = if outputs.len() > 1 {
+                format!("{base}_{}", index + 1)
+            } else {
+                base.clone()
             };
-            let metadata = StoreResultMetadata {
-                user_id: row.user_id.to_string(),
-                job_id: row.id.to_string(),
-                output_index: index as i32,
-                source_image_id: row.image_id.to_string(),
-                filename: format!("{}-{index}", row.workflow_id),
-                mime_type: downloaded.content_type.clone().unwrap_or_default(),
-                metadata: None,
-                size_bytes: Some(downloaded.bytes.len() as i64),
-            };
-            let messages = vec![
-                StoreResultRequest {
-                    data: Some(store_result_request::Data::Metadata(metadata)),
-                },
-                StoreResultRequest {
-                    data: Some(store_result_request::Data::Chunk(downloaded.bytes)),
-                },
-            ];
-            match self
-                .jobs
-                .images
-                .clone()
-                .store_result(futures::stream::iter(messages))
-                .await
-            {
-                Ok(reply) => {
-                    if let Some(image) = reply.into_inner().image
-                        && let Ok(id) = Uuid::parse_str(&image.id)
-                    {
-                        stored.push(id);
-                    }
-                }
-                Err(status) => match upstream(status) {
-                    ProcessingError::Unavailable(why) => {
-                        return Outcome::Retry(format!("image service: {why}"));
-                    }
-                    other => {
-                        return Outcome::Fail {
-                            code: "result_rejected".into(),
-                            message: other.to_string(),
-                            details: None,
-                        };
-                    }
-                },
+            match self.store_output(row, index, url, role, name).await {
+                Ok(id) => stored.push(id),
+                Err(outcome) => return outcome,
             }
         }
         let now = self.jobs.clock.now();
@@ -535,11 +515,141 @@ impl Dispatch {
     }
 }
 
-/// The image URLs of a fal output: `image`, `images[]`, and `mask_image`.
-fn output_urls(output: &Value) -> Vec<String> {
-    let mut urls = Vec::new();
+impl Dispatch {
+    /// `<input's name without extension>_<workflow id>`: what a job's results are
+    /// called (the image service adds the extension of the type it finds).
+    async fn result_name(&self, row: &JobRow) -> String {
+        let input = self
+            .jobs
+            .images
+            .clone()
+            .check_ownership(CheckOwnershipRequest {
+                user_id: row.user_id.to_string(),
+                image_id: row.image_id.to_string(),
+            })
+            .await
+            .ok()
+            .and_then(|reply| reply.into_inner().image)
+            .map(|image| image.original_filename)
+            .unwrap_or_default();
+        result_name(&input, &row.workflow_id)
+    }
+
+    /// Streams one output from fal into the image service, chunk by chunk: no
+    /// buffer ever holds the whole image. A download that fails mid-way cancels
+    /// the store, so nothing half-written is kept.
+    async fn store_output(
+        &self,
+        row: &JobRow,
+        index: usize,
+        url: &str,
+        role: &str,
+        name: String,
+    ) -> Result<Uuid, Outcome> {
+        let result = self.fal.download(url).await.map_err(download_outcome)?;
+        let mut details = serde_json::Map::new();
+        details.insert("output_role".into(), role.into());
+        if let Some(request_id) = &row.fal_request_id {
+            details.insert("fal_request_id".into(), request_id.clone().into());
+        }
+        let metadata = StoreResultMetadata {
+            user_id: row.user_id.to_string(),
+            job_id: row.id.to_string(),
+            output_index: index as i32,
+            source_image_id: row.image_id.to_string(),
+            filename: name,
+            mime_type: result.content_type.unwrap_or_default(),
+            metadata: Some(map_to_struct(&details)),
+            size_bytes: result.size.map(|size| size as i64),
+        };
+        // A pump feeds the store from the download, one chunk at a time. When the
+        // download fails, the request stream is left open (never ended, which would
+        // store a truncated image) and the store is dropped, which cancels it.
+        let (messages, queue) = tokio::sync::mpsc::channel(2);
+        let (failed_tx, failed_rx) = tokio::sync::oneshot::channel::<FalError>();
+        let first = StoreResultRequest {
+            data: Some(store_result_request::Data::Metadata(metadata)),
+        };
+        let mut body = result.body;
+        let pump = tokio::spawn(async move {
+            if messages.send(first).await.is_err() {
+                return;
+            }
+            while let Some(chunk) = body.next().await {
+                match chunk {
+                    Ok(chunk) => {
+                        let message = StoreResultRequest {
+                            data: Some(store_result_request::Data::Chunk(chunk)),
+                        };
+                        if messages.send(message).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(err) => {
+                        let _ = failed_tx.send(err);
+                        messages.closed().await;
+                        return;
+                    }
+                }
+            }
+        });
+        let _pump = AbortOnDrop(pump);
+        let mut images = self.jobs.images.clone();
+        let reply = tokio::select! {
+            reply = images.store_result(tokio_stream::wrappers::ReceiverStream::new(queue)) => reply,
+            Ok(err) = failed_rx => return Err(download_outcome(err)),
+        };
+        match reply {
+            Ok(reply) => reply
+                .into_inner()
+                .image
+                .and_then(|image| Uuid::parse_str(&image.id).ok())
+                .ok_or_else(|| Outcome::Retry("the image service stored no image".into())),
+            Err(status) => Err(match status.code() {
+                tonic::Code::InvalidArgument | tonic::Code::OutOfRange => {
+                    Outcome::fail("result_invalid", failure::result_invalid(status.message()))
+                        .because(status.message())
+                }
+                _ => match upstream(status) {
+                    ProcessingError::Unavailable(why) => {
+                        Outcome::Retry(format!("image service: {why}"))
+                    }
+                    other => Outcome::fail("result_not_stored", failure::NOT_STORED).because(other),
+                },
+            }),
+        }
+    }
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// `<input stem>_<workflow id>`, from an input's display name.
+fn result_name(input: &str, workflow_id: &str) -> String {
+    let stem = match input.rsplit_once('.') {
+        Some((stem, ext)) if !stem.is_empty() && !ext.is_empty() && ext.len() <= 5 => stem,
+        _ => input,
+    };
+    let stem = stem.trim();
+    if stem.is_empty() {
+        workflow_id.to_owned()
+    } else {
+        format!("{stem}_{workflow_id}")
+    }
+}
+
+/// The images of a fal output with their role, in fal's order: `image`, `images[]`
+/// (role `image`), then `mask_image` (role `mask`).
+fn output_images(output: &Value) -> Vec<(String, &'static str)> {
+    let mut images = Vec::new();
     if let Some(url) = output.pointer("/image/url").and_then(Value::as_str) {
-        urls.push(url.to_owned());
+        images.push((url.to_owned(), "image"));
     }
     for image in output
         .get("images")
@@ -548,13 +658,35 @@ fn output_urls(output: &Value) -> Vec<String> {
         .flatten()
     {
         if let Some(url) = image.get("url").and_then(Value::as_str) {
-            urls.push(url.to_owned());
+            images.push((url.to_owned(), "image"));
         }
     }
     if let Some(url) = output.pointer("/mask_image/url").and_then(Value::as_str) {
-        urls.push(url.to_owned());
+        images.push((url.to_owned(), "mask"));
     }
-    urls
+    images
+}
+
+/// What a failed result download means for the job.
+fn download_outcome(err: FalError) -> Outcome {
+    match err {
+        FalError::TooLarge => Outcome::fail("result_too_large", failure::TOO_LARGE).because(err),
+        FalError::ForbiddenUrl(_) => {
+            Outcome::fail("result_refused", failure::REFUSED_HOST).because(err)
+        }
+        err => fal_outcome(err),
+    }
+}
+
+/// A request fal ran and failed: fal's own message (about the model's work, meant
+/// for people), under fal's error type.
+fn fal_failed(error: String, error_type: Option<String>) -> Outcome {
+    Outcome::Fail {
+        code: error_type.unwrap_or_else(|| "fal_request_failed".into()),
+        message: error,
+        details: None,
+        cause: None,
+    }
 }
 
 /// What a fal error means for the job.
@@ -565,34 +697,23 @@ fn fal_outcome(err: FalError) -> Outcome {
         }
         FalError::Validation(issues) => Outcome::Fail {
             code: "invalid_parameters".into(),
-            message: "fal rejected the parameters".into(),
+            message: failure::INVALID_PARAMETERS.into(),
             details: Some(json!(
                 issues
                     .iter()
                     .map(|issue| json!({"field": issue.field, "message": issue.message}))
                     .collect::<Vec<_>>()
             )),
+            cause: None,
         },
         // fal may be running it: submitting again could run and bill it twice. The
         // job stops with a clear reason; the user can retry it knowingly.
-        FalError::MaybeSent { message } => Outcome::Fail {
-            code: "submission_unknown".into(),
-            message: format!(
-                "fal did not confirm the submission ({message}); it was not sent again, to avoid running it twice"
-            ),
-            details: None,
-        },
-        FalError::RequestFailed { error, error_type } => Outcome::Fail {
-            code: error_type.unwrap_or_else(|| "fal_request_failed".into()),
-            message: error,
-            details: None,
-        },
+        FalError::MaybeSent { message } => {
+            Outcome::fail("submission_unknown", failure::SUBMISSION_UNKNOWN).because(message)
+        }
+        FalError::RequestFailed { error, error_type } => fal_failed(error, error_type),
         err if err.is_transient() => Outcome::Retry(err.to_string()),
-        err => Outcome::Fail {
-            code: "fal_error".into(),
-            message: err.to_string(),
-            details: None,
-        },
+        err => Outcome::fail("fal_error", failure::FAL_ERROR).because(err),
     }
 }
 
@@ -633,8 +754,8 @@ pub async fn reconcile(jobs: &Jobs) -> Result<usize, ProcessingError> {
             continue;
         }
         if let Some(reason) = dead.get(&row.id) {
-            let message = format!("gave up after every attempt: {reason}");
-            jobs.fail(row.id, "attempts_exhausted", &message, None)
+            tracing::warn!(job_id = %row.id, reason, "job gave up after its last attempt");
+            jobs.fail(row.id, "attempts_exhausted", failure::GAVE_UP, None)
                 .await;
             continue;
         }
@@ -669,7 +790,13 @@ impl Dispatch {
                     code,
                     message,
                     details,
-                } => self.jobs.fail(row.id, &code, &message, details).await,
+                    cause,
+                } => {
+                    if let Some(cause) = cause {
+                        tracing::warn!(job_id = %row.id, code, cause, "job failed");
+                    }
+                    self.jobs.fail(row.id, &code, &message, details).await;
+                }
                 // The worker watching this request will finish it.
                 Outcome::Wait(_) | Outcome::Retry(_) => return Ok(WebhookOutcome::Ignored),
             },
@@ -683,5 +810,73 @@ impl Dispatch {
             }
         }
         Ok(WebhookOutcome::Applied)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn results_are_named_after_their_input_and_workflow() {
+        assert_eq!(
+            result_name("IMG_2041.JPG", "esrgan-upscale"),
+            "IMG_2041_esrgan-upscale"
+        );
+        assert_eq!(
+            result_name("holiday.photo.png", "rembg"),
+            "holiday.photo_rembg"
+        );
+        assert_eq!(result_name("scan", "rembg"), "scan_rembg");
+        assert_eq!(result_name("", "rembg"), "rembg");
+        assert_eq!(result_name(".png", "rembg"), ".png_rembg");
+    }
+
+    #[test]
+    fn outputs_keep_fal_order_and_name_the_mask() {
+        let output = json!({
+            "image": {"url": "https://v3.fal.media/a.png"},
+            "images": [{"url": "https://v3.fal.media/b.png"}, {"no_url": true}],
+            "mask_image": {"url": "https://v3.fal.media/m.png"},
+        });
+        assert_eq!(
+            output_images(&output),
+            vec![
+                ("https://v3.fal.media/a.png".to_owned(), "image"),
+                ("https://v3.fal.media/b.png".to_owned(), "image"),
+                ("https://v3.fal.media/m.png".to_owned(), "mask"),
+            ]
+        );
+        assert!(output_images(&json!({"seed": 1})).is_empty());
+    }
+
+    #[test]
+    fn too_large_and_off_list_results_fail_for_good_with_a_plain_reason() {
+        for (err, code) in [
+            (FalError::TooLarge, "result_too_large"),
+            (FalError::ForbiddenUrl("x".into()), "result_refused"),
+        ] {
+            let Outcome::Fail {
+                code: got,
+                message,
+                cause,
+                ..
+            } = download_outcome(err)
+            else {
+                panic!("{code} must fail the job");
+            };
+            assert_eq!(got, code);
+            assert!(!failure::retryable(&got));
+            assert!(message.ends_with('.') && !message.contains("fal result"));
+            assert!(cause.is_some(), "the technical cause is logged");
+        }
+        assert!(matches!(
+            download_outcome(FalError::Transient {
+                status: None,
+                error_type: None,
+                message: "connection reset".into(),
+            }),
+            Outcome::Retry(_)
+        ));
     }
 }

@@ -498,7 +498,12 @@ impl Jobs {
                 },
                 (
                     "status_changed",
-                    json!({"status": "failed", "error": {"code": code, "message": message, "details": details}}),
+                    json!({"status": "failed", "error": {
+                        "code": code,
+                        "message": message,
+                        "details": details,
+                        "retryable": crate::failure::retryable(code),
+                    }}),
                 ),
             )
             .await;

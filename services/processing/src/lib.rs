@@ -7,6 +7,7 @@ pub mod api;
 pub mod dispatch;
 pub mod error;
 pub mod events;
+pub mod failure;
 pub mod jobs;
 pub mod migration;
 pub mod quota;
@@ -63,6 +64,7 @@ impl ProcessingConfig {
                 let mut fal = FalConfig::new("local");
                 fal.queue_url = format!("http://{sim}");
                 fal.allowed_result_hosts = vec![format!("http://{sim}")];
+                fal.max_result_bytes = config::var("FAL_MAX_RESULT_BYTES", fal.max_result_bytes)?;
                 (fal, format!("http://{sim}/.well-known/jwks.json"))
             }
         };

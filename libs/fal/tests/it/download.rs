@@ -5,9 +5,21 @@
 
 use std::time::Duration;
 
-use atelier_fal::{BreakerState, FalClient, FalError};
+use atelier_fal::{BreakerState, Downloaded, FalClient, FalError, RESULT_CHUNK_BYTES};
+use futures::StreamExt;
 
 use crate::fake::{Fake, Reply, config};
+
+/// A whole download, for results small enough to hold.
+trait FetchAll {
+    async fn fetch(&self, url: &str) -> Result<Downloaded, FalError>;
+}
+
+impl FetchAll for FalClient {
+    async fn fetch(&self, url: &str) -> Result<Downloaded, FalError> {
+        self.download(url).await?.collect().await
+    }
+}
 
 fn client_allowing(hosts: &[String]) -> FalClient {
     let mut config = config("http://127.0.0.1:9");
@@ -26,7 +38,7 @@ async fn downloads_from_an_explicitly_allowed_host_and_port() {
     let host = Fake::start(png()).await;
     let client = client_allowing(&[format!("http://{}", host.addr)]);
     let downloaded = client
-        .download(&format!("{}/files/out.png?token=secret", host.url()))
+        .fetch(&format!("{}/files/out.png?token=secret", host.url()))
         .await
         .expect("downloaded");
     assert_eq!(downloaded.content_type.as_deref(), Some("image/png"));
@@ -59,7 +71,7 @@ async fn loopback_private_and_metadata_addresses_are_refused() {
         "https://localhost/x.png",
     ] {
         assert!(
-            matches!(client.download(url).await, Err(FalError::ForbiddenUrl(_))),
+            matches!(client.fetch(url).await, Err(FalError::ForbiddenUrl(_))),
             "{url}"
         );
     }
@@ -89,7 +101,7 @@ async fn hosts_schemes_and_ports_off_the_list_are_refused() {
         "not a url".into(),
     ] {
         assert!(
-            matches!(client.download(&url).await, Err(FalError::ForbiddenUrl(_))),
+            matches!(client.fetch(&url).await, Err(FalError::ForbiddenUrl(_))),
             "{url}"
         );
     }
@@ -110,7 +122,7 @@ async fn redirects_to_forbidden_targets_are_refused() {
     ] {
         host.script([Reply::text(302, "").header("location", target.clone())]);
         let err = client
-            .download(&format!("{}/start.png", host.url()))
+            .fetch(&format!("{}/start.png", host.url()))
             .await
             .expect_err("refused");
         assert!(
@@ -131,7 +143,7 @@ async fn allowed_redirects_are_followed_up_to_three() {
         Reply::text(307, "").header("location", "d.png"),
     ]);
     let downloaded = client
-        .download(&format!("{}/a.png", host.url()))
+        .fetch(&format!("{}/a.png", host.url()))
         .await
         .expect("followed");
     assert_eq!(downloaded.content_type.as_deref(), Some("image/png"));
@@ -140,7 +152,7 @@ async fn allowed_redirects_are_followed_up_to_three() {
 
     host.script((0..4).map(|i| Reply::text(302, "").header("location", format!("/r{i}"))));
     let err = client
-        .download(&format!("{}/a.png", host.url()))
+        .fetch(&format!("{}/a.png", host.url()))
         .await
         .expect_err("too many");
     assert!(matches!(err, FalError::Protocol(_)), "{err:?}");
@@ -150,7 +162,7 @@ async fn allowed_redirects_are_followed_up_to_three() {
 async fn data_uris_are_decoded_in_place() {
     let client = client_allowing(&[]);
     let downloaded = client
-        .download("data:image/png;base64,iVBORw0KGgo=")
+        .fetch("data:image/png;base64,iVBORw0KGgo=")
         .await
         .expect("decoded");
     assert_eq!(&downloaded.bytes[..], b"\x89PNG\r\n\x1a\n");
@@ -158,7 +170,7 @@ async fn data_uris_are_decoded_in_place() {
 
     let big = format!("data:image/png;base64,{}", "A".repeat(4_096));
     assert_eq!(
-        client.download(&big).await.map(|d| d.bytes),
+        client.fetch(&big).await.map(|d| d.bytes),
         Err(FalError::TooLarge)
     );
 }
@@ -170,7 +182,7 @@ async fn oversized_bodies_are_refused() {
     // Content-Length says so.
     assert_eq!(
         client
-            .download(&format!("{}/big.png", host.url()))
+            .fetch(&format!("{}/big.png", host.url()))
             .await
             .map(|d| d.bytes),
         Err(FalError::TooLarge)
@@ -182,7 +194,7 @@ async fn oversized_bodies_are_refused() {
     ]));
     assert_eq!(
         client
-            .download(&format!("{}/big.png", host.url()))
+            .fetch(&format!("{}/big.png", host.url()))
             .await
             .map(|d| d.bytes),
         Err(FalError::TooLarge)
@@ -200,7 +212,7 @@ async fn slow_downloads_time_out_and_are_retried() {
     config.breaker.slow_call = Duration::from_secs(10);
     let client = FalClient::new(config).expect("client");
     let err = client
-        .download(&format!("{}/slow.png", host.url()))
+        .fetch(&format!("{}/slow.png", host.url()))
         .await
         .expect_err("too slow");
     assert!(err.is_transient(), "{err:?}");
@@ -212,13 +224,13 @@ async fn missing_results_are_permanent_and_server_errors_transient() {
     let host = Fake::start(Reply::text(404, "no such file")).await;
     let client = client_allowing(&[format!("http://{}", host.addr)]);
     assert!(matches!(
-        client.download(&format!("{}/gone.png", host.url())).await,
+        client.fetch(&format!("{}/gone.png", host.url())).await,
         Err(FalError::Permanent { status: 404, .. })
     ));
     host.script([Reply::text(503, "busy")]);
     host.set_default(png());
     client
-        .download(&format!("{}/x.png", host.url()))
+        .fetch(&format!("{}/x.png", host.url()))
         .await
         .expect("retried");
     assert_eq!(host.count(), 3);
@@ -233,24 +245,80 @@ async fn result_hosts_have_their_own_breaker_and_recover_through_one_probe() {
     let client = FalClient::new(config).expect("client");
     let url = format!("{}/x.png", host.url());
     for _ in 0..3 {
-        assert!(
-            client
-                .download(&url)
-                .await
-                .expect_err("busy")
-                .is_transient()
-        );
+        assert!(client.fetch(&url).await.expect_err("busy").is_transient());
     }
     assert_eq!(client.breaker_state(&host.host()), BreakerState::Open);
     assert!(matches!(
-        client.download(&url).await,
+        client.fetch(&url).await,
         Err(FalError::Unavailable { .. })
     ));
     assert_eq!(host.count(), 3);
 
     tokio::time::sleep(Duration::from_millis(350)).await;
     host.set_default(png());
-    client.download(&url).await.expect("the probe downloads");
+    client.fetch(&url).await.expect("the probe downloads");
     assert_eq!(client.breaker_state(&host.host()), BreakerState::Closed);
     assert_eq!(host.count(), 4);
+}
+
+#[tokio::test]
+async fn large_results_stream_in_bounded_chunks() {
+    let body: String = (0..3 * RESULT_CHUNK_BYTES + 1234)
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect();
+    let host = Fake::start(Reply::text(200, &body).header("content-type", "image/png")).await;
+    let mut config = config("http://127.0.0.1:9");
+    config.allowed_result_hosts = vec![format!("http://{}", host.addr)];
+    let client = FalClient::new(config).expect("client");
+    let result = client
+        .download(&format!("{}/big.png", host.url()))
+        .await
+        .expect("opened");
+    assert_eq!(result.size, Some(body.len() as u64));
+    assert_eq!(result.content_type.as_deref(), Some("image/png"));
+    let chunks: Vec<_> = result.body.collect().await;
+    let mut joined = Vec::new();
+    for chunk in chunks {
+        let chunk = chunk.expect("chunk");
+        assert!(!chunk.is_empty() && chunk.len() <= RESULT_CHUNK_BYTES);
+        joined.extend_from_slice(&chunk);
+    }
+    assert!(joined == body.as_bytes());
+
+    // A data: URI comes in the same bounded pieces.
+    let encoded = base64_of(body.as_bytes());
+    let result = client
+        .download(&format!("data:image/png;base64,{encoded}"))
+        .await
+        .expect("decoded");
+    let sizes: Vec<usize> = result
+        .body
+        .map(|chunk| chunk.expect("chunk").len())
+        .collect()
+        .await;
+    assert_eq!(sizes.iter().sum::<usize>(), body.len());
+    assert!(sizes.iter().all(|&size| size <= RESULT_CHUNK_BYTES));
+}
+
+#[tokio::test]
+async fn a_result_that_stalls_midway_ends_in_a_transient_error() {
+    let host = Fake::start(Reply::sse(vec![
+        (Duration::from_millis(1), "x".repeat(100)),
+        (Duration::from_secs(5), "x".repeat(100)),
+    ]))
+    .await;
+    let mut config = config("http://127.0.0.1:9");
+    config.allowed_result_hosts = vec![format!("http://{}", host.addr)];
+    config.result_timeout = Duration::from_millis(300);
+    let client = FalClient::new(config).expect("client");
+    let err = client
+        .fetch(&format!("{}/stalls.png", host.url()))
+        .await
+        .expect_err("stalled");
+    assert!(err.is_transient(), "{err:?}");
+}
+
+fn base64_of(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
 }

@@ -126,8 +126,14 @@ pub fn inspect(path: &Path, max_pixels: u64, strip_location: bool) -> Result<Ins
     let kind = sniff(&head[..read])?;
     file.seek(SeekFrom::Start(0)).map_err(|err| corrupt(&err))?;
 
-    if kind == Kind::Jpeg {
-        return inspect_jpeg(path, max_pixels, strip_location);
+    match kind {
+        Kind::Jpeg => return inspect_jpeg(path, max_pixels, strip_location),
+        Kind::Png => {
+            if let Some(inspected) = inspect_png(path, max_pixels, strip_location)? {
+                return Ok(inspected);
+            }
+        }
+        _ => {}
     }
     let reader = || -> Result<ImageReader<BufReader<File>>, Rejection> {
         let file = File::open(path).map_err(|err| corrupt(&err))?;
@@ -204,6 +210,110 @@ fn inspect_jpeg(
         had_location,
         strip_location,
     )
+}
+
+/// PNG row by row: every row is decoded (proving the file whole) but only a box
+/// average at most twice the thumbnail's size is kept, so a 100-megapixel result
+/// costs a few megabytes, not 400. `None` when the image must be decoded whole
+/// instead: it carries a location to strip, or it is interlaced (its rows come in
+/// seven passes; fal and cameras do not write such files).
+fn inspect_png(
+    path: &Path,
+    max_pixels: u64,
+    strip_location: bool,
+) -> Result<Option<Inspected>, Rejection> {
+    let corrupt = |err: &dyn std::fmt::Display| Rejection::Corrupt(err.to_string());
+    let file = File::open(path).map_err(|err| corrupt(&err))?;
+    let mut decoder = png::Decoder::new(BufReader::new(file));
+    decoder.set_transformations(png::Transformations::normalize_to_color8());
+    let mut reader = decoder.read_info().map_err(|err| corrupt(&err))?;
+    let info = reader.info();
+    let (width, height) = (info.width, info.height);
+    check_pixels(width, height, max_pixels)?;
+    let (orientation, had_location) = info.exif_metadata.as_deref().map_or((1, false), read_exif);
+    if (strip_location && had_location) || info.interlaced {
+        return Ok(None);
+    }
+    let channels = reader.output_color_type().0.samples();
+    let preview = box_shrunk(&mut reader, width, height, channels)?;
+    let image = match channels {
+        1 => image::GrayImage::from_raw(preview.0, preview.1, preview.2).map(DynamicImage::from),
+        2 => {
+            image::GrayAlphaImage::from_raw(preview.0, preview.1, preview.2).map(DynamicImage::from)
+        }
+        3 => image::RgbImage::from_raw(preview.0, preview.1, preview.2).map(DynamicImage::from),
+        _ => image::RgbaImage::from_raw(preview.0, preview.1, preview.2).map(DynamicImage::from),
+    }
+    .ok_or_else(|| corrupt(&"pixel data does not match the header"))?;
+    finish(
+        Kind::Png,
+        image,
+        width,
+        height,
+        orientation,
+        had_location,
+        false,
+    )
+    .map(Some)
+}
+
+/// A preview: width, height and its 8-bit samples.
+type Preview = (u32, u32, Vec<u8>);
+
+/// Averages `factor`×`factor` boxes of a non-interlaced PNG's rows, where
+/// `factor` leaves at least twice the thumbnail's size on the longer side.
+fn box_shrunk<R: std::io::BufRead + Seek>(
+    reader: &mut png::Reader<R>,
+    width: u32,
+    height: u32,
+    channels: usize,
+) -> Result<Preview, Rejection> {
+    let corrupt = |err: &dyn std::fmt::Display| Rejection::Corrupt(err.to_string());
+    let factor = (width.max(height) / (2 * THUMBNAIL_SIZE)).max(1) as usize;
+    let (w, h) = (width as usize, height as usize);
+    let (out_w, out_h) = (w.div_ceil(factor), h.div_ceil(factor));
+    let mut out = Vec::with_capacity(out_w * out_h * channels);
+    let mut sums = vec![0u32; out_w * channels];
+    let mut counts = vec![0u32; out_w];
+    let mut rows_in_band = 0;
+    for _ in 0..h {
+        let row = reader
+            .next_row()
+            .map_err(|err| corrupt(&err))?
+            .ok_or_else(|| corrupt(&"fewer rows than the header says"))?;
+        let data = row.data();
+        if data.len() < w * channels {
+            return Err(corrupt(&"a row is shorter than the header says"));
+        }
+        for (x, pixel) in data[..w * channels].chunks_exact(channels).enumerate() {
+            let cell = x / factor;
+            counts[cell] += 1;
+            for (sum, &sample) in sums[cell * channels..][..channels].iter_mut().zip(pixel) {
+                *sum += u32::from(sample);
+            }
+        }
+        rows_in_band += 1;
+        if rows_in_band == factor {
+            flush_band(&mut out, &mut sums, &mut counts, channels);
+            rows_in_band = 0;
+        }
+    }
+    if rows_in_band > 0 {
+        flush_band(&mut out, &mut sums, &mut counts, channels);
+    }
+    // The rest of the file (chunks after the pixels) must be whole too.
+    reader.finish().map_err(|err| corrupt(&err))?;
+    Ok((out_w as u32, out_h as u32, out))
+}
+
+fn flush_band(out: &mut Vec<u8>, sums: &mut [u32], counts: &mut [u32], channels: usize) {
+    for (cell, count) in counts.iter_mut().enumerate() {
+        for sum in &mut sums[cell * channels..][..channels] {
+            out.push((*sum / (*count).max(1)) as u8);
+            *sum = 0;
+        }
+        *count = 0;
+    }
 }
 
 /// Orients the decoded image, strips it when it carries a location, and makes
@@ -356,5 +466,95 @@ fn thumbnail(image: &DynamicImage) -> Result<(Vec<u8>, &'static str), Rejection>
             ))
             .map_err(|err| failed(&err))?;
         Ok((out.into_inner(), "image/jpeg"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    fn file_with(bytes: &[u8]) -> tempfile::NamedTempFile {
+        let mut file = tempfile::NamedTempFile::new().expect("temp file");
+        file.write_all(bytes).expect("write");
+        file
+    }
+
+    fn encoded(image: &DynamicImage) -> Vec<u8> {
+        let mut out = Cursor::new(Vec::new());
+        image.write_to(&mut out, ImageFormat::Png).expect("png");
+        out.into_inner()
+    }
+
+    #[test]
+    fn a_large_png_is_previewed_row_by_row() {
+        // Left half red, right half transparent blue: the thumbnail must show both.
+        let (w, h) = (2600, 1300);
+        let image = image::RgbaImage::from_fn(w, h, |x, _| {
+            if x < w / 2 {
+                image::Rgba([255, 0, 0, 255])
+            } else {
+                image::Rgba([0, 0, 255, 0])
+            }
+        });
+        let file = file_with(&encoded(&DynamicImage::from(image)));
+        let inspected = inspect(file.path(), 100_000_000, true).expect("inspected");
+        assert_eq!(
+            (inspected.kind, inspected.width, inspected.height),
+            (Kind::Png, w, h)
+        );
+        assert_eq!(inspected.thumbnail_mime, "image/webp", "transparency kept");
+        let thumbnail = image::load_from_memory(&inspected.thumbnail)
+            .expect("thumbnail decodes")
+            .to_rgba8();
+        assert_eq!(thumbnail.dimensions(), (512, 256));
+        assert_eq!(thumbnail.get_pixel(10, 128).0, [255, 0, 0, 255]);
+        assert_eq!(thumbnail.get_pixel(500, 128).0[3], 0);
+    }
+
+    #[test]
+    fn grey_and_sixteen_bit_pngs_are_previewed_too() {
+        let grey = DynamicImage::from(image::GrayImage::from_fn(1500, 900, |x, _| {
+            image::Luma([(x % 256) as u8])
+        }));
+        let deep = DynamicImage::from(image::ImageBuffer::<image::Rgb<u16>, _>::from_fn(
+            1200,
+            1200,
+            |x, y| image::Rgb([(x * 50) as u16, (y * 50) as u16, 40_000]),
+        ));
+        for image in [grey, deep] {
+            let file = file_with(&encoded(&image));
+            let inspected = inspect(file.path(), 100_000_000, true).expect("inspected");
+            assert_eq!(
+                (inspected.width, inspected.height),
+                (image.width(), image.height())
+            );
+            let thumbnail = image::load_from_memory(&inspected.thumbnail).expect("thumbnail");
+            assert_eq!(thumbnail.width().max(thumbnail.height()), THUMBNAIL_SIZE);
+        }
+    }
+
+    #[test]
+    fn a_truncated_png_is_refused_as_corrupt() {
+        let image = DynamicImage::from(image::RgbImage::from_fn(1200, 800, |x, y| {
+            image::Rgb([(x % 251) as u8, (y % 241) as u8, ((x * y) % 239) as u8])
+        }));
+        let bytes = encoded(&image);
+        let file = file_with(&bytes[..bytes.len() * 2 / 3]);
+        assert!(matches!(
+            inspect(file.path(), 100_000_000, true),
+            Err(Rejection::Corrupt(_))
+        ));
+    }
+
+    #[test]
+    fn a_png_over_the_pixel_limit_is_refused_before_decoding() {
+        let image = DynamicImage::from(image::RgbImage::new(400, 300));
+        let file = file_with(&encoded(&image));
+        assert!(matches!(
+            inspect(file.path(), 100_000, true),
+            Err(Rejection::TooManyPixels { .. })
+        ));
     }
 }

@@ -28,7 +28,11 @@ const MAX_FILENAME_CHARS: usize = 255;
 
 #[derive(Clone, Debug)]
 pub struct Settings {
+    /// Largest upload.
     pub max_file_bytes: u64,
+    /// Largest job result (results are not the user's uploads: a 4x upscale of an
+    /// upload is far larger than the upload).
+    pub max_result_bytes: u64,
     pub max_pixels: u64,
     pub strip_location: bool,
     pub retention: Duration,
@@ -197,14 +201,18 @@ impl Images {
         );
         let mut hasher = Sha256::new();
         let mut size: u64 = 0;
+        let limit = match new.origin {
+            Origin::Upload => self.settings.max_file_bytes,
+            Origin::Result { .. } => self.settings.max_result_bytes,
+        };
         let mut head = Vec::with_capacity(32);
         let mut sniffed = false;
         while let Some(chunk) = body.next().await {
             let chunk = chunk?;
             size += chunk.len() as u64;
-            if size > self.settings.max_file_bytes {
+            if size > limit {
                 return Err(ImageError::TooLarge {
-                    limit_mb: self.settings.max_file_bytes / (1024 * 1024),
+                    limit_mb: limit / (1024 * 1024),
                 });
             }
             if let Some(quota) = &quota {
@@ -305,11 +313,19 @@ impl Images {
                 source_image_id,
             } => ("result", Some(job_id), Some(output_index), source_image_id),
         };
+        // A result is named by its job (`<input>_<workflow>[_<n>]`); the extension
+        // is the one of the type it turned out to be.
+        let original_filename = match new.origin {
+            Origin::Upload => display_name(&new.filename),
+            Origin::Result { .. } => {
+                display_name(&format!("{}.{}", new.filename.trim(), kind.extension()))
+            }
+        };
         let row = ImageRow {
             id,
             user_id: new.user_id,
             filename: format!("{id}.{}", kind.extension()),
-            original_filename: display_name(&new.filename),
+            original_filename,
             file_size: stored_size as i64,
             mime_type: kind.mime().to_owned(),
             storage_path: original_key.clone(),
@@ -392,7 +408,8 @@ impl Images {
         expires: OffsetDateTime,
     ) -> Result<String, ImageError> {
         let key = key_of(row, variant).ok_or(ImageError::NotFound)?;
-        Ok(match self.objects.presigned_get(key, ttl).await? {
+        let name = (variant == Variant::Original).then_some(row.original_filename.as_str());
+        Ok(match self.objects.presigned_get(key, ttl, name).await? {
             Some(url) => url,
             None => format!(
                 "{}{}",
