@@ -159,8 +159,6 @@ pub struct Options {
     pub queue: QueueBackend,
     /// Upload size limit in bytes.
     pub max_file_bytes: u64,
-    /// Largest job result in bytes (the fal client's and the image service's).
-    pub max_result_bytes: u64,
     pub max_pixels: u64,
     pub limits: LimitConfig,
     pub lifetimes: Lifetimes,
@@ -187,7 +185,8 @@ pub struct Options {
     pub workflow_cache_ttl: Duration,
     /// How often the workflow service reads prices from the simulator.
     pub pricing_every: Duration,
-    /// The largest result fal may return (`FAL_MAX_RESULT_BYTES`).
+    /// The largest result fal may return and the image service stores
+    /// (`FAL_MAX_RESULT_BYTES`).
     pub max_result_bytes: u64,
 }
 
@@ -235,7 +234,6 @@ impl Options {
             storage: Storage::Local,
             queue: QueueBackend::Memory,
             max_file_bytes: 50 * 1024 * 1024,
-            max_result_bytes: 512 * 1024 * 1024,
             max_pixels: 100_000_000,
             limits: LimitConfig {
                 per_ip: 10_000,
