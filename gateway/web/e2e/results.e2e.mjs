@@ -569,3 +569,35 @@ test("results: the library filters by kind and searches file names on the server
   expect(page.problems.length === 0, page.problems.join("\n"));
   await context.close();
 });
+
+test("results: Download all saves a job's outputs as one ZIP named after the original", async () => {
+  const { context, page } = await newPage(DESKTOP);
+  await register(page);
+  const image = await uploadPng(page, "Garden Party.png", 160, 120, 11);
+  const flux = await startJob(page, image.id, "flux-image-to-image", { prompt: "a watercolour garden", num_images: 3, output_format: "png" });
+  expect((await finished(page, flux)).status === "completed", "the FLUX job did not complete");
+  await page.goto(`/jobs/${flux}`);
+  await page.getByTestId("output").nth(2).waitFor();
+  // The save dialog cannot be driven headless: it hands out a file of the origin's private file
+  // system instead, which the ZIP streams into as it would into the file the user picked.
+  await page.evaluate(() => {
+    window.showSaveFilePicker = async (options) => {
+      window.savedAs = options.suggestedName;
+      const root = await navigator.storage.getDirectory();
+      return root.getFileHandle("saved.zip", { create: true });
+    };
+  });
+  await page.getByTestId("download-all").click();
+  await page.getByTestId("download-all").filter({ hasText: "Download all (ZIP)" }).waitFor();
+  const saved = await page.evaluate(async () => {
+    const root = await navigator.storage.getDirectory();
+    const file = await (await root.getFileHandle("saved.zip")).getFile();
+    return { name: window.savedAs, bytes: [...new Uint8Array(await file.arrayBuffer())] };
+  });
+  expect(/^Garden Party_flux-image-to-image\.zip$/.test(saved.name ?? ""), `download all suggested ${saved.name}`);
+  const entries = zipNames(Buffer.from(saved.bytes));
+  const served = (await api(page, `/api/processing/${flux}/status`)).json.outputs.map((o) => o.filename);
+  expect(entries.length === 3 && served.every((name) => entries.includes(name)), `zip holds ${entries.join(", ")}; the outputs are ${served.join(", ")}`);
+  expect(page.problems.length === 0, page.problems.join("\n"));
+  await context.close();
+});

@@ -3,11 +3,14 @@
 // downloadable under its own name and usable as the next input, plus "Download all" as a ZIP.
 import { useState } from "react";
 import { Link } from "react-router-dom";
-import { type Image, type Schemas } from "@/api/client";
+import { api, type Image, type Schemas } from "@/api/client";
+import { errorFromResponse, messageOf } from "@/api/problem";
 import { formatBytes } from "@/api/upload";
 import { CHECKER, Compare } from "@/components/Compare";
 import { Button } from "@/components/ui/button";
+import { Alert } from "@/components/ui/misc";
 import { cn } from "@/lib/cn";
+import { saveDownload } from "@/lib/saveStream";
 
 export type Output = Schemas["JobOutputBody"];
 
@@ -19,19 +22,47 @@ export function outputLabel(output: Output, outputs: Output[]): string {
 }
 
 export function JobOutputs({
+  jobId,
+  workflowId,
   outputs,
   input,
   workflowName,
 }: {
+  jobId: string;
+  workflowId: string;
   outputs: Output[];
   input: Image | null | undefined;
   workflowName: string;
 }) {
   const [shownIndex, setShownIndex] = useState(0);
+  const [zipping, setZipping] = useState(false);
+  const [error, setError] = useState<string | null>(null);
   const shown = outputs[shownIndex] ?? outputs[0];
   if (!shown) return null;
   const inputName = input ? input.original_filename || input.filename : "original";
   const several = outputs.length > 1;
+
+  const downloadAll = async () => {
+    setError(null);
+    setZipping(true);
+    try {
+      const stem = inputName.replace(/\.[^.]+$/, "");
+      // Streamed to disk where the browser can: full-size results add up.
+      await saveDownload(
+        async () => {
+          const { response } = await api.GET("/api/processing/{job_id}/download", { params: { path: { job_id: jobId } }, parseAs: "stream" });
+          if (!response.ok) throw await errorFromResponse(response);
+          return response;
+        },
+        `${stem}_${workflowId}.zip`,
+        { description: "ZIP archive", mime: "application/zip", extension: ".zip" },
+      );
+    } catch (err) {
+      setError(messageOf(err));
+    } finally {
+      setZipping(false);
+    }
+  };
 
   const label = outputLabel(shown, outputs);
   return (
@@ -40,7 +71,13 @@ export function JobOutputs({
         <h2 id="result-heading" className="mr-auto text-lg font-semibold">
           {several ? `Results (${outputs.length})` : "Result"}
         </h2>
+        {several && (
+          <Button variant="secondary" onClick={() => void downloadAll()} disabled={zipping} data-testid="download-all">
+            {zipping ? "Preparing ZIP…" : "Download all (ZIP)"}
+          </Button>
+        )}
       </div>
+      {error && <Alert>{error}</Alert>}
       <Compare
         key={shown.image_id}
         before={input?.url ?? null}
