@@ -2,6 +2,7 @@
 // layout, dark switches, sign-in errors, parameter help, estimates, "show code" run for real,
 // example images, and the batch page (live over WebSocket, cancel, ZIP download).
 import { execFile } from "node:child_process";
+import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { gradientPng } from "./png.mjs";
@@ -386,7 +387,7 @@ test("examples: one click adds an example image through the upload API", async (
   await context.close();
 });
 
-test("batch: thumbnails, live status over one WebSocket, cancel one job", async () => {
+test("batch: thumbnails, live status over one WebSocket, cancel one job, download all as a ZIP", async () => {
   const { context, page } = await newPage({ viewport: { width: 1280, height: 900 } });
   await register(page);
   for (const [i, name] of ["one.png", "two.png", "three.png"].entries()) await uploadImage(page, name, 20 + i);
@@ -424,6 +425,45 @@ test("batch: thumbnails, live status over one WebSocket, cancel one job", async 
   const batchId = page.url().split("/").pop();
   const cost = JSON.parse((await apiCall(page, `/api/processing/batch/${batchId}`)).body).estimated_cost;
   if (cost) await page.getByTestId("batch-cost").filter({ hasText: /\$\d/ }).waitFor();
+  // "Download all": streamed into the file the user picks where the browser can (the picker is
+  // stubbed here: a headless browser has no dialog to answer), else saved from a Blob.
+  await page.evaluate(() => {
+    window.__saved = { bytes: [], closed: false, name: null };
+    window.showSaveFilePicker = async (options) => {
+      window.__saved.name = options.suggestedName;
+      return {
+        createWritable: async () =>
+          new WritableStream({
+            write(chunk) {
+              for (const byte of chunk) window.__saved.bytes.push(byte);
+            },
+            close() {
+              window.__saved.closed = true;
+            },
+          }),
+      };
+    };
+  });
+  await page.getByRole("button", { name: "Download all" }).click();
+  await page.waitForFunction(() => window.__saved.closed);
+  const streamed = Buffer.from(await page.evaluate(() => window.__saved.bytes));
+  const countEntries = (zip) => {
+    // Central directory headers: one per file.
+    let entries = 0;
+    for (let at = zip.indexOf("PK\u0001\u0002", 0, "latin1"); at !== -1; at = zip.indexOf("PK\u0001\u0002", at + 4, "latin1")) entries++;
+    return entries;
+  };
+  expect(streamed.subarray(0, 4).toString("hex") === "504b0304", "the streamed download is not a ZIP");
+  expect(countEntries(streamed) === 2, `the streamed ZIP has ${countEntries(streamed)} files, expected the 2 results`);
+  await page.evaluate(() => {
+    window.showSaveFilePicker = undefined;
+  });
+  const [download] = await Promise.all([page.waitForEvent("download"), page.getByRole("button", { name: "Download all" }).click()]);
+  const saved = join(results, "batch.zip");
+  await download.saveAs(saved);
+  const zip = await readFile(saved);
+  expect(zip.subarray(0, 4).toString("hex") === "504b0304" && countEntries(zip) === 2, `the saved ZIP has ${countEntries(zip)} files`);
+  expect(download.suggestedFilename().endsWith(".zip"), `saved as ${download.suggestedFilename()}`);
   await axe(page, "batch finished");
   await shot(page, "batch-finished");
   await setTheme(page, "dark");

@@ -11,6 +11,7 @@ import { ConfirmDialog } from "@/components/ui/dialog";
 import { Alert, Card, PageTitle, Progress, Spinner } from "@/components/ui/misc";
 import { cn } from "@/lib/cn";
 import { formatMoney } from "@/lib/estimate";
+import { saveDownload } from "@/lib/saveStream";
 import { applyEvent, isTerminal, liveFrom, type LiveJob } from "@/lib/jobState";
 import { useAsync } from "@/lib/useAsync";
 
@@ -131,6 +132,29 @@ export default function BatchPage() {
       setActionError(messageOf(error));
     }
   };
+  // The gateway streams the ZIP; saveDownload streams it on into a file where the browser can
+  // (see lib/saveStream.ts for why, and the fallback).
+  const [downloading, setDownloading] = useState(false);
+  const downloadAll = async () => {
+    setActionError(null);
+    setDownloading(true);
+    try {
+      await saveDownload(
+        async () => {
+          const result = await api.GET("/api/processing/batch/{batch_id}/download", { params: { path: { batch_id: batchId } }, parseAs: "stream" });
+          unwrap(result);
+          return result.response;
+        },
+        `batch-${batchId.slice(0, 8)}${workflow ? `_${workflow.id}` : ""}.zip`,
+        { description: "ZIP archive", mime: "application/zip", extension: ".zip" },
+      );
+    } catch (error) {
+      setActionError(messageOf(error));
+    } finally {
+      setDownloading(false);
+    }
+  };
+
   const cancelBatch = async () => {
     setActionError(null);
     try {
@@ -170,6 +194,12 @@ export default function BatchPage() {
         </div>
         {batch.data && (
           <div className="flex flex-wrap gap-2">
+            {counts.completed > 0 && (
+              <Button variant="secondary" onClick={() => void downloadAll()} disabled={downloading}>
+                {downloading ? "Preparing the ZIP…" : "Download all"}
+                <span className="sr-only"> {counts.completed} results as a ZIP</span>
+              </Button>
+            )}
             {following && (
               <ConfirmDialog
                 trigger={<Button variant="danger">Cancel batch</Button>}
