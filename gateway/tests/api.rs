@@ -116,7 +116,11 @@ async fn every_output_is_listed_with_its_image_in_jobs_batches_and_history() {
             (Some(64), Some(48))
         );
         assert!(output["file_size"].as_i64().expect("size") > 0);
-        assert!(!output["filename"].as_str().expect("filename").is_empty());
+        let filename = output["filename"].as_str().expect("filename");
+        assert!(
+            filename.starts_with("harbour_flux-image-to-image") && filename.ends_with(".png"),
+            "{filename}"
+        );
         let bytes = Client::new()
             .get(output["url"].as_str().expect("url"))
             .send()
@@ -141,6 +145,8 @@ async fn every_output_is_listed_with_its_image_in_jobs_batches_and_history() {
     let outputs = mask["outputs"].as_array().expect("outputs");
     assert_eq!(outputs.len(), 2, "the cut-out and its mask: {mask}");
     assert_eq!(outputs[0]["role"], "image");
+    assert_eq!(outputs[1]["role"], "mask", "{mask}");
+    assert_ne!(outputs[0]["filename"], outputs[1]["filename"]);
 
     // Listings, the batch view and history show the same outputs.
     let (status, list) = get(&platform, &user, "/api/processing/jobs").await;
@@ -683,13 +689,15 @@ async fn jobs_and_batches_download_as_streamed_zips_of_their_outputs() {
     .await;
     assert_eq!(response.status(), StatusCode::OK);
     let files = unzip(response).await;
+    let names: Vec<&str> = files.iter().map(|file| file.0.as_str()).collect();
     assert_eq!(
-        files.len(),
-        2,
-        "{:?}",
-        files.iter().map(|f| &f.0).collect::<Vec<_>>()
+        names,
+        [
+            "same_rembg-background-removal.png",
+            "same_rembg-background-removal (2).png"
+        ],
+        "one entry per output, none overwriting another"
     );
-    assert_ne!(files[0].0.to_lowercase(), files[1].0.to_lowercase());
     for (file, job) in files.iter().zip(&jobs) {
         let expected = outputs_of(job).await;
         assert!(
