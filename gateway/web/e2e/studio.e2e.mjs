@@ -350,6 +350,10 @@ test("show code: the cURL snippet, run for real with the user's token, starts th
   expect((await page.evaluate(() => navigator.clipboard.readText())) === curl, "the copied text is not the snippet");
   await axe(page, "show code dialog");
   await shot(page, "show-code");
+  await setTheme(page, "dark");
+  await axe(page, "show code dialog, dark");
+  await shot(page, "show-code-dark");
+  await setTheme(page, "light");
   for (const [tab, needle] of [["Python", "requests.post("], ["TypeScript", "await fetch("]]) {
     await dialog.getByRole("tab", { name: tab }).click();
     const text = await dialog.getByTestId(`snippet-${tab.toLowerCase()}`).innerText();
@@ -486,6 +490,9 @@ test("batch: cancel the whole batch", async () => {
     await page.waitForURL("**/batches/*");
     await page.getByTestId("batch-job").nth(1).waitFor();
     await axe(page, "phone batch running");
+    await setTheme(page, "dark");
+    await axe(page, "phone batch running, dark");
+    await setTheme(page, "light");
     await page.getByRole("button", { name: "Cancel batch" }).click();
     const dialog = page.getByRole("dialog");
     await dialog.getByRole("button", { name: "Keep running" }).waitFor();
