@@ -70,6 +70,8 @@ const gridNames = (page) => grid(page).locator("li").allInnerTexts();
 async function setTheme(page, theme) {
   await page.emulateMedia({ colorScheme: theme });
   await page.waitForFunction((dark) => document.documentElement.classList.contains("dark") === dark, theme === "dark");
+  // Let colour transitions (150 ms) finish, or axe measures contrast halfway between themes.
+  await page.waitForTimeout(400);
 }
 
 test("studio: every image can be picked (paged, searched, filtered) and a batch runs on exactly the selection", async () => {
