@@ -601,3 +601,71 @@ test("results: Download all saves a job's outputs as one ZIP named after the ori
   expect(page.problems.length === 0, page.problems.join("\n"));
   await context.close();
 });
+
+test("results: a failed job says what happened in words, keeps the code in details, offers Retry only when it can help", async () => {
+  const { context, page } = await newPage(DESKTOP);
+  await register(page);
+  const image = await uploadPng(page, "fails.png", 64, 48, 9);
+  for (const [errorType, retryable] of [
+    ["internal_error", true],
+    ["bad_request", false],
+  ]) {
+    await server.knobs({ error_rate: 1, error_type: errorType });
+    let jobId;
+    try {
+      jobId = await startJob(page, image.id, "canny-edges");
+      await finished(page, jobId);
+    } finally {
+      await server.knobs({});
+    }
+    const status = (await api(page, `/api/processing/${jobId}/status`)).json;
+    expect(status.status === "failed", `${errorType}: job ${status.status}`);
+    expect(status.error?.retryable === retryable, `${errorType}: the server says retryable ${status.error?.retryable}`);
+    await page.goto(`/jobs/${jobId}`);
+    const failure = page.getByTestId("job-error");
+    await failure.getByRole("alert").filter({ hasText: status.error.message }).waitFor();
+    // The code is kept, folded away.
+    const details = failure.locator("details");
+    expect(!(await details.evaluate((d) => d.open)), "the details are open from the start");
+    await details.locator("summary").click();
+    await details.getByText(status.error.code, { exact: true }).waitFor();
+    const retry = await page.getByRole("button", { name: "Retry" }).count();
+    expect(retry === (retryable ? 1 : 0), `${errorType}: ${retry} Retry buttons`);
+    await axe(page, `failed job (${errorType})`);
+    await shot(page, `results-failed-${errorType}`);
+    if (retryable) {
+      await page.getByRole("button", { name: "Retry" }).click();
+      await page.locator('[data-testid=job-status][data-status="completed"]').waitFor({ timeout: 60_000 });
+      await page.getByTestId("compare").waitFor();
+    }
+  }
+  expect(page.problems.length === 0, page.problems.join("\n"));
+  await context.close();
+});
+
+
+test("results: outputs are named <original>_<workflow>[_<n>].<ext>, the mask labelled, and found by the original's name", async () => {
+  const { context, page } = await newPage(DESKTOP);
+  await register(page);
+  const image = await uploadPng(page, "Garden Party.png", 160, 120, 12);
+  const masked = await startJob(page, image.id, "birefnet-background-removal", { output_mask: true });
+  expect((await finished(page, masked)).status === "completed", "the BiRefNet job did not complete");
+  await page.goto(`/jobs/${masked}`);
+  const mask = page.locator("[data-testid=output][data-role=mask]");
+  await mask.getByText("Mask", { exact: true }).waitFor();
+  await mask.getByRole("button", { name: /View Mask/ }).click();
+  const names = [];
+  for (let i = 0; i < 2; i++) {
+    const downloading = page.waitForEvent("download");
+    await page.getByTestId("output").nth(i).getByTestId("output-download").click();
+    names.push((await downloading).suggestedFilename());
+  }
+  expect(names.every((name) => /^Garden Party_birefnet-background-removal(_\d+)?\.png$/.test(name)) && new Set(names).size === 2, `BiRefNet downloads named ${names.join(", ")}`);
+  await page.goto("/library");
+  await page.getByLabel("Search by file name").fill("garden party");
+  await page.getByRole("button", { name: "Search" }).click();
+  await page.waitForFunction(() => document.querySelectorAll("[data-testid=library-item]").length === 3);
+  await axe(page, "library searched");
+  expect(page.problems.length === 0, page.problems.join("\n"));
+  await context.close();
+});

@@ -57,7 +57,7 @@ export function applyEvent(state: LiveJob, event: JobEvent): LiveJob {
     job.error = {
       code: typeof error.code === "string" ? error.code : "error",
       message: typeof error.message === "string" ? error.message : "The job failed.",
-      ...(error.retryable === true ? { retryable: true } : {}),
+      retryable: error.retryable === true,
     };
   }
   if (Array.isArray(data.logs)) {

@@ -332,6 +332,5 @@ export default function JobPage() {
 
 /** A retry can help only when the server says so. */
 function retryable(job: Job): boolean {
-  const error = job.error;
-  return Boolean(error && "retryable" in error && error.retryable === true);
+  return job.error?.retryable ?? false;
 }
