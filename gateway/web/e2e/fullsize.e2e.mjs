@@ -91,6 +91,24 @@ async function runToCompletion(page, timeoutMs) {
   return JSON.parse(answer.body);
 }
 
+/** The stored file's PNG header, read from its signed URL (first bytes only): width, height, colour type. */
+async function pngHeader(page, url) {
+  return page.evaluate(async (url) => {
+    const response = await fetch(url);
+    const reader = response.body.getReader();
+    const head = [];
+    while (head.length < 26) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      head.push(...value.subarray(0, 26 - head.length));
+    }
+    await reader.cancel();
+    const view = new DataView(Uint8Array.from(head).buffer);
+    const magic = String.fromCharCode(...head.slice(1, 4));
+    return { status: response.status, magic, width: view.getUint32(16), height: view.getUint32(20), colourType: head[25] };
+  }, url);
+}
+
 /** The compare view shows the result: its image loaded with real pixels. */
 async function resultShown(page) {
   await page.getByTestId("compare-after").waitFor({ timeout: 60_000 });
@@ -149,6 +167,9 @@ test("fullsize: 24 MP photo upscaled to a 12000×8000 PNG over 8 MiB, a transpar
   expect(big.file_size > 8 * MIB, `ESRGAN result is only ${big.file_size} bytes`);
   expect(big.mime_type === "image/png", `ESRGAN result is ${big.mime_type}`);
   expect(big.filename === "harbour-6000x4000_esrgan-upscale.png", `ESRGAN result is named ${big.filename}`);
+  const bigHead = await pngHeader(page, big.url);
+  expect(bigHead.status === 200 && bigHead.magic === "PNG", `ESRGAN result file: ${JSON.stringify(bigHead)}`);
+  expect(bigHead.width === 12000 && bigHead.height === 8000, `the stored ESRGAN PNG is ${bigHead.width}×${bigHead.height}`);
   await resultShown(page);
   await shot(page, "fullsize-esrgan-done");
 
@@ -162,6 +183,9 @@ test("fullsize: 24 MP photo upscaled to a 12000×8000 PNG over 8 MiB, a transpar
   expect(image.width === 4000 && image.height === 3000, `cut-out result is ${image.width}×${image.height}`);
   expect(image.mime_type === "image/png", `cut-out result is ${image.mime_type}`);
   expect(image.filename === "vase-4000x3000_rembg-background-removal.png", `cut-out result is named ${image.filename}`);
+  const cutHead = await pngHeader(page, image.url);
+  expect(cutHead.status === 200 && cutHead.magic === "PNG", `cut-out result file: ${JSON.stringify(cutHead)}`);
+  expect(cutHead.width === 4000 && cutHead.height === 3000 && cutHead.colourType === 6, `the stored cut-out is not a 4000×3000 RGBA PNG: ${JSON.stringify(cutHead)}`);
   await resultShown(page);
   await shot(page, "fullsize-rembg-done");
 
