@@ -1,6 +1,10 @@
-//! A 50 MB upload through the gateway raises the peak RSS of the process that
-//! runs the gateway and the image service by less than 64 MB: uploads stream,
-//! and a JPEG's thumbnail is decoded at reduced scale.
+//! Large images cost bounded memory. A 50 MB upload through the gateway raises
+//! the peak RSS of the process that runs the gateway and the image service by less
+//! than 64 MB: uploads stream, and a JPEG's thumbnail is decoded at reduced scale.
+//! A result of over 100 MB raises the peak RSS of the process running every
+//! service by less than 256 MB: results stream from fal into storage, and a PNG is
+//! previewed row by row. fal is the simulator in a process of its own, as fal is
+//! not part of ours.
 
 use std::{
     net::TcpListener,
@@ -39,6 +43,74 @@ fn peak_rss(child: &Child) -> u64 {
 
 struct Stop(Child);
 
+/// `atelier serve` with every service, on free ports in `dir`; with `fal_sim`,
+/// fal is the simulator running there (else the one built in). Returns the
+/// process and the gateway's URL.
+fn serve(dir: &std::path::Path, fal_sim: Option<&str>, env: &[(&str, &str)]) -> (Stop, String) {
+    let gateway = free_port();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_atelier"));
+    command
+        .args([
+            "serve",
+            "--target",
+            "auth,image,workflow,processing,user,gateway",
+        ])
+        .current_dir(dir)
+        .env("DATA_DIR", dir.join("data"))
+        .env("UPLOAD_TMP_DIR", dir)
+        .env("GATEWAY_ADDR", format!("127.0.0.1:{gateway}"))
+        .env("AUTH_GRPC_ADDR", format!("127.0.0.1:{}", free_port()))
+        .env("IMAGE_GRPC_ADDR", format!("127.0.0.1:{}", free_port()))
+        .env("WORKFLOW_GRPC_ADDR", format!("127.0.0.1:{}", free_port()))
+        .env("PROCESSING_GRPC_ADDR", format!("127.0.0.1:{}", free_port()))
+        .env("USER_GRPC_ADDR", format!("127.0.0.1:{}", free_port()))
+        .env("FAL_SIM_ADDR", format!("127.0.0.1:{}", free_port()))
+        .env("ADMIN_ADDR", format!("127.0.0.1:{}", free_port()))
+        .env("RUST_LOG", "warn")
+        .env_remove("DATABASE_URL")
+        .env_remove("REDIS_URL")
+        .env_remove("S3_BUCKET")
+        .env_remove("FAL_KEY")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    if let Some(sim) = fal_sim {
+        // Configured as for fal itself, with the simulator at fal's addresses.
+        command
+            .env("FAL_KEY", "memory-test")
+            .env("FAL_QUEUE_URL", format!("http://{sim}"))
+            .env("FAL_API_URL", format!("http://{sim}/v1"))
+            .env("FAL_RESULT_HOSTS", format!("http://{sim}"));
+    }
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    (
+        Stop(command.spawn().expect("spawn")),
+        format!("http://127.0.0.1:{gateway}"),
+    )
+}
+
+async fn ready(client: &Client, url: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !matches!(client.get(url).send().await, Ok(r) if r.status() == StatusCode::OK) {
+        assert!(Instant::now() < deadline, "{url} not ready within 60 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn register(client: &Client, base: &str, email: &str) -> String {
+    let tokens: Value = client
+        .post(format!("{base}/api/auth/register"))
+        .json(&json!({"email": email, "password": "correct horse battery"}))
+        .send()
+        .await
+        .expect("register")
+        .json()
+        .await
+        .expect("tokens");
+    tokens["access_token"].as_str().expect("token").to_owned()
+}
+
 impl Drop for Stop {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -57,51 +129,17 @@ async fn a_50_mb_upload_raises_peak_rss_by_less_than_64_mb() {
     );
 
     let dir = tempfile::tempdir().expect("tempdir");
-    let gateway = free_port();
-    let mut command = Command::new(env!("CARGO_BIN_EXE_atelier"));
-    command
-        .args([
-            "serve",
-            "--target",
-            "auth,image,workflow,processing,user,gateway",
-        ])
-        .current_dir(dir.path())
-        .env("DATA_DIR", dir.path().join("data"))
-        .env("UPLOAD_TMP_DIR", dir.path())
-        .env("GATEWAY_ADDR", format!("127.0.0.1:{gateway}"))
-        .env("AUTH_GRPC_ADDR", format!("127.0.0.1:{}", free_port()))
-        .env("IMAGE_GRPC_ADDR", format!("127.0.0.1:{}", free_port()))
-        .env("WORKFLOW_GRPC_ADDR", format!("127.0.0.1:{}", free_port()))
-        .env("PROCESSING_GRPC_ADDR", format!("127.0.0.1:{}", free_port()))
-        .env("USER_GRPC_ADDR", format!("127.0.0.1:{}", free_port()))
-        .env("FAL_SIM_ADDR", format!("127.0.0.1:{}", free_port()))
-        .env("ADMIN_ADDR", format!("127.0.0.1:{}", free_port()))
-        .env("MAX_FILE_SIZE_MB", "64")
-        .env("TIER_FREE_MAX_FILE_SIZE_BYTES", "unlimited")
-        .env("RUST_LOG", "warn")
-        .env_remove("DATABASE_URL")
-        .env_remove("S3_BUCKET")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let server = Stop(command.spawn().expect("spawn"));
-    let base = format!("http://127.0.0.1:{gateway}");
+    let (server, base) = serve(
+        dir.path(),
+        None,
+        &[
+            ("MAX_FILE_SIZE_MB", "64"),
+            ("TIER_FREE_MAX_FILE_SIZE_BYTES", "unlimited"),
+        ],
+    );
     let client = Client::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !matches!(client.get(format!("{base}/readyz")).send().await, Ok(r) if r.status() == StatusCode::OK)
-    {
-        assert!(Instant::now() < deadline, "not ready within 60 s");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let tokens: Value = client
-        .post(format!("{base}/api/auth/register"))
-        .json(&json!({"email": "big@example.com", "password": "correct horse battery"}))
-        .send()
-        .await
-        .expect("register")
-        .json()
-        .await
-        .expect("tokens");
-    let token = tokens["access_token"].as_str().expect("token").to_owned();
+    ready(&client, &format!("{base}/readyz")).await;
+    let token = register(&client, &base, "big@example.com").await;
     let send = |bytes: Vec<u8>| {
         let part = multipart::Part::stream_with_length(bytes.clone(), bytes.len() as u64)
             .file_name("photo.jpg")
@@ -138,4 +176,127 @@ async fn a_50_mb_upload_raises_peak_rss_by_less_than_64_mb() {
         grown / MB
     );
     assert!(grown < 64 * MB, "peak RSS grew by {} MB", grown / MB);
+}
+
+/// Uploads `bytes` as `name`; the new image.
+async fn upload(client: &Client, base: &str, token: &str, name: &str, bytes: Vec<u8>) -> Value {
+    let part = multipart::Part::stream_with_length(bytes.clone(), bytes.len() as u64)
+        .file_name(name.to_owned())
+        .mime_str("image/jpeg")
+        .expect("mime");
+    let response = client
+        .post(format!("{base}/api/images/upload"))
+        .bearer_auth(token)
+        .multipart(multipart::Form::new().part("file", part))
+        .send()
+        .await
+        .expect("upload");
+    assert_eq!(response.status(), StatusCode::CREATED);
+    response.json().await.expect("image")
+}
+
+/// Runs ESRGAN (×2, PNG) on `image` and waits for it; the finished job.
+async fn upscale(client: &Client, base: &str, token: &str, image: &str) -> Value {
+    let started: Value = client
+        .post(format!("{base}/api/processing/start"))
+        .bearer_auth(token)
+        .json(&json!({
+            "image_id": image,
+            "workflow_id": "esrgan-upscale",
+            "parameters": {"scale": 2, "output_format": "png"},
+        }))
+        .send()
+        .await
+        .expect("start")
+        .json()
+        .await
+        .expect("started");
+    let job = started["job_id"].as_str().expect("job id").to_owned();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let status: Value = client
+            .get(format!("{base}/api/processing/{job}/status"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("status")
+            .json()
+            .await
+            .expect("json");
+        if ["completed", "failed", "cancelled"].contains(&status["status"].as_str().unwrap_or("")) {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "job not finished: {status}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_over_100_mb_raises_peak_rss_by_less_than_256_mb() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sim_addr = format!("127.0.0.1:{}", free_port());
+    let _sim = Stop(
+        Command::new(env!("CARGO_BIN_EXE_atelier"))
+            .args(["fal-sim", "--addr", &sim_addr])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn fal-sim"),
+    );
+    let (server, base) = serve(
+        dir.path(),
+        Some(&sim_addr),
+        &[("TIER_FREE_STORAGE_BYTES", "unlimited")],
+    );
+    let client = Client::new();
+    ready(&client, &format!("http://{sim_addr}/healthz")).await;
+    ready(&client, &format!("{base}/readyz")).await;
+    let token = register(&client, &base, "results@example.com").await;
+
+    // Warm up every path of a result (download, store, preview) with a small one.
+    let photo = |width, height| {
+        atelier_testkit::fixtures::encode(
+            &atelier_testkit::fixtures::photo(width, height),
+            image::ImageFormat::Jpeg,
+        )
+    };
+    let small = upload(&client, &base, &token, "small.jpg", photo(600, 400)).await;
+    let warm = upscale(&client, &base, &token, small["id"].as_str().expect("id")).await;
+    assert_eq!(warm["status"], "completed", "{warm}");
+    let input = upload(&client, &base, &token, "IMG_2041.jpg", photo(6000, 4000)).await;
+    let before = peak_rss(&server.0);
+
+    let done = upscale(&client, &base, &token, input["id"].as_str().expect("id")).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    let after = peak_rss(&server.0);
+    let result: Value = client
+        .get(format!(
+            "{base}/api/images/{}",
+            done["result_image_id"].as_str().expect("result")
+        ))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("result")
+        .json()
+        .await
+        .expect("json");
+    let size = result["file_size"].as_u64().expect("size");
+    let grown = after.saturating_sub(before);
+    println!(
+        "result {} MB ({}x{}); peak rss before {} MB, after {} MB, grown {} MB",
+        size / MB,
+        result["width"],
+        result["height"],
+        before / MB,
+        after / MB,
+        grown / MB
+    );
+    assert!(size > 100 * MB, "the result is only {} MB", size / MB);
+    assert_eq!(
+        (result["width"].as_u64(), result["height"].as_u64()),
+        (Some(12_000), Some(8_000))
+    );
+    assert!(grown < 256 * MB, "peak RSS grew by {} MB", grown / MB);
 }

@@ -610,12 +610,10 @@ impl Dispatch {
                     Outcome::fail("result_invalid", failure::result_invalid(status.message()))
                         .because(status.message())
                 }
-                _ => match upstream(status) {
-                    ProcessingError::Unavailable(why) => {
-                        Outcome::Retry(format!("image service: {why}"))
-                    }
-                    other => Outcome::fail("result_not_stored", failure::NOT_STORED).because(other),
-                },
+                // Anything else (storage or the connection failing, an internal
+                // error) may pass: the job is tried again, and the redelivery
+                // resumes the same fal request.
+                _ => Outcome::Retry(format!("storing the result: {}", upstream(status))),
             }),
         }
     }

@@ -11,7 +11,6 @@ pub const TOO_LARGE: &str = "The result is larger than the largest result this p
      stores. Try a smaller scale factor or a compressed output format such as JPEG.";
 pub const REFUSED_HOST: &str =
     "fal offered the result from an address this platform does not download from.";
-pub const NOT_STORED: &str = "The result could not be stored. Retrying may work.";
 pub const INVALID_PARAMETERS: &str =
     "fal rejected the parameters; change the fields named below and start again.";
 pub const SUBMISSION_UNKNOWN: &str = "fal did not confirm that it received the job. It was \
@@ -52,7 +51,6 @@ mod tests {
         for code in [
             "attempts_exhausted",
             "submission_unknown",
-            "result_not_stored",
             "no_output",
             "fal_error",
             "runner_server_error",

@@ -595,12 +595,9 @@ impl Jobs {
             return Err(ProcessingError::AlreadyFinished(row.status));
         }
         self.queue.remove(id).await?;
-        if let (Some(fal), Some(request_id)) = (fal, &row.fal_request_id)
-            && let Ok(endpoint) = atelier_fal::EndpointId::parse(&row.fal_endpoint)
-            && let Err(err) = fal.cancel(&endpoint, request_id).await
-        {
-            tracing::warn!(job_id = %id, error = %err, "cannot cancel at fal; the job is cancelled here all the same");
-        }
+        // The row is cancelled before fal is told: a worker watching the request
+        // then sees the job final and stops, rather than taking fal's "cancelled by
+        // the client" answer for a failure.
         let now = self.clock.now();
         let cancelled = self
             .transition(
@@ -614,17 +611,19 @@ impl Jobs {
                 ("status_changed", json!({"status": "cancelled"})),
             )
             .await?;
-        match cancelled {
-            Some(row) => {
-                tracing::info!(job_id = %id, "job cancelled");
-                Ok(row)
-            }
+        let Some(row) = cancelled else {
             // It finished while we were cancelling.
-            None => {
-                let row = self.get(user_id, id).await?;
-                Err(ProcessingError::AlreadyFinished(row.status))
-            }
+            let row = self.get(user_id, id).await?;
+            return Err(ProcessingError::AlreadyFinished(row.status));
+        };
+        tracing::info!(job_id = %id, "job cancelled");
+        if let (Some(fal), Some(request_id)) = (fal, &row.fal_request_id)
+            && let Ok(endpoint) = atelier_fal::EndpointId::parse(&row.fal_endpoint)
+            && let Err(err) = fal.cancel(&endpoint, request_id).await
+        {
+            tracing::warn!(job_id = %id, error = %err, "cannot cancel at fal; the job is cancelled here all the same");
         }
+        Ok(row)
     }
 
     /// Runs a failed or cancelled job again, as the same job: its events go on.
