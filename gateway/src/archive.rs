@@ -243,7 +243,9 @@ fn archive(state: &AppState, headers: &HeaderMap, entries: Vec<Entry>, name: &st
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/zip"),
     );
-    if let Ok(value) = HeaderValue::from_str(&format!("attachment; filename=\"{name}\"")) {
+    if let Ok(value) =
+        HeaderValue::from_str(&atelier_storage::content_disposition("attachment", name))
+    {
         response_headers.insert(header::CONTENT_DISPOSITION, value);
     }
     response_headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

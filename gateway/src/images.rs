@@ -330,19 +330,6 @@ fn parse_range(headers: &HeaderMap) -> (Option<i64>, Option<i64>) {
     }
 }
 
-/// ASCII-only, quote-free, for `Content-Disposition`.
-fn safe_filename(name: &str) -> String {
-    name.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
-}
-
 /// Serves a signed file URL; the image service checks the signature.
 pub async fn file(
     State(state): State<AppState>,
@@ -403,7 +390,7 @@ pub async fn file(
     set(header::CACHE_CONTROL, "private, max-age=300".into());
     set(
         header::CONTENT_DISPOSITION,
-        format!("inline; filename=\"{}\"", safe_filename(&info.filename)),
+        atelier_storage::content_disposition("inline", &info.filename),
     );
     // Served bytes are data, never a document: no scripts even in a polyglot.
     set(

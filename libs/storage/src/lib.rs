@@ -21,6 +21,28 @@ pub use key::{MAX_KEY_LEN, validate_key};
 pub use local::LocalStore;
 pub use s3::{S3Config, S3Store};
 
+/// A `Content-Disposition` value naming a file (RFC 6266): `kind` (`inline` or
+/// `attachment`), an ASCII `filename` for old clients (letters, digits and `.-_`,
+/// anything else as `_`) and the exact name as `filename*` (UTF-8, percent-encoded).
+pub fn content_disposition(kind: &str, name: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_');
+    let ascii: String = name
+        .chars()
+        .map(|c| if plain(c) { c } else { '_' })
+        .collect();
+    let encoded: String = name
+        .bytes()
+        .map(|b| {
+            if plain(char::from(b)) {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
+    format!("{kind}; filename=\"{ascii}\"; filename*=UTF-8''{encoded}")
+}
+
 /// The content type reported for an object the store has none for.
 pub const DEFAULT_CONTENT_TYPE: &str = "application/octet-stream";
 

@@ -634,38 +634,14 @@ impl ObjectStore for S3Store {
             .get_object()
             .bucket(&self.bucket)
             .key(key)
-            .set_response_content_disposition(download_name.map(content_disposition))
+            .set_response_content_disposition(
+                download_name.map(|name| crate::content_disposition("inline", name)),
+            )
             .presigned(presigning)
             .await
             .map_err(|e| sdk_error("presigning", e))?;
         Ok(Some(request.uri().to_owned()))
     }
-}
-
-/// `inline; filename="<ascii>"; filename*=UTF-8''<name>` (RFC 6266): the ASCII form
-/// keeps letters, digits and `.-_`, the extended form the whole name.
-fn content_disposition(name: &str) -> String {
-    let ascii: String = name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    let encoded: String = name
-        .bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_') {
-                char::from(b).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect();
-    format!("inline; filename=\"{ascii}\"; filename*=UTF-8''{encoded}")
 }
 
 /// Cuts a body into parts of `part_size` bytes, holding at most one part (and the one

@@ -393,7 +393,12 @@ impl Dispatch {
         delivery: &Delivery,
     ) -> Result<atelier_fal::RequestStatus, Outcome> {
         let mut delay = Duration::from_millis(100);
-        let mut seen_logs = 0;
+        // A redelivered job resumes a request whose first lines are recorded already.
+        let mut seen_logs = self
+            .jobs
+            .logs_recorded_for(row.id, request_id)
+            .await
+            .unwrap_or(0);
         let mut processing = row.status == Status::Processing.as_str();
         loop {
             // A cancel (here or by another replica) stops the watch.
@@ -676,14 +681,13 @@ fn download_outcome(err: FalError) -> Outcome {
     }
 }
 
-/// A request fal ran and failed: fal's own message (about the model's work, meant
-/// for people), under fal's error type.
+/// A request fal ran and failed, under fal's error type; fal's own text is logged.
 fn fal_failed(error: String, error_type: Option<String>) -> Outcome {
     Outcome::Fail {
+        message: failure::fal_failed(error_type.as_deref(), &error),
         code: error_type.unwrap_or_else(|| "fal_request_failed".into()),
-        message: error,
         details: None,
-        cause: None,
+        cause: Some(error),
     }
 }
 
@@ -799,9 +803,9 @@ impl Dispatch {
                 Outcome::Wait(_) | Outcome::Retry(_) => return Ok(WebhookOutcome::Ignored),
             },
             WebhookStatus::Error => {
-                let message = event
-                    .error
-                    .unwrap_or_else(|| "fal reported an error".into());
+                let text = event.error.unwrap_or_default();
+                tracing::warn!(job_id = %row.id, cause = text, "fal reported a failed request");
+                let message = failure::fal_failed(None, &text);
                 self.jobs
                     .fail(row.id, "fal_request_failed", &message, Some(event.payload))
                     .await;

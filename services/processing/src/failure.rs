@@ -18,6 +18,34 @@ pub const SUBMISSION_UNKNOWN: &str = "fal did not confirm that it received the j
 pub const FAL_ERROR: &str = "fal answered in a way this platform does not understand. \
      Retrying may work.";
 
+/// What a request fal ran and failed means for the user, from fal's error type;
+/// fal's own text where it speaks of the model's work (e.g. a content policy) or
+/// fal gave no type.
+pub fn fal_failed(error_type: Option<&str>, text: &str) -> String {
+    match error_type.unwrap_or_default() {
+        "request_timeout" | "startup_timeout" => {
+            "fal took too long to start or finish the job. Retrying may work.".to_owned()
+        }
+        "internal_error"
+        | "runner_server_error"
+        | "runner_scheduling_failure"
+        | "runner_connection_timeout"
+        | "runner_disconnected"
+        | "runner_connection_refused"
+        | "runner_connection_error"
+        | "runner_incomplete_response" => {
+            "The model failed while running at fal. Retrying may work.".to_owned()
+        }
+        "client_disconnected" | "client_cancelled" => "The job was cancelled at fal.".to_owned(),
+        "bad_request" => format!(
+            "fal refused the request as invalid ({}).",
+            text.trim_end_matches('.')
+        ),
+        _ if text.trim().is_empty() => "The model failed at fal.".to_owned(),
+        _ => text.to_owned(),
+    }
+}
+
 /// The result the model returned is not an image that can be stored; `why` is the
 /// image service's reason, written for people.
 pub fn result_invalid(why: &str) -> String {
@@ -45,6 +73,26 @@ pub fn retryable(code: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fal_failures_read_as_sentences() {
+        assert_eq!(
+            fal_failed(Some("runner_server_error"), "Internal Server Error"),
+            "The model failed while running at fal. Retrying may work."
+        );
+        assert_eq!(
+            fal_failed(Some("bad_request"), "Bad request."),
+            "fal refused the request as invalid (Bad request)."
+        );
+        assert_eq!(
+            fal_failed(
+                Some("content_policy_violation"),
+                "The image was flagged as unsafe."
+            ),
+            "The image was flagged as unsafe."
+        );
+        assert_eq!(fal_failed(None, " "), "The model failed at fal.");
+    }
 
     #[test]
     fn only_failures_a_retry_can_mend_are_retryable() {

@@ -770,6 +770,25 @@ impl Jobs {
             .collect())
     }
 
+    /// How many log lines were recorded for fal request `request_id` of job `id`:
+    /// those after the event that stored the request id.
+    pub(crate) async fn logs_recorded_for(
+        &self,
+        id: Uuid,
+        request_id: &str,
+    ) -> Result<usize, ProcessingError> {
+        let events = self.store.events_after(id, 0).await?;
+        let since = events
+            .iter()
+            .rposition(|event| event.data["fal_request_id"].as_str() == Some(request_id))
+            .map_or(0, |at| at + 1);
+        Ok(events[since..]
+            .iter()
+            .filter(|event| event.kind == "log")
+            .map(|event| event.data["logs"].as_array().map_or(0, Vec::len))
+            .sum())
+    }
+
     /// The caller's job's events after `after_seq`, then live ones until the job
     /// is finished. Subscribes before reading the table, so nothing falls between.
     pub async fn events(
@@ -788,10 +807,14 @@ impl Jobs {
                 let Ok(events) = this.store.events_after(id, last).await else {
                     break;
                 };
+                // Whether the job is finished is its latest status, not any status
+                // in the batch: a retried job's history holds an earlier failure.
                 let mut finished = false;
                 for event in events {
                     last = event.seq;
-                    finished |= event_is_final(&event);
+                    if event.kind == "status_changed" {
+                        finished = event_is_final(&event);
+                    }
                     if sender.send(event).await.is_err() {
                         return;
                     }
