@@ -220,12 +220,21 @@ test("dark theme: an \"on\" switch keeps its colour; sign-in errors stay on the 
   const colours = async () => {
     await page.getByRole("radio", { name: /Background removal \(rembg\)/ }).check();
     const toggle = page.getByRole("switch").first();
+    // The colour once its transition has ended: the same in two reads 150 ms apart.
+    const settled = async (checked) => {
+      await page.waitForFunction((want) => document.querySelector("[role=switch]")?.getAttribute("aria-checked") === want, String(checked));
+      let last = null;
+      for (;;) {
+        const now = await toggle.evaluate((el) => getComputedStyle(el).backgroundColor);
+        if (now === last) return now;
+        last = now;
+        await page.waitForTimeout(150);
+      }
+    };
     if ((await toggle.getAttribute("aria-checked")) === "true") await toggle.click();
-    const off = await toggle.evaluate((el) => getComputedStyle(el).backgroundColor);
+    const off = await settled(false);
     await toggle.click();
-    await page.waitForFunction(() => document.querySelector("[role=switch]")?.getAttribute("aria-checked") === "true");
-    await page.waitForTimeout(250); // the colour transition
-    const on = await toggle.evaluate((el) => getComputedStyle(el).backgroundColor);
+    const on = await settled(true);
     return { off, on };
   };
   const light = await colours();
