@@ -167,10 +167,14 @@ def check_deployment(component: str, deploy: dict[str, Any]) -> list[str]:
     else:
         if ports.get("grpc") != GRPC_PORTS[component]:
             problems.append(f"{where}: grpc port is {ports.get('grpc')}, expected {GRPC_PORTS[component]}")
-        for probe in ("livenessProbe", "readinessProbe"):
-            grpc = container.get(probe, {}).get("grpc")
-            if not grpc or grpc.get("port") != GRPC_PORTS[component]:
-                problems.append(f"{where}: {probe} is not a gRPC probe on port {GRPC_PORTS[component]}")
+        # The gRPC port speaks TLS only and the kubelet's native gRPC probe cannot: the
+        # probes ask the admin port, whose /readyz checks the gRPC listener over TLS.
+        for probe, path in (("startupProbe", "/healthz"), ("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
+            if "grpc" in container.get(probe, {}):
+                problems.append(f"{where}: {probe} is a native gRPC probe, which cannot speak TLS")
+            http = container.get(probe, {}).get("httpGet")
+            if not http or http.get("path") != path or http.get("port") not in ("admin", ADMIN_PORT):
+                problems.append(f"{where}: {probe} is not an HTTP probe on {path} at the admin port")
     resources = container.get("resources", {})
     if not resources.get("requests", {}).get("cpu") or not resources.get("requests", {}).get("memory"):
         problems.append(f"{where}: no cpu and memory requests")

@@ -53,12 +53,6 @@ database: [auth, image, processing, workflow, user, migrate]
 redis: [processing, workflow]
 fal: [processing, workflow]
 s3: [image]
-healthService:
-  auth: atelier.auth.v1.AuthService
-  image: atelier.image.v1.ImageService
-  processing: atelier.processing.v1.ProcessingService
-  workflow: atelier.workflow.v1.WorkflowService
-  user: ""
 {{- end -}}
 
 {{- define "atelier.chart" -}}
@@ -239,10 +233,12 @@ app.kubernetes.io/component: {{ .component }}
 {{- toYaml .Values.containerSecurityContext -}}
 {{- end -}}
 
-{{/* Probes. Services: native gRPC probes on grpc.health.v1 at their gRPC port (readiness
-asks for the service's own name, which turns NOT_SERVING on shutdown). The gateway:
-HTTP, /healthz on the admin port and /readyz on its own port (the services it fronts
-answer). A start-up probe covers migrations and a database that is late. */}}
+{{/* Probes, all HTTP: the gRPC port speaks TLS only, which the kubelet's native gRPC
+probe cannot. Services: /healthz on the admin port (alive) and /readyz there (it asks
+grpc.health.v1 for the service's own name over TLS at 127.0.0.1, which turns NOT_SERVING
+on shutdown). The gateway: /healthz on the admin port and /readyz on its own port (the
+services it fronts answer). A start-up probe covers migrations and a database that is
+late. */}}
 {{- define "atelier.probes" -}}
 {{- $ctx := .ctx -}}
 {{- if eq .component "gateway" }}
@@ -267,25 +263,23 @@ readinessProbe:
   timeoutSeconds: 5
   failureThreshold: 3
 {{- else }}
-{{- $topology := include "atelier.topology" . | fromYaml -}}
-{{- $port := include "atelier.port" . | int }}
 startupProbe:
-  grpc:
-    port: {{ $port }}
+  httpGet:
+    path: /healthz
+    port: admin
   periodSeconds: 5
   failureThreshold: 60
 livenessProbe:
-  grpc:
-    port: {{ $port }}
+  httpGet:
+    path: /healthz
+    port: admin
   periodSeconds: 10
   timeoutSeconds: 3
   failureThreshold: 3
 readinessProbe:
-  grpc:
-    port: {{ $port }}
-    {{- with index $topology.healthService .component }}
-    service: {{ . }}
-    {{- end }}
+  httpGet:
+    path: /readyz
+    port: admin
   periodSeconds: 5
   timeoutSeconds: 3
   failureThreshold: 2
