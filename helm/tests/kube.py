@@ -8,9 +8,11 @@ No cluster is contacted.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
+from urllib.parse import urlsplit
 
 import kubernetes_validate
 import yaml
@@ -23,8 +25,13 @@ ROOT = Path(__file__).resolve().parents[2]
 KUBE_VERSIONS = ("1.31.0", kubernetes_validate.latest_version())
 
 # Custom resources have no schema among Kubernetes' own: these are skipped on purpose
-# (and only these; any other unknown kind fails).
-SKIPPED_CRDS = {("monitoring.coreos.com/v1", "ServiceMonitor")}
+# (and only these; any other unknown kind fails). cert-manager's get the structural
+# check of check_cert_manager below instead.
+SKIPPED_CRDS = {
+    ("monitoring.coreos.com/v1", "ServiceMonitor"),
+    ("cert-manager.io/v1", "Certificate"),
+    ("cert-manager.io/v1", "Issuer"),
+}
 
 # The targets of `atelier serve --target`, each one Deployment.
 COMPONENTS = ("gateway", "auth", "image", "processing", "workflow", "user")
@@ -32,6 +39,44 @@ COMPONENTS = ("gateway", "auth", "image", "processing", "workflow", "user")
 GRPC_PORTS = {"auth": 50051, "image": 50052, "processing": 50053, "workflow": 50054, "user": 50055}
 GATEWAY_PORT = 8080
 ADMIN_PORT = 9464
+
+# Mutual TLS between services: every pod reads its certificate from
+# SERVICE_TLS_DIR/<component>/ (tls.crt, tls.key, ca.crt: a TLS Secret mounted read-only)
+# and names itself by the URI SAN spiffe://atelier/<component> (libs/common identity.rs).
+SERVICE_TLS_DIR = "/etc/atelier/tls"
+# Owner and group may read: the group is the pod's fsGroup, so the non-root user can.
+SERVICE_TLS_MODE = 0o440
+
+
+def spiffe_id(name: str) -> str:
+    return f"spiffe://atelier/{name}"
+
+
+# What cert-manager.io/v1 accepts (its CRDs: Certificate spec fields, key usages, private
+# key options; issuer types), for a structural check of the rendered custom resources.
+CERTIFICATE_SPEC_FIELDS = {
+    "additionalOutputFormats", "commonName", "dnsNames", "duration", "emailAddresses",
+    "encodeUsagesInRequest", "ipAddresses", "isCA", "issuerRef", "keystores",
+    "literalSubject", "nameConstraints", "otherNames", "privateKey", "renewBefore",
+    "renewBeforePercentage", "revisionHistoryLimit", "secretName", "secretTemplate",
+    "signatureAlgorithm", "subject", "uris", "usages",
+}
+KEY_USAGES = {
+    "signing", "digital signature", "content commitment", "key encipherment",
+    "key agreement", "data encipherment", "cert sign", "crl sign", "encipher only",
+    "decipher only", "any", "server auth", "client auth", "code signing",
+    "email protection", "s/mime", "ipsec end system", "ipsec tunnel", "ipsec user",
+    "timestamping", "ocsp signing", "microsoft sgc", "netscape sgc",
+}
+PRIVATE_KEY_FIELDS = {
+    "algorithm": {"RSA", "ECDSA", "Ed25519"},
+    "encoding": {"PKCS1", "PKCS8"},
+    "rotationPolicy": {"Never", "Always"},
+    "size": None,
+}
+ISSUER_TYPES = {"acme", "ca", "selfSigned", "vault", "venafi"}
+# Go's time.ParseDuration, as cert-manager reads duration and renewBefore.
+GO_DURATION = re.compile(r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$")
 
 # Environment variables that hold secrets: never in a ConfigMap, only from Secrets.
 SECRET_VARS = {
@@ -209,13 +254,14 @@ def check_config_maps(docs: list[dict[str, Any]], secret_values: Iterable[str] =
 
 
 def check_cluster_addresses(config: dict[str, str], service_name) -> list[str]:
-    """Every service binds 0.0.0.0:<port> and is reached at http://<service>:<port>."""
+    """Every service binds 0.0.0.0:<port> and is reached at https://<service>:<port>
+    (mutual TLS: plain http URLs are refused at start-up)."""
     problems = []
     for component, port in GRPC_PORTS.items():
         upper = component.upper()
         if config.get(f"{upper}_GRPC_ADDR") != f"0.0.0.0:{port}":
             problems.append(f"{upper}_GRPC_ADDR is {config.get(f'{upper}_GRPC_ADDR')!r}")
-        expected = f"http://{service_name(component)}:{port}"
+        expected = f"https://{service_name(component)}:{port}"
         if config.get(f"{upper}_URL") != expected:
             problems.append(f"{upper}_URL is {config.get(f'{upper}_URL')!r}, expected {expected!r}")
     if config.get("GATEWAY_ADDR") != f"0.0.0.0:{GATEWAY_PORT}":
@@ -324,4 +370,158 @@ def check_network_policies(docs: list[dict[str, Any]]) -> list[str]:
         )
         if not dns:
             problems.append(f"{component} may not resolve names (DNS)")
+    return problems
+
+
+def check_cert_manager(docs: list[dict[str, Any]]) -> list[str]:
+    """The cert-manager resources kubernetes-validate has no schema for, checked against
+    what cert-manager.io/v1 accepts: known Certificate fields, key usages, private key
+    options and durations; an Issuer of exactly one known type."""
+    problems = []
+    for doc in docs:
+        if doc.get("apiVersion") != "cert-manager.io/v1":
+            continue
+        name = f"{doc['kind']}/{doc['metadata']['name']}"
+        spec = doc.get("spec") or {}
+        if doc["kind"] == "Issuer":
+            types = set(spec) & ISSUER_TYPES
+            if len(types) != 1 or set(spec) - ISSUER_TYPES:
+                problems.append(f"{name}: spec {sorted(spec)} is not one issuer type of {sorted(ISSUER_TYPES)}")
+            if "ca" in spec and not spec["ca"].get("secretName"):
+                problems.append(f"{name}: a CA issuer without ca.secretName")
+            continue
+        if doc["kind"] != "Certificate":
+            problems.append(f"{name}: unexpected cert-manager kind")
+            continue
+        if unknown := set(spec) - CERTIFICATE_SPEC_FIELDS:
+            problems.append(f"{name}: unknown fields {sorted(unknown)}")
+        if not spec.get("secretName") or not spec.get("issuerRef", {}).get("name"):
+            problems.append(f"{name}: secretName and issuerRef.name are required")
+        if unknown := set(spec.get("issuerRef", {})) - {"name", "kind", "group"}:
+            problems.append(f"{name}: unknown issuerRef fields {sorted(unknown)}")
+        if unknown := set(spec.get("usages", [])) - KEY_USAGES:
+            problems.append(f"{name}: unknown usages {sorted(unknown)}")
+        for field, value in (spec.get("privateKey") or {}).items():
+            if field not in PRIVATE_KEY_FIELDS:
+                problems.append(f"{name}: unknown privateKey field {field}")
+            elif PRIVATE_KEY_FIELDS[field] is not None and value not in PRIVATE_KEY_FIELDS[field]:
+                problems.append(f"{name}: privateKey.{field} {value!r} is not one of {sorted(PRIVATE_KEY_FIELDS[field])}")
+        for field in ("duration", "renewBefore"):
+            if field in spec and not GO_DURATION.match(str(spec[field])):
+                problems.append(f"{name}: {field} {spec[field]!r} is not a Go duration")
+        for field in ("dnsNames", "ipAddresses", "uris", "usages"):
+            if not isinstance(spec.get(field, []), list):
+                problems.append(f"{name}: {field} is not a list")
+        for address in spec.get("ipAddresses", []):
+            try:
+                ipaddress.ip_address(address)
+            except ValueError:
+                problems.append(f"{name}: {address!r} is not an IP address")
+    return problems
+
+
+def check_service_tls(
+    docs: list[dict[str, Any]], config: dict[str, str], secret_name: Callable[[str], str]
+) -> list[str]:
+    """Every Deployment mounts its component's certificate Secret (secret_name) read-only
+    at SERVICE_TLS_DIR/<component>, readable by the pod's fsGroup; the ConfigMap points
+    there, generates nothing and uses https URLs."""
+    problems = []
+    if config.get("SERVICE_TLS_DIR") != SERVICE_TLS_DIR:
+        problems.append(f"SERVICE_TLS_DIR is {config.get('SERVICE_TLS_DIR')!r}, expected {SERVICE_TLS_DIR!r}")
+    if config.get("SERVICE_TLS_GENERATE") != "false":
+        problems.append(
+            f"SERVICE_TLS_GENERATE is {config.get('SERVICE_TLS_GENERATE')!r}: each pod would make a CA of its own"
+        )
+    if not str(config.get("SERVICE_TLS_RELOAD_SECS", "")).isdigit():
+        problems.append(f"SERVICE_TLS_RELOAD_SECS is {config.get('SERVICE_TLS_RELOAD_SECS')!r}")
+    for key, value in config.items():
+        if key.endswith("_URL") and key.removesuffix("_URL").lower() in GRPC_PORTS and not value.startswith("https://"):
+            problems.append(f"{key} is {value!r}: services are reached over https only")
+    for component, deploy in deployments(docs).items():
+        where = f"Deployment {deploy['metadata']['name']}"
+        spec = deploy["spec"]["template"]["spec"]
+        path = f"{SERVICE_TLS_DIR}/{component}"
+        mounts = [m for m in spec["containers"][0].get("volumeMounts", []) if m["mountPath"] == path]
+        if len(mounts) != 1:
+            problems.append(f"{where}: nothing mounted at {path}")
+            continue
+        if mounts[0].get("readOnly") is not True or mounts[0].get("subPath"):
+            problems.append(f"{where}: {path} is not a whole read-only mount (a subPath never sees a renewal)")
+        volume = next((v for v in spec.get("volumes", []) if v["name"] == mounts[0]["name"]), {})
+        secret = volume.get("secret", {})
+        if secret.get("secretName") != secret_name(component):
+            problems.append(f"{where}: {path} is {volume}, expected the Secret {secret_name(component)}")
+        if secret.get("defaultMode") != SERVICE_TLS_MODE or secret.get("items"):
+            problems.append(f"{where}: the certificate Secret's mode is {secret.get('defaultMode')}, expected 0440")
+        if not spec.get("securityContext", {}).get("fsGroup"):
+            problems.append(f"{where}: no fsGroup: the non-root user cannot read its 0440 certificate")
+    return problems
+
+
+def check_service_certificates(
+    docs: list[dict[str, Any]],
+    config: dict[str, str],
+    service_name: Callable[[str], str],
+    secret_name: Callable[[str], str],
+) -> list[str]:
+    """One cert-manager Certificate per component, written to the Secret its Deployment
+    mounts: named by its SPIFFE id, valid for the host of its *_URL (its Service) and for
+    127.0.0.1 and localhost (readiness calls the pod's own listener), usable as server
+    and client; every one from the same issuer, so peers trust each other."""
+    problems = []
+    certificates = {c["spec"]["secretName"]: c for c in by_kind(docs, "Certificate")}
+    issuers = set()
+    for component in COMPONENTS:
+        certificate = certificates.get(secret_name(component))
+        if certificate is None:
+            problems.append(f"no Certificate writes the Secret {secret_name(component)}")
+            continue
+        where = f"Certificate {certificate['metadata']['name']}"
+        spec = certificate["spec"]
+        if spec.get("uris") != [spiffe_id(component)]:
+            problems.append(f"{where}: uris {spec.get('uris')}, expected [{spiffe_id(component)}]")
+        url = config.get(f"{component.upper()}_URL")
+        host = urlsplit(url).hostname if url else service_name(component)
+        for name in (host, service_name(component), "localhost"):
+            if name not in spec.get("dnsNames", []):
+                problems.append(f"{where}: not valid for {name} (dnsNames {spec.get('dnsNames')})")
+        if "127.0.0.1" not in spec.get("ipAddresses", []):
+            problems.append(f"{where}: not valid for 127.0.0.1, where the pod's readiness check calls")
+        for usage in ("digital signature", "server auth", "client auth"):
+            if usage not in spec.get("usages", []):
+                problems.append(f"{where}: no {usage!r} usage")
+        if spec.get("isCA"):
+            problems.append(f"{where}: a service certificate is a CA")
+        issuers.add(tuple(sorted(spec["issuerRef"].items())))
+    if len(issuers) > 1:
+        problems.append(f"the services' certificates come from several issuers: {sorted(issuers)}")
+    return problems
+
+
+def check_ca_chain(docs: list[dict[str, Any]]) -> list[str]:
+    """The services' own CA: a self-signed Issuer signs a CA Certificate whose Secret a
+    CA Issuer signs with, and that CA Issuer signs every service certificate."""
+    problems = []
+    issuers = {i["metadata"]["name"]: i["spec"] for i in by_kind(docs, "Issuer")}
+    certificates = by_kind(docs, "Certificate")
+    ca_certificates = [c for c in certificates if c["spec"].get("isCA")]
+    if len(ca_certificates) != 1:
+        return [f"expected one CA Certificate, found {len(ca_certificates)}"]
+    ca = ca_certificates[0]["spec"]
+    if "selfSigned" not in issuers.get(ca["issuerRef"]["name"], {}):
+        problems.append(f"the CA Certificate is issued by {ca['issuerRef']['name']}, not a self-signed Issuer")
+    ca_issuers = [name for name, spec in issuers.items() if spec.get("ca", {}).get("secretName") == ca["secretName"]]
+    if len(ca_issuers) != 1:
+        return problems + [f"expected one CA Issuer signing with {ca['secretName']}, found {ca_issuers}"]
+    for certificate in certificates:
+        if certificate["spec"].get("isCA"):
+            continue
+        ref = certificate["spec"]["issuerRef"]
+        if (ref.get("name"), ref.get("kind", "Issuer"), ref.get("group", "cert-manager.io")) != (
+            ca_issuers[0],
+            "Issuer",
+            "cert-manager.io",
+        ):
+            problems.append(f"Certificate {certificate['metadata']['name']} is not issued by the CA Issuer: {ref}")
     return problems

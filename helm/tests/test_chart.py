@@ -78,6 +78,10 @@ class Rendered:
     def service_name(self, component: str) -> str:
         return f"{self.fullname}-{component}"
 
+    def secret_name(self, component: str) -> str:
+        """The TLS Secret holding a component's service certificate."""
+        return f"{self.fullname}-{component}-tls"
+
     def kind(self, kind: str) -> list[dict[str, Any]]:
         return kube.by_kind(self.docs, kind)
 
@@ -125,9 +129,11 @@ class ChartTest(unittest.TestCase):
         for case, rendered in self.each():
             errors, skipped = kube.validate(rendered.docs, f"chart[{case}]")
             self.assertNoProblems(errors)
-            monitors = rendered.kind("ServiceMonitor")
-            # Only the ServiceMonitors are skipped, and each one is accounted for.
-            self.assertEqual(len(skipped), len(monitors), skipped)
+            custom = rendered.kind("ServiceMonitor") + rendered.kind("Certificate") + rendered.kind("Issuer")
+            # Only ServiceMonitors and cert-manager's kinds are skipped, each one accounted
+            # for; cert-manager's are checked against what cert-manager.io/v1 accepts.
+            self.assertEqual(len(skipped), len(custom), skipped)
+            self.assertNoProblems(kube.check_cert_manager(rendered.docs))
 
     def test_one_deployment_per_target(self):
         for case, rendered in self.each():
@@ -245,6 +251,9 @@ class ChartTest(unittest.TestCase):
             self.assertIn("DATABASE_URL", kube.env_names(container))
             self.assertNotIn("envFrom", container, "a pre-install hook cannot read the release's ConfigMap")
             self.assertNotIn("serviceAccountName", spec, "a pre-install hook runs before the chart's ServiceAccount exists")
+            self.assertFalse(
+                [v for v in spec.get("volumes", []) if "secret" in v], "migrate calls no service: no certificate"
+            )
             self.assertNoProblems(kube.check_restricted(spec, "migration Job"))
 
     def test_network_policies(self):
@@ -295,6 +304,99 @@ class ChartTest(unittest.TestCase):
             ["postgresql", "redis"],
         )
         self.assertIn("TRIALS ONLY", RENDERED["default"].notes)
+
+    def test_service_certificates_are_mounted(self):
+        for case, rendered in self.each():
+            self.assertNoProblems(kube.check_service_tls(rendered.docs, rendered.config(), rendered.secret_name))
+            self.assertEqual(
+                rendered.config()["SERVICE_TLS_RELOAD_SECS"], str(rendered.merged["serviceTls"]["reloadSecs"])
+            )
+            if rendered.merged["serviceTls"]["source"] == "certManager":
+                self.assertNoProblems(
+                    kube.check_service_certificates(
+                        rendered.docs, rendered.config(), rendered.service_name, rendered.secret_name
+                    )
+                )
+
+    def test_service_certificates_from_cert_manager(self):
+        rendered = RENDERED["default"]
+        tls = rendered.merged["serviceTls"]
+        certificates = {c["spec"]["secretName"]: c["spec"] for c in rendered.kind("Certificate")}
+        for component in kube.COMPONENTS:
+            spec = certificates[rendered.secret_name(component)]
+            service = rendered.service_name(component)
+            self.assertEqual(
+                spec["dnsNames"],
+                [
+                    service,
+                    f"{service}.{NAMESPACE}",
+                    f"{service}.{NAMESPACE}.svc",
+                    f"{service}.{NAMESPACE}.svc.cluster.local",
+                    "localhost",
+                ],
+            )
+            self.assertEqual(spec["ipAddresses"], ["127.0.0.1", "::1"])
+            self.assertEqual(
+                spec["usages"], ["digital signature", "key encipherment", "server auth", "client auth"]
+            )
+            self.assertEqual(
+                spec["privateKey"],
+                {"algorithm": "ECDSA", "size": 256, "encoding": "PKCS8", "rotationPolicy": "Always"},
+            )
+            self.assertEqual((spec["duration"], spec["renewBefore"]), (tls["duration"], tls["renewBefore"]))
+        # The chart's own CA: self-signed Issuer -> CA Certificate -> CA Issuer -> services.
+        self.assertNoProblems(kube.check_ca_chain(rendered.docs))
+        (ca,) = [c["spec"] for c in rendered.kind("Certificate") if c["spec"].get("isCA")]
+        # Renewing the CA keeps its key, so certificates issued before and after trust each other.
+        self.assertEqual(ca["privateKey"]["rotationPolicy"], "Never")
+        self.assertEqual(ca["duration"], tls["caDuration"])
+
+    def test_operator_certificate_is_for_administration_only(self):
+        rendered = RENDERED["default"]
+        operator = [c["spec"] for c in rendered.kind("Certificate") if c["spec"].get("uris") == [kube.spiffe_id("operator")]]
+        self.assertEqual(len(operator), 1)
+        self.assertEqual(operator[0]["secretName"], rendered.secret_name("operator"))
+        self.assertIn("client auth", operator[0]["usages"])
+        self.assertNotIn("server auth", operator[0]["usages"])
+        self.assertNotIn("dnsNames", operator[0])
+        for deployment in rendered.kind("Deployment"):
+            secrets = [v["secret"]["secretName"] for v in deployment["spec"]["template"]["spec"]["volumes"] if "secret" in v]
+            self.assertNotIn(rendered.secret_name("operator"), secrets, "no pod holds the operator identity")
+        without = Rendered("atelier", {"serviceTls": {"operatorCertificate": False}})
+        self.assertEqual(
+            sorted(c["spec"]["secretName"] for c in without.kind("Certificate") if not c["spec"].get("isCA")),
+            sorted(rendered.secret_name(c) for c in kube.COMPONENTS),
+        )
+
+    def test_a_given_issuer_replaces_the_chart_ca(self):
+        rendered = Rendered(
+            "atelier", {"serviceTls": {"issuerRef": {"name": "platform-ca", "kind": "ClusterIssuer"}}}
+        )
+        self.assertEqual(rendered.kind("Issuer"), [])
+        self.assertFalse([c for c in rendered.kind("Certificate") if c["spec"].get("isCA")], "no CA of its own")
+        for certificate in rendered.kind("Certificate"):
+            self.assertEqual(
+                certificate["spec"]["issuerRef"],
+                {"name": "platform-ca", "kind": "ClusterIssuer", "group": "cert-manager.io"},
+            )
+        self.assertNoProblems(
+            kube.check_service_certificates(rendered.docs, rendered.config(), rendered.service_name, rendered.secret_name)
+        )
+        self.assertNoProblems(kube.check_cert_manager(rendered.docs))
+
+    def test_existing_secrets_need_no_cert_manager(self):
+        rendered = Rendered("atelier", {"serviceTls": {"source": "existingSecrets"}})
+        self.assertEqual([d for d in rendered.docs if d["apiVersion"].startswith("cert-manager.io/")], [])
+        self.assertNoProblems(kube.check_service_tls(rendered.docs, rendered.config(), rendered.secret_name))
+        for component in kube.COMPONENTS:
+            self.assertIn(rendered.secret_name(component), rendered.notes)
+        self.assertNotIn("cert-manager is required", rendered.notes)
+
+    def test_notes_say_cert_manager_is_required(self):
+        for case, rendered in self.each():
+            if rendered.merged["serviceTls"]["source"] == "certManager":
+                self.assertIn("cert-manager is required", rendered.notes)
+        self.assertIn(RENDERED["default"].secret_name("operator"), RENDERED["default"].notes)
 
     def test_upgrade_renders_the_same_objects(self):
         install = RENDERED["production"]

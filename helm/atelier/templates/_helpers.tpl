@@ -88,9 +88,91 @@ app.kubernetes.io/component: {{ .component }}
 {{- (index .ctx.Values (include "atelier.valuesKey" .component)).port -}}
 {{- end -}}
 
-{{/* How the others reach a component: http://<release>-<component>:<port>. */}}
+{{/* How the others reach a component: https://<release>-<component>:<port> (mutual TLS). */}}
 {{- define "atelier.url" -}}
-{{- printf "http://%s:%v" (include "atelier.componentName" .) (include "atelier.port" .) -}}
+{{- printf "https://%s:%v" (include "atelier.componentName" .) (include "atelier.port" .) -}}
+{{- end -}}
+
+{{/* Where every pod finds the service certificates (SERVICE_TLS_DIR): one directory per
+component, each a TLS Secret mounted read-only. */}}
+{{- define "atelier.serviceTlsDir" -}}
+/etc/atelier/tls
+{{- end -}}
+
+{{/* The TLS Secret of a component's certificate (or "operator"):
+(dict "ctx" $ "component" "auth") -> <fullname>-auth-tls. */}}
+{{- define "atelier.serviceTlsSecret" -}}
+{{- printf "%s-%s-tls" (include "atelier.fullname" .ctx) .component -}}
+{{- end -}}
+
+{{/* The issuer of the services' certificates: serviceTls.issuerRef, or the chart's CA. */}}
+{{- define "atelier.serviceTlsIssuerRef" -}}
+{{- $ref := .Values.serviceTls.issuerRef -}}
+{{- if $ref.name -}}
+name: {{ $ref.name }}
+kind: {{ $ref.kind }}
+group: {{ $ref.group }}
+{{- else -}}
+name: {{ include "atelier.fullname" . }}-ca
+kind: Issuer
+group: cert-manager.io
+{{- end -}}
+{{- end -}}
+
+{{/* A cert-manager Certificate for a component's service identity: its SPIFFE id as a
+URI name, the names clients dial (its Service, short and qualified) and the pod's own
+loopback (readiness calls the listener at https://127.0.0.1:<port>), server and client
+use. The "operator" identity is a client certificate for administration tools. */}}
+{{- define "atelier.certificate" -}}
+{{- $ctx := .ctx -}}
+{{- $tls := $ctx.Values.serviceTls -}}
+{{- if eq $tls.source "certManager" }}
+{{- $service := include "atelier.componentName" . }}
+{{- $ns := $ctx.Release.Namespace }}
+apiVersion: cert-manager.io/v1
+kind: Certificate
+metadata:
+  name: {{ $service }}
+  namespace: {{ $ns }}
+  labels:
+    {{- include "atelier.labels" . | nindent 4 }}
+spec:
+  secretName: {{ include "atelier.serviceTlsSecret" . }}
+  secretTemplate:
+    labels:
+      {{- include "atelier.selectorLabels" . | nindent 6 }}
+  duration: {{ $tls.duration }}
+  renewBefore: {{ $tls.renewBefore }}
+  uris:
+    - spiffe://atelier/{{ .component }}
+  {{- if eq .component "operator" }}
+  usages:
+    - digital signature
+    - client auth
+  {{- else }}
+  dnsNames:
+    - {{ $service }}
+    - {{ $service }}.{{ $ns }}
+    - {{ $service }}.{{ $ns }}.svc
+    - {{ $service }}.{{ $ns }}.svc.{{ $tls.clusterDomain }}
+    - localhost
+  ipAddresses:
+    - 127.0.0.1
+    - "::1"
+  usages:
+    - digital signature
+    - key encipherment
+    - server auth
+    - client auth
+  {{- end }}
+  privateKey:
+    algorithm: ECDSA
+    size: 256
+    encoding: PKCS8
+    rotationPolicy: Always
+  issuerRef:
+    {{- include "atelier.serviceTlsIssuerRef" $ctx | nindent 4 }}
+{{- end }}
 {{- end -}}
 
 {{- define "atelier.serviceAccountName" -}}
@@ -150,6 +232,12 @@ app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 {{- if and $v.processing.autoscaling.queueDepth.enabled (not $v.processing.autoscaling.enabled) -}}
 {{- fail "processing.autoscaling.queueDepth.enabled needs processing.autoscaling.enabled" -}}
+{{- end -}}
+{{- if not $v.podSecurityContext.fsGroup -}}
+{{- fail "podSecurityContext.fsGroup is required: the service certificates and keys are mounted readable by that group only (mode 0440)" -}}
+{{- end -}}
+{{- if and (eq $v.serviceTls.source "existingSecrets") $v.serviceTls.issuerRef.name -}}
+{{- fail "serviceTls.issuerRef.name is set but serviceTls.source is existingSecrets: nothing would be issued" -}}
 {{- end -}}
 {{- end -}}
 
@@ -400,6 +488,9 @@ spec:
               mountPath: /tmp
             - name: data
               mountPath: /var/lib/atelier
+            - name: service-tls
+              mountPath: {{ include "atelier.serviceTlsDir" $ctx }}/{{ $component }}
+              readOnly: true
             {{- if and (eq $component "auth") $ctx.Values.secrets.jwtKeys.existingSecret }}
             - name: jwt-keys
               mountPath: /etc/atelier/jwt
@@ -427,6 +518,11 @@ spec:
             sizeLimit: 64Mi
           {{- end }}
         {{- end }}
+        # This component's certificate (renewals show up in place: no subPath).
+        - name: service-tls
+          secret:
+            secretName: {{ include "atelier.serviceTlsSecret" . }}
+            defaultMode: 0440
         {{- if and (eq $component "auth") $ctx.Values.secrets.jwtKeys.existingSecret }}
         - name: jwt-keys
           secret:
