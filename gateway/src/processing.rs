@@ -45,7 +45,8 @@ pub struct StartBody {
     #[serde(default)]
     #[schema(value_type = Object)]
     pub parameters: Map<String, Value>,
-    /// `high`, `normal` (default) or `low`.
+    /// `high` (when your plan allows it: `limits.high_priority` of your profile),
+    /// `normal` (default) or `low`.
     #[serde(default)]
     pub priority: Option<String>,
 }
@@ -346,7 +347,9 @@ pub async fn encode_jobs(
         (status = 202, description = "Accepted: the job is queued", body = Started),
         (status = 404, description = "No such image of yours, or no such workflow", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The idempotency key was used for another request", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`priority: high` is not part of your plan (the problem names the field `priority`)", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid parameters (each named)", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Over a quota of your plan (`jobs_per_day`, with `Retry-After` and `resets_at`, or `concurrent_jobs`); the problem names the `limit`, its `allowed` value, what is `used`, what was `requested` and the `tier`. Nothing was started", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn start(
@@ -568,6 +571,7 @@ pub async fn fal_webhook(
         (status = 202, description = "Queued again", body = Started),
         (status = 404, description = "No such job of yours", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The job is neither failed nor cancelled", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Over a quota of your plan: a retry is a new run and counts as a start does", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn retry(
@@ -662,7 +666,9 @@ fn priority_of(name: Option<&str>) -> Result<pb::JobPriority, Problem> {
     responses(
         (status = 202, description = "Accepted: every job is queued", body = BatchBody),
         (status = 404, description = "An image is not yours, or no such workflow", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`priority: high` is not part of your plan (the problem names the field `priority`)", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid parameters or image list", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "The whole batch does not fit a quota of your plan (the problem names the `limit`); no job was started", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn start_batch(
@@ -788,7 +794,10 @@ pub async fn cancel_batch(
     post, path = "/api/processing/batch/{batch_id}/retry", tag = "processing",
     security(("bearer" = [])),
     params(("batch_id" = String, Path, description = "Batch id")),
-    responses((status = 202, description = "The failed jobs are queued again", body = BatchBody))
+    responses(
+        (status = 202, description = "The failed jobs are queued again", body = BatchBody),
+        (status = 429, description = "They do not all fit a quota of your plan; none was retried", body = Problem, content_type = "application/problem+json"),
+    )
 )]
 pub async fn retry_batch(
     State(state): State<AppState>,

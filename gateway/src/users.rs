@@ -61,6 +61,8 @@ pub struct LimitsBody {
     pub storage_bytes: Option<i64>,
     pub max_file_size_bytes: Option<i64>,
     pub max_retention_days: Option<i32>,
+    /// Whether jobs may be started with `priority: high`.
+    pub high_priority: bool,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -99,6 +101,7 @@ impl From<pb::Profile> for ProfileBody {
                 storage_bytes: limits.storage_bytes,
                 max_file_size_bytes: limits.max_file_size_bytes,
                 max_retention_days: limits.max_retention_days,
+                high_priority: limits.high_priority.unwrap_or(true),
             },
         }
     }

@@ -2,10 +2,13 @@
 //! after the service in the shared database; in the embedded default it is a SQLite
 //! file of its own under the data directory. The same sea-orm code runs on both.
 
-use std::time::Duration;
+use std::{future::Future, time::Duration};
 
 use anyhow::Context;
-use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, TransactionTrait};
+use sea_orm::{
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction, DbBackend,
+    DbErr, SqliteTransactionMode, Statement, TransactionOptions, TransactionTrait,
+};
 use sea_orm_migration::MigratorTrait;
 
 use crate::config::Platform;
@@ -97,7 +100,7 @@ pub async fn migrate<M: MigratorTrait>(
             let txn = db.begin().await?;
             txn.execute_unprepared(&format!(
                 "SELECT pg_advisory_xact_lock({})",
-                lock_key(service)
+                lock_key(&[service.as_bytes()])
             ))
             .await?;
             Some(txn)
@@ -114,18 +117,85 @@ pub async fn migrate<M: MigratorTrait>(
     Ok(())
 }
 
-/// A stable 63-bit key per service for PostgreSQL advisory locks (FNV-1a).
-fn lock_key(service: &str) -> i64 {
-    let hash = service
-        .bytes()
-        .fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
-            (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
-        });
+/// A stable 63-bit key for PostgreSQL advisory locks: FNV-1a over the parts,
+/// joined by a zero byte (one part hashes as it always did: the migration lock of
+/// a service stays the same across versions).
+fn lock_key(parts: &[&[u8]]) -> i64 {
+    let step = |hash: u64, byte: u8| (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+    let mut hash = 0xcbf2_9ce4_8422_2325_u64;
+    for (index, part) in parts.iter().enumerate() {
+        if index > 0 {
+            hash = step(hash, 0);
+        }
+        hash = part.iter().fold(hash, |hash, byte| step(hash, *byte));
+    }
     (hash >> 1) as i64
 }
 
+/// Begins a transaction that holds the lock named `scope` for `key` (e.g. one
+/// user's quota) until it commits or rolls back, so a check made inside it and the
+/// writes it guards are one atomic step, across replicas too.
+///
+/// On PostgreSQL that is a transaction-level advisory lock: holders of the same
+/// `(scope, key)` take turns, others are not held up (two keys hashing alike only
+/// take turns needlessly). SQLite has one writer at a time: the transaction starts
+/// as a write transaction (`BEGIN IMMEDIATE`), so it waits for the current writer
+/// (up to the busy timeout) rather than reading first and failing to write later.
+pub async fn begin_locked(
+    db: &DatabaseConnection,
+    scope: &str,
+    key: &[u8],
+) -> Result<DatabaseTransaction, DbErr> {
+    let txn = db
+        .begin_with_options(TransactionOptions {
+            sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+            ..TransactionOptions::default()
+        })
+        .await?;
+    if txn.get_database_backend() == DbBackend::Postgres {
+        txn.execute_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT pg_advisory_xact_lock($1)",
+            [lock_key(&[scope.as_bytes(), key]).into()],
+        ))
+        .await?;
+    }
+    Ok(txn)
+}
+
+/// SQLite refuses a write that would wait on another (a deferred transaction
+/// upgrading its lock, or the busy timeout running out): such a transaction is
+/// simply tried again. PostgreSQL never answers this way.
+pub fn is_busy(err: &DbErr) -> bool {
+    let text = err.to_string();
+    text.contains("database is locked")
+        || text.contains("SQLITE_BUSY")
+        || text.contains("(code: 5)")
+        || text.contains("(code: 517)")
+}
+
+/// Runs `attempt` until it does not fail with [`is_busy`], at most 20 times with a
+/// growing pause. `attempt` must leave nothing behind when it fails (one
+/// transaction).
+pub async fn retry_busy<T, F, Fut>(mut attempt: F) -> Result<T, DbErr>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, DbErr>>,
+{
+    let mut tries = 0;
+    loop {
+        match attempt().await {
+            Err(err) if is_busy(&err) && tries < 20 => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(5 * tries)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
 /// True when `err` is a unique-constraint violation, on either backend.
-pub fn is_unique_violation(err: &sea_orm::DbErr) -> bool {
+pub fn is_unique_violation(err: &DbErr) -> bool {
     matches!(
         err.sql_err(),
         Some(sea_orm::SqlErr::UniqueConstraintViolation(_))

@@ -222,6 +222,7 @@ pub fn unlimited_tiers() -> atelier_user::Tiers {
             storage_bytes: None,
             max_file_size_bytes: None,
             max_retention_days: None,
+            high_priority: true,
         };
     }
     tiers

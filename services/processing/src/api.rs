@@ -538,11 +538,19 @@ impl ProcessingService for ProcessingApi {
         let caller = caller(&request)?;
         let batch_id = job_id(&request.get_ref().batch_id)?;
         let batch = self.jobs.batch(caller.user_id, batch_id).await?;
-        let mut retried = Vec::new();
-        for job in batch.jobs.iter().filter(|job| job.status == "failed") {
-            let row = self.jobs.retry(caller.user_id, job.id).await?;
-            retried.push(row.id.to_string());
-        }
+        let failed: Vec<Uuid> = batch
+            .jobs
+            .iter()
+            .filter(|job| job.status == "failed")
+            .map(|job| job.id)
+            .collect();
+        let retried = self
+            .jobs
+            .retry_many(caller.user_id, &failed)
+            .await?
+            .iter()
+            .map(|row| row.id.to_string())
+            .collect();
         let batch = self.jobs.batch(caller.user_id, batch_id).await?;
         Ok(Response::new(pb::RetryBatchResponse {
             batch: Some(encode_batch(&batch)),

@@ -20,6 +20,8 @@ pub enum ProcessingError {
     NotRetryable(String),
     #[error("{} limit of the {} plan reached", .0.limit.replace('_', " "), .0.tier)]
     QuotaExceeded(atelier_common::QuotaExceeded),
+    #[error("high priority is not part of the {0} plan")]
+    PriorityNotAllowed(String),
     #[error("a service is unavailable: {0}")]
     Unavailable(String),
     #[error("database error")]
@@ -46,6 +48,7 @@ impl ServiceError for ProcessingError {
                 ErrorCode::Aborted
             }
             Self::QuotaExceeded(_) => ErrorCode::ResourceExhausted,
+            Self::PriorityNotAllowed(_) => ErrorCode::PermissionDenied,
             Self::Unavailable(_) => ErrorCode::Unavailable,
             Self::Database(_) | Self::Queue(_) | Self::Internal(_) => ErrorCode::Internal,
         }
@@ -54,6 +57,7 @@ impl ServiceError for ProcessingError {
     fn field_violations(&self) -> Vec<FieldViolation> {
         match self {
             Self::InvalidInput(violations) => violations.clone(),
+            Self::PriorityNotAllowed(_) => vec![FieldViolation::new("priority", self.to_string())],
             _ => Vec::new(),
         }
     }

@@ -20,7 +20,7 @@ use uuid::Uuid;
 use crate::{
     error::{ProcessingError, upstream},
     events::Bus,
-    quota::Quotas,
+    quota::{Quota, Quotas},
     store::{EventRow, JobFilter, JobRow, Store},
 };
 
@@ -95,6 +95,14 @@ pub struct StartRequest {
     pub priority: Priority,
     pub idempotency_key: Option<String>,
     pub batch_id: Option<Uuid>,
+}
+
+/// Parameters the workflow service accepted, with the workflow they run on.
+struct Validated {
+    parameters: Map<String, Value>,
+    workflow_name: String,
+    workflow_version: i32,
+    fal_endpoint: String,
 }
 
 /// A batch: one workflow over many images, as its jobs add up.
@@ -305,26 +313,96 @@ impl Jobs {
                 return self.replay(existing, &request);
             }
         }
-        self.quotas.admit(&self.store, request.user_id, 1).await?;
+        let quota = self.quotas.admit(&self.store, request.user_id, 1).await?;
+        quota.allow(request.priority)?;
+        let image = self.owned_image(request.user_id, request.image_id).await?;
+        let validated = self
+            .validate(&request.workflow_id, &request.parameters)
+            .await?;
+        let cost = self
+            .estimate(
+                &request.workflow_id,
+                &validated.parameters,
+                &[(request.image_id, image.width, image.height)],
+                "image_id",
+            )
+            .await?
+            .pop()
+            .flatten();
+        let row = self.new_row(&request, &validated, &image.original_filename, cost);
+        match self.insert(&quota, std::slice::from_ref(&row)).await {
+            Ok(()) => {}
+            Err(ProcessingError::Database(err))
+                if atelier_common::db::is_unique_violation(&err) =>
+            {
+                // Two requests with one key raced: the other one made the job.
+                let key = request.idempotency_key.as_deref().unwrap_or_default();
+                let existing = self
+                    .store
+                    .by_idempotency_key(request.user_id, key)
+                    .await?
+                    .ok_or(ProcessingError::IdempotencyConflict)?;
+                return self.replay(existing, &request);
+            }
+            Err(err) => return Err(err),
+        }
+        let (row, _) = self.enqueue(row).await?;
+        Ok((row, false))
+    }
+
+    /// Inserts jobs of one user within their quota, all or none, and publishes
+    /// their first events.
+    async fn insert(&self, quota: &Quota, rows: &[JobRow]) -> Result<(), ProcessingError> {
+        let events = self
+            .store
+            .insert_admitted(rows, ("created", json!({"status": "pending"})), quota)
+            .await?
+            .map_err(ProcessingError::QuotaExceeded)?;
+        for event in &events {
+            self.bus.publish(event).await;
+        }
+        for row in rows {
+            metrics::counter!("atelier_jobs_started_total", "workflow" => row.workflow_id.clone())
+                .increment(1);
+            tracing::info!(job_id = %row.id, workflow = row.workflow_id, "job created");
+        }
+        Ok(())
+    }
+
+    /// The caller's image `image_id`, or not found.
+    async fn owned_image(
+        &self,
+        user_id: Uuid,
+        image_id: Uuid,
+    ) -> Result<atelier_proto::image::v1::Image, ProcessingError> {
         let owned = self
             .images
             .clone()
             .check_ownership(CheckOwnershipRequest {
-                user_id: request.user_id.to_string(),
-                image_id: request.image_id.to_string(),
+                user_id: user_id.to_string(),
+                image_id: image_id.to_string(),
             })
             .await
             .map_err(upstream)?
             .into_inner();
-        if !owned.owned {
-            return Err(ProcessingError::ImageNotFound);
-        }
+        owned
+            .image
+            .filter(|_| owned.owned)
+            .ok_or(ProcessingError::ImageNotFound)
+    }
+
+    /// `parameters` checked against `workflow_id`'s schema, with its defaults filled in.
+    async fn validate(
+        &self,
+        workflow_id: &str,
+        parameters: &Map<String, Value>,
+    ) -> Result<Validated, ProcessingError> {
         let validated = match self
             .workflows
             .clone()
             .validate_parameters(ValidateParametersRequest {
-                workflow_id: request.workflow_id.clone(),
-                parameters: Some(map_to_struct(&request.parameters)),
+                workflow_id: workflow_id.to_owned(),
+                parameters: Some(map_to_struct(parameters)),
             })
             .await
         {
@@ -352,44 +430,40 @@ impl Jobs {
                 .collect();
             return Err(ProcessingError::InvalidInput(violations));
         }
-        let parameters = atelier_common::json::from_struct(validated.parameters);
-        let input = owned
-            .image
-            .as_ref()
-            .map(|image| (request.image_id, image.width, image.height));
-        let cost = self
-            .estimate(
-                &request.workflow_id,
-                &parameters,
-                input.as_slice(),
-                "image_id",
-            )
-            .await?
-            .pop()
-            .flatten();
+        Ok(Validated {
+            parameters: atelier_common::json::from_struct(validated.parameters),
+            workflow_name: validated.workflow_name,
+            workflow_version: validated.workflow_version,
+            fal_endpoint: validated.fal_endpoint,
+        })
+    }
+
+    /// A new pending job as `request` asks for it.
+    fn new_row(
+        &self,
+        request: &StartRequest,
+        validated: &Validated,
+        input_filename: &str,
+        cost: Option<(f64, String)>,
+    ) -> JobRow {
         let now = self.clock.now();
-        let parameters = Value::Object(parameters);
-        let input_filename = owned
-            .image
-            .as_ref()
-            .map(|image| image.original_filename.clone())
-            .unwrap_or_default();
+        let parameters = Value::Object(validated.parameters.clone());
         let search_text = crate::store::search_text(
             &validated.workflow_name,
             &request.workflow_id,
-            &input_filename,
+            input_filename,
             &parameters,
         );
-        let row = JobRow {
+        JobRow {
             id: Uuid::now_v7(),
             user_id: request.user_id,
             image_id: request.image_id,
             workflow_id: request.workflow_id.clone(),
-            workflow_name: validated.workflow_name,
+            workflow_name: validated.workflow_name.clone(),
             workflow_version: validated.workflow_version,
-            fal_endpoint: validated.fal_endpoint,
+            fal_endpoint: validated.fal_endpoint.clone(),
             search_text,
-            input_filename: Some(input_filename),
+            input_filename: Some(input_filename.to_owned()),
             estimated_cost: cost.as_ref().map(|(amount, _)| *amount),
             cost_currency: cost.map(|(_, currency)| currency),
             parameters,
@@ -411,30 +485,7 @@ impl Jobs {
             started_at: None,
             completed_at: None,
             updated_at: now,
-        };
-        match self
-            .store
-            .insert(&row, ("created", json!({"status": "pending"})))
-            .await
-        {
-            Ok(event) => self.bus.publish(&event).await,
-            Err(err) if atelier_common::db::is_unique_violation(&err) => {
-                // Two requests with one key raced: the other one made the job.
-                let key = request.idempotency_key.as_deref().unwrap_or_default();
-                let existing = self
-                    .store
-                    .by_idempotency_key(request.user_id, key)
-                    .await?
-                    .ok_or(ProcessingError::IdempotencyConflict)?;
-                return self.replay(existing, &request);
-            }
-            Err(err) => return Err(err.into()),
         }
-        metrics::counter!("atelier_jobs_started_total", "workflow" => row.workflow_id.clone())
-            .increment(1);
-        tracing::info!(job_id = %row.id, workflow = row.workflow_id, "job created");
-        let (row, _) = self.enqueue(row).await?;
-        Ok((row, false))
     }
 
     fn replay(
@@ -635,12 +686,29 @@ impl Jobs {
         ) {
             return Err(ProcessingError::NotRetryable(row.status));
         }
-        let reset = self
-            .transition(
-                id,
-                &["failed", "cancelled"],
+        self.retry_many(user_id, &[id])
+            .await?
+            .pop()
+            .ok_or(ProcessingError::NotRetryable(row.status))
+    }
+
+    /// Runs the caller's failed or cancelled jobs among `ids` again, all or none:
+    /// a retry is a new run, so it counts against the daily quota and the limit of
+    /// unfinished jobs as a start does. Jobs in other states are left alone.
+    pub async fn retry_many(
+        &self,
+        user_id: Uuid,
+        ids: &[Uuid],
+    ) -> Result<Vec<JobRow>, ProcessingError> {
+        let quota = self.quotas.limits(user_id).await?;
+        let retried = self
+            .store
+            .retry_admitted(
+                user_id,
+                ids,
                 |job| {
                     job.status = Status::Pending.as_str().to_owned();
+                    job.priority = quota.retry_priority(&job.priority).to_owned();
                     job.fal_request_id = None;
                     job.error_code = None;
                     job.error_message = None;
@@ -654,13 +722,22 @@ impl Jobs {
                     "status_changed",
                     json!({"status": "pending", "retry": true}),
                 ),
+                self.clock.now(),
+                &quota,
             )
             .await?
-            .ok_or(ProcessingError::NotRetryable(row.status))?;
-        Ok(self.enqueue(reset).await?.0)
+            .map_err(ProcessingError::QuotaExceeded)?;
+        let mut rows = Vec::with_capacity(retried.len());
+        for (row, event) in retried {
+            self.bus.publish(&event).await;
+            rows.push(self.enqueue(row).await?.0);
+        }
+        Ok(rows)
     }
 
-    /// Starts `workflow_id` on each image as one batch.
+    /// Starts `workflow_id` on each image as one batch, all or none: every image
+    /// must be the caller's, every result must fit the platform's limits, and the
+    /// whole batch must fit the caller's quota, or no job starts.
     pub async fn start_batch(
         &self,
         request: StartRequest,
@@ -672,82 +749,105 @@ impl Jobs {
                 "must list between 1 and 100 images",
             )]));
         }
-        // The whole batch fits, or none of it starts (a replayed batch was counted when
-        // it first started).
-        let replay = match &request.idempotency_key {
-            Some(key) => self
-                .store
-                .by_idempotency_key(request.user_id, &format!("{key}#0"))
-                .await?
-                .is_some(),
-            None => false,
+        let key = |index: usize| {
+            request
+                .idempotency_key
+                .as_ref()
+                .map(|key| format!("{key}#{index}"))
         };
-        if !replay {
-            self.quotas
-                .admit(&self.store, request.user_id, image_ids.len() as i64)
-                .await?;
+        if let Some(first) = key(0)
+            && self
+                .store
+                .by_idempotency_key(request.user_id, &first)
+                .await?
+                .is_some()
+        {
+            return self.replay_batch(&request, image_ids).await;
         }
-        if !replay {
-            self.preflight(&request, image_ids).await?;
+        let quota = self
+            .quotas
+            .admit(&self.store, request.user_id, image_ids.len() as i64)
+            .await?;
+        quota.allow(request.priority)?;
+        let mut images = Vec::with_capacity(image_ids.len());
+        for image_id in image_ids {
+            images.push(self.owned_image(request.user_id, *image_id).await?);
         }
+        let validated = self
+            .validate(&request.workflow_id, &request.parameters)
+            .await?;
+        let dimensions: Vec<_> = image_ids
+            .iter()
+            .zip(&images)
+            .map(|(id, image)| (*id, image.width, image.height))
+            .collect();
+        let costs = self
+            .estimate(
+                &request.workflow_id,
+                &validated.parameters,
+                &dimensions,
+                "image_ids",
+            )
+            .await?;
         let batch_id = Uuid::now_v7();
-        let mut jobs = Vec::with_capacity(image_ids.len());
-        let mut replayed = false;
-        for (index, image_id) in image_ids.iter().enumerate() {
-            let (row, again) = self
-                .start(StartRequest {
+        let rows: Vec<JobRow> = image_ids
+            .iter()
+            .zip(images)
+            .zip(costs)
+            .enumerate()
+            .map(|(index, ((image_id, image), cost))| {
+                let job = StartRequest {
                     image_id: *image_id,
                     batch_id: Some(batch_id),
-                    idempotency_key: request
-                        .idempotency_key
-                        .as_ref()
-                        .map(|key| format!("{key}#{index}")),
+                    idempotency_key: key(index),
                     ..request.clone()
-                })
-                .await?;
-            replayed |= again;
-            jobs.push(row);
+                };
+                self.new_row(&job, &validated, &image.original_filename, cost)
+            })
+            .collect();
+        match self.insert(&quota, &rows).await {
+            Ok(()) => {}
+            // Two requests with one key raced: the other one made the batch.
+            Err(ProcessingError::Database(err))
+                if request.idempotency_key.is_some()
+                    && atelier_common::db::is_unique_violation(&err) =>
+            {
+                return self.replay_batch(&request, image_ids).await;
+            }
+            Err(err) => return Err(err),
+        }
+        let mut jobs = Vec::with_capacity(rows.len());
+        for row in rows {
+            jobs.push(self.enqueue(row).await?.0);
+        }
+        Ok((BatchView { id: batch_id, jobs }, false))
+    }
+
+    /// The batch an idempotency key already started (it was counted then).
+    async fn replay_batch(
+        &self,
+        request: &StartRequest,
+        image_ids: &[Uuid],
+    ) -> Result<(BatchView, bool), ProcessingError> {
+        let key = request.idempotency_key.as_deref().unwrap_or_default();
+        let mut jobs = Vec::with_capacity(image_ids.len());
+        for (index, image_id) in image_ids.iter().enumerate() {
+            let existing = self
+                .store
+                .by_idempotency_key(request.user_id, &format!("{key}#{index}"))
+                .await?
+                .ok_or(ProcessingError::IdempotencyConflict)?;
+            let job = StartRequest {
+                image_id: *image_id,
+                ..request.clone()
+            };
+            jobs.push(self.replay(existing, &job)?.0);
         }
         let id = jobs
             .first()
             .and_then(|job| job.batch_id)
-            .unwrap_or(batch_id);
-        Ok((BatchView { id, jobs }, replayed))
-    }
-
-    /// Refuses a batch before any of its jobs starts when an image is not the
-    /// caller's or any result would not fit the platform's limits.
-    async fn preflight(
-        &self,
-        request: &StartRequest,
-        image_ids: &[Uuid],
-    ) -> Result<(), ProcessingError> {
-        let mut images = Vec::with_capacity(image_ids.len());
-        for image_id in image_ids {
-            let owned = self
-                .images
-                .clone()
-                .check_ownership(CheckOwnershipRequest {
-                    user_id: request.user_id.to_string(),
-                    image_id: image_id.to_string(),
-                })
-                .await
-                .map_err(upstream)?
-                .into_inner();
-            let image = owned
-                .image
-                .filter(|_| owned.owned)
-                .ok_or(ProcessingError::ImageNotFound)?;
-            images.push((*image_id, image.width, image.height));
-        }
-        self.estimate(
-            &request.workflow_id,
-            &request.parameters,
-            &images,
-            "image_ids",
-        )
-        .await
-        .map(|_| ())
+            .ok_or(ProcessingError::IdempotencyConflict)?;
+        Ok((BatchView { id, jobs }, true))
     }
 
     pub async fn batch(&self, user_id: Uuid, batch_id: Uuid) -> Result<BatchView, ProcessingError> {

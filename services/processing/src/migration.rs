@@ -11,6 +11,7 @@ impl MigratorTrait for Migrator {
             Box::new(JobSearch),
             Box::new(InputFilename),
             Box::new(EstimatedCost),
+            Box::new(CreateJobRuns),
         ]
     }
 }
@@ -48,6 +49,14 @@ enum ProcessingJobs {
     InputFilename,
     EstimatedCost,
     CostCurrency,
+}
+
+#[derive(DeriveIden)]
+enum JobRuns {
+    Table,
+    JobId,
+    UserId,
+    StartedAt,
 }
 
 #[derive(DeriveIden)]
@@ -332,5 +341,60 @@ impl MigrationTrait for EstimatedCost {
                 .await?;
         }
         Ok(())
+    }
+}
+
+/// The runs of jobs (a start, and each retry): what the daily job quota counts.
+/// Every existing job counts as one run, at its creation.
+struct CreateJobRuns;
+
+impl MigrationName for CreateJobRuns {
+    fn name(&self) -> &str {
+        "m20261215_000005_job_runs"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for CreateJobRuns {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table(JobRuns::Table)
+                    .col(ColumnDef::new(JobRuns::JobId).uuid().not_null())
+                    .col(ColumnDef::new(JobRuns::UserId).uuid().not_null())
+                    .col(
+                        ColumnDef::new(JobRuns::StartedAt)
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
+                    .primary_key(Index::create().col(JobRuns::JobId).col(JobRuns::StartedAt))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("job_runs_user_started_idx")
+                    .table(JobRuns::Table)
+                    .col(JobRuns::UserId)
+                    .col(JobRuns::StartedAt)
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .get_connection()
+            .execute_unprepared(
+                "INSERT INTO job_runs (job_id, user_id, started_at) \
+                 SELECT id, user_id, created_at FROM processing_jobs",
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .drop_table(Table::drop().table(JobRuns::Table).to_owned())
+            .await
     }
 }

@@ -1,5 +1,5 @@
 //! The caller's subscription-tier limits, from the user service: checked when jobs
-//! start, and the queue's per-user parallelism.
+//! start or are retried, and the queue's per-user parallelism.
 
 use std::{
     collections::HashMap,
@@ -11,6 +11,7 @@ use atelier_common::QuotaExceeded;
 use atelier_proto::user::v1::{
     GetQuotaRequest, GetQuotaResponse, SubscriptionTier, user_service_client::UserServiceClient,
 };
+use atelier_queue::Priority;
 use time::OffsetDateTime;
 use tonic::transport::Channel;
 use uuid::Uuid;
@@ -33,6 +34,8 @@ pub struct Quota {
     pub jobs_per_day: Option<i64>,
     pub concurrent_jobs: Option<i32>,
     pub parallel_jobs: Option<i32>,
+    /// Whether the tier's jobs may run at high priority.
+    pub high_priority: bool,
     /// The quota window: jobs count from here.
     pub period_start: OffsetDateTime,
     /// When the window ends and the daily count resets.
@@ -51,13 +54,31 @@ impl Quota {
             jobs_per_day: limits.jobs_per_day,
             concurrent_jobs: limits.concurrent_jobs,
             parallel_jobs: limits.parallel_jobs,
+            high_priority: limits.high_priority.unwrap_or(true),
             period_start: at(reply.period_start),
             period_end: at(reply.period_end),
         }
     }
 
-    /// Whether `requested` more jobs fit, given `started` in the window and `active`
-    /// not final.
+    /// Refuses `priority` when the tier does not allow it.
+    pub fn allow(&self, priority: Priority) -> Result<(), ProcessingError> {
+        if priority == Priority::High && !self.high_priority {
+            return Err(ProcessingError::PriorityNotAllowed(self.tier.clone()));
+        }
+        Ok(())
+    }
+
+    /// The priority a retried job runs at: its own, unless the tier no longer
+    /// allows it (then normal).
+    pub fn retry_priority(&self, priority: &str) -> &'static str {
+        match crate::jobs::priority_of(priority) {
+            Priority::High if !self.high_priority => crate::jobs::priority_name(Priority::Normal),
+            other => crate::jobs::priority_name(other),
+        }
+    }
+
+    /// Whether `requested` more runs fit, given the runs `started` in the window (a
+    /// job's start and each of its retries) and the jobs `active` (not final).
     pub fn admit(&self, requested: i64, started: i64, active: i64) -> Result<(), QuotaExceeded> {
         let refuse = |limit: &str, allowed: i64, used: i64, resets_at| QuotaExceeded {
             limit: limit.to_owned(),
@@ -132,24 +153,32 @@ impl Quotas {
         Ok(quota)
     }
 
-    /// Refuses `requested` more jobs for the user when their tier does not allow them.
-    /// Always asks the user service, so a new quota window or tier applies at once.
+    /// The user's tier and limits. Always asks the user service, so a new quota
+    /// window or tier applies at once.
+    pub async fn limits(&self, user_id: Uuid) -> Result<Quota, ProcessingError> {
+        self.fetch(user_id).await
+    }
+
+    /// The user's limits, having refused `requested` more jobs early when they
+    /// would not fit as things stand. Only a first answer: the jobs are admitted
+    /// for good when they are written, atomically (`Store::insert_admitted`).
     pub async fn admit(
         &self,
         store: &Store,
         user_id: Uuid,
         requested: i64,
-    ) -> Result<(), ProcessingError> {
+    ) -> Result<Quota, ProcessingError> {
         let quota = self.fetch(user_id).await?;
         if quota.jobs_per_day.is_none() && quota.concurrent_jobs.is_none() {
-            return Ok(());
+            return Ok(quota);
         }
         let (started, active) = store
             .usage(user_id, quota.period_start, &Status::UNFINISHED)
             .await?;
         quota
             .admit(requested, started as i64, active as i64)
-            .map_err(ProcessingError::QuotaExceeded)
+            .map_err(ProcessingError::QuotaExceeded)?;
+        Ok(quota)
     }
 
     /// How many of the user's jobs the queue lets run at once. Called by the queue, so
@@ -181,6 +210,7 @@ mod tests {
             jobs_per_day: Some(3),
             concurrent_jobs: Some(2),
             parallel_jobs: Some(1),
+            high_priority: false,
             period_start: time::macros::datetime!(2026-01-01 00:00 UTC),
             period_end: time::macros::datetime!(2026-01-02 00:00 UTC),
         }
@@ -200,6 +230,17 @@ mod tests {
                 Some(time::macros::datetime!(2026-01-02 00:00 UTC))
             ))
         );
+    }
+
+    #[test]
+    fn high_priority_is_refused_where_the_tier_does_not_allow_it() {
+        assert!(quota().allow(Priority::Normal).is_ok());
+        assert!(matches!(
+            quota().allow(Priority::High),
+            Err(ProcessingError::PriorityNotAllowed(tier)) if tier == "free"
+        ));
+        assert_eq!(quota().retry_priority("high"), "normal");
+        assert_eq!(quota().retry_priority("low"), "low");
     }
 
     #[test]

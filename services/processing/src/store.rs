@@ -1,14 +1,17 @@
 //! The jobs and their events. Every read or change of one user's job takes the
 //! user id, so another user's rows are never reached.
 
+use atelier_common::QuotaExceeded;
 use sea_orm::{
     ActiveValue::Set,
-    ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect, TransactionTrait,
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr,
+    EntityTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
     sea_query::{Expr, LikeExpr},
 };
 use time::OffsetDateTime;
 use uuid::Uuid;
+
+use crate::quota::Quota;
 
 pub mod jobs {
     use sea_orm::entity::prelude::*;
@@ -82,6 +85,26 @@ pub mod job_events {
     impl ActiveModelBehavior for ActiveModel {}
 }
 
+/// One run of a job: its start, and each retry. The daily job quota counts these.
+pub mod job_runs {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "job_runs")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub job_id: Uuid,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub started_at: TimeDateTimeWithTimeZone,
+        pub user_id: Uuid,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
 pub use job_events::Model as EventRow;
 pub use jobs::Model as JobRow;
 
@@ -146,7 +169,7 @@ pub struct Store {
     db: DatabaseConnection,
 }
 
-fn active(row: &JobRow) -> jobs::ActiveModel {
+fn active_model(row: &JobRow) -> jobs::ActiveModel {
     jobs::ActiveModel {
         id: Set(row.id),
         user_id: Set(row.user_id),
@@ -186,21 +209,6 @@ impl Store {
         Self { db }
     }
 
-    /// Inserts a job with its first event, in one transaction.
-    pub async fn insert(
-        &self,
-        row: &JobRow,
-        event: (&str, serde_json::Value),
-    ) -> Result<EventRow, DbErr> {
-        let txn = self.db.begin().await?;
-        jobs::Entity::insert(active(row))
-            .exec_without_returning(&txn)
-            .await?;
-        let event = append(&txn, row.id, row.created_at, event.0, event.1).await?;
-        txn.commit().await?;
-        Ok(event)
-    }
-
     pub async fn by_idempotency_key(
         &self,
         user_id: Uuid,
@@ -233,25 +241,113 @@ impl Store {
             .await
     }
 
-    /// Jobs `user_id` started since `since`, and how many are unfinished.
+    /// Runs (starts and retries) of `user_id`'s jobs since `since`, and how many of
+    /// their jobs are unfinished.
     pub async fn usage(
         &self,
         user_id: Uuid,
         since: OffsetDateTime,
         unfinished: &[&str],
     ) -> Result<(u64, u64), DbErr> {
-        use sea_orm::PaginatorTrait;
-        let started = jobs::Entity::find()
-            .filter(jobs::Column::UserId.eq(user_id))
-            .filter(jobs::Column::CreatedAt.gte(since))
-            .count(&self.db)
-            .await?;
-        let active = jobs::Entity::find()
-            .filter(jobs::Column::UserId.eq(user_id))
-            .filter(jobs::Column::Status.is_in(unfinished.iter().copied()))
-            .count(&self.db)
-            .await?;
-        Ok((started, active))
+        usage(&self.db, user_id, since, unfinished).await
+    }
+
+    /// Inserts jobs of one user with their first events, in one transaction that
+    /// holds the user's quota lock, once `quota` admitted them all given the runs
+    /// in its window and the unfinished jobs: either every job is inserted, or
+    /// none is and the refusal says which limit.
+    pub async fn insert_admitted(
+        &self,
+        rows: &[JobRow],
+        event: (&str, serde_json::Value),
+        quota: &Quota,
+    ) -> Result<Result<Vec<EventRow>, QuotaExceeded>, DbErr> {
+        let Some(user_id) = rows.first().map(|row| row.user_id) else {
+            return Ok(Ok(Vec::new()));
+        };
+        atelier_common::db::retry_busy(|| async {
+            let (txn, started, active) = self.lock_quota(user_id, quota.period_start).await?;
+            if let Err(refused) = quota.admit(rows.len() as i64, started, active) {
+                return Ok(Err(refused));
+            }
+            let mut events = Vec::with_capacity(rows.len());
+            for row in rows {
+                jobs::Entity::insert(active_model(row))
+                    .exec_without_returning(&txn)
+                    .await?;
+                events.push(append(&txn, row.id, row.created_at, event.0, event.1.clone()).await?);
+                record_run(&txn, row, row.created_at).await?;
+            }
+            txn.commit().await?;
+            Ok(Ok(events))
+        })
+        .await
+    }
+
+    /// Sends `user_id`'s jobs `ids` that are failed or cancelled round again, in
+    /// one transaction that holds the user's quota lock: a retry is a new run, so
+    /// `quota` must admit them all, as new jobs, or none changes. Returns the
+    /// changed rows with their events (jobs no longer retryable are left out).
+    pub async fn retry_admitted(
+        &self,
+        user_id: Uuid,
+        ids: &[Uuid],
+        change: impl Fn(&mut JobRow),
+        event: (&str, serde_json::Value),
+        now: OffsetDateTime,
+        quota: &Quota,
+    ) -> Result<Result<Vec<(JobRow, EventRow)>, QuotaExceeded>, DbErr> {
+        atelier_common::db::retry_busy(|| async {
+            let (txn, started, active) = self.lock_quota(user_id, quota.period_start).await?;
+            let retryable = jobs::Entity::find()
+                .filter(jobs::Column::UserId.eq(user_id))
+                .filter(jobs::Column::Id.is_in(ids.iter().copied()))
+                .filter(jobs::Column::Status.is_in(RETRYABLE))
+                .order_by_asc(jobs::Column::Id)
+                .all(&txn)
+                .await?;
+            if retryable.is_empty() {
+                return Ok(Ok(Vec::new()));
+            }
+            if let Err(refused) = quota.admit(retryable.len() as i64, started, active) {
+                return Ok(Err(refused));
+            }
+            let mut changed = Vec::with_capacity(retryable.len());
+            for mut row in retryable {
+                let previous = row.status.clone();
+                change(&mut row);
+                row.updated_at = now;
+                let updated = jobs::Entity::update_many()
+                    .set(active_model(&row))
+                    .filter(jobs::Column::Id.eq(row.id))
+                    .filter(jobs::Column::Status.eq(previous))
+                    .exec(&txn)
+                    .await?;
+                if updated.rows_affected == 1 {
+                    let event = append(&txn, row.id, now, event.0, event.1.clone()).await?;
+                    record_run(&txn, &row, now).await?;
+                    changed.push((row, event));
+                }
+            }
+            txn.commit().await?;
+            Ok(Ok(changed))
+        })
+        .await
+    }
+
+    /// Begins a transaction holding `user_id`'s quota lock, and counts their runs
+    /// since `since` and their unfinished jobs inside it.
+    async fn lock_quota(
+        &self,
+        user_id: Uuid,
+        since: OffsetDateTime,
+    ) -> Result<(DatabaseTransaction, i64, i64), DbErr> {
+        let txn =
+            atelier_common::db::begin_locked(&self.db, "processing.quota", user_id.as_bytes())
+                .await?;
+        let (started, active) =
+            usage(&txn, user_id, since, &crate::jobs::Status::UNFINISHED).await?;
+        Ok((txn, started as i64, active as i64))
     }
 
     /// Deletes every job of `user_id` and their events; returns the ids deleted.
@@ -266,6 +362,10 @@ impl Store {
             .await?;
         job_events::Entity::delete_many()
             .filter(job_events::Column::JobId.is_in(ids.iter().copied()))
+            .exec(&txn)
+            .await?;
+        job_runs::Entity::delete_many()
+            .filter(job_runs::Column::UserId.eq(user_id))
             .exec(&txn)
             .await?;
         jobs::Entity::delete_many()
@@ -364,19 +464,10 @@ impl Store {
         event: Option<(&str, serde_json::Value)>,
         now: OffsetDateTime,
     ) -> Result<Option<(JobRow, Option<EventRow>)>, DbErr> {
-        let mut attempt = 0;
-        loop {
-            let result = self
-                .try_transition(id, from, &change, event.clone(), now)
-                .await;
-            match result {
-                Err(err) if is_busy(&err) && attempt < 20 => {
-                    attempt += 1;
-                    tokio::time::sleep(std::time::Duration::from_millis(5 * attempt)).await;
-                }
-                other => return other,
-            }
-        }
+        atelier_common::db::retry_busy(|| {
+            self.try_transition(id, from, &change, event.clone(), now)
+        })
+        .await
     }
 
     async fn try_transition<F: Fn(&mut JobRow)>(
@@ -398,7 +489,7 @@ impl Store {
         change(&mut row);
         row.updated_at = now;
         let updated = jobs::Entity::update_many()
-            .set(active(&row))
+            .set(active_model(&row))
             .filter(jobs::Column::Id.eq(id))
             .filter(jobs::Column::Status.eq(previous))
             .exec(&txn)
@@ -422,23 +513,13 @@ impl Store {
         kind: &str,
         data: serde_json::Value,
     ) -> Result<EventRow, DbErr> {
-        let mut attempt = 0;
-        loop {
-            let result = async {
-                let txn = self.db.begin().await?;
-                let event = append(&txn, id, now, kind, data.clone()).await?;
-                txn.commit().await?;
-                Ok(event)
-            }
-            .await;
-            match result {
-                Err(err) if is_busy(&err) && attempt < 20 => {
-                    attempt += 1;
-                    tokio::time::sleep(std::time::Duration::from_millis(5 * attempt)).await;
-                }
-                other => return other,
-            }
-        }
+        atelier_common::db::retry_busy(|| async {
+            let txn = self.db.begin().await?;
+            let event = append(&txn, id, now, kind, data.clone()).await?;
+            txn.commit().await?;
+            Ok(event)
+        })
+        .await
     }
 
     /// Updates the display-only fields of a job (no event).
@@ -495,15 +576,43 @@ impl Store {
     }
 }
 
-/// SQLite refuses a write that would wait on another (a deferred transaction
-/// upgrading its lock); such a transaction is simply tried again. PostgreSQL never
-/// answers this way.
-fn is_busy(err: &DbErr) -> bool {
-    let text = err.to_string();
-    text.contains("database is locked")
-        || text.contains("SQLITE_BUSY")
-        || text.contains("(code: 5)")
-        || text.contains("(code: 517)")
+/// States a job can be retried from.
+const RETRYABLE: [&str; 2] = ["failed", "cancelled"];
+
+async fn usage(
+    db: &impl ConnectionTrait,
+    user_id: Uuid,
+    since: OffsetDateTime,
+    unfinished: &[&str],
+) -> Result<(u64, u64), DbErr> {
+    use sea_orm::PaginatorTrait;
+    let started = job_runs::Entity::find()
+        .filter(job_runs::Column::UserId.eq(user_id))
+        .filter(job_runs::Column::StartedAt.gte(since))
+        .count(db)
+        .await?;
+    let active = jobs::Entity::find()
+        .filter(jobs::Column::UserId.eq(user_id))
+        .filter(jobs::Column::Status.is_in(unfinished.iter().copied()))
+        .count(db)
+        .await?;
+    Ok((started, active))
+}
+
+/// Records one run of `row`'s job, started `at`.
+async fn record_run(
+    db: &impl ConnectionTrait,
+    row: &JobRow,
+    at: OffsetDateTime,
+) -> Result<(), DbErr> {
+    job_runs::Entity::insert(job_runs::ActiveModel {
+        job_id: Set(row.id),
+        started_at: Set(at),
+        user_id: Set(row.user_id),
+    })
+    .exec_without_returning(db)
+    .await?;
+    Ok(())
 }
 
 /// Appends the job's next event (sequence numbers start at 1, no gaps).

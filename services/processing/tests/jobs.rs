@@ -5,8 +5,8 @@
 use std::time::{Duration, Instant};
 
 use atelier_testkit::{
-    Backend, Options, QueueBackend, TestPlatform, fixtures,
-    rest::{finished, reached, sign_up, start, start_job, status, upload},
+    Backend, Options, QueueBackend, TestPlatform, backends, fixtures,
+    rest::{User, finished, reached, sign_up, start, start_job, status, upload},
 };
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
@@ -633,4 +633,235 @@ async fn older_jobs_are_backfilled_with_their_input_file_name() {
     assert_eq!(row.input_filename.as_deref(), Some("DSC_0815.png"));
     assert_eq!(search("DSC_0815").await, 1);
     assert_eq!(search("0815").await, 1);
+}
+
+/// `POST <path>` as `user` with `body`: the status and the JSON answer.
+async fn post(
+    platform: &TestPlatform,
+    user: &User,
+    path: impl AsRef<str>,
+    body: Value,
+) -> (StatusCode, Value) {
+    let response = Client::new()
+        .post(format!("{}{}", platform.gateway_url, path.as_ref()))
+        .bearer_auth(&user.token)
+        .json(&body)
+        .send()
+        .await
+        .expect("post");
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// Starts `count` jobs at once; the ids of those accepted and the limits named by
+/// those refused (every refusal must be a quota refusal).
+async fn start_many(
+    platform: &TestPlatform,
+    user: &User,
+    image: &str,
+    count: usize,
+) -> (Vec<String>, Vec<String>) {
+    let body = json!({"image_id": image, "workflow_id": "canny-edges"});
+    let answers = futures::future::join_all(
+        (0..count).map(|_| post(platform, user, "/api/processing/start", body.clone())),
+    )
+    .await;
+    let mut accepted = Vec::new();
+    let mut refused = Vec::new();
+    for (status, body) in answers {
+        match status {
+            StatusCode::ACCEPTED => accepted.push(body["job_id"].as_str().expect("id").to_owned()),
+            StatusCode::TOO_MANY_REQUESTS => {
+                refused.push(body["limit"].as_str().expect("limit").to_owned());
+            }
+            other => panic!("unexpected answer {other}: {body}"),
+        }
+    }
+    (accepted, refused)
+}
+
+/// How many jobs the processing service holds for `user`.
+async fn jobs_of(platform: &TestPlatform, user: &User) -> u64 {
+    use atelier_processing::store::jobs;
+    use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
+    let db = atelier_common::db::connect(&platform.platform, "processing")
+        .await
+        .expect("processing db");
+    let user_id: uuid::Uuid = user.id.parse().expect("user id");
+    jobs::Entity::find()
+        .filter(jobs::Column::UserId.eq(user_id))
+        .count(&db)
+        .await
+        .expect("count")
+}
+
+/// Quotas are reserved atomically: concurrent starts never pass the limit of
+/// unfinished jobs or the daily limit, retries count as runs, and a batch that
+/// would cross a limit starts nothing.
+async fn quotas_hold_under_concurrency_for_starts_retries_and_batches(backend: Backend) {
+    let mut options = Options::new(backend);
+    let free = options.tiers.get_mut(atelier_user::Tier::Free);
+    free.concurrent_jobs = Some(5);
+    free.jobs_per_day = Some(8);
+    let platform = TestPlatform::spawn_with(options).await;
+    // Jobs stay unfinished until they are cancelled.
+    platform.fal_sim().set_failures(atelier_fal_sim::Failures {
+        hang: true,
+        ..Default::default()
+    });
+    let user = sign_up(&platform, "eager@example.com").await;
+    let image = upload(&platform, &user, fixtures::png(16, 16)).await;
+
+    let (first, refused) = start_many(&platform, &user, &image, 30).await;
+    assert_eq!(first.len(), 5, "30 starts at once, 5 may run: {refused:?}");
+    assert!(
+        refused.iter().all(|limit| limit == "concurrent_jobs"),
+        "{refused:?}"
+    );
+    for job in &first {
+        let (status, body) = post(
+            &platform,
+            &user,
+            format!("/api/processing/{job}/cancel"),
+            json!({}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    }
+    let (second, refused) = start_many(&platform, &user, &image, 30).await;
+    assert_eq!(second.len(), 3, "8 a day, 5 used: {refused:?}");
+    assert!(
+        refused.iter().all(|limit| limit == "jobs_per_day"),
+        "{refused:?}"
+    );
+    assert_eq!(jobs_of(&platform, &user).await, 8);
+
+    // The daily limit is reached: retries are new runs and are refused too.
+    let retries = futures::future::join_all(first.iter().chain(&first).chain(&first).map(|job| {
+        post(
+            &platform,
+            &user,
+            format!("/api/processing/{job}/retry"),
+            json!({}),
+        )
+    }))
+    .await;
+    for (status, body) in &retries {
+        assert_eq!(*status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+        assert_eq!(body["limit"], "jobs_per_day", "{body}");
+    }
+    for job in &first {
+        let (_, body) = status(&platform, &user, job).await;
+        assert_eq!(
+            body["status"], "cancelled",
+            "a refused retry changes nothing"
+        );
+    }
+    let (_, profile) = get(&platform, &user, "/api/users/profile").await;
+    assert_eq!(profile["usage"]["jobs_today"], 8, "{profile}");
+
+    // A new day: retries count against the limit of unfinished jobs like starts
+    // (3 hang), all at once and all or none.
+    platform
+        .user_clock
+        .advance(Duration::from_secs(24 * 60 * 60));
+    let retries = futures::future::join_all(first.iter().map(|job| {
+        post(
+            &platform,
+            &user,
+            format!("/api/processing/{job}/retry"),
+            json!({}),
+        )
+    }))
+    .await;
+    let accepted = retries
+        .iter()
+        .filter(|(status, _)| *status == StatusCode::ACCEPTED)
+        .count();
+    assert_eq!(accepted, 2, "5 unfinished at most, 3 hang: {retries:?}");
+
+    // A batch that would cross the limit starts nothing, and says which limit.
+    let other = upload(&platform, &user, fixtures::png(12, 12)).await;
+    let (status, problem) = post(
+        &platform,
+        &user,
+        "/api/processing/batch",
+        json!({"image_ids": [image, other], "workflow_id": "canny-edges"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{problem}");
+    assert_eq!(problem["limit"], "concurrent_jobs", "{problem}");
+    assert_eq!(
+        (
+            problem["allowed"].as_i64(),
+            problem["used"].as_i64(),
+            problem["requested"].as_i64()
+        ),
+        (Some(5), Some(5), Some(2))
+    );
+    assert_eq!(
+        jobs_of(&platform, &user).await,
+        8,
+        "no job of the batch was recorded"
+    );
+}
+
+/// `GET <path>` as `user`: the status and the JSON answer.
+async fn get(platform: &TestPlatform, user: &User, path: &str) -> (StatusCode, Value) {
+    let response = Client::new()
+        .get(format!("{}{path}", platform.gateway_url))
+        .bearer_auth(&user.token)
+        .send()
+        .await
+        .expect("get");
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+backends!(quotas_hold_under_concurrency_for_starts_retries_and_batches);
+
+/// `priority: high` is refused, naming the field, for a tier that does not allow
+/// it, for single jobs and batches alike; the profile says what the tier allows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn high_priority_is_only_for_the_tiers_that_allow_it() {
+    let mut options = Options::new(Backend::Sqlite);
+    options
+        .tiers
+        .get_mut(atelier_user::Tier::Free)
+        .high_priority = false;
+    let platform = TestPlatform::spawn_with(options).await;
+    let user = sign_up(&platform, "hasty@example.com").await;
+    let image = upload(&platform, &user, fixtures::png(16, 16)).await;
+
+    let (_, profile) = get(&platform, &user, "/api/users/profile").await;
+    assert_eq!(profile["limits"]["high_priority"], false, "{profile}");
+    for (path, body) in [
+        (
+            "/api/processing/start",
+            json!({"image_id": image, "workflow_id": "canny-edges", "priority": "high"}),
+        ),
+        (
+            "/api/processing/batch",
+            json!({"image_ids": [image], "workflow_id": "canny-edges", "priority": "high"}),
+        ),
+    ] {
+        let (status, problem) = post(&platform, &user, path, body).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{path}: {problem}");
+        assert_eq!(problem["errors"][0]["field"], "priority", "{problem}");
+        assert!(
+            problem["errors"][0]["detail"]
+                .as_str()
+                .is_some_and(|detail| detail.contains("free plan")),
+            "{problem}"
+        );
+    }
+    assert_eq!(jobs_of(&platform, &user).await, 0);
+    let (status, body) = post(
+        &platform,
+        &user,
+        "/api/processing/start",
+        json!({"image_id": image, "workflow_id": "canny-edges", "priority": "low"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
 }

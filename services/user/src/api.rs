@@ -83,6 +83,7 @@ fn encode_limits(limits: Limits) -> pb::QuotaLimits {
         max_file_size_bytes: limits.max_file_size_bytes,
         max_retention_days: limits.max_retention_days,
         parallel_jobs: limits.parallel_jobs,
+        high_priority: Some(limits.high_priority),
     }
 }
 

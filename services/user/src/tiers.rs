@@ -56,6 +56,8 @@ pub struct Limits {
     pub max_file_size_bytes: Option<i64>,
     /// The longest retention a user may choose.
     pub max_retention_days: Option<i32>,
+    /// Whether jobs may run at high priority (ahead of normal and low ones).
+    pub high_priority: bool,
 }
 
 const MIB: i64 = 1024 * 1024;
@@ -72,6 +74,7 @@ impl Limits {
                 storage_bytes: Some(GIB),
                 max_file_size_bytes: Some(20 * MIB),
                 max_retention_days: Some(30),
+                high_priority: false,
             },
             Tier::Pro => Self {
                 jobs_per_day: Some(1_000),
@@ -80,6 +83,7 @@ impl Limits {
                 storage_bytes: Some(50 * GIB),
                 max_file_size_bytes: Some(50 * MIB),
                 max_retention_days: Some(365),
+                high_priority: true,
             },
             Tier::Enterprise => Self {
                 jobs_per_day: None,
@@ -88,6 +92,7 @@ impl Limits {
                 storage_bytes: None,
                 max_file_size_bytes: Some(100 * MIB),
                 max_retention_days: None,
+                high_priority: true,
             },
         }
     }
@@ -110,7 +115,8 @@ impl Default for Tiers {
 
 impl Tiers {
     /// The built-in limits with any `TIER_<TIER>_<LIMIT>` variable applied, e.g.
-    /// `TIER_FREE_JOBS_PER_DAY=100` or `TIER_PRO_STORAGE_BYTES=unlimited`.
+    /// `TIER_FREE_JOBS_PER_DAY=100`, `TIER_PRO_STORAGE_BYTES=unlimited` or
+    /// `TIER_FREE_HIGH_PRIORITY=true`.
     pub fn from_env() -> anyhow::Result<Self> {
         let mut tiers = Self::default();
         for tier in Tier::ALL {
@@ -126,6 +132,7 @@ impl Tiers {
                 &mut limits.max_file_size_bytes,
             )?;
             read(&name("MAX_RETENTION_DAYS"), &mut limits.max_retention_days)?;
+            limits.high_priority = config::var(&name("HIGH_PRIORITY"), limits.high_priority)?;
         }
         Ok(tiers)
     }
