@@ -112,7 +112,8 @@ pub struct UploadForm {
     responses(
         (status = 201, description = "Stored", body = ImageBody),
         (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Over the size limit", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Storage full: the plan's `storage_bytes` limit (with `limit`, `allowed`, `used`, `requested` and `tier`)", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Over the platform's size limit, or over the plan's `max_file_size_bytes` (then with `limit`, `allowed`, `used`, `requested` and `tier`)", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not an image of a supported type", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Corrupt, truncated, or over the pixel limit", body = Problem, content_type = "application/problem+json"),
     )

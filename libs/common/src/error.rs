@@ -30,12 +30,15 @@ pub enum ErrorCode {
     UnsupportedMediaType,
     /// A byte range past the end (gRPC `OutOfRange`, HTTP 416).
     RangeNotSatisfiable,
+    /// Content larger than the caller's plan allows, e.g. one uploaded file (gRPC
+    /// `FailedPrecondition`: a larger plan would take it; HTTP 413).
+    TooLargeForPlan,
 }
 
 /// The `ErrorInfo` domain of the platform's errors.
 const DOMAIN: &str = "atelier";
 
-const ALL: [ErrorCode; 16] = [
+const ALL: [ErrorCode; 17] = [
     ErrorCode::RangeNotSatisfiable,
     ErrorCode::InvalidArgument,
     ErrorCode::Unauthenticated,
@@ -52,6 +55,7 @@ const ALL: [ErrorCode; 16] = [
     ErrorCode::Internal,
     ErrorCode::PayloadTooLarge,
     ErrorCode::UnsupportedMediaType,
+    ErrorCode::TooLargeForPlan,
 ];
 
 impl ErrorCode {
@@ -62,7 +66,7 @@ impl ErrorCode {
             Self::PermissionDenied => Code::PermissionDenied,
             Self::NotFound => Code::NotFound,
             Self::AlreadyExists => Code::AlreadyExists,
-            Self::FailedPrecondition => Code::FailedPrecondition,
+            Self::FailedPrecondition | Self::TooLargeForPlan => Code::FailedPrecondition,
             Self::ResourceExhausted => Code::ResourceExhausted,
             Self::Aborted => Code::Aborted,
             Self::Cancelled => Code::Cancelled,
@@ -76,12 +80,19 @@ impl ErrorCode {
     }
 
     /// The code a `Status` carries: the platform's own when its `ErrorInfo`
-    /// names one, otherwise the closest to its gRPC code.
+    /// names one (a quota refusal names it in its `code` metadata), otherwise the
+    /// closest to its gRPC code.
     pub fn of(status: &Status) -> Self {
         status
             .get_details_error_info()
             .filter(|info| info.domain == DOMAIN)
-            .and_then(|info| ALL.into_iter().find(|code| code.slug() == info.reason))
+            .and_then(|info| {
+                let slug = match info.reason.as_str() {
+                    QUOTA_REASON => info.metadata.get("code")?,
+                    reason => reason,
+                };
+                ALL.into_iter().find(|code| code.slug() == slug)
+            })
             .unwrap_or_else(|| Self::from_grpc(status.code()))
     }
 
@@ -119,7 +130,7 @@ impl ErrorCode {
             Self::Unavailable => S::SERVICE_UNAVAILABLE,
             Self::Unimplemented => S::NOT_IMPLEMENTED,
             Self::Internal => S::INTERNAL_SERVER_ERROR,
-            Self::PayloadTooLarge => S::PAYLOAD_TOO_LARGE,
+            Self::PayloadTooLarge | Self::TooLargeForPlan => S::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => S::UNSUPPORTED_MEDIA_TYPE,
             Self::RangeNotSatisfiable => S::RANGE_NOT_SATISFIABLE,
         }
@@ -144,6 +155,7 @@ impl ErrorCode {
             Self::PayloadTooLarge => "payload-too-large",
             Self::UnsupportedMediaType => "unsupported-media-type",
             Self::RangeNotSatisfiable => "range-not-satisfiable",
+            Self::TooLargeForPlan => "too-large-for-plan",
         }
     }
 }
@@ -250,8 +262,14 @@ pub fn to_status<E: ServiceError>(err: E) -> Status {
     }
     let mut details = match err.quota() {
         Some(quota) => {
-            let (reason, domain, metadata) = quota.error_info();
-            ErrorDetails::with_error_info(reason, domain, metadata)
+            let (reason, domain, mut metadata) = quota.error_info();
+            metadata.insert("code".to_owned(), code.slug().to_owned());
+            let mut details = ErrorDetails::with_error_info(reason, domain, metadata);
+            details.add_quota_failure_violation(
+                format!("tier:{}", quota.tier),
+                format!("{}: {} allowed", quota.limit, quota.allowed),
+            );
+            details
         }
         None => ErrorDetails::with_error_info(code.slug(), DOMAIN, []),
     };
@@ -336,7 +354,43 @@ mod tests {
         assert_eq!(status.code(), Code::ResourceExhausted);
         assert_eq!(ErrorCode::of(&status), ErrorCode::ResourceExhausted);
         assert_eq!(QuotaExceeded::of(&status), Some(quota));
+        assert_eq!(
+            status
+                .get_details_quota_failure()
+                .map(|failure| failure.violations[0].subject.clone()),
+            Some("tier:free".to_owned())
+        );
         assert_eq!(QuotaExceeded::of(&to_status(Sample::Invalid)), None);
+    }
+
+    #[test]
+    fn a_quota_refusal_keeps_its_own_code() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("the file is larger than the plan allows")]
+        struct TooLarge(QuotaExceeded);
+        impl ServiceError for TooLarge {
+            fn code(&self) -> ErrorCode {
+                ErrorCode::TooLargeForPlan
+            }
+            fn quota(&self) -> Option<&QuotaExceeded> {
+                Some(&self.0)
+            }
+        }
+        let status = to_status(TooLarge(QuotaExceeded {
+            limit: "max_file_size_bytes".to_owned(),
+            allowed: 1000,
+            used: 0,
+            requested: 1001,
+            tier: "free".to_owned(),
+            resets_at: None,
+        }));
+        assert_eq!(status.code(), Code::FailedPrecondition);
+        assert_eq!(ErrorCode::of(&status), ErrorCode::TooLargeForPlan);
+        assert_eq!(
+            ErrorCode::of(&status).http(),
+            http::StatusCode::PAYLOAD_TOO_LARGE
+        );
+        assert_eq!(QuotaExceeded::of(&status).map(|q| q.allowed), Some(1000));
     }
 
     #[test]

@@ -13,6 +13,8 @@ pub enum ImageError {
     TooLarge { limit_mb: u64 },
     #[error("{} limit of the {} plan reached", .0.limit.replace('_', " "), .0.tier)]
     QuotaExceeded(atelier_common::QuotaExceeded),
+    #[error("the file is larger than the {} plan allows ({} bytes)", .0.tier, .0.allowed)]
+    TooLargeForPlan(atelier_common::QuotaExceeded),
     #[error("image not found")]
     NotFound,
     #[error("the upload was interrupted: {0}")]
@@ -54,6 +56,7 @@ impl ServiceError for ImageError {
             Self::Rejected(_) => ErrorCode::InvalidArgument,
             Self::TooLarge { .. } => ErrorCode::PayloadTooLarge,
             Self::QuotaExceeded(_) => ErrorCode::PermissionDenied,
+            Self::TooLargeForPlan(_) => ErrorCode::TooLargeForPlan,
             Self::NotFound => ErrorCode::NotFound,
             Self::Interrupted(_) => ErrorCode::Cancelled,
             Self::InvalidRange => ErrorCode::RangeNotSatisfiable,
@@ -65,14 +68,16 @@ impl ServiceError for ImageError {
         match self {
             Self::InvalidInput(violations) => violations.clone(),
             Self::Rejected(rejection) => vec![FieldViolation::new("file", rejection.to_string())],
-            Self::TooLarge { .. } => vec![FieldViolation::new("file", self.to_string())],
+            Self::TooLarge { .. } | Self::TooLargeForPlan(_) => {
+                vec![FieldViolation::new("file", self.to_string())]
+            }
             _ => Vec::new(),
         }
     }
 
     fn quota(&self) -> Option<&atelier_common::QuotaExceeded> {
         match self {
-            Self::QuotaExceeded(quota) => Some(quota),
+            Self::QuotaExceeded(quota) | Self::TooLargeForPlan(quota) => Some(quota),
             _ => None,
         }
     }

@@ -3,8 +3,8 @@
 
 use sea_orm::{
     ActiveValue::Set,
-    ColumnTrait, Condition, DatabaseConnection, DbErr, EntityTrait, PaginatorTrait, QueryFilter,
-    QueryOrder, QuerySelect,
+    ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait,
+    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
     sea_query::{Alias, Expr, ExprTrait, Func, LikeExpr},
 };
 use time::OffsetDateTime;
@@ -78,34 +78,39 @@ impl Store {
     }
 
     pub async fn insert(&self, row: ImageRow) -> Result<ImageRow, DbErr> {
-        let active = images::ActiveModel {
-            id: Set(row.id),
-            user_id: Set(row.user_id),
-            filename: Set(row.filename.clone()),
-            original_filename: Set(row.original_filename.clone()),
-            file_size: Set(row.file_size),
-            mime_type: Set(row.mime_type.clone()),
-            storage_path: Set(row.storage_path.clone()),
-            thumbnail_path: Set(row.thumbnail_path.clone()),
-            thumbnail_mime_type: Set(row.thumbnail_mime_type.clone()),
-            sha256: Set(row.sha256.clone()),
-            width: Set(row.width),
-            height: Set(row.height),
-            metadata: Set(row.metadata.clone()),
-            kind: Set(row.kind.clone()),
-            job_id: Set(row.job_id),
-            output_index: Set(row.output_index),
-            source_image_id: Set(row.source_image_id),
-            created_at: Set(row.created_at),
-            expires_at: Set(row.expires_at),
-        };
-        images::Entity::insert(active)
+        images::Entity::insert(active_model(&row))
             .exec_without_returning(&self.db)
             .await?;
         Ok(row)
     }
 
-    /// The image `id` if `user_id` owns it.
+    /// Inserts `row` once `check(the bytes its user stores now)` accepted it, in a
+    /// transaction that holds the user's storage lock: uploads of one user that
+    /// end together are counted one after the other, so together they never pass
+    /// what `check` allows.
+    pub async fn insert_checked<E: From<DbErr>>(
+        &self,
+        row: ImageRow,
+        check: impl Fn(i64) -> Result<(), E>,
+    ) -> Result<ImageRow, E> {
+        let checked = atelier_common::db::retry_busy(|| async {
+            let txn =
+                atelier_common::db::begin_locked(&self.db, "image.storage", row.user_id.as_bytes())
+                    .await?;
+            let (used, _) = usage(&txn, row.user_id).await?;
+            if let Err(refused) = check(used) {
+                return Ok(Err(refused));
+            }
+            images::Entity::insert(active_model(&row))
+                .exec_without_returning(&txn)
+                .await?;
+            txn.commit().await?;
+            Ok(Ok(()))
+        })
+        .await?;
+        checked.map(|()| row)
+    }
+
     pub async fn owned(&self, user_id: Uuid, id: Uuid) -> Result<Option<ImageRow>, DbErr> {
         images::Entity::find_by_id(id)
             .filter(images::Column::UserId.eq(user_id))
@@ -209,24 +214,7 @@ impl Store {
     }
 
     pub async fn usage(&self, user_id: Uuid) -> Result<(i64, i64), DbErr> {
-        let count = images::Entity::find()
-            .filter(images::Column::UserId.eq(user_id))
-            .count(&self.db)
-            .await?;
-        let bytes: Option<Option<i64>> = images::Entity::find()
-            .select_only()
-            .column_as(
-                Expr::from(Func::cast_as(
-                    Func::sum(Expr::col(images::Column::FileSize)),
-                    Alias::new("bigint"),
-                )),
-                "total",
-            )
-            .filter(images::Column::UserId.eq(user_id))
-            .into_tuple()
-            .one(&self.db)
-            .await?;
-        Ok((bytes.flatten().unwrap_or(0), count as i64))
+        usage(&self.db, user_id).await
     }
 
     /// Sets every image of `user_id` to expire `days` after it was created.
@@ -244,4 +232,50 @@ impl Store {
         }
         Ok(updated)
     }
+}
+
+fn active_model(row: &ImageRow) -> images::ActiveModel {
+    images::ActiveModel {
+        id: Set(row.id),
+        user_id: Set(row.user_id),
+        filename: Set(row.filename.clone()),
+        original_filename: Set(row.original_filename.clone()),
+        file_size: Set(row.file_size),
+        mime_type: Set(row.mime_type.clone()),
+        storage_path: Set(row.storage_path.clone()),
+        thumbnail_path: Set(row.thumbnail_path.clone()),
+        thumbnail_mime_type: Set(row.thumbnail_mime_type.clone()),
+        sha256: Set(row.sha256.clone()),
+        width: Set(row.width),
+        height: Set(row.height),
+        metadata: Set(row.metadata.clone()),
+        kind: Set(row.kind.clone()),
+        job_id: Set(row.job_id),
+        output_index: Set(row.output_index),
+        source_image_id: Set(row.source_image_id),
+        created_at: Set(row.created_at),
+        expires_at: Set(row.expires_at),
+    }
+}
+
+/// The bytes `user_id` stores and how many images.
+async fn usage(db: &impl ConnectionTrait, user_id: Uuid) -> Result<(i64, i64), DbErr> {
+    let count = images::Entity::find()
+        .filter(images::Column::UserId.eq(user_id))
+        .count(db)
+        .await?;
+    let bytes: Option<Option<i64>> = images::Entity::find()
+        .select_only()
+        .column_as(
+            Expr::from(Func::cast_as(
+                Func::sum(Expr::col(images::Column::FileSize)),
+                Alias::new("bigint"),
+            )),
+            "total",
+        )
+        .filter(images::Column::UserId.eq(user_id))
+        .into_tuple()
+        .one(db)
+        .await?;
+    Ok((bytes.flatten().unwrap_or(0), count as i64))
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use atelier_proto::image::v1::{
     self as pb, image_service_client::ImageServiceClient, upload_image_request::Data,
 };
-use atelier_testkit::{Backend, Options, Storage, TestPlatform, fixtures};
+use atelier_testkit::{Backend, Options, Storage, TestPlatform, backends, fixtures};
 use reqwest::{Client, StatusCode, header, multipart};
 use serde_json::{Value, json};
 
@@ -665,3 +665,51 @@ async fn on_s3_urls_are_presigned_and_deletes_reach_the_bucket() {
             .is_err()
     );
 }
+
+/// Uploads that end together are counted one after the other against the plan's
+/// storage: together they never pass it, and those refused leave no object and
+/// no row.
+async fn concurrent_uploads_never_pass_the_storage_limit(backend: Backend) {
+    let bytes = fixtures::noise_jpeg(80, 80);
+    let size = bytes.len() as i64;
+    let mut options = Options::new(backend);
+    let limit = size * 3 + size / 2;
+    options
+        .tiers
+        .get_mut(atelier_user::Tier::Free)
+        .storage_bytes = Some(limit);
+    let platform = TestPlatform::spawn_with(options).await;
+    let user = sign_up(&platform, "hoarder@example.com").await;
+
+    let answers = futures::future::join_all(
+        (0..10).map(|_| upload(&platform, &user, "noise.jpg", bytes.clone(), "image/jpeg")),
+    )
+    .await;
+    let mut stored = 0;
+    for answer in answers {
+        match answer.status() {
+            StatusCode::CREATED => stored += 1,
+            status => {
+                let problem = problem(answer, status).await;
+                assert_eq!(status, StatusCode::FORBIDDEN, "{problem}");
+                assert_eq!(problem["limit"], "storage_bytes", "{problem}");
+                assert_eq!(problem["allowed"], limit, "{problem}");
+            }
+        }
+    }
+    assert_eq!(stored, 3, "three uploads fit");
+    let images = list(&platform, &user).await;
+    assert_eq!(images.len(), 3, "a row per stored upload only");
+    let total: i64 = images
+        .iter()
+        .map(|image| image["file_size"].as_i64().expect("size"))
+        .sum();
+    assert!(total <= limit, "{total} stored, {limit} allowed");
+    assert_eq!(
+        files_under(&platform.data_dir.join("objects/objects")).len(),
+        2 * 3,
+        "an original and a thumbnail per stored upload, nothing else"
+    );
+}
+
+backends!(concurrent_uploads_never_pass_the_storage_limit);

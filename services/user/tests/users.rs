@@ -328,9 +328,13 @@ async fn quotas_hold_at_their_limits_and_reset_daily(backend: Backend) {
     let big = fixtures::noise_jpeg(300, 300);
     assert!(big.len() > 40_000, "the fixture must exceed the file limit");
     let refused = rest::try_upload(&platform, &ada, big).await;
-    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    assert_eq!(refused.status(), StatusCode::PAYLOAD_TOO_LARGE);
     let problem: Value = refused.json().await.expect("problem");
     assert_eq!(problem["limit"], "max_file_size_bytes", "{problem}");
+    assert_eq!(problem["allowed"], 40_000, "{problem}");
+    assert_eq!(problem["tier"], "free", "{problem}");
+    assert!(problem["requested"].as_i64() > Some(40_000), "{problem}");
+    assert_eq!(fields(&problem), ["file"], "{problem}");
     let (_, before) = get(&platform, &ada, "/api/users/profile").await;
     let mut refused_for_storage = None;
     for _ in 0..20 {

@@ -25,6 +25,9 @@ describe("problem documents", () => {
     expect(error.isQuota).toBe(true);
     expect(error.message).toMatch(/^You have reached your daily job limit\. It resets /);
     expect(new ApiError(403, { limit: "storage_bytes" }).message).toBe("You have reached your storage limit.");
+    const tooLarge = new ApiError(413, { status: 413, limit: "max_file_size_bytes", allowed: 20 * 1024 * 1024, tier: "free" });
+    expect(tooLarge.isQuota).toBe(true);
+    expect(tooLarge.message).toBe("This file is larger than your plan allows (20 MB).");
   });
 
   it("copes with bodies that are not JSON, and with no connection", () => {

@@ -18,6 +18,8 @@ export interface ProblemDocument {
   resets_at?: string;
   allowed?: number;
   used?: number;
+  requested?: number;
+  tier?: string;
 }
 
 /** A failed API call: its status and, when the server sent one, its problem document. */
@@ -43,7 +45,7 @@ export class ApiError extends Error {
   }
 
   get isQuota(): boolean {
-    return (this.status === 429 || this.status === 403) && typeof this.problem.limit === "string";
+    return (this.status === 429 || this.status === 403 || this.status === 413) && typeof this.problem.limit === "string";
   }
 }
 
@@ -64,6 +66,9 @@ const LIMIT_NAMES: Record<string, string> = {
 
 /** One sentence a person can read. */
 export function describeProblem(status: number, problem: ProblemDocument): string {
+  if (problem.limit === "max_file_size_bytes" && typeof problem.allowed === "number") {
+    return `This file is larger than your plan allows (${formatLimit(problem.allowed)}).`;
+  }
   if (problem.limit) {
     const name = LIMIT_NAMES[problem.limit] ?? problem.limit.replace(/_/g, " ");
     const when = problem.resets_at ? ` It resets ${new Date(problem.resets_at).toLocaleString()}.` : "";
@@ -76,6 +81,11 @@ export function describeProblem(status: number, problem: ProblemDocument): strin
   if (fields.length) return fields.join("; ");
   if (status === 0) return "The server cannot be reached. Check your connection.";
   return problem.title ?? `Request failed (${status})`;
+}
+
+function formatLimit(bytes: number): string {
+  const mib = bytes / (1024 * 1024);
+  return mib >= 1 ? `${Number.isInteger(mib) ? mib : mib.toFixed(1)} MB` : `${Math.ceil(bytes / 1024)} KB`;
 }
 
 function capitalise(s: string): string {

@@ -121,27 +121,42 @@ impl UploadQuota {
     /// Refuses an upload once `received` bytes are over either limit.
     pub fn check(&self, received: u64) -> Result<(), ImageError> {
         let received = received as i64;
-        let refuse = |limit: &str, allowed, used| {
-            Err(ImageError::QuotaExceeded(QuotaExceeded {
-                limit: limit.to_owned(),
-                allowed,
-                used,
-                requested: received,
-                tier: self.tier.clone(),
-                resets_at: None,
-            }))
-        };
         if let Some(allowed) = self.max_file_size_bytes
             && received > allowed
         {
-            return refuse("max_file_size_bytes", allowed, 0);
+            return Err(ImageError::TooLargeForPlan(self.refusal(
+                "max_file_size_bytes",
+                allowed,
+                0,
+                received,
+            )));
         }
-        if let Some(allowed) = self.storage_bytes
-            && self.storage_used + received > allowed
-        {
-            return refuse("storage_bytes", allowed, self.storage_used);
+        self.check_storage(self.storage_used, received)
+    }
+
+    /// Refuses `size` more bytes when the user stores `used` already and the tier's
+    /// storage would overflow.
+    pub fn check_storage(&self, used: i64, size: i64) -> Result<(), ImageError> {
+        match self.storage_bytes {
+            Some(allowed) if used + size > allowed => Err(ImageError::QuotaExceeded(self.refusal(
+                "storage_bytes",
+                allowed,
+                used,
+                size,
+            ))),
+            _ => Ok(()),
         }
-        Ok(())
+    }
+
+    fn refusal(&self, limit: &str, allowed: i64, used: i64, requested: i64) -> QuotaExceeded {
+        QuotaExceeded {
+            limit: limit.to_owned(),
+            allowed,
+            used,
+            requested,
+            tier: self.tier.clone(),
+            resets_at: None,
+        }
     }
 }
 
@@ -242,14 +257,17 @@ impl Images {
         // From here on the work runs to its end even if the client goes away, so
         // it never stops between storing objects and writing the row.
         let this = Arc::clone(self);
-        tokio::spawn(async move { this.finish(new, tmp, size, sha256).await })
+        tokio::spawn(async move { this.finish(new, quota, tmp, size, sha256).await })
             .await
             .map_err(|err| anyhow::anyhow!("storing an upload: {err}"))?
     }
 
+    /// Inspects a received upload, stores its objects, and records its row within
+    /// the uploader's storage quota; a refusal or failure removes the objects.
     async fn finish(
         &self,
         new: NewImage,
+        quota: Option<UploadQuota>,
         tmp: tempfile::NamedTempFile,
         size: u64,
         sha256: String,
@@ -346,7 +364,18 @@ impl Images {
                 }),
             ),
         };
-        match self.store.insert(row).await {
+        // The storage quota is checked again as the row is written, under the
+        // user's lock: uploads that pass the first check together cannot together
+        // pass the limit.
+        let inserted = match &quota {
+            Some(quota) => {
+                self.store
+                    .insert_checked(row, |used| quota.check_storage(used, stored_size as i64))
+                    .await
+            }
+            None => self.store.insert(row).await.map_err(ImageError::from),
+        };
+        match inserted {
             Ok(row) => {
                 tracing::info!(image_id = %row.id, user_id = %row.user_id, size = row.file_size, "image stored");
                 metrics::counter!("atelier_images_stored_total", "kind" => kind_name).increment(1);
@@ -354,13 +383,14 @@ impl Images {
             }
             Err(err) => {
                 self.remove_objects(&[&original_key, &thumbnail_key]).await;
-                if atelier_common::db::is_unique_violation(&err)
+                if let ImageError::Database(db_err) = &err
+                    && atelier_common::db::is_unique_violation(db_err)
                     && let (Some(job_id), Some(index)) = (job_id, output_index)
                     && let Some(existing) = self.store.by_job_output(job_id, index).await?
                 {
                     return Ok((self.present(existing).await?, true));
                 }
-                Err(err.into())
+                Err(err)
             }
         }
     }
