@@ -24,6 +24,7 @@ use atelier_proto::{
         workflow_service_client::WorkflowServiceClient,
     },
 };
+use futures::StreamExt;
 use time::{Duration, OffsetDateTime, Time};
 use tonic::{Code, Request, Response, Status, transport::Channel};
 use uuid::Uuid;
@@ -34,6 +35,9 @@ use crate::{
     store::{ProfileRow, Store},
     tiers::{Limits, Tier, Tiers},
 };
+
+/// Default parameters checked with the workflow service at once, at most.
+const VALIDATIONS_AT_ONCE: usize = 8;
 
 /// The other services the user service reads from and deletes through.
 #[derive(Clone)]
@@ -145,6 +149,41 @@ fn decode_settings(settings: pb::Settings) -> Result<Settings, FieldViolation> {
 }
 
 /// The ETag of a settings revision.
+/// What is wrong with the default `parameters` of workflow `id`.
+async fn default_violations(
+    mut workflows: WorkflowServiceClient<Channel>,
+    id: String,
+    parameters: prost_types::Struct,
+) -> Result<Vec<FieldViolation>, Status> {
+    let field = format!("workflow_defaults.{id}");
+    match workflows
+        .validate_parameters(ValidateParametersRequest {
+            workflow_id: id,
+            parameters: Some(parameters),
+        })
+        .await
+    {
+        Ok(reply) => Ok(reply
+            .into_inner()
+            .violations
+            .into_iter()
+            .map(|violation| {
+                FieldViolation::new(
+                    format!("{field}{}", violation.field.replace('/', ".")),
+                    violation.description,
+                )
+            })
+            .collect()),
+        Err(status) if matches!(status.code(), Code::NotFound | Code::FailedPrecondition) => {
+            Ok(vec![FieldViolation::new(
+                field,
+                "is not a workflow of the catalogue",
+            )])
+        }
+        Err(status) => Err(status),
+    }
+}
+
 fn etag(revision: i64) -> String {
     format!("\"{revision}\"")
 }
@@ -259,35 +298,19 @@ impl UserApi {
                 Err(status) => return Err(status.into()),
             }
         }
-        for (id, parameters) in &settings.workflow_defaults {
-            let field = format!("workflow_defaults.{id}");
-            match self
-                .workflows
-                .clone()
-                .validate_parameters(ValidateParametersRequest {
-                    workflow_id: id.clone(),
-                    parameters: Some(map_to_struct(parameters)),
-                })
-                .await
-            {
-                Ok(reply) => {
-                    violations.extend(reply.into_inner().violations.into_iter().map(|violation| {
-                        FieldViolation::new(
-                            format!("{field}{}", violation.field.replace('/', ".")),
-                            violation.description,
-                        )
-                    }))
-                }
-                Err(status)
-                    if matches!(status.code(), Code::NotFound | Code::FailedPrecondition) =>
-                {
-                    violations.push(FieldViolation::new(
-                        field,
-                        "is not a workflow of the catalogue",
-                    ))
-                }
-                Err(status) => return Err(status.into()),
-            }
+        // A few at a time, in the document's order.
+        let defaults: Vec<_> = settings
+            .workflow_defaults
+            .iter()
+            .map(|(id, parameters)| (id.clone(), map_to_struct(parameters)))
+            .collect();
+        let checked: Vec<Result<Vec<FieldViolation>, Status>> = futures::stream::iter(defaults)
+            .map(|(id, parameters)| default_violations(self.workflows.clone(), id, parameters))
+            .buffered(VALIDATIONS_AT_ONCE)
+            .collect()
+            .await;
+        for found in checked {
+            violations.extend(found?);
         }
         Ok(violations)
     }
@@ -388,8 +411,12 @@ impl UserService for UserApi {
         let settings = decode_settings(request.settings.unwrap_or_default())
             .map_err(|violation| UserError::InvalidInput(vec![violation]))?;
         let limits = self.tiers.get(tier_of(&row));
+        // Only a document within its size limits is worth asking the workflow
+        // service about.
         let mut violations = settings.violations(limits.max_retention_days);
-        violations.extend(self.workflow_violations(&settings).await?);
+        if violations.is_empty() {
+            violations = self.workflow_violations(&settings).await?;
+        }
         if !violations.is_empty() {
             return Err(UserError::InvalidInput(violations).into());
         }

@@ -12,6 +12,8 @@ pub const SCHEMA_VERSION: i32 = 1;
 const MAX_WORKFLOW_DEFAULTS: usize = 100;
 /// The longest workflow id.
 const MAX_WORKFLOW_ID: usize = 64;
+/// The largest settings document, as stored (JSON).
+pub const MAX_DOCUMENT_BYTES: usize = 64 * 1024;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -88,6 +90,26 @@ impl Settings {
                 "workflow_defaults",
                 format!("may hold at most {MAX_WORKFLOW_DEFAULTS} workflows"),
             ));
+        } else if let Some(id) = self
+            .workflow_defaults
+            .keys()
+            .find(|id| id.is_empty() || id.len() > MAX_WORKFLOW_ID)
+        {
+            violations.push(FieldViolation::new(
+                format!(
+                    "workflow_defaults.{}",
+                    id.chars().take(MAX_WORKFLOW_ID).collect::<String>()
+                ),
+                format!("must be a workflow id of 1 to {MAX_WORKFLOW_ID} characters"),
+            ));
+        } else if self.to_stored().to_string().len() > MAX_DOCUMENT_BYTES {
+            violations.push(FieldViolation::new(
+                "workflow_defaults",
+                format!(
+                    "make the settings larger than {} KiB",
+                    MAX_DOCUMENT_BYTES / 1024
+                ),
+            ));
         }
         if let Some(days) = self.retention_days {
             let max = max_retention_days.unwrap_or(i32::MAX);
@@ -154,6 +176,25 @@ mod tests {
         assert_eq!(with(31).violations(Some(30))[0].field, "retention_days");
         assert_eq!(with(0).violations(None)[0].field, "retention_days");
         assert!(with(3650).violations(None).is_empty());
+    }
+
+    #[test]
+    fn workflow_defaults_are_bounded_in_number_and_size() {
+        let with = |count: usize, value_len: usize| Settings {
+            workflow_defaults: (0..count)
+                .map(|i| {
+                    let mut parameters = Map::new();
+                    parameters.insert("prompt".to_owned(), Value::from("x".repeat(value_len)));
+                    (format!("workflow-{i}"), parameters)
+                })
+                .collect(),
+            ..Settings::default()
+        };
+        assert!(with(100, 10).violations(None).is_empty());
+        assert_eq!(with(101, 10).violations(None)[0].field, "workflow_defaults");
+        let too_big = with(10, 8 * 1024).violations(None);
+        assert_eq!(too_big[0].field, "workflow_defaults");
+        assert!(too_big[0].description.contains("64 KiB"), "{too_big:?}");
     }
 
     #[test]

@@ -715,3 +715,184 @@ async fn account_deletion_leaves_nothing_behind_on_s3() {
 async fn account_deletion_leaves_nothing_behind_locally() {
     account_deletion_leaves_nothing_behind(Storage::Local).await;
 }
+
+/// A workflow service that accepts every parameter set, counting the checks and
+/// how many ran at once.
+#[derive(Clone, Default)]
+struct CountingWorkflows(std::sync::Arc<Checks>);
+
+#[derive(Default)]
+struct Checks {
+    made: std::sync::atomic::AtomicUsize,
+    running: std::sync::atomic::AtomicUsize,
+    most_at_once: std::sync::atomic::AtomicUsize,
+}
+
+#[tonic::async_trait]
+impl atelier_proto::workflow::v1::workflow_service_server::WorkflowService for CountingWorkflows {
+    async fn list_workflows(
+        &self,
+        _: tonic::Request<atelier_proto::workflow::v1::ListWorkflowsRequest>,
+    ) -> Result<tonic::Response<atelier_proto::workflow::v1::ListWorkflowsResponse>, tonic::Status>
+    {
+        Err(tonic::Status::unimplemented("not in this test"))
+    }
+
+    async fn get_workflow(
+        &self,
+        _: tonic::Request<atelier_proto::workflow::v1::GetWorkflowRequest>,
+    ) -> Result<tonic::Response<atelier_proto::workflow::v1::GetWorkflowResponse>, tonic::Status>
+    {
+        Err(tonic::Status::unimplemented("not in this test"))
+    }
+
+    async fn get_workflow_parameters(
+        &self,
+        _: tonic::Request<atelier_proto::workflow::v1::GetWorkflowParametersRequest>,
+    ) -> Result<
+        tonic::Response<atelier_proto::workflow::v1::GetWorkflowParametersResponse>,
+        tonic::Status,
+    > {
+        Err(tonic::Status::unimplemented("not in this test"))
+    }
+
+    async fn validate_parameters(
+        &self,
+        _: tonic::Request<atelier_proto::workflow::v1::ValidateParametersRequest>,
+    ) -> Result<
+        tonic::Response<atelier_proto::workflow::v1::ValidateParametersResponse>,
+        tonic::Status,
+    > {
+        use std::sync::atomic::Ordering::SeqCst;
+        let checks = &self.0;
+        checks.made.fetch_add(1, SeqCst);
+        let running = checks.running.fetch_add(1, SeqCst) + 1;
+        checks.most_at_once.fetch_max(running, SeqCst);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        checks.running.fetch_sub(1, SeqCst);
+        Ok(tonic::Response::new(
+            atelier_proto::workflow::v1::ValidateParametersResponse {
+                valid: true,
+                ..Default::default()
+            },
+        ))
+    }
+
+    async fn estimate(
+        &self,
+        _: tonic::Request<atelier_proto::workflow::v1::EstimateRequest>,
+    ) -> Result<tonic::Response<atelier_proto::workflow::v1::EstimateResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("not in this test"))
+    }
+}
+
+/// A settings document with thousands of workflow defaults is refused by its
+/// size alone, before the workflow service is asked anything; a document within
+/// the limits has its defaults checked a few at a time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_settings_are_refused_before_any_workflow_check() {
+    use atelier_proto::user::v1::{self as pb, user_service_client::UserServiceClient};
+
+    let platform = TestPlatform::spawn(Backend::Sqlite).await;
+    let ada = rest::sign_up(&platform, "ada@example.com").await;
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let _stop = shutdown.clone().drop_guard();
+
+    let workflows = CountingWorkflows::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let workflow_addr = listener.local_addr().expect("address");
+    tokio::spawn(
+        atelier_common::grpc::GrpcServer::new("workflow")
+            .add_service(
+                atelier_proto::workflow::v1::workflow_service_server::WorkflowServiceServer::new(
+                    workflows.clone(),
+                ),
+            )
+            .serve(listener, shutdown.clone()),
+    );
+    // A user service of its own that asks the counting workflow service.
+    let mut config = platform.platform.clone();
+    config.endpoints.workflow = atelier_common::config::Endpoint::bound(workflow_addr);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let user_url = format!("http://{}", listener.local_addr().expect("address"));
+    tokio::spawn(atelier_user::serve(
+        atelier_user::UserConfig {
+            platform: config,
+            tiers: atelier_user::Tiers::default(),
+        },
+        listener,
+        shutdown.clone(),
+    ));
+    let channel = atelier_common::grpc::channel(&user_url, Duration::from_secs(10)).expect("url");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while atelier_common::grpc::check_health(channel.clone(), "atelier.user.v1.UserService")
+        .await
+        .is_err()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "user service not ready"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let update = |count: usize| {
+        let mut request = tonic::Request::new(pb::UpdateSettingsRequest {
+            settings: Some(pb::Settings {
+                workflow_defaults: (0..count)
+                    .map(|i| {
+                        (
+                            format!("workflow-{i}"),
+                            atelier_common::json::map_to_struct(
+                                json!({"prompt": "a lighthouse"}).as_object().expect("map"),
+                            ),
+                        )
+                    })
+                    .collect(),
+                ..Default::default()
+            }),
+            etag: String::new(),
+        });
+        request.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {}", ada.token).parse().expect("header"),
+        );
+        let mut client = UserServiceClient::new(channel.clone());
+        async move { client.update_settings(request).await }
+    };
+
+    let refused = update(5_000)
+        .await
+        .expect_err("5,000 defaults are too many");
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+    let violations = atelier_common::error::field_violations(&refused);
+    assert_eq!(
+        violations
+            .iter()
+            .map(|v| v.field.as_str())
+            .collect::<Vec<_>>(),
+        ["workflow_defaults"],
+        "{violations:?}"
+    );
+    assert_eq!(
+        workflows.0.made.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "no workflow was checked"
+    );
+
+    update(100)
+        .await
+        .expect("100 defaults are within the limit");
+    assert_eq!(
+        workflows.0.made.load(std::sync::atomic::Ordering::SeqCst),
+        100
+    );
+    let most = workflows
+        .0
+        .most_at_once
+        .load(std::sync::atomic::Ordering::SeqCst);
+    assert!((2..=8).contains(&most), "{most} checks ran at once");
+}
