@@ -188,6 +188,10 @@ pub async fn upload(
                         };
                         let _ = sender.send(abort).await;
                     }
+                    // The service must read the abort before the call goes: a call
+                    // dropped now may end its stream cleanly after the chunks it
+                    // had, and a prefix that is a whole image would be stored.
+                    let _ = (&mut call).await;
                     return Err(problem);
                 }
                 fed = true;
