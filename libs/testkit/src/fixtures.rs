@@ -114,6 +114,42 @@ pub fn png_bomb(width: u32, height: u32) -> Vec<u8> {
     png
 }
 
+/// A TIFF of a few hundred bytes whose header claims `width`x`height` RGBA pixels of
+/// 16 bits (8 bytes each) in one uncompressed strip that holds 16 bytes: decoding
+/// it would allocate `width * height * 8` bytes before finding the data missing.
+pub fn tiff_bomb(width: u32, height: u32) -> Vec<u8> {
+    const SHORT: u16 = 3;
+    const LONG: u16 = 4;
+    let entries: [(u16, u16, u32, u32); 11] = [
+        (256, LONG, 1, width),
+        (257, LONG, 1, height),
+        (258, SHORT, 4, 146), // BitsPerSample: four values, after the directory
+        (259, SHORT, 1, 1),   // no compression
+        (262, SHORT, 1, 2),   // RGB
+        (273, LONG, 1, 154),  // the strip, after the bits per sample
+        (277, SHORT, 1, 4),   // samples per pixel
+        (278, LONG, 1, height),
+        (279, LONG, 1, 16), // the strip's byte count
+        (284, SHORT, 1, 1), // chunky
+        (338, SHORT, 1, 2), // the fourth sample is unassociated alpha
+    ];
+    let mut tiff = b"II*\0".to_vec();
+    tiff.extend_from_slice(&8u32.to_le_bytes());
+    tiff.extend_from_slice(&(entries.len() as u16).to_le_bytes());
+    for (tag, kind, count, value) in entries {
+        tiff.extend_from_slice(&tag.to_le_bytes());
+        tiff.extend_from_slice(&kind.to_le_bytes());
+        tiff.extend_from_slice(&count.to_le_bytes());
+        tiff.extend_from_slice(&value.to_le_bytes());
+    }
+    tiff.extend_from_slice(&0u32.to_le_bytes());
+    for _ in 0..4 {
+        tiff.extend_from_slice(&16u16.to_le_bytes());
+    }
+    tiff.extend_from_slice(&[0x7f; 16]);
+    tiff
+}
+
 /// GIF magic bytes wrapped around a script: a GIF/JavaScript polyglot.
 pub fn gif_script_polyglot() -> Vec<u8> {
     b"GIF89a/*\x01\x00\x01\x00\x00\xff\x00*/=1;alert(document.domain);//".to_vec()

@@ -355,6 +355,8 @@ impl TestPlatform {
                 max_file_bytes: options.max_file_bytes,
                 max_result_bytes: options.max_result_bytes,
                 max_pixels: options.max_pixels,
+                max_decode_bytes: 512 * 1024 * 1024,
+                max_parallel_decodes: 2,
                 strip_location: true,
                 retention: Duration::from_secs(30 * 24 * 60 * 60),
                 url_ttl: Duration::from_secs(15 * 60),

@@ -50,6 +50,11 @@ impl ImageConfig {
             max_file_bytes: max_file_mb * 1024 * 1024,
             max_result_bytes: config::var("FAL_MAX_RESULT_BYTES", 512 * 1024 * 1024)?,
             max_pixels: config::var("MAX_IMAGE_PIXELS", 100_000_000)?,
+            max_decode_bytes: config::var("MAX_DECODE_BYTES", 512 * 1024 * 1024)?,
+            max_parallel_decodes: config::var(
+                "MAX_PARALLEL_DECODES",
+                std::thread::available_parallelism().map_or(2, usize::from),
+            )?,
             strip_location: config::var("STRIP_LOCATION_METADATA", true)?,
             retention: Duration::from_secs(retention_days * 24 * 60 * 60),
             url_ttl: config::seconds("SIGNED_URL_TTL", 15 * 60)?,

@@ -80,6 +80,8 @@ async fn harness(backend: Backend) -> Harness {
             max_file_bytes: 10 * 1024 * 1024,
             max_result_bytes: 10 * 1024 * 1024,
             max_pixels: 10_000_000,
+            max_decode_bytes: 512 * 1024 * 1024,
+            max_parallel_decodes: 2,
             strip_location: true,
             retention: Duration::from_secs(30 * 24 * 60 * 60),
             url_ttl: Duration::from_secs(900),

@@ -713,3 +713,69 @@ async fn concurrent_uploads_never_pass_the_storage_limit(backend: Backend) {
 }
 
 backends!(concurrent_uploads_never_pass_the_storage_limit);
+
+/// Decoders run within the service's limits, header reads included: a TIFF of a
+/// few hundred bytes that claims 800 MB of pixels is refused from its header by
+/// the memory limit (not found corrupt after the memory was taken), an image wider
+/// than the pixel limit allows by its dimensions, and a PNG by the memory its rows
+/// need.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decompression_bombs_are_refused_by_the_decoding_limits() {
+    use atelier_image::domain::inspect::{DecodeLimits, Rejection, inspect};
+
+    let inspect_bytes = |bytes: Vec<u8>, limits: DecodeLimits| {
+        let file = tempfile::NamedTempFile::new().expect("temp file");
+        std::fs::write(file.path(), bytes).expect("write");
+        inspect(file.path(), limits, true).err()
+    };
+    let defaults = DecodeLimits {
+        max_pixels: 100_000_000,
+        max_alloc: 512 * 1024 * 1024,
+    };
+    let bomb = fixtures::tiff_bomb(10_000, 10_000);
+    assert!(bomb.len() < 1024);
+    assert_eq!(
+        inspect_bytes(bomb.clone(), defaults),
+        Some(Rejection::TooLargeToDecode { limit_mb: 512 })
+    );
+    // Within the memory limit the header passes, and the missing pixels show.
+    assert!(matches!(
+        inspect_bytes(fixtures::tiff_bomb(100, 100), defaults),
+        Some(Rejection::Corrupt(_))
+    ));
+    let small = DecodeLimits {
+        max_pixels: 1_000_000,
+        max_alloc: 1024 * 1024,
+    };
+    assert_eq!(
+        inspect_bytes(fixtures::tiff_bomb(2_000_000, 1), small),
+        Some(Rejection::DimensionsOverLimit { limit: 1_000_000 })
+    );
+    assert_eq!(
+        inspect_bytes(
+            fixtures::png_bomb(1000, 1000),
+            DecodeLimits {
+                max_alloc: 1000,
+                ..small
+            }
+        ),
+        Some(Rejection::TooLargeToDecode { limit_mb: 0 })
+    );
+
+    // Through the API: a clear refusal, and nothing left behind.
+    let platform = TestPlatform::spawn(Backend::Sqlite).await;
+    let user = sign_up(&platform, "bomber@example.com").await;
+    let refused = problem(
+        upload(&platform, &user, "bomb.tiff", bomb, "image/tiff").await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    assert_eq!(refused["errors"][0]["field"], "file", "{refused}");
+    assert!(
+        refused["detail"]
+            .as_str()
+            .is_some_and(|detail| detail.contains("512 MB of memory")),
+        "{refused}"
+    );
+    assert!(list(&platform, &user).await.is_empty());
+}

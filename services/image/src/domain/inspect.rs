@@ -1,8 +1,9 @@
 //! What an uploaded file really is: its type by magic bytes (never the declared
 //! type), its dimensions from the header before any decoding (against
 //! decompression bombs), a full decode that proves it is whole, its EXIF
-//! orientation and location, and a 512 px thumbnail. Blocking: run it on the
-//! blocking pool.
+//! orientation and location, and a 512 px thumbnail. Every decoder, header reads
+//! included, runs within [`DecodeLimits`]. Blocking: run it on the blocking pool
+//! (through the service's decode gate, which bounds the decodes at once).
 
 use std::{
     fs::File,
@@ -32,6 +33,10 @@ pub enum Rejection {
     Unsupported(&'static str),
     #[error("the image is {width}x{height} pixels, over the limit of {limit} pixels")]
     TooManyPixels { width: u32, height: u32, limit: u64 },
+    #[error("the image's dimensions are over the limit of {limit} pixels")]
+    DimensionsOverLimit { limit: u64 },
+    #[error("decoding the image would take more than the limit of {limit_mb} MB of memory")]
+    TooLargeToDecode { limit_mb: u64 },
     #[error("the image is corrupt or truncated: {0}")]
     Corrupt(String),
 }
@@ -103,6 +108,70 @@ pub fn sniff(head: &[u8]) -> Result<Kind, Rejection> {
     }
 }
 
+/// What one decode may cost.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DecodeLimits {
+    /// The largest width × height accepted (`MAX_IMAGE_PIXELS`).
+    pub max_pixels: u64,
+    /// The most memory one decoder may allocate, in bytes (`MAX_DECODE_BYTES`).
+    pub max_alloc: u64,
+}
+
+impl DecodeLimits {
+    /// The `image` crate's limits: no side longer than the pixel limit allows, no
+    /// allocation over `max_alloc` (header reads included).
+    fn image(self) -> Limits {
+        let side = u32::try_from(self.max_pixels).unwrap_or(u32::MAX);
+        let mut limits = Limits::default();
+        limits.max_image_width = Some(side);
+        limits.max_image_height = Some(side);
+        limits.max_alloc = Some(self.max_alloc);
+        limits
+    }
+
+    fn png(self) -> png::Limits {
+        png::Limits {
+            bytes: usize::try_from(self.max_alloc).unwrap_or(usize::MAX),
+        }
+    }
+
+    /// Refuses an image of `width`x`height` over the pixel limit, or whose
+    /// decoded pixels (`bytes_per_pixel` each) would not fit `max_alloc`.
+    fn check(self, width: u32, height: u32, bytes_per_pixel: u64) -> Result<(), Rejection> {
+        let pixels = u64::from(width) * u64::from(height);
+        if pixels > self.max_pixels || width == 0 || height == 0 {
+            return Err(Rejection::TooManyPixels {
+                width,
+                height,
+                limit: self.max_pixels,
+            });
+        }
+        if pixels.saturating_mul(bytes_per_pixel) > self.max_alloc {
+            return Err(self.over_memory());
+        }
+        Ok(())
+    }
+
+    fn over_memory(self) -> Rejection {
+        Rejection::TooLargeToDecode {
+            limit_mb: self.max_alloc / (1024 * 1024),
+        }
+    }
+
+    /// A decoder's error, as a rejection: its limits named as such.
+    fn rejection(self, err: &image::ImageError) -> Rejection {
+        match err {
+            image::ImageError::Limits(limit) => match limit.kind() {
+                image::error::LimitErrorKind::DimensionError => Rejection::DimensionsOverLimit {
+                    limit: self.max_pixels,
+                },
+                _ => self.over_memory(),
+            },
+            other => Rejection::Corrupt(other.to_string()),
+        }
+    }
+}
+
 /// What inspection found out.
 pub struct Inspected {
     pub kind: Kind,
@@ -117,8 +186,12 @@ pub struct Inspected {
     pub stripped: Option<Vec<u8>>,
 }
 
-/// Inspects the file at `path`; see the module docs.
-pub fn inspect(path: &Path, max_pixels: u64, strip_location: bool) -> Result<Inspected, Rejection> {
+/// Inspects the file at `path` within `limits`; see the module docs.
+pub fn inspect(
+    path: &Path,
+    limits: DecodeLimits,
+    strip_location: bool,
+) -> Result<Inspected, Rejection> {
     let corrupt = |err: &dyn std::fmt::Display| Rejection::Corrupt(err.to_string());
     let mut file = File::open(path).map_err(|err| corrupt(&err))?;
     let mut head = [0u8; 32];
@@ -127,9 +200,9 @@ pub fn inspect(path: &Path, max_pixels: u64, strip_location: bool) -> Result<Ins
     file.seek(SeekFrom::Start(0)).map_err(|err| corrupt(&err))?;
 
     match kind {
-        Kind::Jpeg => return inspect_jpeg(path, max_pixels, strip_location),
+        Kind::Jpeg => return inspect_jpeg(path, limits, strip_location),
         Kind::Png => {
-            if let Some(inspected) = inspect_png(path, max_pixels, strip_location)? {
+            if let Some(inspected) = inspect_png(path, limits, strip_location)? {
                 return Ok(inspected);
             }
         }
@@ -138,19 +211,21 @@ pub fn inspect(path: &Path, max_pixels: u64, strip_location: bool) -> Result<Ins
     let reader = || -> Result<ImageReader<BufReader<File>>, Rejection> {
         let file = File::open(path).map_err(|err| corrupt(&err))?;
         let mut reader = ImageReader::with_format(BufReader::new(file), kind.format());
-        reader.limits(Limits::no_limits());
+        reader.limits(limits.image());
         Ok(reader)
     };
-    // The header alone: nothing is decoded before the pixel count is known.
-    let (width, height) = reader()?.into_dimensions().map_err(|err| corrupt(&err))?;
-    check_pixels(width, height, max_pixels)?;
-    let mut decoder = reader()?.into_decoder().map_err(|err| corrupt(&err))?;
+    // The header alone, within the limits: nothing is decoded before the pixel
+    // count, and the memory the pixels need, are known to fit.
+    let (width, height) = reader()?
+        .into_dimensions()
+        .map_err(|err| limits.rejection(&err))?;
+    limits.check(width, height, 1)?;
+    let mut decoder = reader()?
+        .into_decoder()
+        .map_err(|err| limits.rejection(&err))?;
     let exif = decoder.exif_metadata().ok().flatten();
     let (orientation, had_location) = exif.as_deref().map_or((1, false), read_exif);
-    let mut limits = Limits::default();
-    limits.max_alloc = Some(max_pixels.saturating_mul(8));
-    decoder.set_limits(limits).map_err(|err| corrupt(&err))?;
-    let image = DynamicImage::from_decoder(decoder).map_err(|err| corrupt(&err))?;
+    let image = DynamicImage::from_decoder(decoder).map_err(|err| limits.rejection(&err))?;
     finish(
         kind,
         image,
@@ -162,38 +237,31 @@ pub fn inspect(path: &Path, max_pixels: u64, strip_location: bool) -> Result<Ins
     )
 }
 
-fn check_pixels(width: u32, height: u32, max_pixels: u64) -> Result<(), Rejection> {
-    let pixels = u64::from(width) * u64::from(height);
-    if pixels > max_pixels || width == 0 || height == 0 {
-        return Err(Rejection::TooManyPixels {
-            width,
-            height,
-            limit: max_pixels,
-        });
-    }
-    Ok(())
-}
-
 /// JPEG through `jpeg-decoder`, which reads the header and EXIF without the
 /// scan data and decodes at 1/2 to 1/8 scale in the DCT: a 50 MB photo never
 /// sits whole in memory just to make its thumbnail.
 fn inspect_jpeg(
     path: &Path,
-    max_pixels: u64,
+    limits: DecodeLimits,
     strip_location: bool,
 ) -> Result<Inspected, Rejection> {
     let corrupt = |err: &dyn std::fmt::Display| Rejection::Corrupt(err.to_string());
     let open = || -> Result<jpeg_decoder::Decoder<BufReader<File>>, Rejection> {
         let file = File::open(path).map_err(|err| corrupt(&err))?;
-        Ok(jpeg_decoder::Decoder::new(BufReader::new(file)))
+        let mut decoder = jpeg_decoder::Decoder::new(BufReader::new(file));
+        decoder
+            .set_max_decoding_buffer_size(usize::try_from(limits.max_alloc).unwrap_or(usize::MAX));
+        Ok(decoder)
     };
     let mut header = open()?;
     header.read_info().map_err(|err| corrupt(&err))?;
     let info = header.info().ok_or_else(|| corrupt(&"no header"))?;
     let (width, height) = (u32::from(info.width), u32::from(info.height));
-    check_pixels(width, height, max_pixels)?;
     let (orientation, had_location) = header.exif_data().map_or((1, false), read_exif);
     let needs_full = strip_location && had_location;
+    // A full decode holds every pixel (up to 4 bytes each); a scaled one a
+    // quarter of them at most.
+    limits.check(width, height, if needs_full { 4 } else { 1 })?;
     let mut decoder = open()?;
     decoder.read_info().map_err(|err| corrupt(&err))?;
     if !needs_full {
@@ -219,17 +287,20 @@ fn inspect_jpeg(
 /// seven passes; fal and cameras do not write such files).
 fn inspect_png(
     path: &Path,
-    max_pixels: u64,
+    limits: DecodeLimits,
     strip_location: bool,
 ) -> Result<Option<Inspected>, Rejection> {
     let corrupt = |err: &dyn std::fmt::Display| Rejection::Corrupt(err.to_string());
     let file = File::open(path).map_err(|err| corrupt(&err))?;
-    let mut decoder = png::Decoder::new(BufReader::new(file));
+    let mut decoder = png::Decoder::new_with_limits(BufReader::new(file), limits.png());
     decoder.set_transformations(png::Transformations::normalize_to_color8());
-    let mut reader = decoder.read_info().map_err(|err| corrupt(&err))?;
+    let mut reader = decoder.read_info().map_err(|err| match err {
+        png::DecodingError::LimitsExceeded => limits.over_memory(),
+        other => corrupt(&other),
+    })?;
     let info = reader.info();
     let (width, height) = (info.width, info.height);
-    check_pixels(width, height, max_pixels)?;
+    limits.check(width, height, 1)?;
     let (orientation, had_location) = info.exif_metadata.as_deref().map_or((1, false), read_exif);
     if (strip_location && had_location) || info.interlaced {
         return Ok(None);
@@ -475,6 +546,12 @@ mod tests {
 
     use super::*;
 
+    /// The service's defaults.
+    const LIMITS: DecodeLimits = DecodeLimits {
+        max_pixels: 100_000_000,
+        max_alloc: 512 * 1024 * 1024,
+    };
+
     fn file_with(bytes: &[u8]) -> tempfile::NamedTempFile {
         let mut file = tempfile::NamedTempFile::new().expect("temp file");
         file.write_all(bytes).expect("write");
@@ -499,7 +576,7 @@ mod tests {
             }
         });
         let file = file_with(&encoded(&DynamicImage::from(image)));
-        let inspected = inspect(file.path(), 100_000_000, true).expect("inspected");
+        let inspected = inspect(file.path(), LIMITS, true).expect("inspected");
         assert_eq!(
             (inspected.kind, inspected.width, inspected.height),
             (Kind::Png, w, h)
@@ -525,7 +602,7 @@ mod tests {
         ));
         for image in [grey, deep] {
             let file = file_with(&encoded(&image));
-            let inspected = inspect(file.path(), 100_000_000, true).expect("inspected");
+            let inspected = inspect(file.path(), LIMITS, true).expect("inspected");
             assert_eq!(
                 (inspected.width, inspected.height),
                 (image.width(), image.height())
@@ -543,7 +620,7 @@ mod tests {
         let bytes = encoded(&image);
         let file = file_with(&bytes[..bytes.len() * 2 / 3]);
         assert!(matches!(
-            inspect(file.path(), 100_000_000, true),
+            inspect(file.path(), LIMITS, true),
             Err(Rejection::Corrupt(_))
         ));
     }
@@ -553,7 +630,14 @@ mod tests {
         let image = DynamicImage::from(image::RgbImage::new(400, 300));
         let file = file_with(&encoded(&image));
         assert!(matches!(
-            inspect(file.path(), 100_000, true),
+            inspect(
+                file.path(),
+                DecodeLimits {
+                    max_pixels: 100_000,
+                    ..LIMITS
+                },
+                true
+            ),
             Err(Rejection::TooManyPixels { .. })
         ));
     }

@@ -2,6 +2,7 @@
 //! their size and hash are checked, inspected, and only then stored, objects
 //! first and the row last, so a failure at any step leaves nothing behind.
 
+pub mod gate;
 pub mod inspect;
 pub mod signing;
 
@@ -20,7 +21,8 @@ use crate::{
     error::ImageError,
     store::{ImageRow, Store},
 };
-use inspect::Inspected;
+use gate::DecodeGate;
+use inspect::{DecodeLimits, Inspected};
 use signing::{UrlSigner, Variant};
 
 /// The longest display name kept.
@@ -34,6 +36,10 @@ pub struct Settings {
     /// upload is far larger than the upload).
     pub max_result_bytes: u64,
     pub max_pixels: u64,
+    /// The most memory one decode may allocate (`MAX_DECODE_BYTES`).
+    pub max_decode_bytes: u64,
+    /// Decodes run at once at most (`MAX_PARALLEL_DECODES`); the others wait.
+    pub max_parallel_decodes: usize,
     pub strip_location: bool,
     pub retention: Duration,
     pub url_ttl: Duration,
@@ -85,6 +91,7 @@ pub struct Images {
     objects: Arc<dyn ObjectStore>,
     signer: UrlSigner,
     clock: Arc<dyn Clock>,
+    decodes: DecodeGate,
     settings: Settings,
 }
 
@@ -177,6 +184,7 @@ impl Images {
             objects,
             signer,
             clock,
+            decodes: DecodeGate::new(settings.max_parallel_decodes),
             settings,
         })
     }
@@ -273,11 +281,15 @@ impl Images {
         sha256: String,
     ) -> Result<(Image, bool), ImageError> {
         let path = tmp.path().to_owned();
-        let (max_pixels, strip) = (self.settings.max_pixels, self.settings.strip_location);
-        let inspected =
-            tokio::task::spawn_blocking(move || inspect::inspect(&path, max_pixels, strip))
-                .await
-                .map_err(|err| anyhow::anyhow!("inspecting an upload: {err}"))??;
+        let limits = DecodeLimits {
+            max_pixels: self.settings.max_pixels,
+            max_alloc: self.settings.max_decode_bytes,
+        };
+        let strip = self.settings.strip_location;
+        let inspected = self
+            .decodes
+            .run(move || inspect::inspect(&path, limits, strip))
+            .await??;
 
         let id = Uuid::now_v7();
         let original_key = object_key(new.user_id, id, Variant::Original);
