@@ -21,7 +21,8 @@ use std::{net::SocketAddr, path::PathBuf, sync::Arc};
 use atelier_common::{
     admin::{self, Readiness},
     config::{self, Platform},
-    grpc::{REQUEST_ID, channel, check_health},
+    grpc::{REQUEST_ID, check_health},
+    identity::{Identity, ServiceName},
     token::{GrpcKeySource, JwtVerifier},
 };
 use atelier_proto::auth::v1::auth_service_client::AuthServiceClient;
@@ -124,12 +125,12 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     atelier_common::telemetry::metrics();
-    let timeout = config.platform.grpc_timeout;
-    let auth_channel = channel(&config.platform.endpoints.auth.url, timeout)?;
+    let identity = Identity::start(&config.platform.tls, ServiceName::Gateway, &shutdown)?;
+    let (endpoints, timeout) = (&config.platform.endpoints, config.platform.grpc_timeout);
+    let auth_channel = identity.channel(&endpoints.auth.url, timeout)?;
     // Uploads and downloads stream for as long as they take.
-    let image_channel =
-        atelier_common::grpc::streaming_channel(&config.platform.endpoints.image.url)?;
-    let workflow_channel = channel(&config.platform.endpoints.workflow.url, timeout)?;
+    let image_channel = identity.streaming_channel(&endpoints.image.url)?;
+    let workflow_channel = identity.channel(&endpoints.workflow.url, timeout)?;
     let limits = Limits::new(config.limits, config.trust_proxy);
     limits::spawn_pruning(limits.clone(), shutdown.clone());
     let state = AppState {
@@ -137,10 +138,8 @@ pub async fn serve(
         auth_channel: auth_channel.clone(),
         image: image_channel.clone(),
         workflow: workflow_channel.clone(),
-        processing: atelier_common::grpc::streaming_channel(
-            &config.platform.endpoints.processing.url,
-        )?,
-        user: channel(&config.platform.endpoints.user.url, timeout)?,
+        processing: identity.streaming_channel(&endpoints.processing.url)?,
+        user: identity.channel(&endpoints.user.url, timeout)?,
         verifier: JwtVerifier::new(GrpcKeySource::new(auth_channel.clone())),
         limits,
     };

@@ -6,6 +6,8 @@ use std::{fmt::Display, net::SocketAddr, path::PathBuf, str::FromStr, time::Dura
 
 use anyhow::{Context, bail};
 
+pub use crate::identity::TlsSettings;
+
 /// Reads `name`, or `default` when it is unset or empty.
 pub fn var<T>(name: &str, default: T) -> anyhow::Result<T>
 where
@@ -86,6 +88,8 @@ pub struct Platform {
     pub grpc_timeout: Duration,
     /// Where `/metrics`, `/healthz` and `/readyz` are served (`ADMIN_ADDR`).
     pub admin_addr: SocketAddr,
+    /// The services' certificates (`SERVICE_TLS_*`).
+    pub tls: TlsSettings,
 }
 
 /// The gRPC listen address and client URL of every service.
@@ -114,7 +118,7 @@ impl Endpoint {
             &format!("{name}_GRPC_ADDR"),
             SocketAddr::from(([127, 0, 0, 1], port)),
         )?;
-        let url = var(&format!("{name}_URL"), format!("http://{listen}"))?;
+        let url = var(&format!("{name}_URL"), format!("https://{listen}"))?;
         Ok(Self { listen, url })
     }
 
@@ -122,8 +126,33 @@ impl Endpoint {
     pub fn bound(listen: SocketAddr) -> Self {
         Self {
             listen,
-            url: format!("http://{listen}"),
+            url: format!("https://{listen}"),
         }
+    }
+}
+
+impl Endpoints {
+    /// The host names and addresses services are reached at, for generated
+    /// certificates.
+    fn hosts(&self) -> Vec<String> {
+        [
+            &self.auth,
+            &self.image,
+            &self.processing,
+            &self.workflow,
+            &self.user,
+        ]
+        .into_iter()
+        .flat_map(|endpoint| {
+            let host = endpoint.url.parse::<http::Uri>().ok().and_then(|uri| {
+                uri.host()
+                    .map(|host| host.trim_matches(['[', ']']).to_owned())
+            });
+            let listen = endpoint.listen.ip();
+            [host, (!listen.is_unspecified()).then(|| listen.to_string())]
+        })
+        .flatten()
+        .collect()
     }
 }
 
@@ -146,8 +175,15 @@ impl Platform {
                 "DATABASE_URL must be a postgres:// URL; leave it unset for the embedded SQLite files"
             );
         }
+        let data_dir: PathBuf = var("DATA_DIR", PathBuf::from("./data"))?;
+        let tls = TlsSettings {
+            dir: var("SERVICE_TLS_DIR", data_dir.join("tls"))?,
+            generate: var("SERVICE_TLS_GENERATE", true)?,
+            reload_every: seconds("SERVICE_TLS_RELOAD_SECS", 30)?,
+            hosts: endpoints.hosts(),
+        };
         Ok(Self {
-            data_dir: var("DATA_DIR", PathBuf::from("./data"))?,
+            data_dir,
             database_url: database_url.map(Secret::new),
             redis_url: var_opt::<String>("REDIS_URL")?.map(Secret::new),
             redis_prefix: var("REDIS_KEY_PREFIX", "atelier:".to_owned())?,
@@ -155,6 +191,7 @@ impl Platform {
             grpc_timeout: seconds("GRPC_TIMEOUT_SECS", 10)?,
             admin_addr: var("ADMIN_ADDR", SocketAddr::from(([127, 0, 0, 1], 9464)))
                 .context("ADMIN_ADDR")?,
+            tls,
         })
     }
 }

@@ -1,10 +1,12 @@
-//! The gRPC server every service runs, built one way: HTTP/1 accepted for
-//! gRPC-web, health and reflection served, RED metrics and a span per call,
-//! access tokens verified for every method not declared public, and a graceful
-//! stop on shutdown. Also the client channel services call each other with.
+//! The gRPC server every service runs, built one way: TLS with the service's
+//! certificate, HTTP/1 accepted for gRPC-web, health and reflection served, RED
+//! metrics and a span per call, callers checked (a service certificate for every
+//! method but health, the allowed services for internal methods, a user's access
+//! token for every method not declared public or internal), and a graceful stop on
+//! shutdown.
 
 use std::{
-    collections::HashSet,
+    collections::{HashMap, HashSet},
     convert::Infallible,
     pin::Pin,
     sync::Arc,
@@ -13,15 +15,19 @@ use std::{
 };
 
 use anyhow::Context as _;
-use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::server::TlsStream;
+use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{
     Status,
     body::Body,
     server::NamedService,
     service::{Routes, RoutesBuilder},
-    transport::{Endpoint, Server},
+    transport::{
+        Server,
+        server::{TcpConnectInfo, TlsConnectInfo},
+    },
 };
 use tonic_health::ServingStatus;
 use tower::{Layer, Service, ServiceBuilder};
@@ -29,30 +35,56 @@ use tower::{Layer, Service, ServiceBuilder};
 pub use tonic::transport::Channel;
 use tracing::Instrument;
 
-use crate::token::{Caller, JwtVerifier};
+use crate::{
+    identity::{Identity, ServiceName, identity_of},
+    token::{Caller, JwtVerifier},
+};
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
 /// The header carrying the request id from the gateway through every service.
 pub const REQUEST_ID: &str = "x-request-id";
 
+/// How long a caller has to finish its TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The health service's methods: the only ones open to a caller without a service
+/// certificate.
+const HEALTH: [&str; 2] = [
+    "/grpc.health.v1.Health/Check",
+    "/grpc.health.v1.Health/Watch",
+];
+
+/// The service whose certificate a caller presented, put in the request's extensions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Peer(pub ServiceName);
+
 /// A gRPC server under construction.
 pub struct GrpcServer {
-    name: &'static str,
+    identity: Identity,
     routes: RoutesBuilder,
     services: Vec<&'static str>,
-    public: HashSet<String>,
+    policy: Policy,
     verifier: Option<Arc<JwtVerifier>>,
 }
 
+/// Which methods need which caller.
+#[derive(Default)]
+struct Policy {
+    /// Methods that need no user token.
+    public: HashSet<String>,
+    /// Methods only some services may call (with no user token: they name the user).
+    internal: HashMap<String, Vec<ServiceName>>,
+}
+
 impl GrpcServer {
-    /// `name` is the service's short name, used in logs.
-    pub fn new(name: &'static str) -> Self {
+    /// A server with `identity`'s certificate.
+    pub fn new(identity: &Identity) -> Self {
         Self {
-            name,
+            identity: identity.clone(),
             routes: RoutesBuilder::default(),
             services: Vec::new(),
-            public: HashSet::new(),
+            policy: Policy::default(),
             verifier: None,
         }
     }
@@ -73,14 +105,25 @@ impl GrpcServer {
         self
     }
 
-    /// Methods that need no caller, as `Service/Method` names of `S`
-    /// (e.g. `"Login"`). Every other method needs a valid access token.
+    /// Methods of `S` that need no user (e.g. `"Login"`); like every method, they
+    /// still need a service certificate, so only the platform's services (the gateway
+    /// for the outside world) call them. Every method neither public nor internal
+    /// needs a valid access token.
     pub fn public<S: NamedService>(mut self, methods: &[&str]) -> Self {
-        self.public.extend(
+        self.policy.public.extend(
             methods
                 .iter()
                 .map(|method| format!("/{}/{method}", S::NAME)),
         );
+        self
+    }
+
+    /// A method of `S` only `callers` may call, on behalf of a user they name; every
+    /// other caller is refused, whatever token it carries.
+    pub fn internal<S: NamedService>(mut self, method: &str, callers: &[ServiceName]) -> Self {
+        self.policy
+            .internal
+            .insert(format!("/{}/{method}", S::NAME), callers.to_vec());
         self
     }
 
@@ -107,23 +150,21 @@ impl GrpcServer {
         routes.add_service(health_service).add_service(reflection);
         let routes: Routes = routes.routes();
 
+        let name = self.identity.name();
         let addr = listener.local_addr()?;
         for service in &self.services {
             health
                 .set_service_status(*service, ServingStatus::Serving)
                 .await;
         }
-        tracing::info!(service = self.name, %addr, "grpc server listening");
+        tracing::info!(service = %name, %addr, "grpc server listening");
 
-        let mut public = self.public;
-        public.insert("/grpc.health.v1.Health/Check".into());
-        public.insert("/grpc.health.v1.Health/Watch".into());
         let layers = ServiceBuilder::new()
             .layer(tonic_web::GrpcWebLayer::new())
             .layer(ObserveLayer)
             .layer(AuthLayer {
                 verifier: self.verifier,
-                public: Arc::new(public),
+                policy: Arc::new(self.policy),
             })
             .into_inner();
 
@@ -137,41 +178,65 @@ impl GrpcServer {
                     .await;
             }
         };
+        let incoming = tls_incoming(listener, self.identity, shutdown.clone());
         Server::builder()
             .accept_http1(true)
             .layer(layers)
             .add_routes(routes)
-            .serve_with_incoming_shutdown(no_delay(listener), signal)
+            .serve_with_incoming_shutdown(incoming, signal)
             .await
-            .with_context(|| format!("{} grpc server", self.name))?;
-        tracing::info!(service = self.name, "grpc server stopped");
+            .with_context(|| format!("{name} grpc server"))?;
+        tracing::info!(service = %name, "grpc server stopped");
         Ok(())
     }
 }
 
-/// The connections `listener` accepts, with Nagle's algorithm off: a reply written
-/// in several pieces must not wait for the peer's delayed ACK (40 ms on Linux).
-fn no_delay(
+/// The TLS connections `listener` accepts, with Nagle's algorithm off (a reply written
+/// in several pieces must not wait for the peer's delayed ACK, 40 ms on Linux). Each
+/// handshake runs on its own task, bounded in time, so a slow caller holds up no other.
+fn tls_incoming(
     listener: TcpListener,
-) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
-    use tokio_stream::StreamExt;
-    TcpListenerStream::new(listener).map(|accepted| {
-        accepted.inspect(|stream| {
-            if let Err(err) = stream.set_nodelay(true) {
+    identity: Identity,
+    shutdown: CancellationToken,
+) -> ReceiverStream<std::io::Result<TlsStream<TcpStream>>> {
+    let (accepted, incoming) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(async move {
+        loop {
+            let (tcp, peer) = tokio::select! {
+                result = listener.accept() => match result {
+                    Ok(connection) => connection,
+                    Err(err) => {
+                        // Out of file descriptors, most likely: let some close.
+                        tracing::warn!(error = %err, "cannot accept a connection");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+                () = shutdown.cancelled() => break,
+            };
+            if let Err(err) = tcp.set_nodelay(true) {
                 tracing::warn!(error = %err, "cannot set TCP_NODELAY");
             }
-        })
-    })
-}
-
-/// A lazily connecting channel to another service, every call bounded by `timeout`.
-pub fn channel(url: &str, timeout: Duration) -> anyhow::Result<Channel> {
-    Ok(Endpoint::from_shared(url.to_owned())
-        .with_context(|| format!("invalid service url {url:?}"))?
-        .timeout(timeout)
-        .connect_timeout(Duration::from_secs(5))
-        .tcp_nodelay(true)
-        .connect_lazy())
+            let acceptor = identity.acceptor();
+            let accepted = accepted.clone();
+            tokio::spawn(async move {
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    Ok(Ok(tls)) => {
+                        let _ = accepted.send(Ok(tls)).await;
+                    }
+                    Ok(Err(err)) => {
+                        metrics::counter!("atelier_tls_handshake_failures_total").increment(1);
+                        tracing::debug!(%peer, error = %err, "tls handshake failed");
+                    }
+                    Err(_) => {
+                        metrics::counter!("atelier_tls_handshake_failures_total").increment(1);
+                        tracing::debug!(%peer, "tls handshake timed out");
+                    }
+                }
+            });
+        }
+    });
+    ReceiverStream::new(incoming)
 }
 
 /// The verified caller of a request to a non-public method.
@@ -275,12 +340,13 @@ fn split_path(path: &str) -> (String, String) {
     }
 }
 
-/// Rejects calls to non-public methods without a valid access token and puts the
-/// verified [`Caller`] in the request's extensions.
+/// Checks the caller of every call against the server's [`Policy`]: the [`Peer`]
+/// service and, where a user is needed, the verified [`Caller`] are put in the
+/// request's extensions.
 #[derive(Clone)]
 struct AuthLayer {
     verifier: Option<Arc<JwtVerifier>>,
-    public: Arc<HashSet<String>>,
+    policy: Arc<Policy>,
 }
 
 impl<S> Layer<S> for AuthLayer {
@@ -289,7 +355,7 @@ impl<S> Layer<S> for AuthLayer {
         Authenticate {
             inner,
             verifier: self.verifier.clone(),
-            public: self.public.clone(),
+            policy: self.policy.clone(),
         }
     }
 }
@@ -298,7 +364,15 @@ impl<S> Layer<S> for AuthLayer {
 struct Authenticate<S> {
     inner: S,
     verifier: Option<Arc<JwtVerifier>>,
-    public: Arc<HashSet<String>>,
+    policy: Arc<Policy>,
+}
+
+/// The service named by the certificate the caller presented on this connection.
+fn peer_of<B>(request: &http::Request<B>) -> Option<ServiceName> {
+    let info = request
+        .extensions()
+        .get::<TlsConnectInfo<TcpConnectInfo>>()?;
+    identity_of(info.peer_certs()?.first()?)
 }
 
 impl<S, B, R> Service<http::Request<B>> for Authenticate<S>
@@ -319,11 +393,36 @@ where
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let path = request.uri().path();
+        let path = request.uri().path().to_owned();
+        let path = path.as_str();
+        if HEALTH.contains(&path) {
+            return Box::pin(inner.call(request));
+        }
+        let refuse = |status: Status| -> Self::Future {
+            metrics::counter!("atelier_grpc_callers_refused_total", "code" => format!("{:?}", status.code()))
+                .increment(1);
+            Box::pin(async move { Ok(status.into_http()) })
+        };
+        let Some(peer) = peer_of(&request) else {
+            return refuse(Status::unauthenticated(
+                "this port serves the platform's services only: present a service certificate",
+            ));
+        };
+        if let Some(callers) = self.policy.internal.get(path) {
+            if !callers.contains(&peer) {
+                let method = split_path(path).1;
+                return refuse(Status::permission_denied(format!(
+                    "the {peer} service may not call {method}"
+                )));
+            }
+            request.extensions_mut().insert(Peer(peer));
+            return Box::pin(inner.call(request));
+        }
+        request.extensions_mut().insert(Peer(peer));
         let Some(verifier) = self.verifier.clone() else {
             return Box::pin(inner.call(request));
         };
-        if self.public.contains(path) || path.starts_with("/grpc.reflection.") {
+        if self.policy.public.contains(path) || path.starts_with("/grpc.reflection.") {
             return Box::pin(inner.call(request));
         }
         let header = request
@@ -359,17 +458,4 @@ pub async fn check_health(channel: Channel, service: &str) -> Result<(), String>
         Status::Serving => Ok(()),
         other => Err(format!("{service} is {}", other.as_str_name())),
     }
-}
-
-/// A lazily connecting channel for calls that stream for as long as they take
-/// (uploads, downloads, event streams): no overall deadline, only a connect
-/// timeout and keep-alives that notice a dead peer.
-pub fn streaming_channel(url: &str) -> anyhow::Result<Channel> {
-    Ok(Endpoint::from_shared(url.to_owned())
-        .with_context(|| format!("invalid service url {url:?}"))?
-        .connect_timeout(Duration::from_secs(5))
-        .http2_keep_alive_interval(Duration::from_secs(30))
-        .keep_alive_timeout(Duration::from_secs(10))
-        .tcp_nodelay(true)
-        .connect_lazy())
 }

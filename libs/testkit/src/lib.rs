@@ -10,12 +10,16 @@
 use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::Context;
-use atelier_common::config::{Endpoint, Endpoints, Platform, Secret};
+use atelier_common::{
+    config::{Endpoint, Endpoints, Platform, Secret, TlsSettings},
+    identity::Identity,
+};
 use sea_orm::{ConnectionTrait, Database};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use atelier_auth::Lifetimes;
+pub use atelier_common::identity::ServiceName;
 pub use atelier_gateway::limits::LimitConfig;
 
 /// Which database backend a test runs on.
@@ -332,6 +336,7 @@ impl TestPlatform {
             },
             grpc_timeout: Duration::from_secs(10),
             admin_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            tls: TlsSettings::generated(dir.path().join("tls")),
         };
         let shutdown = CancellationToken::new();
         let keys_dir = dir.path().join("keys");
@@ -463,11 +468,11 @@ impl TestPlatform {
 
         let spawned = Self {
             gateway_url: format!("http://{gateway_addr}"),
-            auth_url: format!("http://{auth_addr}"),
-            image_url: format!("http://{image_addr}"),
-            workflow_url: format!("http://{workflow_addr}"),
-            processing_url: format!("http://{processing_addr}"),
-            user_url: format!("http://{user_addr}"),
+            auth_url: format!("https://{auth_addr}"),
+            image_url: format!("https://{image_addr}"),
+            workflow_url: format!("https://{workflow_addr}"),
+            processing_url: format!("https://{processing_addr}"),
+            user_url: format!("https://{user_addr}"),
             user_clock: options.user_clock.clone(),
             fal_sim,
             objects,
@@ -494,7 +499,9 @@ impl TestPlatform {
             ),
             (&self.user_url, "atelier.user.v1.UserService"),
         ] {
-            let channel = atelier_common::grpc::channel(url, Duration::from_secs(2))?;
+            let channel = self
+                .identity(ServiceName::Gateway)
+                .channel(url, Duration::from_secs(2))?;
             let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
             loop {
                 match atelier_common::grpc::check_health(channel.clone(), service).await {
@@ -514,14 +521,26 @@ impl TestPlatform {
         &self.fal_sim
     }
 
-    /// A gRPC channel to the image service.
-    pub fn image_channel(&self) -> tonic_channel::Channel {
-        atelier_common::grpc::streaming_channel(&self.image_url).expect("image url")
+    /// `service`'s identity on this platform, as a test presents it.
+    pub fn identity(&self, service: ServiceName) -> Identity {
+        Identity::load(&self.platform.tls, service).expect("a service identity")
     }
 
-    /// A gRPC channel to the auth service.
+    /// A gRPC channel to `url` (one of this platform's services) as `service`.
+    pub fn channel_as(&self, service: ServiceName, url: &str) -> tonic_channel::Channel {
+        self.identity(service)
+            .streaming_channel(url)
+            .expect("a service url")
+    }
+
+    /// A gRPC channel to the image service, as the gateway.
+    pub fn image_channel(&self) -> tonic_channel::Channel {
+        self.channel_as(ServiceName::Gateway, &self.image_url)
+    }
+
+    /// A gRPC channel to the auth service, as the gateway.
     pub fn auth_channel(&self) -> tonic_channel::Channel {
-        atelier_common::grpc::channel(&self.auth_url, Duration::from_secs(10)).expect("auth url")
+        self.channel_as(ServiceName::Gateway, &self.auth_url)
     }
 }
 

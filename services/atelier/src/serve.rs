@@ -6,7 +6,8 @@ use anyhow::Context;
 use atelier_common::{
     admin::{self, Readiness},
     config::Platform,
-    grpc::{channel, check_health},
+    grpc::check_health,
+    identity::{Identity, ServiceName},
 };
 use clap::ValueEnum;
 use tokio::{net::TcpListener, task::JoinSet};
@@ -44,6 +45,19 @@ impl Target {
             Self::Workflow => "workflow",
             Self::User => "user",
         }
+    }
+
+    /// The identity this target holds; `None` for `all`.
+    fn identity(self) -> Option<ServiceName> {
+        Some(match self {
+            Self::All => return None,
+            Self::Gateway => ServiceName::Gateway,
+            Self::Auth => ServiceName::Auth,
+            Self::Image => ServiceName::Image,
+            Self::Processing => ServiceName::Processing,
+            Self::Workflow => ServiceName::Workflow,
+            Self::User => ServiceName::User,
+        })
     }
 
     /// The gRPC service this target answers health checks for.
@@ -132,14 +146,14 @@ async fn embedded_fal_sim(shutdown: &tokio_util::sync::CancellationToken) -> any
     Ok(())
 }
 
-/// `http://` and a loopback address for `addr`, which may be a wildcard (`0.0.0.0`).
+/// `https://` and a loopback address for `addr`, which may be a wildcard (`0.0.0.0`).
 fn local_url(addr: SocketAddr) -> String {
     let ip = match addr.ip() {
         ip if ip.is_unspecified() && ip.is_ipv4() => std::net::Ipv4Addr::LOCALHOST.into(),
         ip if ip.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
         ip => ip,
     };
-    format!("http://{}", SocketAddr::new(ip, addr.port()))
+    format!("https://{}", SocketAddr::new(ip, addr.port()))
 }
 
 pub async fn serve(targets: &[Target]) -> anyhow::Result<()> {
@@ -205,7 +219,9 @@ pub async fn serve(targets: &[Target]) -> anyhow::Result<()> {
         }
         // Readiness asks the listener itself, not the address others use: behind a
         // Kubernetes Service that address has no endpoint until this pod is ready.
-        let own = channel(&local_url(listen_addr), platform.grpc_timeout)?;
+        let identity = target.identity().context("a service target")?;
+        let own = Identity::start(&platform.tls, identity, &shutdown)?
+            .channel(&local_url(listen_addr), platform.grpc_timeout)?;
         let service = target.health_name();
         readiness = readiness.check(name, move || check_health(own.clone(), service));
     }
@@ -277,8 +293,8 @@ mod tests {
     #[test]
     fn readiness_reaches_a_wildcard_listener_on_loopback() {
         let url = |addr: &str| local_url(addr.parse().expect("address"));
-        assert_eq!(url("0.0.0.0:50051"), "http://127.0.0.1:50051");
-        assert_eq!(url("[::]:50051"), "http://[::1]:50051");
-        assert_eq!(url("10.0.0.7:50052"), "http://10.0.0.7:50052");
+        assert_eq!(url("0.0.0.0:50051"), "https://127.0.0.1:50051");
+        assert_eq!(url("[::]:50051"), "https://[::1]:50051");
+        assert_eq!(url("10.0.0.7:50052"), "https://10.0.0.7:50052");
     }
 }

@@ -5,6 +5,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use atelier_common::identity::{Identity, ServiceName, TlsSettings};
 use sea_orm::{ConnectionTrait, Database, Statement};
 
 fn atelier() -> Command {
@@ -77,9 +78,18 @@ async fn serve_with_no_configuration_becomes_ready_and_stops_on_sigterm() {
         .await
         .expect("admin");
     assert_eq!(admin.status(), 200);
+    // The platform made its own CA under DATA_DIR; an operator's certificate from it
+    // reaches every service.
+    let operator = Identity::load(
+        &TlsSettings::generated(dir.path().join("data/tls")),
+        ServiceName::Operator,
+    )
+    .expect("an operator identity");
     for port in 50051..=50055 {
-        let url = format!("http://127.0.0.1:{port}");
-        let channel = atelier_common::grpc::channel(&url, Duration::from_secs(5)).expect("channel");
+        let url = format!("https://127.0.0.1:{port}");
+        let channel = operator
+            .channel(&url, Duration::from_secs(5))
+            .expect("channel");
         atelier_common::grpc::check_health(channel.clone(), "")
             .await
             .unwrap_or_else(|err| panic!("{url} health: {err}"));
@@ -89,7 +99,8 @@ async fn serve_with_no_configuration_becomes_ready_and_stops_on_sigterm() {
             "{url}: {services:?}"
         );
     }
-    let auth = atelier_common::grpc::channel("http://127.0.0.1:50051", Duration::from_secs(5))
+    let auth = operator
+        .channel("https://127.0.0.1:50051", Duration::from_secs(5))
         .expect("channel");
     atelier_common::grpc::check_health(auth.clone(), "atelier.auth.v1.AuthService")
         .await

@@ -13,6 +13,7 @@ use atelier_common::{
     SystemClock,
     config::{self, Platform},
     grpc::GrpcServer,
+    identity::{Identity, ServiceName},
     token::{JwtVerifier, StaticKeySource},
 };
 use atelier_proto::auth::v1::auth_service_server::AuthServiceServer;
@@ -61,7 +62,8 @@ pub async fn serve(
     let db = atelier_common::db::connect(&config.platform, "auth").await?;
     atelier_common::db::migrate::<migration::Migrator>(&db, "auth").await?;
     let keys = Arc::new(KeyRing::load_or_create(&config.keys_dir)?);
-    serve_with(db, keys, config.lifetimes, listener, shutdown).await
+    let identity = Identity::start(&config.platform.tls, ServiceName::Auth, &shutdown)?;
+    serve_with(db, keys, config.lifetimes, &identity, listener, shutdown).await
 }
 
 /// Runs the auth service over an open database with the given keys.
@@ -69,6 +71,7 @@ pub async fn serve_with(
     db: sea_orm::DatabaseConnection,
     keys: Arc<KeyRing>,
     lifetimes: Lifetimes,
+    identity: &Identity,
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
@@ -79,7 +82,7 @@ pub async fn serve_with(
         Arc::new(SystemClock),
         lifetimes,
     )?;
-    GrpcServer::new("auth")
+    GrpcServer::new(identity)
         .add_service(AuthServiceServer::new(api::AuthApi::new(Arc::new(auth))))
         .public::<AuthServiceServer<api::AuthApi>>(&[
             "Register", "Login", "Refresh", "Logout", "GetJwks",

@@ -15,7 +15,8 @@ use anyhow::Context;
 use atelier_common::{
     Clock, SystemClock,
     config::{self, Platform},
-    grpc::{GrpcServer, channel},
+    grpc::GrpcServer,
+    identity::{Identity, ServiceName},
     token::{GrpcKeySource, JwtVerifier},
 };
 use atelier_proto::image::v1::image_service_server::ImageServiceServer;
@@ -140,33 +141,26 @@ pub async fn serve_with_store(
         config.settings.clone(),
     );
     spawn_sweeper(images.clone(), config.sweep_every, shutdown.clone());
-    let auth = channel(
-        &config.platform.endpoints.auth.url,
-        config.platform.grpc_timeout,
-    )?;
-    GrpcServer::new("image")
+    let identity = Identity::start(&config.platform.tls, ServiceName::Image, &shutdown)?;
+    let (endpoints, timeout) = (&config.platform.endpoints, config.platform.grpc_timeout);
+    let auth = identity.channel(&endpoints.auth.url, timeout)?;
+    let user = identity.channel(&endpoints.user.url, timeout)?;
+    type Server = ImageServiceServer<api::ImageApi>;
+    use ServiceName::{Gateway, Processing, User};
+    GrpcServer::new(&identity)
         .add_service(
-            ImageServiceServer::new(api::ImageApi::new(
-                images,
-                channel(
-                    &config.platform.endpoints.user.url,
-                    config.platform.grpc_timeout,
-                )?,
-            ))
-            .max_decoding_message_size(8 * 1024 * 1024),
+            Server::new(api::ImageApi::new(images, user))
+                .max_decoding_message_size(8 * 1024 * 1024),
         )
-        .public::<ImageServiceServer<api::ImageApi>>(&[
-            // Internal: called by other services with an explicit user id, never
-            // forwarded by the gateway.
-            "StoreResult",
-            "GetDownloadUrl",
-            "CheckOwnership",
-            "GetStorageUsage",
-            "DeleteUserImages",
-            "UpdateRetention",
-            // Checked by its signature instead of a caller.
-            "ReadSignedObject",
-        ])
+        // Called by other services with an explicit user id.
+        .internal::<Server>("StoreResult", &[Processing])
+        .internal::<Server>("GetDownloadUrl", &[Processing])
+        .internal::<Server>("CheckOwnership", &[Processing])
+        .internal::<Server>("GetStorageUsage", &[User])
+        .internal::<Server>("DeleteUserImages", &[User])
+        .internal::<Server>("UpdateRetention", &[User])
+        // Serves a signed URL's object; the signature is checked instead of a user.
+        .internal::<Server>("ReadSignedObject", &[Gateway])
         .authenticate(JwtVerifier::new(GrpcKeySource::new(auth)))
         .serve(listener, shutdown)
         .await

@@ -18,7 +18,8 @@ use std::{sync::Arc, time::Duration};
 use atelier_common::{
     SystemClock,
     config::{self, Platform},
-    grpc::{GrpcServer, channel, streaming_channel},
+    grpc::GrpcServer,
+    identity::{Identity, ServiceName},
     token::{GrpcKeySource, JwtVerifier},
 };
 use atelier_fal::{FalClient, FalConfig, webhook::WebhookVerifier};
@@ -128,8 +129,9 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let db = atelier_common::db::connect(&config.platform, "processing").await?;
     atelier_common::db::migrate::<migration::Migrator>(&db, "processing").await?;
-    let timeout = config.platform.grpc_timeout;
-    let quotas = quota::Quotas::new(channel(&config.platform.endpoints.user.url, timeout)?);
+    let identity = Identity::start(&config.platform.tls, ServiceName::Processing, &shutdown)?;
+    let (endpoints, timeout) = (&config.platform.endpoints, config.platform.grpc_timeout);
+    let quotas = quota::Quotas::new(identity.channel(&endpoints.user.url, timeout)?);
     let user_limit: atelier_queue::UserLimit = {
         let quotas = quotas.clone();
         Arc::new(move |user_id| quotas.parallel(user_id))
@@ -154,8 +156,8 @@ pub async fn serve(
         queue,
         bus,
         Arc::new(SystemClock),
-        streaming_channel(&config.platform.endpoints.image.url)?,
-        channel(&config.platform.endpoints.workflow.url, timeout)?,
+        identity.streaming_channel(&endpoints.image.url)?,
+        identity.channel(&endpoints.workflow.url, timeout)?,
         quotas,
     );
     let fal = FalClient::new(config.fal.clone())?;
@@ -176,20 +178,19 @@ pub async fn serve(
         config.webhook_jwks_url.clone(),
         reqwest::Client::new(),
     ));
-    let auth = channel(&config.platform.endpoints.auth.url, timeout)?;
-    let served = GrpcServer::new("processing")
-        .add_service(ProcessingServiceServer::new(api::ProcessingApi::new(
+    let auth = identity.channel(&endpoints.auth.url, timeout)?;
+    type Server = ProcessingServiceServer<api::ProcessingApi>;
+    let served = GrpcServer::new(&identity)
+        .add_service(Server::new(api::ProcessingApi::new(
             jobs,
             dispatch,
             Some(webhooks),
         )))
-        .public::<ProcessingServiceServer<api::ProcessingApi>>(&[
-            // Verified by its own signature; only the gateway forwards it.
-            "HandleFalWebhook",
-            // Internal: called by other services with an explicit user id.
-            "GetJobUsage",
-            "DeleteUserJobs",
-        ])
+        // fal's webhook, verified by its own signature, arrives through the gateway.
+        .internal::<Server>("HandleFalWebhook", &[ServiceName::Gateway])
+        // Called by the user service with an explicit user id.
+        .internal::<Server>("GetJobUsage", &[ServiceName::User])
+        .internal::<Server>("DeleteUserJobs", &[ServiceName::User])
         .authenticate(JwtVerifier::new(GrpcKeySource::new(auth)))
         .serve(listener, shutdown)
         .await;

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use atelier_testkit::{
-    Backend, Options, QueueBackend, TestPlatform, backends, fixtures,
+    Backend, Options, QueueBackend, ServiceName, TestPlatform, backends, fixtures,
     rest::{User, finished, reached, sign_up, start, start_job, status, upload},
 };
 use reqwest::{Client, StatusCode};
@@ -611,12 +611,10 @@ async fn older_jobs_are_backfilled_with_their_input_file_name() {
         )),
         atelier_processing::events::Bus::local(),
         std::sync::Arc::new(atelier_common::SystemClock),
-        atelier_common::grpc::streaming_channel(&platform.image_url).expect("image channel"),
-        atelier_common::grpc::channel(&platform.workflow_url, Duration::from_secs(5))
-            .expect("workflow channel"),
+        platform.channel_as(ServiceName::Processing, &platform.image_url),
+        platform.channel_as(ServiceName::Processing, &platform.workflow_url),
         atelier_processing::quota::Quotas::new(
-            atelier_common::grpc::channel(&platform.user_url, Duration::from_secs(5))
-                .expect("user channel"),
+            platform.channel_as(ServiceName::Processing, &platform.user_url),
         ),
     );
     assert_eq!(backfill.backfill_search().await.expect("backfill"), 1);

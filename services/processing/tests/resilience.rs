@@ -23,7 +23,7 @@ use atelier_proto::processing::v1::{
     HandleFalWebhookRequest, WebhookOutcome, processing_service_client::ProcessingServiceClient,
 };
 use atelier_testkit::{
-    Backend, Options, QueueBackend, TestPlatform, fixtures,
+    Backend, Options, QueueBackend, ServiceName, TestPlatform, fixtures,
     rest::{self, User, sign_up},
 };
 use fred::{prelude::*, types::CustomCommand};
@@ -700,9 +700,10 @@ async fn a_replayed_webhook_is_handled_once() {
             .map(|(_, v)| v.clone())
             .unwrap_or_default()
     };
-    let mut processing = ProcessingServiceClient::connect(platform.processing_url.clone())
-        .await
-        .expect("processing");
+    // fal's webhook reaches processing through the gateway.
+    let mut processing = ProcessingServiceClient::new(
+        platform.channel_as(ServiceName::Gateway, &platform.processing_url),
+    );
     let outcome = processing
         .handle_fal_webhook(HandleFalWebhookRequest {
             body: delivery.body.clone(),

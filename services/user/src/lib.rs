@@ -14,7 +14,8 @@ use std::sync::Arc;
 use atelier_common::{
     Clock, SystemClock,
     config::Platform,
-    grpc::{GrpcServer, channel},
+    grpc::GrpcServer,
+    identity::{Identity, ServiceName},
     token::{GrpcKeySource, JwtVerifier},
 };
 use atelier_proto::user::v1::user_service_server::UserServiceServer;
@@ -66,22 +67,21 @@ pub async fn serve_with_clock(
     atelier_common::db::migrate::<migration::Migrator>(&db, "user").await?;
     let endpoints = &config.platform.endpoints;
     let timeout = config.platform.grpc_timeout;
+    let identity = Identity::start(&config.platform.tls, ServiceName::User, &shutdown)?;
     let peers = api::Peers {
-        auth: channel(&endpoints.auth.url, timeout)?,
-        image: channel(&endpoints.image.url, timeout)?,
-        processing: channel(&endpoints.processing.url, timeout)?,
-        workflow: channel(&endpoints.workflow.url, timeout)?,
+        auth: identity.channel(&endpoints.auth.url, timeout)?,
+        image: identity.channel(&endpoints.image.url, timeout)?,
+        processing: identity.channel(&endpoints.processing.url, timeout)?,
+        workflow: identity.channel(&endpoints.workflow.url, timeout)?,
     };
     let verifier = JwtVerifier::new(GrpcKeySource::new(peers.auth.clone()));
     let api = api::UserApi::new(store::Store::new(db), config.tiers, clock, peers);
-    GrpcServer::new("user")
-        .add_service(UserServiceServer::new(api))
-        .public::<UserServiceServer<api::UserApi>>(&[
-            // Internal: called by other services with an explicit user id, never
-            // forwarded by the gateway.
-            "GetQuota",
-            "SetSubscriptionTier",
-        ])
+    type Server = UserServiceServer<api::UserApi>;
+    GrpcServer::new(&identity)
+        .add_service(Server::new(api))
+        .internal::<Server>("GetQuota", &[ServiceName::Processing, ServiceName::Image])
+        // A plan changes by an operator's hand (or billing, as an operator).
+        .internal::<Server>("SetSubscriptionTier", &[ServiceName::Operator])
         .authenticate(verifier)
         .serve(listener, shutdown)
         .await

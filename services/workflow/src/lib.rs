@@ -17,6 +17,7 @@ use std::time::Duration;
 use atelier_common::{
     config::{self, Platform},
     grpc::GrpcServer,
+    identity::{Identity, ServiceName},
 };
 use atelier_proto::workflow::v1::workflow_service_server::WorkflowServiceServer;
 use tokio::net::TcpListener;
@@ -117,7 +118,8 @@ pub async fn serve(
     if let Some(pricing) = config.pricing {
         refresh::spawn_pricing(catalogue.clone(), pricing, shutdown.clone())?;
     }
-    GrpcServer::new("workflow")
+    let identity = Identity::start(&config.platform.tls, ServiceName::Workflow, &shutdown)?;
+    GrpcServer::new(&identity)
         .add_service(WorkflowServiceServer::new(api::WorkflowApi::with_limits(
             catalogue,
             config.limits,

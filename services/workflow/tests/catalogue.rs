@@ -5,7 +5,7 @@ use std::{sync::Arc, time::Duration};
 
 use atelier_common::json::map_to_struct;
 use atelier_proto::workflow::v1::{self as pb, workflow_service_client::WorkflowServiceClient};
-use atelier_testkit::{Backend, TestDb, TestPlatform, backends};
+use atelier_testkit::{Backend, ServiceName, TestDb, TestPlatform, backends};
 use atelier_workflow::{
     Catalogue,
     catalogue::{Entry, parse},
@@ -139,8 +139,7 @@ async fn the_catalogue_over_rest() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn validation_over_grpc_takes_struct_numbers() {
     let platform = TestPlatform::spawn(Backend::Sqlite).await;
-    let channel = atelier_common::grpc::channel(&platform.workflow_url, Duration::from_secs(5))
-        .expect("channel");
+    let channel = platform.channel_as(ServiceName::Gateway, &platform.workflow_url);
     let mut client = WorkflowServiceClient::new(channel);
     let Value::Object(params) = json!({"low_threshold": 10.0, "high_threshold": 250}) else {
         unreachable!()
@@ -175,8 +174,7 @@ async fn validation_over_grpc_takes_struct_numbers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn estimates_over_grpc_with_precise_errors() {
     let platform = TestPlatform::spawn(Backend::Sqlite).await;
-    let channel = atelier_common::grpc::channel(&platform.workflow_url, Duration::from_secs(5))
-        .expect("channel");
+    let channel = platform.channel_as(ServiceName::Gateway, &platform.workflow_url);
     let mut client = WorkflowServiceClient::new(channel);
     let request = |workflow: &str, params: Value, inputs: Vec<(u32, u32)>| pb::EstimateRequest {
         workflow_id: workflow.into(),
