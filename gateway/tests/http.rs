@@ -445,7 +445,7 @@ async fn readiness_fails_while_auth_is_unreachable() {
     let platform = TestPlatform::spawn(Backend::Sqlite).await;
     // A gateway of its own, pointed at an address where nothing listens.
     let mut config_platform = platform.platform.clone();
-    config_platform.endpoints.auth.url = "http://127.0.0.1:9".into();
+    config_platform.endpoints.auth.url = "https://127.0.0.1:9".into();
     config_platform.grpc_timeout = std::time::Duration::from_secs(2);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await

@@ -162,6 +162,10 @@ pub async fn serve(targets: &[Target]) -> anyhow::Result<()> {
     let shutdown = atelier_common::shutdown::on_signal();
     let mut tasks = JoinSet::new();
     let mut readiness = Readiness::new();
+    if platform.tls.generate {
+        // Administration tools (grpcurl, scripts) present the operator's certificate.
+        Identity::load(&platform.tls, ServiceName::Operator)?;
+    }
     let endpoints = platform.endpoints.clone();
     let fal_key: Option<String> = atelier_common::config::var_opt("FAL_KEY")?;
     if targets.contains(&Target::Processing) && fal_key.is_none() {
