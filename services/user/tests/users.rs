@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use atelier_processing::store::jobs;
 use atelier_testkit::{
-    Backend, Options, Storage, TestPlatform, backends, fixtures,
+    Backend, Options, ServiceName, Storage, TestPlatform, backends, fixtures,
     rest::{self, User},
     seed,
 };
@@ -804,7 +804,7 @@ async fn oversized_settings_are_refused_before_any_workflow_check() {
         .expect("bind");
     let workflow_addr = listener.local_addr().expect("address");
     tokio::spawn(
-        atelier_common::grpc::GrpcServer::new("workflow")
+        atelier_common::grpc::GrpcServer::new(&platform.identity(ServiceName::Workflow))
             .add_service(
                 atelier_proto::workflow::v1::workflow_service_server::WorkflowServiceServer::new(
                     workflows.clone(),
@@ -818,7 +818,7 @@ async fn oversized_settings_are_refused_before_any_workflow_check() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
-    let user_url = format!("http://{}", listener.local_addr().expect("address"));
+    let user_url = format!("https://{}", listener.local_addr().expect("address"));
     tokio::spawn(atelier_user::serve(
         atelier_user::UserConfig {
             platform: config,
@@ -827,7 +827,7 @@ async fn oversized_settings_are_refused_before_any_workflow_check() {
         listener,
         shutdown.clone(),
     ));
-    let channel = atelier_common::grpc::channel(&user_url, Duration::from_secs(10)).expect("url");
+    let channel = platform.channel_as(ServiceName::Gateway, &user_url);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while atelier_common::grpc::check_health(channel.clone(), "atelier.user.v1.UserService")
         .await
