@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use atelier_testkit::{
     Backend, Options, TestPlatform, fixtures,
-    rest::{User, finished, sign_up, start, start_job},
+    rest::{User, finished, get, post, sign_up, start, start_job},
 };
 use reqwest::{Client, StatusCode, multipart};
 use serde_json::{Value, json};
@@ -25,34 +25,6 @@ async fn upload_named(platform: &TestPlatform, user: &User, name: &str, bytes: V
     let body: Value = response.json().await.expect("image");
     assert_eq!(status, StatusCode::CREATED, "upload: {body}");
     body["id"].as_str().expect("id").to_owned()
-}
-
-async fn get(platform: &TestPlatform, user: &User, path: &str) -> (StatusCode, Value) {
-    let response = Client::new()
-        .get(format!("{}{path}", platform.gateway_url))
-        .bearer_auth(&user.token)
-        .send()
-        .await
-        .expect("get");
-    let status = response.status();
-    (status, response.json().await.expect("json"))
-}
-
-async fn post(
-    platform: &TestPlatform,
-    user: &User,
-    path: &str,
-    body: Value,
-) -> (StatusCode, Value) {
-    let response = Client::new()
-        .post(format!("{}{path}", platform.gateway_url))
-        .bearer_auth(&user.token)
-        .json(&body)
-        .send()
-        .await
-        .expect("post");
-    let status = response.status();
-    (status, response.json().await.expect("json"))
 }
 
 fn names(page: &Value) -> Vec<String> {

@@ -19,6 +19,34 @@ pub struct User {
 
 pub const PASSWORD: &str = "correct horse battery";
 
+/// `GET <path>` as `user`: the status and the JSON answer (`null` when there is none).
+pub async fn get(
+    platform: &TestPlatform,
+    user: &User,
+    path: impl AsRef<str>,
+) -> (StatusCode, Value) {
+    let request = Client::new().get(format!("{}{}", platform.gateway_url, path.as_ref()));
+    json_reply(request.bearer_auth(&user.token)).await
+}
+
+/// `POST <path>` with the JSON `body` as `user`: the status and the JSON answer
+/// (`null` when there is none).
+pub async fn post(
+    platform: &TestPlatform,
+    user: &User,
+    path: impl AsRef<str>,
+    body: Value,
+) -> (StatusCode, Value) {
+    let request = Client::new().post(format!("{}{}", platform.gateway_url, path.as_ref()));
+    json_reply(request.bearer_auth(&user.token).json(&body)).await
+}
+
+async fn json_reply(request: reqwest::RequestBuilder) -> (StatusCode, Value) {
+    let response = request.send().await.expect("request");
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
 /// Registers `email` and returns the signed-in user.
 pub async fn sign_up(platform: &TestPlatform, email: &str) -> User {
     let response = Client::new()

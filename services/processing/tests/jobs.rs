@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use atelier_testkit::{
     Backend, Options, QueueBackend, ServiceName, TestPlatform, backends, fixtures,
-    rest::{User, finished, reached, sign_up, start, start_job, status, upload},
+    rest::{User, finished, get, post, reached, sign_up, start, start_job, status, upload},
 };
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
@@ -633,24 +633,6 @@ async fn older_jobs_are_backfilled_with_their_input_file_name() {
     assert_eq!(search("0815").await, 1);
 }
 
-/// `POST <path>` as `user` with `body`: the status and the JSON answer.
-async fn post(
-    platform: &TestPlatform,
-    user: &User,
-    path: impl AsRef<str>,
-    body: Value,
-) -> (StatusCode, Value) {
-    let response = Client::new()
-        .post(format!("{}{}", platform.gateway_url, path.as_ref()))
-        .bearer_auth(&user.token)
-        .json(&body)
-        .send()
-        .await
-        .expect("post");
-    let status = response.status();
-    (status, response.json().await.unwrap_or(Value::Null))
-}
-
 /// Starts `count` jobs at once; the ids of those accepted and the limits named by
 /// those refused (every refusal must be a quota refusal).
 async fn start_many(
@@ -802,18 +784,6 @@ async fn quotas_hold_under_concurrency_for_starts_retries_and_batches(backend: B
         8,
         "no job of the batch was recorded"
     );
-}
-
-/// `GET <path>` as `user`: the status and the JSON answer.
-async fn get(platform: &TestPlatform, user: &User, path: &str) -> (StatusCode, Value) {
-    let response = Client::new()
-        .get(format!("{}{path}", platform.gateway_url))
-        .bearer_auth(&user.token)
-        .send()
-        .await
-        .expect("get");
-    let status = response.status();
-    (status, response.json().await.unwrap_or(Value::Null))
 }
 
 backends!(quotas_hold_under_concurrency_for_starts_retries_and_batches);

@@ -7,23 +7,12 @@ use std::time::Duration;
 use atelier_processing::store::jobs;
 use atelier_testkit::{
     Backend, Options, ServiceName, Storage, TestPlatform, backends, fixtures,
-    rest::{self, User},
+    rest::{self, User, get},
     seed,
 };
 use reqwest::{Client, StatusCode};
 use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
 use serde_json::{Value, json};
-
-async fn get(platform: &TestPlatform, user: &User, path: &str) -> (StatusCode, Value) {
-    let response = Client::new()
-        .get(format!("{}{path}", platform.gateway_url))
-        .bearer_auth(&user.token)
-        .send()
-        .await
-        .expect("get");
-    let status = response.status();
-    (status, response.json().await.unwrap_or(Value::Null))
-}
 
 async fn send(
     platform: &TestPlatform,
