@@ -464,10 +464,25 @@ impl Store {
         event: Option<(&str, serde_json::Value)>,
         now: OffsetDateTime,
     ) -> Result<Option<(JobRow, Option<EventRow>)>, DbErr> {
-        atelier_common::db::retry_busy(|| {
-            self.try_transition(id, from, &change, event.clone(), now)
-        })
-        .await
+        let mut raced = 0;
+        loop {
+            let attempt = atelier_common::db::retry_busy(|| {
+                self.try_transition(id, from, &change, event.clone(), now)
+            })
+            .await;
+            match attempt {
+                Ok(Attempt::Changed(changed)) => return Ok(Some(*changed)),
+                Ok(Attempt::NotFrom) => return Ok(None),
+                // Another change came between the read and the write (or took the
+                // event's sequence number): read the job again and decide anew.
+                Ok(Attempt::Raced) if raced < 20 => raced += 1,
+                Err(err) if atelier_common::db::is_unique_violation(&err) && raced < 20 => {
+                    raced += 1;
+                }
+                Ok(Attempt::Raced) => return Ok(None),
+                Err(err) => return Err(err),
+            }
+        }
     }
 
     async fn try_transition<F: Fn(&mut JobRow)>(
@@ -477,13 +492,13 @@ impl Store {
         change: &F,
         event: Option<(&str, serde_json::Value)>,
         now: OffsetDateTime,
-    ) -> Result<Option<(JobRow, Option<EventRow>)>, DbErr> {
+    ) -> Result<Attempt, DbErr> {
         let txn = self.db.begin().await?;
         let Some(mut row) = jobs::Entity::find_by_id(id).one(&txn).await? else {
-            return Ok(None);
+            return Ok(Attempt::NotFrom);
         };
         if !from.contains(&row.status.as_str()) {
-            return Ok(None);
+            return Ok(Attempt::NotFrom);
         }
         let previous = row.status.clone();
         change(&mut row);
@@ -495,14 +510,14 @@ impl Store {
             .exec(&txn)
             .await?;
         if updated.rows_affected != 1 {
-            return Ok(None);
+            return Ok(Attempt::Raced);
         }
         let event = match event {
             Some((kind, data)) => Some(append(&txn, id, now, kind, data).await?),
             None => None,
         };
         txn.commit().await?;
-        Ok(Some((row, event)))
+        Ok(Attempt::Changed(Box::new((row, event))))
     }
 
     /// Appends an event outside a state change (progress, logs, queue position).
@@ -513,13 +528,23 @@ impl Store {
         kind: &str,
         data: serde_json::Value,
     ) -> Result<EventRow, DbErr> {
-        atelier_common::db::retry_busy(|| async {
-            let txn = self.db.begin().await?;
-            let event = append(&txn, id, now, kind, data.clone()).await?;
-            txn.commit().await?;
-            Ok(event)
-        })
-        .await
+        let mut collided = 0;
+        loop {
+            let appended = atelier_common::db::retry_busy(|| async {
+                let txn = self.db.begin().await?;
+                let event = append(&txn, id, now, kind, data.clone()).await?;
+                txn.commit().await?;
+                Ok(event)
+            })
+            .await;
+            match appended {
+                // Another event took the sequence number: take the next one.
+                Err(err) if atelier_common::db::is_unique_violation(&err) && collided < 20 => {
+                    collided += 1;
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Updates the display-only fields of a job (no event).
@@ -574,6 +599,15 @@ impl Store {
             .all(&self.db)
             .await
     }
+}
+
+/// How one try at a state change went.
+enum Attempt {
+    Changed(Box<(JobRow, Option<EventRow>)>),
+    /// The job is not (or no longer) in one of the states the change is from.
+    NotFrom,
+    /// Another change came between reading the job and writing it.
+    Raced,
 }
 
 /// States a job can be retried from.
