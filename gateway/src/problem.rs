@@ -134,6 +134,12 @@ impl Problem {
         problem
     }
 
+    /// Says when to try again (`Retry-After`, in seconds).
+    pub fn retry_after(mut self, seconds: u32) -> Self {
+        self.retry_after = Some(seconds);
+        self
+    }
+
     pub fn not_found() -> Self {
         Self::code(ErrorCode::NotFound, "no such resource")
     }
@@ -195,6 +201,12 @@ impl From<tonic::Status> for Problem {
                         requested: quota.requested,
                         tier: quota.tier,
                     }));
+                }
+                if problem.retry_after.is_none()
+                    && let Some(wait) = atelier_common::error::retry_after(&status)
+                {
+                    let seconds = atelier_common::error::whole_seconds(wait).as_secs();
+                    problem.retry_after = Some(u32::try_from(seconds).unwrap_or(u32::MAX));
                 }
                 problem
             }

@@ -3,7 +3,7 @@
 //! once, with field violations as a google.rpc `BadRequest` detail, and the gateway
 //! maps a `Status` back to an HTTP status once.
 
-use std::{collections::HashMap, panic::Location};
+use std::{collections::HashMap, panic::Location, time::Duration};
 
 use time::format_description::well_known::Rfc3339;
 use tonic::{Code, Status};
@@ -189,6 +189,12 @@ pub trait ServiceError: std::error::Error {
     fn quota(&self) -> Option<&QuotaExceeded> {
         None
     }
+
+    /// How long until the request may succeed, for refusals that pass by
+    /// themselves (rate limits, back-off); sent as a google.rpc `RetryInfo`.
+    fn retry_after(&self) -> Option<Duration> {
+        None
+    }
 }
 
 /// A subscription-tier limit that refused work (a job start, an upload). It travels as
@@ -276,7 +282,30 @@ pub fn to_status<E: ServiceError>(err: E) -> Status {
     for violation in err.field_violations() {
         details.add_bad_request_violation(violation.field, violation.description);
     }
+    if let Some(wait) = err.retry_after() {
+        details.set_retry_info(Some(wait));
+    }
     Status::with_error_details(code.grpc(), err.to_string(), details)
+}
+
+/// A rate-limit refusal: `RESOURCE_EXHAUSTED` with a google.rpc `RetryInfo`
+/// saying when to try again (whole seconds, at least one).
+pub fn rate_limited(message: impl Into<String>, wait: Duration) -> Status {
+    let mut details =
+        ErrorDetails::with_error_info(ErrorCode::ResourceExhausted.slug(), DOMAIN, []);
+    details.set_retry_info(Some(whole_seconds(wait)));
+    Status::with_error_details(Code::ResourceExhausted, message, details)
+}
+
+/// When a refused request may be tried again, if its `Status` says
+/// (google.rpc `RetryInfo`).
+pub fn retry_after(status: &Status) -> Option<Duration> {
+    status.get_details_retry_info()?.retry_delay
+}
+
+/// `wait` rounded up to whole seconds, at least one: what `Retry-After` can say.
+pub fn whole_seconds(wait: Duration) -> Duration {
+    Duration::from_secs(wait.as_secs_f64().ceil().max(1.0) as u64)
 }
 
 /// The field violations carried by a `Status`, if any.
@@ -391,6 +420,28 @@ mod tests {
             http::StatusCode::PAYLOAD_TOO_LARGE
         );
         assert_eq!(QuotaExceeded::of(&status).map(|q| q.allowed), Some(1000));
+    }
+
+    #[test]
+    fn retry_hints_survive_the_round_trip() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("slow down")]
+        struct SlowDown;
+        impl ServiceError for SlowDown {
+            fn code(&self) -> ErrorCode {
+                ErrorCode::ResourceExhausted
+            }
+            fn retry_after(&self) -> Option<Duration> {
+                Some(Duration::from_secs(8))
+            }
+        }
+        let status = to_status(SlowDown);
+        assert_eq!(status.code(), Code::ResourceExhausted);
+        assert_eq!(retry_after(&status), Some(Duration::from_secs(8)));
+        let limited = rate_limited("too many", Duration::from_millis(1200));
+        assert_eq!(ErrorCode::of(&limited), ErrorCode::ResourceExhausted);
+        assert_eq!(retry_after(&limited), Some(Duration::from_secs(2)));
+        assert_eq!(retry_after(&to_status(Sample::Invalid)), None);
     }
 
     #[test]

@@ -18,7 +18,7 @@ use sea_orm::{ConnectionTrait, Database};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-pub use atelier_auth::Lifetimes;
+pub use atelier_auth::{Backoff, Lifetimes};
 pub use atelier_common::identity::ServiceName;
 pub use atelier_gateway::limits::LimitConfig;
 
@@ -166,6 +166,9 @@ pub struct Options {
     pub max_pixels: u64,
     pub limits: LimitConfig,
     pub lifetimes: Lifetimes,
+    /// How the auth service slows failed sign-ins down. The default never does,
+    /// so tests of other things may fail to sign in as often as they like.
+    pub backoff: Backoff,
     pub cors_origins: Vec<String>,
     /// Jobs the processing service runs at once (`WORKER_CONCURRENCY`).
     pub worker_concurrency: usize,
@@ -246,6 +249,10 @@ impl Options {
                 credentials_per_ip: 10_000,
             },
             lifetimes: Lifetimes::default(),
+            backoff: Backoff {
+                free_failures: u32::MAX,
+                ..Backoff::default()
+            },
             cors_origins: vec!["https://app.example.com".into()],
             worker_concurrency: 8,
             reconcile_every: Duration::from_secs(2),
@@ -344,6 +351,7 @@ impl TestPlatform {
             platform: platform.clone(),
             keys_dir: keys_dir.clone(),
             lifetimes: options.lifetimes,
+            backoff: options.backoff,
         };
         tokio::spawn(atelier_auth::serve(
             auth_config,

@@ -14,6 +14,11 @@ pub enum AuthError {
     RefreshTokenExpired,
     #[error("refresh token was already used; the session has been revoked")]
     RefreshTokenReused,
+    #[error(
+        "too many failed sign-ins for this address; retry in {} s",
+        atelier_common::error::whole_seconds(*retry_after).as_secs()
+    )]
+    TooManyAttempts { retry_after: std::time::Duration },
     #[error("account not found")]
     UserNotFound,
     #[error("database error")]
@@ -31,6 +36,7 @@ impl ServiceError for AuthError {
             | Self::InvalidRefreshToken
             | Self::RefreshTokenExpired
             | Self::RefreshTokenReused => ErrorCode::Unauthenticated,
+            Self::TooManyAttempts { .. } => ErrorCode::ResourceExhausted,
             Self::UserNotFound => ErrorCode::NotFound,
             Self::Database(_) | Self::Internal(_) => ErrorCode::Internal,
         }
@@ -40,6 +46,15 @@ impl ServiceError for AuthError {
         match self {
             Self::InvalidInput(violations) => violations.clone(),
             _ => Vec::new(),
+        }
+    }
+
+    fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            Self::TooManyAttempts { retry_after } => {
+                Some(atelier_common::error::whole_seconds(*retry_after))
+            }
+            _ => None,
         }
     }
 }

@@ -21,7 +21,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use domain::keys::KeyRing;
-pub use domain::{Auth, Lifetimes};
+pub use domain::{Auth, Lifetimes, backoff::Backoff};
 
 /// The auth service's settings.
 #[derive(Clone, Debug)]
@@ -30,6 +30,8 @@ pub struct AuthConfig {
     /// `JWT_KEYS_DIR`: PKCS#8 PEM Ed25519 keys; default `$DATA_DIR/keys`.
     pub keys_dir: PathBuf,
     pub lifetimes: Lifetimes,
+    /// How failed sign-ins slow the next ones down.
+    pub backoff: Backoff,
 }
 
 impl AuthConfig {
@@ -39,10 +41,21 @@ impl AuthConfig {
             access: config::seconds("ACCESS_TOKEN_TTL_SECS", 15 * 60)?,
             refresh: config::seconds("REFRESH_TOKEN_TTL_SECS", 7 * 24 * 60 * 60)?,
         };
+        let defaults = Backoff::default();
+        let backoff = Backoff {
+            free_failures: config::var("LOGIN_BACKOFF_AFTER", defaults.free_failures)?,
+            base: defaults.base,
+            max: config::seconds("LOGIN_BACKOFF_MAX_SECS", defaults.max.as_secs())?,
+            reset_after: config::seconds(
+                "LOGIN_BACKOFF_RESET_SECS",
+                defaults.reset_after.as_secs(),
+            )?,
+        };
         Ok(Self {
             platform,
             keys_dir,
             lifetimes,
+            backoff,
         })
     }
 }
@@ -63,7 +76,16 @@ pub async fn serve(
     atelier_common::db::migrate::<migration::Migrator>(&db, "auth").await?;
     let keys = Arc::new(KeyRing::load_or_create(&config.keys_dir)?);
     let identity = Identity::start(&config.platform.tls, ServiceName::Auth, &shutdown)?;
-    serve_with(db, keys, config.lifetimes, &identity, listener, shutdown).await
+    serve_with(
+        db,
+        keys,
+        config.lifetimes,
+        config.backoff,
+        &identity,
+        listener,
+        shutdown,
+    )
+    .await
 }
 
 /// Runs the auth service over an open database with the given keys.
@@ -71,23 +93,45 @@ pub async fn serve_with(
     db: sea_orm::DatabaseConnection,
     keys: Arc<KeyRing>,
     lifetimes: Lifetimes,
+    backoff: Backoff,
     identity: &Identity,
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let verifier = JwtVerifier::new(StaticKeySource(keys.jwks().to_vec()));
-    let auth = Auth::new(
-        store::Store::new(db),
-        keys,
-        Arc::new(SystemClock),
-        lifetimes,
-    )?;
+    let auth = Arc::new(
+        Auth::new(
+            store::Store::new(db),
+            keys,
+            Arc::new(SystemClock),
+            lifetimes,
+        )?
+        .with_backoff(backoff),
+    );
+    spawn_forgetting(Arc::clone(&auth), shutdown.clone());
     GrpcServer::new(identity)
-        .add_service(AuthServiceServer::new(api::AuthApi::new(Arc::new(auth))))
+        .add_service(AuthServiceServer::new(api::AuthApi::new(auth)))
         .public::<AuthServiceServer<api::AuthApi>>(&[
             "Register", "Login", "Refresh", "Logout", "GetJwks",
         ])
         .authenticate(verifier)
         .serve(listener, shutdown)
         .await
+}
+
+/// Forgets failed sign-ins that hold nothing back any more, every ten minutes.
+fn spawn_forgetting(auth: Arc<Auth>, shutdown: CancellationToken) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(10 * 60));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    if let Err(err) = auth.forget_old_failures().await {
+                        tracing::warn!(error = %err, "cannot forget old failed sign-ins");
+                    }
+                }
+                () = shutdown.cancelled() => break,
+            }
+        }
+    });
 }

@@ -6,7 +6,10 @@ pub struct Migrator;
 
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(CreateUsersAndRefreshTokens)]
+        vec![
+            Box::new(CreateUsersAndRefreshTokens),
+            Box::new(CreateLoginThrottle),
+        ]
     }
 }
 
@@ -138,6 +141,74 @@ impl MigrationTrait for CreateUsersAndRefreshTokens {
             .await?;
         manager
             .drop_table(Table::drop().table(Users::Table).to_owned())
+            .await
+    }
+}
+
+#[derive(DeriveIden)]
+enum LoginThrottle {
+    Table,
+    Key,
+    Failures,
+    LastFailureAt,
+    LockedUntil,
+    Version,
+}
+
+struct CreateLoginThrottle;
+
+impl MigrationName for CreateLoginThrottle {
+    fn name(&self) -> &str {
+        "m20261210_000001_login_throttle"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for CreateLoginThrottle {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table(LoginThrottle::Table)
+                    .col(
+                        ColumnDef::new(LoginThrottle::Key)
+                            .string_len(64)
+                            .not_null()
+                            .primary_key(),
+                    )
+                    .col(ColumnDef::new(LoginThrottle::Failures).integer().not_null())
+                    .col(
+                        ColumnDef::new(LoginThrottle::LastFailureAt)
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(LoginThrottle::LockedUntil)
+                            .timestamp_with_time_zone()
+                            .null(),
+                    )
+                    .col(
+                        ColumnDef::new(LoginThrottle::Version)
+                            .big_integer()
+                            .not_null(),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("login_throttle_last_failure_idx")
+                    .table(LoginThrottle::Table)
+                    .col(LoginThrottle::LastFailureAt)
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .drop_table(Table::drop().table(LoginThrottle::Table).to_owned())
             .await
     }
 }

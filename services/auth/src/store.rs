@@ -1,8 +1,8 @@
 //! The auth tables and the queries on them.
 
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait,
-    QueryFilter, TransactionTrait, sea_query::Expr,
+    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, DbErr,
+    EntityTrait, QueryFilter, TransactionTrait, sea_query::Expr,
 };
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -52,6 +52,32 @@ pub mod refresh_tokens {
     impl ActiveModelBehavior for ActiveModel {}
 }
 
+pub mod login_throttle {
+    use sea_orm::entity::prelude::*;
+
+    /// Failed sign-ins per email address (known or not), keyed by the SHA-256 of
+    /// the normalised address.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "login_throttle")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub key: String,
+        /// Failures since the count last started over (attempts under way count).
+        pub failures: i32,
+        pub last_failure_at: TimeDateTimeWithTimeZone,
+        /// Password attempts are refused until then.
+        pub locked_until: Option<TimeDateTimeWithTimeZone>,
+        /// Bumped on every write, so concurrent attempts cannot both count as one.
+        pub version: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub use login_throttle::Model as Throttle;
 pub use refresh_tokens::Model as RefreshToken;
 pub use users::Model as User;
 
@@ -197,6 +223,71 @@ impl Store {
             .await?;
         users::Entity::delete_by_id(user_id).exec(&txn).await?;
         txn.commit().await
+    }
+
+    pub async fn throttle(&self, key: &str) -> Result<Option<Throttle>, DbErr> {
+        login_throttle::Entity::find_by_id(key.to_owned())
+            .one(&self.db)
+            .await
+    }
+
+    /// Writes `next` if the row is still as it was read: absent (`read` is
+    /// `None`) or at version `read`. False when another writer came first.
+    pub async fn put_throttle(&self, read: Option<i64>, next: Throttle) -> Result<bool, DbErr> {
+        let Some(version) = read else {
+            let inserted = login_throttle::Entity::insert(login_throttle::ActiveModel {
+                key: Set(next.key),
+                failures: Set(next.failures),
+                last_failure_at: Set(next.last_failure_at),
+                locked_until: Set(next.locked_until),
+                version: Set(next.version),
+            })
+            .exec_without_returning(&self.db)
+            .await;
+            return match inserted {
+                Ok(_) => Ok(true),
+                Err(err) if atelier_common::db::is_unique_violation(&err) => Ok(false),
+                Err(err) => Err(err),
+            };
+        };
+        let updated = login_throttle::Entity::update_many()
+            .col_expr(login_throttle::Column::Failures, Expr::value(next.failures))
+            .col_expr(
+                login_throttle::Column::LastFailureAt,
+                Expr::value(next.last_failure_at),
+            )
+            .col_expr(
+                login_throttle::Column::LockedUntil,
+                Expr::value(next.locked_until),
+            )
+            .col_expr(login_throttle::Column::Version, Expr::value(next.version))
+            .filter(login_throttle::Column::Key.eq(next.key))
+            .filter(login_throttle::Column::Version.eq(version))
+            .exec(&self.db)
+            .await?;
+        Ok(updated.rows_affected == 1)
+    }
+
+    pub async fn clear_throttle(&self, key: &str) -> Result<(), DbErr> {
+        login_throttle::Entity::delete_by_id(key.to_owned())
+            .exec(&self.db)
+            .await?;
+        Ok(())
+    }
+
+    /// Deletes the counts that no longer hold anything back: no failure since
+    /// `before` and no delay running past it.
+    pub async fn forget_throttles(&self, before: OffsetDateTime) -> Result<u64, DbErr> {
+        Ok(login_throttle::Entity::delete_many()
+            .filter(login_throttle::Column::LastFailureAt.lt(before))
+            .filter(
+                Condition::any()
+                    .add(login_throttle::Column::LockedUntil.is_null())
+                    .add(login_throttle::Column::LockedUntil.lt(before)),
+            )
+            .exec(&self.db)
+            .await?
+            .rows_affected)
     }
 
     pub async fn refresh_token_by_hash(&self, hash: &str) -> Result<Option<RefreshToken>, DbErr> {

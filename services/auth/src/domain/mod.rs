@@ -1,5 +1,6 @@
 //! The rules of accounts and sessions.
 
+pub mod backoff;
 pub mod keys;
 pub mod password;
 
@@ -15,8 +16,9 @@ use atelier_common::{Claims, Clock, token};
 
 use crate::{
     error::AuthError,
-    store::{self, RefreshToken, Rotation, Store},
+    store::{self, RefreshToken, Rotation, Store, Throttle},
 };
+use backoff::Backoff;
 use keys::KeyRing;
 
 /// Lifetimes of the tokens a session is made of.
@@ -66,6 +68,7 @@ pub struct Auth {
     keys: Arc<KeyRing>,
     clock: Arc<dyn Clock>,
     lifetimes: Lifetimes,
+    backoff: Backoff,
     /// Checked against when the email is unknown, so that answer takes as long
     /// as a wrong password.
     decoy_hash: String,
@@ -87,8 +90,15 @@ impl Auth {
             keys,
             clock,
             lifetimes,
+            backoff: Backoff::default(),
             decoy_hash,
         })
+    }
+
+    /// Slows failed sign-ins down by `backoff` instead of the default.
+    pub fn with_backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
+        self
     }
 
     pub async fn register(&self, email: &str, password: &str) -> Result<Session, AuthError> {
@@ -118,9 +128,15 @@ impl Auth {
     }
 
     /// Signs in. An unknown email and a wrong password give the same error after
-    /// the same work.
+    /// the same work. Failures are counted per email address, whether it has an
+    /// account or not, and slow the next attempts down (see [`Backoff`]); while an
+    /// address waits, every attempt is refused before its password is looked at,
+    /// so the refusal tells neither whether the password was right nor whether
+    /// the account exists.
     pub async fn login(&self, email: &str, password: &str) -> Result<Session, AuthError> {
         let email = password::normalize_email(email);
+        let throttle_key = hash_token(&email);
+        self.count_attempt(&throttle_key).await?;
         let user = self.store.user_by_email(&email).await?;
         let hash = user.as_ref().map_or_else(
             || self.decoy_hash.clone(),
@@ -128,9 +144,66 @@ impl Auth {
         );
         let matches = verify_blocking(password.to_owned(), hash).await?;
         match user {
-            Some(user) if matches => self.start_session(user.into(), Uuid::now_v7()).await,
+            Some(user) if matches => {
+                self.store.clear_throttle(&throttle_key).await?;
+                self.start_session(user.into(), Uuid::now_v7()).await
+            }
             _ => Err(AuthError::InvalidCredentials),
         }
+    }
+
+    /// Counts a sign-in attempt as a failure before its password is checked (a
+    /// success clears the count), so concurrent attempts cannot slip past the
+    /// count; refuses it while the address waits out its delay.
+    async fn count_attempt(&self, key: &str) -> Result<(), AuthError> {
+        // Each round loses only to another attempt on the same address that
+        // wrote first; a handful of rounds is plenty.
+        for _ in 0..8 {
+            let now = self.clock.now();
+            let current = self.store.throttle(key).await?;
+            if let Some(until) = current.as_ref().and_then(|row| row.locked_until)
+                && until > now
+            {
+                return Err(AuthError::TooManyAttempts {
+                    retry_after: Duration::try_from(until - now).unwrap_or(self.backoff.base),
+                });
+            }
+            let failures = self.backoff.count(
+                current.as_ref().map(|row| {
+                    (
+                        u32::try_from(row.failures).unwrap_or(0),
+                        row.last_failure_at,
+                    )
+                }),
+                now,
+            );
+            let next = Throttle {
+                key: key.to_owned(),
+                failures: i32::try_from(failures).unwrap_or(i32::MAX),
+                last_failure_at: now,
+                locked_until: self.backoff.delay(failures).map(|delay| now + delay),
+                version: current.as_ref().map_or(0, |row| row.version + 1),
+            };
+            if self
+                .store
+                .put_throttle(current.map(|row| row.version), next)
+                .await?
+            {
+                if failures > self.backoff.free_failures {
+                    tracing::info!(failures, "repeated failed sign-ins for one address");
+                }
+                return Ok(());
+            }
+        }
+        Err(AuthError::TooManyAttempts {
+            retry_after: self.backoff.base,
+        })
+    }
+
+    /// Forgets failure counts that hold nothing back any more.
+    pub async fn forget_old_failures(&self) -> Result<u64, AuthError> {
+        let before = self.clock.now() - self.backoff.reset_after.max(self.backoff.max);
+        Ok(self.store.forget_throttles(before).await?)
     }
 
     /// Rotates a refresh token. A token presented twice revokes its family: one of
