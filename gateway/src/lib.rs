@@ -4,6 +4,7 @@
 
 pub mod archive;
 pub mod auth;
+pub mod forwarded;
 pub mod grpc_web;
 pub mod images;
 pub mod layers;
@@ -12,17 +13,19 @@ pub mod live;
 pub mod openapi;
 pub mod problem;
 pub mod processing;
+pub mod stall;
 pub mod users;
 pub mod web;
 pub mod workflows;
 
-use std::{net::SocketAddr, path::PathBuf, sync::Arc};
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use atelier_common::{
-    admin::{self, Readiness},
+    admin::Readiness,
     config::{self, Platform},
     grpc::{REQUEST_ID, check_health},
     identity::{Identity, ServiceName},
+    redis::Redis,
     token::{GrpcKeySource, JwtVerifier},
 };
 use atelier_proto::auth::v1::auth_service_client::AuthServiceClient;
@@ -43,7 +46,9 @@ use tower_http::{
     trace::TraceLayer,
 };
 
+use forwarded::TrustedProxies;
 use limits::{LimitConfig, Limits};
+use live::{StreamConfig, StreamSlots};
 
 /// The gateway's settings.
 #[derive(Clone, Debug)]
@@ -59,8 +64,16 @@ pub struct GatewayConfig {
     /// `MAX_FILE_SIZE_MB`: the largest upload accepted.
     pub max_upload_bytes: usize,
     pub limits: LimitConfig,
-    /// `TRUST_PROXY_HEADERS`: take the client address from `X-Forwarded-For`.
-    pub trust_proxy: bool,
+    /// `TRUSTED_PROXY_HOPS`, `TRUSTED_PROXIES`: which proxies' `X-Forwarded-For`
+    /// entries are believed.
+    pub proxies: TrustedProxies,
+    pub streams: StreamConfig,
+    /// `SEND_TIMEOUT_SECS`: a connection whose client takes nothing of what is
+    /// sent for this long is closed.
+    pub send_timeout: Duration,
+    /// `UPLOAD_IDLE_TIMEOUT_SECS`: a request body that stops arriving for this
+    /// long ends the request (`408`).
+    pub body_idle_timeout: Duration,
     /// `WEB_DIR`: the built web app and API docs.
     pub web_dir: PathBuf,
 }
@@ -86,7 +99,14 @@ impl GatewayConfig {
                 per_user: config::var("RATE_LIMIT_PER_USER", 600)?,
                 credentials_per_ip: config::var("RATE_LIMIT_LOGIN_PER_IP", 10)?,
             },
-            trust_proxy: config::var("TRUST_PROXY_HEADERS", false)?,
+            proxies: TrustedProxies::from_env()?,
+            streams: StreamConfig {
+                max_per_user: config::var("MAX_STREAMS_PER_USER", 16)?,
+                keep_alive: config::seconds("STREAM_KEEPALIVE_SECS", 15)?,
+                ws_messages_per_sec: config::var("WS_MESSAGES_PER_SEC", 10)?,
+            },
+            send_timeout: config::seconds("SEND_TIMEOUT_SECS", 30)?,
+            body_idle_timeout: config::seconds("UPLOAD_IDLE_TIMEOUT_SECS", 30)?,
             web_dir: config::var("WEB_DIR", PathBuf::from("gateway/web/dist"))?,
         })
     }
@@ -103,6 +123,8 @@ pub struct AppState {
     pub user: Channel,
     pub verifier: Arc<JwtVerifier>,
     pub limits: Arc<Limits>,
+    pub streams: Arc<StreamSlots>,
+    pub stream_config: StreamConfig,
 }
 
 /// A gRPC request carrying the caller's token and the request id onward.
@@ -131,7 +153,20 @@ pub async fn serve(
     // Uploads and downloads stream for as long as they take.
     let image_channel = identity.streaming_channel(&endpoints.image.url)?;
     let workflow_channel = identity.channel(&endpoints.workflow.url, timeout)?;
-    let limits = Limits::new(config.limits, config.trust_proxy);
+    // Rate limits shared by every replica when there is a Redis; a Redis that
+    // is late or away never keeps the gateway from serving.
+    let redis = match &config.platform.redis_url {
+        Some(url) => Some(
+            Redis::connect_in_background(
+                url.expose(),
+                config.platform.redis_prefix.clone(),
+                Duration::from_secs(5),
+            )
+            .await?,
+        ),
+        None => None,
+    };
+    let limits = Limits::new(config.limits, config.proxies.clone(), redis);
     limits::spawn_pruning(limits.clone(), shutdown.clone());
     let state = AppState {
         auth: AuthServiceClient::new(auth_channel.clone()),
@@ -142,49 +177,25 @@ pub async fn serve(
         user: identity.channel(&endpoints.user.url, timeout)?,
         verifier: JwtVerifier::new(GrpcKeySource::new(auth_channel.clone())),
         limits,
+        streams: StreamSlots::new(config.streams.max_per_user),
+        stream_config: config.streams,
     };
-    let (processing_probe, user_probe) = (state.processing.clone(), state.user.clone());
-    let (auth_probe, image_probe, workflow_probe) = (
-        auth_channel.clone(),
-        image_channel.clone(),
-        workflow_channel.clone(),
-    );
-    let readiness = Readiness::new()
-        .check("auth", move || {
-            check_health(auth_probe.clone(), "atelier.auth.v1.AuthService")
-        })
-        .check("image", move || {
-            check_health(image_probe.clone(), "atelier.image.v1.ImageService")
-        })
-        .check("workflow", move || {
-            check_health(
-                workflow_probe.clone(),
-                "atelier.workflow.v1.WorkflowService",
-            )
-        })
-        .check("processing", move || {
-            check_health(
-                processing_probe.clone(),
-                "atelier.processing.v1.ProcessingService",
-            )
-        })
-        .check("user", move || {
-            check_health(user_probe.clone(), "atelier.user.v1.UserService")
-        });
     if !web::on_disk(&config.web_dir) && !web::embedded() {
         tracing::warn!(web_dir = %config.web_dir.display(), "web assets not built; run `make web`");
     }
-    let app = router(&config, state, readiness.clone());
+    let app = router(&config, state);
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "gateway listening");
-    readiness.started();
     // Nagle's algorithm off: a response written in several pieces must not wait for
     // the client's delayed ACK.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        if let Err(err) = tcp.set_nodelay(true) {
-            tracing::warn!(error = %err, "cannot set TCP_NODELAY");
-        }
-    });
+    let listener = axum::serve::ListenerExt::tap_io(
+        stall::Listener::new(listener, config.send_timeout),
+        |conn| {
+            if let Err(err) = conn.get_ref().set_nodelay(true) {
+                tracing::warn!(error = %err, "cannot set TCP_NODELAY");
+            }
+        },
+    );
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
@@ -195,16 +206,48 @@ pub async fn serve(
     Ok(())
 }
 
+/// The gateway's readiness: every service it fronts answers its health check.
+/// Added to the process's checks on the admin port (`ADMIN_ADDR`); the public
+/// port answers only `/healthz`.
+pub fn readiness(
+    platform: &Platform,
+    readiness: Readiness,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Readiness> {
+    let identity = Identity::start(&platform.tls, ServiceName::Gateway, shutdown)?;
+    let endpoints = &platform.endpoints;
+    let mut readiness = readiness;
+    for (name, url, service) in [
+        ("auth", &endpoints.auth.url, "atelier.auth.v1.AuthService"),
+        (
+            "image",
+            &endpoints.image.url,
+            "atelier.image.v1.ImageService",
+        ),
+        (
+            "workflow",
+            &endpoints.workflow.url,
+            "atelier.workflow.v1.WorkflowService",
+        ),
+        (
+            "processing",
+            &endpoints.processing.url,
+            "atelier.processing.v1.ProcessingService",
+        ),
+        ("user", &endpoints.user.url, "atelier.user.v1.UserService"),
+    ] {
+        let probe = identity.channel(url, platform.grpc_timeout)?;
+        readiness = readiness.check(name, move || check_health(probe.clone(), service));
+    }
+    Ok(readiness)
+}
+
 /// The gateway's routes and layers.
-pub fn router(config: &GatewayConfig, state: AppState, readiness: Readiness) -> Router {
+pub fn router(config: &GatewayConfig, state: AppState) -> Router {
     let credentials = Router::new()
         .route("/api/auth/register", post(auth::register))
         .route("/api/auth/login", post(auth::login))
-        .route("/api/auth/refresh", post(auth::refresh))
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            limits::limit_credentials,
-        ));
+        .route("/api/auth/refresh", post(auth::refresh));
     // The inner limit wins: uploads may be large, everything else is JSON.
     let uploads = Router::new()
         .route("/api/images/upload", post(images::upload))
@@ -359,9 +402,13 @@ pub fn router(config: &GatewayConfig, state: AppState, readiness: Readiness) -> 
         .as_deref()
         .is_some_and(|url| url.starts_with("https://"));
 
+    // Metrics and readiness are on the admin port only; load balancers may probe
+    // liveness here.
     let routes = Router::new()
         .merge(api)
-        .merge(admin::router(readiness))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", axum::routing::any(problem::fallback))
+        .route("/metrics", axum::routing::any(problem::fallback))
         .route(
             "/api/docs",
             get(|| async { axum::response::Redirect::permanent("/api/docs/") }),
@@ -384,6 +431,10 @@ pub fn router(config: &GatewayConfig, state: AppState, readiness: Readiness) -> 
                     layers::security_headers(hsts, request, next)
                 }))
                 .layer(layers::cors(&config.cors_origins))
-                .layer(CompressionLayer::new()),
+                .layer(CompressionLayer::new())
+                .layer(middleware::from_fn_with_state(
+                    config.body_idle_timeout,
+                    stall::body_idle_timeout,
+                )),
         )
 }

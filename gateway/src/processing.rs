@@ -2,10 +2,10 @@
 //! service; live events as Server-Sent Events (resumable with `Last-Event-ID`);
 //! and fal's webhooks, handed on for verification.
 
-use std::{collections::HashMap, convert::Infallible, time::Duration};
+use std::{collections::HashMap, convert::Infallible};
 
 use atelier_common::{
-    FieldViolation,
+    Caller, FieldViolation,
     json::{from_struct, map_to_struct},
 };
 use atelier_proto::{
@@ -15,7 +15,7 @@ use atelier_proto::{
     processing::v1::{self as pb, processing_service_client::ProcessingServiceClient},
 };
 use axum::{
-    Json,
+    Extension, Json,
     body::Bytes,
     extract::{Path, Query, State},
     http::{HeaderMap, StatusCode},
@@ -505,13 +505,19 @@ pub fn event_kind(kind: i32) -> &'static str {
     responses(
         (status = 200, description = "A text/event-stream of job events", content_type = "text/event-stream"),
         (status = 404, description = "No such job of yours", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many live streams open (`MAX_STREAMS_PER_USER`)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn events(
     State(state): State<AppState>,
+    caller: Option<Extension<Caller>>,
     headers: HeaderMap,
     Path(job_id): Path<String>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, Problem> {
+    // Without a valid token the service refuses the call below.
+    let slot = caller
+        .map(|Extension(caller)| state.streams.take(caller.user_id))
+        .transpose()?;
     let after_seq = headers
         .get("last-event-id")
         .and_then(|value| value.to_str().ok())
@@ -524,16 +530,20 @@ pub async fn events(
         ))
         .await?
         .into_inner();
-    let events = stream.filter_map(|message| async move {
-        let event = message.ok()?.event?;
-        let sse = Event::default()
-            .id(event.seq.to_string())
-            .event(event_kind(event.kind))
-            .json_data(event_json(&event))
-            .ok()?;
-        Some(Ok(sse))
+    let events = stream.filter_map(move |message| {
+        // The stream holds its slot until it ends or the client goes away.
+        let _slot = &slot;
+        async move {
+            let event = message.ok()?.event?;
+            let sse = Event::default()
+                .id(event.seq.to_string())
+                .event(event_kind(event.kind))
+                .json_data(event_json(&event))
+                .ok()?;
+            Some(Ok(sse))
+        }
     });
-    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(state.stream_config.keep_alive)))
 }
 
 /// fal's webhook: verified by the processing service (ED25519 signature,

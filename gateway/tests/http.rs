@@ -394,17 +394,22 @@ async fn every_response_has_request_id_and_security_headers() {
 async fn health_readiness_metrics_and_compression() {
     let platform = TestPlatform::spawn(Backend::Sqlite).await;
     let get = |path: &str| http().get(format!("{}{path}", platform.gateway_url)).send();
+    let admin = |path: &str| http().get(format!("{}{path}", platform.admin_url)).send();
     assert_eq!(
         get("/healthz").await.expect("healthz").status(),
         StatusCode::OK
     );
+    // Metrics and readiness are the admin port's, never the public one's.
+    for path in ["/metrics", "/readyz"] {
+        problem(get(path).await.expect(path), StatusCode::NOT_FOUND).await;
+    }
     assert_eq!(
-        get("/readyz").await.expect("readyz").status(),
+        admin("/readyz").await.expect("readyz").status(),
         StatusCode::OK
     );
     register(&platform, "metrics@example.com").await;
 
-    let metrics = get("/metrics")
+    let metrics = admin("/metrics")
         .await
         .expect("metrics")
         .text()
@@ -452,10 +457,26 @@ async fn readiness_fails_while_auth_is_unreachable() {
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
     let shutdown = tokio_util::sync::CancellationToken::new();
+    let readiness = atelier_gateway::readiness(
+        &config_platform,
+        atelier_common::admin::Readiness::new(),
+        &shutdown,
+    )
+    .expect("readiness");
+    readiness.started();
+    let admin = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let admin_addr = admin.local_addr().expect("addr");
+    tokio::spawn(atelier_common::admin::serve(
+        admin,
+        readiness,
+        shutdown.clone(),
+    ));
     let config = atelier_gateway::GatewayConfig::from_env(config_platform).expect("config");
     tokio::spawn(atelier_gateway::serve(config, listener, shutdown.clone()));
     let readyz = http()
-        .get(format!("http://{addr}/readyz"))
+        .get(format!("http://{admin_addr}/readyz"))
         .send()
         .await
         .expect("readyz");

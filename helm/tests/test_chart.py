@@ -286,6 +286,21 @@ class ChartTest(unittest.TestCase):
                 self.assertEqual(monitor["spec"]["endpoints"][0]["port"], "admin")
                 self.assertEqual(monitor["spec"]["endpoints"][0]["path"], "/metrics")
 
+    def test_gateway_is_probed_on_the_admin_port(self):
+        for case, rendered in self.each():
+            (gateway,) = [d for d in rendered.kind("Deployment") if kube.component_of(d) == "gateway"]
+            (container,) = gateway["spec"]["template"]["spec"]["containers"]
+            for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+                self.assertEqual(container[probe]["httpGet"]["port"], "admin", probe)
+
+    def test_client_address_comes_from_the_proxy_hops_in_front(self):
+        self.assertEqual(RENDERED["default"].config()["TRUSTED_PROXY_HOPS"], "1")
+        self.assertEqual(RENDERED["production"].config()["TRUSTED_PROXY_HOPS"], "2")
+        for case, rendered in self.each():
+            self.assertNotIn("TRUST_PROXY_HEADERS", rendered.config())
+        ranges = Rendered("atelier", {"config": {"trustedProxies": ["10.0.0.0/8", "192.0.2.7"]}})
+        self.assertEqual(ranges.config()["TRUSTED_PROXIES"], "10.0.0.0/8,192.0.2.7")
+
     def test_ingress_has_tls(self):
         for case in ("production", "trial-everything"):
             rendered = RENDERED[case]

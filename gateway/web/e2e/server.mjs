@@ -62,7 +62,7 @@ export async function startAtelier({ webRoot, logFile }) {
   for (;;) {
     if (exited) throw new Error(`atelier serve exited (${JSON.stringify(exited)}); see ${logFile}`);
     try {
-      const response = await fetch(`${base}/readyz`);
+      const response = await fetch(`http://${addrs.ADMIN_ADDR}/readyz`);
       if (response.ok) break;
     } catch {
       // not listening yet

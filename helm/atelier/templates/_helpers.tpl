@@ -324,9 +324,9 @@ spec:
 {{/* Probes, all HTTP: the gRPC port speaks TLS only, which the kubelet's native gRPC
 probe cannot. Services: /healthz on the admin port (alive) and /readyz there (it asks
 grpc.health.v1 for the service's own name over TLS at 127.0.0.1, which turns NOT_SERVING
-on shutdown). The gateway: /healthz on the admin port and /readyz on its own port (the
-services it fronts answer). A start-up probe covers migrations and a database that is
-late. */}}
+on shutdown). The gateway: /healthz and /readyz on the admin port too (the services it
+fronts answer); its public port serves neither /readyz nor /metrics. A start-up probe
+covers migrations and a database that is late. */}}
 {{- define "atelier.probes" -}}
 {{- $ctx := .ctx -}}
 {{- if eq .component "gateway" }}
@@ -346,7 +346,7 @@ livenessProbe:
 readinessProbe:
   httpGet:
     path: /readyz
-    port: http
+    port: admin
   periodSeconds: 10
   timeoutSeconds: 5
   failureThreshold: 3

@@ -11,6 +11,7 @@ use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use atelier_common::{
+    admin::Readiness,
     config::{Endpoint, Endpoints, Platform, Secret, TlsSettings},
     identity::Identity,
 };
@@ -20,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use atelier_auth::{Backoff, Lifetimes};
 pub use atelier_common::identity::ServiceName;
-pub use atelier_gateway::limits::LimitConfig;
+pub use atelier_gateway::{forwarded::TrustedProxies, limits::LimitConfig, live::StreamConfig};
 
 /// Which database backend a test runs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -165,6 +166,13 @@ pub struct Options {
     pub max_file_bytes: u64,
     pub max_pixels: u64,
     pub limits: LimitConfig,
+    /// The proxies whose `X-Forwarded-For` the gateway believes.
+    pub proxies: TrustedProxies,
+    /// The gateway's bounds on live streams.
+    pub streams: StreamConfig,
+    /// The gateway's `SEND_TIMEOUT_SECS` and `UPLOAD_IDLE_TIMEOUT_SECS`.
+    pub send_timeout: Duration,
+    pub body_idle_timeout: Duration,
     pub lifetimes: Lifetimes,
     /// How the auth service slows failed sign-ins down. The default never does,
     /// so tests of other things may fail to sign in as often as they like.
@@ -248,6 +256,10 @@ impl Options {
                 per_user: 10_000,
                 credentials_per_ip: 10_000,
             },
+            proxies: TrustedProxies::none(),
+            streams: StreamConfig::default(),
+            send_timeout: Duration::from_secs(30),
+            body_idle_timeout: Duration::from_secs(30),
             lifetimes: Lifetimes::default(),
             backoff: Backoff {
                 free_failures: u32::MAX,
@@ -274,6 +286,11 @@ pub struct TestPlatform {
     pub platform: Platform,
     /// `http://127.0.0.1:<port>` of the gateway.
     pub gateway_url: String,
+    /// `http://127.0.0.1:<port>` of the gateway's admin endpoint (`/metrics`,
+    /// `/healthz`, `/readyz`).
+    pub admin_url: String,
+    /// The gateway's settings, for more gateways in front of the same services.
+    pub gateway_config: atelier_gateway::GatewayConfig,
     pub auth_url: String,
     pub image_url: String,
     pub workflow_url: String,
@@ -465,17 +482,30 @@ impl TestPlatform {
             max_body_bytes: 64 * 1024,
             max_upload_bytes: options.max_file_bytes as usize,
             limits: options.limits,
-            trust_proxy: false,
+            proxies: options.proxies.clone(),
+            streams: options.streams,
+            send_timeout: options.send_timeout,
+            body_idle_timeout: options.body_idle_timeout,
             web_dir: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../gateway/web/dist"),
         };
         tokio::spawn(atelier_gateway::serve(
-            gateway_config,
+            gateway_config.clone(),
             gateway_listener,
+            shutdown.clone(),
+        ));
+        let (admin_listener, admin_addr) = listener().await?;
+        let readiness = atelier_gateway::readiness(&platform, Readiness::new(), &shutdown)?;
+        readiness.started();
+        tokio::spawn(atelier_common::admin::serve(
+            admin_listener,
+            readiness,
             shutdown.clone(),
         ));
 
         let spawned = Self {
             gateway_url: format!("http://{gateway_addr}"),
+            admin_url: format!("http://{admin_addr}"),
+            gateway_config,
             auth_url: format!("https://{auth_addr}"),
             image_url: format!("https://{image_addr}"),
             workflow_url: format!("https://{workflow_addr}"),
@@ -522,6 +552,18 @@ impl TestPlatform {
             }
         }
         Ok(())
+    }
+
+    /// One more gateway in front of the same services (as another replica would
+    /// be), stopped with the platform; its URL.
+    pub async fn spawn_gateway(&self, config: atelier_gateway::GatewayConfig) -> String {
+        let (listener, addr) = listener().await.expect("gateway listener");
+        tokio::spawn(atelier_gateway::serve(
+            config,
+            listener,
+            self.shutdown.clone(),
+        ));
+        format!("http://{addr}")
     }
 
     /// The fal simulator the processing service submits to.

@@ -232,6 +232,7 @@ pub async fn serve(targets: &[Target]) -> anyhow::Result<()> {
 
     if targets.contains(&Target::Gateway) {
         let config = atelier_gateway::GatewayConfig::from_env(platform.clone())?;
+        readiness = atelier_gateway::readiness(&platform, readiness, &shutdown)?;
         let listener = bind(Target::Gateway, endpoints.gateway).await?;
         let url = config.public_url.clone().unwrap_or_else(|| {
             format!(

@@ -59,7 +59,7 @@ async fn serve_with_no_configuration_becomes_ready_and_stops_on_sigterm() {
     let client = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let ready = client.get("http://127.0.0.1:8080/readyz").send().await;
+        let ready = client.get("http://127.0.0.1:9464/readyz").send().await;
         if matches!(&ready, Ok(response) if response.status() == 200) {
             break;
         }
@@ -72,12 +72,12 @@ async fn serve_with_no_configuration_becomes_ready_and_stops_on_sigterm() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let admin = client
-        .get("http://127.0.0.1:9464/readyz")
-        .send()
-        .await
-        .expect("admin");
-    assert_eq!(admin.status(), 200);
+    // The public port keeps liveness only: metrics and readiness are the admin's.
+    let public = |path: &str| client.get(format!("http://127.0.0.1:8080{path}")).send();
+    assert_eq!(public("/healthz").await.expect("healthz").status(), 200);
+    for path in ["/readyz", "/metrics"] {
+        assert_eq!(public(path).await.expect(path).status(), 404, "{path}");
+    }
     // The platform made its own CA under DATA_DIR; an operator's certificate from it
     // reaches every service.
     let operator = Identity::load(
@@ -207,7 +207,10 @@ async fn migrate_creates_each_schema_on_postgres() {
         .iter()
         .map(|row| row.try_get_by_index::<String>(0).expect("name"))
         .collect();
-    assert_eq!(tables, ["refresh_tokens", "seaql_migrations", "users"]);
+    assert_eq!(
+        tables,
+        ["login_throttle", "refresh_tokens", "seaql_migrations", "users"]
+    );
     conn.close().await.ok();
 }
 

@@ -271,10 +271,11 @@ async fn killing_the_processing_process_loses_no_job_and_submits_none_twice() {
         env
     };
 
+    let front_admin = free_port();
     let _front = Proc::spawn(
         "front",
         &["serve", "--target", "auth,image,workflow,user,gateway"],
-        &with_admin(free_port()),
+        &with_admin(front_admin),
         dir.path(),
     );
     let first_admin = free_port();
@@ -284,7 +285,12 @@ async fn killing_the_processing_process_loses_no_job_and_submits_none_twice() {
         &with_admin(first_admin),
         dir.path(),
     );
-    wait_http_ok(&client, &format!("{base}/readyz"), Duration::from_secs(60)).await;
+    wait_http_ok(
+        &client,
+        &format!("http://127.0.0.1:{front_admin}/readyz"),
+        Duration::from_secs(60),
+    )
+    .await;
     wait_http_ok(
         &client,
         &format!("http://127.0.0.1:{first_admin}/readyz"),

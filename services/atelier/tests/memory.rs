@@ -45,9 +45,14 @@ struct Stop(Child);
 
 /// `atelier serve` with every service, on free ports in `dir`; with `fal_sim`,
 /// fal is the simulator running there (else the one built in). Returns the
-/// process and the gateway's URL.
-fn serve(dir: &std::path::Path, fal_sim: Option<&str>, env: &[(&str, &str)]) -> (Stop, String) {
+/// process, the gateway's URL and the admin endpoint's (readiness, metrics).
+fn serve(
+    dir: &std::path::Path,
+    fal_sim: Option<&str>,
+    env: &[(&str, &str)],
+) -> (Stop, String, String) {
     let gateway = free_port();
+    let admin = free_port();
     let mut command = Command::new(env!("CARGO_BIN_EXE_atelier"));
     command
         .args([
@@ -65,7 +70,7 @@ fn serve(dir: &std::path::Path, fal_sim: Option<&str>, env: &[(&str, &str)]) -> 
         .env("PROCESSING_GRPC_ADDR", format!("127.0.0.1:{}", free_port()))
         .env("USER_GRPC_ADDR", format!("127.0.0.1:{}", free_port()))
         .env("FAL_SIM_ADDR", format!("127.0.0.1:{}", free_port()))
-        .env("ADMIN_ADDR", format!("127.0.0.1:{}", free_port()))
+        .env("ADMIN_ADDR", format!("127.0.0.1:{admin}"))
         .env("RUST_LOG", "warn")
         .env_remove("DATABASE_URL")
         .env_remove("REDIS_URL")
@@ -87,6 +92,7 @@ fn serve(dir: &std::path::Path, fal_sim: Option<&str>, env: &[(&str, &str)]) -> 
     (
         Stop(command.spawn().expect("spawn")),
         format!("http://127.0.0.1:{gateway}"),
+        format!("http://127.0.0.1:{admin}"),
     )
 }
 
@@ -129,7 +135,7 @@ async fn a_50_mb_upload_raises_peak_rss_by_less_than_64_mb() {
     );
 
     let dir = tempfile::tempdir().expect("tempdir");
-    let (server, base) = serve(
+    let (server, base, admin) = serve(
         dir.path(),
         None,
         &[
@@ -138,7 +144,7 @@ async fn a_50_mb_upload_raises_peak_rss_by_less_than_64_mb() {
         ],
     );
     let client = Client::new();
-    ready(&client, &format!("{base}/readyz")).await;
+    ready(&client, &format!("{admin}/readyz")).await;
     let token = register(&client, &base, "big@example.com").await;
     let send = |bytes: Vec<u8>| {
         let part = multipart::Part::stream_with_length(bytes.clone(), bytes.len() as u64)
@@ -244,14 +250,14 @@ async fn a_result_over_100_mb_raises_peak_rss_by_less_than_256_mb() {
             .spawn()
             .expect("spawn fal-sim"),
     );
-    let (server, base) = serve(
+    let (server, base, admin) = serve(
         dir.path(),
         Some(&sim_addr),
         &[("TIER_FREE_STORAGE_BYTES", "unlimited")],
     );
     let client = Client::new();
     ready(&client, &format!("http://{sim_addr}/healthz")).await;
-    ready(&client, &format!("{base}/readyz")).await;
+    ready(&client, &format!("{admin}/readyz")).await;
     let token = register(&client, &base, "results@example.com").await;
 
     // Warm up every path of a result (download, store, preview) with a small one.
