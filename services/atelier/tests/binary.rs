@@ -209,7 +209,12 @@ async fn migrate_creates_each_schema_on_postgres() {
         .collect();
     assert_eq!(
         tables,
-        ["login_throttle", "refresh_tokens", "seaql_migrations", "users"]
+        [
+            "login_throttle",
+            "refresh_tokens",
+            "seaql_migrations",
+            "users"
+        ]
     );
     conn.close().await.ok();
 }
