@@ -72,7 +72,8 @@ export function JobOutputs({
           {several ? `Results (${outputs.length})` : "Result"}
         </h2>
         {several && (
-          <Button variant="secondary" onClick={() => void downloadAll()} disabled={zipping} data-testid="download-all">
+          // Enabled once the original is known (`undefined` while it loads), so the ZIP is named after it.
+          <Button variant="secondary" onClick={() => void downloadAll()} disabled={zipping || input === undefined} data-testid="download-all">
             {zipping ? "Preparing ZIP…" : "Download all (ZIP)"}
           </Button>
         )}

@@ -273,7 +273,7 @@ export default function JobPage() {
         )}
       </Card>
 
-      {outputs.length > 0 && <JobOutputs jobId={job.job_id} workflowId={job.workflow_id} outputs={outputs} input={inputImage} workflowName={workflowName ?? "the workflow"} />}
+      {outputs.length > 0 && <JobOutputs jobId={job.job_id} workflowId={job.workflow_id} outputs={outputs} input={input.loading ? undefined : (inputImage ?? null)} workflowName={workflowName ?? "the workflow"} />}
       {job.status === "completed" &&
         outputs.length === 0 &&
         (live.read ? <Alert tone="info">The results of this job were deleted.</Alert> : <Spinner label="Loading the results" />)}
