@@ -26,7 +26,7 @@ use atelier_common::{
     grpc::{REQUEST_ID, check_health},
     identity::{Identity, ServiceName},
     redis::Redis,
-    token::{GrpcKeySource, JwtVerifier},
+    token::JwtVerifier,
 };
 use atelier_proto::auth::v1::auth_service_client::AuthServiceClient;
 use axum::{
@@ -175,7 +175,7 @@ pub async fn serve(
         workflow: workflow_channel.clone(),
         processing: identity.streaming_channel(&endpoints.processing.url)?,
         user: identity.channel(&endpoints.user.url, timeout)?,
-        verifier: JwtVerifier::new(GrpcKeySource::new(auth_channel.clone())),
+        verifier: JwtVerifier::for_platform(&config.platform, auth_channel.clone()).await?,
         limits,
         streams: StreamSlots::new(config.streams.max_per_user),
         stream_config: config.streams,

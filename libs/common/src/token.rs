@@ -1,6 +1,9 @@
 //! Access-token verification, done by every service itself from the auth service's
 //! public keys (JWKS), cached and refreshed when an unknown `kid` shows up, so keys
-//! can rotate without a restart.
+//! can rotate without a restart. A token whose session was revoked (signed out
+//! everywhere, account deleted) is refused too: see [`sessions`].
+
+mod sessions;
 
 use std::{
     collections::HashMap,
@@ -13,7 +16,14 @@ use atelier_proto::auth::v1::{GetJwksRequest, Jwk, auth_service_client::AuthServ
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, decode_header};
 use serde::{Deserialize, Serialize};
 use tokio::sync::RwLock;
+use tokio_util::sync::{CancellationToken, DropGuard};
 use uuid::Uuid;
+
+use sessions::SessionCache;
+pub use sessions::{
+    GrpcSessionSource, SESSION_TTL, STALE_IF_UNREACHABLE, SessionEvents, SessionSource,
+    SessionState,
+};
 
 /// Issuer and audience of every access token.
 pub const ISSUER: &str = "atelier";
@@ -59,6 +69,10 @@ pub enum TokenError {
     Invalid,
     #[error("signing keys are unavailable")]
     KeysUnavailable,
+    #[error("token has been revoked")]
+    Revoked,
+    #[error("session state is unavailable")]
+    SessionsUnavailable,
 }
 
 /// Where the public keys come from.
@@ -103,28 +117,75 @@ struct KeyCache {
     fetched_at: Option<Instant>,
 }
 
-/// Verifies access tokens: EdDSA only, known `kid`, issuer, audience, expiry.
+/// Verifies access tokens: EdDSA only, known `kid`, issuer, audience, expiry, and a
+/// session that was not revoked.
 pub struct JwtVerifier {
     source: Box<dyn KeySource>,
     cache: RwLock<KeyCache>,
     validation: Validation,
+    sessions: Arc<SessionCache>,
+    /// Stops the announcement listeners when the verifier goes.
+    stop: CancellationToken,
+    _stop_on_drop: DropGuard,
 }
 
 impl JwtVerifier {
-    pub fn new(source: impl KeySource + 'static) -> Arc<Self> {
+    /// A verifier with keys from `keys` and session state from `sessions`, cached
+    /// for [`SESSION_TTL`]. It hears no announcements until [`JwtVerifier::listen`].
+    pub fn new(
+        keys: impl KeySource + 'static,
+        sessions: impl SessionSource + 'static,
+    ) -> Arc<Self> {
+        Self::with_session_ttl(keys, sessions, SESSION_TTL)
+    }
+
+    /// [`JwtVerifier::new`] caching session state for `ttl`.
+    pub fn with_session_ttl(
+        keys: impl KeySource + 'static,
+        sessions: impl SessionSource + 'static,
+        ttl: Duration,
+    ) -> Arc<Self> {
         let mut validation = Validation::new(Algorithm::EdDSA);
         validation.set_issuer(&[ISSUER]);
         validation.set_audience(&[AUDIENCE]);
         validation.set_required_spec_claims(&["exp", "sub", "iss", "aud"]);
         validation.leeway = 5;
+        let stop = CancellationToken::new();
         Arc::new(Self {
-            source: Box::new(source),
+            source: Box::new(keys),
             cache: RwLock::new(KeyCache {
                 keys: HashMap::new(),
                 fetched_at: None,
             }),
             validation,
+            sessions: Arc::new(SessionCache::new(Box::new(sessions), ttl)),
+            _stop_on_drop: stop.clone().drop_guard(),
+            stop,
         })
+    }
+
+    /// The verifier a service uses: keys and session state from the auth service
+    /// behind `auth`, announcements from the platform's event bus.
+    pub async fn for_platform(
+        platform: &crate::config::Platform,
+        auth: tonic::transport::Channel,
+    ) -> anyhow::Result<Arc<Self>> {
+        let verifier = Self::new(
+            GrpcKeySource::new(auth.clone()),
+            GrpcSessionSource::new(auth),
+        );
+        let events = SessionEvents::for_platform(platform).await?;
+        verifier.listen(&events).await?;
+        events.close().await;
+        Ok(verifier)
+    }
+
+    /// Forgets a user's cached session state as soon as `events` announces a change
+    /// to it, for as long as this verifier lives.
+    pub async fn listen(self: &Arc<Self>, events: &SessionEvents) -> anyhow::Result<()> {
+        events
+            .listen(self.sessions.clone(), self.stop.child_token())
+            .await
     }
 
     /// Verifies the value of an `authorization` header (`Bearer <token>`).
@@ -154,6 +215,7 @@ impl JwtVerifier {
                 _ => TokenError::Invalid,
             })?;
         let user_id = Uuid::parse_str(&data.claims.sub).map_err(|_| TokenError::Invalid)?;
+        self.sessions.check(user_id, data.claims.iat).await?;
         Ok(Caller {
             user_id,
             email: data.claims.email,

@@ -2,11 +2,15 @@
 
 use std::sync::Arc;
 
-use atelier_common::{grpc::caller, timestamp};
+use atelier_common::{FieldViolation, grpc::caller, timestamp};
 use atelier_proto::auth::v1::{self as pb, auth_service_server::AuthService};
 use tonic::{Request, Response, Status};
+use uuid::Uuid;
 
-use crate::domain::{Auth, Session, User};
+use crate::{
+    domain::{Auth, Session, User},
+    error::AuthError,
+};
 
 pub struct AuthApi {
     auth: Arc<Auth>,
@@ -124,5 +128,21 @@ impl AuthService for AuthApi {
         let caller = caller(&request)?;
         self.auth.delete_user(caller.user_id).await?;
         Ok(Response::new(pb::DeleteCurrentUserResponse {}))
+    }
+
+    async fn get_session_state(
+        &self,
+        request: Request<pb::GetSessionStateRequest>,
+    ) -> Result<Response<pb::GetSessionStateResponse>, Status> {
+        let user_id = Uuid::parse_str(&request.get_ref().user_id).map_err(|_| {
+            AuthError::InvalidInput(vec![FieldViolation::new("user_id", "is not a valid id")])
+        })?;
+        let state = self.auth.session_state(user_id).await?;
+        Ok(Response::new(pb::GetSessionStateResponse {
+            not_before: state
+                .not_before
+                .map(|seconds| prost_types::Timestamp { seconds, nanos: 0 }),
+            deleted: state.deleted,
+        }))
     }
 }

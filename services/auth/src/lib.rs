@@ -9,12 +9,13 @@ pub mod store;
 
 use std::{path::PathBuf, sync::Arc};
 
+use async_trait::async_trait;
 use atelier_common::{
     SystemClock,
     config::{self, Platform},
     grpc::GrpcServer,
     identity::{Identity, ServiceName},
-    token::{JwtVerifier, StaticKeySource},
+    token::{JwtVerifier, SessionEvents, SessionSource, SessionState, StaticKeySource},
 };
 use atelier_proto::auth::v1::auth_service_server::AuthServiceServer;
 use tokio::net::TcpListener;
@@ -76,44 +77,45 @@ pub async fn serve(
     atelier_common::db::migrate::<migration::Migrator>(&db, "auth").await?;
     let keys = Arc::new(KeyRing::load_or_create(&config.keys_dir)?);
     let identity = Identity::start(&config.platform.tls, ServiceName::Auth, &shutdown)?;
-    serve_with(
-        db,
+    let events = SessionEvents::for_platform(&config.platform).await?;
+    let auth = Auth::new(
+        store::Store::new(db),
         keys,
+        Arc::new(SystemClock),
         config.lifetimes,
-        config.backoff,
-        &identity,
-        listener,
-        shutdown,
-    )
-    .await
+        events.clone(),
+    )?
+    .with_backoff(config.backoff);
+    serve_with(Arc::new(auth), events, &identity, listener, shutdown).await
 }
 
-/// Runs the auth service over an open database with the given keys.
+/// Runs the auth service over `auth`, hearing its revoked sessions on `events`.
 pub async fn serve_with(
-    db: sea_orm::DatabaseConnection,
-    keys: Arc<KeyRing>,
-    lifetimes: Lifetimes,
-    backoff: Backoff,
+    auth: Arc<Auth>,
+    events: SessionEvents,
     identity: &Identity,
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let verifier = JwtVerifier::new(StaticKeySource(keys.jwks().to_vec()));
-    let auth = Arc::new(
-        Auth::new(
-            store::Store::new(db),
-            keys,
-            Arc::new(SystemClock),
-            lifetimes,
-        )?
-        .with_backoff(backoff),
-    );
+    let jwks = auth.keys().jwks().to_vec();
     spawn_forgetting(Arc::clone(&auth), shutdown.clone());
+    let verifier = JwtVerifier::new(StaticKeySource(jwks), OwnSessions(auth.clone()));
+    verifier.listen(&events).await?;
+    type Server = AuthServiceServer<api::AuthApi>;
     GrpcServer::new(identity)
-        .add_service(AuthServiceServer::new(api::AuthApi::new(auth)))
-        .public::<AuthServiceServer<api::AuthApi>>(&[
-            "Register", "Login", "Refresh", "Logout", "GetJwks",
-        ])
+        .add_service(Server::new(api::AuthApi::new(auth)))
+        .public::<Server>(&["Register", "Login", "Refresh", "Logout", "GetJwks"])
+        // Asked by every service's token verification (and by the user service before
+        // it makes a profile), which has no caller of its own.
+        .internal::<Server>(
+            "GetSessionState",
+            &[
+                ServiceName::Gateway,
+                ServiceName::Image,
+                ServiceName::Processing,
+                ServiceName::User,
+            ],
+        )
         .authenticate(verifier)
         .serve(listener, shutdown)
         .await
@@ -134,4 +136,14 @@ fn spawn_forgetting(auth: Arc<Auth>, shutdown: CancellationToken) {
             }
         }
     });
+}
+
+/// The auth service verifies its own callers' sessions from its own tables.
+struct OwnSessions(Arc<Auth>);
+
+#[async_trait]
+impl SessionSource for OwnSessions {
+    async fn state(&self, user_id: uuid::Uuid) -> anyhow::Result<SessionState> {
+        Ok(self.0.session_state(user_id).await?)
+    }
 }

@@ -9,6 +9,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(CreateUsersAndRefreshTokens),
             Box::new(CreateLoginThrottle),
+            Box::new(AddTokensNotBefore),
         ]
     }
 }
@@ -21,6 +22,7 @@ enum Users {
     PasswordHash,
     CreatedAt,
     UpdatedAt,
+    TokensNotBefore,
 }
 
 #[derive(DeriveIden)]
@@ -209,6 +211,44 @@ impl MigrationTrait for CreateLoginThrottle {
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         manager
             .drop_table(Table::drop().table(LoginThrottle::Table).to_owned())
+            .await
+    }
+}
+
+/// Access tokens of a user issued before `tokens_not_before` are refused.
+struct AddTokensNotBefore;
+
+impl MigrationName for AddTokensNotBefore {
+    fn name(&self) -> &str {
+        "m20261210_000002_users_tokens_not_before"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for AddTokensNotBefore {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(Users::Table)
+                    .add_column(
+                        ColumnDef::new(Users::TokensNotBefore)
+                            .timestamp_with_time_zone()
+                            .null(),
+                    )
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(Users::Table)
+                    .drop_column(Users::TokensNotBefore)
+                    .to_owned(),
+            )
             .await
     }
 }

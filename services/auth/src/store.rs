@@ -20,6 +20,8 @@ pub mod users {
         pub password_hash: String,
         pub created_at: TimeDateTimeWithTimeZone,
         pub updated_at: TimeDateTimeWithTimeZone,
+        /// Access tokens issued before this instant are refused.
+        pub tokens_not_before: Option<TimeDateTimeWithTimeZone>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -116,6 +118,7 @@ impl Store {
             password_hash: Set(user.password_hash.clone()),
             created_at: Set(user.created_at),
             updated_at: Set(user.updated_at),
+            tokens_not_before: Set(user.tokens_not_before),
         };
         users::Entity::insert(active)
             .exec_without_returning(&self.db)
@@ -203,15 +206,30 @@ impl Store {
         Ok(true)
     }
 
-    /// Revokes every open session of `user_id`; returns how many were open.
-    pub async fn revoke_all(&self, user_id: Uuid, now: OffsetDateTime) -> Result<u64, DbErr> {
-        Ok(refresh_tokens::Entity::update_many()
+    /// Revokes every open session of `user_id` and refuses its access tokens issued
+    /// before `not_before`, in one transaction; returns how many sessions were open.
+    pub async fn revoke_all(
+        &self,
+        user_id: Uuid,
+        now: OffsetDateTime,
+        not_before: OffsetDateTime,
+    ) -> Result<u64, DbErr> {
+        let txn = self.db.begin().await?;
+        users::Entity::update_many()
+            .col_expr(users::Column::TokensNotBefore, Expr::value(not_before))
+            .col_expr(users::Column::UpdatedAt, Expr::value(now))
+            .filter(users::Column::Id.eq(user_id))
+            .exec(&txn)
+            .await?;
+        let revoked = refresh_tokens::Entity::update_many()
             .col_expr(refresh_tokens::Column::RevokedAt, Expr::value(now))
             .filter(refresh_tokens::Column::UserId.eq(user_id))
             .filter(refresh_tokens::Column::RevokedAt.is_null())
-            .exec(&self.db)
+            .exec(&txn)
             .await?
-            .rows_affected)
+            .rows_affected;
+        txn.commit().await?;
+        Ok(revoked)
     }
 
     /// Deletes the user and their sessions, in one transaction.

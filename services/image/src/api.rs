@@ -11,6 +11,7 @@ use atelier_proto::{
     image::v1::{
         self as pb, image_service_server::ImageService, store_result_request, upload_image_request,
     },
+    processing::v1::{CheckJobRequest, processing_service_client::ProcessingServiceClient},
     user::v1::{
         GetQuotaRequest, GetQuotaResponse, SubscriptionTier, user_service_client::UserServiceClient,
     },
@@ -30,14 +31,30 @@ type ByteReplies<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 pub struct ImageApi {
     images: Arc<Images>,
     users: UserServiceClient<Channel>,
+    jobs: ProcessingServiceClient<Channel>,
 }
 
 impl ImageApi {
-    pub fn new(images: Arc<Images>, users: Channel) -> Self {
+    pub fn new(images: Arc<Images>, users: Channel, jobs: Channel) -> Self {
         Self {
             images,
             users: UserServiceClient::new(users),
+            jobs: ProcessingServiceClient::new(jobs),
         }
+    }
+
+    /// Whether the job exists and is the user's, asked of the processing service.
+    async fn job_exists(&self, user_id: Uuid, job_id: Uuid) -> Result<bool, Status> {
+        Ok(self
+            .jobs
+            .clone()
+            .check_job(CheckJobRequest {
+                user_id: user_id.to_string(),
+                job_id: job_id.to_string(),
+            })
+            .await?
+            .into_inner()
+            .exists)
     }
 
     /// The user's tier, limits and retention, from the user service.
@@ -351,6 +368,11 @@ impl ImageService for ImageApi {
             )
         };
         let owner = user_id(&metadata.user_id)?;
+        // A result is only for a job that exists: checked before a byte is read, and
+        // again once stored (below), in case the job was deleted meanwhile.
+        if !self.job_exists(owner, job_id).await? {
+            return Err(ImageError::JobNotFound.into());
+        }
         // Results are not refused for quota (the job already ran), but kept as long as
         // the user asked.
         let retention_days = retention_days(&self.quota(owner).await?);
@@ -366,6 +388,21 @@ impl ImageService for ImageApi {
             retention_days,
         };
         let (image, already_stored) = self.images.upload(new, None, body).await?;
+        // Deleting a user's jobs comes before deleting their images, so a job still
+        // there now has its images deleted with it later; a job gone now takes its
+        // result back out here. Unsure (processing unreachable): taken out too, and
+        // the worker tries again.
+        let kept = self.job_exists(owner, job_id).await;
+        if !matches!(kept, Ok(true)) {
+            match self.images.delete(owner, image.row.id).await {
+                // Deleted with the account's images already.
+                Ok(()) | Err(ImageError::NotFound) => {}
+                Err(err) => return Err(err.into()),
+            }
+            tracing::info!(%job_id, image_id = %image.row.id, "result removed, its job is gone");
+            kept?;
+            return Err(ImageError::JobNotFound.into());
+        }
         Ok(Response::new(pb::StoreResultResponse {
             image: Some(encode(image)),
             already_stored,

@@ -17,6 +17,8 @@ pub enum ImageError {
     TooLargeForPlan(atelier_common::QuotaExceeded),
     #[error("image not found")]
     NotFound,
+    #[error("job not found")]
+    JobNotFound,
     #[error("the upload was interrupted: {0}")]
     Interrupted(String),
     #[error("requested range is not satisfiable")]
@@ -57,7 +59,7 @@ impl ServiceError for ImageError {
             Self::TooLarge { .. } => ErrorCode::PayloadTooLarge,
             Self::QuotaExceeded(_) => ErrorCode::PermissionDenied,
             Self::TooLargeForPlan(_) => ErrorCode::TooLargeForPlan,
-            Self::NotFound => ErrorCode::NotFound,
+            Self::NotFound | Self::JobNotFound => ErrorCode::NotFound,
             Self::Interrupted(_) => ErrorCode::Cancelled,
             Self::InvalidRange => ErrorCode::RangeNotSatisfiable,
             Self::Storage(_) | Self::Database(_) | Self::Internal(_) => ErrorCode::Internal,

@@ -17,7 +17,7 @@ use atelier_common::{
     config::{self, Platform},
     grpc::GrpcServer,
     identity::{Identity, ServiceName},
-    token::{GrpcKeySource, JwtVerifier},
+    token::JwtVerifier,
 };
 use atelier_proto::image::v1::image_service_server::ImageServiceServer;
 use atelier_storage::ObjectStore;
@@ -149,8 +149,12 @@ pub async fn serve_with_store(
     use ServiceName::{Gateway, Processing, User};
     GrpcServer::new(&identity)
         .add_service(
-            Server::new(api::ImageApi::new(images, user))
-                .max_decoding_message_size(8 * 1024 * 1024),
+            Server::new(api::ImageApi::new(
+                images,
+                user,
+                identity.channel(&endpoints.processing.url, timeout)?,
+            ))
+            .max_decoding_message_size(8 * 1024 * 1024),
         )
         // Called by other services with an explicit user id.
         .internal::<Server>("StoreResult", &[Processing])
@@ -161,7 +165,7 @@ pub async fn serve_with_store(
         .internal::<Server>("UpdateRetention", &[User])
         // Serves a signed URL's object; the signature is checked instead of a user.
         .internal::<Server>("ReadSignedObject", &[Gateway])
-        .authenticate(JwtVerifier::new(GrpcKeySource::new(auth)))
+        .authenticate(JwtVerifier::for_platform(&config.platform, auth).await?)
         .serve(listener, shutdown)
         .await
 }

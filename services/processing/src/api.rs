@@ -592,9 +592,7 @@ impl ProcessingService for ProcessingApi {
         request: Request<pb::GetJobUsageRequest>,
     ) -> Result<Response<pb::GetJobUsageResponse>, Status> {
         let request = request.into_inner();
-        let user_id = Uuid::parse_str(&request.user_id).map_err(|_| {
-            ProcessingError::InvalidInput(vec![FieldViolation::new("user_id", "is not a valid id")])
-        })?;
+        let user_id = parse_id("user_id", &request.user_id)?;
         let since = request
             .since
             .and_then(atelier_common::instant)
@@ -615,9 +613,7 @@ impl ProcessingService for ProcessingApi {
         &self,
         request: Request<pb::DeleteUserJobsRequest>,
     ) -> Result<Response<pb::DeleteUserJobsResponse>, Status> {
-        let user_id = Uuid::parse_str(&request.get_ref().user_id).map_err(|_| {
-            ProcessingError::InvalidInput(vec![FieldViolation::new("user_id", "is not a valid id")])
-        })?;
+        let user_id = parse_id("user_id", &request.get_ref().user_id)?;
         let deleted = self
             .jobs
             .store
@@ -631,4 +627,29 @@ impl ProcessingService for ProcessingApi {
             deleted_count: deleted.len() as i64,
         }))
     }
+
+    async fn check_job(
+        &self,
+        request: Request<pb::CheckJobRequest>,
+    ) -> Result<Response<pb::CheckJobResponse>, Status> {
+        let request = request.into_inner();
+        let user_id = parse_id("user_id", &request.user_id)?;
+        let job_id = parse_id("job_id", &request.job_id)?;
+        let job = self
+            .jobs
+            .store
+            .by_id(job_id)
+            .await
+            .map_err(ProcessingError::from)?;
+        Ok(Response::new(pb::CheckJobResponse {
+            exists: job.is_some_and(|job| job.user_id == user_id),
+        }))
+    }
+}
+
+/// An id an internal caller passed; malformed, it is a field violation.
+fn parse_id(field: &str, raw: &str) -> Result<Uuid, ProcessingError> {
+    Uuid::parse_str(raw).map_err(|_| {
+        ProcessingError::InvalidInput(vec![FieldViolation::new(field, "is not a valid id")])
+    })
 }

@@ -615,6 +615,12 @@ impl Dispatch {
                     Outcome::fail("result_invalid", failure::result_invalid(status.message()))
                         .because(status.message())
                 }
+                // The job (or its owner's account) was deleted meanwhile: the image
+                // service kept nothing, and there is nothing left to finish.
+                tonic::Code::NotFound => {
+                    tracing::info!(job_id = %row.id, reason = status.message(), "result dropped, its job is gone");
+                    Outcome::Done
+                }
                 // Anything else (storage or the connection failing, an internal
                 // error) may pass: the job is tried again, and the redelivery
                 // resumes the same fal request.

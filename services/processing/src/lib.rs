@@ -20,7 +20,7 @@ use atelier_common::{
     config::{self, Platform},
     grpc::GrpcServer,
     identity::{Identity, ServiceName},
-    token::{GrpcKeySource, JwtVerifier},
+    token::JwtVerifier,
 };
 use atelier_fal::{FalClient, FalConfig, webhook::WebhookVerifier};
 use atelier_proto::processing::v1::processing_service_server::ProcessingServiceServer;
@@ -179,6 +179,7 @@ pub async fn serve(
         reqwest::Client::new(),
     ));
     let auth = identity.channel(&endpoints.auth.url, timeout)?;
+    let verifier = JwtVerifier::for_platform(&config.platform, auth).await?;
     type Server = ProcessingServiceServer<api::ProcessingApi>;
     let served = GrpcServer::new(&identity)
         .add_service(Server::new(api::ProcessingApi::new(
@@ -191,7 +192,9 @@ pub async fn serve(
         // Called by the user service with an explicit user id.
         .internal::<Server>("GetJobUsage", &[ServiceName::User])
         .internal::<Server>("DeleteUserJobs", &[ServiceName::User])
-        .authenticate(JwtVerifier::new(GrpcKeySource::new(auth)))
+        // The image service asks whether a result's job still exists.
+        .internal::<Server>("CheckJob", &[ServiceName::Image])
+        .authenticate(verifier)
         .serve(listener, shutdown)
         .await;
     let _ = workers.await;

@@ -9,7 +9,9 @@ use atelier_common::{
     timestamp,
 };
 use atelier_proto::{
-    auth::v1::{DeleteCurrentUserRequest, auth_service_client::AuthServiceClient},
+    auth::v1::{
+        DeleteCurrentUserRequest, GetSessionStateRequest, auth_service_client::AuthServiceClient,
+    },
     image::v1::{
         BatchGetImagesRequest, DeleteUserImagesRequest, GetStorageUsageRequest, Image,
         UpdateRetentionRequest, image_service_client::ImageServiceClient,
@@ -218,10 +220,11 @@ impl UserApi {
     }
 
     /// The user's profile, made with the defaults (free tier) if this is the first
-    /// time the user is met.
+    /// time the user is met. A profile is only ever made for an account auth knows:
+    /// one made for a deleted account is removed again, so deletion leaves nothing.
     async fn profile_row(&self, user_id: Uuid) -> Result<ProfileRow, UserError> {
         let now = self.clock.now();
-        Ok(self
+        let (row, created) = self
             .store
             .ensure(ProfileRow {
                 user_id,
@@ -232,7 +235,32 @@ impl UserApi {
                 created_at: now,
                 updated_at: now,
             })
-            .await?)
+            .await?;
+        if created {
+            // Asked after the insert: an account deleted before this answer is gone
+            // here too, and one deleted after it has its profile removed by the
+            // deletion, which removes the profile after the account.
+            let state = self
+                .auth
+                .clone()
+                .get_session_state(GetSessionStateRequest {
+                    user_id: user_id.to_string(),
+                })
+                .await;
+            let exists = match state {
+                Ok(reply) => !reply.into_inner().deleted,
+                Err(status) => {
+                    self.store.delete(user_id).await?;
+                    return Err(status.into());
+                }
+            };
+            if !exists {
+                self.store.delete(user_id).await?;
+                tracing::info!(%user_id, "refused a profile for an account that does not exist");
+                return Err(UserError::AccountNotFound);
+            }
+        }
+        Ok(row)
     }
 
     async fn usage(&self, user_id: Uuid) -> Result<pb::Usage, UserError> {

@@ -6,6 +6,8 @@ pub enum UserError {
     InvalidInput(Vec<FieldViolation>),
     #[error("the settings changed since they were read (stale ETag); read them again")]
     StaleSettings,
+    #[error("account not found")]
+    AccountNotFound,
     #[error("{0}")]
     Upstream(tonic::Status),
     #[error("database error")]
@@ -19,6 +21,7 @@ impl ServiceError for UserError {
         match self {
             Self::InvalidInput(_) => ErrorCode::InvalidArgument,
             Self::StaleSettings => ErrorCode::FailedPrecondition,
+            Self::AccountNotFound => ErrorCode::NotFound,
             Self::Upstream(status) => ErrorCode::of(status),
             Self::Database(_) | Self::Internal(_) => ErrorCode::Internal,
         }

@@ -16,7 +16,7 @@ use atelier_common::{
     config::Platform,
     grpc::GrpcServer,
     identity::{Identity, ServiceName},
-    token::{GrpcKeySource, JwtVerifier},
+    token::JwtVerifier,
 };
 use atelier_proto::user::v1::user_service_server::UserServiceServer;
 use tokio::net::TcpListener;
@@ -74,7 +74,7 @@ pub async fn serve_with_clock(
         processing: identity.channel(&endpoints.processing.url, timeout)?,
         workflow: identity.channel(&endpoints.workflow.url, timeout)?,
     };
-    let verifier = JwtVerifier::new(GrpcKeySource::new(peers.auth.clone()));
+    let verifier = JwtVerifier::for_platform(&config.platform, peers.auth.clone()).await?;
     let api = api::UserApi::new(store::Store::new(db), config.tiers, clock, peers);
     type Server = UserServiceServer<api::UserApi>;
     GrpcServer::new(&identity)

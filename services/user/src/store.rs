@@ -2,7 +2,7 @@
 
 use sea_orm::{
     ActiveValue::Set,
-    ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter,
+    ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, TryInsertResult,
     sea_query::{Expr, ExprTrait, OnConflict},
 };
 use time::OffsetDateTime;
@@ -42,11 +42,12 @@ impl Store {
         Self { db }
     }
 
-    /// The user's profile, created with `fresh` the first time the user is met.
-    pub async fn ensure(&self, fresh: ProfileRow) -> Result<ProfileRow, DbErr> {
+    /// The user's profile, created with `fresh` the first time the user is met; true
+    /// when this call created it.
+    pub async fn ensure(&self, fresh: ProfileRow) -> Result<(ProfileRow, bool), DbErr> {
         let user_id = fresh.user_id;
         if let Some(row) = self.get(user_id).await? {
-            return Ok(row);
+            return Ok((row, false));
         }
         let active = profiles::ActiveModel {
             user_id: Set(fresh.user_id),
@@ -58,18 +59,21 @@ impl Store {
             updated_at: Set(fresh.updated_at),
         };
         // Two first requests may race: the loser's insert does nothing.
-        profiles::Entity::insert(active)
+        let inserted = profiles::Entity::insert(active)
             .on_conflict(
                 OnConflict::column(profiles::Column::UserId)
                     .do_nothing()
                     .to_owned(),
             )
             .try_insert()
-            .exec(&self.db)
+            .exec_without_returning(&self.db)
             .await?;
-        self.get(user_id)
+        let created = matches!(inserted, TryInsertResult::Inserted(rows) if rows > 0);
+        let row = self
+            .get(user_id)
             .await?
-            .ok_or_else(|| DbErr::RecordNotFound(format!("profile {user_id}")))
+            .ok_or_else(|| DbErr::RecordNotFound(format!("profile {user_id}")))?;
+        Ok((row, created))
     }
 
     pub async fn get(&self, user_id: Uuid) -> Result<Option<ProfileRow>, DbErr> {

@@ -1,12 +1,17 @@
 //! The user service through the gateway: profile, settings (validation and ETag
 //! conflicts), quotas at their limits and their daily reset, history (filters,
-//! search, pagination stable while jobs arrive) and account deletion.
+//! search, pagination stable while jobs arrive), signing out everywhere and account
+//! deletion (old access tokens refused at once, nothing recreated afterwards).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use atelier_processing::store::jobs;
+use atelier_proto::{
+    image::v1::{ListImagesRequest, image_service_client::ImageServiceClient},
+    user::v1::{GetQuotaRequest, user_service_client::UserServiceClient},
+};
 use atelier_testkit::{
-    Backend, Options, ServiceName, Storage, TestPlatform, backends, fixtures,
+    Backend, Options, QueueBackend, ServiceName, Storage, TestPlatform, backends, fixtures,
     rest::{self, User, get},
     seed,
 };
@@ -30,6 +35,52 @@ async fn send(
         request = request.header("if-match", tag);
     }
     request.send().await.expect("request")
+}
+
+/// Whether `token` is still accepted: over REST (the profile, through the gateway)
+/// and over gRPC straight to a service (the image service's ListImages).
+async fn token_accepted(platform: &TestPlatform, token: &str) -> (bool, bool) {
+    let rest = Client::new()
+        .get(format!("{}/api/users/profile", platform.gateway_url))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("profile");
+    let rest = match rest.status() {
+        StatusCode::OK => true,
+        StatusCode::UNAUTHORIZED => false,
+        other => panic!("profile answered {other}"),
+    };
+    let mut request = tonic::Request::new(ListImagesRequest::default());
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {token}").parse().expect("header"),
+    );
+    let grpc = match ImageServiceClient::new(platform.image_channel())
+        .list_images(request)
+        .await
+    {
+        Ok(_) => true,
+        Err(status) if status.code() == tonic::Code::Unauthenticated => false,
+        Err(status) => panic!("ListImages answered {status:?}"),
+    };
+    (rest, grpc)
+}
+
+/// Asserts that `token`, accepted until just now, is refused over REST (401) and
+/// gRPC (UNAUTHENTICATED) within a second of `since`.
+async fn refused_within_a_second(platform: &TestPlatform, token: &str, since: Instant) {
+    loop {
+        let accepted = token_accepted(platform, token).await;
+        if accepted == (false, false) {
+            return;
+        }
+        assert!(
+            since.elapsed() < Duration::from_secs(1),
+            "the old token is still accepted (REST, gRPC) = {accepted:?} a second later"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 fn fields(problem: &Value) -> Vec<&str> {
@@ -562,6 +613,8 @@ async fn account_deletion_leaves_nothing_behind(storage: Storage) {
             .is_empty()
     );
 
+    // Every verifier on the way has seen (and cached) the token as good.
+    assert_eq!(token_accepted(&platform, &ada.token).await, (true, true));
     let deleted = Client::new()
         .delete(format!("{}/api/users/me", platform.gateway_url))
         .bearer_auth(&ada.token)
@@ -569,6 +622,17 @@ async fn account_deletion_leaves_nothing_behind(storage: Storage) {
         .await
         .expect("delete");
     assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
+    refused_within_a_second(&platform, &ada.token, Instant::now()).await;
+    // An internal call naming the deleted user does not bring a profile back.
+    let mut users =
+        UserServiceClient::new(platform.channel_as(ServiceName::Processing, &platform.user_url));
+    let quota = users
+        .get_quota(GetQuotaRequest {
+            user_id: ada.id.clone(),
+        })
+        .await
+        .expect_err("no quota for a deleted account");
+    assert_eq!(quota.code(), tonic::Code::NotFound, "{quota:?}");
 
     // No object, and no row in any service's schema.
     assert!(
@@ -655,7 +719,22 @@ async fn account_deletion_leaves_nothing_behind(storage: Storage) {
 }
 
 async fn sign_out_everywhere(backend: Backend) {
-    let platform = TestPlatform::spawn(backend).await;
+    sign_out_everywhere_with(Options::new(backend)).await;
+}
+
+/// With Redis, the revocation reaches the verifiers over Redis pub/sub.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_out_everywhere_through_redis() {
+    let mut options = Options::new(Backend::Postgres);
+    options.queue = QueueBackend::Redis;
+    sign_out_everywhere_with(options).await;
+}
+
+/// Signing out everywhere ends every refresh token, and every access token issued
+/// so far is refused by the gateway and by the services within a second; signing in
+/// again at once gives a token that works.
+async fn sign_out_everywhere_with(options: Options) {
+    let platform = TestPlatform::spawn_with(options).await;
     let ada = rest::sign_up(&platform, "ada@example.com").await;
     let other_session: Value = Client::new()
         .post(format!("{}/api/auth/login", platform.gateway_url))
@@ -666,6 +745,13 @@ async fn sign_out_everywhere(backend: Backend) {
         .json()
         .await
         .expect("session");
+    let other_token = other_session["access_token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    // Every verifier on the way has seen (and cached) both tokens as good.
+    assert_eq!(token_accepted(&platform, &ada.token).await, (true, true));
+    assert_eq!(token_accepted(&platform, &other_token).await, (true, true));
     let out = Client::new()
         .post(format!("{}/api/auth/logout-all", platform.gateway_url))
         .bearer_auth(&ada.token)
@@ -673,6 +759,22 @@ async fn sign_out_everywhere(backend: Backend) {
         .await
         .expect("logout-all");
     assert_eq!(out.status(), StatusCode::NO_CONTENT);
+    let signed_out = Instant::now();
+    refused_within_a_second(&platform, &ada.token, signed_out).await;
+    refused_within_a_second(&platform, &other_token, signed_out).await;
+
+    // Signing in again, at once (within the same second), works.
+    let again: Value = Client::new()
+        .post(format!("{}/api/auth/login", platform.gateway_url))
+        .json(&json!({"email": "ada@example.com", "password": rest::PASSWORD}))
+        .send()
+        .await
+        .expect("login")
+        .json()
+        .await
+        .expect("session");
+    let fresh = again["access_token"].as_str().expect("token");
+    assert_eq!(token_accepted(&platform, fresh).await, (true, true));
     for token in [
         ada.refresh_token.as_str(),
         other_session["refresh_token"].as_str().expect("token"),

@@ -12,7 +12,10 @@ use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use atelier_common::{Claims, Clock, token};
+use atelier_common::{
+    Claims, Clock,
+    token::{self, SessionEvents, SessionState},
+};
 
 use crate::{
     error::AuthError,
@@ -69,6 +72,8 @@ pub struct Auth {
     clock: Arc<dyn Clock>,
     lifetimes: Lifetimes,
     backoff: Backoff,
+    /// Where revoked sessions are announced to every verifier.
+    events: SessionEvents,
     /// Checked against when the email is unknown, so that answer takes as long
     /// as a wrong password.
     decoy_hash: String,
@@ -80,6 +85,7 @@ impl Auth {
         keys: Arc<KeyRing>,
         clock: Arc<dyn Clock>,
         lifetimes: Lifetimes,
+        events: SessionEvents,
     ) -> anyhow::Result<Self> {
         let mut decoy = [0u8; 24];
         rand::rngs::OsRng.fill_bytes(&mut decoy);
@@ -91,6 +97,7 @@ impl Auth {
             clock,
             lifetimes,
             backoff: Backoff::default(),
+            events,
             decoy_hash,
         })
     }
@@ -115,6 +122,7 @@ impl Auth {
             password_hash,
             created_at: now,
             updated_at: now,
+            tokens_not_before: None,
         };
         let user = match self.store.insert_user(user).await {
             Ok(user) => user,
@@ -124,7 +132,7 @@ impl Auth {
             Err(err) => return Err(err.into()),
         };
         tracing::info!(user_id = %user.id, "account registered");
-        self.start_session(user.into(), Uuid::now_v7()).await
+        self.start_session(user, Uuid::now_v7()).await
     }
 
     /// Signs in. An unknown email and a wrong password give the same error after
@@ -146,7 +154,7 @@ impl Auth {
         match user {
             Some(user) if matches => {
                 self.store.clear_throttle(&throttle_key).await?;
-                self.start_session(user.into(), Uuid::now_v7()).await
+                self.start_session(user, Uuid::now_v7()).await
             }
             _ => Err(AuthError::InvalidCredentials),
         }
@@ -225,7 +233,7 @@ impl Auth {
             .await?;
         match rotation {
             Rotation::Rotated { user, .. } => Ok(Session {
-                access_token: self.access_token(&user.id, &user.email, now)?,
+                access_token: self.access_token(&user, now)?,
                 refresh_token: token,
                 expires_in: self.lifetimes.access,
                 user: user.into(),
@@ -248,17 +256,42 @@ impl Auth {
         Ok(())
     }
 
-    /// Ends every session of the user ("sign out everywhere").
+    /// Ends every session of the user ("sign out everywhere"): their refresh tokens
+    /// are revoked and every access token issued so far is refused. Access tokens
+    /// carry whole seconds, so the refusal starts at the next whole second, and
+    /// tokens issued from now on are dated no earlier than it.
     pub async fn logout_all(&self, user_id: Uuid) -> Result<u64, AuthError> {
-        Ok(self.store.revoke_all(user_id, self.clock.now()).await?)
+        let now = self.clock.now();
+        let not_before = next_whole_second(now);
+        let revoked = self.store.revoke_all(user_id, now, not_before).await?;
+        self.events.publish(user_id).await;
+        tracing::info!(%user_id, revoked, "signed out everywhere");
+        Ok(revoked)
     }
 
-    /// Deletes the account and its sessions. Deleting an account that is gone already
-    /// succeeds, so a deletion cut short can be repeated.
+    /// Deletes the account and its sessions; its access tokens are refused from now
+    /// on. Deleting an account that is gone already succeeds, so a deletion cut
+    /// short can be repeated.
     pub async fn delete_user(&self, user_id: Uuid) -> Result<(), AuthError> {
         self.store.delete_user(user_id).await?;
+        self.events.publish(user_id).await;
         tracing::info!(%user_id, "account deleted");
         Ok(())
+    }
+
+    /// Whether the user's access tokens still hold: refused when issued before the
+    /// user's "not before" instant, and all refused once the account is gone.
+    pub async fn session_state(&self, user_id: Uuid) -> Result<SessionState, AuthError> {
+        Ok(match self.store.user_by_id(user_id).await? {
+            Some(user) => SessionState {
+                not_before: user.tokens_not_before.map(OffsetDateTime::unix_timestamp),
+                deleted: false,
+            },
+            None => SessionState {
+                not_before: None,
+                deleted: true,
+            },
+        })
     }
 
     pub async fn user(&self, id: Uuid) -> Result<User, AuthError> {
@@ -273,17 +306,21 @@ impl Auth {
         &self.keys
     }
 
-    async fn start_session(&self, user: User, family_id: Uuid) -> Result<Session, AuthError> {
+    async fn start_session(
+        &self,
+        user: store::User,
+        family_id: Uuid,
+    ) -> Result<Session, AuthError> {
         let now = self.clock.now();
         let (token, mut row) = self.new_refresh_token(now);
         row.user_id = user.id;
         row.family_id = family_id;
         self.store.insert_refresh_token(row).await?;
         Ok(Session {
-            access_token: self.access_token(&user.id, &user.email, now)?,
+            access_token: self.access_token(&user, now)?,
             refresh_token: token,
             expires_in: self.lifetimes.access,
-            user,
+            user: user.into(),
         })
     }
 
@@ -304,16 +341,16 @@ impl Auth {
         (token, row)
     }
 
-    fn access_token(
-        &self,
-        user_id: &Uuid,
-        email: &str,
-        now: OffsetDateTime,
-    ) -> Result<String, AuthError> {
-        let issued = now.unix_timestamp();
+    /// An access token for `user`, dated no earlier than the user's "not before"
+    /// instant so that it is not refused with the tokens revoked before it.
+    fn access_token(&self, user: &store::User, now: OffsetDateTime) -> Result<String, AuthError> {
+        let issued = user
+            .tokens_not_before
+            .map_or(now, |not_before| not_before.max(now))
+            .unix_timestamp();
         let claims = Claims {
-            sub: user_id.to_string(),
-            email: email.to_owned(),
+            sub: user.id.to_string(),
+            email: user.email.clone(),
             iss: token::ISSUER.into(),
             aud: token::AUDIENCE.into(),
             iat: issued,
@@ -322,6 +359,12 @@ impl Auth {
         };
         Ok(self.keys.sign(&claims)?)
     }
+}
+
+/// The first whole second after `at`: tokens dated (in whole seconds) before it were
+/// all issued at or before `at`.
+fn next_whole_second(at: OffsetDateTime) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp(at.unix_timestamp() + 1).unwrap_or(at)
 }
 
 /// Refresh tokens are stored only as their SHA-256: they are long random
