@@ -24,13 +24,16 @@ pub async fn connect(
     match &platform.database_url {
         Some(url) => connect_postgres(url.expose(), service).await,
         None => {
-            std::fs::create_dir_all(&platform.data_dir).with_context(|| {
-                format!(
-                    "creating the data directory {}",
-                    platform.data_dir.display()
-                )
-            })?;
+            crate::files::private_dir(&platform.data_dir).context("creating the data directory")?;
             let path = platform.data_dir.join(format!("{service}.db"));
+            // SQLite gives its -wal and -shm files the database file's mode, so a
+            // database created 0600 here keeps all three private.
+            if !crate::files::create_private(&path, b"")? {
+                for suffix in ["", "-wal", "-shm"] {
+                    let file = platform.data_dir.join(format!("{service}.db{suffix}"));
+                    crate::files::narrow_private(&file)?;
+                }
+            }
             connect_sqlite(&format!("sqlite://{}?mode=rwc", path.display())).await
         }
     }

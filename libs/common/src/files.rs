@@ -4,7 +4,7 @@
 use std::{
     fs::{DirBuilder, OpenOptions},
     io::Write,
-    os::unix::fs::{DirBuilderExt, OpenOptionsExt},
+    os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt},
     path::Path,
 };
 
@@ -50,6 +50,22 @@ pub fn create_private(path: &Path, bytes: &[u8]) -> anyhow::Result<bool> {
         .and_then(|()| file.sync_all())
         .with_context(|| format!("writing {}", path.display()))?;
     Ok(true)
+}
+
+/// Narrows an existing file that others may read (written by an older version) to
+/// 0600; a missing file is left missing.
+pub fn narrow_private(path: &Path) -> anyhow::Result<()> {
+    let metadata = match std::fs::metadata(path) {
+        Ok(metadata) => metadata,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(err) => return Err(err).with_context(|| format!("reading {}", path.display())),
+    };
+    if metadata.permissions().mode() & 0o077 != 0 {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(PRIVATE_FILE))
+            .with_context(|| format!("narrowing {}", path.display()))?;
+        tracing::info!(path = %path.display(), "narrowed file permissions to 0600");
+    }
+    Ok(())
 }
 
 /// Writes a temporary file beside `path` with `mode`, then renames it over `path`.
@@ -111,6 +127,10 @@ mod tests {
         let cert = secrets.join("cert");
         write_replace(&cert, b"c").expect("file operation");
         assert_eq!(mode(&cert), 0o644);
+        // A file an older version left readable by others is narrowed.
+        narrow_private(&cert).expect("file operation");
+        assert_eq!(mode(&cert), 0o600);
+        narrow_private(&secrets.join("missing")).expect("a missing file is fine");
         // Nothing temporary is left behind.
         assert_eq!(
             std::fs::read_dir(&secrets).expect("file operation").count(),

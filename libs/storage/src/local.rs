@@ -54,8 +54,14 @@ impl LocalStore {
             tmp: root.join("tmp"),
             root,
         };
+        // Users' images are theirs: only this process's user may read them.
+        let mut private = std::fs::DirBuilder::new();
+        private.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut private, 0o700);
         for dir in [&store.root, &store.objects, &store.meta, &store.tmp] {
-            std::fs::create_dir_all(dir)
+            private
+                .create(dir)
                 .map_err(|e| backend(format!("creating {}", dir.display()), e))?;
         }
         store.remove_stale_temp_files();

@@ -120,6 +120,7 @@ async fn serve_with_no_configuration_becomes_ready_and_stops_on_sigterm() {
         .expect("register");
     assert_eq!(registered.status(), 201);
     assert!(dir.path().join("data/auth.db").exists());
+    assert_private(&dir.path().join("data"));
     // No FAL_KEY: the fal simulator runs in the same process.
     let sim = client
         .get("http://127.0.0.1:8790/healthz")
@@ -151,6 +152,80 @@ async fn serve_with_no_configuration_becomes_ready_and_stops_on_sigterm() {
     assert!(
         stdout.contains("http://127.0.0.1:8080"),
         "the URL is printed: {stdout}"
+    );
+}
+
+/// Every directory under `data` (itself included) is 0700, and every key and SQLite
+/// file (database, -wal, -shm) in it is 0600.
+fn assert_private(data: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |path: &std::path::Path| {
+        std::fs::metadata(path)
+            .unwrap_or_else(|err| panic!("{}: {err}", path.display()))
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    let mut checked = Vec::new();
+    let mut dirs = vec![data.to_owned()];
+    while let Some(dir) = dirs.pop() {
+        assert_eq!(mode(&dir), 0o700, "{} is {:o}", dir.display(), mode(&dir));
+        for entry in std::fs::read_dir(&dir).expect("read dir") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                dirs.push(path);
+                continue;
+            }
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default();
+            let secret = [".db", ".db-wal", ".db-shm", ".key", ".pem"]
+                .iter()
+                .any(|suffix| name.ends_with(suffix));
+            if secret {
+                assert_eq!(
+                    mode(&path),
+                    0o600,
+                    "{} is {:o}",
+                    path.display(),
+                    mode(&path)
+                );
+                checked.push(name.to_owned());
+            }
+        }
+    }
+    for expected in ["auth.db", "auth.db-wal", "auth.db-shm", "url-signing.key"] {
+        assert!(
+            checked.iter().any(|name| name == expected),
+            "{expected} not found in {checked:?}"
+        );
+    }
+    assert!(
+        checked.iter().any(|name| name.ends_with(".pem")),
+        "no signing key in {checked:?}"
+    );
+}
+
+/// A URL-signing key shorter than 32 bytes stops the start with an error naming it.
+#[test]
+fn a_short_url_signing_key_is_refused_at_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let output = atelier()
+        .args(["serve", "--target", "image"])
+        .current_dir(dir.path())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("URL_SIGNING_KEY", "only-31-bytes-long-not-enough!!")
+        .env("IMAGE_GRPC_ADDR", "127.0.0.1:0")
+        .env("ADMIN_ADDR", "127.0.0.1:0")
+        .output()
+        .expect("run");
+    assert!(!output.status.success(), "started with a short key");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("URL_SIGNING_KEY must be at least 32 bytes"),
+        "{stderr}"
     );
 }
 

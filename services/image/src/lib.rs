@@ -62,13 +62,33 @@ impl ImageConfig {
             public_base,
             tmp_dir: config::var("UPLOAD_TMP_DIR", std::env::temp_dir())?,
         };
+        let url_signing_key =
+            config::var_opt::<String>("URL_SIGNING_KEY")?.map(config::Secret::new);
+        if let Some(key) = &url_signing_key {
+            check_signing_key(key.expose().as_bytes(), "URL_SIGNING_KEY")?;
+        }
         Ok(Self {
             platform,
             settings,
-            url_signing_key: config::var_opt::<String>("URL_SIGNING_KEY")?.map(config::Secret::new),
+            url_signing_key,
             sweep_every: config::seconds("RETENTION_SWEEP_SECS", 3600)?,
         })
     }
+}
+
+/// The shortest URL-signing key accepted: HMAC-SHA256 is only as strong as its key.
+pub const MIN_SIGNING_KEY_BYTES: usize = 32;
+
+/// Refuses a URL-signing key shorter than [`MIN_SIGNING_KEY_BYTES`], naming where it
+/// came from.
+fn check_signing_key(key: &[u8], source: &str) -> anyhow::Result<()> {
+    if key.len() < MIN_SIGNING_KEY_BYTES {
+        anyhow::bail!(
+            "{source} must be at least {MIN_SIGNING_KEY_BYTES} bytes long (it is {}); generate one with `openssl rand -base64 48`",
+            key.len()
+        );
+    }
+    Ok(())
 }
 
 /// Applies the image schema's migrations.
@@ -98,19 +118,33 @@ pub async fn object_store(platform: &Platform) -> anyhow::Result<Arc<dyn ObjectS
     }
 }
 
+/// The URL-signing key: `URL_SIGNING_KEY`, or one generated once under `DATA_DIR`
+/// (0600, in a 0700 directory).
 fn signing_key(config: &ImageConfig) -> anyhow::Result<Vec<u8>> {
     if let Some(key) = &config.url_signing_key {
-        return Ok(key.expose().as_bytes().to_vec());
+        let key = key.expose().as_bytes().to_vec();
+        check_signing_key(&key, "URL_SIGNING_KEY")?;
+        return Ok(key);
     }
     let path: PathBuf = config.platform.data_dir.join("url-signing.key");
-    if let Ok(existing) = std::fs::read(&path) {
-        return Ok(existing);
+    let read = |path: &std::path::Path| -> anyhow::Result<Vec<u8>> {
+        let key = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        check_signing_key(&key, &path.display().to_string())?;
+        atelier_common::files::narrow_private(path)?;
+        Ok(key)
+    };
+    if path.exists() {
+        return read(&path);
     }
-    std::fs::create_dir_all(&config.platform.data_dir)?;
-    let mut key = [0u8; 32];
+    atelier_common::files::private_dir(&config.platform.data_dir)?;
+    let mut key = [0u8; MIN_SIGNING_KEY_BYTES];
     rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut key);
-    std::fs::write(&path, key).with_context(|| format!("writing {}", path.display()))?;
-    Ok(key.to_vec())
+    if atelier_common::files::create_private(&path, &key)? {
+        Ok(key.to_vec())
+    } else {
+        // Another replica sharing the directory wrote it first.
+        read(&path)
+    }
 }
 
 /// Runs the image service on `listener` until `shutdown`.

@@ -27,7 +27,7 @@ pub struct KeyRing {
 impl KeyRing {
     /// Loads every key in `dir`, creating one if there is none.
     pub fn load_or_create(dir: &Path) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        atelier_common::files::private_dir(dir)?;
         let mut files = pem_files(dir)?;
         if files.is_empty() {
             let path = dir.join(format!(
@@ -100,19 +100,13 @@ fn pem_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
 }
 
 fn write_new_key(path: &Path) -> anyhow::Result<()> {
-    use std::io::Write;
     let key = SigningKey::generate(&mut rand::rngs::OsRng);
     let pem = key
         .to_pkcs8_pem(LineEnding::LF)
         .map_err(|err| anyhow::anyhow!("encoding a key: {err}"))?;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options
-        .open(path)
-        .with_context(|| format!("creating {}", path.display()))?;
-    file.write_all(pem.as_bytes())?;
+    if !atelier_common::files::create_private(path, pem.as_bytes())? {
+        bail!("{} exists already", path.display());
+    }
     Ok(())
 }
 
