@@ -105,6 +105,9 @@ pub struct SimConfig {
     pub validate_at_submit: bool,
     /// Seeds the randomness: injected failures and the seeds of models called without one.
     pub seed: u64,
+    /// The fal user the simulator's webhooks are signed for (`X-Fal-Webhook-User-Id`):
+    /// the platform's `FAL_USER_ID`, which it pins webhooks to.
+    pub webhook_user_id: String,
 }
 
 impl Default for SimConfig {
@@ -119,6 +122,7 @@ impl Default for SimConfig {
             tls: false,
             validate_at_submit: false,
             seed: 0,
+            webhook_user_id: WEBHOOK_USER_ID.to_owned(),
         }
     }
 }

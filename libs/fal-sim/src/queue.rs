@@ -248,7 +248,7 @@ impl Shared {
             scheme: if tls.is_some() { "https" } else { "http" },
             local_base_url,
             ca_pem: tls.map(|t| t.ca_pem.clone()),
-            signer: Signer::generate(),
+            signer: Signer::generate(config.webhook_user_id),
             stats: Stats::default(),
             files: Files::new()?,
             shutdown,

@@ -11,7 +11,8 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
-/// The user id the simulator's webhooks carry in `X-Fal-Webhook-User-Id`.
+/// The user id the simulator's webhooks carry in `X-Fal-Webhook-User-Id` unless
+/// configured otherwise ([`crate::SimConfig::webhook_user_id`]).
 pub const WEBHOOK_USER_ID: &str = "atelier-fal-sim";
 
 /// How many times a webhook is tried in all.
@@ -21,17 +22,19 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 /// How long one delivery may take (fal: 15 s).
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// The simulator's webhook signing key, made at start.
+/// The simulator's webhook signing key, made at start, and the fal user its
+/// webhooks speak for.
 pub(crate) struct Signer {
     key: SigningKey,
     kid: String,
+    user_id: String,
 }
 
 impl Signer {
-    pub(crate) fn generate() -> Self {
+    pub(crate) fn generate(user_id: String) -> Self {
         let key = SigningKey::generate(&mut rand::rngs::OsRng);
         let kid = hex::encode(&Sha256::digest(key.verifying_key().as_bytes())[..8]);
-        Self { key, kid }
+        Self { key, kid, user_id }
     }
 
     pub(crate) fn public_key(&self) -> [u8; 32] {
@@ -54,7 +57,8 @@ impl Signer {
     /// The hex signature of a webhook body, as fal computes it.
     pub(crate) fn sign(&self, request_id: &str, timestamp: u64, body: &[u8]) -> String {
         let message = format!(
-            "{request_id}\n{WEBHOOK_USER_ID}\n{timestamp}\n{}",
+            "{request_id}\n{}\n{timestamp}\n{}",
+            self.user_id,
             hex::encode(Sha256::digest(body))
         );
         hex::encode(self.key.sign(message.as_bytes()).to_bytes())
@@ -107,7 +111,7 @@ pub(crate) async fn deliver(
             .timeout(DELIVERY_TIMEOUT)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .header("x-fal-webhook-request-id", &request_id)
-            .header("x-fal-webhook-user-id", WEBHOOK_USER_ID)
+            .header("x-fal-webhook-user-id", &signer.user_id)
             .header("x-fal-webhook-timestamp", timestamp.to_string())
             .header("x-fal-webhook-signature", signature)
             .body(body.clone())
@@ -145,7 +149,7 @@ mod tests {
 
     #[test]
     fn signatures_verify_against_the_jwks_key() {
-        let signer = Signer::generate();
+        let signer = Signer::generate(WEBHOOK_USER_ID.to_owned());
         let body = br#"{"status":"OK"}"#;
         let signature = signer.sign("req-1", 1_700_000_000, body);
 

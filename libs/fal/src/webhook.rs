@@ -5,6 +5,11 @@
 //! key id, so it is checked against every key of fal's JWKS. The key set is cached
 //! (at most 24 h by default) and fetched again, at most once a minute, when no cached
 //! key verifies a signature: that is how a key rotation is picked up.
+//!
+//! fal signs webhooks for every account with the same keys, so a valid signature
+//! only says fal sent it. Pinned to the platform's own fal user id
+//! ([`WebhookVerifier::with_user_id`], `FAL_USER_ID`), a delivery about another
+//! account's request is refused.
 
 use std::{sync::Arc, time::Duration};
 
@@ -29,6 +34,9 @@ pub const USER_ID_HEADER: &str = "x-fal-webhook-user-id";
 pub const TIMESTAMP_HEADER: &str = "x-fal-webhook-timestamp";
 /// The Ed25519 signature, hex.
 pub const SIGNATURE_HEADER: &str = "x-fal-webhook-signature";
+
+/// The fal user id the simulator signs its webhooks for by default.
+pub const SIMULATOR_USER_ID: &str = "atelier-fal-sim";
 
 /// Largest distance between the signing time and now.
 pub const MAX_SKEW: Duration = Duration::from_secs(300);
@@ -69,6 +77,9 @@ pub enum WebhookError {
     /// fal's key set holds no Ed25519 key to verify with.
     #[error("fal's key set holds no usable key")]
     UnknownKey,
+    /// Signed by fal, but for another fal account's request than the platform's own.
+    #[error("webhook is for another fal account")]
+    ForeignAccount,
     /// fal's key set could not be fetched; answer 5xx so fal delivers again.
     #[error("fal's key set is unavailable: {0}")]
     KeysUnavailable(String),
@@ -85,6 +96,8 @@ pub struct WebhookVerifier {
     http: reqwest::Client,
     ttl: Duration,
     refetch_interval: Duration,
+    /// The only fal user id accepted, when pinned.
+    user_id: Option<String>,
     cache: Arc<Mutex<KeyCache>>,
 }
 
@@ -132,8 +145,16 @@ impl WebhookVerifier {
             http,
             ttl: Duration::from_secs(24 * 60 * 60),
             refetch_interval: Duration::from_secs(60),
+            user_id: None,
             cache: Arc::new(Mutex::new(KeyCache::default())),
         }
+    }
+
+    /// Accepts only deliveries signed for the fal user `user_id` (the platform's own
+    /// account); `None` accepts any account's.
+    pub fn with_user_id(mut self, user_id: Option<String>) -> Self {
+        self.user_id = user_id;
+        self
     }
 
     /// Keeps fetched keys at most `ttl` (capped at 24 h).
@@ -149,8 +170,8 @@ impl WebhookVerifier {
     }
 
     /// Verifies a delivery: the four `X-Fal-Webhook-*` headers, a timestamp within
-    /// [`MAX_SKEW`] of `now`, and an Ed25519 signature over the raw `body` by one of
-    /// fal's keys; then parses the body.
+    /// [`MAX_SKEW`] of `now`, an Ed25519 signature over the raw `body` by one of
+    /// fal's keys, and the fal user id when pinned; then parses the body.
     ///
     /// This does not deduplicate: fal delivers up to 10 times, so the caller must
     /// make handling idempotent on [`WebhookEvent::request_id`] (e.g. ignore a
@@ -191,6 +212,11 @@ impl WebhookVerifier {
             if Arc::ptr_eq(&fresh, &keys) || !verifies(&fresh, message.as_bytes(), &signature) {
                 return Err(WebhookError::BadSignature);
             }
+        }
+        if let Some(expected) = &self.user_id
+            && user_id.trim() != expected
+        {
+            return Err(WebhookError::ForeignAccount);
         }
         parse_delivery(body)
     }

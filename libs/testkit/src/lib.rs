@@ -203,6 +203,9 @@ pub struct Options {
     /// The largest result fal may return and the image service stores
     /// (`FAL_MAX_RESULT_BYTES`).
     pub max_result_bytes: u64,
+    /// The fal account the simulator signs webhooks for; the processing service is
+    /// pinned to the simulator's default one.
+    pub fal_sim_user_id: String,
 }
 
 /// The system clock moved by an offset tests control.
@@ -277,6 +280,7 @@ impl Options {
             workflow_cache_ttl: Duration::from_secs(60),
             pricing_every: Duration::from_secs(3600),
             max_result_bytes: atelier_fal::FalConfig::new("test").max_result_bytes,
+            fal_sim_user_id: atelier_fal_sim::WEBHOOK_USER_ID.to_owned(),
         }
     }
 }
@@ -406,6 +410,7 @@ impl TestPlatform {
         let fal_sim = atelier_fal_sim::start(
             atelier_fal_sim::SimConfig {
                 processing_time: Duration::from_millis(50),
+                webhook_user_id: options.fal_sim_user_id.clone(),
                 ..Default::default()
             },
             sim_listener,
@@ -449,6 +454,7 @@ impl TestPlatform {
             platform: platform.clone(),
             fal,
             webhook_jwks_url: fal_sim.jwks_url(),
+            fal_user_id: Some(atelier_fal_sim::WEBHOOK_USER_ID.to_owned()),
             public_url: options.processing_public_url.clone(),
             concurrency: options.worker_concurrency,
             reconcile_every: options.reconcile_every,

@@ -114,6 +114,7 @@ pub async fn fal_sim(
         .with_context(|| format!("fal-sim: cannot listen on {addr}"))?;
     let config = atelier_fal_sim::SimConfig {
         tls,
+        webhook_user_id: sim_user_id()?,
         ..Default::default()
     };
     let handle = atelier_fal_sim::start(config, listener, shutdown.clone()).await?;
@@ -133,17 +134,22 @@ async fn embedded_fal_sim(shutdown: &tokio_util::sync::CancellationToken) -> any
     let listener = TcpListener::bind(addr)
         .await
         .with_context(|| format!("fal-sim: cannot listen on {addr} (FAL_SIM_ADDR)"))?;
-    let handle = atelier_fal_sim::start(
-        atelier_fal_sim::SimConfig::default(),
-        listener,
-        shutdown.clone(),
-    )
-    .await?;
+    let config = atelier_fal_sim::SimConfig {
+        webhook_user_id: sim_user_id()?,
+        ..Default::default()
+    };
+    let handle = atelier_fal_sim::start(config, listener, shutdown.clone()).await?;
     tracing::info!(
         url = handle.base_url(),
         "no FAL_KEY: jobs run on the built-in fal simulator"
     );
     Ok(())
+}
+
+/// The fal account the simulator signs webhooks for: the platform's `FAL_USER_ID`,
+/// which the processing service pins webhooks to.
+fn sim_user_id() -> anyhow::Result<String> {
+    atelier_common::config::var("FAL_USER_ID", atelier_fal_sim::WEBHOOK_USER_ID.to_owned())
 }
 
 /// `https://` and a loopback address for `addr`, which may be a wildcard (`0.0.0.0`).

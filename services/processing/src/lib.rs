@@ -37,6 +37,9 @@ pub struct ProcessingConfig {
     pub fal: FalConfig,
     /// fal's webhook keys (`FAL_WEBHOOK_JWKS_URL`).
     pub webhook_jwks_url: String,
+    /// `FAL_USER_ID`: the platform's own fal account; webhooks about another
+    /// account's requests are refused. `None` accepts any account's.
+    pub fal_user_id: Option<String>,
     /// `PUBLIC_URL`: fal posts outcomes to `<PUBLIC_URL>/api/fal/webhook`.
     pub public_url: Option<String>,
     /// `WORKER_CONCURRENCY`: jobs one process runs at once.
@@ -48,13 +51,14 @@ pub struct ProcessingConfig {
 
 impl ProcessingConfig {
     pub fn from_env(platform: Platform) -> anyhow::Result<Self> {
-        let (fal, jwks) = match FalConfig::from_env()? {
+        let (fal, jwks, fal_user_id) = match FalConfig::from_env()? {
             Some(fal) => (
                 fal,
                 config::var(
                     "FAL_WEBHOOK_JWKS_URL",
                     "https://rest.fal.ai/.well-known/jwks.json".to_owned(),
                 )?,
+                config::var_opt("FAL_USER_ID")?,
             ),
             // No key: the simulator `atelier serve` runs in-process.
             None => {
@@ -66,7 +70,16 @@ impl ProcessingConfig {
                 fal.queue_url = format!("http://{sim}");
                 fal.allowed_result_hosts = vec![format!("http://{sim}")];
                 fal.max_result_bytes = config::var("FAL_MAX_RESULT_BYTES", fal.max_result_bytes)?;
-                (fal, format!("http://{sim}/.well-known/jwks.json"))
+                // The simulator signs for this id too, so the pin is exercised locally.
+                let user_id = config::var(
+                    "FAL_USER_ID",
+                    atelier_fal::webhook::SIMULATOR_USER_ID.to_owned(),
+                )?;
+                (
+                    fal,
+                    format!("http://{sim}/.well-known/jwks.json"),
+                    Some(user_id),
+                )
             }
         };
         let mut queue = QueueConfig::default();
@@ -80,6 +93,7 @@ impl ProcessingConfig {
             platform,
             fal,
             webhook_jwks_url: jwks,
+            fal_user_id,
             public_url: config::var_opt("PUBLIC_URL")?,
             concurrency: config::var("WORKER_CONCURRENCY", 10)?,
             reconcile_every: config::seconds("RECONCILE_SECS", 30)?,
@@ -174,10 +188,15 @@ pub async fn serve(
     dispatch::spawn_reconciler(jobs.clone(), config.reconcile_every, shutdown.clone());
     spawn_search_backfill(jobs.clone(), shutdown.clone());
     let workers = tokio::spawn(dispatch.clone().run(shutdown.clone()));
-    let webhooks = Arc::new(WebhookVerifier::new(
-        config.webhook_jwks_url.clone(),
-        reqwest::Client::new(),
-    ));
+    if config.public_url.is_some() && config.fal_user_id.is_none() {
+        tracing::warn!(
+            "FAL_USER_ID is not set: fal webhooks about any fal account's requests are accepted"
+        );
+    }
+    let webhooks = Arc::new(
+        WebhookVerifier::new(config.webhook_jwks_url.clone(), reqwest::Client::new())
+            .with_user_id(config.fal_user_id.clone()),
+    );
     let auth = identity.channel(&endpoints.auth.url, timeout)?;
     let verifier = JwtVerifier::for_platform(&config.platform, auth).await?;
     type Server = ProcessingServiceServer<api::ProcessingApi>;

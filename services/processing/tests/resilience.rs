@@ -7,6 +7,7 @@
 //!   within what the breaker lets through;
 //! - a fal webhook delivered again (a replay of the very bytes fal signed) changes
 //!   nothing: one completion, one result image;
+//! - a fal webhook signed for another fal account than the platform's is refused;
 //! - with one worker, high-priority jobs started after low ones run first.
 //!
 //! The crash test (a real process kill) lives in `services/atelier/tests/crash.rs`,
@@ -747,6 +748,50 @@ async fn a_replayed_webhook_is_handled_once() {
     assert_eq!(results[0]["id"], result_id.as_str());
     assert_eq!(sim.submissions(), 1);
     assert_eq!(seen.lock().expect("lock").len(), 1, "fal delivered once");
+}
+
+/// The simulator signs its webhooks for the fal account `another-account`, while the
+/// platform is pinned to its own (`FAL_USER_ID`): the delivery has a signature fal's
+/// keys verify, and is refused all the same (401). The job still completes, by the
+/// worker polling fal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_for_another_fal_account_is_refused() {
+    assert_eq!(
+        atelier_fal::webhook::SIMULATOR_USER_ID,
+        atelier_fal_sim::WEBHOOK_USER_ID,
+        "the platform's default pin is the simulator's default account"
+    );
+    let gateway = Arc::new(OnceLock::new());
+    let seen = Arc::new(Mutex::new(Vec::<Captured>::new()));
+    let relay = webhook_relay(gateway.clone(), seen.clone()).await;
+    let mut options = Options::new(Backend::Sqlite);
+    options.processing_public_url = Some(relay);
+    options.fal_sim_user_id = "another-account".into();
+    let platform = TestPlatform::spawn_with(options).await;
+    gateway.set(platform.gateway_url.clone()).expect("set once");
+    let user = sign_up(&platform, "pinned@example.com").await;
+    let image = rest::upload(&platform, &user, fixtures::png(48, 32)).await;
+    let job = start(&platform, &user, &image, "normal").await;
+    all_completed(&platform, &user, &[job], Duration::from_secs(30)).await;
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let delivery = loop {
+        if let Some(first) = seen.lock().expect("lock").first().cloned() {
+            break first;
+        }
+        assert!(Instant::now() < deadline, "the simulator sent no webhook");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let user_header = delivery
+        .headers
+        .iter()
+        .find(|(name, _)| name == "x-fal-webhook-user-id")
+        .map(|(_, value)| value.as_str());
+    assert_eq!(user_header, Some("another-account"));
+    assert_eq!(
+        delivery.forwarded, 401,
+        "another account's webhook is refused"
+    );
 }
 
 // ---------------------------------------------------------------------------------------

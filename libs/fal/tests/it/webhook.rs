@@ -84,15 +84,20 @@ fn now() -> OffsetDateTime {
 
 /// The headers fal would send for `body`, signed by `key` at `at`.
 fn signed(key: &SigningKey, body: &[u8], at: OffsetDateTime) -> HeaderMap {
+    signed_for("user-7", key, body, at)
+}
+
+/// The headers fal would send for `body` about a request of the fal user `user`.
+fn signed_for(user: &str, key: &SigningKey, body: &[u8], at: OffsetDateTime) -> HeaderMap {
     let timestamp = at.unix_timestamp().to_string();
     let message = format!(
-        "req-1\nuser-7\n{timestamp}\n{}",
+        "req-1\n{user}\n{timestamp}\n{}",
         hex::encode(Sha256::digest(body))
     );
     let signature = key.sign(message.as_bytes());
     let mut headers = HeaderMap::new();
     headers.insert(REQUEST_ID_HEADER, "req-1".parse().expect("header"));
-    headers.insert(USER_ID_HEADER, "user-7".parse().expect("header"));
+    headers.insert(USER_ID_HEADER, user.parse().expect("header"));
     headers.insert(TIMESTAMP_HEADER, timestamp.parse().expect("header"));
     headers.insert(
         SIGNATURE_HEADER,
@@ -325,4 +330,34 @@ async fn an_error_delivery_parses() {
         .expect("valid");
     assert_eq!(event.status, WebhookStatus::Error);
     assert_eq!(event.error.as_deref(), Some("Invalid status code: 422"));
+}
+
+#[tokio::test]
+async fn pinned_to_our_account_a_delivery_for_another_account_is_refused() {
+    let fal = key(1);
+    let (_, url) = start_jwks(&[&fal]).await;
+    let pinned = verifier(url.clone()).with_user_id(Some("user-7".into()));
+    pinned
+        .verify(&signed(&fal, BODY, now()), BODY, now())
+        .await
+        .expect("our own account's delivery");
+
+    // Genuinely signed by fal, but about another fal account's request.
+    let foreign = signed_for("user-8", &fal, BODY, now());
+    assert_eq!(
+        pinned.verify(&foreign, BODY, now()).await,
+        Err(WebhookError::ForeignAccount)
+    );
+    // Claiming our id over a signature made for the other account does not verify.
+    let mut relabelled = foreign.clone();
+    relabelled.insert(USER_ID_HEADER, "user-7".parse().expect("header"));
+    assert_eq!(
+        pinned.verify(&relabelled, BODY, now()).await,
+        Err(WebhookError::BadSignature)
+    );
+    // Not pinned, any account's delivery passes.
+    verifier(url)
+        .verify(&foreign, BODY, now())
+        .await
+        .expect("unpinned");
 }
