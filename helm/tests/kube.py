@@ -89,11 +89,12 @@ SECRET_VARS = {
 }
 
 # Who calls whom (DESIGN.md): the gateway calls every service; services call auth for
-# its keys; processing calls image, workflow and user; user calls image, processing,
-# workflow and auth (services/user/src/lib.rs).
+# its keys and session state; image calls processing (does a result's job exist) and
+# user (quotas); processing calls image, workflow and user; user calls image,
+# processing, workflow and auth (services/user/src/lib.rs).
 REQUIRED_CALLS = {
     "gateway": {"auth", "image", "processing", "workflow", "user"},
-    "image": {"auth"},
+    "image": {"auth", "processing", "user"},
     "workflow": {"auth"},
     "processing": {"auth", "image", "workflow", "user"},
     "user": {"auth", "image", "processing", "workflow"},

@@ -45,12 +45,12 @@ so each service calls itself too. */}}
 calls:
   gateway: [auth, image, processing, workflow, user]
   auth: [auth]
-  image: [image, auth]
+  image: [image, auth, processing, user]
   processing: [processing, auth, image, workflow, user]
   workflow: [workflow, auth]
   user: [user, auth, image, processing, workflow]
 database: [auth, image, processing, workflow, user, migrate]
-redis: [processing, workflow]
+redis: [auth, image, processing, user, workflow]
 fal: [processing, workflow]
 s3: [image]
 {{- end -}}

@@ -211,7 +211,7 @@ fn assert_private(data: &std::path::Path) {
 #[test]
 fn a_short_url_signing_key_is_refused_at_start() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let output = atelier()
+    let mut child = atelier()
         .args(["serve", "--target", "image"])
         .current_dir(dir.path())
         .env_clear()
@@ -219,10 +219,26 @@ fn a_short_url_signing_key_is_refused_at_start() {
         .env("URL_SIGNING_KEY", "only-31-bytes-long-not-enough!!")
         .env("IMAGE_GRPC_ADDR", "127.0.0.1:0")
         .env("ADMIN_ADDR", "127.0.0.1:0")
-        .output()
-        .expect("run");
-    assert!(!output.status.success(), "started with a short key");
-    let stderr = String::from_utf8_lossy(&output.stderr);
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            child.kill().ok();
+            child.wait().ok();
+            panic!("started with a short key (still running after 30 s)");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(!status.success(), "started with a short key");
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut stderr)
+        .expect("read");
     assert!(
         stderr.contains("URL_SIGNING_KEY must be at least 32 bytes"),
         "{stderr}"
