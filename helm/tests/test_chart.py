@@ -179,9 +179,11 @@ class ChartTest(unittest.TestCase):
             self.assertEqual((ref["name"], ref["key"]), ("atelier-database", "DATABASE_URL"))
         self.assertEqual(env["processing"]["REDIS_URL"]["valueFrom"]["secretKeyRef"]["name"], "atelier-redis")
         self.assertEqual(env["processing"]["FAL_KEY"]["valueFrom"]["secretKeyRef"]["name"], "atelier-fal")
-        # Least privilege: the gateway holds no database, Redis or fal credentials.
-        for name in ("DATABASE_URL", "REDIS_URL", "FAL_KEY"):
+        # Least privilege: the gateway holds no database or fal credentials; Redis it
+        # needs, for rate limits shared by every replica and session announcements.
+        for name in ("DATABASE_URL", "FAL_KEY"):
             self.assertNotIn(name, env["gateway"])
+        self.assertEqual(env["gateway"]["REDIS_URL"]["valueFrom"]["secretKeyRef"]["name"], "atelier-redis")
         self.assertNotIn("FAL_KEY", env["auth"])
         # The JWT keys are files from the Secret, in JWT_KEYS_DIR, on auth only.
         auth = kube.deployments(rendered.docs)["auth"]["spec"]["template"]["spec"]

@@ -50,7 +50,7 @@ calls:
   workflow: [workflow, auth]
   user: [user, auth, image, processing, workflow]
 database: [auth, image, processing, workflow, user, migrate]
-redis: [auth, image, processing, user, workflow]
+redis: [auth, gateway, image, processing, user, workflow]
 fal: [processing, workflow]
 s3: [image]
 {{- end -}}
