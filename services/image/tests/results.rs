@@ -39,15 +39,8 @@ fn chunk(bytes: &[u8]) -> StoreResultRequest {
 
 /// The user's images as the REST API lists them.
 async fn images(platform: &TestPlatform, user: &rest::User) -> Vec<Value> {
-    let listed: Value = Client::new()
-        .get(format!("{}/api/images?page_size=100", platform.gateway_url))
-        .bearer_auth(&user.token)
-        .send()
-        .await
-        .expect("list")
-        .json()
-        .await
-        .expect("json");
+    let (status, listed) = rest::get(platform, user, "/api/images?page_size=100").await;
+    assert_eq!(status, StatusCode::OK, "{listed}");
     listed["images"].as_array().expect("images").clone()
 }
 

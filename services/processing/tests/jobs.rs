@@ -588,15 +588,8 @@ async fn older_jobs_are_backfilled_with_their_input_file_name() {
         let platform = &platform;
         let user = &user;
         async move {
-            let reply: Value = Client::new()
-                .get(format!("{}/api/users/history?q={q}", platform.gateway_url))
-                .bearer_auth(&user.token)
-                .send()
-                .await
-                .expect("history")
-                .json()
-                .await
-                .expect("json");
+            let (status, reply) = get(platform, user, format!("/api/users/history?q={q}")).await;
+            assert_eq!(status, StatusCode::OK, "{reply}");
             reply["items"].as_array().expect("items").len()
         }
     };
