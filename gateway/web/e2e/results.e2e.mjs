@@ -71,9 +71,10 @@ async function imagesLoaded(page, selector) {
 
 /** The rendered box of the compare view's result against the screen and its own pixels. */
 async function resultBox(page) {
-  await page.getByTestId("compare").scrollIntoViewIfNeeded();
   await imagesLoaded(page, "[data-testid=compare-after]");
   await page.waitForFunction(() => document.querySelector("[data-testid=compare-stage]")?.style.visibility !== "hidden");
+  // Scrolled to once laid out: scrolled to earlier, it may grow past the screen's bottom.
+  await page.getByTestId("compare").scrollIntoViewIfNeeded();
   return page.evaluate(() => {
     const img = document.querySelector("[data-testid=compare-after]");
     const frame = document.querySelector("[data-testid=compare]").getBoundingClientRect();
