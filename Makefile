@@ -96,9 +96,33 @@ $(WEB_DEPS): $(WEB_DIR)/package.json $(wildcard $(WEB_DIR)/package-lock.json)
 		$(NPM) ci --no-audit --no-fund; else $(NPM) install --no-audit --no-fund; fi
 	touch $@
 
+# The benchmarks, as <package>:<bench>. Each full run (release) prints its rows (ours, the
+# peer or limit measured in the same run, the ratio, the target) and writes them to
+# BENCH_RESULTS; `make bench` gathers them into BENCHMARKS.md. `cargo test` (make test) runs
+# each one briefly, as a smoke run.
+BENCHES := atelier-processing:event_latency atelier-user:history
+BENCH_RESULTS := $(abspath $(TARGET_DIR))/bench
+
 .PHONY: bench
-bench: ## Run the benchmarks (live event latency, history page time over 100k jobs)
-	$(CARGO) bench -j$(JOBS) --workspace
+bench: ## Run every benchmark in release mode against its peers and write BENCHMARKS.md
+	bash .ci/deps.sh
+	rm -rf '$(BENCH_RESULTS)' && mkdir -p '$(BENCH_RESULTS)'
+	failed=; for bench in $(BENCHES); do \
+		TEST_DATABASE_URL='$(TEST_DATABASE_URL)' TEST_REDIS_URL='$(TEST_REDIS_URL)' \
+		TEST_S3_ENDPOINT='$(TEST_S3_ENDPOINT)' TEST_S3_ACCESS_KEY='$(TEST_S3_ACCESS_KEY)' \
+		TEST_S3_SECRET_KEY='$(TEST_S3_SECRET_KEY)' TEST_S3_FS_ROOT='$(TEST_S3_FS_ROOT)' \
+		BENCH_RESULTS='$(BENCH_RESULTS)' \
+			$(CARGO) bench -j$(JOBS) -p "$${bench%%:*}" --bench "$${bench##*:}" \
+			|| failed="$$failed $${bench##*:}"; \
+	done; \
+	bash .ci/bench-report '$(BENCH_RESULTS)' $(BENCHES) > BENCHMARKS.md; \
+	echo 'bench: results in BENCHMARKS.md'; \
+	if [[ -n $$failed ]]; then echo "bench: missed a target or failed:$$failed" >&2; exit 1; fi
+
+.PHONY: chaos
+chaos: ## Kill and break services, Redis, PostgreSQL and fal under load; print what was lost
+	bash .ci/deps.sh
+	$(CARGO) bench -j$(JOBS) -p atelier --bench chaos
 
 .PHONY: clean
 clean: ## Remove build output (cargo target dir, web dist and node_modules)

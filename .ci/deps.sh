@@ -2,7 +2,9 @@
 # Prepares a machine for `make test`: system packages, a running PostgreSQL on
 # 127.0.0.1:5432 (user postgres, trust auth over TCP), a running Redis on 127.0.0.1:6379,
 # a running S3-compatible server (s3s-fs) on 127.0.0.1:9000, buf, the Python fal-client,
-# the Helm and Kubernetes-schema libraries for the deployment checks, rustfmt and clippy.
+# the Helm and Kubernetes-schema libraries for the deployment checks, rustfmt and clippy,
+# and the benchmarks' peers and load tools (oha, libvips' vipsthumbnail, BullMQ), whose
+# smoke runs are part of `make test`.
 # Written for a fresh Debian 12 machine where we are root.
 # Idempotent: whatever is already there is left alone, and nothing is printed when there
 # is nothing to do. One line is printed per action taken.
@@ -19,6 +21,7 @@ S3_LOG=/tmp/atelier-s3.log
 S3_WAIT_SECONDS=20
 S3S_FS_VERSION=0.14.1
 FAL_CLIENT_VERSION=1.0.3
+OHA_VERSION=1.16.0
 HELM_PYTHON_SDK_VERSION=0.2.2
 KUBERNETES_VALIDATE_VERSION=1.37.0
 WAIT_SECONDS=30
@@ -62,6 +65,9 @@ fi
 have pkg-config || packages+=(pkg-config)
 # Headless Chromium for the web app's end-to-end tests (driven by playwright-core).
 [[ -x /usr/bin/chromium ]] || packages+=(chromium)
+# The thumbnail benchmark's peer.
+have vipsthumbnail || packages+=(libvips-tools)
+have curl || packages+=(curl)
 have cc || packages+=(gcc libc6-dev) # the linker cargo calls
 installed ca-certificates || packages+=(ca-certificates)
 fal_client_ok() { python3 -c 'import fal_client' >/dev/null 2>&1; }
@@ -237,6 +243,27 @@ if ! deploy_tools_ok; then
     deploy_tools_ok || die "helm-python-sdk and kubernetes-validate installed but python3 cannot use them"
 fi
 have kubectl || say "warning: kubectl not found: make k8s-render needs it (kubectl kustomize)"
+
+# ---------------------------------------------------------------------------------------
+# Benchmark tools: oha (crates.io), the HTTP load generator the status benchmark drives;
+# the BullMQ peer of the queue benchmark (npm, pinned by its package-lock.json).
+cargo_bin=${CARGO_INSTALL_ROOT:-${CARGO_HOME:-$HOME/.cargo}}/bin
+if ! have oha && [[ ! -x $cargo_bin/oha ]]; then
+    say "installing oha $OHA_VERSION (cargo install)"
+    if ! cargo install -j2 --locked "oha@$OHA_VERSION" >"$CARGO_INSTALL_LOG" 2>&1; then
+        tail -n 30 "$CARGO_INSTALL_LOG" >&2
+        die "cargo install oha failed (full log: $CARGO_INSTALL_LOG)"
+    fi
+fi
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+for peer in "$repo"/libs/*/benches/*/package-lock.json; do
+    [[ -f $peer ]] || continue
+    dir=$(dirname "$peer")
+    if [[ ! -f $dir/node_modules/.package-lock.json || $peer -nt $dir/node_modules/.package-lock.json ]]; then
+        say "installing the benchmark peer in ${dir#"$repo"/} (npm ci)"
+        (cd "$dir" && npm ci --no-audit --no-fund >/dev/null 2>&1) || die "npm ci failed in $dir"
+    fi
+done
 
 # ---------------------------------------------------------------------------------------
 # rustfmt and clippy
