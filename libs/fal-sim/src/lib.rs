@@ -14,9 +14,23 @@
 //! Besides fal's routes it serves:
 //! - `GET /.well-known/jwks.json`: the public key its webhooks are signed with;
 //! - `GET /healthz`;
-//! - `GET /_sim/stats`: `{"submissions", "by_endpoint", "cancellations"}`;
+//! - `GET /_sim/stats`: `{"submissions", "by_endpoint", "cancellations",
+//!   "distinct_inputs", "repeated_submissions", "completed", "failed", "outage_calls"}`:
+//!   accepted submissions; how many distinct (endpoint, input) pairs were submitted and
+//!   how many submissions repeated one (URLs are compared without their query string, so
+//!   an input URL signed anew still counts as the same input); requests that ended with
+//!   an output or an error; and calls answered 503 during an outage, by kind (`submit`,
+//!   `status`, `result`, `cancel`, `file`, `platform`);
 //! - `GET|PUT /_sim/knobs`: the [`Failures`] and [`Timing`] in force, as JSON (see
-//!   [`Knobs`]).
+//!   [`Knobs`]);
+//! - `GET|PUT /_sim/faults`: the [`Faults`] in force, for chaos tests:
+//!   `{"outage": "unavailable"|"refuse"|null, "outage_ms", "latency_ms", "slow_factor"}`.
+//!   An `unavailable` outage answers every call to fal's surface 503 (as fal's ingress
+//!   does) for `outage_ms`; a `refuse` outage closes the port and drops open connections
+//!   for that long. `latency_ms` delays every call; `slow_factor` makes requests queue
+//!   and run that many times longer than the timing in force when it was set. A `PUT`
+//!   replaces every fault (a field left out is off). The `/_sim/` routes, `/healthz` and
+//!   the JWKS are never faulted.
 //!
 //! # The catalogue
 //! | endpoint | does | output |
@@ -63,6 +77,7 @@ use tokio_util::sync::CancellationToken;
 
 mod catalogue;
 mod error;
+mod faults;
 mod files;
 mod imaging;
 mod input;
@@ -70,9 +85,11 @@ mod params;
 mod queue;
 mod routes;
 mod server;
+mod stats;
 mod tls;
 mod webhook;
 
+pub use faults::{Faults, Outage, OutageKind};
 pub use webhook::WEBHOOK_USER_ID;
 
 /// How many times the simulator retries a request itself after a retryable runner error,
@@ -178,6 +195,7 @@ pub struct Knobs {
 #[derive(Clone)]
 pub struct SimHandle {
     shared: Arc<queue::Shared>,
+    injector: Arc<faults::Injector>,
     base_url: String,
     local_addr: SocketAddr,
 }
@@ -226,16 +244,23 @@ pub async fn start(
     let shared = queue::Shared::new(config, tls.as_ref(), base_url.clone(), shutdown.clone())
         .context("setting up the simulator")?;
     queue::spawn_dispatcher(shared.clone());
-    let router = routes::router(shared.clone());
+    let injector = faults::Injector::new();
+    let router = faults::wrap(
+        routes::router(shared.clone()),
+        shared.clone(),
+        injector.clone(),
+    );
     server::spawn(
         listener,
         tls.map(|t| t.server_config),
         router,
         shutdown.clone(),
+        injector.clone(),
     );
     tracing::info!(%base_url, "fal simulator listening");
     Ok(SimHandle {
         shared,
+        injector,
         base_url,
         local_addr,
     })
@@ -276,6 +301,37 @@ impl SimHandle {
     /// How many cancellations were accepted (answered 202).
     pub fn cancellations(&self) -> u64 {
         self.shared.stats.cancellations()
+    }
+
+    /// How many submissions repeated an endpoint and input submitted before (URLs
+    /// compared without their query string, see `GET /_sim/stats`).
+    pub fn repeated_submissions(&self) -> u64 {
+        self.shared.stats.repeated()
+    }
+
+    /// How many requests ended with an output.
+    pub fn completed(&self) -> u64 {
+        self.shared.stats.completed()
+    }
+
+    /// How many requests ended with an error, cancellations and timeouts included.
+    pub fn failed(&self) -> u64 {
+        self.shared.stats.failed()
+    }
+
+    /// How many calls were answered 503 because of an outage.
+    pub fn outage_calls(&self) -> u64 {
+        self.shared.stats.outage_calls()
+    }
+
+    /// Replaces the faults injected from now on (see [`Faults`]).
+    pub fn set_faults(&self, faults: Faults) {
+        self.injector.set(&self.shared, faults);
+    }
+
+    /// The faults in force.
+    pub fn faults(&self) -> Faults {
+        self.injector.current()
     }
 
     /// Replaces the failures injected from now on.

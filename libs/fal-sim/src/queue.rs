@@ -3,11 +3,8 @@
 //! once, after the queue delay), injected failures, cancellation and webhooks.
 
 use std::{
-    collections::{BTreeMap, HashMap, VecDeque},
-    sync::{
-        Arc, Mutex, MutexGuard, PoisonError,
-        atomic::{AtomicU64, Ordering},
-    },
+    collections::{HashMap, VecDeque},
+    sync::{Arc, Mutex, MutexGuard, PoisonError, atomic::Ordering},
     time::Duration,
 };
 
@@ -25,6 +22,7 @@ use crate::{
     catalogue::{self, Endpoint, Runner},
     error::{ApiError, Failure},
     files::Files,
+    stats::Stats,
     tls::TlsMaterial,
     webhook::{self, Signer},
 };
@@ -34,42 +32,6 @@ const FETCH_TIMEOUT: Duration = Duration::from_secs(60);
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// What the simulator counts.
-#[derive(Debug, Default)]
-pub(crate) struct Stats {
-    submissions: AtomicU64,
-    cancellations: AtomicU64,
-    by_endpoint: Mutex<BTreeMap<String, u64>>,
-}
-
-impl Stats {
-    pub(crate) fn submissions(&self) -> u64 {
-        self.submissions.load(Ordering::SeqCst)
-    }
-
-    pub(crate) fn submissions_to(&self, endpoint_id: &str) -> u64 {
-        lock(&self.by_endpoint)
-            .get(endpoint_id)
-            .copied()
-            .unwrap_or(0)
-    }
-
-    pub(crate) fn by_endpoint(&self) -> BTreeMap<String, u64> {
-        lock(&self.by_endpoint).clone()
-    }
-
-    pub(crate) fn cancellations(&self) -> u64 {
-        self.cancellations.load(Ordering::SeqCst)
-    }
-
-    fn count_submission(&self, endpoint_id: &str) {
-        *lock(&self.by_endpoint)
-            .entry(endpoint_id.to_owned())
-            .or_default() += 1;
-        self.submissions.fetch_add(1, Ordering::SeqCst);
-    }
 }
 
 /// `X-Fal-Queue-Priority`.
@@ -334,7 +296,8 @@ impl Shared {
             inference_time: None,
             changes: watch::Sender::new(0),
         };
-        self.stats.count_submission(record.endpoint.id);
+        self.stats
+            .count_submission(record.endpoint.id, &record.input);
         tracing::info!(%request_id, endpoint = record.endpoint.id, "request queued");
         queue.requests.insert(request_id.clone(), record);
         match submission.priority {
@@ -663,6 +626,7 @@ impl Shared {
                     tracing::info!(request_id = %id, error = %failure.message(), "request failed");
                 }
             }
+            self.stats.count_end(outcome.is_ok());
             record.phase = Phase::Done(outcome);
             record.inference_time = inference;
             record.bump();

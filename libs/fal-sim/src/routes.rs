@@ -523,11 +523,7 @@ async fn healthz() -> Json<Value> {
 // Test knobs
 
 async fn stats(State(shared): State<Arc<Shared>>) -> Json<Value> {
-    Json(json!({
-        "submissions": shared.stats.submissions(),
-        "by_endpoint": shared.stats.by_endpoint(),
-        "cancellations": shared.stats.cancellations(),
-    }))
+    Json(shared.stats.to_json())
 }
 
 fn millis(d: Duration) -> u64 {

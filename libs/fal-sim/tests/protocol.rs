@@ -631,6 +631,12 @@ async fn submissions_are_counted_per_endpoint() {
             "submissions": 3,
             "by_endpoint": { ESRGAN: 2, canny: 1 },
             "cancellations": 0,
+            // The same input went to esrgan twice; to canny it is another pair.
+            "distinct_inputs": 2,
+            "repeated_submissions": 1,
+            "completed": 0,
+            "failed": 0,
+            "outage_calls": {},
         })
     );
 }
