@@ -54,7 +54,13 @@ pub async fn job(
     Path(job_id): Path<String>,
 ) -> Result<Response, Problem> {
     let job = processing(&state)
-        .get_job(grpc_request(pb::GetJobRequest { job_id }, &headers))
+        .get_job(grpc_request(
+            pb::GetJobRequest {
+                job_id,
+                ..Default::default()
+            },
+            &headers,
+        ))
         .await?
         .into_inner()
         .job

@@ -304,10 +304,15 @@ pub async fn delete(
 ) -> Result<StatusCode, Problem> {
     client(&state)
         .delete_image(grpc_request(
-            pb::DeleteImageRequest { image_id: id },
+            pb::DeleteImageRequest {
+                image_id: id.clone(),
+            },
             &headers,
         ))
         .await?;
+    // Its signed URLs are no longer handed out (other replicas stop within
+    // `status_cache::URL_REUSE_MAX`).
+    state.urls.forget(&id);
     Ok(StatusCode::NO_CONTENT)
 }
 

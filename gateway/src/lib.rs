@@ -14,6 +14,7 @@ pub mod openapi;
 pub mod problem;
 pub mod processing;
 pub mod stall;
+pub mod status_cache;
 pub mod users;
 pub mod web;
 pub mod workflows;
@@ -49,6 +50,7 @@ use tower_http::{
 use forwarded::TrustedProxies;
 use limits::{LimitConfig, Limits};
 use live::{StreamConfig, StreamSlots};
+use status_cache::{JobCache, UrlCache};
 
 /// The gateway's settings.
 #[derive(Clone, Debug)]
@@ -76,6 +78,9 @@ pub struct GatewayConfig {
     pub body_idle_timeout: Duration,
     /// `WEB_DIR`: the built web app and API docs.
     pub web_dir: PathBuf,
+    /// `JOB_STATUS_CACHE_MS`: how long a job's status body is answered from memory
+    /// at most (dropped at once when the job changes); 0 turns the cache off.
+    pub status_cache_ttl: Duration,
 }
 
 impl GatewayConfig {
@@ -108,6 +113,7 @@ impl GatewayConfig {
             send_timeout: config::seconds("SEND_TIMEOUT_SECS", 30)?,
             body_idle_timeout: config::seconds("UPLOAD_IDLE_TIMEOUT_SECS", 30)?,
             web_dir: config::var("WEB_DIR", PathBuf::from("gateway/web/dist"))?,
+            status_cache_ttl: Duration::from_millis(config::var("JOB_STATUS_CACHE_MS", 1000)?),
         })
     }
 }
@@ -125,6 +131,10 @@ pub struct AppState {
     pub limits: Arc<Limits>,
     pub streams: Arc<StreamSlots>,
     pub stream_config: StreamConfig,
+    /// Job status bodies lately answered (see [`status_cache`]).
+    pub statuses: Arc<JobCache>,
+    /// Result images' signed URLs, reused while fresh.
+    pub urls: Arc<UrlCache>,
 }
 
 /// A gRPC request carrying the caller's token and the request id onward.
@@ -166,6 +176,8 @@ pub async fn serve(
         ),
         None => None,
     };
+    let statuses = Arc::new(JobCache::new(config.status_cache_ttl));
+    statuses.listen(redis.as_ref(), shutdown.clone());
     let limits = Limits::new(config.limits, config.proxies.clone(), redis);
     limits::spawn_pruning(limits.clone(), shutdown.clone());
     let state = AppState {
@@ -179,6 +191,8 @@ pub async fn serve(
         limits,
         streams: StreamSlots::new(config.streams.max_per_user),
         stream_config: config.streams,
+        statuses,
+        urls: Arc::new(UrlCache::default()),
     };
     if !web::on_disk(&config.web_dir) && !web::embedded() {
         tracing::warn!(web_dir = %config.web_dir.display(), "web assets not built; run `make web`");

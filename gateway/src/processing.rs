@@ -2,7 +2,7 @@
 //! service; live events as Server-Sent Events (resumable with `Last-Event-ID`);
 //! and fal's webhooks, handed on for verification.
 
-use std::{collections::HashMap, convert::Infallible};
+use std::{collections::HashMap, convert::Infallible, time::Instant};
 
 use atelier_common::{
     Caller, FieldViolation,
@@ -18,9 +18,9 @@ use axum::{
     Extension, Json,
     body::Bytes,
     extract::{Path, Query, State},
-    http::{HeaderMap, StatusCode},
+    http::{HeaderMap, HeaderValue, StatusCode},
     response::{
-        IntoResponse,
+        IntoResponse, Response,
         sse::{Event, KeepAlive, Sse},
     },
 };
@@ -28,6 +28,7 @@ use futures::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
+use uuid::Uuid;
 
 use crate::{AppState, auth::Body, grpc_request, images::rfc3339, problem::Problem};
 
@@ -211,13 +212,42 @@ pub async fn result_images(
     headers: &HeaderMap,
     jobs: &[pb::Job],
 ) -> HashMap<String, image_pb::Image> {
-    let ids: Vec<String> = jobs
-        .iter()
-        .flat_map(|job| job_output_ids(job).into_iter().map(|(id, _)| id))
-        .collect::<std::collections::BTreeSet<_>>()
-        .into_iter()
-        .collect();
-    let calls = ids.chunks(100).map(|chunk| {
+    outputs_of(state, headers, jobs).await.images
+}
+
+/// What [`outputs_of`] found.
+pub struct Outputs {
+    pub images: HashMap<String, image_pb::Image>,
+    /// Whether every lookup was answered (a view missing outputs for want of an
+    /// answer is not worth keeping).
+    pub complete: bool,
+    /// When the first of the signed URLs is due for renewal.
+    pub renew_at: Option<Instant>,
+}
+
+/// The result images of `jobs`, their signed URLs reused from [`UrlCache`] while
+/// they are fresh enough, the rest asked of the image service on the caller's
+/// behalf (it answers only the caller's own). An image is reused only for the
+/// user the image service said owns it, who is also the jobs' owner.
+pub async fn outputs_of(state: &AppState, headers: &HeaderMap, jobs: &[pb::Job]) -> Outputs {
+    let mut found = HashMap::new();
+    let mut renew_at: Option<Instant> = None;
+    let mut missing = std::collections::BTreeSet::new();
+    for job in jobs {
+        for (id, _) in job_output_ids(job) {
+            match state.urls.get(&job.user_id, &id) {
+                Some((image, until)) => {
+                    renew_at = Some(renew_at.map_or(until, |at| at.min(until)));
+                    found.insert(id, image);
+                }
+                None => {
+                    missing.insert(id);
+                }
+            }
+        }
+    }
+    let missing: Vec<String> = missing.into_iter().collect();
+    let calls = missing.chunks(100).map(|chunk| {
         let mut images = ImageServiceClient::new(state.image.clone());
         let request = grpc_request(
             BatchGetImagesRequest {
@@ -227,22 +257,28 @@ pub async fn result_images(
         );
         async move { images.batch_get_images(request).await }
     });
-    let mut found = HashMap::new();
+    let mut complete = true;
     for reply in futures::future::join_all(calls).await {
         match reply {
-            Ok(reply) => found.extend(
-                reply
-                    .into_inner()
-                    .images
-                    .into_iter()
-                    .map(|image| (image.id.clone(), image)),
-            ),
+            Ok(reply) => {
+                for image in reply.into_inner().images {
+                    if let Some(until) = state.urls.put(&image) {
+                        renew_at = Some(renew_at.map_or(until, |at| at.min(until)));
+                    }
+                    found.insert(image.id.clone(), image);
+                }
+            }
             Err(status) => {
+                complete = false;
                 tracing::warn!(code = ?status.code(), message = status.message(), "result images unavailable");
             }
         }
     }
-    found
+    Outputs {
+        images: found,
+        complete,
+        renew_at,
+    }
 }
 
 /// A job's output ids with the role the processing service recorded, in order
@@ -380,29 +416,108 @@ pub async fn start(
     accepted(job)
 }
 
-/// One of your jobs.
+#[derive(Debug, Default, Deserialize)]
+pub struct StatusParams {
+    pub include: Option<String>,
+}
+
+/// What a status read adds to the job's row: `(logs, live queue position)`.
+fn includes(raw: Option<&str>) -> Result<(bool, bool), Problem> {
+    let (mut logs, mut queue_position) = (false, false);
+    for part in raw.unwrap_or_default().split(',').map(str::trim) {
+        match part {
+            "" => {}
+            "logs" => logs = true,
+            "queue_position" => queue_position = true,
+            other => {
+                return Err(Problem::invalid(vec![FieldViolation::new(
+                    "include",
+                    format!("{other:?} is not one of logs, queue_position"),
+                )]));
+            }
+        }
+    }
+    Ok((logs, queue_position))
+}
+
+fn json_bytes(body: Bytes) -> Response {
+    (
+        [(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response()
+}
+
+/// One of your jobs: its status, progress, outputs with signed URLs. Cheap to poll:
+/// the log lines and the live place in the queue, each a read of its own, come only
+/// when asked for with `include`.
 #[utoipa::path(
     get, path = "/api/processing/{job_id}/status", tag = "processing",
     security(("bearer" = [])),
-    params(("job_id" = String, Path, description = "Job id")),
+    params(
+        ("job_id" = String, Path, description = "Job id"),
+        ("include" = Option<String>, Query, description = "Comma-separated extras: `logs` fills `logs` with the job's log lines (empty otherwise); `queue_position` sets `queue_position` to the job's place in the queue right now (otherwise the place recorded when it was queued, or the one fal last reported)"),
+    ),
     responses(
         (status = 200, description = "The job", body = JobBody),
         (status = 404, description = "No such job of yours", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`include` names something else", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn status(
     State(state): State<AppState>,
+    caller: Option<Extension<Caller>>,
     headers: HeaderMap,
     Path(job_id): Path<String>,
-) -> Result<Json<JobBody>, Problem> {
+    Query(params): Query<StatusParams>,
+) -> Result<Response, Problem> {
+    let (include_logs, include_queue_position) = includes(params.include.as_deref())?;
+    // The plain view of a signed-in caller's job is what the cache keeps.
+    let cached = match (caller, Uuid::parse_str(&job_id)) {
+        (Some(Extension(caller)), Ok(id))
+            if !include_logs && !include_queue_position && state.statuses.enabled() =>
+        {
+            Some((caller.user_id, id))
+        }
+        _ => None,
+    };
+    if let Some((user, id)) = cached
+        && let Some(body) = state.statuses.get(id, user)
+    {
+        return Ok(json_bytes(body));
+    }
+    let generation = cached.map(|(_, id)| state.statuses.generation(id));
     let job = client(&state)
-        .get_job(grpc_request(pb::GetJobRequest { job_id }, &headers))
+        .get_job(grpc_request(
+            pb::GetJobRequest {
+                job_id,
+                include_logs,
+                include_queue_position,
+            },
+            &headers,
+        ))
         .await?
         .into_inner()
         .job
         .ok_or_else(|| Problem::from(tonic::Status::internal("reply without job")))?;
-    let images = result_images(&state, &headers, std::slice::from_ref(&job)).await;
-    Ok(Json(encode_job(job, &images)))
+    let owner = Uuid::parse_str(&job.user_id).ok();
+    let outputs = outputs_of(&state, &headers, std::slice::from_ref(&job)).await;
+    let body = Bytes::from(
+        serde_json::to_vec(&encode_job(job, &outputs.images))
+            .map_err(|err| Problem::from(tonic::Status::internal(err.to_string())))?,
+    );
+    if let (Some((user, id)), Some(generation)) = (cached, generation)
+        && outputs.complete
+        && owner == Some(user)
+    {
+        state
+            .statuses
+            .put(id, user, body.clone(), generation, outputs.renew_at);
+    }
+    Ok(json_bytes(body))
 }
 
 /// Cancel one of your jobs, in any unfinished state.

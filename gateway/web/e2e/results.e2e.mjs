@@ -277,7 +277,7 @@ test("results: queued shows the place in the queue, logs are never repeated, can
     expect(countAtEnd === finalLines.length, `summary says ${countAtEnd}, ${finalLines.length} shown`);
     expect(lastLive !== null && lastLive.length > 0, "no log seen while the job ran");
     expect(lastLive.every((line) => finalLines.includes(line)), "lines seen live are gone at the end");
-    const status = await api(page, `/api/processing/${jobId}/status`);
+    const status = await api(page, `/api/processing/${jobId}/status?include=logs`);
     expect(status.json.logs.length === countAtEnd, `the status lists ${status.json.logs.length} lines, the page ${countAtEnd}`);
     await page.reload();
     await page.locator('[data-testid=job-status][data-status="completed"]').waitFor();

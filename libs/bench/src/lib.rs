@@ -64,7 +64,7 @@ impl Spread {
         let mut sorted = values.to_vec();
         sorted.sort_by(f64::total_cmp);
         let mid = sorted.len() / 2;
-        let median = if sorted.len() % 2 == 0 {
+        let median = if sorted.len().is_multiple_of(2) {
             (sorted[mid - 1] + sorted[mid]) / 2.0
         } else {
             sorted[mid]
@@ -217,7 +217,7 @@ impl Row {
         match self.target {
             Target::None => "—".into(),
             Target::RatioAtLeast(r) => format!("≥ {}× peer", number(r)),
-            Target::RatioAtMost(r) if r == 1.0 => "no slower than peer".into(),
+            Target::RatioAtMost(1.0) => "no slower than peer".into(),
             Target::RatioAtMost(r) => format!("≤ {}× peer", number(r)),
             Target::AtLeast(v) => format!("≥ {} {unit}", number(v)),
             Target::AtMost(v) => format!("≤ {} {unit}", number(v)),
@@ -339,7 +339,7 @@ pub fn number(value: f64) -> String {
         let digits = whole.unsigned_abs().to_string();
         let mut out = String::new();
         for (i, c) in digits.chars().enumerate() {
-            if i > 0 && (digits.len() - i) % 3 == 0 {
+            if i > 0 && (digits.len() - i).is_multiple_of(3) {
                 out.push(',');
             }
             out.push(c);
@@ -466,7 +466,13 @@ fn parse_oha(json: &serde_json::Value) -> Result<Load, String> {
         }
     }
     if let Some(failures) = json["errorDistribution"].as_object() {
-        errors += failures.values().filter_map(|v| v.as_u64()).sum::<u64>();
+        // oha cancels the requests still in flight when `-z` runs out and lists them
+        // as "aborted due to deadline": its own doing, not a failure of the server.
+        errors += failures
+            .iter()
+            .filter(|(what, _)| what.as_str() != "aborted due to deadline")
+            .filter_map(|(_, count)| count.as_u64())
+            .sum::<u64>();
     }
     Ok(Load {
         requests_per_sec: summary["requestsPerSec"]
@@ -537,5 +543,22 @@ mod tests {
         assert_eq!(load.requests_per_sec, 2000.5);
         assert_eq!(load.p99, Duration::from_micros(1200));
         assert_eq!((load.errors, load.total), (12, 1002));
+    }
+
+    #[test]
+    fn requests_oha_cut_off_at_the_deadline_are_not_errors() {
+        // oha 1.16's `--output-format json` of a `-z 500ms -c 8` run (abridged).
+        let json: serde_json::Value = serde_json::from_str(
+            r#"{"summary":{"successRate":1.0,"total":0.5003,"slowest":0.0121,"fastest":0.0004,
+            "average":0.0075,"requestsPerSec":1028.72,"totalData":4064,"sizePerRequest":8,
+            "sizePerSec":8122.6},"latencyPercentiles":{"p10":0.0041,"p25":0.0062,"p50":0.0074,
+            "p75":0.0089,"p90":0.0101,"p95":0.0108,"p99":0.0117,"p99.9":0.0121,"p99.99":0.0121},
+            "statusCodeDistribution":{"200":508},
+            "errorDistribution":{"aborted due to deadline":8}}"#,
+        )
+        .expect("json");
+        let load = parse_oha(&json).expect("parsed");
+        assert_eq!((load.errors, load.total), (0, 508));
+        assert_eq!(load.p50, Duration::from_micros(7400));
     }
 }

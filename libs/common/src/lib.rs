@@ -9,6 +9,7 @@ pub mod error;
 pub mod files;
 pub mod grpc;
 pub mod identity;
+pub mod job_changes;
 pub mod shutdown;
 pub mod telemetry;
 pub mod token;

@@ -34,6 +34,12 @@ const KEYS_TTL: Duration = Duration::from_secs(300);
 /// An unknown `kid` triggers a refetch at most this often, so forged tokens cannot
 /// hammer the auth service.
 const REFETCH_BACKOFF: Duration = Duration::from_secs(5);
+/// A token whose signature was checked is taken at its word this long (never past
+/// its expiry): a client polling with one token costs a map lookup, not an Ed25519
+/// verification, per request. Its session is still checked every time.
+const VERIFIED_TTL: Duration = Duration::from_secs(60);
+/// Verified tokens remembered at most; expired ones are dropped first, then all.
+const MAX_VERIFIED: usize = 10_000;
 
 /// The claims of an access token.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -117,12 +123,22 @@ struct KeyCache {
     fetched_at: Option<Instant>,
 }
 
+/// A token whose signature and claims were checked.
+struct Verified {
+    caller: Caller,
+    issued_at: i64,
+    expires_at: i64,
+    until: Instant,
+}
+
 /// Verifies access tokens: EdDSA only, known `kid`, issuer, audience, expiry, and a
 /// session that was not revoked.
 pub struct JwtVerifier {
     source: Box<dyn KeySource>,
     cache: RwLock<KeyCache>,
     validation: Validation,
+    /// Tokens already verified, by their text.
+    verified: std::sync::RwLock<HashMap<String, Verified>>,
     sessions: Arc<SessionCache>,
     /// Stops the announcement listeners when the verifier goes.
     stop: CancellationToken,
@@ -158,6 +174,7 @@ impl JwtVerifier {
                 fetched_at: None,
             }),
             validation,
+            verified: std::sync::RwLock::new(HashMap::new()),
             sessions: Arc::new(SessionCache::new(Box::new(sessions), ttl)),
             _stop_on_drop: stop.clone().drop_guard(),
             stop,
@@ -203,6 +220,20 @@ impl JwtVerifier {
     }
 
     pub async fn verify(&self, token: &str) -> Result<Caller, TokenError> {
+        let remembered = self
+            .verified
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(token)
+            .filter(|verified| {
+                verified.until > Instant::now()
+                    && verified.expires_at > time::OffsetDateTime::now_utc().unix_timestamp()
+            })
+            .map(|verified| (verified.caller.clone(), verified.issued_at));
+        if let Some((caller, issued_at)) = remembered {
+            self.sessions.check(caller.user_id, issued_at).await?;
+            return Ok(caller);
+        }
         let header = decode_header(token).map_err(|_| TokenError::Malformed)?;
         if header.alg != Algorithm::EdDSA {
             return Err(TokenError::Invalid);
@@ -216,10 +247,35 @@ impl JwtVerifier {
             })?;
         let user_id = Uuid::parse_str(&data.claims.sub).map_err(|_| TokenError::Invalid)?;
         self.sessions.check(user_id, data.claims.iat).await?;
-        Ok(Caller {
+        let caller = Caller {
             user_id,
             email: data.claims.email,
-        })
+        };
+        self.remember(token, &caller, data.claims.iat, data.claims.exp);
+        Ok(caller)
+    }
+
+    fn remember(&self, token: &str, caller: &Caller, issued_at: i64, expires_at: i64) {
+        let now = Instant::now();
+        let mut verified = self
+            .verified
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if verified.len() >= MAX_VERIFIED {
+            verified.retain(|_, entry| entry.until > now);
+            if verified.len() >= MAX_VERIFIED {
+                verified.clear();
+            }
+        }
+        verified.insert(
+            token.to_owned(),
+            Verified {
+                caller: caller.clone(),
+                issued_at,
+                expires_at,
+                until: now + VERIFIED_TTL,
+            },
+        );
     }
 
     async fn key(&self, kid: &str) -> Result<DecodingKey, TokenError> {

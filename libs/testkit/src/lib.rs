@@ -206,6 +206,8 @@ pub struct Options {
     /// The fal account the simulator signs webhooks for; the processing service is
     /// pinned to the simulator's default one.
     pub fal_sim_user_id: String,
+    /// The gateway's `JOB_STATUS_CACHE_MS` (zero: off).
+    pub status_cache_ttl: Duration,
 }
 
 /// The system clock moved by an offset tests control.
@@ -281,6 +283,7 @@ impl Options {
             pricing_every: Duration::from_secs(3600),
             max_result_bytes: atelier_fal::FalConfig::new("test").max_result_bytes,
             fal_sim_user_id: atelier_fal_sim::WEBHOOK_USER_ID.to_owned(),
+            status_cache_ttl: Duration::from_secs(1),
         }
     }
 }
@@ -493,6 +496,7 @@ impl TestPlatform {
             send_timeout: options.send_timeout,
             body_idle_timeout: options.body_idle_timeout,
             web_dir: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../gateway/web/dist"),
+            status_cache_ttl: options.status_cache_ttl,
         };
         tokio::spawn(atelier_gateway::serve(
             gateway_config.clone(),

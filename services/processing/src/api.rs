@@ -334,25 +334,37 @@ impl ProcessingService for ProcessingApi {
         request: Request<pb::GetJobRequest>,
     ) -> Result<Response<pb::GetJobResponse>, Status> {
         let caller = caller(&request)?;
+        let request = request.into_inner();
+        // One read of the job's row; the queue and the log events only when asked,
+        // so a client polling for the status costs one indexed lookup.
         let row = self
             .jobs
-            .get(caller.user_id, job_id(&request.get_ref().job_id)?)
+            .get(caller.user_id, job_id(&request.job_id)?)
             .await?;
         let mut job = encode(&row);
-        if let Ok(Some(position)) = self.jobs.queue.position(row.id).await {
-            job.queue_position = Some(position as i32);
+        if request.include_queue_position {
+            match self.jobs.queue.position(row.id).await {
+                Ok(Some(position)) => job.queue_position = Some(position as i32),
+                // Not waiting in the queue (any more): the recorded place is fal's.
+                Ok(None) => {}
+                Err(err) => {
+                    tracing::warn!(job_id = %row.id, error = %err, "cannot read a job's queue position")
+                }
+            }
         }
-        job.logs = self
-            .jobs
-            .logs(row.id)
-            .await?
-            .iter()
-            .map(|log| pb::JobLog {
-                at: None,
-                level: log["level"].as_str().unwrap_or_default().to_owned(),
-                message: log["message"].as_str().unwrap_or_default().to_owned(),
-            })
-            .collect();
+        if request.include_logs {
+            job.logs = self
+                .jobs
+                .logs(row.id)
+                .await?
+                .iter()
+                .map(|log| pb::JobLog {
+                    at: None,
+                    level: log["level"].as_str().unwrap_or_default().to_owned(),
+                    message: log["message"].as_str().unwrap_or_default().to_owned(),
+                })
+                .collect();
+        }
         Ok(Response::new(pb::GetJobResponse { job: Some(job) }))
     }
 

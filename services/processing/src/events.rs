@@ -12,7 +12,7 @@ use uuid::Uuid;
 use crate::store::EventRow;
 
 /// The channel every replica publishes job events on.
-const CHANNEL: &str = "job-events";
+const CHANNEL: &str = atelier_common::job_changes::CHANNEL;
 const CAPACITY: usize = 4096;
 
 /// What travels between replicas: enough to know whose event it is and where.
@@ -70,6 +70,8 @@ impl Bus {
             job_id: event.job_id,
             seq: event.seq,
         };
+        // A gateway in this process drops its cached view of the job at once.
+        atelier_common::job_changes::announce_local(event.job_id);
         match &self.redis {
             Some(redis) => {
                 let text = serde_json::to_string(&published).unwrap_or_default();

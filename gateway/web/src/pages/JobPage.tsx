@@ -15,8 +15,10 @@ import { formatCost, parameterRows } from "@/lib/jobDetails";
 import { applyEvent, elapsedMs, formatDuration, isTerminal, phaseOf, withStatus, type LiveJob } from "@/lib/jobState";
 import { useAsync } from "@/lib/useAsync";
 
-async function fetchJob(jobId: string): Promise<Job> {
-  return unwrap(await api.GET("/api/processing/{job_id}/status", { params: { path: { job_id: jobId } } }));
+/** The job's status; `include` asks for its log lines (a page that never streamed shows them)
+ * and its live place in the queue, each an extra read the plain status leaves out. */
+async function fetchJob(jobId: string, include: "logs,queue_position" | "queue_position"): Promise<Job> {
+  return unwrap(await api.GET("/api/processing/{job_id}/status", { params: { path: { job_id: jobId }, query: { include } } }));
 }
 
 async function fetchWorkflow(id: string) {
@@ -62,7 +64,7 @@ export default function JobPage() {
   // until the server ends the stream (it does once the job is finished).
   const [following, setFollowing] = useState(false);
   const reload = useCallback(() => {
-    fetchJob(jobId)
+    fetchJob(jobId, "logs,queue_position")
       .then((fresh) => {
         setLive((current) => withStatus(current, fresh));
         setFollowing(!isTerminal(fresh.status));
@@ -114,7 +116,7 @@ export default function JobPage() {
   useEffect(() => {
     if (!waiting) return;
     const timer = setInterval(() => {
-      fetchJob(jobId)
+      fetchJob(jobId, "queue_position")
         .then((fresh) =>
           setLive((current) =>
             current && current.job.status === fresh.status ? { ...current, job: { ...current.job, queue_position: fresh.queue_position ?? null } } : current,

@@ -157,4 +157,65 @@ mod tests {
         );
         std::fs::remove_dir_all(dir).ok();
     }
+
+    /// Session state a test changes, counting the questions.
+    #[derive(Clone, Default)]
+    struct Sessions(std::sync::Arc<std::sync::Mutex<atelier_common::token::SessionState>>);
+
+    #[async_trait::async_trait]
+    impl atelier_common::token::SessionSource for Sessions {
+        async fn state(
+            &self,
+            _user_id: uuid::Uuid,
+        ) -> anyhow::Result<atelier_common::token::SessionState> {
+            Ok(*self.0.lock().expect("state"))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_verified_token_is_remembered_but_its_session_is_checked_every_time() {
+        use atelier_common::token::{
+            AUDIENCE, Claims, ISSUER, JwtVerifier, SessionState, StaticKeySource, TokenError,
+        };
+        let ring = KeyRing::ephemeral().expect("keys");
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let claims = |exp: i64| Claims {
+            sub: uuid::Uuid::new_v4().to_string(),
+            email: "a@example.com".into(),
+            iss: ISSUER.into(),
+            aud: AUDIENCE.into(),
+            iat: now - 10,
+            exp,
+            jti: uuid::Uuid::new_v4().to_string(),
+        };
+        let sessions = Sessions::default();
+        // No session caching: every check asks the source.
+        let verifier = JwtVerifier::with_session_ttl(
+            StaticKeySource(ring.jwks().to_vec()),
+            sessions.clone(),
+            std::time::Duration::ZERO,
+        );
+        let token = ring.sign(&claims(now + 900)).expect("token");
+        let first = verifier.verify(&token).await.expect("verified");
+        assert_eq!(verifier.verify(&token).await, Ok(first), "remembered");
+
+        *sessions.0.lock().expect("state") = SessionState {
+            not_before: Some(now),
+            deleted: false,
+        };
+        assert_eq!(
+            verifier.verify(&token).await,
+            Err(TokenError::Revoked),
+            "a remembered token of a revoked session is refused"
+        );
+
+        // A token with a signature not made by the ring is refused, remembered or not.
+        let mut forged = ring.sign(&claims(now + 900)).expect("token");
+        let at = forged.len() - 10;
+        let other = if &forged[at..=at] == "A" { "B" } else { "A" };
+        forged.replace_range(at..=at, other);
+        assert_eq!(verifier.verify(&forged).await, Err(TokenError::Invalid));
+        let expired = ring.sign(&claims(now - 60)).expect("token");
+        assert_eq!(verifier.verify(&expired).await, Err(TokenError::Expired));
+    }
 }
