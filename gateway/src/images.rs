@@ -310,9 +310,11 @@ pub async fn delete(
             &headers,
         ))
         .await?;
-    // Its signed URLs are no longer handed out (other replicas stop within
-    // `status_cache::URL_REUSE_MAX`).
+    // Its signed URLs are no longer handed out, nor job views listing it (other
+    // replicas stop within `status_cache::URL_REUSE_MAX`). Deletes are rare: the
+    // status bodies are dropped whole rather than indexed by output.
     state.urls.forget(&id);
+    state.statuses.forget_all();
     Ok(StatusCode::NO_CONTENT)
 }
 

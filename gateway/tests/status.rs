@@ -80,6 +80,23 @@ async fn logs_and_queue_position_only_when_asked(backend: Backend) {
     .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
     assert_eq!(problem["errors"][0]["field"], "include", "{problem}");
+
+    // A deleted output leaves the kept view at once.
+    let output = plain["outputs"][0]["image_id"].as_str().expect("output id");
+    let deleted = reqwest::Client::new()
+        .delete(format!("{}/api/images/{output}", platform.gateway_url))
+        .bearer_auth(&user.token)
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
+    let (_, after) = get(&platform, &user, format!("/api/processing/{job}/status")).await;
+    assert!(
+        after["outputs"]
+            .as_array()
+            .is_some_and(|outputs| outputs.iter().all(|o| o["image_id"] != output)),
+        "{after}"
+    );
 }
 
 async fn another_users_job_is_not_found_though_kept(backend: Backend) {
