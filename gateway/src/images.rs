@@ -2,13 +2,17 @@
 
 use atelier_proto::image::v1::{self as pb, image_service_client::ImageServiceClient};
 use axum::{
-    Json,
+    Extension, Json,
     body::Body,
     extract::{Multipart, Path, Query, RawQuery, State},
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
-use futures::StreamExt;
+use std::pin::Pin;
+
+use bytes::Bytes;
+use futures::{Stream, StreamExt, TryStreamExt};
+use http_body_util::BodyExt;
 use serde::{Deserialize, Serialize};
 use time::format_description::well_known::Rfc3339;
 use tokio::sync::mpsc;
@@ -123,7 +127,7 @@ pub async fn upload(
     headers: HeaderMap,
     mut form: Multipart,
 ) -> Result<impl IntoResponse, Problem> {
-    let mut field = loop {
+    let field = loop {
         match form.next_field().await.map_err(multipart_problem)? {
             Some(field) if field.name() == Some("file") => break field,
             Some(_) => continue,
@@ -135,9 +139,100 @@ pub async fn upload(
             }
         }
     };
-    let filename = field.file_name().unwrap_or_default().to_owned();
-    let mime_type = field.content_type().unwrap_or_default().to_owned();
+    let metadata = pb::UploadMetadata {
+        filename: field.file_name().unwrap_or_default().to_owned(),
+        mime_type: field.content_type().unwrap_or_default().to_owned(),
+        size_bytes: None,
+    };
+    let chunks = futures::stream::try_unfold(field, |mut field| async move {
+        Ok(field
+            .chunk()
+            .await
+            .map_err(multipart_problem)?
+            .map(|chunk| (chunk, field)))
+    });
+    send_upload(&state, &headers, metadata, Box::pin(chunks)).await
+}
 
+/// The largest upload body, in bytes (`MAX_FILE_SIZE_MB`).
+#[derive(Clone, Copy, Debug)]
+pub struct UploadLimit(pub usize);
+
+#[derive(Debug, Deserialize)]
+pub struct RawUploadParams {
+    /// The file's name, kept as display text only.
+    pub filename: Option<String>,
+}
+
+/// Upload an image as the whole request body (`curl -T photo.jpg
+/// '.../api/images/upload?filename=photo.jpg'`). With a `Content-Length`, an
+/// upload over a limit is refused before its body is read, and the image is stored
+/// as it streams in one piece; the type is found from the content.
+#[utoipa::path(
+    put, path = "/api/images/upload", tag = "images", operation_id = "images_upload_body",
+    security(("bearer" = [])),
+    params(
+        ("filename" = Option<String>, Query, description = "The file's name, kept as display text only"),
+    ),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The image (JPEG, PNG, WebP, GIF or TIFF), at most `MAX_FILE_SIZE_MB`"),
+    responses(
+        (status = 201, description = "Stored", body = ImageBody),
+        (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Storage full: the plan's `storage_bytes` limit (with `limit`, `allowed`, `used`, `requested` and `tier`)", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Over the platform's size limit, or over the plan's `max_file_size_bytes` (then with `limit`, `allowed`, `used`, `requested` and `tier`)", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not an image of a supported type", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Corrupt, truncated, or over the pixel limit", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn upload_body(
+    State(state): State<AppState>,
+    Extension(UploadLimit(limit)): Extension<UploadLimit>,
+    headers: HeaderMap,
+    Query(params): Query<RawUploadParams>,
+    body: Body,
+) -> Result<impl IntoResponse, Problem> {
+    let size = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    if size.is_some_and(|size| size > limit as u64) {
+        return Err(too_large());
+    }
+    let metadata = pb::UploadMetadata {
+        filename: params.filename.unwrap_or_default(),
+        mime_type: headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or_default()
+            .to_owned(),
+        size_bytes: size.map(|size| size as i64),
+    };
+    let chunks = http_body_util::Limited::new(body, limit)
+        .into_data_stream()
+        .map_err(|err| {
+            if err
+                .downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
+                too_large()
+            } else {
+                Problem::new(
+                    StatusCode::BAD_REQUEST,
+                    "malformed-body",
+                    format!("reading the body failed: {err}"),
+                )
+            }
+        });
+    send_upload(&state, &headers, metadata, Box::pin(chunks)).await
+}
+
+/// Streams an upload's `chunks` to the image service as one UploadImage call.
+async fn send_upload(
+    state: &AppState,
+    headers: &HeaderMap,
+    metadata: pb::UploadMetadata,
+    mut chunks: Pin<Box<dyn Stream<Item = Result<Bytes, Problem>> + Send + '_>>,
+) -> Result<(StatusCode, Json<ImageBody>), Problem> {
     let (sender, receiver) = mpsc::channel(4);
     // The request stream ends only when every sender is gone: the feed holds a
     // clone, and this one ends the stream once the whole body went through. When
@@ -145,23 +240,18 @@ pub async fn upload(
     // service refuses, so it throws the partial upload away rather than storing
     // a short but seemingly complete one.
     let mut ending = Some(sender.clone());
-    let mut images = client(&state);
-    let call = images.upload_image(grpc_request(ReceiverStream::new(receiver), &headers));
+    let mut images = client(state);
+    let call = images.upload_image(grpc_request(ReceiverStream::new(receiver), headers));
     tokio::pin!(call);
     let feed = async move {
         use pb::upload_image_request::Data;
-        let metadata = pb::UploadMetadata {
-            filename,
-            mime_type,
-            size_bytes: None,
-        };
         let sent = sender
             .send(pb::UploadImageRequest {
                 data: Some(Data::Metadata(metadata)),
             })
             .await;
         while sent.is_ok() {
-            match field.chunk().await.map_err(multipart_problem)? {
+            match chunks.try_next().await? {
                 Some(chunk) => {
                     let message = pb::UploadImageRequest {
                         data: Some(Data::Chunk(chunk)),
@@ -204,14 +294,18 @@ pub async fn upload(
     Ok((StatusCode::CREATED, Json(image)))
 }
 
+fn too_large() -> Problem {
+    Problem::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload-too-large",
+        "the upload is larger than the size limit",
+    )
+}
+
 fn multipart_problem(err: axum::extract::multipart::MultipartError) -> Problem {
     let status = err.status();
     if status == StatusCode::PAYLOAD_TOO_LARGE {
-        return Problem::new(
-            status,
-            "payload-too-large",
-            "the upload is larger than the size limit",
-        );
+        return too_large();
     }
     Problem::new(status, "malformed-body", err.body_text())
 }

@@ -264,8 +264,14 @@ pub fn router(config: &GatewayConfig, state: AppState) -> Router {
         .route("/api/auth/refresh", post(auth::refresh));
     // The inner limit wins: uploads may be large, everything else is JSON.
     let uploads = Router::new()
-        .route("/api/images/upload", post(images::upload))
-        .layer(DefaultBodyLimit::max(config.max_upload_bytes + 1024 * 1024));
+        .route(
+            "/api/images/upload",
+            post(images::upload).put(images::upload_body),
+        )
+        .layer(DefaultBodyLimit::max(config.max_upload_bytes + 1024 * 1024))
+        .layer(axum::Extension(images::UploadLimit(
+            config.max_upload_bytes,
+        )));
 
     let grpc_web = |channel: Channel, service: &str, methods: &[&str]| {
         tonic_web::GrpcWebLayer::new().layer(grpc_web::Forward::new(channel, service, methods))

@@ -16,7 +16,7 @@ Errors are RFC 9457 problem documents (`application/problem+json`).",
     ),
     paths(
         auth::register, auth::login, auth::refresh, auth::logout, auth::logout_all, auth::me, auth::jwks,
-        images::upload, images::list, images::get, images::delete,
+        images::upload, images::upload_body, images::list, images::get, images::delete,
         workflows::list, workflows::get, workflows::parameters, workflows::validate, workflows::estimate,
         processing::start, processing::status, processing::cancel, processing::list, processing::events,
         processing::retry, processing::start_batch, processing::get_batch, processing::cancel_batch, processing::retry_batch,

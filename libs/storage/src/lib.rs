@@ -10,7 +10,7 @@ use std::{io, ops::RangeInclusive, time::Duration};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures::stream::BoxStream;
+use futures::{StreamExt, stream::BoxStream};
 
 mod key;
 pub mod local;
@@ -141,6 +141,22 @@ pub trait ObjectStore: Send + Sync + 'static {
         body: ByteStream,
     ) -> Result<u64, StorageError>;
 
+    /// Like [`ObjectStore::put`], for a body of exactly `len` bytes, known before the
+    /// first one arrives: a body of another length fails with [`StorageError::Body`] and
+    /// leaves nothing behind. On S3 the body streams through one PutObject (up to
+    /// [`s3::MAX_SINGLE_PUT`]) instead of a multipart upload: nothing is held in memory
+    /// and the object costs no completion step (which some stores, s3s-fs among them,
+    /// pay by copying every part once more).
+    async fn put_exact(
+        &self,
+        key: &str,
+        content_type: &str,
+        len: u64,
+        body: ByteStream,
+    ) -> Result<u64, StorageError> {
+        self.put(key, content_type, exact_length(body, len)).await
+    }
+
     /// Reads `key`, or the part of it `range` asks for.
     async fn get(&self, key: &str, range: Option<ByteRange>) -> Result<ObjectRead, StorageError>;
 
@@ -164,4 +180,42 @@ pub trait ObjectStore: Send + Sync + 'static {
         ttl: Duration,
         download_name: Option<&str>,
     ) -> Result<Option<String>, StorageError>;
+}
+
+/// `body`, failing as soon as it carries more than `len` bytes, or when it ends with
+/// fewer.
+pub fn exact_length(body: ByteStream, len: u64) -> ByteStream {
+    let mut seen = 0u64;
+    let mut done = false;
+    body.map(Some)
+        .chain(futures::stream::once(async { None }))
+        .filter_map(move |item| {
+            let out = match item {
+                _ if done => None,
+                Some(Ok(chunk)) => {
+                    seen += chunk.len() as u64;
+                    if seen > len {
+                        done = true;
+                        Some(Err(length_mismatch(len, "more")))
+                    } else {
+                        Some(Ok(chunk))
+                    }
+                }
+                Some(Err(e)) => {
+                    done = true;
+                    Some(Err(e))
+                }
+                None if seen < len => Some(Err(length_mismatch(len, "fewer"))),
+                None => None,
+            };
+            futures::future::ready(out)
+        })
+        .boxed()
+}
+
+fn length_mismatch(len: u64, what: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("the body carries {what} bytes than the {len} declared"),
+    )
 }

@@ -1,6 +1,12 @@
 //! The S3 backend: AWS S3 or any S3-compatible store, through `aws-sdk-s3`.
 
-use std::{fmt, io, time::Duration};
+use std::{
+    fmt, io,
+    pin::Pin,
+    sync::{Arc, Mutex, PoisonError},
+    task::{Context, Poll, ready},
+    time::Duration,
+};
 
 use async_trait::async_trait;
 use aws_sdk_s3::{
@@ -23,11 +29,12 @@ use aws_sdk_s3::{
 use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
 use bytes::Bytes;
 use futures::StreamExt;
+use http_body::{Frame, SizeHint};
 use tokio::task::JoinHandle;
 
 use crate::{
     ByteRange, ByteStream, DEFAULT_CONTENT_TYPE, ObjectMeta, ObjectRead, ObjectStore, StorageError,
-    range, validate_key,
+    exact_length, range, validate_key,
 };
 
 /// The region used when none is configured.
@@ -38,6 +45,8 @@ pub const DEFAULT_PART_SIZE: usize = 8 * 1024 * 1024;
 pub const MIN_PART_SIZE: usize = 5 * 1024 * 1024;
 /// The largest part S3 accepts: 5 GiB.
 pub const MAX_PART_SIZE: usize = 5 * 1024 * 1024 * 1024;
+/// The largest object one PutObject may carry: 5 GiB.
+pub const MAX_SINGLE_PUT: u64 = 5 * 1024 * 1024 * 1024;
 /// The most parts one multipart upload may have, so objects are at most
 /// `part_size * MAX_PARTS` bytes (80 GiB with the default part size).
 pub const MAX_PARTS: i32 = 10_000;
@@ -391,6 +400,49 @@ impl S3Store {
         Ok(())
     }
 
+    /// One PutObject whose body streams as it comes, `len` bytes long. A body that fails
+    /// (or is not `len` bytes long) cuts the request short, and S3 stores nothing.
+    async fn put_streamed(
+        &self,
+        key: &str,
+        content_type: &str,
+        len: u64,
+        body: ByteStream,
+    ) -> Result<u64, StorageError> {
+        let failure = Arc::new(Mutex::new(None));
+        let body = StreamedBody {
+            stream: Mutex::new(exact_length(body, len)),
+            failure: Arc::clone(&failure),
+            remaining: len,
+            last: None,
+        };
+        let sent = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type(content_type)
+            .content_length(i64::try_from(len).unwrap_or(i64::MAX))
+            .set_server_side_encryption(self.server_side_encryption.clone())
+            .set_ssekms_key_id(self.sse_kms_key_id.clone())
+            .body(SdkByteStream::from_body_1_x(body))
+            .send()
+            .await;
+        match sent {
+            Ok(_) => Ok(len),
+            Err(e) => {
+                let body_failed = failure
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .take();
+                Err(match body_failed {
+                    Some(body_error) => StorageError::Body(body_error),
+                    None => sdk_error("putting the object", e),
+                })
+            }
+        }
+    }
+
     /// Uploads `first` and the rest of `parts` as parts of `upload_id`, one at a time.
     async fn upload_parts(
         &self,
@@ -520,6 +572,22 @@ impl ObjectStore for S3Store {
             .await
     }
 
+    async fn put_exact(
+        &self,
+        key: &str,
+        content_type: &str,
+        len: u64,
+        body: ByteStream,
+    ) -> Result<u64, StorageError> {
+        validate_key(key)?;
+        // An empty body is read to its end before anything is sent (the client would
+        // not wait for it); a huge one takes a multipart upload.
+        if len == 0 || len > MAX_SINGLE_PUT {
+            return self.put(key, content_type, exact_length(body, len)).await;
+        }
+        self.put_streamed(key, content_type, len, body).await
+    }
+
     async fn get(&self, key: &str, range: Option<ByteRange>) -> Result<ObjectRead, StorageError> {
         validate_key(key)?;
         if let Some(range) = range {
@@ -641,6 +709,74 @@ impl ObjectStore for S3Store {
             .await
             .map_err(|e| sdk_error("presigning", e))?;
         Ok(Some(request.uri().to_owned()))
+    }
+}
+
+/// A body stream as the HTTP body of a request. The SDK wants it `Sync`: the stream is
+/// only ever polled through `&mut self`, so it sits in a mutex that is never locked. The
+/// stream's own error is kept aside, as the SDK reports it only as a failed dispatch.
+///
+/// The chunk that completes the declared length is held back until the stream ends:
+/// the client stops reading once it has sent that many bytes, and the request must not
+/// complete before the stream says the body is whole (or fail if it goes on).
+struct StreamedBody {
+    stream: Mutex<ByteStream>,
+    failure: Arc<Mutex<Option<io::Error>>>,
+    /// Bytes not handed to the client yet.
+    remaining: u64,
+    /// The last chunk, until the stream ends.
+    last: Option<Bytes>,
+}
+
+impl StreamedBody {
+    fn fail(&mut self, e: io::Error) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        let seen = io::Error::new(e.kind(), e.to_string());
+        *self.failure.lock().unwrap_or_else(PoisonError::into_inner) = Some(e);
+        Poll::Ready(Some(Err(seen)))
+    }
+}
+
+impl http_body::Body for StreamedBody {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        let this = self.get_mut();
+        loop {
+            let stream = this
+                .stream
+                .get_mut()
+                .unwrap_or_else(PoisonError::into_inner);
+            let next = ready!(stream.poll_next_unpin(cx));
+            match (next, this.last.take()) {
+                (Some(Err(e)), _) => return this.fail(e),
+                (Some(Ok(chunk)), _) if chunk.is_empty() => {}
+                (Some(Ok(chunk)), None) => {
+                    let len = chunk.len() as u64;
+                    if len < this.remaining {
+                        this.remaining -= len;
+                        return Poll::Ready(Some(Ok(Frame::data(chunk))));
+                    }
+                    this.last = Some(chunk);
+                }
+                // `exact_length` fails a body that goes past its length first.
+                (Some(Ok(_)), Some(_)) => {
+                    return this.fail(io::Error::other("the body goes on past its length"));
+                }
+                (None, Some(last)) => {
+                    this.remaining = 0;
+                    return Poll::Ready(Some(Ok(Frame::data(last))));
+                }
+                (None, None) => return Poll::Ready(None),
+            }
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.remaining)
     }
 }
 

@@ -274,6 +274,9 @@ conformance_suite!(
     large_object,
     invalid_keys,
     keys_that_look_internal,
+    exact_puts_store_the_body,
+    exact_puts_refuse_another_length,
+    exact_puts_that_fail_leave_nothing,
 );
 
 // ---------------------------------------------------------------------------------------
@@ -689,6 +692,129 @@ async fn large_object(fixture: &Fixture) {
     assert_eq!(read.range, start..=start + 19);
     assert!(read.is_partial());
     assert!(got == bytes[PART_SIZE - 10..PART_SIZE + 10]);
+    assert!(fixture.settled_uploads().await.is_empty());
+}
+
+async fn exact_puts_store_the_body(fixture: &Fixture) {
+    let store = fixture.store();
+    // Within a part and over several (a single streamed PutObject on S3 either way).
+    for (key, len) in [("exact/small", 1000), ("exact/large", 2 * PART_SIZE + 123)] {
+        let bytes = data(len, 21);
+        let size = store
+            .put_exact(key, "image/png", len as u64, body(&bytes, 64 * 1024 + 3))
+            .await
+            .expect("put");
+        assert_eq!(size, len as u64);
+        let (read, got) = get(fixture, key, None).await;
+        assert_eq!(read.meta.content_type, "image/png");
+        assert!(got == bytes, "{key}: stored as sent");
+        if let Backend::S3 { store } = &fixture.backend {
+            // One PutObject: its ETag is the body's MD5, not a multipart one (`-<parts>`).
+            let head = store
+                .client()
+                .head_object()
+                .bucket(store.bucket())
+                .key(key)
+                .send()
+                .await
+                .expect("head");
+            let etag = head.e_tag().unwrap_or_default();
+            assert!(!etag.contains('-'), "{key}: a multipart ETag {etag}");
+        }
+    }
+    let empty = store
+        .put_exact("exact/empty", "image/png", 0, body(&Bytes::new(), 1))
+        .await
+        .expect("put");
+    assert_eq!(empty, 0);
+    assert_eq!(store.head("exact/empty").await.expect("head").size, 0);
+    assert!(fixture.settled_uploads().await.is_empty());
+}
+
+async fn exact_puts_refuse_another_length(fixture: &Fixture) {
+    let store = fixture.store();
+    let old = data(500, 22);
+    store
+        .put("exact", "image/webp", body(&old, 100))
+        .await
+        .expect("put");
+    for (declared, sent) in [
+        (1000, 999),
+        (1000, 1001),
+        (1000, 0),
+        (PART_SIZE as u64 + 10, PART_SIZE + 9),
+        (PART_SIZE as u64, 2 * PART_SIZE),
+    ] {
+        let result = store
+            .put_exact("exact", "image/png", declared, body(&data(sent, 23), 4096))
+            .await;
+        assert!(
+            matches!(&result, Err(StorageError::Body(e)) if e.kind() == io::ErrorKind::InvalidData),
+            "{declared} declared, {sent} sent: {result:?}"
+        );
+        let (read, got) = get(fixture, "exact", None).await;
+        assert_eq!(read.meta.content_type, "image/webp");
+        assert!(
+            got == old,
+            "{declared} declared, {sent} sent: the old object changed"
+        );
+    }
+    assert!(fixture.settled_uploads().await.is_empty());
+}
+
+async fn exact_puts_that_fail_leave_nothing(fixture: &Fixture) {
+    let declared = 2 * PART_SIZE as u64;
+    let result = fixture
+        .store()
+        .put_exact("failed", "image/png", declared, failing_body(PART_SIZE))
+        .await;
+    assert!(
+        matches!(&result, Err(StorageError::Body(e)) if e.kind() == io::ErrorKind::ConnectionReset),
+        "expected the body's error, got {result:?}"
+    );
+    assert_not_found(fixture.store().head("failed").await);
+
+    // Dropped midway, as a client that goes away does.
+    let store = Arc::clone(&fixture.store);
+    let (body, stalled) = stalling_body(PART_SIZE, 0);
+    let put = tokio::spawn(async move {
+        store
+            .put_exact("dropped", "image/png", declared, body)
+            .await
+    });
+    tokio::time::timeout(SETTLE, stalled)
+        .await
+        .expect("the body was never read that far")
+        .expect("the body signals");
+    put.abort();
+    let joined = put.await;
+    assert!(
+        joined.as_ref().is_err_and(|e| e.is_cancelled()),
+        "the put must stall until dropped, got {joined:?}"
+    );
+    assert_not_found(fixture.store().head("dropped").await);
+
+    // Every byte sent, but the body not ended: the object must not appear before it
+    // ends (a caller decides late whether it wants it), and dropped, never does.
+    for len in [1000, PART_SIZE + 10] {
+        let (body, stalled) = stalling_body(len, 0);
+        let put = fixture
+            .store()
+            .put_exact("unfinished", "image/png", len as u64, body);
+        let waited = tokio::time::timeout(Duration::from_millis(500), async {
+            tokio::join!(put, async {
+                stalled.await.expect("the body signals");
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                assert_not_found(fixture.store().head("unfinished").await);
+            })
+        })
+        .await;
+        assert!(
+            waited.is_err(),
+            "{len}: the put must wait for the body's end"
+        );
+        assert_not_found(fixture.store().head("unfinished").await);
+    }
     assert!(fixture.settled_uploads().await.is_empty());
 }
 

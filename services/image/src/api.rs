@@ -91,6 +91,14 @@ fn retention_days(quota: &GetQuotaResponse) -> Option<u32> {
         .filter(|days| *days > 0)
 }
 
+/// A declared upload size.
+fn declared_size(raw: Option<i64>) -> Result<Option<u64>, ImageError> {
+    raw.map(|size| {
+        u64::try_from(size).map_err(|_| ImageError::field("size_bytes", "must not be negative"))
+    })
+    .transpose()
+}
+
 /// A caller-supplied image id; a malformed one names no image.
 fn image_id(raw: &str) -> Result<Uuid, ImageError> {
     Uuid::parse_str(raw).map_err(|_| ImageError::NotFound)
@@ -252,6 +260,7 @@ impl ImageService for ImageApi {
             origin: Origin::Upload,
             metadata: serde_json::Map::new(),
             retention_days: quota.retention_days,
+            size: declared_size(metadata.size_bytes)?,
         };
         let (image, _) = self.images.upload(new, Some(quota), body).await?;
         Ok(Response::new(pb::UploadImageResponse {
@@ -384,6 +393,7 @@ impl ImageService for ImageApi {
                 output_index: metadata.output_index,
                 source_image_id,
             },
+            size: declared_size(metadata.size_bytes)?,
             metadata: from_struct(metadata.metadata),
             retention_days,
         };

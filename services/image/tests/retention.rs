@@ -105,6 +105,7 @@ async fn store(harness: &Harness, user_id: Uuid) -> Uuid {
         origin: Origin::Upload,
         metadata: serde_json::Map::new(),
         retention_days: None,
+        size: None,
     };
     let body = futures::stream::iter([Ok::<_, ImageError>(Bytes::from(fixtures::png(40, 30)))]);
     let (image, _) = harness

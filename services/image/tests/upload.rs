@@ -779,3 +779,193 @@ async fn decompression_bombs_are_refused_by_the_decoding_limits() {
     );
     assert!(list(&platform, &user).await.is_empty());
 }
+
+/// `PUT /api/images/upload` with the image as the body: `curl -T`.
+async fn put_body(
+    platform: &TestPlatform,
+    user: &User,
+    name: &str,
+    bytes: Vec<u8>,
+) -> reqwest::Response {
+    Client::new()
+        .put(format!("{}/api/images/upload", platform.gateway_url))
+        .query(&[("filename", name)])
+        .bearer_auth(&user.token)
+        .header(header::CONTENT_TYPE, "application/octet-stream")
+        .body(bytes)
+        .send()
+        .await
+        .expect("upload")
+}
+
+/// A gRPC upload declaring `declared` bytes and sending `bytes`.
+async fn grpc_upload(
+    platform: &TestPlatform,
+    user: &User,
+    declared: Option<i64>,
+    bytes: Vec<u8>,
+) -> Result<pb::Image, tonic::Status> {
+    let mut messages = vec![pb::UploadImageRequest {
+        data: Some(Data::Metadata(pb::UploadMetadata {
+            filename: "declared.png".into(),
+            mime_type: "image/png".into(),
+            size_bytes: declared,
+        })),
+    }];
+    messages.extend(bytes.chunks(64 * 1024).map(|chunk| pb::UploadImageRequest {
+        data: Some(Data::Chunk(chunk.to_vec().into())),
+    }));
+    let mut request = tonic::Request::new(futures::stream::iter(messages));
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {}", user.token).parse().expect("header"),
+    );
+    ImageServiceClient::new(platform.image_channel())
+        .upload_image(request)
+        .await
+        .map(|reply| reply.into_inner().image.expect("image"))
+}
+
+/// A photo-like PNG of a few megabytes whose pixel data is damaged past its
+/// middle: only a decoder that reads that far finds out.
+fn png_damaged_midway() -> Vec<u8> {
+    let mut png = fixtures::encode(&fixtures::photo(1600, 1200), image::ImageFormat::Png);
+    let at = png.len() * 3 / 5;
+    for byte in &mut png[at..at + 64] {
+        *byte ^= 0x5a;
+    }
+    png
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_upload_streams_to_s3_in_one_piece() {
+    let mut options = Options::new(Backend::Postgres);
+    options.storage = Storage::S3;
+    let platform = TestPlatform::spawn_with(options).await;
+    let user = sign_up(&platform, "body@example.com").await;
+    // Larger than a multipart part (8 MiB), so a multipart upload would show.
+    let bytes = fixtures::encode(&fixtures::photo(2600, 2000), image::ImageFormat::Png);
+    assert!(bytes.len() > 9 * 1024 * 1024, "{} bytes", bytes.len());
+    let response = put_body(&platform, &user, "../big photo.png", bytes.clone()).await;
+    assert_eq!(
+        response.status(),
+        StatusCode::CREATED,
+        "{}",
+        response.text().await.unwrap_or_default()
+    );
+    let image: Value = response.json().await.expect("image");
+    assert_eq!(image["original_filename"], "big photo.png");
+    assert_eq!(image["mime_type"], "image/png");
+    assert_eq!(image["file_size"].as_u64(), Some(bytes.len() as u64));
+    assert_eq!(
+        (image["width"].as_u64(), image["height"].as_u64()),
+        (Some(2600), Some(2000))
+    );
+    let digest = <sha2::Sha256 as sha2::Digest>::digest(&bytes);
+    assert_eq!(image["sha256"].as_str(), Some(hex::encode(digest).as_str()));
+    let served = get(image["url"].as_str().expect("url"), None).await;
+    assert_eq!(served.status(), StatusCode::OK);
+    assert!(served.bytes().await.expect("bytes").to_vec() == bytes);
+    let thumbnail = get(image["thumbnail_url"].as_str().expect("thumbnail"), None).await;
+    let thumbnail = image::load_from_memory(&thumbnail.bytes().await.expect("bytes"))
+        .expect("the thumbnail decodes");
+    assert_eq!(thumbnail.width(), 512);
+
+    // Over the limit by its declared length: refused before the body is read.
+    let mut options = Options::new(Backend::Sqlite);
+    options.max_file_bytes = 1024 * 1024;
+    let small = TestPlatform::spawn_with(options).await;
+    let user = sign_up(&small, "declared@example.com").await;
+    let refused = problem(
+        put_body(&small, &user, "big.png", bytes).await,
+        StatusCode::PAYLOAD_TOO_LARGE,
+    )
+    .await;
+    assert!(
+        refused["detail"]
+            .as_str()
+            .expect("detail")
+            .contains("limit"),
+        "{refused}"
+    );
+    // Over gRPC, the declared size is checked against the service's limit, and
+    // must be the size sent.
+    let status = grpc_upload(&small, &user, Some(2 * 1024 * 1024), fixtures::png(8, 8))
+        .await
+        .expect_err("over the limit");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    assert!(
+        status.message().contains("larger than the limit"),
+        "{status:?}"
+    );
+    let png = fixtures::png(300, 200);
+    for declared in [png.len() as i64 - 1, png.len() as i64 + 1, -1] {
+        let status = grpc_upload(&small, &user, Some(declared), png.clone())
+            .await
+            .expect_err("declared size not the size sent");
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+        assert!(
+            status.message().contains("invalid fields"),
+            "{declared}: {status:?}"
+        );
+    }
+    let stored = grpc_upload(&small, &user, Some(png.len() as i64), png.clone())
+        .await
+        .expect("declared and sent alike");
+    assert_eq!(stored.file_size, png.len() as i64);
+    assert_eq!(
+        list(&small, &user).await.len(),
+        1,
+        "only the upload as declared"
+    );
+    assert_eq!(
+        files_under(&small.data_dir.join("objects/objects")).len(),
+        2,
+        "its original and thumbnail, nothing else"
+    );
+}
+
+/// An image found damaged half-way through is refused as soon as the decoder
+/// gets there, and the storage upload that was streaming alongside is cut short:
+/// no object, no row, whichever way it came in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_refused_midway_leaves_nothing_in_storage() {
+    let damaged = png_damaged_midway();
+    for storage in [Storage::S3, Storage::Local] {
+        let mut options = Options::new(Backend::Sqlite);
+        options.storage = storage;
+        let platform = TestPlatform::spawn_with(options).await;
+        let user = sign_up(&platform, "damaged@example.com").await;
+        let by_body = put_body(&platform, &user, "damaged.png", damaged.clone()).await;
+        let by_form = upload(
+            &platform,
+            &user,
+            "damaged.png",
+            damaged.clone(),
+            "image/png",
+        )
+        .await;
+        for (how, refused) in [("body", by_body), ("form", by_form)] {
+            let refused = problem(refused, StatusCode::UNPROCESSABLE_ENTITY).await;
+            assert!(
+                refused["detail"]
+                    .as_str()
+                    .is_some_and(|detail| detail.contains("corrupt")),
+                "{storage:?} {how}: {refused}"
+            );
+        }
+        assert!(
+            list(&platform, &user).await.is_empty(),
+            "{storage:?}: no row"
+        );
+        assert_eq!(
+            platform.objects.list("").await.expect("list"),
+            Vec::<String>::new(),
+            "{storage:?}: no object"
+        );
+        let spooled = files_under(&platform.data_dir.join("uploads"));
+        assert!(spooled.is_empty(), "{storage:?}: spooled {spooled:?}");
+        let temp = files_under(&platform.data_dir.join("objects/tmp"));
+        assert!(temp.is_empty(), "{storage:?}: temp files {temp:?}");
+    }
+}

@@ -7,7 +7,7 @@
 
 use std::{
     fs::File,
-    io::{BufReader, Cursor, Read, Seek, SeekFrom},
+    io::{BufRead, BufReader, Cursor, Read, Seek},
     path::Path,
 };
 
@@ -197,12 +197,20 @@ pub fn inspect(
     let mut head = [0u8; 32];
     let read = file.read(&mut head).map_err(|err| corrupt(&err))?;
     let kind = sniff(&head[..read])?;
-    file.seek(SeekFrom::Start(0)).map_err(|err| corrupt(&err))?;
 
+    let open = || -> Result<BufReader<File>, Rejection> {
+        Ok(BufReader::new(
+            File::open(path).map_err(|err| corrupt(&err))?,
+        ))
+    };
     match kind {
-        Kind::Jpeg => return inspect_jpeg(path, limits, strip_location),
+        Kind::Jpeg => {
+            // At hand, every JPEG is inspected.
+            return inspect_jpeg(open()?, limits, strip_location, Whole::AtHand)?
+                .ok_or_else(|| corrupt(&"the JPEG could not be inspected"));
+        }
         Kind::Png => {
-            if let Some(inspected) = inspect_png(path, limits, strip_location)? {
+            if let Some(inspected) = inspect_png(open()?, limits, strip_location)? {
                 return Ok(inspected);
             }
         }
@@ -237,33 +245,60 @@ pub fn inspect(
     )
 }
 
-/// JPEG through `jpeg-decoder`, which reads the header and EXIF without the
-/// scan data and decodes at 1/2 to 1/8 scale in the DCT: a 50 MB photo never
-/// sits whole in memory just to make its thumbnail.
-fn inspect_jpeg(
-    path: &Path,
+/// Inspects an upload as its bytes arrive, from `reader`: a PNG row by row, a JPEG
+/// scaled down in the DCT, in one pass, keeping a few rows at most. `None` when
+/// the image needs its whole file instead ([`inspect`] it then): other types,
+/// images with a location to strip, interlaced PNGs and progressive JPEGs (their
+/// pixels come in several passes over the whole image).
+pub fn inspect_stream<R: BufRead + Seek>(
+    kind: Kind,
+    reader: R,
     limits: DecodeLimits,
     strip_location: bool,
-) -> Result<Inspected, Rejection> {
+) -> Result<Option<Inspected>, Rejection> {
+    match kind {
+        Kind::Jpeg => inspect_jpeg(reader, limits, strip_location, Whole::Streaming),
+        Kind::Png => inspect_png(reader, limits, strip_location),
+        _ => Ok(None),
+    }
+}
+
+/// Whether a decoder may need the whole file.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Whole {
+    /// The file is at hand: any decode goes.
+    AtHand,
+    /// The bytes stream in: only decodes that keep little state.
+    Streaming,
+}
+
+/// JPEG through `jpeg-decoder`, in one pass: the header and EXIF first, without the
+/// scan data, then the pixels at 1/2 to 1/8 scale in the DCT (the thumbnail's
+/// size), so a 50 MB photo never sits whole in memory just to make its thumbnail.
+/// A location to strip needs the full image (it is re-encoded); `None` for that,
+/// and for a progressive JPEG, while streaming.
+fn inspect_jpeg<R: Read>(
+    reader: R,
+    limits: DecodeLimits,
+    strip_location: bool,
+    whole: Whole,
+) -> Result<Option<Inspected>, Rejection> {
     let corrupt = |err: &dyn std::fmt::Display| Rejection::Corrupt(err.to_string());
-    let open = || -> Result<jpeg_decoder::Decoder<BufReader<File>>, Rejection> {
-        let file = File::open(path).map_err(|err| corrupt(&err))?;
-        let mut decoder = jpeg_decoder::Decoder::new(BufReader::new(file));
-        decoder
-            .set_max_decoding_buffer_size(usize::try_from(limits.max_alloc).unwrap_or(usize::MAX));
-        Ok(decoder)
-    };
-    let mut header = open()?;
-    header.read_info().map_err(|err| corrupt(&err))?;
-    let info = header.info().ok_or_else(|| corrupt(&"no header"))?;
+    let mut decoder = jpeg_decoder::Decoder::new(reader);
+    decoder.set_max_decoding_buffer_size(usize::try_from(limits.max_alloc).unwrap_or(usize::MAX));
+    decoder.read_info().map_err(|err| corrupt(&err))?;
+    let info = decoder.info().ok_or_else(|| corrupt(&"no header"))?;
     let (width, height) = (u32::from(info.width), u32::from(info.height));
-    let (orientation, had_location) = header.exif_data().map_or((1, false), read_exif);
+    let (orientation, had_location) = decoder.exif_data().map_or((1, false), read_exif);
     let needs_full = strip_location && had_location;
     // A full decode holds every pixel (up to 4 bytes each); a scaled one a
     // quarter of them at most.
     limits.check(width, height, if needs_full { 4 } else { 1 })?;
-    let mut decoder = open()?;
-    decoder.read_info().map_err(|err| corrupt(&err))?;
+    if whole == Whole::Streaming
+        && (needs_full || info.coding_process != jpeg_decoder::CodingProcess::DctSequential)
+    {
+        return Ok(None);
+    }
     if !needs_full {
         let side = THUMBNAIL_SIZE as u16;
         decoder.scale(side, side).map_err(|err| corrupt(&err))?;
@@ -278,6 +313,7 @@ fn inspect_jpeg(
         had_location,
         strip_location,
     )
+    .map(Some)
 }
 
 /// PNG row by row: every row is decoded (proving the file whole) but only a box
@@ -285,14 +321,13 @@ fn inspect_jpeg(
 /// costs a few megabytes, not 400. `None` when the image must be decoded whole
 /// instead: it carries a location to strip, or it is interlaced (its rows come in
 /// seven passes; fal and cameras do not write such files).
-fn inspect_png(
-    path: &Path,
+fn inspect_png<R: BufRead + Seek>(
+    reader: R,
     limits: DecodeLimits,
     strip_location: bool,
 ) -> Result<Option<Inspected>, Rejection> {
     let corrupt = |err: &dyn std::fmt::Display| Rejection::Corrupt(err.to_string());
-    let file = File::open(path).map_err(|err| corrupt(&err))?;
-    let mut decoder = png::Decoder::new_with_limits(BufReader::new(file), limits.png());
+    let mut decoder = png::Decoder::new_with_limits(reader, limits.png());
     decoder.set_transformations(png::Transformations::normalize_to_color8());
     let mut reader = decoder.read_info().map_err(|err| match err {
         png::DecodingError::LimitsExceeded => limits.over_memory(),
@@ -332,8 +367,10 @@ fn inspect_png(
 type Preview = (u32, u32, Vec<u8>);
 
 /// Averages `factor`×`factor` boxes of a non-interlaced PNG's rows, where
-/// `factor` leaves at least twice the thumbnail's size on the longer side.
-fn box_shrunk<R: std::io::BufRead + Seek>(
+/// `factor` leaves at least twice the thumbnail's size on the longer side. Each
+/// row is added to a row of sums (which vectorises), and a band of `factor` rows
+/// is folded into boxes once complete.
+fn box_shrunk<R: BufRead + Seek>(
     reader: &mut png::Reader<R>,
     width: u32,
     height: u32,
@@ -344,47 +381,47 @@ fn box_shrunk<R: std::io::BufRead + Seek>(
     let (w, h) = (width as usize, height as usize);
     let (out_w, out_h) = (w.div_ceil(factor), h.div_ceil(factor));
     let mut out = Vec::with_capacity(out_w * out_h * channels);
-    let mut sums = vec![0u32; out_w * channels];
-    let mut counts = vec![0u32; out_w];
+    let mut sums = vec![0u32; w * channels];
     let mut rows_in_band = 0;
-    for _ in 0..h {
+    for y in 0..h {
         let row = reader
             .next_row()
             .map_err(|err| corrupt(&err))?
             .ok_or_else(|| corrupt(&"fewer rows than the header says"))?;
-        let data = row.data();
-        if data.len() < w * channels {
-            return Err(corrupt(&"a row is shorter than the header says"));
-        }
-        for (x, pixel) in data[..w * channels].chunks_exact(channels).enumerate() {
-            let cell = x / factor;
-            counts[cell] += 1;
-            for (sum, &sample) in sums[cell * channels..][..channels].iter_mut().zip(pixel) {
-                *sum += u32::from(sample);
-            }
+        let data = row
+            .data()
+            .get(..w * channels)
+            .ok_or_else(|| corrupt(&"a row is shorter than the header says"))?;
+        for (sum, &sample) in sums.iter_mut().zip(data) {
+            *sum += u32::from(sample);
         }
         rows_in_band += 1;
-        if rows_in_band == factor {
-            flush_band(&mut out, &mut sums, &mut counts, channels);
+        if rows_in_band == factor || y + 1 == h {
+            fold_band(&mut out, &mut sums, factor, rows_in_band, channels);
             rows_in_band = 0;
         }
-    }
-    if rows_in_band > 0 {
-        flush_band(&mut out, &mut sums, &mut counts, channels);
     }
     // The rest of the file (chunks after the pixels) must be whole too.
     reader.finish().map_err(|err| corrupt(&err))?;
     Ok((out_w as u32, out_h as u32, out))
 }
 
-fn flush_band(out: &mut Vec<u8>, sums: &mut [u32], counts: &mut [u32], channels: usize) {
-    for (cell, count) in counts.iter_mut().enumerate() {
-        for sum in &mut sums[cell * channels..][..channels] {
-            out.push((*sum / (*count).max(1)) as u8);
-            *sum = 0;
+/// Appends the boxes of a band (`rows` rows summed into `sums`, `factor` pixels
+/// wide) to `out`, and empties `sums` for the next band.
+fn fold_band(out: &mut Vec<u8>, sums: &mut [u32], factor: usize, rows: usize, channels: usize) {
+    for cell in sums.chunks(factor * channels) {
+        let count = (cell.len() / channels * rows).max(1) as u64;
+        for channel in 0..channels {
+            let total: u64 = cell
+                .iter()
+                .skip(channel)
+                .step_by(channels)
+                .map(|&sum| u64::from(sum))
+                .sum();
+            out.push((total / count) as u8);
         }
-        *count = 0;
     }
+    sums.fill(0);
 }
 
 /// Orients the decoded image, strips it when it carries a location, and makes
@@ -441,9 +478,7 @@ fn read_exif(raw: &[u8]) -> (u8, bool) {
     (orientation, location)
 }
 
-fn decode_jpeg(
-    mut decoder: jpeg_decoder::Decoder<BufReader<File>>,
-) -> Result<DynamicImage, Rejection> {
+fn decode_jpeg<R: Read>(mut decoder: jpeg_decoder::Decoder<R>) -> Result<DynamicImage, Rejection> {
     let corrupt = |err: &dyn std::fmt::Display| Rejection::Corrupt(err.to_string());
     let pixels = decoder.decode().map_err(|err| corrupt(&err))?;
     let info = decoder.info().ok_or_else(|| corrupt(&"no header"))?;

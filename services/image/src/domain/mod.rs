@@ -1,12 +1,21 @@
-//! The rules of stored images: uploads are streamed to a temporary file while
-//! their size and hash are checked, inspected, and only then stored, objects
-//! first and the row last, so a failure at any step leaves nothing behind.
+//! The rules of stored images. An upload streams through once: as each chunk
+//! arrives its size is checked and it is hashed, handed to a decoder that inspects
+//! the image as it comes (on the blocking pool, see [`feed`]), and sent on to
+//! storage. The stored object is completed only once the decoder accepted the
+//! image; a refusal at any point cuts the storage upload short (aborting it), so
+//! nothing is left behind. The row is written last.
 
+pub mod feed;
 pub mod gate;
 pub mod inspect;
 pub mod signing;
 
-use std::{path::PathBuf, sync::Arc, time::Duration};
+use std::{
+    io::{self, Write},
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
 
 use atelier_common::{Clock, QuotaExceeded};
 use atelier_storage::{ByteRange, ByteStream, ObjectMeta, ObjectStore};
@@ -14,19 +23,24 @@ use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
-use tokio::io::AsyncWriteExt;
+use tokio::{sync::mpsc, task::JoinHandle};
 use uuid::Uuid;
 
 use crate::{
     error::ImageError,
     store::{ImageRow, Store},
 };
-use gate::DecodeGate;
-use inspect::{DecodeLimits, Inspected};
+use feed::{Fed, Feed};
+use gate::{DecodeGate, Slot};
+use inspect::{DecodeLimits, Inspected, Kind};
 use signing::{UrlSigner, Variant};
 
 /// The longest display name kept.
 const MAX_FILENAME_CHARS: usize = 255;
+
+/// Chunks in flight from an upload's task to its decoder, and to its store: the
+/// memory an upload holds beyond what the decoder keeps.
+const CHUNKS_IN_FLIGHT: usize = 16;
 
 #[derive(Clone, Debug)]
 pub struct Settings {
@@ -67,6 +81,10 @@ pub struct NewImage {
     pub metadata: serde_json::Map<String, serde_json::Value>,
     /// Days to keep it: the user's setting; `None` for the service's default.
     pub retention_days: Option<u32>,
+    /// The size the sender declared before the first byte, when it did: over a
+    /// limit, the upload is refused at once; otherwise it must be exactly that long,
+    /// and is stored as it streams in one piece.
+    pub size: Option<u64>,
 }
 
 /// An image as callers see it, with signed URLs.
@@ -214,88 +232,158 @@ impl Images {
         {
             return Ok((self.present(existing).await?, true));
         }
-        let tmp = tempfile::Builder::new()
-            .prefix("upload-")
-            .tempfile_in(&self.settings.tmp_dir)
-            .map_err(|err| anyhow::anyhow!("creating a temporary file: {err}"))?;
-        let mut file = tokio::fs::File::from_std(
-            tmp.reopen()
-                .map_err(|err| anyhow::anyhow!("opening a temporary file: {err}"))?,
-        );
-        let mut hasher = Sha256::new();
-        let mut size: u64 = 0;
-        let limit = match new.origin {
-            Origin::Upload => self.settings.max_file_bytes,
-            Origin::Result { .. } => self.settings.max_result_bytes,
+        let mut received = Received {
+            size: 0,
+            limit: match new.origin {
+                Origin::Upload => self.settings.max_file_bytes,
+                Origin::Result { .. } => self.settings.max_result_bytes,
+            },
+            declared: new.size,
+            hasher: Sha256::new(),
         };
+        // A declared size over a limit is refused before a byte is read.
+        if let Some(declared) = new.size {
+            received.allow(declared, quota.as_ref())?;
+        }
+
+        // The type, from the first bytes: nothing starts for what is no image.
+        let mut first = Vec::new();
         let mut head = Vec::with_capacity(32);
-        let mut sniffed = false;
-        while let Some(chunk) = body.next().await {
+        while head.len() < 32 {
+            let Some(chunk) = body.next().await else {
+                break;
+            };
             let chunk = chunk?;
-            size += chunk.len() as u64;
-            if size > limit {
-                return Err(ImageError::TooLarge {
-                    limit_mb: limit / (1024 * 1024),
-                });
-            }
-            if let Some(quota) = &quota {
-                quota.check(size)?;
-            }
-            if !sniffed {
-                head.extend_from_slice(&chunk[..chunk.len().min(32 - head.len())]);
-                if head.len() == 32 {
-                    inspect::sniff(&head)?;
-                    sniffed = true;
+            received.take(&chunk, quota.as_ref())?;
+            head.extend_from_slice(&chunk[..chunk.len().min(32 - head.len())]);
+            first.push(chunk);
+        }
+        let kind = inspect::sniff(&head)?;
+
+        let id = Uuid::now_v7();
+        let original_key = object_key(new.user_id, id, Variant::Original);
+        let (to_store, stored) = mpsc::channel(CHUNKS_IN_FLIGHT);
+        let put = tokio::spawn({
+            let objects = Arc::clone(&self.objects);
+            let (key, declared) = (original_key.clone(), new.size);
+            async move {
+                let body = stored_body(stored);
+                match declared {
+                    Some(len) => objects.put_exact(&key, kind.mime(), len, body).await,
+                    None => objects.put(&key, kind.mime(), body).await,
                 }
             }
-            hasher.update(&chunk);
-            file.write_all(&chunk)
-                .await
-                .map_err(|err| anyhow::anyhow!("writing a temporary file: {err}"))?;
+        });
+        let (to_decoder, fed) = mpsc::channel(CHUNKS_IN_FLIGHT);
+        let decode = {
+            let limits = self.decode_limits();
+            let strip = self.settings.strip_location;
+            let tmp_dir = self.settings.tmp_dir.clone();
+            self.decodes
+                .spawn(move |slot| inspect_upload(kind, fed, slot, limits, strip, &tmp_dir))
+        };
+        let mut upload = Streaming {
+            to_decoder: Some(to_decoder),
+            decode,
+            verdict: None,
+            to_store,
+            put,
+        };
+
+        let pumped = async {
+            for chunk in first {
+                upload.forward(chunk).await?;
+            }
+            loop {
+                let next = tokio::select! {
+                    biased;
+                    decoded = &mut upload.decode, if upload.verdict.is_none() => {
+                        // Done before the body: refused early, or the image ended
+                        // before the bytes did (the rest is only stored).
+                        let decoded = joined(decoded);
+                        upload.to_decoder = None;
+                        if let Err(err) = decoded {
+                            return Err(err);
+                        }
+                        upload.verdict = Some(decoded);
+                        continue;
+                    }
+                    next = body.next() => next,
+                };
+                let Some(chunk) = next else {
+                    break;
+                };
+                let chunk = chunk?;
+                received.take(&chunk, quota.as_ref())?;
+                upload.forward(chunk).await?;
+            }
+            received.whole()
         }
-        if !sniffed {
-            inspect::sniff(&head)?;
+        .await;
+        if let Err(err) = pumped {
+            upload.abandon().await;
+            return Err(err);
         }
-        file.flush()
-            .await
-            .map_err(|err| anyhow::anyhow!("writing a temporary file: {err}"))?;
-        drop(file);
-        let sha256 = hex::encode(hasher.finalize());
+        if let Some(decoder) = upload.to_decoder.take() {
+            // Gone already if the decoder stopped: its verdict says why.
+            let _ = decoder.send(Fed::End).await;
+        }
+        let size = received.size;
+        let sha256 = hex::encode(received.hasher.finalize());
 
         // From here on the work runs to its end even if the client goes away, so
         // it never stops between storing objects and writing the row.
         let this = Arc::clone(self);
-        tokio::spawn(async move { this.finish(new, quota, tmp, size, sha256).await })
+        let accepted = Accepted {
+            id,
+            kind,
+            size,
+            sha256,
+            original_key,
+        };
+        tokio::spawn(async move { this.finish(new, quota, upload, accepted).await })
             .await
             .map_err(|err| anyhow::anyhow!("storing an upload: {err}"))?
     }
 
-    /// Inspects a received upload, stores its objects, and records its row within
-    /// the uploader's storage quota; a refusal or failure removes the objects.
+    fn decode_limits(&self) -> DecodeLimits {
+        DecodeLimits {
+            max_pixels: self.settings.max_pixels,
+            max_alloc: self.settings.max_decode_bytes,
+        }
+    }
+
+    /// Waits for the decoder's verdict on a received upload, completes or replaces
+    /// its stored original, stores its thumbnail, and records its row within the
+    /// uploader's storage quota; a refusal or failure removes the objects.
     async fn finish(
         &self,
         new: NewImage,
         quota: Option<UploadQuota>,
-        tmp: tempfile::NamedTempFile,
-        size: u64,
-        sha256: String,
+        mut upload: Streaming,
+        accepted: Accepted,
     ) -> Result<(Image, bool), ImageError> {
-        let path = tmp.path().to_owned();
-        let limits = DecodeLimits {
-            max_pixels: self.settings.max_pixels,
-            max_alloc: self.settings.max_decode_bytes,
+        let Accepted {
+            id,
+            kind,
+            size,
+            sha256,
+            original_key,
+        } = accepted;
+        let inspected = match upload.verdict.take() {
+            Some(verdict) => verdict,
+            None => joined((&mut upload.decode).await),
         };
-        let strip = self.settings.strip_location;
-        let inspected = self
-            .decodes
-            .run(move || inspect::inspect(&path, limits, strip))
-            .await??;
-
-        let id = Uuid::now_v7();
-        let original_key = object_key(new.user_id, id, Variant::Original);
+        let inspected = match inspected {
+            Ok(inspected) => inspected,
+            Err(err) => {
+                upload.abandon().await;
+                return Err(err);
+            }
+        };
         let thumbnail_key = object_key(new.user_id, id, Variant::Thumbnail);
         let Inspected {
-            kind,
+            kind: _,
             width,
             height,
             orientation,
@@ -306,20 +394,15 @@ impl Images {
         } = inspected;
         let location_stripped = stripped.is_some();
         let stored_size = match stripped {
+            // The upload as sent is not kept: its location goes.
             Some(bytes) => {
+                upload.abandon().await;
                 let len = bytes.len() as u64;
                 self.put_bytes(&original_key, kind.mime(), bytes).await?;
                 len
             }
-            None => {
-                let file = tokio::fs::File::open(tmp.path())
-                    .await
-                    .map_err(|err| anyhow::anyhow!("reading a temporary file: {err}"))?;
-                let stream = tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024).boxed();
-                self.objects.put(&original_key, kind.mime(), stream).await?
-            }
+            None => upload.complete().await?,
         };
-        drop(tmp);
         if let Err(err) = self
             .put_bytes(&thumbnail_key, thumbnail_mime, thumbnail)
             .await
@@ -659,6 +742,196 @@ impl Images {
         }
         Ok(deleted)
     }
+}
+
+/// What an upload's task counts and hashes as the bytes arrive.
+struct Received {
+    size: u64,
+    limit: u64,
+    declared: Option<u64>,
+    hasher: Sha256,
+}
+
+impl Received {
+    /// Refuses `size` bytes over the limit or the uploader's plan.
+    fn allow(&self, size: u64, quota: Option<&UploadQuota>) -> Result<(), ImageError> {
+        if size > self.limit {
+            return Err(ImageError::TooLarge {
+                limit_mb: self.limit / (1024 * 1024),
+            });
+        }
+        match quota {
+            Some(quota) => quota.check(size),
+            None => Ok(()),
+        }
+    }
+
+    fn take(&mut self, chunk: &[u8], quota: Option<&UploadQuota>) -> Result<(), ImageError> {
+        self.size += chunk.len() as u64;
+        self.allow(self.size, quota)?;
+        if self.declared.is_some_and(|declared| self.size > declared) {
+            return Err(self.mismatch());
+        }
+        self.hasher.update(chunk);
+        Ok(())
+    }
+
+    /// Refuses a body that ended short of its declared size.
+    fn whole(&self) -> Result<(), ImageError> {
+        match self.declared {
+            Some(declared) if declared != self.size => Err(self.mismatch()),
+            _ => Ok(()),
+        }
+    }
+
+    fn mismatch(&self) -> ImageError {
+        ImageError::field(
+            "size_bytes",
+            format!(
+                "{} bytes were declared, {} or more sent",
+                self.declared.unwrap_or_default(),
+                self.size
+            ),
+        )
+    }
+}
+
+/// What the upload's task hands on to storage.
+enum Stored {
+    Chunk(Bytes),
+    /// The image was accepted: the object may be completed.
+    End,
+}
+
+/// The chunks for storage as a body: it ends only on [`Stored::End`], and fails
+/// when the upload's task drops its sender without it, so that the store never
+/// completes an object for an upload that was refused or abandoned.
+fn stored_body(chunks: mpsc::Receiver<Stored>) -> ByteStream {
+    futures::stream::unfold(Some(chunks), |chunks| async move {
+        let mut chunks = chunks?;
+        match chunks.recv().await {
+            Some(Stored::Chunk(chunk)) => Some((Ok(chunk), Some(chunks))),
+            Some(Stored::End) => None,
+            None => Some((
+                Err(io::Error::new(
+                    io::ErrorKind::Interrupted,
+                    "the upload stopped before it was accepted",
+                )),
+                None,
+            )),
+        }
+    })
+    .boxed()
+}
+
+/// An upload on its way: its decoder, and its storage upload.
+struct Streaming {
+    /// `None` once the decoder has what it needs.
+    to_decoder: Option<mpsc::Sender<Fed>>,
+    decode: JoinHandle<Result<Inspected, ImageError>>,
+    verdict: Option<Result<Inspected, ImageError>>,
+    to_store: mpsc::Sender<Stored>,
+    put: JoinHandle<Result<u64, atelier_storage::StorageError>>,
+}
+
+impl Streaming {
+    /// Hands `chunk` to the decoder (while it reads) and to storage.
+    async fn forward(&mut self, chunk: Bytes) -> Result<(), ImageError> {
+        if let Some(decoder) = &self.to_decoder
+            && decoder.send(Fed::Chunk(chunk.clone())).await.is_err()
+        {
+            self.to_decoder = None;
+        }
+        if self.to_store.send(Stored::Chunk(chunk)).await.is_err() {
+            // The store stopped reading: it failed, and says why.
+            let failed = (&mut self.put).await;
+            return Err(match failed {
+                Ok(Err(err)) => err.into(),
+                Ok(Ok(_)) => anyhow::anyhow!("storage finished before the upload ended").into(),
+                Err(err) => anyhow::anyhow!("storing an upload: {err}").into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Stops the decoder and cuts the storage upload short, and waits until the
+    /// store has let go of it (an S3 multipart upload aborted), so nothing is left
+    /// once the refusal is answered.
+    async fn abandon(self) {
+        let Self {
+            to_decoder,
+            to_store,
+            put,
+            ..
+        } = self;
+        drop((to_decoder, to_store));
+        // It fails: its body ends without `Stored::End`.
+        let _ = put.await;
+    }
+
+    /// Lets the store complete the object; its stored size.
+    async fn complete(self) -> Result<u64, ImageError> {
+        // The store reads until this end, unless it failed (it says why below).
+        let _ = self.to_store.send(Stored::End).await;
+        drop(self.to_store);
+        match self.put.await {
+            Ok(stored) => Ok(stored?),
+            Err(err) => Err(anyhow::anyhow!("storing an upload: {err}").into()),
+        }
+    }
+}
+
+/// A received upload's facts, for [`Images::finish`].
+struct Accepted {
+    id: Uuid,
+    kind: Kind,
+    size: u64,
+    sha256: String,
+    original_key: String,
+}
+
+/// A decode's result, with a decoder that panicked as an internal error.
+fn joined(
+    decoded: Result<Result<Inspected, ImageError>, tokio::task::JoinError>,
+) -> Result<Inspected, ImageError> {
+    decoded.map_err(|err| anyhow::anyhow!("decoding an image: {err}"))?
+}
+
+/// Inspects an upload as it arrives (see [`inspect::inspect_stream`]); one that
+/// needs its whole file is spooled to `tmp_dir` as it arrives and inspected once
+/// whole, holding its decode slot throughout.
+fn inspect_upload(
+    kind: Kind,
+    fed: mpsc::Receiver<Fed>,
+    slot: &mut Slot,
+    limits: DecodeLimits,
+    strip_location: bool,
+    tmp_dir: &Path,
+) -> Result<Inspected, ImageError> {
+    let mut feed = Feed::new(fed, slot);
+    match inspect::inspect_stream(kind, &mut feed, limits, strip_location) {
+        Ok(Some(inspected)) => return Ok(inspected),
+        Ok(None) => {}
+        Err(_) if feed.overflowed() => {}
+        Err(rejection) => return Err(rejection.into()),
+    }
+    tracing::debug!(
+        kind = kind.extension(),
+        "inspecting an upload once it is whole"
+    );
+    let spooled = (|| -> io::Result<tempfile::NamedTempFile> {
+        let mut file = tempfile::Builder::new()
+            .prefix("upload-")
+            .tempfile_in(tmp_dir)?;
+        let mut out = io::BufWriter::with_capacity(256 * 1024, file.as_file_mut());
+        feed.spool(&mut out)?;
+        out.flush()?;
+        drop(out);
+        Ok(file)
+    })()
+    .map_err(|err| anyhow::anyhow!("spooling an upload: {err}"))?;
+    slot.hold();
+    Ok(inspect::inspect(spooled.path(), limits, strip_location)?)
 }
 
 fn key_of(row: &ImageRow, variant: Variant) -> Option<&str> {

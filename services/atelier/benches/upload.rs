@@ -1,0 +1,344 @@
+//! A 50 MB PNG uploaded through the gateway of an `atelier serve` process storing
+//! in S3 (the s3s-fs test server, as `make test` runs it), against `curl -T` of the
+//! same file into a bare streaming sink (a server in this process that reads the
+//! body and drops it), measured in the same run with the same client. Also: the
+//! peak RSS the uploads add to the `atelier` process, and, for context, `curl -T`
+//! of the file straight into the same S3 server (the store's own ceiling).
+//! Targets: at least half the sink's rate; peak RSS growth under 64 MB.
+//! `make bench` runs the full measurement; `cargo test` a smoke run on a 5 MB PNG.
+//!
+//! | variable | default |
+//! |---|---|
+//! | `TEST_S3_ENDPOINT` | `http://127.0.0.1:9000` |
+//! | `TEST_S3_ACCESS_KEY` | `atelier-test` |
+//! | `TEST_S3_SECRET_KEY` | `atelier-test-secret` |
+
+use std::{
+    net::TcpListener,
+    path::Path,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use atelier_bench::{Mode, Report, Row, Spread, peak_rss, version_of};
+use atelier_storage::ObjectStore;
+use axum::{body::Body, http::StatusCode, routing::put};
+use futures::StreamExt;
+use serde_json::{Value, json};
+
+const MB: f64 = 1e6;
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("free port")
+        .port()
+}
+
+/// The `atelier serve` process, killed when dropped.
+struct Server {
+    child: Child,
+    gateway: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Every service in one process, storing in `bucket` on the test S3 server.
+fn serve(dir: &Path, bucket: &str) -> (Server, String) {
+    let gateway = free_port();
+    let admin = free_port();
+    let s3 = atelier_testkit::s3_config(bucket);
+    let child = Command::new(env!("CARGO_BIN_EXE_atelier"))
+        .args([
+            "serve",
+            "--target",
+            "auth,image,workflow,processing,user,gateway",
+        ])
+        .current_dir(dir)
+        .env("DATA_DIR", dir.join("data"))
+        .env("UPLOAD_TMP_DIR", dir)
+        .env("GATEWAY_ADDR", format!("127.0.0.1:{gateway}"))
+        .env("AUTH_GRPC_ADDR", format!("127.0.0.1:{}", free_port()))
+        .env("IMAGE_GRPC_ADDR", format!("127.0.0.1:{}", free_port()))
+        .env("WORKFLOW_GRPC_ADDR", format!("127.0.0.1:{}", free_port()))
+        .env("PROCESSING_GRPC_ADDR", format!("127.0.0.1:{}", free_port()))
+        .env("USER_GRPC_ADDR", format!("127.0.0.1:{}", free_port()))
+        .env("FAL_SIM_ADDR", format!("127.0.0.1:{}", free_port()))
+        .env("ADMIN_ADDR", format!("127.0.0.1:{admin}"))
+        .env("S3_BUCKET", bucket)
+        .env("S3_ENDPOINT", s3.endpoint.clone().unwrap_or_default())
+        .env(
+            "S3_ACCESS_KEY_ID",
+            s3.access_key_id.clone().unwrap_or_default(),
+        )
+        .env(
+            "S3_SECRET_ACCESS_KEY",
+            s3.secret_access_key.clone().unwrap_or_default(),
+        )
+        .env("MAX_FILE_SIZE_MB", "64")
+        .env("TIER_FREE_MAX_FILE_SIZE_BYTES", "unlimited")
+        .env("TIER_FREE_STORAGE_BYTES", "unlimited")
+        .env("RUST_LOG", "warn")
+        .env_remove("DATABASE_URL")
+        .env_remove("REDIS_URL")
+        .env_remove("FAL_KEY")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn atelier");
+    (
+        Server {
+            child,
+            gateway: format!("http://127.0.0.1:{gateway}"),
+        },
+        format!("http://127.0.0.1:{admin}"),
+    )
+}
+
+async fn ready(client: &reqwest::Client, url: &str) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !matches!(client.get(url).send().await, Ok(r) if r.status() == 200) {
+        assert!(Instant::now() < deadline, "{url} not ready within 120 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A server that reads request bodies and drops them: the most any upload
+/// endpoint could do on this machine.
+async fn sink() -> String {
+    async fn discard(body: Body) -> StatusCode {
+        let mut body = body.into_data_stream();
+        while let Some(chunk) = body.next().await {
+            if chunk.is_err() {
+                return StatusCode::BAD_REQUEST;
+            }
+        }
+        StatusCode::OK
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind the sink");
+    let addr = listener.local_addr().expect("sink address");
+    let app = axum::Router::new().route("/{*path}", put(discard));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}")
+}
+
+/// `curl -T file url` with `args`; the time it took, after checking the status.
+fn curl_put(file: &Path, url: &str, args: &[String], expect: u16) -> Duration {
+    let out = Command::new("curl")
+        .args(["-sS", "-o", "/dev/null", "-w", "%{http_code} %{time_total}"])
+        .args(args)
+        .arg("-T")
+        .arg(file)
+        .arg(url)
+        .output()
+        .expect("curl runs");
+    let written = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut fields = written.split_whitespace();
+    let code: u16 = fields.next().and_then(|c| c.parse().ok()).unwrap_or(0);
+    assert_eq!(
+        code,
+        expect,
+        "curl -T {url}: {written} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let secs: f64 = fields
+        .next()
+        .and_then(|t| t.parse().ok())
+        .expect("curl's time");
+    Duration::from_secs_f64(secs)
+}
+
+/// A PNG of about `target` bytes: a photo-like picture (smooth fields with grain,
+/// as a camera's), deterministic.
+fn png_of_about(target: usize) -> (Vec<u8>, u32, u32) {
+    // The grain makes such a PNG about 2.3 bytes a pixel; one trial sets the size.
+    let trial = atelier_testkit::fixtures::encode(
+        &atelier_testkit::fixtures::photo(600, 400),
+        image::ImageFormat::Png,
+    );
+    let per_pixel = trial.len() as f64 / (600.0 * 400.0);
+    let pixels = target as f64 / per_pixel;
+    let width = (pixels * 1.5).sqrt().round() as u32;
+    let height = (pixels / f64::from(width)).round() as u32;
+    let png = atelier_testkit::fixtures::encode(
+        &atelier_testkit::fixtures::photo(width, height),
+        image::ImageFormat::Png,
+    );
+    (png, width, height)
+}
+
+fn main() {
+    let mode = Mode::from_args();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(run(mode));
+}
+
+async fn run(mode: Mode) {
+    let runs = mode.pick(5, 2);
+    let target = mode.pick(50_000_000, 5_000_000);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (png, width, height) = png_of_about(target);
+    let file = dir.path().join("upload.png");
+    std::fs::write(&file, &png).expect("write the PNG");
+    let size = png.len() as f64;
+    println!(
+        "{width}x{height} PNG, {:.1} MB, {runs} runs each",
+        size / MB
+    );
+
+    let bucket = format!("atelier-bench-{}", uuid::Uuid::new_v4().simple());
+    let s3 = atelier_testkit::s3_config(&bucket);
+    let store = atelier_storage::S3Store::new(s3.clone())
+        .await
+        .expect("S3 client");
+    store.create_bucket_if_missing().await.expect(
+        "the S3 test server answers at TEST_S3_ENDPOINT (make test starts it through .ci/deps.sh)",
+    );
+    let (server, admin) = serve(dir.path(), &bucket);
+    let client = reqwest::Client::new();
+    ready(&client, &format!("{admin}/readyz")).await;
+    let tokens: Value = client
+        .post(format!("{}/api/auth/register", server.gateway))
+        .json(&json!({"email": "bench@example.com", "password": "correct horse battery"}))
+        .send()
+        .await
+        .expect("register")
+        .json()
+        .await
+        .expect("tokens");
+    let token = tokens["access_token"].as_str().expect("token").to_owned();
+    let sink = sink().await;
+
+    let upload_url = format!("{}/api/images/upload?filename=upload.png", server.gateway);
+    let auth = vec![
+        "-H".to_owned(),
+        format!("Authorization: Bearer {token}"),
+        "-H".to_owned(),
+        "Content-Type: image/png".to_owned(),
+    ];
+    let s3_url = format!(
+        "{}/{bucket}/direct.png",
+        s3.endpoint.clone().unwrap_or_default()
+    );
+    let s3_args = vec![
+        "--aws-sigv4".to_owned(),
+        format!("aws:amz:{}:s3", s3.region),
+        "--user".to_owned(),
+        format!(
+            "{}:{}",
+            s3.access_key_id.clone().unwrap_or_default(),
+            s3.secret_access_key.clone().unwrap_or_default()
+        ),
+        "-H".to_owned(),
+        "x-amz-content-sha256: UNSIGNED-PAYLOAD".to_owned(),
+    ];
+
+    // Warm every path once (connections, pools, codecs, the page cache).
+    let upload = |file: &Path| curl_put(file, &upload_url, &auth, 201);
+    let pid = server.child.id();
+    let warm_file = dir.path().join("warm.png");
+    std::fs::write(
+        &warm_file,
+        atelier_testkit::fixtures::encode(
+            &atelier_testkit::fixtures::photo(1200, 800),
+            image::ImageFormat::Png,
+        ),
+    )
+    .expect("write the warm-up PNG");
+    upload(&warm_file);
+    curl_put(&file, &format!("{sink}/upload.png"), &[], 200);
+    curl_put(&file, &s3_url, &s3_args, 200);
+    let before = peak_rss(pid).expect("the server's peak RSS");
+
+    let (mut ours, mut bare, mut direct) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..runs {
+        ours.push(size / MB / upload(&file).as_secs_f64());
+        bare.push(
+            size / MB / curl_put(&file, &format!("{sink}/upload.png"), &[], 200).as_secs_f64(),
+        );
+        direct.push(size / MB / curl_put(&file, &s3_url, &s3_args, 200).as_secs_f64());
+    }
+    let after = peak_rss(pid).expect("the server's peak RSS");
+    let grown = after.saturating_sub(before) as f64 / (1024.0 * 1024.0);
+
+    // Every upload was stored whole: an original and a thumbnail each.
+    let images: Value = client
+        .get(format!("{}/api/images?page_size=100", server.gateway))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("list")
+        .json()
+        .await
+        .expect("images");
+    let stored = images["images"].as_array().expect("images");
+    assert_eq!(stored.len(), runs + 1, "every upload stored");
+    assert!(
+        stored[..runs]
+            .iter()
+            .all(|image| image["file_size"].as_f64() == Some(size)
+                && image["width"].as_u64() == Some(u64::from(width))),
+        "stored as sent"
+    );
+
+    let curl = version_of("curl", &["--version"]);
+    let curl = curl
+        .split_whitespace()
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut report = Report::new("upload", "Upload through the gateway");
+    report.row(
+        Row::new(format!("{:.0} MB PNG upload, S3 storage, MB/s", size / MB))
+            .ours_spread(Spread::of(&ours), "MB/s")
+            .peer_spread(
+                format!("`curl -T` into a bare streaming sink ({curl})"),
+                Spread::of(&bare),
+            )
+            .at_least_ratio(0.5),
+    );
+    report.row(
+        Row::new("same upload, against the store alone, MB/s")
+            .ours_spread(Spread::of(&ours), "MB/s")
+            .peer_spread("`curl -T` straight into the S3 server", Spread::of(&direct))
+            .note("context: the S3 server's own ceiling here"),
+    );
+    report.row(
+        Row::new("peak RSS growth of the atelier process over the uploads, MB")
+            .ours(grown, "MB")
+            .at_most(64.0),
+    );
+    report.note(format!(
+        "{}. Ours: `curl -T upload.png '<gateway>/api/images/upload?filename=upload.png'` into \
+         `atelier serve` (every service but fal's simulator; release, SQLite, objects in S3 on the s3s-fs server at \
+         TEST_S3_ENDPOINT); the gateway streams the body over gRPC (mTLS) to the image service, \
+         which hashes it, checks it as a PNG row by row and makes its thumbnail from the rows as \
+         they pass, while streaming it into one S3 PutObject completed once the check passed. \
+         Peer: the same `curl -T` into a server that reads the body and drops it. Rates are \
+         file size over curl's total time; medians of {runs} runs, interleaved, after a warm-up. \
+         Peak RSS: VmHWM of the atelier process after the uploads less before them. The PNG: \
+         {width}×{height} `fixtures::photo`, {:.1} MB.",
+        atelier_bench::machine(),
+        size / MB
+    ));
+    drop(server);
+    // The bucket goes: its objects, then itself.
+    if let Ok(keys) = store.list("").await {
+        for key in keys {
+            let _ = store.delete(&key).await;
+        }
+    }
+    let _ = store.client().delete_bucket().bucket(&bucket).send().await;
+    report.finish(mode);
+}
