@@ -20,6 +20,7 @@ use std::{
     time::Duration,
 };
 
+use atelier_common::token::TokenError;
 use atelier_proto::processing::v1::{
     StreamJobEventsRequest, processing_service_client::ProcessingServiceClient,
 };
@@ -159,6 +160,9 @@ pub async fn upgrade(
         .or_else(|| params.access_token.map(|token| format!("Bearer {token}")));
     let caller = match state.verifier.verify_header(bearer.as_deref()).await {
         Ok(caller) => caller,
+        Err(err @ (TokenError::KeysUnavailable | TokenError::SessionsUnavailable)) => {
+            return Problem::from(err.status()).into_response();
+        }
         Err(_) => {
             return Problem::from(tonic::Status::unauthenticated(
                 "missing or invalid access token",

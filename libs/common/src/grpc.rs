@@ -436,7 +436,7 @@ where
                     request.extensions_mut().insert(caller);
                     inner.call(request).await
                 }
-                Err(err) => Ok(Status::unauthenticated(err.to_string()).into_http()),
+                Err(err) => Ok(err.status().into_http()),
             }
         })
     }

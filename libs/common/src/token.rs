@@ -81,6 +81,20 @@ pub enum TokenError {
     SessionsUnavailable,
 }
 
+impl TokenError {
+    /// The status a caller gets: the token's own faults are `UNAUTHENTICATED`, while keys
+    /// or session state that cannot be fetched right now are `UNAVAILABLE`, so a client
+    /// tries again rather than taking its session for ended.
+    pub fn status(&self) -> tonic::Status {
+        match self {
+            Self::KeysUnavailable | Self::SessionsUnavailable => {
+                tonic::Status::unavailable(self.to_string())
+            }
+            _ => tonic::Status::unauthenticated(self.to_string()),
+        }
+    }
+}
+
 /// Where the public keys come from.
 #[async_trait]
 pub trait KeySource: Send + Sync {

@@ -41,6 +41,7 @@ impl AuthConfig {
         let lifetimes = Lifetimes {
             access: config::seconds("ACCESS_TOKEN_TTL_SECS", 15 * 60)?,
             refresh: config::seconds("REFRESH_TOKEN_TTL_SECS", 7 * 24 * 60 * 60)?,
+            reuse_grace: config::seconds("REFRESH_REUSE_GRACE_SECS", 15)?,
         };
         let defaults = Backoff::default();
         let backoff = Backoff {

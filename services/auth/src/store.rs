@@ -143,12 +143,15 @@ impl Store {
 
     /// Rotates the token whose hash is `hash` into `next`, atomically: of two
     /// concurrent rotations of one token exactly one wins, and the other is
-    /// treated as reuse.
+    /// treated as reuse. A token rotated after `grace_since` whose successor was
+    /// never used is rotated again (the successor is revoked): its holder lost the
+    /// answer. Any other rotated or revoked token revokes its family.
     pub async fn rotate(
         &self,
         hash: &str,
         next: impl FnOnce(&RefreshToken) -> RefreshToken,
         now: OffsetDateTime,
+        grace_since: OffsetDateTime,
     ) -> Result<Rotation, DbErr> {
         let txn = self.db.begin().await?;
         let Some(current) = refresh_tokens::Entity::find()
@@ -158,7 +161,13 @@ impl Store {
         else {
             return Ok(Rotation::Unknown);
         };
-        if current.revoked_at.is_some() || current.replaced_by.is_some() {
+        let lost = match (current.revoked_at, current.replaced_by) {
+            (None, Some(successor)) => {
+                revoke_unused_successor(&txn, successor, grace_since, now).await?
+            }
+            _ => false,
+        };
+        if !lost && (current.revoked_at.is_some() || current.replaced_by.is_some()) {
             revoke_family(&txn, current.family_id, now).await?;
             txn.commit().await?;
             return Ok(Rotation::Reused);
@@ -173,7 +182,11 @@ impl Store {
                 Expr::value(successor.id),
             )
             .filter(refresh_tokens::Column::Id.eq(current.id))
-            .filter(refresh_tokens::Column::ReplacedBy.is_null())
+            .filter(match current.replaced_by {
+                // Claimed only if no concurrent rotation got there first.
+                Some(lost) => refresh_tokens::Column::ReplacedBy.eq(lost),
+                None => refresh_tokens::Column::ReplacedBy.is_null(),
+            })
             .filter(refresh_tokens::Column::RevokedAt.is_null())
             .exec(&txn)
             .await?;
@@ -331,6 +344,25 @@ async fn insert_token(db: &impl ConnectionTrait, token: RefreshToken) -> Result<
         .exec_without_returning(db)
         .await?;
     Ok(())
+}
+
+/// Revokes `successor` if it was issued after `since` and has been neither used nor
+/// revoked; true if it was.
+async fn revoke_unused_successor(
+    db: &impl ConnectionTrait,
+    successor: Uuid,
+    since: OffsetDateTime,
+    now: OffsetDateTime,
+) -> Result<bool, DbErr> {
+    let revoked = refresh_tokens::Entity::update_many()
+        .col_expr(refresh_tokens::Column::RevokedAt, Expr::value(now))
+        .filter(refresh_tokens::Column::Id.eq(successor))
+        .filter(refresh_tokens::Column::CreatedAt.gt(since))
+        .filter(refresh_tokens::Column::ReplacedBy.is_null())
+        .filter(refresh_tokens::Column::RevokedAt.is_null())
+        .exec(db)
+        .await?;
+    Ok(revoked.rows_affected == 1)
 }
 
 async fn revoke_family(

@@ -1,9 +1,11 @@
 //! The auth service over real gRPC, on PostgreSQL and on SQLite.
 
+use std::time::Duration;
+
 use atelier_auth::domain::keys::KeyRing;
 use atelier_common::{Claims, error::field_violations, token};
 use atelier_proto::auth::v1::{self as pb, auth_service_client::AuthServiceClient};
-use atelier_testkit::{Backend, TestPlatform, backends, tonic_channel::Channel};
+use atelier_testkit::{Backend, Options, TestPlatform, backends, tonic_channel::Channel};
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use tonic::{Code, Request};
 
@@ -52,6 +54,8 @@ async fn current_user(client: &mut Client, token: &str) -> Result<pb::User, toni
 backends!(
     register_login_refresh_logout,
     reusing_a_rotated_token_revokes_its_family,
+    a_refresh_whose_answer_was_lost_can_be_repeated_once,
+    no_second_chance_after_the_grace,
     duplicate_email_is_rejected_whatever_its_case,
     bad_registrations_name_their_fields,
     forged_and_expired_tokens_are_rejected,
@@ -123,6 +127,10 @@ async fn reusing_a_rotated_token_revokes_its_family(backend: Backend) {
     let second = refresh(&mut client, &first.refresh_token)
         .await
         .expect("rotate once");
+    // The holder got and used the successor, so `first` is known to be retired.
+    let third = refresh(&mut client, &second.refresh_token)
+        .await
+        .expect("rotate twice");
 
     let reuse = refresh(&mut client, &first.refresh_token)
         .await
@@ -135,6 +143,53 @@ async fn reusing_a_rotated_token_revokes_its_family(backend: Backend) {
     );
 
     // The thief's replay took the legitimate holder's newer token down too.
+    let revoked = refresh(&mut client, &third.refresh_token)
+        .await
+        .expect_err("family revoked");
+    assert_eq!(revoked.code(), Code::Unauthenticated);
+}
+
+async fn a_refresh_whose_answer_was_lost_can_be_repeated_once(backend: Backend) {
+    let platform = TestPlatform::spawn(backend).await;
+    let mut client = client(&platform);
+    let first = register(&mut client, "lost@example.com").await;
+    // A page reloads mid-refresh: the rotation happened, its answer never arrived.
+    let lost = refresh(&mut client, &first.refresh_token)
+        .await
+        .expect("rotate once");
+    let again = refresh(&mut client, &first.refresh_token)
+        .await
+        .expect("the same token, presented again at once, rotates again");
+    assert_ne!(again.refresh_token, lost.refresh_token);
+    refresh(&mut client, &again.refresh_token)
+        .await
+        .expect("the new successor works");
+
+    // The successor nobody received was revoked: whoever shows it up is not the
+    // holder, and the family goes.
+    let replay = refresh(&mut client, &lost.refresh_token)
+        .await
+        .expect_err("the lost successor is revoked");
+    assert_eq!(replay.code(), Code::Unauthenticated);
+    let family = refresh(&mut client, &first.refresh_token)
+        .await
+        .expect_err("family revoked");
+    assert_eq!(family.code(), Code::Unauthenticated);
+}
+
+async fn no_second_chance_after_the_grace(backend: Backend) {
+    let mut options = Options::new(backend);
+    options.lifetimes.reuse_grace = Duration::ZERO;
+    let platform = TestPlatform::spawn_with(options).await;
+    let mut client = client(&platform);
+    let first = register(&mut client, "nograce@example.com").await;
+    let second = refresh(&mut client, &first.refresh_token)
+        .await
+        .expect("rotate once");
+    let reuse = refresh(&mut client, &first.refresh_token)
+        .await
+        .expect_err("reuse after the grace");
+    assert_eq!(reuse.code(), Code::Unauthenticated);
     let revoked = refresh(&mut client, &second.refresh_token)
         .await
         .expect_err("family revoked");

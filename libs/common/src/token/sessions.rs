@@ -483,4 +483,26 @@ mod tests {
             Err(TokenError::SessionsUnavailable)
         );
     }
+
+    #[test]
+    fn unreachable_state_is_unavailable_not_a_bad_token() {
+        // A client told UNAUTHENTICATED takes its session for ended (the web app signs
+        // out); state that cannot be fetched is a reason to try again instead.
+        assert_eq!(
+            TokenError::SessionsUnavailable.status().code(),
+            tonic::Code::Unavailable
+        );
+        assert_eq!(
+            TokenError::KeysUnavailable.status().code(),
+            tonic::Code::Unavailable
+        );
+        assert_eq!(
+            TokenError::Revoked.status().code(),
+            tonic::Code::Unauthenticated
+        );
+        assert_eq!(
+            TokenError::Expired.status().code(),
+            tonic::Code::Unauthenticated
+        );
+    }
 }

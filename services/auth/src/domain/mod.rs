@@ -29,6 +29,12 @@ use keys::KeyRing;
 pub struct Lifetimes {
     pub access: Duration,
     pub refresh: Duration,
+    /// How long a rotated refresh token may be presented again while its successor has
+    /// never been used: the answer to the first rotation was lost (a page reloaded or a
+    /// connection dropped mid-refresh), so the holder never got the successor. The
+    /// unused successor is revoked and a new one issued. Outside this window, or once
+    /// the successor was used, presenting a rotated token revokes the whole family.
+    pub reuse_grace: Duration,
 }
 
 impl Default for Lifetimes {
@@ -36,6 +42,7 @@ impl Default for Lifetimes {
         Self {
             access: Duration::from_secs(15 * 60),
             refresh: Duration::from_secs(7 * 24 * 60 * 60),
+            reuse_grace: Duration::from_secs(15),
         }
     }
 }
@@ -229,6 +236,7 @@ impl Auth {
                     ..fresh
                 },
                 now,
+                now - self.lifetimes.reuse_grace,
             )
             .await?;
         match rotation {
