@@ -129,8 +129,9 @@ struct Ours {
 
 /// A platform on `backend` with a signed-up user and one completed job (an output
 /// with signed URLs, so the status is a full one).
-async fn boot(backend: Backend) -> Ours {
+async fn boot(backend: Backend, knobs: &Knobs) -> Ours {
     let mut options = Options::new(backend);
+    options.status_cache_ttl = knobs.cache;
     if backend == Backend::Postgres {
         options.queue = QueueBackend::Redis;
     }
@@ -146,7 +147,15 @@ async fn boot(backend: Backend) -> Ours {
     let job = rest::start_job(&platform, &user, &image, "lineart", serde_json::json!({})).await;
     let done = rest::finished(&platform, &user, &job).await;
     assert_eq!(done["status"], "completed", "{done}");
-    let url = format!("{}/api/processing/{job}/status", platform.gateway_url);
+    let url = format!(
+        "{}/api/processing/{job}/status{}",
+        platform.gateway_url,
+        knobs
+            .include
+            .as_deref()
+            .map(|include| format!("?include={include}"))
+            .unwrap_or_default()
+    );
     let response = reqwest::Client::new()
         .get(&url)
         .bearer_auth(&user.token)
@@ -283,8 +292,60 @@ fn medians(side: &Side) -> Vec<(u32, f64)> {
         .collect()
 }
 
+/// What a run may change to see where the time goes (environment variables).
+struct Knobs {
+    /// `STATUS_BENCH_CACHE_MS`: the gateway's `JOB_STATUS_CACHE_MS` (default 1000;
+    /// 0 measures every request going through to the processing service).
+    cache: Duration,
+    /// `STATUS_BENCH_INCLUDE`: an `include` for every request (e.g.
+    /// `logs,queue_position`, the reads every request made before).
+    include: Option<String>,
+    /// `STATUS_BENCH_BACKENDS`: `postgres`, `sqlite` or both (default).
+    backends: Vec<Backend>,
+}
+
+impl Knobs {
+    fn from_env() -> Self {
+        let var = |name: &str| std::env::var(name).ok().filter(|value| !value.is_empty());
+        let cache = var("STATUS_BENCH_CACHE_MS")
+            .map(|ms| ms.parse().expect("STATUS_BENCH_CACHE_MS: milliseconds"))
+            .unwrap_or(1000);
+        let backends = var("STATUS_BENCH_BACKENDS")
+            .unwrap_or_else(|| "postgres,sqlite".into())
+            .split(',')
+            .map(|name| match name.trim() {
+                "postgres" => Backend::Postgres,
+                "sqlite" => Backend::Sqlite,
+                other => panic!("STATUS_BENCH_BACKENDS: {other:?} is neither postgres nor sqlite"),
+            })
+            .collect();
+        Self {
+            cache: Duration::from_millis(cache),
+            include: var("STATUS_BENCH_INCLUDE"),
+            backends,
+        }
+    }
+
+    /// What differs from the default run, for the report.
+    fn describe(&self) -> String {
+        let mut changed = Vec::new();
+        if self.cache != Duration::from_millis(1000) {
+            changed.push(format!("`JOB_STATUS_CACHE_MS={}`", self.cache.as_millis()));
+        }
+        if let Some(include) = &self.include {
+            changed.push(format!("`?include={include}`"));
+        }
+        if changed.is_empty() {
+            String::new()
+        } else {
+            format!(" This run: {}.", changed.join(", "))
+        }
+    }
+}
+
 fn main() {
     let mode = Mode::from_args();
+    let knobs = Knobs::from_env();
     let settings = match mode {
         Mode::Full => Settings {
             runs: 3,
@@ -311,12 +372,13 @@ fn main() {
         .expect("runtime");
     let mut report = Report::new("status", "Job status through the gateway");
     let mut series = Vec::new();
-    for (backend, name) in [
-        (Backend::Postgres, "PostgreSQL + Redis"),
-        (Backend::Sqlite, "SQLite"),
-    ] {
+    for &backend in &knobs.backends {
+        let name = match backend {
+            Backend::Postgres => "PostgreSQL + Redis",
+            Backend::Sqlite => "SQLite",
+        };
         let booting = Instant::now();
-        let ours = runtime.block_on(boot(backend));
+        let ours = runtime.block_on(boot(backend, &knobs));
         println!(
             "status, {name}: platform up and a job completed in {:.1} s",
             booting.elapsed().as_secs_f64()
@@ -369,13 +431,14 @@ fn main() {
          server runs in the same process on a runtime of its own and answers the same body \
          bytes with the same headers. PostgreSQL rows run with Redis (rate limits, queue, \
          event bus), as in production; the targets apply there. SQLite rows are the \
-         embedded default.{}",
+         embedded default.{}{}",
         atelier_bench::version_of("oha", &["--version"]),
         atelier_bench::machine(),
         settings.duration.as_secs_f64(),
         settings.rate_connections,
         settings.max_connections,
         settings.runs,
+        knobs.describe(),
         if plotted {
             "\n\n![p99 by offered rate, ours and bare axum](status.svg)"
         } else {
