@@ -197,10 +197,83 @@ where
     }
 }
 
+/// True when `err` says the database cannot be reached right now (stopped, restarting,
+/// the pool cannot get a connection) rather than that the query was wrong: callers
+/// answer "unavailable, try again" (503), not an internal error.
+pub fn is_unavailable(err: &DbErr) -> bool {
+    use sea_orm::{RuntimeErr, sqlx};
+    let err = match err {
+        DbErr::ConnectionAcquire(_) => return true,
+        DbErr::Conn(RuntimeErr::SqlxError(err))
+        | DbErr::Exec(RuntimeErr::SqlxError(err))
+        | DbErr::Query(RuntimeErr::SqlxError(err)) => err,
+        DbErr::Conn(_) => return true,
+        _ => return false,
+    };
+    match err.as_ref() {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed => true,
+        // Class 08: connection exceptions; 57P01-03: the server is shutting down,
+        // crashed or is starting up.
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            code.starts_with("08") || matches!(code.as_ref(), "57P01" | "57P02" | "57P03")
+        }),
+        _ => false,
+    }
+}
+
 /// True when `err` is a unique-constraint violation, on either backend.
 pub fn is_unique_violation(err: &DbErr) -> bool {
     matches!(
         err.sql_err(),
         Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use sea_orm::{ConnAcquireErr, RuntimeErr, sqlx};
+
+    use super::*;
+
+    #[test]
+    fn connection_failures_are_unavailable_and_query_failures_are_not() {
+        let sqlx_err = |err: sqlx::Error| DbErr::Query(RuntimeErr::SqlxError(Arc::new(err)));
+        assert!(is_unavailable(&DbErr::ConnectionAcquire(
+            ConnAcquireErr::Timeout
+        )));
+        assert!(is_unavailable(&sqlx_err(sqlx::Error::PoolTimedOut)));
+        assert!(is_unavailable(&sqlx_err(sqlx::Error::Io(
+            std::io::ErrorKind::ConnectionRefused.into()
+        ))));
+        assert!(!is_unavailable(&sqlx_err(sqlx::Error::RowNotFound)));
+        assert!(!is_unavailable(&DbErr::RecordNotFound("job".into())));
+        assert!(!is_unavailable(&DbErr::Custom("bad".into())));
+    }
+
+    /// What PostgreSQL answers a session it ends (as at a restart), and a wrong query.
+    #[tokio::test]
+    async fn a_session_postgresql_ends_is_unavailable_and_a_bad_query_is_not() {
+        let url = std::env::var("TEST_DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+        let mut options = ConnectOptions::new(url);
+        options.max_connections(1).sqlx_logging(false);
+        let db = Database::connect(options)
+            .await
+            .expect("PostgreSQL at TEST_DATABASE_URL");
+        let bad = db
+            .execute_unprepared("SELECT * FROM no_such_table_anywhere")
+            .await
+            .expect_err("no such table");
+        assert!(!is_unavailable(&bad), "{bad}");
+        let ended = db
+            .execute_unprepared("SELECT pg_terminate_backend(pg_backend_pid())")
+            .await
+            .expect_err("the session is ended");
+        assert!(is_unavailable(&ended), "{ended}");
+    }
 }

@@ -38,6 +38,10 @@ impl ServiceError for AuthError {
             | Self::RefreshTokenReused => ErrorCode::Unauthenticated,
             Self::TooManyAttempts { .. } => ErrorCode::ResourceExhausted,
             Self::UserNotFound => ErrorCode::NotFound,
+            // PostgreSQL away (restarting, failing over): try again, not a bug.
+            Self::Database(err) if atelier_common::db::is_unavailable(err) => {
+                ErrorCode::Unavailable
+            }
             Self::Database(_) | Self::Internal(_) => ErrorCode::Internal,
         }
     }

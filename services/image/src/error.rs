@@ -62,6 +62,10 @@ impl ServiceError for ImageError {
             Self::NotFound | Self::JobNotFound => ErrorCode::NotFound,
             Self::Interrupted(_) => ErrorCode::Cancelled,
             Self::InvalidRange => ErrorCode::RangeNotSatisfiable,
+            // PostgreSQL away (restarting, failing over): try again, not a bug.
+            Self::Database(err) if atelier_common::db::is_unavailable(err) => {
+                ErrorCode::Unavailable
+            }
             Self::Storage(_) | Self::Database(_) | Self::Internal(_) => ErrorCode::Internal,
         }
     }

@@ -50,6 +50,10 @@ impl ServiceError for ProcessingError {
             Self::QuotaExceeded(_) => ErrorCode::ResourceExhausted,
             Self::PriorityNotAllowed(_) => ErrorCode::PermissionDenied,
             Self::Unavailable(_) => ErrorCode::Unavailable,
+            // PostgreSQL away (restarting, failing over): try again, not a bug.
+            Self::Database(err) if atelier_common::db::is_unavailable(err) => {
+                ErrorCode::Unavailable
+            }
             Self::Database(_) | Self::Queue(_) | Self::Internal(_) => ErrorCode::Internal,
         }
     }

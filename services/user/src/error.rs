@@ -23,6 +23,10 @@ impl ServiceError for UserError {
             Self::StaleSettings => ErrorCode::FailedPrecondition,
             Self::AccountNotFound => ErrorCode::NotFound,
             Self::Upstream(status) => ErrorCode::of(status),
+            // PostgreSQL away (restarting, failing over): try again, not a bug.
+            Self::Database(err) if atelier_common::db::is_unavailable(err) => {
+                ErrorCode::Unavailable
+            }
             Self::Database(_) | Self::Internal(_) => ErrorCode::Internal,
         }
     }

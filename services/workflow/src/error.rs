@@ -20,6 +20,10 @@ impl ServiceError for WorkflowError {
             Self::NotFound => ErrorCode::NotFound,
             Self::Inactive => ErrorCode::FailedPrecondition,
             Self::InvalidInput(_) => ErrorCode::InvalidArgument,
+            // PostgreSQL away (restarting, failing over): try again, not a bug.
+            Self::Database(err) if atelier_common::db::is_unavailable(err) => {
+                ErrorCode::Unavailable
+            }
             Self::Database(_) | Self::Internal(_) => ErrorCode::Internal,
         }
     }
