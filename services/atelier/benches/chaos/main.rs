@@ -20,7 +20,8 @@
 //! - `CHAOS_PG_BIN`: PostgreSQL's programs (default: the newest `/usr/lib/postgresql/*/bin`);
 //! - `TEST_S3_ENDPOINT`, `TEST_S3_ACCESS_KEY`, `TEST_S3_SECRET_KEY`: the S3-compatible
 //!   server where the run keeps its images, in a bucket of its own (as the tests do);
-//! - `BENCH_RESULTS`: where a full run writes `chaos.md`.
+//! - `BENCH_RESULTS`: where a full run writes `chaos.md`, and where the processes' logs
+//!   are copied (`chaos-logs/`) when the run fails or `CHAOS_KEEP_LOGS` is set.
 
 mod client;
 mod cluster;
@@ -130,8 +131,17 @@ async fn run(mode: Mode) -> anyhow::Result<bool> {
             "fal-slow" => scenarios::fal_slow(&mut cluster, &api, small).await,
             "gateway-kill" => scenarios::gateway_kill(&mut cluster, &api, 10).await,
             _ => unreachable!("checked above"),
-        }
-        .with_context(|| format!("scenario {scenario}"))?;
+        };
+        let outcome = match outcome {
+            Ok(outcome) => outcome,
+            Err(err) => {
+                let kept = cluster.keep_logs()?;
+                return Err(err.context(format!(
+                    "scenario {scenario} (the processes' logs are in {})",
+                    kept.display()
+                )));
+            }
+        };
         eprintln!(
             "chaos: {scenario} took {:.0} s: {}",
             begun.elapsed().as_secs_f64(),
@@ -150,12 +160,9 @@ async fn run(mode: Mode) -> anyhow::Result<bool> {
         println!("chaos: written to {}", path.display());
     }
     let passed = outcomes.iter().all(Outcome::passed);
-    if !passed {
+    if !passed || std::env::var_os("CHAOS_KEEP_LOGS").is_some() {
         let kept = cluster.keep_logs()?;
-        eprintln!(
-            "chaos: something was lost or a check failed; the processes' logs are in {}",
-            kept.display()
-        );
+        eprintln!("chaos: the processes' logs are in {}", kept.display());
     }
     Ok(passed)
 }
