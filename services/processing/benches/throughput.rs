@@ -1,0 +1,173 @@
+//! End to end: jobs started over REST through the gateway, run at the fal simulator
+//! (0 ms queue and processing time) and completed with their results stored, on
+//! PostgreSQL and Redis. 20 users, each with one small image, start 10,000 jobs from 64
+//! connections; the clock runs from the first start to the last job finished. Target:
+//! at least 300 jobs/s sustained, no job failed. `make bench` runs it; `cargo test` makes
+//! a smoke run of 40 jobs.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use atelier_bench::{Mode, Report, Row, Spread};
+use atelier_testkit::{
+    Backend, Options, QueueBackend, TestPlatform, fixtures,
+    rest::{self, User},
+};
+use futures::{StreamExt, stream};
+use reqwest::{Client, StatusCode};
+use sea_orm::{ConnectionTrait, DatabaseConnection, Statement};
+use serde_json::{Value, json};
+
+const USERS: usize = 20;
+const CONNECTIONS: usize = 64;
+const TARGET_JOBS_PER_SEC: f64 = 300.0;
+
+struct Run {
+    jobs_per_sec: f64,
+    start_p99_ms: f64,
+    failed: u64,
+}
+
+async fn finished(db: &DatabaseConnection) -> (u64, u64) {
+    let row = db
+        .query_one_raw(Statement::from_string(
+            db.get_database_backend(),
+            "SELECT count(*) FILTER (WHERE status = 'completed') AS done, \
+                    count(*) FILTER (WHERE status IN ('failed', 'cancelled')) AS failed \
+             FROM processing_jobs",
+        ))
+        .await
+        .expect("count jobs")
+        .expect("a row");
+    let done: i64 = row.try_get("", "done").expect("done");
+    let failed: i64 = row.try_get("", "failed").expect("failed");
+    (done as u64, failed as u64)
+}
+
+async fn run(jobs: usize) -> Run {
+    let mut options = Options::new(Backend::Postgres);
+    options.queue = QueueBackend::Redis;
+    let mut tiers = atelier_testkit::unlimited_tiers();
+    for tier in atelier_user::Tier::ALL {
+        tiers.get_mut(tier).parallel_jobs = Some(16);
+    }
+    options.tiers = tiers;
+    let platform = TestPlatform::spawn_with(options).await;
+    platform.fal_sim().set_timing(atelier_fal_sim::Timing {
+        queue_delay: Duration::ZERO,
+        processing_time: Duration::ZERO,
+    });
+    let db = atelier_common::db::connect(&platform.platform, "processing")
+        .await
+        .expect("connect to the processing schema");
+
+    let mut users: Vec<(User, String)> = Vec::new();
+    for i in 0..USERS {
+        let user = rest::sign_up(&platform, &format!("load{i}@example.com")).await;
+        let image = rest::upload(&platform, &user, fixtures::png(32, 32)).await;
+        users.push((user, image));
+    }
+    let client = Client::builder()
+        .pool_max_idle_per_host(CONNECTIONS)
+        .build()
+        .expect("client");
+    let start_url = format!("{}/api/processing/start", platform.gateway_url);
+    let refused = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let starts: Vec<Duration> = stream::iter(0..jobs)
+        .map(|i| {
+            let (user, image) = &users[i % USERS];
+            let request = client
+                .post(&start_url)
+                .bearer_auth(&user.token)
+                .json(&json!({"image_id": image, "workflow_id": "lineart", "parameters": {}}));
+            let refused = refused.clone();
+            async move {
+                let sent = Instant::now();
+                let response = request.send().await.expect("start");
+                if response.status() != StatusCode::ACCEPTED {
+                    let body: Value = response.json().await.unwrap_or(Value::Null);
+                    eprintln!("start refused: {body}");
+                    refused.fetch_add(1, Ordering::Relaxed);
+                }
+                sent.elapsed()
+            }
+        })
+        .buffer_unordered(CONNECTIONS)
+        .collect()
+        .await;
+    let all_started = started.elapsed();
+    let refused = refused.load(Ordering::Relaxed);
+    assert_eq!(refused, 0, "{refused} starts refused");
+    let deadline =
+        Instant::now() + Duration::from_secs(60) + Duration::from_millis(jobs as u64 * 20);
+    let (done, failed) = loop {
+        let (done, failed) = finished(&db).await;
+        if done + failed >= jobs as u64 {
+            break (done, failed);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{done} completed, {failed} failed of {jobs} after {:.0} s",
+            started.elapsed().as_secs_f64()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let took = started.elapsed();
+    let mut starts = starts;
+    starts.sort();
+    println!(
+        "{jobs} jobs: started in {:.1} s, finished in {:.1} s ({done} completed, {failed} failed)",
+        all_started.as_secs_f64(),
+        took.as_secs_f64()
+    );
+    Run {
+        jobs_per_sec: jobs as f64 / took.as_secs_f64(),
+        start_p99_ms: atelier_bench::ms(atelier_bench::percentile(&starts, 0.99)),
+        failed,
+    }
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let mode = Mode::from_args();
+    let (jobs, runs) = mode.pick((10_000, 3), (40, 1));
+    let mut rates = Vec::new();
+    let mut start_p99 = Vec::new();
+    let mut failed = 0;
+    for _ in 0..runs {
+        let run = run(jobs).await;
+        rates.push(run.jobs_per_sec);
+        start_p99.push(run.start_p99_ms);
+        failed += run.failed;
+    }
+    let mut report = Report::new("throughput", "End to end: jobs started → completed");
+    report.row(
+        Row::new(format!(
+            "{jobs} jobs, simulator at 0 ms, PostgreSQL + Redis"
+        ))
+        .ours_spread(Spread::of(&rates), "jobs/s")
+        .note(format!(
+            "start request p99 {:.1} ms",
+            Spread::of(&start_p99).median
+        ))
+        .at_least(TARGET_JOBS_PER_SEC),
+    );
+    report.row(
+        Row::new("jobs failed")
+            .ours(failed as f64, "jobs")
+            .at_most(0.0),
+    );
+    report.note(format!(
+        "{USERS} users with one 32×32 PNG each start the `lineart` workflow over REST from \
+         {CONNECTIONS} connections; the clock runs from the first start until the last job \
+         is completed with its result stored (local object storage), counted in the processing \
+         schema. One process runs every service, as `make run` does."
+    ));
+    report.finish(mode);
+}
