@@ -12,7 +12,8 @@ use async_trait::async_trait;
 use aws_sdk_s3::{
     Client,
     config::{
-        BehaviorVersion, Credentials, Region, RequestChecksumCalculation, http::HttpResponse,
+        BehaviorVersion, Credentials, Region, RequestChecksumCalculation,
+        StalledStreamProtectionConfig, http::HttpResponse,
     },
     error::{DisplayErrorContext, SdkError},
     operation::{
@@ -240,9 +241,19 @@ impl S3Store {
         // declare in CreateMultipartUpload and repeat in CompleteMultipartUpload, and which
         // several S3-compatible stores reject on multipart uploads. Responses are still
         // checked against the checksums a store sends.
+        //
+        // The SDK fails an upload whose body pauses for 5 s. A body here may pause longer
+        // on purpose: its last chunk waits until the caller accepts it (the image service
+        // checks an upload to its end first), and a client may pause too (the gateway
+        // gives up on those itself). Downloads keep the protection.
         let mut s3 = aws_sdk_s3::config::Builder::from(&shared)
             .force_path_style(config.force_path_style)
-            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired);
+            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+            .stalled_stream_protection(
+                StalledStreamProtectionConfig::enabled()
+                    .upload_enabled(false)
+                    .build(),
+            );
         if let Some(endpoint) = &config.endpoint {
             s3 = s3.endpoint_url(endpoint);
         }

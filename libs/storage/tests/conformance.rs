@@ -722,6 +722,21 @@ async fn exact_puts_store_the_body(fixture: &Fixture) {
             assert!(!etag.contains('-'), "{key}: a multipart ETag {etag}");
         }
     }
+    // A body that pauses before its end (its caller deciding whether it wants the
+    // object) longer than clients give up on stalled uploads by default (5 s).
+    let bytes = data(3000, 24);
+    let tail = bytes.slice(2000..);
+    let paused = futures::stream::iter(chunks(&bytes.slice(..2000), 500))
+        .chain(futures::stream::once(async move {
+            tokio::time::sleep(Duration::from_secs(6)).await;
+            Ok(tail)
+        }))
+        .boxed();
+    store
+        .put_exact("exact/paused", "image/png", 3000, paused)
+        .await
+        .expect("a paused body is stored");
+    assert!(get(fixture, "exact/paused", None).await.1 == bytes);
     let empty = store
         .put_exact("exact/empty", "image/png", 0, body(&Bytes::new(), 1))
         .await

@@ -4,7 +4,8 @@
 //! A result of over 100 MB raises the peak RSS of the process running every
 //! service by less than 256 MB: results stream from fal into storage, and a PNG is
 //! previewed row by row. fal is the simulator in a process of its own, as fal is
-//! not part of ours.
+//! not part of ours. A 50 MB PNG put into S3, as production stores, raises it by
+//! less than 64 MB too: it streams into one PutObject while it is checked.
 
 use std::{
     net::TcpListener,
@@ -12,6 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use atelier_storage::ObjectStore;
 use reqwest::{Client, StatusCode, multipart};
 use serde_json::{Value, json};
 
@@ -305,4 +307,103 @@ async fn a_result_over_100_mb_raises_peak_rss_by_less_than_256_mb() {
         (Some(12_000), Some(8_000))
     );
     assert!(grown < 256 * MB, "peak RSS grew by {} MB", grown / MB);
+}
+
+/// A 50 MB PNG put as the request body (`curl -T`) into a platform storing in S3,
+/// as production does: the gateway streams it to the image service, which checks
+/// it row by row and streams it into one S3 PutObject at the same time. The
+/// process's peak RSS grows by less than 64 MB, and the object is stored whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_50_mb_png_put_into_s3_raises_peak_rss_by_less_than_64_mb() {
+    let png = atelier_testkit::fixtures::encode(
+        &atelier_testkit::fixtures::photo(4700, 4700),
+        image::ImageFormat::Png,
+    );
+    let size = png.len() as u64;
+    assert!(
+        (50 * MB..64 * MB).contains(&size),
+        "fixture is {} MB",
+        size / MB
+    );
+    let bucket = format!("atelier-test-{}", uuid::Uuid::new_v4().simple());
+    let s3 = atelier_testkit::s3_config(&bucket);
+    let store = atelier_storage::S3Store::new(s3.clone())
+        .await
+        .expect("S3 client");
+    store
+        .create_bucket_if_missing()
+        .await
+        .expect("the S3 test server answers at TEST_S3_ENDPOINT");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (server, base, admin) = serve(
+        dir.path(),
+        None,
+        &[
+            ("MAX_FILE_SIZE_MB", "64"),
+            ("TIER_FREE_MAX_FILE_SIZE_BYTES", "unlimited"),
+            ("S3_BUCKET", &bucket),
+            ("S3_ENDPOINT", s3.endpoint.as_deref().unwrap_or_default()),
+            (
+                "S3_ACCESS_KEY_ID",
+                s3.access_key_id.as_deref().unwrap_or_default(),
+            ),
+            (
+                "S3_SECRET_ACCESS_KEY",
+                s3.secret_access_key.as_deref().unwrap_or_default(),
+            ),
+        ],
+    );
+    let client = Client::new();
+    ready(&client, &format!("{admin}/readyz")).await;
+    let token = register(&client, &base, "s3-png@example.com").await;
+    let put = |bytes: Vec<u8>| {
+        client
+            .put(format!("{base}/api/images/upload"))
+            .query(&[("filename", "big.png")])
+            .bearer_auth(&token)
+            .body(bytes)
+            .send()
+    };
+    // Warm up every path (connections, pools, codecs) with a small one first.
+    let warm = put(atelier_testkit::fixtures::encode(
+        &atelier_testkit::fixtures::photo(800, 800),
+        image::ImageFormat::Png,
+    ))
+    .await
+    .expect("upload");
+    assert_eq!(warm.status(), StatusCode::CREATED);
+    let before = peak_rss(&server.0);
+
+    let response = put(png).await.expect("upload");
+    assert_eq!(
+        response.status(),
+        StatusCode::CREATED,
+        "{}",
+        response.text().await.unwrap_or_default()
+    );
+    let after = peak_rss(&server.0);
+    let image: Value = response.json().await.expect("image");
+    assert_eq!(image["width"], 4700);
+    let key = store
+        .list("images/")
+        .await
+        .expect("list")
+        .into_iter()
+        .find(|key| key.contains(image["id"].as_str().expect("id")) && key.ends_with("/original"))
+        .expect("the original is in the bucket");
+    assert_eq!(store.head(&key).await.expect("head").size, size);
+    let grown = after.saturating_sub(before);
+    println!(
+        "peak rss before {} MB, after {} MB, grown {} MB",
+        before / MB,
+        after / MB,
+        grown / MB
+    );
+    drop(server);
+    for key in store.list("").await.unwrap_or_default() {
+        let _ = store.delete(&key).await;
+    }
+    let _ = store.client().delete_bucket().bucket(&bucket).send().await;
+    assert!(grown < 64 * MB, "peak RSS grew by {} MB", grown / MB);
 }
