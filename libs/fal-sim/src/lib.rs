@@ -20,7 +20,8 @@
 //!   how many submissions repeated one (URLs are compared without their query string, so
 //!   an input URL signed anew still counts as the same input); requests that ended with
 //!   an output or an error; and calls answered 503 during an outage, by kind (`submit`,
-//!   `status`, `result`, `cancel`, `file`, `platform`);
+//!   `status`, `result`, `cancel`, `file`, `platform`); also `running` and `peak_running`:
+//!   requests `IN_PROGRESS` now and at most so far (never above `max_concurrency`);
 //! - `GET|PUT /_sim/knobs`: the [`Failures`] and [`Timing`] in force, as JSON (see
 //!   [`Knobs`]);
 //! - `GET|PUT /_sim/faults`: the [`Faults`] in force, for chaos tests:
@@ -107,7 +108,11 @@ pub struct SimConfig {
     pub queue_delay: Duration,
     /// The least time a request takes once it started (changeable at run time).
     pub processing_time: Duration,
-    /// How many requests run at once; the rest wait in the queue.
+    /// The account's concurrency limit, as fal has one: how many requests run
+    /// (`IN_PROGRESS`) at once. Only running requests count: a submission is never
+    /// refused for it, it waits `IN_QUEUE` with a `queue_position` and starts when a
+    /// slot frees (`FAL_SIM_MAX_CONCURRENCY` for `atelier fal-sim` and the embedded
+    /// simulator; 10).
     pub max_concurrency: usize,
     /// How often the status stream sends a comment line while nothing changes (fal: 15 s).
     pub heartbeat: Duration,
@@ -133,7 +138,7 @@ impl Default for SimConfig {
             key: None,
             queue_delay: Duration::ZERO,
             processing_time: Duration::from_millis(200),
-            max_concurrency: 4,
+            max_concurrency: 10,
             heartbeat: Duration::from_secs(15),
             public_base_url: None,
             tls: false,
@@ -322,6 +327,17 @@ impl SimHandle {
     /// How many calls were answered 503 because of an outage.
     pub fn outage_calls(&self) -> u64 {
         self.shared.stats.outage_calls()
+    }
+
+    /// Requests running (`IN_PROGRESS`) now.
+    pub fn running(&self) -> usize {
+        self.shared.running()
+    }
+
+    /// The most requests that ever ran at once: never above
+    /// [`SimConfig::max_concurrency`].
+    pub fn peak_running(&self) -> u64 {
+        self.shared.stats.peak_running()
     }
 
     /// Replaces the faults injected from now on (see [`Faults`]).

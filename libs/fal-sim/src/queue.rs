@@ -366,6 +366,11 @@ impl Shared {
         })
     }
 
+    /// Requests `IN_PROGRESS` now.
+    pub(crate) fn running(&self) -> usize {
+        lock(&self.queue).running
+    }
+
     /// A receiver that sees every change of the request's status.
     pub(crate) fn subscribe(&self, app: &str, id: &str) -> Option<watch::Receiver<u64>> {
         lock(&self.queue)
@@ -461,6 +466,9 @@ impl Shared {
                 record.bump();
             }
             queue.running += 1;
+            self.stats
+                .peak_running
+                .fetch_max(queue.running as u64, Ordering::SeqCst);
             started.push(id);
         }
         if !expired.is_empty() || !started.is_empty() {

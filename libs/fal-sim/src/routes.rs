@@ -523,7 +523,9 @@ async fn healthz() -> Json<Value> {
 // Test knobs
 
 async fn stats(State(shared): State<Arc<Shared>>) -> Json<Value> {
-    Json(shared.stats.to_json())
+    let mut stats = shared.stats.to_json();
+    stats["running"] = json!(shared.running());
+    Json(stats)
 }
 
 fn millis(d: Duration) -> u64 {

@@ -54,6 +54,8 @@ impl Call {
 pub(crate) struct Stats {
     submissions: AtomicU64,
     pub(crate) cancellations: AtomicU64,
+    /// The most requests ever `IN_PROGRESS` at once.
+    pub(crate) peak_running: AtomicU64,
     by_endpoint: Mutex<BTreeMap<String, u64>>,
     /// How often each (endpoint, input) was submitted, by its digest.
     inputs: Mutex<HashMap<[u8; 32], u64>>,
@@ -81,6 +83,10 @@ impl Stats {
 
     pub(crate) fn cancellations(&self) -> u64 {
         self.cancellations.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn peak_running(&self) -> u64 {
+        self.peak_running.load(Ordering::SeqCst)
     }
 
     /// Submissions whose endpoint and input had been submitted before.
@@ -152,6 +158,7 @@ impl Stats {
             "completed": self.completed(),
             "failed": self.failed(),
             "outage_calls": outage_calls,
+            "peak_running": self.peak_running(),
         })
     }
 }

@@ -160,9 +160,11 @@ impl FalClient {
 
     /// Submits `input` to `endpoint`'s queue.
     ///
-    /// Retried when fal refused it transiently (429, 503, ...) or the connection
+    /// Retried when fal refused it transiently (503, 504, ...) or the connection
     /// failed, but not after a timeout once the request may have been sent: fal
     /// could have queued it, and a second submission would run (and bill) it twice.
+    /// A 429 ([`FalError::is_throttled`]) is returned at once: the caller backs off
+    /// for every worker (the queue's bound), which retrying here would not.
     pub async fn submit(
         &self,
         endpoint: &EndpointId,
@@ -564,7 +566,9 @@ impl FalClient {
         Fut: Future<Output = Result<T, Failure>>,
     {
         let condition = |failure: &Failure| {
-            let retry = failure.error.is_retried() && (idempotent || !failure.maybe_sent);
+            let retry = failure.error.is_retried()
+                && (idempotent || !failure.maybe_sent)
+                && !(operation == "submit" && failure.error.is_throttled());
             if retry {
                 tracing::warn!(host, operation, error = %failure.error, "fal call failed, retrying");
             }

@@ -85,6 +85,21 @@ impl FalError {
         matches!(self, Self::Transient { .. } | Self::Unavailable { .. })
     }
 
+    /// Whether fal refused the call for the account's limits: a 429, or error type
+    /// `concurrent_requests_limit`. The caller should lower how many requests it runs at
+    /// once and try later, not count a failure.
+    pub fn is_throttled(&self) -> bool {
+        match self {
+            Self::Transient {
+                status, error_type, ..
+            } => *status == Some(429) || error_type.as_deref() == Some("concurrent_requests_limit"),
+            Self::Permanent { error_type, .. } => {
+                error_type.as_deref() == Some("concurrent_requests_limit")
+            }
+            _ => false,
+        }
+    }
+
     /// Whether fal refused the input (422).
     pub fn is_validation(&self) -> bool {
         matches!(self, Self::Validation(_))
@@ -331,6 +346,29 @@ mod tests {
 
     fn code(status: u16) -> StatusCode {
         StatusCode::from_u16(status).expect("valid status")
+    }
+
+    #[test]
+    fn throttled_is_a_429_or_the_concurrency_limit() {
+        let throttled = FalError::Transient {
+            status: Some(429),
+            error_type: None,
+            message: String::new(),
+        };
+        assert!(throttled.is_throttled());
+        let limit = FalError::Permanent {
+            status: 400,
+            error_type: Some("concurrent_requests_limit".into()),
+            message: String::new(),
+        };
+        assert!(limit.is_throttled());
+        let unavailable = FalError::Transient {
+            status: Some(503),
+            error_type: Some("runner_scheduling_failure".into()),
+            message: String::new(),
+        };
+        assert!(!unavailable.is_throttled());
+        assert!(!FalError::TooLarge.is_throttled());
     }
 
     #[test]

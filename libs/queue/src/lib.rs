@@ -17,11 +17,24 @@
 //! ```
 //!
 //! [`Queue::next`] honours, in this order: priorities (high, then normal, then low), the
-//! shared rate limit, and the per-user concurrency cap. A job whose user is at their cap
-//! is *parked*: it leaves the line without counting an attempt, so the jobs of other users
-//! behind it are delivered, and it is put back at the end of its priority's line when one
-//! of that user's jobs in flight settles (completes, is retried, deferred or
-//! dead-lettered). Nothing spins on a capped user and nothing is lost.
+//! platform-wide bound on deliveries in flight ([`QueueConfig::max_in_flight`], lowered
+//! for a while by [`Queue::throttle`]), the optional shared rate limit, and the per-user
+//! concurrency cap. A job whose user is at their cap is *parked*: it leaves the line
+//! without counting an attempt, so the jobs of other users behind it are delivered, and it
+//! is put back at the end of its priority's line when one of that user's jobs in flight
+//! settles (completes, is retried, deferred or dead-lettered). Nothing spins on a capped
+//! user and nothing is lost.
+//!
+//! Under the bound each user gets a fair share: a user's cap is at most the bound divided
+//! by the number of users with jobs in the queue (rounded up), so one user with 10,000
+//! jobs cannot hold every slot while others wait.
+//!
+//! The bound is what fal limits: how many of the account's requests run at once. When
+//! fal answers 429 anyway (the account's limit is lower, or other clients share it), the
+//! worker calls [`Queue::throttle`], which halves the effective bound for every worker of
+//! every replica (at most once a second), and each job fal accepts calls
+//! [`Queue::relieve`], which raises it by `1 / bound` (one slot per bound's worth of
+//! successes) back up to `max_in_flight`: additive increase, multiplicative decrease.
 
 use std::{sync::Arc, time::Duration};
 
@@ -202,16 +215,15 @@ pub struct RateLimit {
     pub per: Duration,
 }
 
-impl Default for RateLimit {
-    fn default() -> Self {
+impl RateLimit {
+    /// `jobs` deliveries per minute.
+    pub fn per_minute(jobs: u32) -> Self {
         Self {
-            jobs: 100,
+            jobs,
             per: Duration::from_secs(60),
         }
     }
-}
 
-impl RateLimit {
     /// Milliseconds per window, at least 1.
     fn per_ms(&self) -> u64 {
         millis(self.per).max(1)
@@ -233,12 +245,18 @@ pub struct QueueConfig {
     /// How long a delivery may go unsettled (and not extended) before it is delivered
     /// again, to another worker, as the next attempt.
     pub visibility_timeout: Duration,
-    /// The rate limit on deliveries, shared by every worker of the queue.
+    /// The platform-wide bound on deliveries in flight, shared by every worker of the
+    /// queue (on Redis, by every replica); `None`: unbounded. The processing service
+    /// sets it to how many jobs may run at fal at once (`FAL_MAX_CONCURRENCY`).
+    pub max_in_flight: Option<u32>,
+    /// A rate limit on deliveries, shared by every worker of the queue; off by default:
+    /// fal limits how many requests run at once, not how many start per minute.
     pub rate_limit: Option<RateLimit>,
     /// How many dead letters to keep (Redis trims its stream to about this many).
     pub finished_retention: usize,
-    /// Redis: how often an idle [`Queue::next`] looks again (the in-process queue is woken
-    /// as soon as something changes).
+    /// How often an idle [`Queue::next`] looks again when nothing wakes it. Both backends
+    /// are woken as soon as something changes (Redis: through a pub/sub channel), so
+    /// this only bounds the wait should a wake-up be lost (e.g. a Redis reconnection).
     pub poll_interval: Duration,
 }
 
@@ -248,9 +266,10 @@ impl Default for QueueConfig {
             max_attempts: 3,
             retry: Backoff::default(),
             visibility_timeout: Duration::from_secs(5 * 60),
-            rate_limit: Some(RateLimit::default()),
+            max_in_flight: None,
+            rate_limit: None,
             finished_retention: 10_000,
-            poll_interval: Duration::from_millis(100),
+            poll_interval: Duration::from_secs(1),
         }
     }
 }
@@ -263,6 +282,50 @@ impl QueueConfig {
     fn visibility_ms(&self) -> u64 {
         millis(self.visibility_timeout).max(1)
     }
+
+    /// The bound as the scripts take it: 0 for none, at least 1 otherwise.
+    fn max_in_flight(&self) -> u32 {
+        self.max_in_flight.map_or(0, |max| max.max(1))
+    }
+}
+
+/// How the effective bound falls when fal answers 429: halved...
+pub(crate) const THROTTLE_FACTOR: f64 = 0.5;
+/// ...at most once per this long, so the 429s of one burst (every request in flight
+/// refused at once) count as one.
+pub(crate) const THROTTLE_COOLDOWN: Duration = Duration::from_secs(1);
+
+/// The bound on deliveries in flight, now (see [`Queue::concurrency`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Concurrency {
+    /// Deliveries in flight, over every worker.
+    pub in_flight: u64,
+    /// The effective bound: [`QueueConfig::max_in_flight`], or less after a
+    /// [`Queue::throttle`]; `None` when unbounded.
+    pub limit: Option<u32>,
+    /// [`QueueConfig::max_in_flight`].
+    pub max: Option<u32>,
+}
+
+/// The effective bound after a 429 (`current`, at most `max`): halved, at least 1.
+pub(crate) fn throttled(current: f64) -> f64 {
+    (current * THROTTLE_FACTOR).floor().max(1.0)
+}
+
+/// The effective bound after a success: one more slot per `current` successes, at most
+/// `max`.
+pub(crate) fn relieved(current: f64, max: f64) -> f64 {
+    (current + 1.0 / current.max(1.0)).min(max)
+}
+
+/// A user's cap under the bound `limit` (0: none) with `users` users holding jobs in
+/// the queue: their own `cap`, at most an even share of the bound (rounded up).
+pub(crate) fn fair_share(cap: usize, limit: u64, users: u64) -> usize {
+    if limit == 0 {
+        return cap.max(1);
+    }
+    let share = limit.div_ceil(users.max(1));
+    cap.min(usize::try_from(share).unwrap_or(usize::MAX)).max(1)
 }
 
 /// The per-user concurrency cap (by subscription tier): how many of the user's jobs may
@@ -296,17 +359,38 @@ pub trait Queue: Send + Sync + 'static {
     /// no-op (dedupe) and returns false.
     async fn enqueue(&self, job: Enqueue) -> Result<bool, QueueError>;
 
+    /// Adds several jobs at once (one round trip on Redis); what [`Queue::enqueue`]
+    /// returns for each, in order.
+    async fn enqueue_many(&self, jobs: &[Enqueue]) -> Result<Vec<bool>, QueueError>;
+
     /// Waits up to `wait` for the next job this worker (`consumer`, a name unique to the
     /// worker) may run, honouring in order: priorities (high, then normal, then low), the
-    /// shared rate limit, and the per-user concurrency cap (`user_limit(user_id)` jobs in
-    /// flight at most; a capped user's jobs are parked, not lost, so other users are not
+    /// bound on deliveries in flight, the rate limit if any, and the per-user concurrency
+    /// cap (`user_limit(user_id)` jobs in flight at most, and at most a fair share of the
+    /// bound; a capped user's jobs are parked, not lost, so other users are not
     /// starved). A delivery unsettled past the visibility timeout is delivered again here
     /// as the next attempt, or dead-lettered when that was the last. `None` on timeout.
-    async fn next(&self, consumer: &str, wait: Duration) -> Result<Option<Delivery>, QueueError>;
+    async fn next(&self, consumer: &str, wait: Duration) -> Result<Option<Delivery>, QueueError> {
+        Ok(self.next_many(consumer, 1, wait).await?.pop())
+    }
+
+    /// Like [`Queue::next`], up to `max` deliveries at once (at least one, unless `wait`
+    /// passes first): what a worker with `max` free slots takes in one round trip.
+    async fn next_many(
+        &self,
+        consumer: &str,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<Delivery>, QueueError>;
 
     /// Finished (done, failed for good, or cancelled): removed for good, releasing the
     /// user's slot. Completing a delivery already settled does nothing.
-    async fn complete(&self, delivery: &Delivery) -> Result<(), QueueError>;
+    async fn complete(&self, delivery: &Delivery) -> Result<(), QueueError> {
+        self.complete_many(std::slice::from_ref(delivery)).await
+    }
+
+    /// [`Queue::complete`] for several deliveries at once (one round trip on Redis).
+    async fn complete_many(&self, deliveries: &[Delivery]) -> Result<(), QueueError>;
 
     /// Try again later: back into the queue after [`QueueConfig::retry`]'s delay for this
     /// attempt, as attempt + 1; after [`QueueConfig::max_attempts`] it goes to the dead
@@ -342,6 +426,21 @@ pub trait Queue: Send + Sync + 'static {
 
     /// The most recent dead letters, newest first, at most `limit`.
     async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, QueueError>;
+
+    /// fal refused a job for its concurrency (429): halves the effective bound on
+    /// deliveries in flight for every worker (at most once per second, so one burst of
+    /// refusals counts once), down to 1. A no-op without [`QueueConfig::max_in_flight`].
+    /// The caller defers the refused job ([`Queue::defer`]: no attempt is spent).
+    async fn throttle(&self) -> Result<Concurrency, QueueError>;
+
+    /// fal accepted a job: raises the effective bound by `1 / bound`, back up to
+    /// [`QueueConfig::max_in_flight`]. Cheap to skip while [`Concurrency::limit`] is at
+    /// the max.
+    async fn relieve(&self) -> Result<Concurrency, QueueError>;
+
+    /// Deliveries in flight and the effective bound; also sets the
+    /// `atelier_queue_in_flight_limit` and `atelier_queue_in_flight` gauges.
+    async fn concurrency(&self) -> Result<Concurrency, QueueError>;
 }
 
 /// `duration` in whole milliseconds, saturating.
@@ -375,6 +474,32 @@ mod tests {
             let delay = backoff.delay(3);
             assert!(delay <= Duration::from_secs(8) && delay >= Duration::from_secs(6));
         }
+    }
+
+    #[test]
+    fn the_bound_halves_and_grows_back_one_slot_per_bound_of_successes() {
+        assert_eq!(throttled(40.0), 20.0);
+        assert_eq!(throttled(3.0), 1.0);
+        assert_eq!(throttled(1.0), 1.0, "never below one");
+        let mut bound = 4.0;
+        let mut successes = 0;
+        while bound < 5.0 {
+            bound = relieved(bound, 40.0);
+            successes += 1;
+        }
+        assert_eq!(successes, 5);
+        assert_eq!(relieved(39.99, 40.0), 40.0, "never above the max");
+    }
+
+    #[test]
+    fn a_fair_share_is_the_bound_split_evenly_rounded_up() {
+        assert_eq!(fair_share(10, 40, 4), 10);
+        assert_eq!(fair_share(10, 40, 8), 5);
+        assert_eq!(fair_share(10, 4, 3), 2);
+        assert_eq!(fair_share(2, 40, 1), 2, "never above the user's own cap");
+        assert_eq!(fair_share(5, 2, 100), 1, "never below one");
+        assert_eq!(fair_share(5, 0, 100), 5, "no bound, no share");
+        assert_eq!(fair_share(0, 0, 1), 1);
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The in-process queue: the embedded default, for one process. The same semantics as
 //! the Redis queue over structures behind one lock: a line per priority, a heap of
 //! delayed jobs, jobs in flight with their visibility deadlines (reclaimed by
-//! [`Queue::next`]), each user's parked jobs and running count, a token bucket, and the
+//! [`Queue::next`]), each user's parked jobs, running count and jobs in the queue (for
+//! the fair share), the effective bound on deliveries in flight, a token bucket, and the
 //! last dead letters. Waiting workers are woken when something changes.
 
 use std::{
@@ -20,8 +21,9 @@ use tokio::{
 use uuid::Uuid;
 
 use crate::{
-    DeadLetter, Delivery, Enqueue, Priority, Queue, QueueConfig, QueueDepth, QueueError, Retried,
-    UserLimit, metric, millis,
+    Concurrency, DeadLetter, Delivery, Enqueue, Priority, Queue, QueueConfig, QueueDepth,
+    QueueError, Retried, THROTTLE_COOLDOWN, UserLimit, fair_share, metric, millis, relieved,
+    throttled,
 };
 
 /// Why a reclaimed delivery that was the last attempt is dead-lettered.
@@ -92,6 +94,12 @@ struct State {
     in_flight: HashSet<Uuid>,
     /// Jobs in flight per user.
     running: HashMap<Uuid, usize>,
+    /// Jobs in the queue (anywhere) per user: who shares the bound.
+    users: HashMap<Uuid, usize>,
+    /// The effective bound after [`Queue::throttle`] (`None`: the configured max), and
+    /// when it was last lowered.
+    limit: Option<f64>,
+    throttled_at: Option<u64>,
     /// The token bucket: tokens left and when they were counted.
     bucket: Option<(f64, u64)>,
     dead: VecDeque<DeadLetter>,
@@ -102,6 +110,18 @@ impl State {
     fn next_seq(&mut self) -> u64 {
         self.seq += 1;
         self.seq
+    }
+
+    /// Removes job `id` from the queue for good.
+    fn forget(&mut self, id: Uuid) -> Option<Job> {
+        let job = self.jobs.remove(&id)?;
+        if let Some(count) = self.users.get_mut(&job.user) {
+            *count -= 1;
+            if *count == 0 {
+                self.users.remove(&job.user);
+            }
+        }
+        Some(job)
     }
 }
 
@@ -132,8 +152,34 @@ impl MemoryQueue {
         }
     }
 
-    fn cap(&self, user: Uuid) -> usize {
-        (self.user_limit)(user).max(1)
+    /// The effective bound on deliveries in flight; 0 for none.
+    fn bound(&self, state: &State) -> u64 {
+        match self.config.max_in_flight() {
+            0 => 0,
+            max => {
+                let max = f64::from(max);
+                state.limit.unwrap_or(max).min(max).floor().max(1.0) as u64
+            }
+        }
+    }
+
+    /// The user's cap: their own, at most a fair share of the bound.
+    fn cap(&self, state: &State, user: Uuid) -> usize {
+        fair_share(
+            (self.user_limit)(user),
+            self.bound(state),
+            state.users.len() as u64,
+        )
+    }
+
+    fn concurrency_of(&self, state: &State) -> Concurrency {
+        let concurrency = Concurrency {
+            in_flight: state.in_flight.len() as u64,
+            limit: self.config.max_in_flight.map(|_| self.bound(state) as u32),
+            max: self.config.max_in_flight.map(|max| max.max(1)),
+        };
+        metric::concurrency(&concurrency);
+        concurrency
     }
 
     /// Looks once for a delivery for `consumer`.
@@ -179,12 +225,21 @@ impl MemoryQueue {
                 metric::reclaimed();
                 return Step::Deliver(delivery);
             }
+            let bound = self.bound(state);
+            if bound > 0 && state.in_flight.len() as u64 >= bound {
+                // At the bound: a settle wakes the waiting workers.
+                continue;
+            }
             while let Some(id) = state.waiting[priority.index()].pop_front() {
+                let Some(user) = state.jobs.get(&id).map(|job| job.user) else {
+                    continue;
+                };
+                let cap = self.cap(state, user);
                 let Some(job) = state.jobs.get_mut(&id) else {
                     continue;
                 };
                 let running = state.running.entry(job.user).or_default();
-                if *running >= self.cap(job.user) {
+                if *running >= cap {
                     job.place = Place::Parked;
                     state.parked.entry(job.user).or_default()[priority.index()].push_back(id);
                     state.parked_len[priority.index()] += 1;
@@ -263,7 +318,7 @@ impl MemoryQueue {
                 0
             }
         };
-        let mut room = self.cap(user).saturating_sub(running).max(1);
+        let mut room = self.cap(state, user).saturating_sub(running).max(1);
         if let Some(parked) = state.parked.get_mut(&user) {
             for priority in Priority::ALL {
                 while room > 0 {
@@ -287,7 +342,7 @@ impl MemoryQueue {
 
     /// Moves job `id` (out of flight) to the dead letters.
     fn bury(&self, state: &mut State, id: Uuid, attempts: u32, reason: &str) {
-        let Some(job) = state.jobs.remove(&id) else {
+        let Some(job) = state.forget(id) else {
             return;
         };
         tracing::warn!(job_id = %id, attempts, reason, "job dead-lettered");
@@ -367,13 +422,13 @@ fn take_token(state: &mut State) {
     }
 }
 
-#[async_trait]
-impl Queue for MemoryQueue {
-    async fn enqueue(&self, job: Enqueue) -> Result<bool, QueueError> {
-        let mut state = self.state.lock().await;
+impl MemoryQueue {
+    /// Adds `job` unless it is in the queue already.
+    fn add(&self, state: &mut State, job: Enqueue) -> bool {
         if state.jobs.contains_key(&job.job_id) {
-            return Ok(false);
+            return false;
         }
+        *state.users.entry(job.user_id).or_default() += 1;
         let now = self.clock.now_ms();
         state.jobs.insert(
             job.job_id,
@@ -387,33 +442,64 @@ impl Queue for MemoryQueue {
             },
         );
         match job.delay.filter(|delay| !delay.is_zero()) {
-            Some(delay) => self.delay(&mut state, job.job_id, delay),
+            Some(delay) => self.delay(state, job.job_id, delay),
             None => {
                 state.waiting[job.priority.index()].push_back(job.job_id);
                 self.changed.notify_waiters();
             }
         }
-        Ok(true)
+        true
+    }
+}
+
+#[async_trait]
+impl Queue for MemoryQueue {
+    async fn enqueue(&self, job: Enqueue) -> Result<bool, QueueError> {
+        let mut state = self.state.lock().await;
+        Ok(self.add(&mut state, job))
     }
 
-    async fn next(&self, consumer: &str, wait: Duration) -> Result<Option<Delivery>, QueueError> {
+    async fn enqueue_many(&self, jobs: &[Enqueue]) -> Result<Vec<bool>, QueueError> {
+        let mut state = self.state.lock().await;
+        Ok(jobs
+            .iter()
+            .map(|job| self.add(&mut state, job.clone()))
+            .collect())
+    }
+
+    async fn next_many(
+        &self,
+        consumer: &str,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<Delivery>, QueueError> {
         let deadline = Instant::now() + wait;
         loop {
             // Registered before looking, so a change made after the look still wakes us.
             let mut changed = pin!(self.changed.notified());
             changed.as_mut().enable();
-            let step = {
+            let mut deliveries = Vec::new();
+            let wake_at = {
                 let mut state = self.state.lock().await;
                 let now = self.clock.now_ms();
-                self.step(&mut state, consumer, now)
+                loop {
+                    match self.step(&mut state, consumer, now) {
+                        Step::Deliver(delivery) => {
+                            deliveries.push(delivery);
+                            if deliveries.len() >= max.max(1) {
+                                break None;
+                            }
+                        }
+                        Step::Idle { wake_at } => break wake_at,
+                    }
+                }
             };
-            let wake_at = match step {
-                Step::Deliver(delivery) => return Ok(Some(delivery)),
-                Step::Idle { wake_at } => wake_at,
-            };
+            if !deliveries.is_empty() {
+                return Ok(deliveries);
+            }
             let now = Instant::now();
             if now >= deadline {
-                return Ok(None);
+                return Ok(deliveries);
             }
             let until = wake_at.map_or(deadline, |at| {
                 let wait = at.saturating_sub(self.clock.now_ms()).max(1);
@@ -426,13 +512,49 @@ impl Queue for MemoryQueue {
         }
     }
 
-    async fn complete(&self, delivery: &Delivery) -> Result<(), QueueError> {
+    async fn complete_many(&self, deliveries: &[Delivery]) -> Result<(), QueueError> {
         let mut state = self.state.lock().await;
-        if Self::held(&mut state, delivery, false).is_some() {
-            self.take_in_flight(&mut state, delivery.job_id);
-            state.jobs.remove(&delivery.job_id);
+        for delivery in deliveries {
+            if Self::held(&mut state, delivery, false).is_some() {
+                self.take_in_flight(&mut state, delivery.job_id);
+                state.forget(delivery.job_id);
+            }
         }
         Ok(())
+    }
+
+    async fn throttle(&self) -> Result<Concurrency, QueueError> {
+        let mut state = self.state.lock().await;
+        if self.config.max_in_flight.is_some() {
+            let now = self.clock.now_ms();
+            let cooled = state
+                .throttled_at
+                .is_none_or(|at| now.saturating_sub(at) >= millis(THROTTLE_COOLDOWN));
+            if cooled {
+                let current = self.bound(&state) as f64;
+                state.limit = Some(throttled(current));
+                state.throttled_at = Some(now);
+            }
+        }
+        Ok(self.concurrency_of(&state))
+    }
+
+    async fn relieve(&self) -> Result<Concurrency, QueueError> {
+        let mut state = self.state.lock().await;
+        if let (Some(max), Some(limit)) = (self.config.max_in_flight, state.limit) {
+            let max = f64::from(max.max(1));
+            let raised = relieved(limit, max);
+            state.limit = (raised < max).then_some(raised);
+            if raised.floor() > limit.floor() {
+                self.changed.notify_waiters();
+            }
+        }
+        Ok(self.concurrency_of(&state))
+    }
+
+    async fn concurrency(&self) -> Result<Concurrency, QueueError> {
+        let state = self.state.lock().await;
+        Ok(self.concurrency_of(&state))
     }
 
     async fn retry(&self, delivery: &Delivery, reason: &str) -> Result<Retried, QueueError> {
@@ -488,7 +610,7 @@ impl Queue for MemoryQueue {
                 state.parked_len[index] = state.parked_len[index].saturating_sub(1);
             }
         }
-        state.jobs.remove(&job_id);
+        state.forget(job_id);
         Ok(true)
     }
 

@@ -41,3 +41,12 @@ pub(crate) fn dead_lettered(count: u64) {
 pub(crate) fn reclaimed() {
     metrics::counter!("atelier_queue_reclaimed_total").increment(1);
 }
+
+/// Sets `atelier_queue_in_flight` and `atelier_queue_in_flight_limit` (the effective
+/// bound; not set when unbounded).
+pub(crate) fn concurrency(concurrency: &crate::Concurrency) {
+    metrics::gauge!("atelier_queue_in_flight").set(concurrency.in_flight as f64);
+    if let Some(limit) = concurrency.limit {
+        metrics::gauge!("atelier_queue_in_flight_limit").set(f64::from(limit));
+    }
+}

@@ -9,48 +9,63 @@
 //! | `{prefix}{queue}:delayed` | sorted set | job ids by when they are due (ms): delayed enqueues, retries, deferrals |
 //! | `{prefix}{queue}:jobs` | hash | job id → state (JSON): the dedupe marker, where the job is, its attempt |
 //! | `{prefix}{queue}:running` | hash | user id → deliveries in flight |
+//! | `{prefix}{queue}:inflight` | counter | deliveries in flight, every user: what the bound counts |
+//! | `{prefix}{queue}:limit` | hash | the effective bound after a 429, and when it was last lowered |
+//! | `{prefix}{queue}:users` | hash | user id → jobs in the queue: who shares the bound |
+//! | `{prefix}{queue}:caps` | hash | user id → cap, as a worker last said it, and until when it holds |
 //! | `{prefix}{queue}:parked:high`, `:normal`, `:low` | sorted sets | capped users' jobs, `user:seq:job` |
+//! | `{prefix}{queue}:parkedn` | hash | user id → parked jobs |
 //! | `{prefix}{queue}:dead` | stream | dead letters, trimmed to about `finished_retention` |
-//! | `{prefix}{queue}:bucket` | hash | the shared token bucket |
-//! | `{prefix}{queue}:cursors` | hash | where each line's `XAUTOCLAIM` scan goes on from |
+//! | `{prefix}{queue}:bucket` | hash | the shared token bucket (only with a rate limit) |
+//! | `{prefix}{queue}:cursors` | hash | where each line's `XAUTOCLAIM` scan goes on from, and when the next scan is due |
 //! | `{prefix}{queue}:seq` | counter | the order of parked jobs |
+//! | `{prefix}{queue}:wake` | pub/sub channel | "look again", to idle workers of every replica |
 //!
 //! Every change is one Lua script (`src/lua/`), so workers racing each other never see
 //! half a change; the scripts read Redis's clock (`TIME`), so every process agrees on
-//! when a delay ends and how full the token bucket is. [`Queue::next`] runs the `next`
-//! script: due delayed jobs go back into their lines, the token bucket is refilled,
-//! then, line by line, stalled deliveries are reclaimed (`XAUTOCLAIM`) before new entries
-//! are read (`XREADGROUP`). A new entry whose user's cap the script does not know yet comes
-//! back as a *candidate*, with a rate-limit token reserved for it; the queue asks
-//! [`UserLimit`] and runs the script again holding it, and the script delivers it or
-//! parks it (and gives the token back).
+//! when a delay ends and how full the token bucket is. [`Queue::next_many`] runs the
+//! `next` script: due delayed jobs go back into their lines, the token bucket is
+//! refilled, then, line by line, stalled deliveries are reclaimed (`XAUTOCLAIM`, at most
+//! every tenth of the visibility timeout) before new entries are read (`XREADGROUP`, as
+//! many as wanted and as the bound allows, in one call). A new entry whose user's cap no
+//! worker said within the last 10 s comes back as a *candidate*, with a rate-limit token
+//! reserved for it; the queue asks [`UserLimit`] and runs the script again holding it,
+//! and the script stores the cap, then delivers the entry or parks it.
 //!
-//! An idle `next` polls every [`QueueConfig::poll_interval`] rather than blocking in
-//! `XREADGROUP`: a blocking command would hold up the client's shared connection, and the
-//! token bucket and user caps must be honoured before an entry is taken.
+//! An idle `next` does not poll: it waits for a message on the `wake` channel, which the
+//! scripts publish to when a job is added, a delay is set, or a settle frees a slot that
+//! was holding jobs back (the bound was reached, or the user's parked jobs went back in
+//! line). One subscriber connection per `RedisQueue` hears it and wakes that process's
+//! waiting `next` calls; [`QueueConfig::poll_interval`] is only the fallback should a
+//! message be lost. Enqueues and completions come in batches too
+//! ([`Queue::enqueue_many`], [`Queue::complete_many`]): one script run each.
 //!
 //! If a `next` future is dropped between the two runs (the caller gave up waiting), the
 //! candidate stays pending until the visibility timeout passes, when the next `next`
 //! reclaims it; no attempt is counted, since it was never delivered.
 
-use std::{collections::HashMap, time::Duration};
+use std::{collections::HashMap, pin::pin, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use atelier_common::redis::Redis;
-use fred::{interfaces::StreamsInterface, prelude::HashesInterface, types::scripts::Script};
-use tokio::time::Instant;
+use fred::{
+    interfaces::{ClientLike, EventInterface, PubsubInterface, StreamsInterface},
+    prelude::HashesInterface,
+    types::scripts::Script,
+};
+use tokio::{sync::Notify, time::Instant};
 use uuid::Uuid;
 
 use crate::{
-    DeadLetter, Delivery, Enqueue, Priority, Queue, QueueConfig, QueueDepth, QueueError, Retried,
-    UserLimit, metric, millis,
+    Concurrency, DeadLetter, Delivery, Enqueue, Priority, Queue, QueueConfig, QueueDepth,
+    QueueError, Retried, THROTTLE_COOLDOWN, THROTTLE_FACTOR, UserLimit, metric, millis,
 };
 
 /// The consumer group of every line.
 const GROUP: &str = "workers";
 
 /// The keys every script gets, in the order `src/lua/common.lua` expects.
-const KEY_NAMES: [&str; 13] = [
+const KEY_NAMES: [&str; 19] = [
     "high",
     "normal",
     "low",
@@ -64,9 +79,20 @@ const KEY_NAMES: [&str; 13] = [
     "bucket",
     "cursors",
     "seq",
+    "inflight",
+    "users",
+    "caps",
+    "limit",
+    "parkedn",
+    "wake",
 ];
 const JOBS: usize = 4;
 const DEAD: usize = 9;
+const WAKE: usize = 18;
+
+/// Jobs per run of the enqueue and complete scripts: long enough to save round trips,
+/// short enough not to hold Redis up for long.
+const BATCH: usize = 500;
 
 macro_rules! script {
     ($name:literal) => {
@@ -86,6 +112,7 @@ struct Scripts {
     remove: Script,
     position: Script,
     depth: Script,
+    limit: Script,
 }
 
 /// The Redis [`Queue`]; every process (and every `RedisQueue`) on the same Redis and
@@ -96,6 +123,26 @@ pub struct RedisQueue {
     config: QueueConfig,
     user_limit: UserLimit,
     scripts: Scripts,
+    /// Woken by a message on the `wake` channel.
+    woken: Arc<Notify>,
+    /// Forwards `wake` messages to `woken` until dropped.
+    listener: tokio::task::JoinHandle<()>,
+    /// When this queue's looks last scanned for stalled deliveries.
+    scanned: std::sync::Mutex<Option<Instant>>,
+    subscriber: fred::prelude::Client,
+}
+
+impl Drop for RedisQueue {
+    fn drop(&mut self) {
+        self.listener.abort();
+        // The subscriber's connection outlives its handles unless told to close.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let subscriber = self.subscriber.clone();
+            runtime.spawn(async move {
+                let _ = subscriber.quit().await;
+            });
+        }
+    }
 }
 
 /// A candidate entry held between two runs of the `next` script.
@@ -105,18 +152,33 @@ struct Held {
     job: String,
 }
 
+/// What one look found besides its deliveries.
+enum Tail {
+    /// As many as wanted.
+    Full,
+    /// A user's cap is needed to go on with the held entry.
+    Candidate(Held, Uuid),
+    /// Nothing more now; look again after this long (`None`: when woken).
+    Wait(Option<Duration>),
+    /// Stopped early to keep scripts short: look again at once.
+    Again,
+}
+
 impl RedisQueue {
     /// A queue on `redis`, its keys under the client's prefix; creates the lines and
-    /// their consumer groups when missing.
+    /// their consumer groups when missing, and subscribes to the wake-up channel (on a
+    /// connection of its own).
     pub async fn new(
         redis: Redis,
         config: QueueConfig,
         user_limit: UserLimit,
     ) -> Result<Self, QueueError> {
-        let keys = KEY_NAMES
+        let keys: Vec<String> = KEY_NAMES
             .iter()
             .map(|name| redis.key(&format!("{{queue}}:{name}")))
             .collect();
+        let woken = Arc::new(Notify::new());
+        let (subscriber, listener) = listen(&redis, keys[WAKE].clone(), woken.clone()).await?;
         let queue = Self {
             redis,
             keys,
@@ -131,7 +193,12 @@ impl RedisQueue {
                 remove: script!("remove"),
                 position: script!("position"),
                 depth: script!("depth"),
+                limit: script!("limit"),
             },
+            woken,
+            listener,
+            subscriber,
+            scanned: std::sync::Mutex::new(None),
         };
         queue.create_groups().await?;
         Ok(queue)
@@ -153,19 +220,22 @@ impl RedisQueue {
         Ok(())
     }
 
-    /// Runs `script` with every key and `args`. When the lines or groups are gone (Redis
-    /// lost its data), recreates them and runs it again.
+    /// Runs `script` with every key, the bound, then `args`. When the lines or groups are
+    /// gone (Redis lost its data), recreates them and runs it again.
     async fn run(&self, script: &Script, args: Vec<String>) -> Result<Vec<String>, QueueError> {
         let client = &self.redis.client;
+        let mut all = Vec::with_capacity(args.len() + 1);
+        all.push(self.config.max_in_flight().to_string());
+        all.extend(args);
         match script
-            .evalsha_with_reload(client, self.keys.clone(), args.clone())
+            .evalsha_with_reload(client, self.keys.clone(), all.clone())
             .await
         {
             Err(err) if err.details().contains("NOGROUP") => {
                 tracing::warn!("queue consumer groups missing, recreating them");
                 self.create_groups().await?;
                 Ok(script
-                    .evalsha_with_reload(client, self.keys.clone(), args)
+                    .evalsha_with_reload(client, self.keys.clone(), all)
                     .await?)
             }
             reply => Ok(reply?),
@@ -180,6 +250,7 @@ impl RedisQueue {
     fn next_args(
         &self,
         consumer: &str,
+        want: usize,
         held: Option<&Held>,
         caps: &HashMap<Uuid, usize>,
     ) -> Vec<String> {
@@ -194,6 +265,8 @@ impl RedisQueue {
             rate_jobs.to_string(),
             rate_per.to_string(),
             self.config.finished_retention.to_string(),
+            want.max(1).to_string(),
+            if self.scan_due() { "1" } else { "0" }.to_owned(),
         ];
         match held {
             Some(held) => args.extend([
@@ -209,65 +282,105 @@ impl RedisQueue {
         args
     }
 
-    /// Looks for a delivery until one comes, or says how long to wait before looking again.
-    async fn look(&self, consumer: &str) -> Result<Result<Delivery, Option<Duration>>, QueueError> {
+    /// Whether this look should scan for stalled deliveries: every tenth of the
+    /// visibility timeout (between 10 ms and 1 s).
+    fn scan_due(&self) -> bool {
+        let every = (self.config.visibility_timeout / 10)
+            .clamp(Duration::from_millis(10), Duration::from_secs(1));
+        let mut scanned = self
+            .scanned
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = Instant::now();
+        if scanned.is_some_and(|at| now.duration_since(at) < every) {
+            return false;
+        }
+        *scanned = Some(now);
+        true
+    }
+
+    /// Looks for up to `want` deliveries until some come or there are none now; then
+    /// says how long to wait before looking again.
+    async fn look(
+        &self,
+        consumer: &str,
+        want: usize,
+    ) -> Result<(Vec<Delivery>, Option<Duration>), QueueError> {
+        let mut found = Vec::new();
         let mut caps = HashMap::new();
         let mut held = None;
         loop {
-            let reply = self
-                .run(
-                    &self.scripts.next,
-                    self.next_args(consumer, held.take().as_ref(), &caps),
-                )
-                .await?;
-            let [kind, buried, rest @ ..] = reply.as_slice() else {
-                return Err(protocol("next", &reply));
-            };
-            let buried = number(buried)?;
-            if buried > 0 {
-                tracing::warn!(count = buried, "stalled jobs out of attempts dead-lettered");
-                metric::dead_lettered(buried);
-            }
-            match (kind.as_str(), rest) {
-                ("delivery", [priority, entry, job, user, attempt, waited, reclaimed]) => {
-                    let priority = priority_at(priority)?;
-                    let delivery = Delivery {
-                        job_id: uuid(job)?,
-                        user_id: uuid(user)?,
-                        priority,
-                        attempt: u32::try_from(number(attempt)?)
-                            .map_err(|_| protocol("next", &reply))?,
-                        token: format!("{}:{entry}", priority.as_str()),
-                    };
-                    if let Ok(waited) = waited.parse::<u64>() {
-                        metric::first_delivery(priority, Duration::from_millis(waited));
-                    }
-                    if reclaimed == "1" {
-                        metric::reclaimed();
-                        tracing::warn!(job_id = %delivery.job_id, to = consumer, attempt = delivery.attempt, "stalled delivery reclaimed");
-                    }
-                    return Ok(Ok(delivery));
-                }
-                ("candidate", [priority, entry, job, user]) => {
-                    let user = uuid(user)?;
+            let args = self.next_args(consumer, want - found.len(), held.take().as_ref(), &caps);
+            let tail = self.look_once(consumer, args, &mut found).await?;
+            match tail {
+                Tail::Candidate(candidate, user) => {
                     caps.insert(user, self.cap(user));
-                    held = Some(Held {
-                        priority: usize::try_from(number(priority)?)
-                            .map_err(|_| protocol("next", &reply))?,
-                        entry: entry.clone(),
-                        job: job.clone(),
-                    });
+                    held = Some(candidate);
                 }
-                // This look stopped early (it parked many entries, or many delayed jobs
-                // fell due at once): look again at once.
-                ("idle", [wait]) if wait == "0" => {}
-                ("limited" | "idle", [wait]) => {
-                    let wait = wait.parse::<u64>().ok().map(Duration::from_millis);
-                    return Ok(Err(wait));
-                }
-                _ => return Err(protocol("next", &reply)),
+                Tail::Again if found.len() < want => {}
+                Tail::Full | Tail::Again => return Ok((found, None)),
+                Tail::Wait(wait) => return Ok((found, wait)),
+            }
+            if found.len() >= want && held.is_none() {
+                return Ok((found, None));
             }
         }
+    }
+
+    /// One run of the `next` script: its deliveries go to `found`.
+    async fn look_once(
+        &self,
+        consumer: &str,
+        args: Vec<String>,
+        found: &mut Vec<Delivery>,
+    ) -> Result<Tail, QueueError> {
+        let reply = self.run(&self.scripts.next, args).await?;
+        let [buried, tail, t1, t2, t3, t4, rest @ ..] = reply.as_slice() else {
+            return Err(protocol("next", &reply));
+        };
+        let buried = number(buried)?;
+        if buried > 0 {
+            tracing::warn!(count = buried, "stalled jobs out of attempts dead-lettered");
+            metric::dead_lettered(buried);
+        }
+        if rest.len() % 7 != 0 {
+            return Err(protocol("next", &reply));
+        }
+        for item in rest.chunks_exact(7) {
+            let [priority, entry, job, user, attempt, waited, reclaimed] = item else {
+                return Err(protocol("next", &reply));
+            };
+            let priority = priority_at(priority)?;
+            let delivery = Delivery {
+                job_id: uuid(job)?,
+                user_id: uuid(user)?,
+                priority,
+                attempt: u32::try_from(number(attempt)?).map_err(|_| protocol("next", &reply))?,
+                token: format!("{}:{entry}", priority.as_str()),
+            };
+            if let Ok(waited) = waited.parse::<u64>() {
+                metric::first_delivery(priority, Duration::from_millis(waited));
+            }
+            if reclaimed == "1" {
+                metric::reclaimed();
+                tracing::warn!(job_id = %delivery.job_id, to = consumer, attempt = delivery.attempt, "stalled delivery reclaimed");
+            }
+            found.push(delivery);
+        }
+        Ok(match tail.as_str() {
+            "full" => Tail::Full,
+            "candidate" => Tail::Candidate(
+                Held {
+                    priority: usize::try_from(number(t1)?).map_err(|_| protocol("next", &reply))?,
+                    entry: t2.clone(),
+                    job: t3.clone(),
+                },
+                uuid(t4)?,
+            ),
+            "idle" if t1 == "0" => Tail::Again,
+            "limited" | "idle" => Tail::Wait(t1.parse::<u64>().ok().map(Duration::from_millis)),
+            _ => return Err(protocol("next", &reply)),
+        })
     }
 
     /// The entry id in `delivery`'s token, and the priority as the scripts number it.
@@ -312,65 +425,154 @@ impl RedisQueue {
             _ => Err(protocol("settle", &reply)),
         }
     }
+
+    /// Runs the `limit` script in `mode`.
+    async fn limit(&self, mode: &str) -> Result<Concurrency, QueueError> {
+        let reply = self
+            .run(
+                &self.scripts.limit,
+                vec![
+                    mode.to_owned(),
+                    THROTTLE_FACTOR.to_string(),
+                    millis(THROTTLE_COOLDOWN).to_string(),
+                ],
+            )
+            .await?;
+        let [limit, in_flight] = reply.as_slice() else {
+            return Err(protocol("limit", &reply));
+        };
+        let max = self.config.max_in_flight.map(|max| max.max(1));
+        let concurrency = Concurrency {
+            in_flight: number(in_flight)?,
+            limit: match max {
+                Some(_) => {
+                    Some(u32::try_from(number(limit)?).map_err(|_| protocol("limit", &reply))?)
+                }
+                None => None,
+            },
+            max,
+        };
+        metric::concurrency(&concurrency);
+        Ok(concurrency)
+    }
+}
+
+/// Subscribes to `channel` on a connection of its own (re-subscribing after a
+/// reconnection) and wakes `woken`'s waiters on each message.
+async fn listen(
+    redis: &Redis,
+    channel: String,
+    woken: Arc<Notify>,
+) -> Result<(fred::prelude::Client, tokio::task::JoinHandle<()>), QueueError> {
+    let subscriber = redis.client.clone_new();
+    subscriber.init().await?;
+    subscriber.subscribe(channel.clone()).await?;
+    let mut messages = subscriber.message_rx();
+    let mut reconnections = subscriber.reconnect_rx();
+    let client = subscriber.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                message = messages.recv() => match message {
+                    Ok(_) => woken.notify_waiters(),
+                    // Fell behind: wake anyway, something changed.
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => woken.notify_waiters(),
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                },
+                reconnected = reconnections.recv() => {
+                    if reconnected.is_err() {
+                        break;
+                    }
+                    if let Err(err) = subscriber.subscribe(channel.clone()).await {
+                        tracing::warn!(error = %err, "cannot subscribe to queue wake-ups again; polling until it works");
+                    }
+                    woken.notify_waiters();
+                }
+            }
+        }
+    });
+    Ok((client, task))
 }
 
 #[async_trait]
 impl Queue for RedisQueue {
     async fn enqueue(&self, job: Enqueue) -> Result<bool, QueueError> {
-        let delay = job.delay.map_or(0, millis);
-        let reply = self
-            .run(
-                &self.scripts.enqueue,
-                vec![
+        let added = self.enqueue_many(std::slice::from_ref(&job)).await?;
+        Ok(added.first().copied().unwrap_or(false))
+    }
+
+    async fn enqueue_many(&self, jobs: &[Enqueue]) -> Result<Vec<bool>, QueueError> {
+        let mut added = Vec::with_capacity(jobs.len());
+        for chunk in jobs.chunks(BATCH) {
+            let mut args = Vec::with_capacity(chunk.len() * 4);
+            for job in chunk {
+                args.extend([
                     job.job_id.to_string(),
                     job.user_id.to_string(),
                     (job.priority.index() + 1).to_string(),
-                    delay.to_string(),
-                ],
-            )
-            .await?;
-        match reply.as_slice() {
-            [added] => Ok(added == "1"),
-            _ => Err(protocol("enqueue", &reply)),
+                    job.delay.map_or(0, millis).to_string(),
+                ]);
+            }
+            let reply = self.run(&self.scripts.enqueue, args).await?;
+            if reply.len() != chunk.len() {
+                return Err(protocol("enqueue", &reply));
+            }
+            added.extend(reply.iter().map(|one| one == "1"));
         }
+        Ok(added)
     }
 
-    async fn next(&self, consumer: &str, wait: Duration) -> Result<Option<Delivery>, QueueError> {
+    async fn next_many(
+        &self,
+        consumer: &str,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<Delivery>, QueueError> {
         let deadline = Instant::now() + wait;
         loop {
-            let hint = match self.look(consumer).await? {
-                Ok(delivery) => return Ok(Some(delivery)),
-                Err(hint) => hint,
-            };
+            // Listening before looking, so a wake-up sent after the look is not missed.
+            let mut woken = pin!(self.woken.notified());
+            woken.as_mut().enable();
+            let (found, hint) = self.look(consumer, max.max(1)).await?;
+            if !found.is_empty() {
+                return Ok(found);
+            }
             let now = Instant::now();
             if now >= deadline {
-                return Ok(None);
+                return Ok(found);
             }
             let pause = hint
                 .unwrap_or(self.config.poll_interval)
                 .min(self.config.poll_interval)
                 .max(Duration::from_millis(1));
-            tokio::time::sleep_until(deadline.min(now + pause)).await;
+            tokio::select! {
+                () = woken => {}
+                () = tokio::time::sleep_until(deadline.min(now + pause)) => {}
+            }
         }
     }
 
-    async fn complete(&self, delivery: &Delivery) -> Result<(), QueueError> {
-        let (priority, entry) = self.entry(delivery)?;
-        let reply = self
-            .run(
-                &self.scripts.complete,
-                vec![
-                    priority,
-                    entry.to_owned(),
-                    delivery.job_id.to_string(),
-                    self.cap(delivery.user_id).to_string(),
-                ],
-            )
-            .await?;
-        match reply.as_slice() {
-            [outcome] if outcome == "done" || outcome == "noop" => Ok(()),
-            _ => Err(protocol("complete", &reply)),
+    async fn complete_many(&self, deliveries: &[Delivery]) -> Result<(), QueueError> {
+        for chunk in deliveries.chunks(BATCH) {
+            let mut args = Vec::with_capacity(chunk.len() * 3 + 8);
+            args.push(chunk.len().to_string());
+            let mut caps = HashMap::new();
+            for delivery in chunk {
+                let (priority, entry) = self.entry(delivery)?;
+                args.extend([priority, entry.to_owned(), delivery.job_id.to_string()]);
+                caps.entry(delivery.user_id)
+                    .or_insert_with(|| self.cap(delivery.user_id));
+            }
+            for (user, cap) in caps {
+                args.extend([user.to_string(), cap.to_string()]);
+            }
+            let reply = self.run(&self.scripts.complete, args).await?;
+            match reply.as_slice() {
+                [done] if number(done).is_ok() => {}
+                _ => return Err(protocol("complete", &reply)),
+            }
         }
+        Ok(())
     }
 
     async fn retry(&self, delivery: &Delivery, reason: &str) -> Result<Retried, QueueError> {
@@ -452,6 +654,18 @@ impl Queue for RedisQueue {
         };
         metric::depth(&depth);
         Ok(depth)
+    }
+
+    async fn throttle(&self) -> Result<Concurrency, QueueError> {
+        self.limit("throttle").await
+    }
+
+    async fn relieve(&self) -> Result<Concurrency, QueueError> {
+        self.limit("relieve").await
+    }
+
+    async fn concurrency(&self) -> Result<Concurrency, QueueError> {
+        self.limit("read").await
     }
 
     async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, QueueError> {

@@ -16,8 +16,8 @@ use std::{collections::HashSet, sync::Arc, time::Duration};
 
 use atelier_common::redis::Redis;
 use atelier_queue::{
-    Backoff, DeadLetter, Delivery, Enqueue, MemoryQueue, Priority, Queue, QueueConfig, QueueDepth,
-    QueueError, RateLimit, RedisQueue, Retried, UserLimit,
+    Backoff, Concurrency, DeadLetter, Delivery, Enqueue, MemoryQueue, Priority, Queue, QueueConfig,
+    QueueDepth, QueueError, RateLimit, RedisQueue, Retried, UserLimit,
 };
 use fred::interfaces::{LuaInterface, StreamsInterface};
 use tokio::time::Instant;
@@ -138,6 +138,13 @@ conformance_suite!(
     rate_limit,
     parked_jobs_use_no_rate_limit_token,
     racing_consumers_never_share_a_delivery,
+    rate_limit_is_off_by_default,
+    batches_keep_order_and_dedupe,
+    an_idle_worker_is_woken_at_once,
+    the_bound_holds_across_workers,
+    every_way_out_of_flight_frees_a_slot,
+    fair_share_under_the_bound,
+    throttle_halves_and_relieve_restores,
 );
 
 // ---------------------------------------------------------------------------------------
@@ -153,6 +160,7 @@ fn config() -> QueueConfig {
             jitter: 0.0,
         },
         visibility_timeout: Duration::from_secs(60),
+        max_in_flight: None,
         rate_limit: None,
         finished_retention: 100,
         poll_interval: Duration::from_millis(10),
@@ -839,6 +847,327 @@ async fn parked_jobs_use_no_rate_limit_token(backend: Backend) {
     let delivery = queue.next("w1", Duration::ZERO).await.expect("next");
     assert_eq!(delivery.map(|delivery| delivery.job_id), Some(b.job_id));
     nothing(&*queue, Duration::ZERO).await;
+}
+
+async fn rate_limit_is_off_by_default(backend: Backend) {
+    let defaults = QueueConfig::default();
+    assert_eq!(
+        defaults.rate_limit, None,
+        "fal limits concurrency, not rate"
+    );
+    assert_eq!(defaults.max_in_flight, None);
+    let (queue, _) = backend.queue(defaults, unlimited()).await;
+    // More than the old hard-coded 100 a minute, all delivered at once.
+    let jobs: Vec<Enqueue> = (0..250).map(|_| job(Priority::Normal)).collect();
+    let added = queue.enqueue_many(&jobs).await.expect("enqueue many");
+    assert!(added.iter().all(|added| *added));
+    let started = Instant::now();
+    let mut delivered = HashSet::new();
+    while delivered.len() < jobs.len() {
+        let batch = queue.next_many("w1", 100, SOON).await.expect("next many");
+        assert!(
+            !batch.is_empty(),
+            "stalled after {} deliveries",
+            delivered.len()
+        );
+        delivered.extend(batch.iter().map(|delivery| delivery.job_id));
+        queue.complete_many(&batch).await.expect("complete many");
+    }
+    assert!(started.elapsed() < SOON, "took {:?}", started.elapsed());
+    assert_eq!(delivered.len(), 250);
+    assert_eq!(depth(&*queue).await, QueueDepth::default());
+}
+
+async fn batches_keep_order_and_dedupe(backend: Backend) {
+    let (queue, _) = backend.queue(config(), unlimited()).await;
+    let jobs: Vec<Enqueue> = (0..30).map(|_| job(Priority::Normal)).collect();
+    let mut with_repeat = jobs.clone();
+    with_repeat.push(jobs[3].clone());
+    let added = queue
+        .enqueue_many(&with_repeat)
+        .await
+        .expect("enqueue many");
+    assert_eq!(added.len(), 31);
+    assert!(added[..30].iter().all(|added| *added));
+    assert!(!added[30], "a job id already waiting is not added twice");
+    assert_eq!(depth(&*queue).await.normal, 30);
+
+    let first = queue.next_many("w1", 20, SOON).await.expect("next many");
+    let second = queue.next_many("w2", 20, SOON).await.expect("next many");
+    assert_eq!(first.len(), 20);
+    assert_eq!(second.len(), 10);
+    let order: Vec<Uuid> = first.iter().chain(&second).map(|d| d.job_id).collect();
+    let expected: Vec<Uuid> = jobs.iter().map(|job| job.job_id).collect();
+    assert_eq!(order, expected, "first in, first out");
+    assert!(first.iter().chain(&second).all(|d| d.attempt == 1));
+    assert_eq!(depth(&*queue).await.in_flight, 30);
+
+    queue.complete_many(&first).await.expect("complete many");
+    queue
+        .complete_many(&first)
+        .await
+        .expect("completing twice is a no-op");
+    assert_eq!(depth(&*queue).await.in_flight, 10);
+    for delivery in &first {
+        assert!(!queue.contains(delivery.job_id).await.expect("contains"));
+    }
+    queue.complete_many(&second).await.expect("complete many");
+    assert_eq!(depth(&*queue).await, QueueDepth::default());
+    nothing(&*queue, Duration::ZERO).await;
+}
+
+async fn an_idle_worker_is_woken_at_once(backend: Backend) {
+    // Polling so rarely that only a wake-up can deliver within the test's wait.
+    let config = QueueConfig {
+        poll_interval: Duration::from_secs(30),
+        ..config()
+    };
+    let (queue, peer) = backend.queue(config, unlimited()).await;
+    let waiting = {
+        let peer = peer.clone();
+        tokio::spawn(async move { peer.next("w2", Duration::from_secs(20)).await })
+    };
+    tokio::time::sleep(A_WHILE).await;
+    let job = job(Priority::Normal);
+    let enqueued = Instant::now();
+    enqueue(&*queue, &job).await;
+    let delivery = waiting
+        .await
+        .expect("worker")
+        .expect("next")
+        .expect("a delivery");
+    assert_eq!(delivery.job_id, job.job_id);
+    assert!(
+        enqueued.elapsed() < Duration::from_secs(2),
+        "woken after {:?}",
+        enqueued.elapsed()
+    );
+    queue.complete(&delivery).await.expect("complete");
+}
+
+/// Takes every delivery available now, from `queues` in turn.
+async fn drain(queues: &[&Arc<dyn Queue>]) -> Vec<Delivery> {
+    let mut all = Vec::new();
+    loop {
+        let mut got = false;
+        for (i, queue) in queues.iter().enumerate() {
+            let batch = queue
+                .next_many(&format!("w{i}"), 3, Duration::ZERO)
+                .await
+                .expect("next many");
+            got |= !batch.is_empty();
+            all.extend(batch);
+        }
+        if !got {
+            return all;
+        }
+    }
+}
+
+async fn the_bound_holds_across_workers(backend: Backend) {
+    let config = QueueConfig {
+        max_in_flight: Some(3),
+        ..config()
+    };
+    let (queue, peer) = backend.queue(config, unlimited()).await;
+    let jobs: Vec<Enqueue> = (0..8).map(|_| job(Priority::Normal)).collect();
+    queue.enqueue_many(&jobs).await.expect("enqueue many");
+    // Two workers (on Redis, two processes) share the bound.
+    let held = drain(&[&queue, &peer]).await;
+    assert_eq!(held.len(), 3, "three in flight at most");
+    assert_eq!(
+        peer.concurrency().await.expect("concurrency"),
+        Concurrency {
+            in_flight: 3,
+            limit: Some(3),
+            max: Some(3),
+        }
+    );
+    assert_eq!(depth(&*queue).await.normal, 5, "the rest wait, none lost");
+
+    // A worker waiting at the bound is woken when a slot frees.
+    let waiting = {
+        let peer = peer.clone();
+        tokio::spawn(async move { peer.next("w9", SOON).await })
+    };
+    tokio::time::sleep(A_WHILE).await;
+    assert!(!waiting.is_finished(), "nothing delivered past the bound");
+    queue.complete(&held[0]).await.expect("complete");
+    let fourth = waiting
+        .await
+        .expect("worker")
+        .expect("next")
+        .expect("delivered once a slot freed");
+    assert_eq!(fourth.job_id, jobs[3].job_id);
+    nothing(&*queue, Duration::ZERO).await;
+    assert_eq!(queue.concurrency().await.expect("concurrency").in_flight, 3);
+}
+
+async fn every_way_out_of_flight_frees_a_slot(backend: Backend) {
+    let config = QueueConfig {
+        max_in_flight: Some(2),
+        max_attempts: 2,
+        visibility_timeout: Duration::from_millis(300),
+        ..config()
+    };
+    let (queue, peer) = backend.queue(config, unlimited()).await;
+    let jobs: Vec<Enqueue> = (0..6).map(|_| job(Priority::Normal)).collect();
+    queue.enqueue_many(&jobs).await.expect("enqueue many");
+    let in_flight = async || queue.concurrency().await.expect("concurrency").in_flight;
+    let a = next(&*queue, "w1").await;
+    let b = next(&*queue, "w1").await;
+    nothing(&*queue, Duration::ZERO).await;
+    assert_eq!(in_flight().await, 2);
+
+    // A defer frees a slot and spends no attempt.
+    queue
+        .defer(&a, Duration::from_secs(60))
+        .await
+        .expect("defer");
+    assert_eq!(in_flight().await, 1);
+    let c = next(&*queue, "w1").await;
+    nothing(&*queue, Duration::ZERO).await;
+    // So does a retry.
+    queue.retry(&c, "flaky").await.expect("retry");
+    assert_eq!(in_flight().await, 1);
+    let d = next(&*queue, "w1").await;
+    assert_eq!(in_flight().await, 2);
+
+    // A reclaim after the visibility timeout hands the slot on, it takes no second one.
+    let reclaimed = next(&*peer, "w2").await;
+    assert!(reclaimed.job_id == b.job_id || reclaimed.job_id == d.job_id);
+    assert_eq!(reclaimed.attempt, 2);
+    assert_eq!(in_flight().await, 2);
+    // The other stalled one is reclaimed too; then both stall on their last attempt and
+    // are dead-lettered, which frees their slots.
+    let other = next(&*peer, "w2").await;
+    assert_eq!(other.attempt, 2);
+    assert_eq!(in_flight().await, 2);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let fresh = next(&*peer, "w2").await;
+    assert_eq!(fresh.attempt, 1, "a waiting job takes a freed slot");
+    assert_eq!(queue.dead_letters(10).await.expect("dead letters").len(), 2);
+    assert_eq!(in_flight().await, 1);
+
+    // Removing a waiting job frees nothing; completing does.
+    let waiting = jobs
+        .iter()
+        .find(|job| ![a.job_id, b.job_id, c.job_id, d.job_id, fresh.job_id].contains(&job.job_id))
+        .expect("one job still waits");
+    assert!(queue.remove(waiting.job_id).await.expect("remove"));
+    assert_eq!(in_flight().await, 1);
+    peer.complete(&fresh).await.expect("complete");
+    assert_eq!(in_flight().await, 0);
+    assert_eq!(
+        depth(&*queue).await,
+        QueueDepth {
+            normal: 1,
+            delayed: 1,
+            dead: 2,
+            ..QueueDepth::default()
+        },
+        "the retried job waits, the deferred one is delayed"
+    );
+}
+
+async fn fair_share_under_the_bound(backend: Backend) {
+    let (heavy, light) = (Uuid::new_v4(), Uuid::new_v4());
+    let config = QueueConfig {
+        max_in_flight: Some(4),
+        ..config()
+    };
+    let (queue, _) = backend.queue(config, unlimited()).await;
+    // One user's backlog first, another's few jobs behind it.
+    let backlog: Vec<Enqueue> = (0..300).map(|_| job_of(heavy)).collect();
+    let few: Vec<Enqueue> = (0..3).map(|_| job_of(light)).collect();
+    queue.enqueue_many(&backlog).await.expect("enqueue many");
+    queue.enqueue_many(&few).await.expect("enqueue many");
+
+    let held = drain(&[&queue]).await;
+    let of = |user: Uuid, held: &[Delivery]| held.iter().filter(|d| d.user_id == user).count();
+    assert_eq!(held.len(), 4);
+    assert_eq!(
+        (of(heavy, &held), of(light, &held)),
+        (2, 2),
+        "two users share the bound of four evenly, whoever came first"
+    );
+    // The light user's jobs run as theirs finish, past the heavy backlog.
+    let light_held: Vec<Delivery> = held
+        .iter()
+        .filter(|d| d.user_id == light)
+        .cloned()
+        .collect();
+    queue.complete(&light_held[0]).await.expect("complete");
+    let third = next(&*queue, "w1").await;
+    assert_eq!(third.job_id, few[2].job_id);
+    queue.complete(&light_held[1]).await.expect("complete");
+    queue.complete(&third).await.expect("complete");
+    // Alone again, the heavy user grows back to the whole bound as theirs settle.
+    let mut heavy_held: Vec<Delivery> = held.into_iter().filter(|d| d.user_id == heavy).collect();
+    heavy_held.extend(drain(&[&queue]).await);
+    let done = heavy_held.remove(0);
+    queue.complete(&done).await.expect("complete");
+    heavy_held.extend(drain(&[&queue]).await);
+    assert_eq!(heavy_held.len(), 4, "the whole bound, once alone");
+    let order: Vec<Uuid> = heavy_held.iter().map(|d| d.job_id).collect();
+    assert!(
+        order
+            .iter()
+            .all(|id| backlog.iter().any(|job| job.job_id == *id))
+    );
+    assert_eq!(depth(&*queue).await.normal, 300 - 5);
+}
+
+async fn throttle_halves_and_relieve_restores(backend: Backend) {
+    let config = QueueConfig {
+        max_in_flight: Some(8),
+        ..config()
+    };
+    let (queue, peer) = backend.queue(config, unlimited()).await;
+    let limit =
+        async |queue: &Arc<dyn Queue>| queue.concurrency().await.expect("concurrency").limit;
+    assert_eq!(limit(&queue).await, Some(8));
+    assert_eq!(queue.throttle().await.expect("throttle").limit, Some(4));
+    // A burst of 429s counts once.
+    assert_eq!(peer.throttle().await.expect("throttle").limit, Some(4));
+    assert_eq!(limit(&peer).await, Some(4), "every worker sees it");
+
+    let jobs: Vec<Enqueue> = (0..10).map(|_| job(Priority::Normal)).collect();
+    queue.enqueue_many(&jobs).await.expect("enqueue many");
+    assert_eq!(drain(&[&queue, &peer]).await.len(), 4);
+
+    // One slot more per bound's worth of successes: 4 → 5 after five.
+    for _ in 0..4 {
+        assert_eq!(peer.relieve().await.expect("relieve").limit, Some(4));
+    }
+    let waiting = {
+        let queue = queue.clone();
+        tokio::spawn(async move { queue.next("w9", SOON).await })
+    };
+    tokio::time::sleep(A_WHILE).await;
+    assert_eq!(peer.relieve().await.expect("relieve").limit, Some(5));
+    let fifth = waiting.await.expect("worker").expect("next");
+    assert!(fifth.is_some(), "the raised bound lets one more through");
+    nothing(&*queue, Duration::ZERO).await;
+
+    // Never above the max.
+    for _ in 0..60 {
+        queue.relieve().await.expect("relieve");
+    }
+    assert_eq!(limit(&peer).await, Some(8));
+    assert_eq!(drain(&[&queue, &peer]).await.len(), 3);
+
+    // After the cooldown a new 429 halves again.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(queue.throttle().await.expect("throttle").limit, Some(4));
+    assert_eq!(peer.throttle().await.expect("throttle").limit, Some(4));
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(queue.throttle().await.expect("throttle").limit, Some(2));
+
+    // Without a bound there is nothing to lower.
+    let (unbounded, _) = backend.queue(self::config(), unlimited()).await;
+    let concurrency = unbounded.throttle().await.expect("throttle");
+    assert_eq!((concurrency.limit, concurrency.max), (None, None));
 }
 
 // ---------------------------------------------------------------------------------------

@@ -102,6 +102,17 @@ pub async fn migrate(targets: &[Target]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `FAL_SIM_MAX_CONCURRENCY`: the simulated account's concurrency limit (how many
+/// requests run at once; the rest wait in its queue, never refused).
+fn sim_max_concurrency() -> anyhow::Result<usize> {
+    let max = atelier_common::config::var(
+        "FAL_SIM_MAX_CONCURRENCY",
+        atelier_fal_sim::SimConfig::default().max_concurrency,
+    )?;
+    anyhow::ensure!(max > 0, "FAL_SIM_MAX_CONCURRENCY must be at least 1");
+    Ok(max)
+}
+
 /// Runs the fal simulator alone until SIGTERM or Ctrl-C.
 pub async fn fal_sim(
     addr: SocketAddr,
@@ -115,6 +126,7 @@ pub async fn fal_sim(
     let config = atelier_fal_sim::SimConfig {
         tls,
         webhook_user_id: sim_user_id()?,
+        max_concurrency: sim_max_concurrency()?,
         ..Default::default()
     };
     let handle = atelier_fal_sim::start(config, listener, shutdown.clone()).await?;
@@ -136,6 +148,7 @@ async fn embedded_fal_sim(shutdown: &tokio_util::sync::CancellationToken) -> any
         .with_context(|| format!("fal-sim: cannot listen on {addr} (FAL_SIM_ADDR)"))?;
     let config = atelier_fal_sim::SimConfig {
         webhook_user_id: sim_user_id()?,
+        max_concurrency: sim_max_concurrency()?,
         ..Default::default()
     };
     let handle = atelier_fal_sim::start(config, listener, shutdown.clone()).await?;

@@ -3,8 +3,20 @@
 //! watching that request instead of submitting again; an open circuit breaker
 //! puts the job back without spending an attempt. A reconciler re-queues
 //! unfinished jobs the queue has lost.
+//!
+//! How many jobs run at fal at once is the queue's bound (`FAL_MAX_CONCURRENCY`,
+//! shared by every replica): a worker takes as many deliveries as it has free
+//! slots. When fal answers 429 the worker lowers the bound for everyone
+//! ([`atelier_queue::Queue::throttle`]) and puts the job back without spending an
+//! attempt; each accepted submission raises it again while it is lowered.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use atelier_common::json::map_to_struct;
 use atelier_fal::{EndpointId, FalClient, FalError, QueueStatus, SubmitOptions};
@@ -12,7 +24,7 @@ use atelier_proto::image::v1::{
     CheckOwnershipRequest, GetDownloadUrlRequest, ImageVariant, StoreResultMetadata,
     StoreResultRequest, store_result_request,
 };
-use atelier_queue::{Delivery, Retried};
+use atelier_queue::{Concurrency, Delivery, Retried};
 use futures::StreamExt;
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
@@ -50,6 +62,9 @@ pub struct Dispatch {
     pub webhook_url: Option<String>,
     pub concurrency: usize,
     pub consumer: String,
+    /// Whether the queue's bound was last seen below its max (after a 429): only
+    /// then does an accepted submission raise it.
+    pub throttled: Arc<AtomicBool>,
 }
 
 /// Why a job stopped short of finishing.
@@ -101,25 +116,33 @@ impl Dispatch {
     /// Runs workers until `shutdown`; in-flight jobs finish first.
     pub async fn run(self, shutdown: CancellationToken) {
         let slots = Arc::new(Semaphore::new(self.concurrency.max(1)));
+        self.spawn_gauges(shutdown.clone());
         loop {
-            let permit = tokio::select! {
+            let first = tokio::select! {
                 permit = slots.clone().acquire_owned() => permit,
                 () = shutdown.cancelled() => break,
             };
-            let Ok(permit) = permit else { break };
+            let Ok(first) = first else { break };
+            // Every free slot at once: one round trip takes as many jobs as the
+            // shared bound lets this worker have.
+            let mut permits = vec![first];
+            while let Ok(permit) = slots.clone().try_acquire_owned() {
+                permits.push(permit);
+            }
             let next = tokio::select! {
-                next = self.jobs.queue.next(&self.consumer, Duration::from_secs(1)) => next,
+                next = self.jobs.queue.next_many(&self.consumer, permits.len(), Duration::from_secs(1)) => next,
                 () = shutdown.cancelled() => break,
             };
             match next {
-                Ok(Some(delivery)) => {
-                    let this = self.clone();
-                    tokio::spawn(async move {
-                        this.handle(delivery).await;
-                        drop(permit);
-                    });
+                Ok(deliveries) => {
+                    for (delivery, permit) in deliveries.into_iter().zip(permits) {
+                        let this = self.clone();
+                        tokio::spawn(async move {
+                            this.handle(delivery).await;
+                            drop(permit);
+                        });
+                    }
                 }
-                Ok(None) => {}
                 Err(err) => {
                     tracing::warn!(error = %err, "queue unavailable, retrying");
                     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -128,6 +151,66 @@ impl Dispatch {
         }
         // Wait for in-flight jobs.
         let _ = slots.acquire_many(self.concurrency.max(1) as u32).await;
+    }
+
+    /// Keeps the fal concurrency gauges current (every replica reads the shared
+    /// bound, so the one that saw a 429 need not be the one that raises it again).
+    fn spawn_gauges(&self, shutdown: CancellationToken) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    () = shutdown.cancelled() => return,
+                }
+                match this.jobs.queue.concurrency().await {
+                    Ok(concurrency) => this.saw(concurrency),
+                    Err(err) => {
+                        tracing::debug!(error = %err, "cannot read the fal concurrency bound")
+                    }
+                }
+            }
+        });
+    }
+
+    /// Notes the bound and how many jobs hold it.
+    fn saw(&self, concurrency: Concurrency) {
+        if let Some(limit) = concurrency.limit {
+            metrics::gauge!("atelier_fal_concurrency_limit").set(f64::from(limit));
+        }
+        metrics::gauge!("atelier_fal_jobs_in_flight").set(concurrency.in_flight as f64);
+        self.throttled
+            .store(concurrency.limit < concurrency.max, Ordering::Relaxed);
+    }
+
+    /// fal refused a submission for the account's limits: lowers the bound for
+    /// every worker and puts the job back, without spending an attempt, once a
+    /// slot may be free again.
+    async fn throttle(&self, row: &JobRow, err: &FalError) -> Outcome {
+        metrics::counter!("atelier_fal_throttled_total").increment(1);
+        match self.jobs.queue.throttle().await {
+            Ok(concurrency) => {
+                tracing::warn!(job_id = %row.id, error = %err, limit = ?concurrency.limit, in_flight = concurrency.in_flight, "fal refused a job for its concurrency; fewer jobs run at once for a while");
+                self.saw(concurrency);
+            }
+            Err(queue) => {
+                tracing::warn!(job_id = %row.id, error = %err, queue_error = %queue, "fal refused a job for its concurrency; the bound could not be lowered");
+            }
+        }
+        // Spread out, so the jobs refused together do not come back together.
+        Outcome::Wait(Duration::from_millis(500 + rand::random::<u64>() % 1000))
+    }
+
+    /// fal accepted a submission: while the bound is lowered, raises it a little.
+    async fn relieve(&self) {
+        if !self.throttled.load(Ordering::Relaxed) {
+            return;
+        }
+        match self.jobs.queue.relieve().await {
+            Ok(concurrency) => self.saw(concurrency),
+            Err(err) => tracing::debug!(error = %err, "cannot raise the fal concurrency bound"),
+        }
     }
 
     async fn handle(&self, delivery: Delivery) {
@@ -349,11 +432,18 @@ impl Dispatch {
             webhook_url: self.webhook_url.clone(),
             ..SubmitOptions::default()
         };
-        let submitted = self
+        let submitted = match self
             .fal
             .submit(endpoint, &Value::Object(input), &options)
             .await
-            .map_err(fal_outcome)?;
+        {
+            Ok(submitted) => {
+                self.relieve().await;
+                submitted
+            }
+            Err(err) if err.is_throttled() => return Err(self.throttle(row, &err).await),
+            Err(err) => return Err(fal_outcome(err)),
+        };
         // The request id is stored before anything else: a crash from here on
         // resumes this request instead of submitting again.
         let request_id = submitted.request_id.clone();
@@ -384,7 +474,10 @@ impl Dispatch {
     }
 
     /// Follows the request until fal says it completed, keeping the job's status,
-    /// position and logs current.
+    /// position and logs current: over fal's status stream, which tells each change
+    /// as it happens (a request that takes 5 ms is seen done in about 5 ms), and by
+    /// polling should the stream fail. The job's row is read every 2 s meanwhile, so
+    /// a cancel here or on another replica stops the watch.
     async fn watch(
         &self,
         row: &JobRow,
@@ -392,7 +485,6 @@ impl Dispatch {
         request_id: &str,
         delivery: &Delivery,
     ) -> Result<atelier_fal::RequestStatus, Outcome> {
-        let mut delay = Duration::from_millis(100);
         // A redelivered job resumes a request whose first lines are recorded already.
         let mut seen_logs = self
             .jobs
@@ -400,63 +492,128 @@ impl Dispatch {
             .await
             .unwrap_or(0);
         let mut processing = row.status == Status::Processing.as_str();
+        self.check_still_wanted(row, endpoint, request_id).await?;
+        let mut stream = std::pin::pin!(self.fal.status_stream(endpoint, request_id));
+        let mut check = tokio::time::interval(Duration::from_secs(2));
+        check.tick().await;
+        // Log lines the stream sent: its first event holds every line so far, each
+        // later one only the new lines.
+        let mut streamed = 0;
         loop {
-            // A cancel (here or by another replica) stops the watch.
-            match self.jobs.store.by_id(row.id).await {
-                Ok(Some(current))
-                    if Status::parse(&current.status).is_none_or(Status::is_final) =>
-                {
-                    // A cancel that read the job before its request id was stored
-                    // could not reach fal: the request is dropped here instead.
-                    if current.status == Status::Cancelled.as_str() {
-                        let _ = self.fal.cancel(endpoint, request_id).await;
+            tokio::select! {
+                event = stream.next() => match event {
+                    Some(Ok(status)) => {
+                        let fresh: Vec<_> = status
+                            .logs
+                            .iter()
+                            .enumerate()
+                            .filter(|(at, _)| streamed + at >= seen_logs)
+                            .map(|(_, log)| log)
+                            .collect();
+                        streamed += status.logs.len();
+                        seen_logs = seen_logs.max(streamed);
+                        self.note_logs(row, &fresh).await;
+                        if status.status == QueueStatus::Completed {
+                            return Ok(status);
+                        }
+                        self.note_status(row, &status, &mut processing).await;
                     }
-                    return Err(Outcome::Done);
-                }
-                Ok(_) => {}
-                Err(err) => return Err(Outcome::Retry(format!("database: {err}"))),
+                    Some(Err(err)) => {
+                        tracing::debug!(job_id = %row.id, error = %err, "status stream failed, polling");
+                        break;
+                    }
+                    None => break,
+                },
+                _ = check.tick() => self.check_still_wanted(row, endpoint, request_id).await?,
             }
+        }
+        let mut delay = Duration::from_millis(100);
+        loop {
+            self.check_still_wanted(row, endpoint, request_id).await?;
             let status = self
                 .fal
                 .status(endpoint, request_id, true)
                 .await
                 .map_err(fal_outcome)?;
             if status.logs.len() > seen_logs {
-                let fresh: Vec<_> = status.logs[seen_logs..]
-                    .iter()
-                    .map(|log| json!({"level": log.level, "message": log.message, "timestamp": log.timestamp}))
-                    .collect();
+                let fresh: Vec<_> = status.logs[seen_logs..].iter().collect();
                 seen_logs = status.logs.len();
-                let _ = self.jobs.note(row.id, "log", json!({"logs": fresh})).await;
+                self.note_logs(row, &fresh).await;
             }
-            match status.status {
-                QueueStatus::InQueue => {
-                    let position = status.queue_position.map(|p| p as i32);
-                    let _ = self.jobs.store.set_progress(row.id, position, None).await;
-                }
-                QueueStatus::InProgress if !processing => {
-                    processing = true;
-                    let _ = self
-                        .jobs
-                        .transition(
-                            row.id,
-                            &["submitted"],
-                            |job| {
-                                job.status = Status::Processing.as_str().to_owned();
-                                job.queue_position = None;
-                            },
-                            ("status_changed", json!({"status": "processing"})),
-                        )
-                        .await;
-                }
-                QueueStatus::InProgress => {}
-                QueueStatus::Completed => return Ok(status),
+            if status.status == QueueStatus::Completed {
+                return Ok(status);
             }
+            self.note_status(row, &status, &mut processing).await;
             if let Err(err) = self.jobs.queue.extend(delivery).await {
                 tracing::debug!(error = %err, "cannot extend a delivery");
             }
             tokio::time::sleep(delay).await;
             delay = (delay * 3 / 2).min(Duration::from_secs(2));
+        }
+    }
+
+    /// Stops a watch (`Err(Done)`) when the job finished or was deleted meanwhile.
+    async fn check_still_wanted(
+        &self,
+        row: &JobRow,
+        endpoint: &EndpointId,
+        request_id: &str,
+    ) -> Result<(), Outcome> {
+        match self.jobs.store.by_id(row.id).await {
+            Ok(Some(current)) if Status::parse(&current.status).is_none_or(Status::is_final) => {
+                // A cancel that read the job before its request id was stored
+                // could not reach fal: the request is dropped here instead.
+                if current.status == Status::Cancelled.as_str() {
+                    let _ = self.fal.cancel(endpoint, request_id).await;
+                }
+                Err(Outcome::Done)
+            }
+            Ok(None) => Err(Outcome::Done),
+            Ok(Some(_)) => Ok(()),
+            Err(err) => Err(Outcome::Retry(format!("database: {err}"))),
+        }
+    }
+
+    /// Records log lines fal sent for the first time.
+    async fn note_logs(&self, row: &JobRow, fresh: &[&atelier_fal::LogEntry]) {
+        if fresh.is_empty() {
+            return;
+        }
+        let fresh: Vec<_> = fresh
+            .iter()
+            .map(|log| json!({"level": log.level, "message": log.message, "timestamp": log.timestamp}))
+            .collect();
+        let _ = self.jobs.note(row.id, "log", json!({"logs": fresh})).await;
+    }
+
+    /// Keeps the job's queue position and status in step with fal's.
+    async fn note_status(
+        &self,
+        row: &JobRow,
+        status: &atelier_fal::RequestStatus,
+        processing: &mut bool,
+    ) {
+        match status.status {
+            QueueStatus::InQueue => {
+                let position = status.queue_position.map(|p| p as i32);
+                let _ = self.jobs.store.set_progress(row.id, position, None).await;
+            }
+            QueueStatus::InProgress if !*processing => {
+                *processing = true;
+                let _ = self
+                    .jobs
+                    .transition(
+                        row.id,
+                        &["submitted"],
+                        |job| {
+                            job.status = Status::Processing.as_str().to_owned();
+                            job.queue_position = None;
+                        },
+                        ("status_changed", json!({"status": "processing"})),
+                    )
+                    .await;
+            }
+            QueueStatus::InProgress | QueueStatus::Completed => {}
         }
     }
 

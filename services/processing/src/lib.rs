@@ -42,7 +42,9 @@ pub struct ProcessingConfig {
     pub fal_user_id: Option<String>,
     /// `PUBLIC_URL`: fal posts outcomes to `<PUBLIC_URL>/api/fal/webhook`.
     pub public_url: Option<String>,
-    /// `WORKER_CONCURRENCY`: jobs one process runs at once.
+    /// `WORKER_CONCURRENCY`: jobs one process holds at once (default: the whole
+    /// `FAL_MAX_CONCURRENCY`, so one replica can use the platform's whole bound; how
+    /// many run is decided by the bound shared by every replica, not by this).
     pub concurrency: usize,
     /// `RECONCILE_SECS`: how often lost jobs are looked for.
     pub reconcile_every: Duration,
@@ -83,6 +85,21 @@ impl ProcessingConfig {
             }
         };
         let mut queue = QueueConfig::default();
+        // fal limits how many of the account's requests run at once (2 for new accounts,
+        // up to 40 self-serve), never how many start per minute: the queue keeps at most
+        // this many jobs at fal, over every replica. 40 is what a self-serve account may
+        // run; set it to the account's own limit so waiting jobs wait here, where
+        // priorities and each user's fair share apply, rather than in fal's queue. A 429
+        // lowers it for a while anyway.
+        let max_in_flight: u32 = config::var("FAL_MAX_CONCURRENCY", 40)?;
+        if max_in_flight == 0 {
+            anyhow::bail!("FAL_MAX_CONCURRENCY must be at least 1");
+        }
+        queue.max_in_flight = Some(max_in_flight);
+        // Off unless set: an extra brake for accounts fal limits by rate too.
+        queue.rate_limit = config::var_opt::<u32>("QUEUE_RATE_LIMIT_PER_MINUTE")?
+            .filter(|jobs| *jobs > 0)
+            .map(atelier_queue::RateLimit::per_minute);
         queue.max_attempts = config::var("QUEUE_MAX_ATTEMPTS", queue.max_attempts)?;
         // Workers extend their deliveries every 10 s, so a shorter timeout would
         // hand running jobs to a second worker.
@@ -95,7 +112,7 @@ impl ProcessingConfig {
             webhook_jwks_url: jwks,
             fal_user_id,
             public_url: config::var_opt("PUBLIC_URL")?,
-            concurrency: config::var("WORKER_CONCURRENCY", 10)?,
+            concurrency: config::var("WORKER_CONCURRENCY", max_in_flight as usize)?.max(1),
             reconcile_every: config::seconds("RECONCILE_SECS", 30)?,
             queue,
         })
@@ -184,6 +201,7 @@ pub async fn serve(
             .map(|url| format!("{}/api/fal/webhook", url.trim_end_matches('/'))),
         concurrency: config.concurrency,
         consumer: format!("worker-{}", uuid::Uuid::new_v4().simple()),
+        throttled: Default::default(),
     };
     dispatch::spawn_reconciler(jobs.clone(), config.reconcile_every, shutdown.clone());
     spawn_search_backfill(jobs.clone(), shutdown.clone());

@@ -4,10 +4,6 @@ for p = 1, 3 do
   depth[p] = tostring(waiting(p) + redis.call('ZCARD', PARKED[p]))
 end
 depth[4] = tostring(redis.call('ZCARD', DELAYED))
-local running = 0
-for _, count in ipairs(redis.call('HVALS', RUNNING)) do
-  running = running + tonumber(count)
-end
-depth[5] = tostring(running)
+depth[5] = tostring(in_flight())
 depth[6] = tostring(redis.call('XLEN', DEAD))
 return depth

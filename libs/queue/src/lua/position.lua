@@ -1,5 +1,5 @@
--- ARGV: job. Returns {position}, or {'-1'} when the job is not waiting.
-local state = load(ARGV[1])
+-- ARGV (after the bound): job. Returns {position}, or {'-1'} when the job is not waiting.
+local state = load(ARGV[2])
 if not state then
   return {'-1'}
 end
