@@ -180,6 +180,8 @@ pub struct Options {
     pub cors_origins: Vec<String>,
     /// Jobs the processing service runs at once (`WORKER_CONCURRENCY`).
     pub worker_concurrency: usize,
+    /// The queue's bound on jobs at fal (`FAL_MAX_CONCURRENCY`); `None`: unbounded.
+    pub fal_max_concurrency: Option<u32>,
     /// How often the processing service's reconciler looks for lost jobs.
     pub reconcile_every: Duration,
     /// The processing service's `PUBLIC_URL`: fal (the simulator) posts webhooks to
@@ -272,6 +274,7 @@ impl Options {
             },
             cors_origins: vec!["https://app.example.com".into()],
             worker_concurrency: 8,
+            fal_max_concurrency: None,
             reconcile_every: Duration::from_secs(2),
             processing_public_url: None,
             fal_breaker: atelier_fal::BreakerConfig::default(),
@@ -453,6 +456,7 @@ impl TestPlatform {
         fal.max_result_bytes = options.max_result_bytes;
         let mut queue = atelier_queue::QueueConfig::default();
         queue.retry.base = Duration::from_millis(200);
+        queue.max_in_flight = options.fal_max_concurrency;
         let processing_config = atelier_processing::ProcessingConfig {
             platform: platform.clone(),
             fal,

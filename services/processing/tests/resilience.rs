@@ -866,3 +866,98 @@ async fn high_priority_jobs_started_later_run_first() {
         "{runs:?}"
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// fal's concurrency limit
+
+/// fal refuses submissions with 429 (`concurrent_requests_limit`): the bound on jobs at
+/// fal, shared by every worker through Redis, is halved; the refused jobs wait in the
+/// queue without spending an attempt; once fal accepts again they all complete, and the
+/// accepted submissions raise the bound again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fal_429_halves_the_bound_and_jobs_wait_without_spending_attempts() {
+    const MAX: u32 = 8;
+    let mut options = Options::new(Backend::Postgres);
+    options.queue = QueueBackend::Redis;
+    options.fal_max_concurrency = Some(MAX);
+    // Refusals are the queue's to handle: the breaker stays closed throughout.
+    options.fal_breaker = atelier_fal::BreakerConfig {
+        consecutive_failures: 10_000,
+        min_calls: 10_000,
+        ..Default::default()
+    };
+    let platform = TestPlatform::spawn_with(options).await;
+    let sim = platform.fal_sim();
+    sim.set_failures(Failures {
+        submit_status: Some(429),
+        error_type: Some("concurrent_requests_limit".into()),
+        ..Default::default()
+    });
+    let user = sign_up(&platform, "refused@example.com").await;
+    let image = rest::upload(&platform, &user, fixtures::png(48, 32)).await;
+    let mut jobs = Vec::new();
+    for _ in 0..6 {
+        jobs.push(start(&platform, &user, &image, "normal").await);
+    }
+
+    // Another handle on the platform's queue reads the shared bound.
+    let queue = atelier_queue::RedisQueue::new(
+        redis(&platform).await,
+        atelier_queue::QueueConfig {
+            max_in_flight: Some(MAX),
+            ..Default::default()
+        },
+        Arc::new(|_| 100),
+    )
+    .await
+    .expect("queue");
+    let limit = async || {
+        atelier_queue::Queue::concurrency(&queue)
+            .await
+            .expect("concurrency")
+            .limit
+            .expect("bounded")
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while limit().await >= MAX {
+        assert!(Instant::now() < deadline, "the bound was never lowered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A burst of refusals halves it at most once a second.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let lowest = limit().await;
+    assert!(lowest <= MAX / 2, "halved at least once: {lowest}");
+    let now = statuses(&platform, &user, &jobs).await;
+    assert_eq!(count(&now, &["failed", "cancelled"]), 0, "{now:#?}");
+    assert_eq!(sim.submissions(), 0, "every submission was refused");
+    assert!(metric_sum("atelier_fal_throttled_total", &[]) >= 6.0);
+
+    sim.set_failures(Failures::default());
+    all_completed(&platform, &user, &jobs, Duration::from_secs(30)).await;
+    assert_eq!(sim.submissions(), 6, "each job submitted once");
+    let db = processing_db(&platform).await;
+    for job in &jobs {
+        let id = uuid::Uuid::parse_str(job).expect("job id");
+        let row = db
+            .query_one_raw(Statement::from_sql_and_values(
+                sea_orm::DatabaseBackend::Postgres,
+                "SELECT attempts FROM processing_jobs WHERE id = $1",
+                [id.into()],
+            ))
+            .await
+            .expect("read the job")
+            .expect("the job exists");
+        let attempts: i32 = row.try_get("", "attempts").expect("attempts");
+        assert_eq!(attempts, 1, "a refusal spends no attempt ({job})");
+    }
+    // The accepted submissions raised the bound: from 4 or less, six raise it by one
+    // at least (one slot per bound's worth of successes).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while limit().await <= lowest.min(MAX - 1) {
+        assert!(
+            Instant::now() < deadline,
+            "the bound never rose from {lowest}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
