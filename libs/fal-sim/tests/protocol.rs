@@ -635,7 +635,10 @@ async fn submissions_are_counted_per_endpoint() {
             .unwrap_or_else(|| panic!("no {field}"))
     };
     let (running, peak) = (take("running"), take("peak_running"));
-    assert!(running <= peak && (1..=3).contains(&peak), "{running} {peak}");
+    assert!(
+        running <= peak && (1..=3).contains(&peak),
+        "{running} {peak}"
+    );
     assert_eq!(
         stats,
         json!({
