@@ -241,6 +241,7 @@ mod tests {
                 "submissions": 4,
                 "by_endpoint": {"a/b": 4},
                 "cancellations": 0,
+                "peak_running": 0,
                 "distinct_inputs": 2,
                 "repeated_submissions": 2,
                 "completed": 1,
