@@ -345,7 +345,12 @@ pub struct Sim {
 }
 
 impl Sim {
-    pub async fn start(bin: &Path, dir: &Path, http: &reqwest::Client) -> anyhow::Result<Self> {
+    pub async fn start(
+        bin: &Path,
+        dir: &Path,
+        http: &reqwest::Client,
+        concurrency: u64,
+    ) -> anyhow::Result<Self> {
         let port = free_port()?;
         let mut command = Command::new(bin);
         command
@@ -353,6 +358,7 @@ impl Sim {
             .current_dir(dir)
             .env_clear()
             .env("RUST_LOG", "info,atelier_fal_sim=warn")
+            .env("FAL_SIM_MAX_CONCURRENCY", concurrency.to_string())
             .env("PATH", std::env::var("PATH").unwrap_or_default());
         let proc = Proc::spawn(&mut command, "fal-sim", dir)?;
         let url = format!("http://127.0.0.1:{port}");
@@ -467,6 +473,9 @@ pub struct Settings {
     pub breaker_probes: u64,
     /// Jobs a user of the chaos tier may have running at fal (`TIER_FREE_PARALLEL_JOBS`).
     pub parallel_jobs: u64,
+    /// The simulated fal account's limit (`FAL_SIM_MAX_CONCURRENCY`), and the platform's
+    /// bound on jobs at fal set to it (`FAL_MAX_CONCURRENCY`), as the README advises.
+    pub fal_concurrency: u64,
 }
 
 impl Settings {
@@ -485,6 +494,7 @@ impl Settings {
                 self.breaker_probes.to_string(),
             ),
             ("TIER_FREE_PARALLEL_JOBS", self.parallel_jobs.to_string()),
+            ("FAL_MAX_CONCURRENCY", self.fal_concurrency.to_string()),
         ]
     }
 }
@@ -542,7 +552,7 @@ impl Cluster {
             .build()?;
         let postgres = Postgres::start(dir.path())?;
         let redis = Redis::start(dir.path()).await?;
-        let sim = Sim::start(&bin, dir.path(), &http).await?;
+        let sim = Sim::start(&bin, dir.path(), &http, settings.fal_concurrency).await?;
         let bucket = format!("atelier-chaos-{}", uuid::Uuid::new_v4().simple());
         let s3 = atelier_testkit::s3_config(&bucket);
         atelier_storage::S3Store::new(s3.clone())

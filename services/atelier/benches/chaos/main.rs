@@ -107,6 +107,7 @@ async fn run(mode: Mode) -> anyhow::Result<bool> {
         breaker_open_secs: 30,
         breaker_probes: 2,
         parallel_jobs: 20,
+        fal_concurrency: 10,
     };
     let bin = PathBuf::from(env!("CARGO_BIN_EXE_atelier"));
     let started = std::time::Instant::now();
@@ -210,8 +211,8 @@ fn table(outcomes: &[Outcome], settings: &Settings, mode: Mode, took: Duration) 
          (slow fal). Platform settings: WORKER_CONCURRENCY={}, QUEUE_VISIBILITY_SECS={} (what \
          a killed worker's jobs wait before another takes them), RECONCILE_SECS={}, \
          FAL_BREAKER_CONSECUTIVE_FAILURES={}, FAL_BREAKER_OPEN_SECS={}, \
-         FAL_BREAKER_HALF_OPEN_PROBES={}, TIER_FREE_PARALLEL_JOBS={}; fal simulator: 4 requests \
-         at once, 200 ms each.\n",
+         FAL_BREAKER_HALF_OPEN_PROBES={}, TIER_FREE_PARALLEL_JOBS={}, FAL_MAX_CONCURRENCY={}; fal \
+         simulator: {} requests at once, 200 ms each.\n",
         match mode {
             Mode::Full => "Full",
             Mode::Smoke => "Smoke",
@@ -225,6 +226,8 @@ fn table(outcomes: &[Outcome], settings: &Settings, mode: Mode, took: Duration) 
         settings.breaker_open_secs,
         settings.breaker_probes,
         settings.parallel_jobs,
+        settings.fal_concurrency,
+        settings.fal_concurrency,
     );
     out
 }
