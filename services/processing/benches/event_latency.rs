@@ -4,7 +4,7 @@
 //! Target: p99 under 100 ms. `make bench` runs it; `cargo test` makes a
 //! smoke run of 3 jobs.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use atelier_bench::{Mode, Report, Row, ms, percentile};
 use atelier_testkit::{Backend, Options, QueueBackend, TestPlatform, fixtures};
