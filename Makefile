@@ -100,7 +100,7 @@ $(WEB_DEPS): $(WEB_DIR)/package.json $(wildcard $(WEB_DIR)/package-lock.json)
 # peer or limit measured in the same run, the ratio, the target) and writes them to
 # BENCH_RESULTS; `make bench` gathers them into BENCHMARKS.md. `cargo test` (make test) runs
 # each one briefly, as a smoke run.
-BENCHES := atelier-gateway:status atelier:upload atelier-image:thumbnail atelier-user:history \
+BENCHES := atelier-queue:queue atelier-gateway:status atelier:upload atelier-image:thumbnail atelier-user:history \
 	atelier-processing:event_latency atelier-processing:throughput
 BENCH_RESULTS := $(abspath $(TARGET_DIR))/bench
 

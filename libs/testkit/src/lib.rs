@@ -182,6 +182,8 @@ pub struct Options {
     pub worker_concurrency: usize,
     /// The queue's bound on jobs at fal (`FAL_MAX_CONCURRENCY`); `None`: unbounded.
     pub fal_max_concurrency: Option<u32>,
+    /// How many requests the simulated fal account runs at once (`FAL_SIM_MAX_CONCURRENCY`).
+    pub fal_sim_max_concurrency: usize,
     /// How often the processing service's reconciler looks for lost jobs.
     pub reconcile_every: Duration,
     /// The processing service's `PUBLIC_URL`: fal (the simulator) posts webhooks to
@@ -275,6 +277,7 @@ impl Options {
             cors_origins: vec!["https://app.example.com".into()],
             worker_concurrency: 8,
             fal_max_concurrency: None,
+            fal_sim_max_concurrency: atelier_fal_sim::SimConfig::default().max_concurrency,
             reconcile_every: Duration::from_secs(2),
             processing_public_url: None,
             fal_breaker: atelier_fal::BreakerConfig::default(),
@@ -416,6 +419,7 @@ impl TestPlatform {
         let fal_sim = atelier_fal_sim::start(
             atelier_fal_sim::SimConfig {
                 processing_time: Duration::from_millis(50),
+                max_concurrency: options.fal_sim_max_concurrency,
                 webhook_user_id: options.fal_sim_user_id.clone(),
                 ..Default::default()
             },

@@ -26,6 +26,7 @@ use serde_json::{Value, json};
 const USERS: usize = 20;
 const CONNECTIONS: usize = 64;
 const TARGET_JOBS_PER_SEC: f64 = 300.0;
+const FAL_CONCURRENCY: usize = 100;
 
 struct Run {
     jobs_per_sec: f64,
@@ -57,6 +58,12 @@ async fn run(jobs: usize) -> Run {
         tiers.get_mut(tier).parallel_jobs = Some(16);
     }
     options.tiers = tiers;
+    // A fal account allowed to run this many requests at once, and the platform's bound
+    // and workers set to match (FAL_SIM_MAX_CONCURRENCY, FAL_MAX_CONCURRENCY,
+    // WORKER_CONCURRENCY).
+    options.fal_sim_max_concurrency = FAL_CONCURRENCY;
+    options.fal_max_concurrency = Some(FAL_CONCURRENCY as u32);
+    options.worker_concurrency = FAL_CONCURRENCY;
     let platform = TestPlatform::spawn_with(options).await;
     platform.fal_sim().set_timing(atelier_fal_sim::Timing {
         queue_delay: Duration::ZERO,
@@ -165,7 +172,8 @@ async fn main() {
     );
     report.note(format!(
         "{USERS} users with one 32×32 PNG each start the `lineart` workflow over REST from \
-         {CONNECTIONS} connections; the clock runs from the first start until the last job \
+         {CONNECTIONS} connections, with fal's account limit, the platform's bound on jobs at fal \
+         and its workers at {FAL_CONCURRENCY}; the clock runs from the first start until the last job \
          is completed with its result stored (local object storage), counted in the processing \
          schema. One process runs every service, as `make run` does."
     ));
