@@ -527,19 +527,23 @@ impl Role {
 }
 
 /// Everything the suite runs, stopped when dropped.
+///
+/// Fields drop in order: the platform's processes, the simulator, Redis and PostgreSQL
+/// stop before their directory is removed (PostgreSQL is stopped through its data
+/// directory).
 pub struct Cluster {
-    pub dir: tempfile::TempDir,
+    procs: Vec<(Role, Proc, u16)>,
+    pub sim: Sim,
+    pub redis: Redis,
+    pub postgres: Postgres,
     pub bin: PathBuf,
     pub settings: Settings,
-    pub postgres: Postgres,
-    pub redis: Redis,
-    pub sim: Sim,
     /// The gateway's base URL.
     pub base: String,
     env: Vec<(String, String)>,
-    procs: Vec<(Role, Proc, u16)>,
     http: reqwest::Client,
     starts: usize,
+    pub dir: tempfile::TempDir,
 }
 
 impl Cluster {
