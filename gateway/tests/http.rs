@@ -153,6 +153,16 @@ async fn register_login_refresh_logout_shapes() {
     .await;
     assert_eq!(refreshed.status(), StatusCode::OK);
     let refreshed: Value = refreshed.json().await.expect("tokens");
+    // The successor is used: from now on the rotated token is a reuse, even
+    // inside the grace for a refresh whose answer was lost.
+    let newest = post(
+        &platform,
+        "/api/auth/refresh",
+        json!({"refresh_token": refreshed["refresh_token"]}),
+    )
+    .await;
+    assert_eq!(newest.status(), StatusCode::OK);
+    let newest: Value = newest.json().await.expect("tokens");
     let reused = post(
         &platform,
         "/api/auth/refresh",
@@ -160,11 +170,11 @@ async fn register_login_refresh_logout_shapes() {
     )
     .await;
     problem(reused, StatusCode::UNAUTHORIZED).await;
-    // Reuse revoked the family, the newer token included.
+    // Reuse revoked the family, the newest token included.
     let revoked = post(
         &platform,
         "/api/auth/refresh",
-        json!({"refresh_token": refreshed["refresh_token"]}),
+        json!({"refresh_token": newest["refresh_token"]}),
     )
     .await;
     problem(revoked, StatusCode::UNAUTHORIZED).await;
