@@ -60,11 +60,13 @@ async fn only_running_requests_count_and_queued_ones_wait_their_turn() {
                 other => panic!("unexpected status {other:?}: {body}"),
             }
         }
-        assert!(running <= 2, "{running} requests ran at once");
+        // The statuses are read one after another, so a request may finish and the
+        // next one start between two reads: the sum is no snapshot. The simulator's own
+        // count is one, and its peak is checked at the end.
         assert!(sim.handle.running() <= 2);
         // Never more queued than submitted less the two running.
         assert!(positions.iter().all(|p| *p < 5), "positions {positions:?}");
-        saw_full |= running == 2 && !positions.is_empty();
+        saw_full |= running >= 2 && !positions.is_empty();
         if completed == submitted.len() {
             break;
         }

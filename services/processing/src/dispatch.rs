@@ -295,23 +295,28 @@ impl Dispatch {
             return Outcome::fail("invalid_endpoint", failure::MISCONFIGURED)
                 .because(format!("{} is not a fal endpoint id", row.fal_endpoint));
         };
-        let request_id = match &row.fal_request_id {
+        // Whether this worker submitted the request just now: then nothing of it is
+        // recorded yet and the job was seen unfinished a moment ago.
+        let (request_id, fresh) = match &row.fal_request_id {
             // Redelivered after a submission: watch that request, never submit twice.
-            Some(request_id) => request_id.clone(),
+            Some(request_id) => (request_id.clone(), false),
             None => match self.claim(&row, delivery).await {
                 Claim::Mine => match self.submit(&row, &endpoint).await {
-                    Ok(request_id) => request_id,
+                    Ok(request_id) => (request_id, true),
                     Err(outcome) => {
                         self.release(row.id).await;
                         return outcome;
                     }
                 },
-                Claim::Watch(request_id) => request_id,
+                Claim::Watch(request_id) => (request_id, false),
                 Claim::Busy => return Outcome::Wait(Duration::from_secs(2)),
                 Claim::Gone => return Outcome::Done,
             },
         };
-        let status = match self.watch(&row, &endpoint, &request_id, delivery).await {
+        let status = match self
+            .watch(&row, &endpoint, &request_id, delivery, fresh)
+            .await
+        {
             Ok(status) => status,
             Err(outcome) => return outcome,
         };
@@ -484,15 +489,19 @@ impl Dispatch {
         endpoint: &EndpointId,
         request_id: &str,
         delivery: &Delivery,
+        fresh: bool,
     ) -> Result<atelier_fal::RequestStatus, Outcome> {
-        // A redelivered job resumes a request whose first lines are recorded already.
-        let mut seen_logs = self
-            .jobs
-            .logs_recorded_for(row.id, request_id)
-            .await
-            .unwrap_or(0);
+        let mut seen_logs = 0;
+        if !fresh {
+            // A redelivered job resumes a request whose first lines are recorded already.
+            seen_logs = self
+                .jobs
+                .logs_recorded_for(row.id, request_id)
+                .await
+                .unwrap_or(0);
+            self.check_still_wanted(row, endpoint, request_id).await?;
+        }
         let mut processing = row.status == Status::Processing.as_str();
-        self.check_still_wanted(row, endpoint, request_id).await?;
         let mut stream = std::pin::pin!(self.fal.status_stream(endpoint, request_id));
         let mut check = tokio::time::interval(Duration::from_secs(2));
         check.tick().await;
@@ -681,6 +690,10 @@ impl Dispatch {
     /// `<input's name without extension>_<workflow id>`: what a job's results are
     /// called (the image service adds the extension of the type it finds).
     async fn result_name(&self, row: &JobRow) -> String {
+        if let Some(input) = &row.input_filename {
+            return result_name(input, &row.workflow_id);
+        }
+        // Jobs from before input names were kept ask the image service.
         let input = self
             .jobs
             .images

@@ -6,7 +6,7 @@ use sea_orm::{
     ActiveValue::Set,
     ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr,
     EntityTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
-    sea_query::{Expr, LikeExpr},
+    sea_query::{Expr, ExprTrait, Func, LikeExpr, Query},
 };
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -657,29 +657,42 @@ async fn append(
     kind: &str,
     data: serde_json::Value,
 ) -> Result<EventRow, DbErr> {
-    let last: Option<Option<i64>> = job_events::Entity::find()
-        .select_only()
-        .column_as(job_events::Column::Seq.max(), "last")
-        .filter(job_events::Column::JobId.eq(job_id))
-        .into_tuple()
-        .one(db)
-        .await?;
-    let seq = last.flatten().unwrap_or(0) + 1;
-    let event = EventRow {
+    use job_events::Column;
+    // The next sequence number is taken in the insert itself: one round trip. Two
+    // appends racing for one number collide on the primary key, and the caller's
+    // transaction is tried again.
+    let next = Query::select()
+        .expr(Expr::val(job_id))
+        .expr(Func::coalesce([Expr::col(Column::Seq).max(), Expr::val(0i64).into()]).add(1i64))
+        .expr(Expr::val(at))
+        .expr(Expr::val(kind))
+        .expr(Expr::val(data.clone()))
+        .from(job_events::Entity)
+        .and_where(Expr::col(Column::JobId).eq(job_id))
+        .to_owned();
+    let insert = Query::insert()
+        .into_table(job_events::Entity)
+        .columns([
+            Column::JobId,
+            Column::Seq,
+            Column::At,
+            Column::Kind,
+            Column::Data,
+        ])
+        .select_from(next)
+        .map_err(|err| DbErr::Custom(err.to_string()))?
+        .returning_col(Column::Seq)
+        .to_owned();
+    let seq: i64 = db
+        .query_one(&insert)
+        .await?
+        .ok_or_else(|| DbErr::RecordNotInserted)?
+        .try_get("", "seq")?;
+    Ok(EventRow {
         job_id,
         seq,
         at,
         kind: kind.to_owned(),
         data,
-    };
-    job_events::Entity::insert(job_events::ActiveModel {
-        job_id: Set(event.job_id),
-        seq: Set(event.seq),
-        at: Set(event.at),
-        kind: Set(event.kind.clone()),
-        data: Set(event.data.clone()),
     })
-    .exec_without_returning(db)
-    .await?;
-    Ok(event)
 }
