@@ -99,7 +99,8 @@ $(WEB_DEPS): $(WEB_DIR)/package.json $(wildcard $(WEB_DIR)/package-lock.json)
 # The benchmarks, as <package>:<bench>. Each full run (release) prints its rows (ours, the
 # peer or limit measured in the same run, the ratio, the target) and writes them to
 # BENCH_RESULTS; `make bench` gathers them into BENCHMARKS.md. `cargo test` (make test) runs
-# each one briefly, as a smoke run.
+# each one briefly, as a smoke run. Benches are picked by name over the whole workspace
+# (not with -p), so every one shares the workspace's build of the dependencies.
 BENCHES := atelier-queue:queue atelier-gateway:status atelier:upload atelier-image:thumbnail atelier-user:history \
 	atelier-processing:event_latency atelier-processing:throughput
 BENCH_RESULTS := $(abspath $(TARGET_DIR))/bench
@@ -113,7 +114,7 @@ bench: ## Run every benchmark in release mode against its peers and write BENCHM
 		TEST_S3_ENDPOINT='$(TEST_S3_ENDPOINT)' TEST_S3_ACCESS_KEY='$(TEST_S3_ACCESS_KEY)' \
 		TEST_S3_SECRET_KEY='$(TEST_S3_SECRET_KEY)' TEST_S3_FS_ROOT='$(TEST_S3_FS_ROOT)' \
 		BENCH_RESULTS='$(BENCH_RESULTS)' \
-			$(CARGO) bench -j$(JOBS) -p "$${bench%%:*}" --bench "$${bench##*:}" \
+			$(CARGO) bench -j$(JOBS) --workspace --bench "$${bench##*:}" \
 			|| failed="$$failed $${bench##*:}"; \
 	done; \
 	bash .ci/bench-report '$(BENCH_RESULTS)' $(BENCHES) > BENCHMARKS.md; \
@@ -123,7 +124,7 @@ bench: ## Run every benchmark in release mode against its peers and write BENCHM
 .PHONY: chaos
 chaos: ## Kill and break services, Redis, PostgreSQL and fal under load; print what was lost
 	bash .ci/deps.sh
-	$(CARGO) bench -j$(JOBS) -p atelier --bench chaos
+	$(CARGO) bench -j$(JOBS) --workspace --bench chaos
 
 .PHONY: clean
 clean: ## Remove build output (cargo target dir, web dist and node_modules)
