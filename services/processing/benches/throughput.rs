@@ -149,10 +149,17 @@ async fn main() {
     let setting = |name: &str, default: usize| {
         std::env::var(name)
             .ok()
-            .map(|value| value.parse().unwrap_or_else(|_| panic!("{name}: not a number")))
+            .map(|value| {
+                value
+                    .parse()
+                    .unwrap_or_else(|_| panic!("{name}: not a number"))
+            })
             .unwrap_or(default)
     };
-    let (jobs, runs) = (setting("THROUGHPUT_JOBS", jobs), setting("THROUGHPUT_RUNS", runs));
+    let (jobs, runs) = (
+        setting("THROUGHPUT_JOBS", jobs),
+        setting("THROUGHPUT_RUNS", runs),
+    );
     let mut rates = Vec::new();
     let mut start_p99 = Vec::new();
     let mut failed = 0;
