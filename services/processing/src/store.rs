@@ -663,7 +663,7 @@ async fn append(
     // transaction is tried again.
     let next = Query::select()
         .expr(Expr::val(job_id))
-        .expr(Func::coalesce([Expr::col(Column::Seq).max(), Expr::val(0i64).into()]).add(1i64))
+        .expr(Func::coalesce([Expr::col(Column::Seq).max(), Expr::val(0i64)]).add(1i64))
         .expr(Expr::val(at))
         .expr(Expr::val(kind))
         .expr(Expr::val(data.clone()))
