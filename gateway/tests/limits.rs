@@ -257,12 +257,7 @@ async fn a_gateway_whose_redis_is_away_serves_and_limits_alone() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_shared_budget_is_a_cell_rate_in_redis() {
-    let url = std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-    let prefix = format!("atelier-test-{}:", uuid::Uuid::new_v4().simple());
-    let redis = atelier_common::redis::Redis::connect(&url, prefix)
-        .await
-        .expect("TEST_REDIS_URL reachable");
-    let shared = atelier_gateway::limits::SharedLimits::new(redis);
+    let shared = atelier_gateway::limits::SharedLimits::new(test_redis().await);
     // 6 a minute: bursts of 6, then one every 10 s.
     for attempt in 0..6 {
         let verdict = shared
@@ -284,6 +279,60 @@ async fn the_shared_budget_is_a_cell_rate_in_redis() {
     let again = shared.check("test", "client", 6).await.expect("answers");
     assert!(again.expect_err("still over") <= wait);
     assert_eq!(shared.check("test", "other", 6).await, Some(Ok(())));
+}
+
+async fn test_redis() -> atelier_common::redis::Redis {
+    let url = std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let prefix = format!("atelier-test-{}:", uuid::Uuid::new_v4().simple());
+    atelier_common::redis::Redis::connect(&url, prefix)
+        .await
+        .expect("TEST_REDIS_URL reachable")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_key_takes_its_budget_in_leases() {
+    let shared = atelier_gateway::limits::SharedLimits::new(test_redis().await);
+    // 6,000,000 a minute: leases of up to 6,000 requests, doubling from 1 while
+    // each is spent within its lifetime.
+    for attempt in 0..1000 {
+        let verdict = shared.check("test", "busy", 6_000_000).await;
+        assert_eq!(verdict, Some(Ok(())), "attempt {attempt}");
+    }
+    let trips = shared.round_trips();
+    assert!(
+        (10..=40).contains(&trips),
+        "{trips} round trips to Redis for 1,000 checks"
+    );
+    // A small budget is checked in Redis request by request.
+    for _ in 0..10 {
+        assert_eq!(shared.check("test", "small", 1999).await, Some(Ok(())));
+    }
+    assert_eq!(shared.round_trips(), trips + 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_never_let_replicas_past_the_budget() {
+    let redis = test_redis().await;
+    let replicas = [
+        atelier_gateway::limits::SharedLimits::new(redis.clone()),
+        atelier_gateway::limits::SharedLimits::new(redis),
+    ];
+    // 4,000 a minute (bursts of 4,000; leases up to 4): two replicas asking
+    // 5,000 times in all get the burst and what refilled meanwhile, no more.
+    let started = Instant::now();
+    let mut allowed = 0u64;
+    for attempt in 0..5000 {
+        match replicas[attempt % 2].check("test", "shared", 4000).await {
+            Some(Ok(())) => allowed += 1,
+            Some(Err(wait)) => assert!(wait <= Duration::from_millis(15), "{wait:?}"),
+            None => panic!("redis did not answer"),
+        }
+    }
+    let refilled = (started.elapsed().as_secs_f64() * 4000.0 / 60.0).ceil() as u64;
+    assert!(
+        (4000 - 16..=4000 + refilled).contains(&allowed),
+        "{allowed} allowed of a budget of 4,000 (+{refilled} refilled)"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -43,8 +43,8 @@ const CLAIM_LEASE: time::Duration = time::Duration::seconds(60);
 
 /// Who submits a job to fal.
 enum Claim {
-    /// This worker: it submits.
-    Mine,
+    /// This worker: it submits (the job's row as claimed).
+    Mine(JobRow),
     /// Already at fal: watch this request.
     Watch(String),
     /// Another worker is submitting it right now.
@@ -297,12 +297,16 @@ impl Dispatch {
         };
         // Whether this worker submitted the request just now: then nothing of it is
         // recorded yet and the job was seen unfinished a moment ago.
-        let (request_id, fresh) = match &row.fal_request_id {
+        let mut row = row;
+        let (request_id, fresh) = match row.fal_request_id.clone() {
             // Redelivered after a submission: watch that request, never submit twice.
-            Some(request_id) => (request_id.clone(), false),
+            Some(request_id) => (request_id, false),
             None => match self.claim(&row, delivery).await {
-                Claim::Mine => match self.submit(&row, &endpoint).await {
-                    Ok(request_id) => (request_id, true),
+                Claim::Mine(claimed) => match self.submit(&claimed, &endpoint).await {
+                    Ok(submitted) => {
+                        row = submitted;
+                        (row.fal_request_id.clone().unwrap_or_default(), true)
+                    }
                     Err(outcome) => {
                         self.release(row.id).await;
                         return outcome;
@@ -314,7 +318,7 @@ impl Dispatch {
             },
         };
         let status = match self
-            .watch(&row, &endpoint, &request_id, delivery, fresh)
+            .watch(&mut row, &endpoint, &request_id, delivery, fresh)
             .await
         {
             Ok(status) => status,
@@ -341,7 +345,7 @@ impl Dispatch {
             .jobs
             .store
             .transition(
-                row.id,
+                row,
                 &["pending", "queued"],
                 |job| {
                     job.status = Status::Submitted.as_str().to_owned();
@@ -352,8 +356,8 @@ impl Dispatch {
                 now,
             )
             .await;
-        if let Ok(Some(_)) = claimed {
-            return Claim::Mine;
+        if let Ok(Some((claimed, _))) = claimed {
+            return Claim::Mine(claimed);
         }
         match self.jobs.store.by_id(row.id).await {
             Ok(Some(current)) if Status::parse(&current.status).is_none_or(Status::is_final) => {
@@ -367,17 +371,16 @@ impl Dispatch {
                         .jobs
                         .store
                         .transition(
-                            row.id,
+                            &current,
                             &["submitted"],
                             |job| job.attempts = attempt,
                             None,
                             now,
                         )
                         .await;
-                    if matches!(taken, Ok(Some(_))) {
-                        Claim::Mine
-                    } else {
-                        Claim::Busy
+                    match taken {
+                        Ok(Some((taken, _))) => Claim::Mine(taken),
+                        _ => Claim::Busy,
                     }
                 }
                 None => Claim::Busy,
@@ -411,7 +414,8 @@ impl Dispatch {
         }
     }
 
-    async fn submit(&self, row: &JobRow, endpoint: &EndpointId) -> Result<String, Outcome> {
+    /// Submits the claimed job to fal; returns its row with the request id stored.
+    async fn submit(&self, row: &JobRow, endpoint: &EndpointId) -> Result<JobRow, Outcome> {
         let url = self
             .jobs
             .images
@@ -455,7 +459,7 @@ impl Dispatch {
         let stored = self
             .jobs
             .transition(
-                row.id,
+                row,
                 &["submitted"],
                 |job| {
                     job.fal_request_id = Some(request_id.clone());
@@ -468,7 +472,7 @@ impl Dispatch {
             )
             .await;
         match stored {
-            Ok(Some(_)) => Ok(submitted.request_id),
+            Ok(Some(row)) => Ok(row),
             // Cancelled meanwhile: drop the fal request too.
             Ok(None) => {
                 let _ = self.fal.cancel(endpoint, &submitted.request_id).await;
@@ -485,7 +489,7 @@ impl Dispatch {
     /// a cancel here or on another replica stops the watch.
     async fn watch(
         &self,
-        row: &JobRow,
+        row: &mut JobRow,
         endpoint: &EndpointId,
         request_id: &str,
         delivery: &Delivery,
@@ -598,21 +602,31 @@ impl Dispatch {
     /// Keeps the job's queue position and status in step with fal's.
     async fn note_status(
         &self,
-        row: &JobRow,
+        row: &mut JobRow,
         status: &atelier_fal::RequestStatus,
         processing: &mut bool,
     ) {
         match status.status {
             QueueStatus::InQueue => {
                 let position = status.queue_position.map(|p| p as i32);
-                let _ = self.jobs.store.set_progress(row.id, position, None).await;
+                if position != row.queue_position
+                    && self
+                        .jobs
+                        .store
+                        .set_progress(row.id, position, None)
+                        .await
+                        .is_ok()
+                {
+                    row.queue_position = position;
+                    row.progress = None;
+                }
             }
             QueueStatus::InProgress if !*processing => {
                 *processing = true;
-                let _ = self
+                let changed = self
                     .jobs
                     .transition(
-                        row.id,
+                        &*row,
                         &["submitted"],
                         |job| {
                             job.status = Status::Processing.as_str().to_owned();
@@ -621,6 +635,9 @@ impl Dispatch {
                         ("status_changed", json!({"status": "processing"})),
                     )
                     .await;
+                if let Ok(Some(changed)) = changed {
+                    *row = changed;
+                }
             }
             QueueStatus::InProgress | QueueStatus::Completed => {}
         }
@@ -662,7 +679,7 @@ impl Dispatch {
         let finished = self
             .jobs
             .transition(
-                row.id,
+                row,
                 &["submitted", "processing"],
                 |job| {
                     job.status = Status::Completed.as_str().to_owned();

@@ -346,16 +346,40 @@ impl Jobs {
             }
             Err(err) => return Err(err),
         }
-        let (row, _) = self.enqueue(row).await?;
+        self.line_up(std::slice::from_ref(&row)).await?;
         Ok((row, false))
     }
 
-    /// Inserts jobs of one user within their quota, all or none, and publishes
-    /// their first events.
+    /// Puts newly inserted jobs in the queue, in one round trip.
+    async fn line_up(&self, rows: &[JobRow]) -> Result<(), ProcessingError> {
+        let jobs: Vec<Enqueue> = rows
+            .iter()
+            .map(|row| Enqueue {
+                job_id: row.id,
+                user_id: row.user_id,
+                priority: priority_of(&row.priority),
+                delay: None,
+            })
+            .collect();
+        self.queue.enqueue_many(&jobs).await?;
+        Ok(())
+    }
+
+    /// Inserts new jobs of one user within their quota, all or none, already
+    /// `queued` (created, then queued: both events in the same transaction), and
+    /// publishes their events. [`Self::line_up`] puts them in the queue next; should
+    /// that fail, the reconciler does it.
     async fn insert(&self, quota: &Quota, rows: &[JobRow]) -> Result<(), ProcessingError> {
+        let events = [
+            ("created", json!({"status": Status::Pending.as_str()})),
+            (
+                "status_changed",
+                json!({"status": Status::Queued.as_str(), "queue_position": null}),
+            ),
+        ];
         let events = self
             .store
-            .insert_admitted(rows, ("created", json!({"status": "pending"})), quota)
+            .insert_admitted(rows, &events, quota)
             .await?
             .map_err(ProcessingError::QuotaExceeded)?;
         for event in &events {
@@ -438,7 +462,7 @@ impl Jobs {
         })
     }
 
-    /// A new pending job as `request` asks for it.
+    /// A new job as `request` asks for it, `queued` (see [`Self::insert`]).
     fn new_row(
         &self,
         request: &StartRequest,
@@ -468,7 +492,7 @@ impl Jobs {
             cost_currency: cost.map(|(_, currency)| currency),
             parameters,
             priority: priority_name(request.priority).to_owned(),
-            status: Status::Pending.as_str().to_owned(),
+            status: Status::Queued.as_str().to_owned(),
             fal_request_id: None,
             result_image_id: None,
             result_image_ids: json!([]),
@@ -571,14 +595,14 @@ impl Jobs {
     /// Applies a state change and publishes its event.
     pub(crate) async fn transition(
         &self,
-        id: Uuid,
+        job: impl Into<crate::store::Job<'_>>,
         from: &[&str],
         change: impl Fn(&mut JobRow),
         event: (&str, Value),
     ) -> Result<Option<JobRow>, ProcessingError> {
         let changed = self
             .store
-            .transition(id, from, change, Some(event), self.clock.now())
+            .transition(job, from, change, Some(event), self.clock.now())
             .await?;
         Ok(match changed {
             Some((row, event)) => {
@@ -816,11 +840,14 @@ impl Jobs {
             }
             Err(err) => return Err(err),
         }
-        let mut jobs = Vec::with_capacity(rows.len());
-        for row in rows {
-            jobs.push(self.enqueue(row).await?.0);
-        }
-        Ok((BatchView { id: batch_id, jobs }, false))
+        self.line_up(&rows).await?;
+        Ok((
+            BatchView {
+                id: batch_id,
+                jobs: rows,
+            },
+            false,
+        ))
     }
 
     /// The batch an idempotency key already started (it was counted then).

@@ -3,9 +3,10 @@
 
 use atelier_common::QuotaExceeded;
 use sea_orm::{
+    ActiveModelTrait,
     ActiveValue::Set,
     ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr,
-    EntityTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
+    EntityTrait, Iterable, ModelTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
     sea_query::{Expr, ExprTrait, Func, LikeExpr, Query},
 };
 use time::OffsetDateTime;
@@ -169,6 +170,38 @@ pub struct Store {
     db: DatabaseConnection,
 }
 
+/// A job a change is made to: by id (read first), or as the caller last saw it.
+#[derive(Clone, Copy)]
+pub enum Job<'a> {
+    Id(Uuid),
+    Seen(&'a JobRow),
+}
+
+impl From<Uuid> for Job<'_> {
+    fn from(id: Uuid) -> Self {
+        Self::Id(id)
+    }
+}
+
+impl<'a> From<&'a JobRow> for Job<'a> {
+    fn from(row: &'a JobRow) -> Self {
+        Self::Seen(row)
+    }
+}
+
+/// The columns `next` changes from `current`, and no others, as an update: so a
+/// change never writes back what another writer changed meanwhile.
+fn changes(current: &JobRow, next: &JobRow) -> jobs::ActiveModel {
+    let mut model = <jobs::ActiveModel as ActiveModelTrait>::default();
+    for column in jobs::Column::iter() {
+        let value = next.get(column);
+        if current.get(column) != value {
+            model.set(column, value);
+        }
+    }
+    model
+}
+
 fn active_model(row: &JobRow) -> jobs::ActiveModel {
     jobs::ActiveModel {
         id: Set(row.id),
@@ -259,7 +292,7 @@ impl Store {
     pub async fn insert_admitted(
         &self,
         rows: &[JobRow],
-        event: (&str, serde_json::Value),
+        events: &[(&str, serde_json::Value)],
         quota: &Quota,
     ) -> Result<Result<Vec<EventRow>, QuotaExceeded>, DbErr> {
         let Some(user_id) = rows.first().map(|row| row.user_id) else {
@@ -270,16 +303,18 @@ impl Store {
             if let Err(refused) = quota.admit(rows.len() as i64, started, active) {
                 return Ok(Err(refused));
             }
-            let mut events = Vec::with_capacity(rows.len());
+            let mut appended = Vec::with_capacity(rows.len() * events.len());
             for row in rows {
                 jobs::Entity::insert(active_model(row))
                     .exec_without_returning(&txn)
                     .await?;
-                events.push(append(&txn, row.id, row.created_at, event.0, event.1.clone()).await?);
+                for (kind, data) in events {
+                    appended.push(append(&txn, row.id, row.created_at, kind, data.clone()).await?);
+                }
                 record_run(&txn, row, row.created_at).await?;
             }
             txn.commit().await?;
-            Ok(Ok(events))
+            Ok(Ok(appended))
         })
         .await
     }
@@ -453,28 +488,38 @@ impl Store {
             .await
     }
 
-    /// Applies `change` to job `id` if its status is one of `from`, and appends
+    /// Applies `change` to `job` if its status is one of `from`, and appends
     /// `event`, in one transaction. Returns the updated row, or `None` when the
     /// job was not in one of those states (another worker or a cancel won).
+    ///
+    /// Only the columns `change` alters are written, guarded by the status they
+    /// were decided from, in one `UPDATE … RETURNING`. Given the row as the caller
+    /// last saw it ([`Job::Seen`]), nothing is read first: should its status have
+    /// moved on since, the job is read again and the change decided anew.
     pub async fn transition(
         &self,
-        id: Uuid,
+        job: impl Into<Job<'_>>,
         from: &[&str],
         change: impl Fn(&mut JobRow),
         event: Option<(&str, serde_json::Value)>,
         now: OffsetDateTime,
     ) -> Result<Option<(JobRow, Option<EventRow>)>, DbErr> {
+        let (id, mut seen) = match job.into() {
+            Job::Id(id) => (id, None),
+            Job::Seen(row) => (row.id, Some(row)),
+        };
         let mut raced = 0;
         loop {
             let attempt = atelier_common::db::retry_busy(|| {
-                self.try_transition(id, from, &change, event.clone(), now)
+                self.try_transition(id, seen, from, &change, event.clone(), now)
             })
             .await;
             match attempt {
                 Ok(Attempt::Changed(changed)) => return Ok(Some(*changed)),
                 Ok(Attempt::NotFrom) => return Ok(None),
-                // Another change came between the read and the write (or took the
-                // event's sequence number): read the job again and decide anew.
+                // The row seen was not the current one, another change came between
+                // the read and the write, or took the event's sequence number: read
+                // the job again and decide anew.
                 Ok(Attempt::Raced) if raced < 20 => raced += 1,
                 Err(err) if atelier_common::db::is_unique_violation(&err) && raced < 20 => {
                     raced += 1;
@@ -482,42 +527,59 @@ impl Store {
                 Ok(Attempt::Raced) => return Ok(None),
                 Err(err) => return Err(err),
             }
+            seen = None;
         }
     }
 
     async fn try_transition<F: Fn(&mut JobRow)>(
         &self,
         id: Uuid,
+        seen: Option<&JobRow>,
         from: &[&str],
         change: &F,
         event: Option<(&str, serde_json::Value)>,
         now: OffsetDateTime,
     ) -> Result<Attempt, DbErr> {
-        let txn = self.db.begin().await?;
-        let Some(mut row) = jobs::Entity::find_by_id(id).one(&txn).await? else {
-            return Ok(Attempt::NotFrom);
+        let read;
+        let current = match seen {
+            Some(row) => row,
+            None => match jobs::Entity::find_by_id(id).one(&self.db).await? {
+                Some(row) => {
+                    read = row;
+                    &read
+                }
+                None => return Ok(Attempt::NotFrom),
+            },
         };
-        if !from.contains(&row.status.as_str()) {
-            return Ok(Attempt::NotFrom);
+        if !from.contains(&current.status.as_str()) {
+            // A status seen earlier may be stale: only a fresh read says no.
+            return Ok(if seen.is_some() {
+                Attempt::Raced
+            } else {
+                Attempt::NotFrom
+            });
         }
-        let previous = row.status.clone();
-        change(&mut row);
-        row.updated_at = now;
-        let updated = jobs::Entity::update_many()
-            .set(active_model(&row))
+        let mut next = current.clone();
+        change(&mut next);
+        next.updated_at = now;
+        let update = jobs::Entity::update_many()
+            .set(changes(current, &next))
             .filter(jobs::Column::Id.eq(id))
-            .filter(jobs::Column::Status.eq(previous))
-            .exec(&txn)
-            .await?;
-        if updated.rows_affected != 1 {
-            return Ok(Attempt::Raced);
-        }
-        let event = match event {
-            Some((kind, data)) => Some(append(&txn, id, now, kind, data).await?),
-            None => None,
+            .filter(jobs::Column::Status.eq(current.status.as_str()));
+        let Some((kind, data)) = event else {
+            let mut updated = update.exec_with_returning(&self.db).await?;
+            return Ok(match updated.pop() {
+                Some(row) => Attempt::Changed(Box::new((row, None))),
+                None => Attempt::Raced,
+            });
         };
+        let txn = self.db.begin().await?;
+        let Some(row) = update.exec_with_returning(&txn).await?.pop() else {
+            return Ok(Attempt::Raced);
+        };
+        let event = append(&txn, id, now, kind, data).await?;
         txn.commit().await?;
-        Ok(Attempt::Changed(Box::new((row, event))))
+        Ok(Attempt::Changed(Box::new((row, Some(event)))))
     }
 
     /// Appends an event outside a state change (progress, logs, queue position).
@@ -530,13 +592,9 @@ impl Store {
     ) -> Result<EventRow, DbErr> {
         let mut collided = 0;
         loop {
-            let appended = atelier_common::db::retry_busy(|| async {
-                let txn = self.db.begin().await?;
-                let event = append(&txn, id, now, kind, data.clone()).await?;
-                txn.commit().await?;
-                Ok(event)
-            })
-            .await;
+            let appended =
+                atelier_common::db::retry_busy(|| append(&self.db, id, now, kind, data.clone()))
+                    .await;
             match appended {
                 // Another event took the sequence number: take the next one.
                 Err(err) if atelier_common::db::is_unique_violation(&err) && collided < 20 => {
