@@ -418,8 +418,7 @@ fn main() {
         });
         drop(ours);
     }
-    let plotted = mode == Mode::Full;
-    if plotted {
+    if mode == Mode::Full {
         let dir = results_dir();
         std::fs::create_dir_all(&dir).expect("results directory");
         std::fs::write(dir.join("status.svg"), plot(&series)).expect("write the plot");
@@ -431,7 +430,7 @@ fn main() {
          server runs in the same process on a runtime of its own and answers the same body \
          bytes with the same headers. PostgreSQL rows run with Redis (rate limits, queue, \
          event bus), as in production; the targets apply there. SQLite rows are the \
-         embedded default.{}{}",
+         embedded default. The plot below shows p99 by offered rate, ours and bare axum.{}",
         atelier_bench::version_of("oha", &["--version"]),
         atelier_bench::machine(),
         settings.duration.as_secs_f64(),
@@ -439,11 +438,6 @@ fn main() {
         settings.max_connections,
         settings.runs,
         knobs.describe(),
-        if plotted {
-            "\n\n![p99 by offered rate, ours and bare axum](status.svg)"
-        } else {
-            ""
-        }
     ));
     report.finish(mode);
 }

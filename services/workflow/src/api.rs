@@ -272,7 +272,12 @@ impl WorkflowService for WorkflowApi {
             max_result_pixels: self.limits.max_pixels as i64,
             total_cost,
             jobs,
-            parameters: Some(atelier_common::json::map_to_struct(&estimate.parameters)),
+            parameters: Some(atelier_common::json::map_to_struct(
+                &estimate.validated.parameters,
+            )),
+            workflow_version: estimate.validated.version,
+            fal_endpoint: estimate.validated.fal_endpoint,
+            workflow_name: estimate.validated.name,
         }))
     }
 }

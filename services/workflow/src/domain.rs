@@ -314,7 +314,8 @@ impl Catalogue {
 /// What running a workflow on some inputs would give.
 #[derive(Clone, Debug)]
 pub struct Estimate {
-    pub parameters: Map<String, Value>,
+    /// The parameters as checked, with the workflow they were checked against.
+    pub validated: Validated,
     pub price: Option<Price>,
     /// Per input, in order: (image id, width, height, estimate).
     pub jobs: Vec<(String, u32, u32, JobEstimate)>,
@@ -369,7 +370,7 @@ impl Catalogue {
             })
             .collect();
         Ok(Ok(Estimate {
-            parameters: validated.parameters,
+            validated,
             price,
             jobs,
         }))
