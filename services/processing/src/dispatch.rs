@@ -44,7 +44,7 @@ const CLAIM_LEASE: time::Duration = time::Duration::seconds(60);
 /// Who submits a job to fal.
 enum Claim {
     /// This worker: it submits (the job's row as claimed).
-    Mine(JobRow),
+    Mine(Box<JobRow>),
     /// Already at fal: watch this request.
     Watch(String),
     /// Another worker is submitting it right now.
@@ -357,7 +357,7 @@ impl Dispatch {
             )
             .await;
         if let Ok(Some((claimed, _))) = claimed {
-            return Claim::Mine(claimed);
+            return Claim::Mine(Box::new(claimed));
         }
         match self.jobs.store.by_id(row.id).await {
             Ok(Some(current)) if Status::parse(&current.status).is_none_or(Status::is_final) => {
@@ -379,7 +379,7 @@ impl Dispatch {
                         )
                         .await;
                     match taken {
-                        Ok(Some((taken, _))) => Claim::Mine(taken),
+                        Ok(Some((taken, _))) => Claim::Mine(Box::new(taken)),
                         _ => Claim::Busy,
                     }
                 }
