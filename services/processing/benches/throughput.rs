@@ -71,6 +71,45 @@ async fn per_second(db: &DatabaseConnection) -> Vec<i64> {
     counts
 }
 
+/// Where a job's time went, medians over the run: waiting in the queue (created →
+/// claimed), claimed → submitted to fal, submitted → fal's answer seen (processing
+/// or completed), and from there to completed with the result stored.
+async fn phases(db: &DatabaseConnection) -> String {
+    let row = db
+        .query_one_raw(Statement::from_string(
+            db.get_database_backend(),
+            "WITH at AS ( \
+               SELECT j.created_at, j.started_at, j.completed_at, \
+                 (SELECT min(e.at) FROM job_events e WHERE e.job_id = j.id \
+                    AND e.data->>'status' = 'submitted') AS submitted, \
+                 (SELECT min(e.at) FROM job_events e WHERE e.job_id = j.id \
+                    AND e.data->>'status' IN ('processing', 'completed')) AS answered \
+               FROM processing_jobs j WHERE j.completed_at IS NOT NULL) \
+             SELECT \
+               percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM started_at - created_at))::float8 AS waiting, \
+               percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM submitted - started_at))::float8 AS submitting, \
+               percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM answered - submitted))::float8 AS at_fal, \
+               percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM completed_at - answered))::float8 AS storing \
+             FROM at",
+        ))
+        .await
+        .expect("phases")
+        .expect("a row");
+    let get = |name: &str| {
+        row.try_get::<Option<f64>>("", name)
+            .ok()
+            .flatten()
+            .unwrap_or(f64::NAN)
+    };
+    format!(
+        "waiting {:.3}, submitting {:.3}, at fal {:.3}, storing {:.3}",
+        get("waiting"),
+        get("submitting"),
+        get("at_fal"),
+        get("storing")
+    )
+}
+
 async fn run(jobs: usize) -> Run {
     let mut options = Options::new(Backend::Postgres);
     options.queue = QueueBackend::Redis;
@@ -150,6 +189,7 @@ async fn run(jobs: usize) -> Run {
     };
     let took = started.elapsed();
     println!("completed per second: {:?}", per_second(&db).await);
+    println!("median seconds per phase: {}", phases(&db).await);
     let mut starts = starts;
     starts.sort();
     println!(
