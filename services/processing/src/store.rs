@@ -6,8 +6,12 @@ use sea_orm::{
     ActiveModelTrait,
     ActiveValue::Set,
     ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr,
-    EntityTrait, Iterable, ModelTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
-    sea_query::{Expr, ExprTrait, Func, LikeExpr, Query},
+    EntityTrait, FromQueryResult, Iterable, ModelTrait, QueryFilter, QueryOrder, QuerySelect,
+    QueryTrait, TransactionTrait,
+    sea_query::{
+        Alias, Asterisk, CommonTableExpression, Expr, ExprTrait, Func, InsertStatement, LikeExpr,
+        Query, SubQueryStatement,
+    },
 };
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -596,6 +600,9 @@ impl Store {
                 None => Attempt::Raced,
             });
         };
+        if self.db.get_database_backend() == DbBackend::Postgres {
+            return changed_with_event(&self.db, update, id, now, kind, data).await;
+        }
         let txn = self.db.begin().await?;
         let Some(row) = update.exec_with_returning(&txn).await?.pop() else {
             return Ok(Attempt::Raced);
@@ -700,18 +707,39 @@ async fn usage(
     since: OffsetDateTime,
     unfinished: &[&str],
 ) -> Result<(u64, u64), DbErr> {
-    use sea_orm::PaginatorTrait;
-    let started = job_runs::Entity::find()
-        .filter(job_runs::Column::UserId.eq(user_id))
-        .filter(job_runs::Column::StartedAt.gte(since))
-        .count(db)
-        .await?;
-    let active = jobs::Entity::find()
-        .filter(jobs::Column::UserId.eq(user_id))
-        .filter(jobs::Column::Status.is_in(unfinished.iter().copied()))
-        .count(db)
-        .await?;
-    Ok((started, active))
+    // Both counts in one round trip.
+    let count = |select: &mut sea_orm::sea_query::SelectStatement| {
+        Expr::from(SubQueryStatement::from(
+            select.expr(Expr::col(Asterisk).count()).to_owned(),
+        ))
+    };
+    let statement = Query::select()
+        .expr_as(
+            count(
+                Query::select()
+                    .from(job_runs::Entity)
+                    .and_where(job_runs::Column::UserId.eq(user_id))
+                    .and_where(job_runs::Column::StartedAt.gte(since)),
+            ),
+            Alias::new("started"),
+        )
+        .expr_as(
+            count(
+                Query::select()
+                    .from(jobs::Entity)
+                    .and_where(jobs::Column::UserId.eq(user_id))
+                    .and_where(jobs::Column::Status.is_in(unfinished.iter().copied())),
+            ),
+            Alias::new("active"),
+        )
+        .to_owned();
+    let row = db
+        .query_one(&statement)
+        .await?
+        .ok_or_else(|| DbErr::Custom("counting a user's runs returned no row".into()))?;
+    let started: i64 = row.try_get("", "started")?;
+    let active: i64 = row.try_get("", "active")?;
+    Ok((started as u64, active as u64))
 }
 
 /// Records one run of `row`'s job, started `at`.
@@ -735,19 +763,81 @@ async fn record_run(
     Ok(())
 }
 
-/// Appends the job's next event (sequence numbers start at 1, no gaps).
-async fn append(
-    db: &impl ConnectionTrait,
+/// A state change and its event in one PostgreSQL statement (atomic without a
+/// transaction's four round trips): the update in a data-modifying CTE, the event
+/// inserted from its returned row, numbered in the insert as [`append`] does.
+/// `Raced` when the update matched no row.
+async fn changed_with_event(
+    db: &DatabaseConnection,
+    update: sea_orm::UpdateMany<jobs::Entity>,
     job_id: Uuid,
     at: OffsetDateTime,
     kind: &str,
     data: serde_json::Value,
-) -> Result<EventRow, DbErr> {
+) -> Result<Attempt, DbErr> {
+    let changed = Alias::new("changed");
+    let event = Alias::new("event");
+    let mut update = update.into_query();
+    update.returning_all();
+    // No row changed, no event.
+    let mut insert = next_event(job_id, at, kind, &data, Some(changed.clone()))?;
+    insert.returning_col(job_events::Column::Seq);
+    let seq = Query::select()
+        .column(job_events::Column::Seq)
+        .from(event.clone())
+        .to_owned();
+    let statement = Query::with()
+        .cte(
+            CommonTableExpression::new()
+                .query(update)
+                .table_name(changed.clone())
+                .to_owned(),
+        )
+        .cte(
+            CommonTableExpression::new()
+                .query(insert)
+                .table_name(event)
+                .to_owned(),
+        )
+        .to_owned()
+        .query(
+            Query::select()
+                .column((changed.clone(), Asterisk))
+                .expr_as(
+                    Expr::from(SubQueryStatement::from(seq)),
+                    Alias::new("event_seq"),
+                )
+                .from(changed)
+                .to_owned(),
+        );
+    let Some(row) = db.query_one(&statement).await? else {
+        return Ok(Attempt::Raced);
+    };
+    let seq: i64 = row.try_get("", "event_seq")?;
+    let job = JobRow::from_query_result(&row, "")?;
+    let event = EventRow {
+        job_id,
+        seq,
+        at,
+        kind: kind.to_owned(),
+        data,
+    };
+    Ok(Attempt::Changed(Box::new((job, Some(event)))))
+}
+
+/// The insert of the job's next event, its number taken in the insert itself (one
+/// round trip; two appends racing for one number collide on the primary key, and
+/// the caller tries again). With `only_if`, nothing is inserted unless that table
+/// (a CTE) has a row.
+fn next_event(
+    job_id: Uuid,
+    at: OffsetDateTime,
+    kind: &str,
+    data: &serde_json::Value,
+    only_if: Option<Alias>,
+) -> Result<InsertStatement, DbErr> {
     use job_events::Column;
-    // The next sequence number is taken in the insert itself: one round trip. Two
-    // appends racing for one number collide on the primary key, and the caller's
-    // transaction is tried again.
-    let next = Query::select()
+    let mut next = Query::select()
         .expr(Expr::val(job_id))
         .expr(Func::coalesce([Expr::col(Column::Seq).max(), Expr::val(0i64)]).add(1i64))
         .expr(Expr::val(at))
@@ -756,7 +846,13 @@ async fn append(
         .from(job_events::Entity)
         .and_where(Expr::col(Column::JobId).eq(job_id))
         .to_owned();
-    let insert = Query::insert()
+    if let Some(table) = only_if {
+        // The aggregate's one row is dropped when the table is empty.
+        next.and_having(Expr::exists(
+            Query::select().expr(Expr::val(1)).from(table).to_owned(),
+        ));
+    }
+    Ok(Query::insert()
         .into_table(job_events::Entity)
         .columns([
             Column::JobId,
@@ -767,8 +863,19 @@ async fn append(
         ])
         .select_from(next)
         .map_err(|err| DbErr::Custom(err.to_string()))?
-        .returning_col(Column::Seq)
-        .to_owned();
+        .to_owned())
+}
+
+/// Appends the job's next event (sequence numbers start at 1, no gaps).
+async fn append(
+    db: &impl ConnectionTrait,
+    job_id: Uuid,
+    at: OffsetDateTime,
+    kind: &str,
+    data: serde_json::Value,
+) -> Result<EventRow, DbErr> {
+    let mut insert = next_event(job_id, at, kind, &data, None)?;
+    insert.returning_col(job_events::Column::Seq);
     let seq: i64 = db
         .query_one(&insert)
         .await?
