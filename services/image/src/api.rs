@@ -377,15 +377,12 @@ impl ImageService for ImageApi {
             )
         };
         let owner = user_id(&metadata.user_id)?;
-        // A result is only for a job that exists: checked before a byte is read, and
-        // again once stored (below), in case the job was deleted meanwhile. Results
-        // are not refused for quota (the job already ran), but kept as long as the
-        // user asked.
-        let (exists, quota) = tokio::try_join!(self.job_exists(owner, job_id), self.quota(owner))?;
-        if !exists {
-            return Err(ImageError::JobNotFound.into());
-        }
-        let retention_days = retention_days(&quota);
+        // A result is only for a job that exists, the caller's: checked once it is
+        // stored (below), which also covers a job deleted meanwhile. The caller is
+        // the processing service storing its own job's output, so a check before
+        // reading would only repeat that one. Results are not refused for quota
+        // (the job already ran), but kept as long as the user asked.
+        let retention_days = retention_days(&self.quota(owner).await?);
         let new = NewImage {
             user_id: owner,
             filename: metadata.filename,
