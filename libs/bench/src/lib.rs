@@ -12,6 +12,11 @@
 //! report.finish(mode);
 //! ```
 
+/// The allocator the `atelier` binary runs with, so that a benchmark running the
+/// platform in its own process measures what production runs.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::{
     fmt::Write as _,
     path::{Path, PathBuf},
