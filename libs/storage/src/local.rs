@@ -10,7 +10,7 @@
 //! be objects: storing one while the other exists fails with [`StorageError::Backend`].
 
 use std::{
-    io::{self, SeekFrom},
+    io::{self, SeekFrom, Write as _},
     path::{Path, PathBuf},
     time::{Duration, SystemTime},
 };
@@ -133,20 +133,6 @@ impl LocalStore {
             .map_err(|e| backend(format!("syncing {}", temp.path.display()), e))?;
         Ok((temp, size))
     }
-
-    async fn write_temp_text(&self, text: &str) -> Result<TempFile, StorageError> {
-        let temp = TempFile::new(&self.tmp);
-        let mut file = File::create_new(&temp.path)
-            .await
-            .map_err(|e| backend(format!("creating {}", temp.path.display()), e))?;
-        file.write_all(text.as_bytes())
-            .await
-            .map_err(|e| backend(format!("writing {}", temp.path.display()), e))?;
-        file.sync_all()
-            .await
-            .map_err(|e| backend(format!("syncing {}", temp.path.display()), e))?;
-        Ok(temp)
-    }
 }
 
 #[async_trait]
@@ -159,36 +145,15 @@ impl ObjectStore for LocalStore {
     ) -> Result<u64, StorageError> {
         let (object_path, meta_path) = self.paths(key)?;
         let (data, size) = self.write_temp(body).await?;
-        let meta = self.write_temp_text(content_type).await?;
-        for path in [&object_path, &meta_path] {
-            if let Some(parent) = path.parent() {
-                fs::create_dir_all(parent)
-                    .await
-                    .map_err(|e| backend(format!("storing {key:?}"), e))?;
-            }
-        }
-        // The content type goes first: a put that fails between the two renames leaves
-        // at worst a content type without an object, which nothing reads.
-        meta.persist(&meta_path)
-            .await
-            .map_err(|e| backend(format!("storing {key:?}"), e))?;
-        data.persist(&object_path)
-            .await
-            .map_err(|e| backend(format!("storing {key:?}"), e))?;
-        // Make the renames durable. The object is in place already, so a failure here
-        // is only reported.
-        let dirs: Vec<PathBuf> = [&object_path, &meta_path]
-            .into_iter()
-            .filter_map(|path| path.parent().map(Path::to_path_buf))
-            .collect();
-        let synced = tokio::task::spawn_blocking(move || {
-            dirs.iter()
-                .try_for_each(|dir| std::fs::File::open(dir)?.sync_all())
+        let meta = TempFile::new(&self.tmp);
+        let (key, content_type) = (key.to_owned(), content_type.to_owned());
+        // The rest is small blocking calls (the content type's file, directories, two
+        // renames, syncs): one trip to the blocking pool rather than one each.
+        tokio::task::spawn_blocking(move || {
+            place(&key, &content_type, data, meta, &object_path, &meta_path)
         })
-        .await;
-        if let Ok(Err(error)) = synced {
-            tracing::warn!(key, %error, "syncing object directories failed");
-        }
+        .await
+        .map_err(|e| backend("storing an object".to_owned(), io::Error::other(e)))??;
         Ok(size)
     }
 
@@ -304,6 +269,42 @@ impl ObjectStore for LocalStore {
     }
 }
 
+/// Puts an object whose bytes are in `data` (synced) into place, with its content
+/// type written to `meta` first, and makes the renames durable. Blocking.
+fn place(
+    key: &str,
+    content_type: &str,
+    data: TempFile,
+    meta: TempFile,
+    object_path: &Path,
+    meta_path: &Path,
+) -> Result<(), StorageError> {
+    let storing = |e| backend(format!("storing {key:?}"), e);
+    let mut file = std::fs::File::create_new(&meta.path).map_err(storing)?;
+    file.write_all(content_type.as_bytes()).map_err(storing)?;
+    file.sync_all().map_err(storing)?;
+    let dirs: Vec<&Path> = [object_path, meta_path]
+        .into_iter()
+        .filter_map(Path::parent)
+        .collect();
+    for dir in &dirs {
+        std::fs::create_dir_all(dir).map_err(storing)?;
+    }
+    // The content type goes first: a put that fails between the two renames leaves
+    // at worst a content type without an object, which nothing reads.
+    meta.persist(meta_path).map_err(storing)?;
+    data.persist(object_path).map_err(storing)?;
+    // Make the renames durable. The object is in place already, so a failure here
+    // is only reported.
+    let synced = dirs
+        .iter()
+        .try_for_each(|dir| std::fs::File::open(dir)?.sync_all());
+    if let Err(error) = synced {
+        tracing::warn!(key, %error, "syncing object directories failed");
+    }
+    Ok(())
+}
+
 /// A temp file under `tmp/`, removed when dropped unless it was persisted (renamed into
 /// place): a put that fails or is dropped leaves nothing behind.
 struct TempFile {
@@ -319,8 +320,9 @@ impl TempFile {
         }
     }
 
-    async fn persist(mut self, to: &Path) -> io::Result<()> {
-        fs::rename(&self.path, to).await?;
+    /// Renames the file to `to`. Blocking.
+    fn persist(mut self, to: &Path) -> io::Result<()> {
+        std::fs::rename(&self.path, to)?;
         self.armed = false;
         Ok(())
     }
