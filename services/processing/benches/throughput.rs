@@ -72,8 +72,10 @@ async fn per_second(db: &DatabaseConnection) -> Vec<i64> {
 }
 
 /// Where a job's time went, medians over the run: waiting in the queue (created →
-/// claimed), claimed → submitted to fal, submitted → fal's answer seen (processing
-/// or completed), and from there to completed with the result stored.
+/// claimed), claimed → submitted to fal, submitted → fal's first answer seen (its
+/// first log lines or `processing`, whichever came first; a job fal finishes at once
+/// may never show `processing`), and from there to completed with the result fetched,
+/// downloaded and stored.
 async fn phases(db: &DatabaseConnection) -> String {
     let row = db
         .query_one_raw(Statement::from_string(
@@ -83,7 +85,7 @@ async fn phases(db: &DatabaseConnection) -> String {
                  (SELECT min(e.at) FROM job_events e WHERE e.job_id = j.id \
                     AND e.data->>'status' = 'submitted') AS submitted, \
                  (SELECT min(e.at) FROM job_events e WHERE e.job_id = j.id \
-                    AND e.data->>'status' IN ('processing', 'completed')) AS answered \
+                    AND (e.kind = 'log' OR e.data->>'status' IN ('processing', 'completed'))) AS answered \
                FROM processing_jobs j WHERE j.completed_at IS NOT NULL) \
              SELECT \
                percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM started_at - created_at))::float8 AS waiting, \
