@@ -49,8 +49,14 @@ async fn json_reply(request: reqwest::RequestBuilder) -> (StatusCode, Value) {
 
 /// Registers `email` and returns the signed-in user.
 pub async fn sign_up(platform: &TestPlatform, email: &str) -> User {
+    register(&platform.gateway_url, email).await
+}
+
+/// Registers `email` at the gateway at `gateway_url` (one the harness did not start,
+/// such as an `atelier serve` process) and returns the signed-in user.
+pub async fn register(gateway_url: &str, email: &str) -> User {
     let response = Client::new()
-        .post(format!("{}/api/auth/register", platform.gateway_url))
+        .post(format!("{gateway_url}/api/auth/register"))
         .json(&json!({"email": email, "password": PASSWORD}))
         .send()
         .await

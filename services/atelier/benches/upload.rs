@@ -24,7 +24,7 @@ use atelier_bench::{Mode, Report, Row, Spread, peak_rss, version_of};
 use atelier_storage::ObjectStore;
 use axum::{body::Body, http::StatusCode, routing::put};
 use futures::StreamExt;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 const MB: f64 = 1e6;
 
@@ -120,16 +120,9 @@ impl Platform {
     async fn start(client: &reqwest::Client, dir: &Path, bucket: Option<&str>) -> Self {
         let (server, admin) = serve(dir, bucket);
         ready(client, &format!("{admin}/readyz")).await;
-        let tokens: Value = client
-            .post(format!("{}/api/auth/register", server.gateway))
-            .json(&json!({"email": "bench@example.com", "password": "correct horse battery"}))
-            .send()
+        let token = atelier_testkit::rest::register(&server.gateway, "bench@example.com")
             .await
-            .expect("register")
-            .json()
-            .await
-            .expect("tokens");
-        let token = tokens["access_token"].as_str().expect("token").to_owned();
+            .token;
         Self { server, token }
     }
 

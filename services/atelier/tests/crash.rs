@@ -298,16 +298,9 @@ async fn killing_the_processing_process_loses_no_job_and_submits_none_twice() {
     )
     .await;
 
-    let tokens: Value = client
-        .post(format!("{base}/api/auth/register"))
-        .json(&json!({"email": "crash@example.com", "password": "correct horse battery"}))
-        .send()
+    let token = atelier_testkit::rest::register(&base, "crash@example.com")
         .await
-        .expect("register")
-        .json()
-        .await
-        .expect("tokens");
-    let token = tokens["access_token"].as_str().expect("token").to_owned();
+        .token;
     let png = atelier_testkit::fixtures::png(48, 32);
     let image: Value = client
         .post(format!("{base}/api/images/upload"))

@@ -106,19 +106,6 @@ async fn ready(client: &Client, url: &str) {
     }
 }
 
-async fn register(client: &Client, base: &str, email: &str) -> String {
-    let tokens: Value = client
-        .post(format!("{base}/api/auth/register"))
-        .json(&json!({"email": email, "password": "correct horse battery"}))
-        .send()
-        .await
-        .expect("register")
-        .json()
-        .await
-        .expect("tokens");
-    tokens["access_token"].as_str().expect("token").to_owned()
-}
-
 impl Drop for Stop {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -147,7 +134,9 @@ async fn a_50_mb_upload_raises_peak_rss_by_less_than_64_mb() {
     );
     let client = Client::new();
     ready(&client, &format!("{admin}/readyz")).await;
-    let token = register(&client, &base, "big@example.com").await;
+    let token = atelier_testkit::rest::register(&base, "big@example.com")
+        .await
+        .token;
     let send = |bytes: Vec<u8>| {
         let part = multipart::Part::stream_with_length(bytes.clone(), bytes.len() as u64)
             .file_name("photo.jpg")
@@ -260,7 +249,9 @@ async fn a_result_over_100_mb_raises_peak_rss_by_less_than_256_mb() {
     let client = Client::new();
     ready(&client, &format!("http://{sim_addr}/healthz")).await;
     ready(&client, &format!("{admin}/readyz")).await;
-    let token = register(&client, &base, "results@example.com").await;
+    let token = atelier_testkit::rest::register(&base, "results@example.com")
+        .await
+        .token;
 
     // Warm up every path of a result (download, store, preview) with a small one.
     let photo = |width, height| {
@@ -356,7 +347,9 @@ async fn a_50_mb_png_put_into_s3_raises_peak_rss_by_less_than_64_mb() {
     );
     let client = Client::new();
     ready(&client, &format!("{admin}/readyz")).await;
-    let token = register(&client, &base, "s3-png@example.com").await;
+    let token = atelier_testkit::rest::register(&base, "s3-png@example.com")
+        .await
+        .token;
     let put = |bytes: Vec<u8>| {
         client
             .put(format!("{base}/api/images/upload"))

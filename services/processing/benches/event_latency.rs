@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use atelier_bench::{Mode, Report, Row, ms, percentile};
-use atelier_testkit::{Backend, Options, QueueBackend, TestPlatform, fixtures};
+use atelier_testkit::{Backend, Options, QueueBackend, TestPlatform, fixtures, rest};
 use reqwest::Client;
 use serde_json::{Value, json};
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
@@ -21,16 +21,7 @@ async fn run(queue: QueueBackend, jobs: usize) -> Vec<Duration> {
     let platform = TestPlatform::spawn_with(options).await;
     let client = Client::new();
     let base = platform.gateway_url.clone();
-    let tokens: Value = client
-        .post(format!("{base}/api/auth/register"))
-        .json(&json!({"email": "bench@example.com", "password": "correct horse battery"}))
-        .send()
-        .await
-        .expect("register")
-        .json()
-        .await
-        .expect("tokens");
-    let token = tokens["access_token"].as_str().expect("token").to_owned();
+    let token = rest::sign_up(&platform, "bench@example.com").await.token;
     let part = reqwest::multipart::Part::bytes(fixtures::png(32, 32)).file_name("a.png");
     let image: Value = client
         .post(format!("{base}/api/images/upload"))

@@ -274,22 +274,21 @@ impl Jobs {
         images: &[(Uuid, u32, u32)],
         image_field: &str,
     ) -> Result<(Validated, Vec<Option<(f64, String)>>), ProcessingError> {
-        let validated = if images
+        let all_known = images
             .iter()
-            .all(|(_, width, height)| *width > 0 && *height > 0)
+            .all(|(_, width, height)| *width > 0 && *height > 0);
+        if all_known
+            && let (Some(validated), costs) = self
+                .estimate(workflow_id, parameters, images, image_field)
+                .await?
         {
-            None
-        } else {
-            Some(self.validate(workflow_id, parameters).await?)
-        };
-        let checked = validated.as_ref().map_or(parameters, |v| &v.parameters);
-        let (estimated, costs) = self
-            .estimate(workflow_id, checked, images, image_field)
-            .await?;
-        match validated.or(estimated) {
-            Some(validated) => Ok((validated, costs)),
-            None => Ok((self.validate(workflow_id, parameters).await?, costs)),
+            return Ok((validated, costs));
         }
+        let validated = self.validate(workflow_id, parameters).await?;
+        let (_, costs) = self
+            .estimate(workflow_id, &validated.parameters, images, image_field)
+            .await?;
+        Ok((validated, costs))
     }
 
     /// Gives jobs recorded before input file names were kept their input's name

@@ -742,7 +742,6 @@ async fn usage(
     Ok((started as u64, active as u64))
 }
 
-/// Records one run of `row`'s job, started `at`.
 /// A run of `row` (its start, or a retry) counted against its owner's quota.
 fn run(row: &JobRow, at: OffsetDateTime) -> job_runs::ActiveModel {
     job_runs::ActiveModel {
@@ -752,6 +751,7 @@ fn run(row: &JobRow, at: OffsetDateTime) -> job_runs::ActiveModel {
     }
 }
 
+/// Records one run of `row`'s job, started `at`.
 async fn record_run(
     db: &impl ConnectionTrait,
     row: &JobRow,
@@ -780,8 +780,7 @@ async fn changed_with_event(
     let mut update = update.into_query();
     update.returning_all();
     // No row changed, no event.
-    let mut insert = next_event(job_id, at, kind, &data, Some(changed.clone()))?;
-    insert.returning_col(job_events::Column::Seq);
+    let insert = next_event(job_id, at, kind, &data, Some(changed.clone()))?;
     let seq = Query::select()
         .column(job_events::Column::Seq)
         .from(event.clone())
@@ -825,10 +824,10 @@ async fn changed_with_event(
     Ok(Attempt::Changed(Box::new((job, Some(event)))))
 }
 
-/// The insert of the job's next event, its number taken in the insert itself (one
-/// round trip; two appends racing for one number collide on the primary key, and
-/// the caller tries again). With `only_if`, nothing is inserted unless that table
-/// (a CTE) has a row.
+/// The insert of the job's next event, returning its number, which is taken in the
+/// insert itself (one round trip; two appends racing for one number collide on the
+/// primary key, and the caller tries again). With `only_if`, nothing is inserted
+/// unless that table (a CTE) has a row.
 fn next_event(
     job_id: Uuid,
     at: OffsetDateTime,
@@ -863,6 +862,7 @@ fn next_event(
         ])
         .select_from(next)
         .map_err(|err| DbErr::Custom(err.to_string()))?
+        .returning_col(Column::Seq)
         .to_owned())
 }
 
@@ -874,8 +874,7 @@ async fn append(
     kind: &str,
     data: serde_json::Value,
 ) -> Result<EventRow, DbErr> {
-    let mut insert = next_event(job_id, at, kind, &data, None)?;
-    insert.returning_col(job_events::Column::Seq);
+    let insert = next_event(job_id, at, kind, &data, None)?;
     let seq: i64 = db
         .query_one(&insert)
         .await?
