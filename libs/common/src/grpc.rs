@@ -15,8 +15,7 @@ use std::{
 };
 
 use anyhow::Context as _;
-use tokio::net::{TcpListener, TcpStream};
-use tokio_rustls::server::TlsStream;
+use tokio::net::TcpListener;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{
@@ -24,10 +23,7 @@ use tonic::{
     body::Body,
     server::NamedService,
     service::{Routes, RoutesBuilder},
-    transport::{
-        Server,
-        server::{TcpConnectInfo, TlsConnectInfo},
-    },
+    transport::Server,
 };
 use tonic_health::ServingStatus;
 use tower::{Layer, Service, ServiceBuilder};
@@ -36,8 +32,9 @@ pub use tonic::transport::Channel;
 use tracing::Instrument;
 
 use crate::{
-    identity::{Identity, ServiceName, identity_of},
+    identity::{Identity, ServiceName},
     token::{Caller, JwtVerifier},
+    transport::{self, Connection, PeerInfo},
 };
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -178,7 +175,7 @@ impl GrpcServer {
                     .await;
             }
         };
-        let incoming = tls_incoming(listener, self.identity, shutdown.clone());
+        let incoming = incoming(listener, self.identity, shutdown.clone());
         Server::builder()
             .accept_http1(true)
             .layer(layers)
@@ -192,15 +189,21 @@ impl GrpcServer {
 }
 
 /// The TLS connections `listener` accepts, with Nagle's algorithm off (a reply written
-/// in several pieces must not wait for the peer's delayed ACK, 40 ms on Linux). Each
+/// in several pieces must not wait for the peer's delayed ACK, 40 ms on Linux), and
+/// the pipes callers in this process open to it (see [`crate::transport`]). Each
 /// handshake runs on its own task, bounded in time, so a slow caller holds up no other.
-fn tls_incoming(
+fn incoming(
     listener: TcpListener,
     identity: Identity,
     shutdown: CancellationToken,
-) -> ReceiverStream<std::io::Result<TlsStream<TcpStream>>> {
+) -> ReceiverStream<std::io::Result<Connection>> {
     let (accepted, incoming) = tokio::sync::mpsc::channel(64);
+    let registration = listener
+        .local_addr()
+        .ok()
+        .and_then(|addr| transport::register(addr, &identity, accepted.clone()));
     tokio::spawn(async move {
+        let _registration = registration;
         loop {
             let (tcp, peer) = tokio::select! {
                 result = listener.accept() => match result {
@@ -222,7 +225,7 @@ fn tls_incoming(
             tokio::spawn(async move {
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                     Ok(Ok(tls)) => {
-                        let _ = accepted.send(Ok(tls)).await;
+                        let _ = accepted.send(Ok(Connection::accepted(tls))).await;
                     }
                     Ok(Err(err)) => {
                         metrics::counter!("atelier_tls_handshake_failures_total").increment(1);
@@ -369,10 +372,7 @@ struct Authenticate<S> {
 
 /// The service named by the certificate the caller presented on this connection.
 fn peer_of<B>(request: &http::Request<B>) -> Option<ServiceName> {
-    let info = request
-        .extensions()
-        .get::<TlsConnectInfo<TcpConnectInfo>>()?;
-    identity_of(info.peer_certs()?.first()?)
+    request.extensions().get::<PeerInfo>()?.service
 }
 
 impl<S, B, R> Service<http::Request<B>> for Authenticate<S>

@@ -33,12 +33,15 @@ use tokio_rustls::{
     TlsAcceptor, TlsConnector,
     rustls::{
         ClientConfig, RootCertStore, ServerConfig,
-        pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObject},
-        server::WebPkiClientVerifier,
+        client::{WebPkiServerVerifier, danger::ServerCertVerifier},
+        pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime, pem::PemObject},
+        server::{WebPkiClientVerifier, danger::ClientCertVerifier},
     },
 };
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Channel, Endpoint};
+
+use crate::transport::{self, Connection};
 
 /// The trust domain in every service's SPIFFE id.
 const TRUST_DOMAIN: &str = "atelier";
@@ -179,6 +182,12 @@ struct Configs {
     pem: Pem,
     server: Arc<ServerConfig>,
     client: Arc<ClientConfig>,
+    /// The certificate chain presented, and the checks a handshake makes of the
+    /// other side's chain: for the in-memory pipes of [`crate::transport`], which
+    /// make the same checks without the handshake.
+    chain: Vec<CertificateDer<'static>>,
+    callers: Arc<dyn ClientCertVerifier>,
+    servers: Arc<WebPkiServerVerifier>,
 }
 
 impl Configs {
@@ -204,25 +213,31 @@ impl Configs {
         // A caller without a certificate may still connect (health checks), but only
         // certificates from our CA are accepted; which methods need which caller is
         // decided per method.
-        let verifier = WebPkiClientVerifier::builder(roots.clone())
+        let callers = WebPkiClientVerifier::builder(roots.clone())
             .allow_unauthenticated()
             .build()
             .context("building the client certificate verifier")?;
+        let servers = WebPkiServerVerifier::builder(roots.clone())
+            .build()
+            .context("building the server certificate verifier")?;
         let mut server = ServerConfig::builder()
-            .with_client_cert_verifier(verifier)
+            .with_client_cert_verifier(callers.clone())
             .with_single_cert(chain.clone(), key.clone_key())
             .context("the certificate does not match its key")?;
         server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
 
         let mut client = ClientConfig::builder()
             .with_root_certificates(roots)
-            .with_client_auth_cert(chain, key)
+            .with_client_auth_cert(chain.clone(), key)
             .context("the certificate does not match its key")?;
         client.alpn_protocols = vec![b"h2".to_vec()];
         Ok(Self {
             pem,
             server: Arc::new(server),
             client: Arc::new(client),
+            chain,
+            callers,
+            servers,
         })
     }
 }
@@ -314,6 +329,24 @@ impl Identity {
         }
     }
 
+    /// Whether this service, serving at `host`, and `caller` would accept each other's
+    /// certificates in a handshake now; if so, the service `caller`'s certificate names.
+    pub(crate) fn accepts(&self, caller: &Identity, host: &str) -> Option<ServiceName> {
+        let (ours, theirs) = (self.configs.load(), caller.configs.load());
+        let now = UnixTime::now();
+        let (leaf, intermediates) = theirs.chain.split_first()?;
+        ours.callers
+            .verify_client_cert(leaf, intermediates, now)
+            .ok()?;
+        let (leaf, intermediates) = ours.chain.split_first()?;
+        let name = ServerName::try_from(host.to_owned()).ok()?;
+        theirs
+            .servers
+            .verify_server_cert(leaf, intermediates, &name, &[], now)
+            .ok()?;
+        identity_of(theirs.chain.first()?)
+    }
+
     /// Accepts TLS connections with the current certificate.
     pub(crate) fn acceptor(&self) -> TlsAcceptor {
         TlsAcceptor::from(self.configs.load().server.clone())
@@ -363,22 +396,23 @@ impl Identity {
 
     fn connector(&self) -> Connector {
         Connector {
-            configs: self.configs.clone(),
+            identity: self.clone(),
         }
     }
 }
 
 /// Opens TCP connections and speaks TLS over them with the identity's current
-/// certificate, checking the server's certificate for the host it was asked for.
+/// certificate, checking the server's certificate for the host it was asked for; or
+/// a pipe to a server of this process (see [`crate::transport`]).
 #[derive(Clone)]
 struct Connector {
-    configs: Arc<ArcSwap<Configs>>,
+    identity: Identity,
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 impl tower::Service<http::Uri> for Connector {
-    type Response = TokioIo<tokio_rustls::client::TlsStream<TcpStream>>;
+    type Response = TokioIo<Connection>;
     type Error = BoxError;
     type Future = BoxFuture<'static, Result<Self::Response, BoxError>>;
 
@@ -387,7 +421,7 @@ impl tower::Service<http::Uri> for Connector {
     }
 
     fn call(&mut self, uri: http::Uri) -> Self::Future {
-        let client = self.configs.load().client.clone();
+        let identity = self.identity.clone();
         Box::pin(async move {
             let host = uri.host().ok_or("service url without a host")?;
             let host = host
@@ -395,11 +429,15 @@ impl tower::Service<http::Uri> for Connector {
                 .trim_end_matches(']')
                 .to_owned();
             let port = uri.port_u16().unwrap_or(443);
+            if let Some(pipe) = transport::connect(&host, port, &identity).await {
+                return Ok(TokioIo::new(pipe));
+            }
+            let client = identity.configs.load().client.clone();
             let tcp = TcpStream::connect((host.as_str(), port)).await?;
             tcp.set_nodelay(true)?;
             let name = ServerName::try_from(host)?;
             let tls = TlsConnector::from(client).connect(name, tcp).await?;
-            Ok(TokioIo::new(tls))
+            Ok(TokioIo::new(Connection::opened(tls)))
         })
     }
 }

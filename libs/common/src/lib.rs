@@ -13,6 +13,7 @@ pub mod job_changes;
 pub mod shutdown;
 pub mod telemetry;
 pub mod token;
+mod transport;
 
 pub use error::{ErrorCode, FieldViolation, QuotaExceeded, ServiceError};
 pub use token::{Caller, Claims, JwtVerifier};
