@@ -1,16 +1,23 @@
 //! The local-directory backend, the embedded default.
 //!
 //! Layout under the root:
-//! - `objects/<key>`: the object's bytes, exactly as stored (an operator can look at them);
-//! - `meta/<key>`: its content type, as plain text;
+//! - `objects/<key>`: the object's bytes, exactly as stored (an operator can look at them),
+//!   its content type in the extended attribute `user.atelier.content_type`;
+//! - `meta/<key>`: the content type instead, as plain text, on a filesystem without user
+//!   extended attributes (and for objects stored before they were used);
 //! - `tmp/<uuid>`: uploads in flight, renamed into place once complete and synced.
 //!
-//! Content types live in a tree of their own rather than beside the object (`<key>.meta`)
-//! because `a.meta` is itself a valid key. As on any filesystem, `a` and `a/b` cannot both
-//! be objects: storing one while the other exists fails with [`StorageError::Backend`].
+//! The attribute travels with the file through the rename and is synced with it, so an
+//! object costs one file: a second file per object doubled the inodes created and the
+//! syncs of every put, which on a busy disk cost more than the rest of storing a result.
+//! Content types in files live in a tree of their own rather than beside the object
+//! (`<key>.meta`) because `a.meta` is itself a valid key. As on any filesystem, `a` and
+//! `a/b` cannot both be objects: storing one while the other exists fails with
+//! [`StorageError::Backend`].
 
 use std::{
     io::{self, SeekFrom, Write as _},
+    os::fd::AsFd,
     path::{Path, PathBuf},
     time::{Duration, SystemTime},
 };
@@ -31,6 +38,9 @@ use crate::{
 /// The size of the chunks `get` streams.
 const READ_CHUNK: usize = 64 * 1024;
 
+/// The extended attribute holding an object's content type.
+const CONTENT_TYPE_ATTRIBUTE: &str = "user.atelier.content_type";
+
 /// Temp files older than this are left by a crash, and removed when a store opens.
 const STALE_TEMP_AGE: Duration = Duration::from_secs(60 * 60);
 
@@ -42,6 +52,9 @@ pub struct LocalStore {
     objects: PathBuf,
     meta: PathBuf,
     tmp: PathBuf,
+    /// Whether the filesystem keeps user extended attributes (else `meta/` holds the
+    /// content types).
+    attributes: bool,
 }
 
 impl LocalStore {
@@ -53,6 +66,7 @@ impl LocalStore {
             meta: root.join("meta"),
             tmp: root.join("tmp"),
             root,
+            attributes: false,
         };
         // Users' images are theirs: only this process's user may read them.
         let mut private = std::fs::DirBuilder::new();
@@ -65,7 +79,21 @@ impl LocalStore {
                 .map_err(|e| backend(format!("creating {}", dir.display()), e))?;
         }
         store.remove_stale_temp_files();
-        Ok(store)
+        let attributes = store.keeps_attributes();
+        if !attributes {
+            tracing::info!(root = %store.root.display(), "no user extended attributes here: content types are kept in files");
+        }
+        Ok(Self {
+            attributes,
+            ..store
+        })
+    }
+
+    /// Whether a file in `tmp/` takes a content type attribute.
+    fn keeps_attributes(&self) -> bool {
+        let probe = TempFile::new(&self.tmp);
+        std::fs::File::create_new(&probe.path)
+            .is_ok_and(|file| set_content_type(&file, DEFAULT_CONTENT_TYPE).is_ok())
     }
 
     /// The directory this store keeps its objects under.
@@ -98,16 +126,13 @@ impl LocalStore {
         Ok((self.objects.join(key), self.meta.join(key)))
     }
 
-    async fn content_type(&self, meta_path: &Path) -> Result<String, StorageError> {
-        match fs::read_to_string(meta_path).await {
-            Ok(content_type) => Ok(content_type.trim().to_owned()),
-            Err(e) if is_missing(&e) => Ok(DEFAULT_CONTENT_TYPE.to_owned()),
-            Err(e) => Err(backend(format!("reading {}", meta_path.display()), e)),
-        }
-    }
-
-    /// Writes `body` to a new temp file, synced; the guard removes it unless disarmed.
-    async fn write_temp(&self, mut body: ByteStream) -> Result<(TempFile, u64), StorageError> {
+    /// Writes `body` to a new temp file with `content_type` as its attribute (where
+    /// the filesystem keeps them), synced; the guard removes it unless disarmed.
+    async fn write_temp(
+        &self,
+        mut body: ByteStream,
+        content_type: &str,
+    ) -> Result<(TempFile, u64), StorageError> {
         let temp = TempFile::new(&self.tmp);
         let file = File::create_new(&temp.path)
             .await
@@ -126,9 +151,12 @@ impl LocalStore {
             .flush()
             .await
             .map_err(|e| backend(format!("writing {}", temp.path.display()), e))?;
-        writer
-            .into_inner()
-            .sync_all()
+        let file = writer.into_inner();
+        if self.attributes {
+            set_content_type(&file, content_type)
+                .map_err(|e| backend(format!("labelling {}", temp.path.display()), e))?;
+        }
+        file.sync_all()
             .await
             .map_err(|e| backend(format!("syncing {}", temp.path.display()), e))?;
         Ok((temp, size))
@@ -144,14 +172,12 @@ impl ObjectStore for LocalStore {
         body: ByteStream,
     ) -> Result<u64, StorageError> {
         let (object_path, meta_path) = self.paths(key)?;
-        let (data, size) = self.write_temp(body).await?;
-        let meta = TempFile::new(&self.tmp);
+        let (data, size) = self.write_temp(body, content_type).await?;
+        let meta = (!self.attributes).then(|| (TempFile::new(&self.tmp), meta_path));
         let (key, content_type) = (key.to_owned(), content_type.to_owned());
-        // The rest is small blocking calls (the content type's file, directories, two
-        // renames, syncs): one trip to the blocking pool rather than one each.
-        tokio::task::spawn_blocking(move || {
-            place(&key, &content_type, data, meta, &object_path, &meta_path)
-        })
+        // The rest is small blocking calls (directories, renames, syncs): one trip to
+        // the blocking pool rather than one each.
+        tokio::task::spawn_blocking(move || place(&key, &content_type, data, meta, &object_path))
         .await
         .map_err(|e| backend("storing an object".to_owned(), io::Error::other(e)))??;
         Ok(size)
@@ -175,7 +201,10 @@ impl ObjectStore for LocalStore {
         }
         let size = metadata.len();
         let range = range::resolve(size, range)?;
-        let content_type = self.content_type(&meta_path).await?;
+        let content_type = match content_type_of(&file) {
+            Some(content_type) => content_type,
+            None => content_type_in(&meta_path).await?,
+        };
         let len = range::range_len(&range);
         if len > 0 && *range.start() > 0 {
             file.seek(SeekFrom::Start(*range.start()))
@@ -192,15 +221,26 @@ impl ObjectStore for LocalStore {
 
     async fn head(&self, key: &str) -> Result<ObjectMeta, StorageError> {
         let (object_path, meta_path) = self.paths(key)?;
-        let metadata = match fs::metadata(&object_path).await {
-            Ok(metadata) if metadata.is_file() => metadata,
+        let opened = tokio::task::spawn_blocking(move || {
+            let file = std::fs::File::open(&object_path)?;
+            let metadata = file.metadata()?;
+            Ok::<_, io::Error>((metadata, content_type_of(&file)))
+        })
+        .await
+        .map_err(|e| backend(format!("reading {key:?}"), io::Error::other(e)))?;
+        let (metadata, content_type) = match opened {
+            Ok((metadata, content_type)) if metadata.is_file() => (metadata, content_type),
             Ok(_) => return Err(StorageError::NotFound),
             Err(e) if is_missing(&e) => return Err(StorageError::NotFound),
             Err(e) => return Err(backend(format!("reading {key:?}"), e)),
         };
+        let content_type = match content_type {
+            Some(content_type) => content_type,
+            None => content_type_in(&meta_path).await?,
+        };
         Ok(ObjectMeta {
             size: metadata.len(),
-            content_type: self.content_type(&meta_path).await?,
+            content_type,
         })
     }
 
@@ -269,30 +309,35 @@ impl ObjectStore for LocalStore {
     }
 }
 
-/// Puts an object whose bytes are in `data` (synced) into place, with its content
-/// type written to `meta` first, and makes the renames durable. Blocking.
+/// Puts an object whose bytes are in `data` (synced) into place, with its content type
+/// written to a file first where `meta` says to (the temp file and where it goes), and
+/// makes the renames durable. Blocking.
 fn place(
     key: &str,
     content_type: &str,
     data: TempFile,
-    meta: TempFile,
+    meta: Option<(TempFile, PathBuf)>,
     object_path: &Path,
-    meta_path: &Path,
 ) -> Result<(), StorageError> {
     let storing = |e| backend(format!("storing {key:?}"), e);
-    let mut file = std::fs::File::create_new(&meta.path).map_err(storing)?;
-    file.write_all(content_type.as_bytes()).map_err(storing)?;
-    file.sync_all().map_err(storing)?;
-    let dirs: Vec<&Path> = [object_path, meta_path]
-        .into_iter()
+    if let Some((file, _)) = &meta {
+        let mut file = std::fs::File::create_new(&file.path).map_err(storing)?;
+        file.write_all(content_type.as_bytes()).map_err(storing)?;
+        file.sync_all().map_err(storing)?;
+    }
+    let dirs: Vec<PathBuf> = std::iter::once(object_path)
+        .chain(meta.as_ref().map(|(_, path)| path.as_path()))
         .filter_map(Path::parent)
+        .map(Path::to_path_buf)
         .collect();
     for dir in &dirs {
         std::fs::create_dir_all(dir).map_err(storing)?;
     }
     // The content type goes first: a put that fails between the two renames leaves
     // at worst a content type without an object, which nothing reads.
-    meta.persist(meta_path).map_err(storing)?;
+    if let Some((file, path)) = meta {
+        file.persist(&path).map_err(storing)?;
+    }
     data.persist(object_path).map_err(storing)?;
     // Make the renames durable. The object is in place already, so a failure here
     // is only reported.
@@ -303,6 +348,34 @@ fn place(
         tracing::warn!(key, %error, "syncing object directories failed");
     }
     Ok(())
+}
+
+/// Labels an open file with `content_type`.
+fn set_content_type(file: &impl AsFd, content_type: &str) -> io::Result<()> {
+    rustix::fs::fsetxattr(
+        file,
+        CONTENT_TYPE_ATTRIBUTE,
+        content_type.as_bytes(),
+        rustix::fs::XattrFlags::empty(),
+    )?;
+    Ok(())
+}
+
+/// The content type an open object is labelled with; `None` when it has none (stored
+/// with a content type file, or on a filesystem without attributes).
+fn content_type_of(file: &impl AsFd) -> Option<String> {
+    let mut value = [0u8; 1024];
+    let len = rustix::fs::fgetxattr(file, CONTENT_TYPE_ATTRIBUTE, &mut value).ok()?;
+    String::from_utf8(value[..len].to_vec()).ok()
+}
+
+/// The content type in the file at `meta_path`; the default when there is none.
+async fn content_type_in(meta_path: &Path) -> Result<String, StorageError> {
+    match fs::read_to_string(meta_path).await {
+        Ok(content_type) => Ok(content_type.trim().to_owned()),
+        Err(e) if is_missing(&e) => Ok(DEFAULT_CONTENT_TYPE.to_owned()),
+        Err(e) => Err(backend(format!("reading {}", meta_path.display()), e)),
+    }
 }
 
 /// A temp file under `tmp/`, removed when dropped unless it was persisted (renamed into
@@ -349,4 +422,38 @@ fn is_missing(e: &io::Error) -> bool {
 
 fn backend(context: String, e: io::Error) -> StorageError {
     StorageError::Backend(format!("{context}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+
+    fn body(bytes: &'static [u8]) -> ByteStream {
+        futures::stream::once(async move { Ok(Bytes::from_static(bytes)) }).boxed()
+    }
+
+    /// Where the filesystem keeps no attributes, content types are kept in files.
+    #[tokio::test]
+    async fn without_attributes_content_types_are_files() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = LocalStore {
+            attributes: false,
+            ..LocalStore::new(dir.path().to_owned()).expect("open")
+        };
+        store
+            .put("a/b.png", "image/png", body(b"png"))
+            .await
+            .expect("put");
+        let meta = dir.path().join("meta/a/b.png");
+        assert_eq!(std::fs::read(&meta).expect("the content type's file"), b"image/png");
+        let object = std::fs::File::open(dir.path().join("objects/a/b.png")).expect("object");
+        assert_eq!(content_type_of(&object), None, "no attribute");
+        assert_eq!(store.head("a/b.png").await.expect("head").content_type, "image/png");
+        let read = store.get("a/b.png", None).await.expect("get");
+        assert_eq!(read.meta.content_type, "image/png");
+        store.delete("a/b.png").await.expect("delete");
+        assert!(!meta.exists(), "the content type's file goes with the object");
+    }
 }

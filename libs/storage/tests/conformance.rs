@@ -968,6 +968,41 @@ mod local_only {
         assert!(fresh.exists(), "a fresh temp file is left alone");
     }
 
+    /// An object is one file, its content type an attribute of it; objects stored
+    /// with a content type file beside them (before attributes were used) keep theirs.
+    #[tokio::test]
+    async fn an_object_is_one_file_and_older_content_type_files_still_count() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let root = dir.path().to_owned();
+        let store = LocalStore::new(root.clone()).expect("open");
+        store
+            .put("a/b.png", "image/png", body(&data(3, 1), 3))
+            .await
+            .expect("put");
+        assert!(
+            !root.join("meta/a").exists(),
+            "no file or directory beside the object"
+        );
+        assert_eq!(
+            store.head("a/b.png").await.expect("head").content_type,
+            "image/png"
+        );
+
+        for (path, bytes) in [("objects/old/c.webp", "webp"), ("meta/old/c.webp", "image/webp")] {
+            let path = root.join(path);
+            std::fs::create_dir_all(path.parent().expect("parent")).expect("dir");
+            std::fs::write(path, bytes).expect("write");
+        }
+        assert_eq!(
+            store.head("old/c.webp").await.expect("head").content_type,
+            "image/webp"
+        );
+        let read = store.get("old/c.webp", None).await.expect("get");
+        assert_eq!(read.meta.content_type, "image/webp");
+        store.delete("old/c.webp").await.expect("delete");
+        assert!(!root.join("meta/old/c.webp").exists(), "its content type goes too");
+    }
+
     /// s3s-fs keeps objects as files too, and answers 500 for these (S3 answers 404).
     #[tokio::test]
     async fn a_prefix_is_not_an_object() {

@@ -383,7 +383,7 @@ async fn a_50_mb_png_put_into_s3_raises_peak_rss_by_less_than_64_mb() {
         .await
         .expect("list")
         .into_iter()
-        .find(|key| key.contains(image["id"].as_str().expect("id")) && key.ends_with("/original"))
+        .find(|key| key.contains(image["id"].as_str().expect("id")) && key.ends_with("-original"))
         .expect("the original is in the bucket");
     assert_eq!(store.head(&key).await.expect("head").size, size);
     let grown = after.saturating_sub(before);

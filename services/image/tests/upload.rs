@@ -644,7 +644,7 @@ async fn on_s3_urls_are_presigned_and_deletes_reach_the_bucket() {
 
     let id = image["id"].as_str().expect("id");
     let owner = image_owner(&platform, &user).await;
-    let key = format!("images/{owner}/{id}/original");
+    let key = format!("images/{owner}/{id}-original");
     assert_eq!(
         platform.objects.head(&key).await.expect("stored").size,
         bytes.len() as u64
@@ -660,7 +660,7 @@ async fn on_s3_urls_are_presigned_and_deletes_reach_the_bucket() {
     assert!(
         platform
             .objects
-            .head(&format!("images/{owner}/{id}/thumbnail"))
+            .head(&format!("images/{owner}/{id}-thumbnail"))
             .await
             .is_err()
     );

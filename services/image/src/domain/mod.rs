@@ -185,8 +185,12 @@ impl UploadQuota {
     }
 }
 
+/// `images/<user>/<image>-<variant>`: an image's objects side by side under its
+/// owner (in a local store, files in one directory per user rather than a directory
+/// per image). Rows keep their keys, so objects stored under an earlier scheme
+/// (`images/<user>/<image>/<variant>`) stay where they are.
 fn object_key(user_id: Uuid, id: Uuid, variant: Variant) -> String {
-    format!("images/{user_id}/{id}/{}", variant.as_str())
+    format!("images/{user_id}/{id}-{}", variant.as_str())
 }
 
 impl Images {
