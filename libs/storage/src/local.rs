@@ -178,8 +178,8 @@ impl ObjectStore for LocalStore {
         // The rest is small blocking calls (directories, renames, syncs): one trip to
         // the blocking pool rather than one each.
         tokio::task::spawn_blocking(move || place(&key, &content_type, data, meta, &object_path))
-        .await
-        .map_err(|e| backend("storing an object".to_owned(), io::Error::other(e)))??;
+            .await
+            .map_err(|e| backend("storing an object".to_owned(), io::Error::other(e)))??;
         Ok(size)
     }
 
@@ -447,13 +447,22 @@ mod tests {
             .await
             .expect("put");
         let meta = dir.path().join("meta/a/b.png");
-        assert_eq!(std::fs::read(&meta).expect("the content type's file"), b"image/png");
+        assert_eq!(
+            std::fs::read(&meta).expect("the content type's file"),
+            b"image/png"
+        );
         let object = std::fs::File::open(dir.path().join("objects/a/b.png")).expect("object");
         assert_eq!(content_type_of(&object), None, "no attribute");
-        assert_eq!(store.head("a/b.png").await.expect("head").content_type, "image/png");
+        assert_eq!(
+            store.head("a/b.png").await.expect("head").content_type,
+            "image/png"
+        );
         let read = store.get("a/b.png", None).await.expect("get");
         assert_eq!(read.meta.content_type, "image/png");
         store.delete("a/b.png").await.expect("delete");
-        assert!(!meta.exists(), "the content type's file goes with the object");
+        assert!(
+            !meta.exists(),
+            "the content type's file goes with the object"
+        );
     }
 }

@@ -988,7 +988,10 @@ mod local_only {
             "image/png"
         );
 
-        for (path, bytes) in [("objects/old/c.webp", "webp"), ("meta/old/c.webp", "image/webp")] {
+        for (path, bytes) in [
+            ("objects/old/c.webp", "webp"),
+            ("meta/old/c.webp", "image/webp"),
+        ] {
             let path = root.join(path);
             std::fs::create_dir_all(path.parent().expect("parent")).expect("dir");
             std::fs::write(path, bytes).expect("write");
@@ -1000,7 +1003,10 @@ mod local_only {
         let read = store.get("old/c.webp", None).await.expect("get");
         assert_eq!(read.meta.content_type, "image/webp");
         store.delete("old/c.webp").await.expect("delete");
-        assert!(!root.join("meta/old/c.webp").exists(), "its content type goes too");
+        assert!(
+            !root.join("meta/old/c.webp").exists(),
+            "its content type goes too"
+        );
     }
 
     /// s3s-fs keeps objects as files too, and answers 500 for these (S3 answers 404).
