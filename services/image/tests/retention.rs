@@ -116,8 +116,16 @@ async fn store(harness: &Harness, user_id: Uuid) -> Uuid {
     image.row.id
 }
 
-fn keys(user_id: Uuid, id: Uuid) -> [String; 2] {
-    ["original", "thumbnail"].map(|variant| format!("images/{user_id}/{id}/{variant}"))
+/// The keys of the objects image `id` of `user_id` has in the store.
+async fn keys(harness: &Harness, user_id: Uuid, id: Uuid) -> Vec<String> {
+    let keys = harness
+        .objects
+        .list(&format!("images/{user_id}/"))
+        .await
+        .expect("list");
+    keys.into_iter()
+        .filter(|key| key.contains(&id.to_string()))
+        .collect()
 }
 
 backends!(
@@ -148,15 +156,23 @@ async fn expired_images_are_swept_once_by_concurrent_sweepers(backend: Backend) 
         harness.images.get(user, old).await,
         Err(ImageError::NotFound)
     ));
-    for key in keys(user, old) {
-        assert!(harness.objects.head(&key).await.is_err(), "{key} swept");
-    }
+    assert_eq!(
+        keys(&harness, user, old).await,
+        Vec::<String>::new(),
+        "swept"
+    );
     harness
         .images
         .get(user, young)
         .await
         .expect("the younger image stays");
-    for key in keys(user, young) {
+    let kept = keys(&harness, user, young).await;
+    assert_eq!(
+        kept.len(),
+        2,
+        "the original and the thumbnail stay: {kept:?}"
+    );
+    for key in kept {
         harness.objects.head(&key).await.expect("its objects stay");
     }
 }
