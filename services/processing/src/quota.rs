@@ -77,6 +77,12 @@ impl Quota {
         }
     }
 
+    /// Whether the tier limits neither runs nor unfinished jobs: then there is
+    /// nothing to count before admitting.
+    pub fn counts_nothing(&self) -> bool {
+        self.jobs_per_day.is_none() && self.concurrent_jobs.is_none()
+    }
+
     /// Whether `requested` more runs fit, given the runs `started` in the window (a
     /// job's start and each of its retries) and the jobs `active` (not final).
     pub fn admit(&self, requested: i64, started: i64, active: i64) -> Result<(), QuotaExceeded> {
@@ -169,7 +175,7 @@ impl Quotas {
         requested: i64,
     ) -> Result<Quota, ProcessingError> {
         let quota = self.fetch(user_id).await?;
-        if quota.jobs_per_day.is_none() && quota.concurrent_jobs.is_none() {
+        if quota.counts_nothing() {
             return Ok(quota);
         }
         let (started, active) = store

@@ -99,6 +99,14 @@ async fn changes_from_a_held_row(conn: DatabaseConnection) {
     );
     let held = store.by_id(job.id).await.expect("read").expect("job");
     assert_eq!(held.status, "queued");
+    // Its run is recorded with it (the three inserts are one statement on PostgreSQL).
+    assert_eq!(
+        store
+            .usage(job.user_id, OffsetDateTime::UNIX_EPOCH, &["queued"])
+            .await
+            .expect("usage"),
+        (1, 1)
+    );
 
     // Claimed from the held row: the returned row is the stored one.
     let (claimed, none) = store
