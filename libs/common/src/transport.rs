@@ -167,11 +167,19 @@ fn servers() -> MutexGuard<'static, HashMap<u16, LocalServer>> {
 /// A server's place in the registry, given up when dropped (the server stopped).
 pub(crate) struct Registration {
     port: u16,
+    accepted: mpsc::Sender<io::Result<Connection>>,
 }
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        servers().remove(&self.port);
+        let mut servers = servers();
+        // Only its own: a server started since on the freed port keeps its place.
+        if servers
+            .get(&self.port)
+            .is_some_and(|server| server.accepted.same_channel(&self.accepted))
+        {
+            servers.remove(&self.port);
+        }
     }
 }
 
@@ -188,10 +196,13 @@ pub(crate) fn register(
     }
     let server = LocalServer {
         identity: identity.clone(),
-        accepted,
+        accepted: accepted.clone(),
     };
     servers().insert(addr.port(), server);
-    Some(Registration { port: addr.port() })
+    Some(Registration {
+        port: addr.port(),
+        accepted,
+    })
 }
 
 /// A pipe to the server of this process at `host:port`, for `caller`; `None` when no
