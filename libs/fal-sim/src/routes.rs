@@ -21,6 +21,7 @@ use tokio::sync::watch;
 use crate::{
     Failures, Knobs, Timing, catalogue,
     error::{ApiError, FieldError, REQUEST_ID_HEADER, detail_of, error_type_of},
+    files::Contents,
     queue::{Cancelled, Priority, ResultView, Shared, Submission},
 };
 
@@ -435,21 +436,29 @@ async fn cancel(
 async fn file(State(shared): State<Arc<Shared>>, Path(name): Path<String>) -> ApiResult {
     check_outage(&shared)?;
     match shared.files.open(&name).await {
-        Ok(Some((file, size, content_type))) => Ok((
-            [
-                (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
-                (
-                    header::CACHE_CONTROL,
-                    HeaderValue::from_static("public, max-age=86400"),
+        Ok(Some(opened)) => {
+            let body = match opened.contents {
+                Contents::Memory(bytes) => axum::body::Body::from(bytes),
+                Contents::Disk(file) => axum::body::Body::from_stream(
+                    tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024),
                 ),
-                (header::CONTENT_LENGTH, HeaderValue::from(size)),
-            ],
-            axum::body::Body::from_stream(tokio_util::io::ReaderStream::with_capacity(
-                file,
-                256 * 1024,
-            )),
-        )
-            .into_response()),
+            };
+            Ok((
+                [
+                    (
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static(opened.content_type),
+                    ),
+                    (
+                        header::CACHE_CONTROL,
+                        HeaderValue::from_static("public, max-age=86400"),
+                    ),
+                    (header::CONTENT_LENGTH, HeaderValue::from(opened.size)),
+                ],
+                body,
+            )
+                .into_response())
+        }
         Ok(None) => Err(ApiError::detail(StatusCode::NOT_FOUND, "File not found")),
         Err(error) => {
             tracing::error!(%error, file = %name, "reading a result file failed");

@@ -54,7 +54,7 @@ async fn results_of_jobs_that_are_gone_are_not_kept(backend: Backend) {
         processing_time: Duration::from_secs(600),
     });
     let ada = rest::sign_up(&platform, "ada@example.com").await;
-    let upload = rest::upload(&platform, &ada, fixtures::png(32, 32)).await;
+    let upload = rest::upload(&platform, &ada, fixtures::png(600, 400)).await;
     let job = rest::start_job(
         &platform,
         &ada,

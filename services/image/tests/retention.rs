@@ -107,7 +107,7 @@ async fn store(harness: &Harness, user_id: Uuid) -> Uuid {
         retention_days: None,
         size: None,
     };
-    let body = futures::stream::iter([Ok::<_, ImageError>(Bytes::from(fixtures::png(40, 30)))]);
+    let body = futures::stream::iter([Ok::<_, ImageError>(Bytes::from(fixtures::png(600, 400)))]);
     let (image, _) = harness
         .images
         .upload(new, None, body)

@@ -159,6 +159,49 @@ async fn every_supported_format_is_stored_with_a_thumbnail() {
     );
 }
 
+/// An image already within a thumbnail's size, and no larger in bytes than a
+/// thumbnail, is its own thumbnail: one object, served as itself, deleted once.
+/// (One turned by its EXIF orientation still gets an upright thumbnail of its own:
+/// `exif_orientation_is_honoured_and_location_stripped`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_image_is_its_own_thumbnail() {
+    let platform = TestPlatform::spawn(Backend::Sqlite).await;
+    let user = sign_up(&platform, "small@example.com").await;
+    let objects = platform.data_dir.join("objects/objects");
+    let bytes = fixtures::png(64, 48);
+    let image = uploaded(&platform, &user, "small.png", bytes.clone()).await;
+    let thumbnail = get(image["thumbnail_url"].as_str().expect("thumbnail"), None).await;
+    assert_eq!(thumbnail.status(), StatusCode::OK);
+    assert_eq!(thumbnail.headers()[header::CONTENT_TYPE], "image/png");
+    assert_eq!(thumbnail.bytes().await.expect("bytes").to_vec(), bytes);
+    assert_eq!(files_under(&objects).len(), 1, "the original only");
+
+    // A large one keeps a thumbnail of its own.
+    let large = uploaded(&platform, &user, "large.png", fixtures::png(900, 600)).await;
+    let thumbnail = get(large["thumbnail_url"].as_str().expect("thumbnail"), None).await;
+    assert_eq!(thumbnail.headers()[header::CONTENT_TYPE], "image/jpeg");
+    assert_eq!(
+        files_under(&objects).len(),
+        3,
+        "and an original and a thumbnail"
+    );
+
+    for image in [&image, &large] {
+        let delete = Client::new()
+            .delete(format!(
+                "{}/api/images/{}",
+                platform.gateway_url,
+                image["id"].as_str().expect("id")
+            ))
+            .bearer_auth(&user.token)
+            .send()
+            .await
+            .expect("delete");
+        assert_eq!(delete.status(), StatusCode::NO_CONTENT);
+    }
+    assert_eq!(files_under(&objects), Vec::<std::path::PathBuf>::new());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_files_are_refused_and_leave_nothing() {
     let mut options = Options::new(Backend::Sqlite);
@@ -446,7 +489,7 @@ async fn another_users_images_are_not_found_on_every_route() {
     let platform = TestPlatform::spawn(Backend::Postgres).await;
     let alice = sign_up(&platform, "alice@example.com").await;
     let bob = sign_up(&platform, "bob@example.com").await;
-    let image = uploaded(&platform, &alice, "mine.png", fixtures::png(20, 20)).await;
+    let image = uploaded(&platform, &alice, "mine.png", fixtures::png(600, 400)).await;
     let id = image["id"].as_str().expect("id").to_owned();
     let url = format!("{}/api/images/{id}", platform.gateway_url);
 
@@ -720,8 +763,8 @@ async fn concurrent_uploads_never_pass_the_storage_limit(backend: Backend) {
     assert!(total <= limit, "{total} stored, {limit} allowed");
     assert_eq!(
         files_under(&platform.data_dir.join("objects/objects")).len(),
-        2 * 3,
-        "an original and a thumbnail per stored upload, nothing else"
+        3,
+        "an original per stored upload (its own thumbnail at this size), nothing else"
     );
 }
 
@@ -933,8 +976,8 @@ async fn a_body_upload_streams_to_s3_in_one_piece() {
     );
     assert_eq!(
         files_under(&small.data_dir.join("objects/objects")).len(),
-        2,
-        "its original and thumbnail, nothing else"
+        1,
+        "its original (its own thumbnail at this size), nothing else"
     );
 }
 

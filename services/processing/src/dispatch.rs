@@ -26,6 +26,7 @@ use atelier_proto::image::v1::{
 };
 use atelier_queue::{Concurrency, Delivery, Retried};
 use futures::StreamExt;
+use sea_orm::DbErr;
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -45,12 +46,14 @@ const CLAIM_LEASE: time::Duration = time::Duration::seconds(60);
 enum Claim {
     /// This worker: it submits (the job's row as claimed).
     Mine(Box<JobRow>),
-    /// Already at fal: watch this request.
-    Watch(String),
+    /// Already at fal: watch its request (the job's row).
+    Watch(Box<JobRow>),
     /// Another worker is submitting it right now.
     Busy,
     /// Finished or deleted meanwhile.
     Gone,
+    /// The database could not say.
+    Unknown(DbErr),
 }
 
 /// How a worker reaches fal.
@@ -236,13 +239,12 @@ impl Dispatch {
 
     async fn settle(&self, delivery: Delivery) {
         let job_id = delivery.job_id;
-        let outcome = match self.jobs.store.by_id(job_id).await {
-            Ok(Some(row)) if Status::parse(&row.status).is_none_or(Status::is_final) => {
-                Outcome::Done
-            }
-            Ok(Some(row)) => self.run_job(row, &delivery).await,
-            Ok(None) => Outcome::Done,
-            Err(err) => Outcome::Retry(format!("database: {err}")),
+        let outcome = match self.claim(job_id, &delivery).await {
+            Claim::Mine(row) => self.run_job(*row, &delivery, true).await,
+            Claim::Watch(row) => self.run_job(*row, &delivery, false).await,
+            Claim::Busy => Outcome::Wait(Duration::from_secs(2)),
+            Claim::Gone => Outcome::Done,
+            Claim::Unknown(err) => Outcome::Retry(format!("database: {err}")),
         };
         let queue = &self.jobs.queue;
         let result = match outcome {
@@ -290,7 +292,9 @@ impl Dispatch {
         }
     }
 
-    async fn run_job(&self, row: JobRow, delivery: &Delivery) -> Outcome {
+    /// Runs a job at fal: submits it when this worker has just claimed it
+    /// (`claimed`), else watches the request it was submitted as.
+    async fn run_job(&self, row: JobRow, delivery: &Delivery, claimed: bool) -> Outcome {
         let Ok(endpoint) = EndpointId::parse(&row.fal_endpoint) else {
             return Outcome::fail("invalid_endpoint", failure::MISCONFIGURED)
                 .because(format!("{} is not a fal endpoint id", row.fal_endpoint));
@@ -301,21 +305,17 @@ impl Dispatch {
         let (request_id, fresh) = match row.fal_request_id.clone() {
             // Redelivered after a submission: watch that request, never submit twice.
             Some(request_id) => (request_id, false),
-            None => match self.claim(&row, delivery).await {
-                Claim::Mine(claimed) => match self.submit(&claimed, &endpoint).await {
-                    Ok(submitted) => {
-                        row = submitted;
-                        (row.fal_request_id.clone().unwrap_or_default(), true)
-                    }
-                    Err(outcome) => {
-                        self.release(row.id).await;
-                        return outcome;
-                    }
-                },
-                Claim::Watch(request_id) => (request_id, false),
-                Claim::Busy => return Outcome::Wait(Duration::from_secs(2)),
-                Claim::Gone => return Outcome::Done,
+            None if claimed => match self.submit(&row, &endpoint).await {
+                Ok(submitted) => {
+                    row = submitted;
+                    (row.fal_request_id.clone().unwrap_or_default(), true)
+                }
+                Err(outcome) => {
+                    self.release(row.id).await;
+                    return outcome;
+                }
             },
+            None => return Outcome::Wait(Duration::from_secs(2)),
         };
         let status = match self
             .watch(&mut row, &endpoint, &request_id, delivery, fresh)
@@ -334,59 +334,49 @@ impl Dispatch {
         self.store_results(&row, &output).await
     }
 
-    /// Claims the job for submission: one conditional update moves it to
-    /// `submitted`, so of two workers holding one job (a redelivery racing the
-    /// first delivery) exactly one submits. A claim without a request id that is
-    /// older than [`CLAIM_LEASE`] belongs to a worker that died mid-submission.
-    async fn claim(&self, row: &JobRow, delivery: &Delivery) -> Claim {
+    /// Claims the job for submission: one conditional update moves a waiting job
+    /// to `submitted`, so of two workers holding one job (a redelivery racing the
+    /// first delivery) exactly one submits. A job already submitted is watched. A
+    /// claim without a request id that is older than [`CLAIM_LEASE`] belongs to a
+    /// worker that died mid-submission.
+    async fn claim(&self, id: Uuid, delivery: &Delivery) -> Claim {
         let now = self.jobs.clock.now();
         let attempt = delivery.attempt as i32;
-        let claimed = self
+        match self.jobs.store.claim_waiting(id, attempt, now).await {
+            Ok(Some(claimed)) => return Claim::Mine(Box::new(claimed)),
+            Ok(None) => {}
+            Err(err) => return Claim::Unknown(err),
+        }
+        let current = match self.jobs.store.by_id(id).await {
+            Ok(Some(current)) => current,
+            Ok(None) => return Claim::Gone,
+            Err(err) => return Claim::Unknown(err),
+        };
+        if Status::parse(&current.status).is_none_or(Status::is_final) {
+            return Claim::Gone;
+        }
+        if current.fal_request_id.is_some() {
+            return Claim::Watch(Box::new(current));
+        }
+        if current.status != Status::Submitted.as_str() || now - current.updated_at <= CLAIM_LEASE {
+            // Being submitted by another worker, or given back a moment ago.
+            return Claim::Busy;
+        }
+        // Its claimer died before storing a request id: take it over.
+        let taken = self
             .jobs
             .store
             .transition(
-                row,
-                &["pending", "queued"],
-                |job| {
-                    job.status = Status::Submitted.as_str().to_owned();
-                    job.started_at = Some(now);
-                    job.attempts = attempt;
-                },
+                &current,
+                &["submitted"],
+                |job| job.attempts = attempt,
                 None,
                 now,
             )
             .await;
-        if let Ok(Some((claimed, _))) = claimed {
-            return Claim::Mine(Box::new(claimed));
-        }
-        match self.jobs.store.by_id(row.id).await {
-            Ok(Some(current)) if Status::parse(&current.status).is_none_or(Status::is_final) => {
-                Claim::Gone
-            }
-            Ok(Some(current)) => match current.fal_request_id {
-                Some(request_id) => Claim::Watch(request_id),
-                None if now - current.updated_at > CLAIM_LEASE => {
-                    // Its claimer died before storing a request id: take it over.
-                    let taken = self
-                        .jobs
-                        .store
-                        .transition(
-                            &current,
-                            &["submitted"],
-                            |job| job.attempts = attempt,
-                            None,
-                            now,
-                        )
-                        .await;
-                    match taken {
-                        Ok(Some((taken, _))) => Claim::Mine(Box::new(taken)),
-                        _ => Claim::Busy,
-                    }
-                }
-                None => Claim::Busy,
-            },
-            Ok(None) => Claim::Gone,
-            Err(_) => Claim::Busy,
+        match taken {
+            Ok(Some((taken, _))) => Claim::Mine(Box::new(taken)),
+            _ => Claim::Busy,
         }
     }
 

@@ -12,6 +12,7 @@ impl MigratorTrait for Migrator {
             Box::new(InputFilename),
             Box::new(EstimatedCost),
             Box::new(CreateJobRuns),
+            Box::new(PartialJobIndexes),
         ]
     }
 }
@@ -396,5 +397,47 @@ impl MigrationTrait for CreateJobRuns {
         manager
             .drop_table(Table::drop().table(JobRuns::Table).to_owned())
             .await
+    }
+}
+
+/// Indexes that serve one rare query cover only the rows it looks for, so a job's
+/// every state change does not also write them: the search backfill's (jobs without
+/// an input file name) and the reconciler's (unfinished jobs, by id).
+struct PartialJobIndexes;
+
+impl MigrationName for PartialJobIndexes {
+    fn name(&self) -> &str {
+        "m20261215_000006_partial_job_indexes"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for PartialJobIndexes {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let db = manager.get_connection();
+        for statement in [
+            "DROP INDEX IF EXISTS jobs_search_backfill_idx",
+            "CREATE INDEX IF NOT EXISTS jobs_search_backfill_idx ON processing_jobs (id) \
+             WHERE input_filename IS NULL",
+            "DROP INDEX IF EXISTS jobs_status_idx",
+            "CREATE INDEX jobs_unfinished_idx ON processing_jobs (id) \
+             WHERE status IN ('pending', 'queued', 'submitted', 'processing')",
+        ] {
+            db.execute_unprepared(statement).await?;
+        }
+        Ok(())
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let db = manager.get_connection();
+        for statement in [
+            "DROP INDEX IF EXISTS jobs_unfinished_idx",
+            "CREATE INDEX jobs_status_idx ON processing_jobs (status)",
+            "DROP INDEX IF EXISTS jobs_search_backfill_idx",
+            "CREATE INDEX jobs_search_backfill_idx ON processing_jobs (input_filename, id)",
+        ] {
+            db.execute_unprepared(statement).await?;
+        }
+        Ok(())
     }
 }

@@ -510,6 +510,30 @@ impl Store {
     /// were decided from, in one `UPDATE … RETURNING`. Given the row as the caller
     /// last saw it ([`Job::Seen`]), nothing is read first: should its status have
     /// moved on since, the job is read again and the change decided anew.
+    /// Claims a waiting (`pending` or `queued`) job for submission in one
+    /// conditional update: `submitted`, started now, on its `attempt`. `None` when
+    /// the job is not waiting (or not there).
+    pub async fn claim_waiting(
+        &self,
+        id: Uuid,
+        attempt: i32,
+        now: OffsetDateTime,
+    ) -> Result<Option<JobRow>, DbErr> {
+        atelier_common::db::retry_busy(|| async {
+            let mut claimed = jobs::Entity::update_many()
+                .col_expr(jobs::Column::Status, Expr::value("submitted"))
+                .col_expr(jobs::Column::StartedAt, Expr::value(now))
+                .col_expr(jobs::Column::Attempts, Expr::value(attempt))
+                .col_expr(jobs::Column::UpdatedAt, Expr::value(now))
+                .filter(jobs::Column::Id.eq(id))
+                .filter(jobs::Column::Status.is_in(["pending", "queued"]))
+                .exec_with_returning(&self.db)
+                .await?;
+            Ok(claimed.pop())
+        })
+        .await
+    }
+
     pub async fn transition(
         &self,
         job: impl Into<Job<'_>>,

@@ -32,7 +32,7 @@ use crate::{
 };
 use feed::{Fed, Feed};
 use gate::{DecodeGate, Slot};
-use inspect::{DecodeLimits, Inspected, Kind};
+use inspect::{DecodeLimits, Inspected, Kind, THUMBNAIL_SIZE};
 use signing::{UrlSigner, Variant};
 
 /// The longest display name kept.
@@ -41,6 +41,10 @@ const MAX_FILENAME_CHARS: usize = 255;
 /// Chunks in flight from an upload's task to its decoder, and to its store: the
 /// memory an upload holds beyond what the decoder keeps.
 const CHUNKS_IN_FLIGHT: usize = 16;
+
+/// An image within a thumbnail's size whose file is no larger than its thumbnail
+/// would be, or than this, serves as its own thumbnail.
+const OWN_THUMBNAIL_MAX_BYTES: u64 = 64 * 1024;
 
 #[derive(Clone, Debug)]
 pub struct Settings {
@@ -227,15 +231,6 @@ impl Images {
     where
         S: Stream<Item = Result<Bytes, ImageError>> + Unpin + Send,
     {
-        if let Origin::Result {
-            job_id,
-            output_index,
-            ..
-        } = new.origin
-            && let Some(existing) = self.store.by_job_output(job_id, output_index).await?
-        {
-            return Ok((self.present(existing).await?, true));
-        }
         let mut received = Received {
             size: 0,
             limit: match new.origin {
@@ -385,7 +380,6 @@ impl Images {
                 return Err(err);
             }
         };
-        let thumbnail_key = object_key(new.user_id, id, Variant::Thumbnail);
         let Inspected {
             kind: _,
             width,
@@ -407,13 +401,23 @@ impl Images {
             }
             None => upload.complete().await?,
         };
-        if let Err(err) = self
-            .put_bytes(&thumbnail_key, thumbnail_mime, thumbnail)
-            .await
-        {
-            self.remove_objects(&[&original_key]).await;
-            return Err(err);
-        }
+        // An image already small enough to show in a gallery is its own thumbnail,
+        // unless it shows differently once decoded (turned, located).
+        let own_thumbnail = orientation <= 1
+            && !had_location
+            && matches!(kind, Kind::Jpeg | Kind::Png | Kind::WebP)
+            && width.max(height) <= THUMBNAIL_SIZE
+            && stored_size <= (thumbnail.len() as u64).max(OWN_THUMBNAIL_MAX_BYTES);
+        let (thumbnail_key, thumbnail_mime) = if own_thumbnail {
+            (original_key.clone(), kind.mime())
+        } else {
+            let key = object_key(new.user_id, id, Variant::Thumbnail);
+            if let Err(err) = self.put_bytes(&key, thumbnail_mime, thumbnail).await {
+                self.remove_objects(&[&original_key]).await;
+                return Err(err);
+            }
+            (key, thumbnail_mime)
+        };
 
         let now = self.clock.now();
         let mut metadata = new.metadata;
@@ -608,7 +612,9 @@ impl Images {
 
     async fn delete_objects_of(&self, row: &ImageRow) -> Result<(), ImageError> {
         self.objects.delete(&row.storage_path).await?;
-        if let Some(thumbnail) = &row.thumbnail_path {
+        if let Some(thumbnail) = &row.thumbnail_path
+            && *thumbnail != row.storage_path
+        {
             self.objects.delete(thumbnail).await?;
         }
         Ok(())
