@@ -347,8 +347,16 @@ impl Jobs {
                 return self.replay(existing, &request);
             }
         }
-        let quota = self.quotas.admit(&self.store, request.user_id, 1).await?;
-        quota.allow(request.priority)?;
+        let quota = self
+            .quotas
+            .admit(
+                &self.store,
+                request.user_id,
+                1,
+                request.priority,
+                self.clock.now(),
+            )
+            .await?;
         let image = self.owned_image(request.user_id, request.image_id).await?;
         let (validated, mut costs) = self
             .check(
@@ -820,9 +828,14 @@ impl Jobs {
         }
         let quota = self
             .quotas
-            .admit(&self.store, request.user_id, image_ids.len() as i64)
+            .admit(
+                &self.store,
+                request.user_id,
+                image_ids.len() as i64,
+                request.priority,
+                self.clock.now(),
+            )
             .await?;
-        quota.allow(request.priority)?;
         let mut images = Vec::with_capacity(image_ids.len());
         for image_id in image_ids {
             images.push(self.owned_image(request.user_id, *image_id).await?);

@@ -165,26 +165,52 @@ impl Quotas {
         self.fetch(user_id).await
     }
 
-    /// The user's limits, having refused `requested` more jobs early when they
-    /// would not fit as things stand. Only a first answer: the jobs are admitted
-    /// for good when they are written, atomically (`Store::insert_admitted`).
+    /// The user's limits, having refused `requested` more jobs at `priority` early
+    /// when they would not fit as things stand. Only a first answer: the jobs are
+    /// admitted for good when they are written, atomically (`Store::insert_admitted`).
+    ///
+    /// Limits seen within [`TTL`] (and within their quota window) serve when they
+    /// admit the jobs; a refusal is only ever made on limits asked for just now. So
+    /// a raised limit (an upgrade, a new window) applies at once, a lowered one
+    /// within [`TTL`], and a user starting many jobs is not one more query each.
     pub async fn admit(
         &self,
         store: &Store,
         user_id: Uuid,
         requested: i64,
+        priority: Priority,
+        now: OffsetDateTime,
     ) -> Result<Quota, ProcessingError> {
-        let quota = self.fetch(user_id).await?;
-        if quota.counts_nothing() {
+        if let Some(quota) = self.cached(user_id)
+            && now < quota.period_end
+            && Self::check(&quota, store, user_id, requested, priority)
+                .await
+                .is_ok()
+        {
             return Ok(quota);
+        }
+        let quota = self.fetch(user_id).await?;
+        Self::check(&quota, store, user_id, requested, priority).await?;
+        Ok(quota)
+    }
+
+    async fn check(
+        quota: &Quota,
+        store: &Store,
+        user_id: Uuid,
+        requested: i64,
+        priority: Priority,
+    ) -> Result<(), ProcessingError> {
+        quota.allow(priority)?;
+        if quota.counts_nothing() {
+            return Ok(());
         }
         let (started, active) = store
             .usage(user_id, quota.period_start, &Status::UNFINISHED)
             .await?;
         quota
             .admit(requested, started as i64, active as i64)
-            .map_err(ProcessingError::QuotaExceeded)?;
-        Ok(quota)
+            .map_err(ProcessingError::QuotaExceeded)
     }
 
     /// How many of the user's jobs the queue lets run at once. Called by the queue, so
