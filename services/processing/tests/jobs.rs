@@ -777,6 +777,19 @@ async fn quotas_hold_under_concurrency_for_starts_retries_and_batches(backend: B
         8,
         "no job of the batch was recorded"
     );
+
+    // An upgrade applies at once, though the free plan's limits were just seen.
+    atelier_proto::user::v1::user_service_client::UserServiceClient::new(
+        platform.channel_as(ServiceName::Operator, &platform.user_url),
+    )
+    .set_subscription_tier(atelier_proto::user::v1::SetSubscriptionTierRequest {
+        user_id: user.id.clone(),
+        tier: atelier_proto::user::v1::SubscriptionTier::Pro as i32,
+    })
+    .await
+    .expect("upgrade");
+    let (upgraded, refused) = start_many(&platform, &user, &image, 1).await;
+    assert_eq!(upgraded.len(), 1, "the pro plan admits it: {refused:?}");
 }
 
 backends!(quotas_hold_under_concurrency_for_starts_retries_and_batches);
