@@ -186,6 +186,8 @@ pub struct Options {
     pub fal_sim_max_concurrency: usize,
     /// How often the processing service's reconciler looks for lost jobs.
     pub reconcile_every: Duration,
+    /// Input images up to this size go to fal as `data:` URIs (`FAL_INLINE_INPUT_BYTES`).
+    pub inline_input_bytes: u64,
     /// The processing service's `PUBLIC_URL`: fal (the simulator) posts webhooks to
     /// `<url>/api/fal/webhook`. `None`: the workers poll.
     pub processing_public_url: Option<String>,
@@ -279,6 +281,7 @@ impl Options {
             fal_max_concurrency: None,
             fal_sim_max_concurrency: atelier_fal_sim::SimConfig::default().max_concurrency,
             reconcile_every: Duration::from_secs(2),
+            inline_input_bytes: 256 * 1024,
             processing_public_url: None,
             fal_breaker: atelier_fal::BreakerConfig::default(),
             fal_retry: atelier_fal::RetryConfig::default(),
@@ -469,6 +472,7 @@ impl TestPlatform {
             public_url: options.processing_public_url.clone(),
             concurrency: options.worker_concurrency,
             reconcile_every: options.reconcile_every,
+            inline_input_bytes: options.inline_input_bytes,
             queue,
         };
         tokio::spawn(atelier_processing::serve(

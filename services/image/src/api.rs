@@ -431,6 +431,7 @@ impl ImageService for ImageApi {
                 image_id(&request.image_id)?,
                 variant(request.variant),
                 ttl,
+                u64::try_from(request.inline_max_bytes).unwrap_or(0),
             )
             .await?;
         Ok(Response::new(pb::GetDownloadUrlResponse {

@@ -593,6 +593,63 @@ async fn image_owner(platform: &TestPlatform, user: &User) -> String {
     me["id"].as_str().expect("id").to_owned()
 }
 
+/// For a worker, an original small enough comes inline as a `data:` URI of its
+/// bytes; a larger one (or with inlining off) as a signed URL that serves it. Either
+/// way, only for the image's owner.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn download_urls_inline_small_originals_for_workers() {
+    use base64::Engine as _;
+    let platform = TestPlatform::spawn(Backend::Sqlite).await;
+    let user = sign_up(&platform, "inline@example.com").await;
+    let other = sign_up(&platform, "other@example.com").await;
+    let bytes = fixtures::png(40, 30);
+    let image = uploaded(&platform, &user, "small.png", bytes.clone()).await;
+    let (owner, stranger) = (
+        image_owner(&platform, &user).await,
+        image_owner(&platform, &other).await,
+    );
+    let mut client = ImageServiceClient::new(platform.channel_as(
+        atelier_testkit::ServiceName::Processing,
+        &platform.image_url,
+    ));
+    let request = |user_id: &str, inline_max_bytes: i64| pb::GetDownloadUrlRequest {
+        user_id: user_id.to_owned(),
+        image_id: image["id"].as_str().expect("id").to_owned(),
+        variant: pb::ImageVariant::Original as i32,
+        ttl_seconds: 60,
+        inline_max_bytes,
+    };
+    let size = bytes.len() as i64;
+    let inline = client
+        .get_download_url(request(&owner, size))
+        .await
+        .expect("inline")
+        .into_inner();
+    assert_eq!(
+        inline.url,
+        format!(
+            "data:image/png;base64,{}",
+            base64::engine::general_purpose::STANDARD.encode(&bytes)
+        )
+    );
+    for inline_max in [size - 1, 0] {
+        let signed = client
+            .get_download_url(request(&owner, inline_max))
+            .await
+            .expect("signed")
+            .into_inner();
+        assert!(signed.url.starts_with("http"), "{}", signed.url);
+        let served = get(&signed.url, None).await;
+        assert_eq!(served.status(), StatusCode::OK);
+        assert_eq!(served.bytes().await.expect("bytes").to_vec(), bytes);
+    }
+    let refused = client
+        .get_download_url(request(&stranger, size))
+        .await
+        .expect_err("another user's image");
+    assert_eq!(refused.code(), tonic::Code::NotFound, "{refused:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listing_pages_through_images_newest_first() {
     let platform = TestPlatform::spawn(Backend::Sqlite).await;

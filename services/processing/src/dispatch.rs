@@ -64,6 +64,8 @@ pub struct Dispatch {
     /// Where fal should POST outcomes (`PUBLIC_URL` + `/api/fal/webhook`); polling when `None`.
     pub webhook_url: Option<String>,
     pub concurrency: usize,
+    /// Inputs up to this many bytes are sent to fal inline (`data:` URIs).
+    pub inline_input_bytes: u64,
     pub consumer: String,
     /// Whether the queue's bound was last seen below its max (after a 429): only
     /// then does an accepted submission raise it.
@@ -415,6 +417,7 @@ impl Dispatch {
                 image_id: row.image_id.to_string(),
                 variant: ImageVariant::Original as i32,
                 ttl_seconds: 3600,
+                inline_max_bytes: i64::try_from(self.inline_input_bytes).unwrap_or(i64::MAX),
             })
             .await
             .map_err(|status| match upstream(status) {

@@ -48,6 +48,9 @@ pub struct ProcessingConfig {
     pub concurrency: usize,
     /// `RECONCILE_SECS`: how often lost jobs are looked for.
     pub reconcile_every: Duration,
+    /// `FAL_INLINE_INPUT_BYTES`: input images up to this size go to fal inside the
+    /// request, as `data:` URIs; larger ones as signed URLs fal fetches.
+    pub inline_input_bytes: u64,
     pub queue: QueueConfig,
 }
 
@@ -114,6 +117,7 @@ impl ProcessingConfig {
             public_url: config::var_opt("PUBLIC_URL")?,
             concurrency: config::var("WORKER_CONCURRENCY", max_in_flight as usize)?.max(1),
             reconcile_every: config::seconds("RECONCILE_SECS", 30)?,
+            inline_input_bytes: config::var("FAL_INLINE_INPUT_BYTES", 256 * 1024)?,
             queue,
         })
     }
@@ -200,6 +204,7 @@ pub async fn serve(
             .as_ref()
             .map(|url| format!("{}/api/fal/webhook", url.trim_end_matches('/'))),
         concurrency: config.concurrency,
+        inline_input_bytes: config.inline_input_bytes,
         consumer: format!("worker-{}", uuid::Uuid::new_v4().simple()),
         throttled: Default::default(),
     };

@@ -19,6 +19,7 @@ use std::{
 
 use atelier_common::{Clock, QuotaExceeded};
 use atelier_storage::{ByteRange, ByteStream, ObjectMeta, ObjectStore};
+use base64::Engine as _;
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use sha2::{Digest, Sha256};
@@ -633,13 +634,16 @@ impl Images {
     }
 
     /// A URL for `id`'s `variant` valid for `ttl` (bounded by the configured TTL),
-    /// for a remote worker; checks that `user_id` owns the image.
+    /// for a remote worker; checks that `user_id` owns the image. An original of at
+    /// most `inline_max` bytes comes as a `data:` URI instead: the worker has the
+    /// image itself, and no one has to fetch it.
     pub async fn download_url(
         &self,
         user_id: Uuid,
         id: Uuid,
         variant: Variant,
         ttl: Option<Duration>,
+        inline_max: u64,
     ) -> Result<(String, OffsetDateTime, String), ImageError> {
         let row = self
             .store
@@ -648,12 +652,32 @@ impl Images {
             .ok_or(ImageError::NotFound)?;
         let ttl = ttl.map_or(self.settings.url_ttl, |ttl| ttl.min(self.settings.url_ttl));
         let expires = self.clock.now() + ttl;
-        let url = self.url(&row, variant, ttl, expires).await?;
         let mime = match variant {
             Variant::Original => row.mime_type.clone(),
             Variant::Thumbnail => row.thumbnail_mime_type.clone().unwrap_or_default(),
         };
+        if variant == Variant::Original
+            && u64::try_from(row.file_size).unwrap_or(u64::MAX) <= inline_max
+        {
+            let bytes = self.read_whole(&row.storage_path, inline_max).await?;
+            let data = base64::engine::general_purpose::STANDARD.encode(bytes);
+            return Ok((format!("data:{mime};base64,{data}"), expires, mime));
+        }
+        let url = self.url(&row, variant, ttl, expires).await?;
         Ok((url, expires, mime))
+    }
+
+    /// The object at `key`, which its row says is at most `max` bytes.
+    async fn read_whole(&self, key: &str, max: u64) -> Result<Vec<u8>, ImageError> {
+        let mut body = self.objects.get(key, None).await?.body;
+        let mut bytes = Vec::new();
+        while let Some(chunk) = body.next().await {
+            bytes.extend_from_slice(&chunk.map_err(|err| anyhow::anyhow!("reading {key}: {err}"))?);
+            if bytes.len() as u64 > max {
+                return Err(anyhow::anyhow!("{key} is larger than its row says").into());
+            }
+        }
+        Ok(bytes)
     }
 
     pub async fn owned(&self, user_id: Uuid, id: Uuid) -> Result<Option<Image>, ImageError> {
