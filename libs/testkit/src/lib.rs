@@ -614,6 +614,12 @@ impl TestPlatform {
     pub fn auth_channel(&self) -> tonic_channel::Channel {
         self.channel_as(ServiceName::Gateway, &self.auth_url)
     }
+
+    /// A hold on the platform's data directory: it outlives the platform until the
+    /// last hold is dropped (a benchmark's runs delete their files after the last one).
+    pub fn hold_data_dir(&self) -> Arc<tempfile::TempDir> {
+        self._dir.clone()
+    }
 }
 
 /// Re-exported so tests name the channel type without depending on tonic directly.

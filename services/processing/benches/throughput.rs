@@ -32,6 +32,10 @@ struct Run {
     jobs_per_sec: f64,
     start_p99_ms: f64,
     failed: u64,
+    /// The run's files, deleted once every run is over: on a filesystem that scans
+    /// recently deleted inodes when it creates one (ext4 without a journal, as here),
+    /// one run's clean-up would slow the next run's every file.
+    files: Arc<tempfile::TempDir>,
 }
 
 async fn finished(db: &DatabaseConnection) -> (u64, u64) {
@@ -207,6 +211,7 @@ async fn run(jobs: usize) -> Run {
         jobs_per_sec: jobs as f64 / took.as_secs_f64(),
         start_p99_ms: atelier_bench::ms(atelier_bench::percentile(&starts, 0.99)),
         failed,
+        files: platform.hold_data_dir(),
     }
 }
 
@@ -233,12 +238,15 @@ async fn main() {
     let mut rates = Vec::new();
     let mut start_p99 = Vec::new();
     let mut failed = 0;
+    let mut files = Vec::new();
     for _ in 0..runs {
         let run = run(jobs).await;
         rates.push(run.jobs_per_sec);
         start_p99.push(run.start_p99_ms);
         failed += run.failed;
+        files.push(run.files);
     }
+    drop(files);
     let mut report = Report::new("throughput", "End to end: jobs started → completed");
     report.row(
         Row::new(format!(
@@ -261,7 +269,9 @@ async fn main() {
          {CONNECTIONS} connections, with fal's account limit, the platform's bound on jobs at fal \
          and its workers at {FAL_CONCURRENCY}; the clock runs from the first start until the last job \
          is completed with its result stored (local object storage), counted in the processing \
-         schema. One process runs every service, as `make run` does."
+         schema. One process runs every service, as `make run` does. Each run's files are \
+         deleted after the last run: on this machine's filesystem (ext4 without a journal) a \
+         file created just after thousands were deleted costs a scan of them."
     ));
     report.finish(mode);
 }
