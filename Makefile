@@ -55,15 +55,23 @@ test: ## Everything CI runs: deps, web build, lint, then the workspace tests and
 		TEST_S3_SECRET_KEY='$(TEST_S3_SECRET_KEY)' TEST_S3_FS_ROOT='$(TEST_S3_FS_ROOT)' \
 		$(CARGO) test -j$(JOBS) --workspace --all-targets 2>&1 | tee $(TEST_LOG)
 	$(MAKE) web-test 2>&1 | tee -a $(TEST_LOG)
+	$(MAKE) client-test 2>&1 | tee -a $(TEST_LOG)
 	@awk '/^test result:/ { passed += $$4; failed += $$6 } \
 		/^ +Tests +[0-9]+ passed/ { passed += $$2 } /^e2e: [0-9]+ passed/ { passed += $$2; failed += $$4 } \
+		/ \.\.\. ok$$/ { passed += 1 } / \.\.\. (FAIL|ERROR)$$/ { failed += 1 } \
 		END { printf "tests: %d passed, %d failed\n", passed, failed }' $(TEST_LOG)
 
+# The commit whose protos `make lint` checks the current ones against for breaking changes.
+PROTO_BASE ?= HEAD~1
+
 .PHONY: lint
-lint: ## cargo fmt --check, clippy -D warnings, buf lint
+lint: ## cargo fmt --check, clippy -D warnings, buf lint, buf breaking against PROTO_BASE
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy -j$(JOBS) --workspace --all-targets -- -D warnings
 	cd proto && buf lint
+	base=$$(mktemp -d) && trap 'rm -rf "$$base"' EXIT && \
+		git archive '$(PROTO_BASE)' proto | tar -x -C "$$base" && \
+		cd proto && buf breaking --against "$$base/proto"
 
 .PHONY: helm-lint
 helm-lint: ## Lint and render helm/atelier offline, validate it against the Kubernetes schemas; check the Dockerfile
@@ -86,6 +94,21 @@ web-test: web ## Web app: typecheck, eslint, Vitest, then end-to-end in Chromium
 	$(CARGO) build -j$(JOBS) -p atelier
 	cd $(WEB_DIR) && $(NPM) run typecheck --silent && $(NPM) run lint --silent && $(NPM) test --silent
 	cd $(WEB_DIR) && ATELIER_BIN='$(abspath $(ATELIER_BIN))' $(NPM) run e2e --silent
+
+# Cases per operation of the contract run (Schemathesis): short in `make test`.
+CONTRACT_MAX_EXAMPLES ?= 15
+
+.PHONY: client-test
+client-test: ## Clients generated from the contracts (OpenAPI, protos) drive the platform; Schemathesis checks the API
+	$(CARGO) build -j$(JOBS) -p atelier
+	ATELIER_BIN='$(abspath $(ATELIER_BIN))' CONTRACT_MAX_EXAMPLES='$(CONTRACT_MAX_EXAMPLES)' PYTHONDONTWRITEBYTECODE=1 \
+		python3 -m unittest discover -v -s gateway/tests/clients
+
+.PHONY: contract
+contract: ## A long Schemathesis run (CONTRACT_MAX_EXAMPLES=300, a new seed) against the served OpenAPI document
+	$(CARGO) build -j$(JOBS) -p atelier
+	ATELIER_BIN='$(abspath $(ATELIER_BIN))' CONTRACT_MAX_EXAMPLES=300 CONTRACT_SEED=random PYTHONDONTWRITEBYTECODE=1 \
+		python3 -m unittest discover -v -s gateway/tests/clients -p test_contract.py
 
 .PHONY: openapi
 openapi: ## Rewrite gateway/web/openapi.json (the web app's API types come from it)
@@ -117,6 +140,7 @@ bench: ## Run every benchmark in release mode against its peers and write BENCHM
 			$(CARGO) bench -j$(JOBS) --workspace --bench "$${bench##*:}" \
 			|| failed="$$failed $${bench##*:}"; \
 	done; \
+	$(MAKE) contract || failed="$$failed contract"; \
 	bash .ci/bench-report '$(BENCH_RESULTS)' $(BENCHES) > BENCHMARKS.md; \
 	echo 'bench: results in BENCHMARKS.md'; \
 	if [[ -n $$failed ]]; then echo "bench: missed a target or failed:$$failed" >&2; exit 1; fi

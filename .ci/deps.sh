@@ -24,6 +24,9 @@ FAL_CLIENT_VERSION=1.0.3
 OHA_VERSION=1.16.0
 HELM_PYTHON_SDK_VERSION=0.2.2
 KUBERNETES_VALIDATE_VERSION=1.37.0
+# The contract checks (make client-test): clients generated from the OpenAPI document
+# and the protos, and Schemathesis.
+CLIENT_TOOLS=(openapi-python-client==0.29.1 grpcio-tools==1.85.4 grpcio-reflection==1.85.1 schemathesis==4.32.5)
 WAIT_SECONDS=30
 APT_LOG=/tmp/atelier-deps-apt.log
 CARGO_INSTALL_LOG=/tmp/atelier-deps-cargo-install.log
@@ -82,7 +85,17 @@ assert version("kubernetes-validate") == sys.argv[2], version("kubernetes-valida
 helm_python.helm_sdk_version()  # loads the bundled Helm library
 PY
 }
-if { ! have buf || ! fal_client_ok || ! deploy_tools_ok; } && ! python3 -m pip --version >/dev/null 2>&1; then
+# The pinned versions of CLIENT_TOOLS.
+client_tools_ok() {
+    python3 - "${CLIENT_TOOLS[@]}" >/dev/null 2>&1 <<'PY'
+import sys
+from importlib.metadata import version
+for pin in sys.argv[1:]:
+    name, wanted = pin.split("==")
+    assert version(name) == wanted, (name, version(name))
+PY
+}
+if { ! have buf || ! fal_client_ok || ! deploy_tools_ok || ! client_tools_ok; } && ! python3 -m pip --version >/dev/null 2>&1; then
     packages+=(python3-pip)
 fi
 
@@ -241,6 +254,15 @@ if ! deploy_tools_ok; then
         python3 -m pip install -q "helm-python-sdk==$HELM_PYTHON_SDK_VERSION" \
         "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION" || die "pip install helm-python-sdk kubernetes-validate failed"
     deploy_tools_ok || die "helm-python-sdk and kubernetes-validate installed but python3 cannot use them"
+fi
+if ! client_tools_ok; then
+    say "installing ${CLIENT_TOOLS[*]} (pip)"
+    PIP_BREAK_SYSTEM_PACKAGES=1 PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1 \
+        python3 -m pip install -q "${CLIENT_TOOLS[@]}" || die "pip install ${CLIENT_TOOLS[*]} failed"
+    have pyenv && pyenv rehash
+    hash -r
+    client_tools_ok && have openapi-python-client && have schemathesis ||
+        die "${CLIENT_TOOLS[*]} installed but python3 cannot use them"
 fi
 have kubectl || say "warning: kubectl not found: make k8s-render needs it (kubectl kustomize)"
 

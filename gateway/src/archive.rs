@@ -26,7 +26,13 @@ use futures::{AsyncWriteExt as _, StreamExt as _};
 use tokio::io::AsyncWriteExt as _;
 use tokio_util::io::ReaderStream;
 
-use crate::{AppState, grpc_request, problem::Problem};
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use crate::{
+    problem::Problem,
+    state::{AppState, grpc_request},
+    views::FileBytes,
+};
 
 /// The bytes in flight between the ZIP writer and the response.
 const PIPE_BYTES: usize = 256 * 1024;
@@ -39,11 +45,11 @@ struct Entry {
 
 /// Download every output of one of your completed jobs as a ZIP.
 #[utoipa::path(
-    get, path = "/api/processing/{job_id}/download", tag = "processing",
+    get, path = "/api/processing/{job_id}/download", tag = "processing", operation_id = "download_job",
     security(("bearer" = [])),
-    params(("job_id" = String, Path, description = "Job id")),
+    params(("job_id" = Uuid, Path, description = "Job id")),
     responses(
-        (status = 200, description = "A ZIP of the job's outputs, named by their `filename` (made unique), streamed", content_type = "application/zip"),
+        (status = 200, description = "A ZIP of the job's outputs, named by their `filename` (made unique), streamed", content_type = "application/zip", body = inline(FileBytes)),
         (status = 404, description = "No such job of yours", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The job has no outputs (not completed)", body = Problem, content_type = "application/problem+json"),
     )
@@ -72,11 +78,11 @@ pub async fn job(
 
 /// Download every output of a batch's completed jobs as one ZIP.
 #[utoipa::path(
-    get, path = "/api/processing/batch/{batch_id}/download", tag = "processing",
+    get, path = "/api/processing/batch/{batch_id}/download", tag = "processing", operation_id = "download_batch",
     security(("bearer" = [])),
-    params(("batch_id" = String, Path, description = "Batch id")),
+    params(("batch_id" = Uuid, Path, description = "Batch id")),
     responses(
-        (status = 200, description = "A ZIP of the outputs of every completed job of the batch, named by their `filename` (made unique), streamed", content_type = "application/zip"),
+        (status = 200, description = "A ZIP of the outputs of every completed job of the batch, named by their `filename` (made unique), streamed", content_type = "application/zip", body = inline(FileBytes)),
         (status = 404, description = "No such batch of yours", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "No job of the batch has completed yet", body = Problem, content_type = "application/problem+json"),
     )
@@ -294,4 +300,11 @@ async fn write_zip(
     }
     let mut pipe = zip.close().await.map_err(io::Error::other)?.into_inner();
     pipe.shutdown().await
+}
+
+/// This module's routes, each declared once with its OpenAPI operation.
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(job))
+        .routes(routes!(batch))
 }

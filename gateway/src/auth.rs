@@ -4,19 +4,20 @@ use atelier_common::FieldViolation;
 use atelier_proto::auth::v1 as pb;
 use axum::{
     Json,
-    extract::{FromRequest, State},
+    extract::State,
     http::{HeaderMap, StatusCode},
     response::IntoResponse,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::{AppState, grpc_request, problem::Problem};
+use utoipa_axum::{router::OpenApiRouter, routes};
 
-/// A JSON body whose rejections are problem documents.
-#[derive(FromRequest)]
-#[from_request(via(Json), rejection(Problem))]
-pub struct Body<T>(pub T);
+use crate::{
+    extract::Body,
+    problem::Problem,
+    state::{AppState, grpc_request},
+};
 
 /// An email and password.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -93,7 +94,7 @@ fn require(fields: &[(&str, &str)]) -> Result<(), Problem> {
 
 /// Create an account and sign in.
 #[utoipa::path(
-    post, path = "/api/auth/register", tag = "auth",
+    post, path = "/api/auth/register", tag = "auth", operation_id = "register",
     request_body = Credentials,
     responses(
         (status = 201, description = "Account created and signed in", body = TokenResponse),
@@ -125,7 +126,7 @@ pub async fn register(
 
 /// Sign in with an email and password.
 #[utoipa::path(
-    post, path = "/api/auth/login", tag = "auth",
+    post, path = "/api/auth/login", tag = "auth", operation_id = "login",
     request_body = Credentials,
     responses(
         (status = 200, description = "Signed in", body = TokenResponse),
@@ -156,7 +157,7 @@ pub async fn login(
 
 /// Exchange a refresh token for a new session.
 #[utoipa::path(
-    post, path = "/api/auth/refresh", tag = "auth",
+    post, path = "/api/auth/refresh", tag = "auth", operation_id = "refresh",
     request_body = RefreshBody,
     responses(
         (status = 200, description = "A new access and refresh token", body = TokenResponse),
@@ -185,7 +186,7 @@ pub async fn refresh(
 
 /// End the session a refresh token belongs to.
 #[utoipa::path(
-    post, path = "/api/auth/logout", tag = "auth",
+    post, path = "/api/auth/logout", tag = "auth", operation_id = "logout",
     request_body = RefreshBody,
     responses(
         (status = 204, description = "Signed out (also when the token was unknown)"),
@@ -214,7 +215,7 @@ pub async fn logout(
 /// End every session of the caller ("sign out everywhere"): all their refresh
 /// tokens stop working.
 #[utoipa::path(
-    post, path = "/api/auth/logout-all", tag = "auth",
+    post, path = "/api/auth/logout-all", tag = "auth", operation_id = "logout_all",
     security(("bearer" = [])),
     responses(
         (status = 204, description = "Every session ended"),
@@ -235,7 +236,7 @@ pub async fn logout_all(
 
 /// The caller's account.
 #[utoipa::path(
-    get, path = "/api/auth/me", tag = "auth",
+    get, path = "/api/auth/me", tag = "auth", operation_id = "get_current_user",
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The signed-in account", body = UserInfo),
@@ -280,7 +281,7 @@ pub struct JwksBody {
 
 /// The public keys access tokens are signed with (RFC 7517).
 #[utoipa::path(
-    get, path = "/.well-known/jwks.json", tag = "auth",
+    get, path = "/.well-known/jwks.json", tag = "auth", operation_id = "get_jwks",
     responses((status = 200, description = "The JSON Web Key Set", body = JwksBody))
 )]
 pub async fn jwks(
@@ -306,4 +307,16 @@ pub async fn jwks(
         })
         .collect();
     Ok(Json(JwksBody { keys }))
+}
+
+/// This module's routes, each declared once with its OpenAPI operation.
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(register))
+        .routes(routes!(login))
+        .routes(routes!(refresh))
+        .routes(routes!(logout))
+        .routes(routes!(logout_all))
+        .routes(routes!(me))
+        .routes(routes!(jwks))
 }

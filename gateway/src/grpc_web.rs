@@ -1,7 +1,7 @@
 //! gRPC-web (and plain gRPC) for browsers and programs, through the gateway: the
 //! tonic-web layer turns a gRPC-web call into gRPC, which is forwarded to the
-//! service that owns it. Only the public methods are forwarded; internal
-//! service-to-service methods answer `UNIMPLEMENTED` from outside.
+//! service that owns it. Only the methods the contract routes are forwarded;
+//! internal service-to-service methods answer `UNIMPLEMENTED` from outside.
 
 use std::{
     collections::HashSet,
@@ -13,26 +13,28 @@ use std::{
 use axum::http::{self, HeaderName, header};
 use futures::future::BoxFuture;
 use tonic::{Status, body::Body, transport::Channel};
-use tower::Service;
+use tower::{Layer, Service};
 
-/// Forwards calls of a set of public methods to one service.
+use crate::state::AppState;
+
+/// Forwards calls of the routed methods of one service (`service`, its full gRPC
+/// name) to it.
 #[derive(Clone)]
 pub struct Forward {
     channel: Channel,
-    methods: Arc<HashSet<String>>,
+    methods: Arc<HashSet<&'static str>>,
 }
 
 impl Forward {
-    /// `service` is the full gRPC service name; `methods` its public methods.
-    pub fn new(channel: Channel, service: &str, methods: &[&str]) -> Self {
+    pub fn new(channel: Channel, service: &str) -> Self {
+        let methods = atelier_proto::access::METHODS
+            .iter()
+            .filter(|method| method.service() == service && method.routed())
+            .map(|method| method.path)
+            .collect();
         Self {
             channel,
-            methods: Arc::new(
-                methods
-                    .iter()
-                    .map(|method| format!("/{service}/{method}"))
-                    .collect(),
-            ),
+            methods: Arc::new(methods),
         }
     }
 }
@@ -80,4 +82,42 @@ impl Service<http::Request<Body>> for Forward {
             }
         })
     }
+}
+
+/// `router` with the gRPC-web (and gRPC) routes of every service added: each
+/// serves the methods the contract routes (see [`atelier_proto::access`]); and
+/// server reflection, so tools like grpcurl need no copy of the protos.
+pub fn routes(
+    router: axum::Router<AppState>,
+    state: &AppState,
+) -> anyhow::Result<axum::Router<AppState>> {
+    use atelier_proto::{
+        auth::v1::auth_service_server, image::v1::image_service_server,
+        processing::v1::processing_service_server, user::v1::user_service_server,
+        workflow::v1::workflow_service_server,
+    };
+    let router = [
+        (auth_service_server::SERVICE_NAME, &state.auth_channel),
+        (image_service_server::SERVICE_NAME, &state.image),
+        (workflow_service_server::SERVICE_NAME, &state.workflow),
+        (processing_service_server::SERVICE_NAME, &state.processing),
+        (user_service_server::SERVICE_NAME, &state.user),
+    ]
+    .into_iter()
+    .fold(router, |router, (service, channel)| {
+        router.route_service(
+            &format!("/{service}/{{*method}}"),
+            tonic_web::GrpcWebLayer::new().layer(Forward::new(channel.clone(), service)),
+        )
+    });
+    let (v1, v1alpha) = atelier_common::grpc::reflection()?;
+    Ok(router
+        .route_service(
+            "/grpc.reflection.v1.ServerReflection/{*method}",
+            tonic_web::GrpcWebLayer::new().layer(v1),
+        )
+        .route_service(
+            "/grpc.reflection.v1alpha.ServerReflection/{*method}",
+            tonic_web::GrpcWebLayer::new().layer(v1alpha),
+        ))
 }

@@ -4,7 +4,7 @@ use atelier_proto::image::v1::{self as pb, image_service_client::ImageServiceCli
 use axum::{
     Extension, Json,
     body::Body,
-    extract::{Multipart, Path, Query, RawQuery, State},
+    extract::{DefaultBodyLimit, Multipart, Path, Query, RawQuery, State},
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
@@ -14,36 +14,18 @@ use bytes::Bytes;
 use futures::{Stream, StreamExt, TryStreamExt};
 use http_body_util::BodyExt;
 use serde::{Deserialize, Serialize};
-use time::format_description::well_known::Rfc3339;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 use utoipa::ToSchema;
 
-use crate::{AppState, grpc_request, problem::Problem};
+use utoipa_axum::{router::OpenApiRouter, routes};
 
-/// An image as the REST API shows it. `url` and `thumbnail_url` are signed and
-/// expire (`SIGNED_URL_TTL`).
-#[derive(Clone, Debug, Serialize, ToSchema)]
-pub struct ImageBody {
-    pub id: String,
-    /// The stored name (`<id>.<ext>`).
-    pub filename: String,
-    /// The name it was uploaded with, as display text only.
-    pub original_filename: String,
-    /// The type found from the content, not the one declared.
-    pub mime_type: String,
-    pub file_size: i64,
-    pub width: u32,
-    pub height: u32,
-    pub sha256: String,
-    /// `original` or `result`.
-    pub kind: String,
-    pub url: String,
-    pub thumbnail_url: Option<String>,
-    pub created_at: Option<String>,
-    pub expires_at: Option<String>,
-}
+use crate::{
+    problem::Problem,
+    state::{AppState, grpc_request},
+    views::{ImageBody, ImageKind, named},
+};
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ImageList {
@@ -58,34 +40,6 @@ pub struct ListParams {
     pub page_token: Option<String>,
     pub q: Option<String>,
     pub kind: Option<String>,
-}
-
-pub fn rfc3339(at: Option<prost_types::Timestamp>) -> Option<String> {
-    atelier_common::instant(at?)?.format(&Rfc3339).ok()
-}
-
-impl From<pb::Image> for ImageBody {
-    fn from(image: pb::Image) -> Self {
-        let kind = match pb::ImageKind::try_from(image.kind) {
-            Ok(pb::ImageKind::Result) => "result",
-            _ => "original",
-        };
-        Self {
-            id: image.id,
-            filename: image.filename,
-            original_filename: image.original_filename,
-            mime_type: image.mime_type,
-            file_size: image.file_size,
-            width: image.width,
-            height: image.height,
-            sha256: image.sha256,
-            kind: kind.to_owned(),
-            url: image.url,
-            thumbnail_url: Some(image.thumbnail_url).filter(|url| !url.is_empty()),
-            created_at: rfc3339(image.created_at),
-            expires_at: rfc3339(image.expires_at),
-        }
-    }
 }
 
 fn client(state: &AppState) -> ImageServiceClient<Channel> {
@@ -110,7 +64,7 @@ pub struct UploadForm {
 /// Upload an image. The body streams through to storage; the type is found from
 /// the content.
 #[utoipa::path(
-    post, path = "/api/images/upload", tag = "images",
+    post, path = "/api/images/upload", tag = "images", operation_id = "upload_image",
     security(("bearer" = [])),
     request_body(content = UploadForm, content_type = "multipart/form-data"),
     responses(
@@ -169,7 +123,7 @@ pub struct RawUploadParams {
 /// upload over a limit is refused before its body is read, and the image is stored
 /// as it streams in one piece; the type is found from the content.
 #[utoipa::path(
-    put, path = "/api/images/upload", tag = "images", operation_id = "images_upload_body",
+    put, path = "/api/images/upload", tag = "images", operation_id = "upload_image_body",
     security(("bearer" = [])),
     params(
         ("filename" = Option<String>, Query, description = "The file's name, kept as display text only"),
@@ -313,13 +267,13 @@ fn multipart_problem(err: axum::extract::multipart::MultipartError) -> Problem {
 /// List your images, newest first: every one of them page by page, optionally
 /// only originals or only results, optionally searched by file name.
 #[utoipa::path(
-    get, path = "/api/images", tag = "images", operation_id = "images_list",
+    get, path = "/api/images", tag = "images", operation_id = "list_images",
     security(("bearer" = [])),
     params(
-        ("page_size" = Option<i32>, Query, description = "Images per page (default 20, at most 100)"),
+        ("page_size" = Option<i32>, Query, minimum = 1, maximum = 100, description = "Images per page (default 20, at most 100)"),
         ("page_token" = Option<String>, Query, description = "The `next_page_token` of the previous page (keep `q` and `kind` the same)"),
-        ("q" = Option<String>, Query, description = "Only images whose original file name contains this text, ignoring case (a plain substring, at most 200 characters)"),
-        ("kind" = Option<String>, Query, description = "`original` (uploads) or `result` (job outputs); absent for both"),
+        ("q" = Option<String>, Query, max_length = 200, description = "Only images whose original file name contains this text, ignoring case (a plain substring, at most 200 characters)"),
+        ("kind" = Option<ImageKind>, Query, description = "`original` (uploads) or `result` (job outputs); absent for both"),
     ),
     responses(
         (status = 200, description = "One page of images", body = ImageList),
@@ -333,14 +287,9 @@ pub async fn list(
 ) -> Result<Json<ImageList>, Problem> {
     let kind = match params.kind.as_deref().map(str::trim) {
         None | Some("") => pb::ImageKind::Unspecified,
-        Some("original") => pb::ImageKind::Original,
-        Some("result") => pb::ImageKind::Result,
-        Some(_) => {
-            return Err(Problem::invalid(vec![atelier_common::FieldViolation::new(
-                "kind",
-                "must be original or result",
-            )]));
-        }
+        Some(name) => named::<ImageKind>("kind", name)
+            .map_err(|violation| Problem::invalid(vec![violation]))?
+            .to_proto(),
     };
     let reply = client(&state)
         .list_images(grpc_request(
@@ -362,9 +311,9 @@ pub async fn list(
 
 /// One of your images.
 #[utoipa::path(
-    get, path = "/api/images/{id}", tag = "images", operation_id = "images_get",
+    get, path = "/api/images/{id}", tag = "images", operation_id = "get_image",
     security(("bearer" = [])),
-    params(("id" = String, Path, description = "Image id")),
+    params(("id" = Uuid, Path, description = "Image id")),
     responses(
         (status = 200, description = "The image", body = ImageBody),
         (status = 404, description = "No such image of yours", body = Problem, content_type = "application/problem+json"),
@@ -383,9 +332,9 @@ pub async fn get(
 
 /// Delete one of your images and every stored object of it.
 #[utoipa::path(
-    delete, path = "/api/images/{id}", tag = "images",
+    delete, path = "/api/images/{id}", tag = "images", operation_id = "delete_image",
     security(("bearer" = [])),
-    params(("id" = String, Path, description = "Image id")),
+    params(("id" = Uuid, Path, description = "Image id")),
     responses(
         (status = 204, description = "Deleted"),
         (status = 404, description = "No such image of yours", body = Problem, content_type = "application/problem+json"),
@@ -513,4 +462,18 @@ pub async fn file(
         );
     }
     Ok(response)
+}
+
+/// This module's routes, each declared once with its OpenAPI operation. Uploads
+/// may be up to `max_upload_bytes`; every other body is JSON and small.
+pub fn routes(max_upload_bytes: usize) -> OpenApiRouter<AppState> {
+    let uploads = OpenApiRouter::new()
+        .routes(routes!(upload, upload_body))
+        .layer(DefaultBodyLimit::max(max_upload_bytes + 1024 * 1024))
+        .layer(Extension(UploadLimit(max_upload_bytes)));
+    OpenApiRouter::new()
+        .merge(uploads)
+        .routes(routes!(list))
+        .routes(routes!(get, delete))
+        .route("/files/{*rest}", axum::routing::get(file))
 }

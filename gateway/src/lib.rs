@@ -4,6 +4,7 @@
 
 pub mod archive;
 pub mod auth;
+pub mod extract;
 pub mod forwarded;
 pub mod grpc_web;
 pub mod images;
@@ -14,8 +15,10 @@ pub mod openapi;
 pub mod problem;
 pub mod processing;
 pub mod stall;
+pub mod state;
 pub mod status_cache;
 pub mod users;
+pub mod views;
 pub mod web;
 pub mod workflows;
 
@@ -33,23 +36,25 @@ use atelier_proto::auth::v1::auth_service_client::AuthServiceClient;
 use axum::{
     Router,
     extract::{DefaultBodyLimit, Request},
-    http::{HeaderMap, HeaderValue},
+    http::HeaderValue,
     middleware::{self, Next},
-    routing::{get, post},
+    routing::get,
 };
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
-use tower::{Layer, ServiceBuilder};
+use tower::ServiceBuilder;
 use tower_http::{
     compression::CompressionLayer,
     request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
     trace::TraceLayer,
 };
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
 
 use forwarded::TrustedProxies;
 use limits::{LimitConfig, Limits};
 use live::{StreamConfig, StreamSlots};
+use state::AppState;
 use status_cache::{JobCache, UrlCache};
 
 /// The gateway's settings.
@@ -118,38 +123,6 @@ impl GatewayConfig {
     }
 }
 
-/// What every handler can reach.
-#[derive(Clone)]
-pub struct AppState {
-    pub auth: AuthServiceClient<Channel>,
-    pub auth_channel: Channel,
-    pub image: Channel,
-    pub workflow: Channel,
-    pub processing: Channel,
-    pub user: Channel,
-    pub verifier: Arc<JwtVerifier>,
-    pub limits: Arc<Limits>,
-    pub streams: Arc<StreamSlots>,
-    pub stream_config: StreamConfig,
-    /// Job status bodies lately answered (see [`status_cache`]).
-    pub statuses: Arc<JobCache>,
-    /// Result images' signed URLs, reused while fresh.
-    pub urls: Arc<UrlCache>,
-}
-
-/// A gRPC request carrying the caller's token and the request id onward.
-pub fn grpc_request<T>(message: T, headers: &HeaderMap) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    for name in [http::header::AUTHORIZATION.as_str(), REQUEST_ID] {
-        if let Some(value) = headers.get(name).and_then(|value| value.to_str().ok())
-            && let Ok(value) = value.parse()
-        {
-            request.metadata_mut().insert(name, value);
-        }
-    }
-    request
-}
-
 /// Serves the gateway on `listener` until `shutdown`.
 pub async fn serve(
     config: GatewayConfig,
@@ -197,7 +170,7 @@ pub async fn serve(
     if !web::on_disk(&config.web_dir) && !web::embedded() {
         tracing::warn!(web_dir = %config.web_dir.display(), "web assets not built; run `make web`");
     }
-    let app = router(&config, state);
+    let app = router(&config, state)?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "gateway listening");
     // Nagle's algorithm off: a response written in several pieces must not wait for
@@ -256,157 +229,27 @@ pub fn readiness(
     Ok(readiness)
 }
 
+/// The REST API: every route declared once, in the module that handles it, with
+/// its OpenAPI operation.
+pub fn rest(max_upload_bytes: usize) -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .merge(auth::routes())
+        .merge(images::routes(max_upload_bytes))
+        .merge(workflows::routes())
+        .merge(processing::routes())
+        .merge(archive::routes())
+        .merge(live::routes())
+        .merge(users::routes())
+}
+
 /// The gateway's routes and layers.
-pub fn router(config: &GatewayConfig, state: AppState) -> Router {
-    let credentials = Router::new()
-        .route("/api/auth/register", post(auth::register))
-        .route("/api/auth/login", post(auth::login))
-        .route("/api/auth/refresh", post(auth::refresh));
-    // The inner limit wins: uploads may be large, everything else is JSON.
-    let uploads = Router::new()
+pub fn router(config: &GatewayConfig, state: AppState) -> anyhow::Result<Router> {
+    let (rest, document) = rest(config.max_upload_bytes).split_for_parts();
+    let document = openapi::Document::new(document);
+    let api = grpc_web::routes(rest, &state)?
         .route(
-            "/api/images/upload",
-            post(images::upload).put(images::upload_body),
-        )
-        .layer(DefaultBodyLimit::max(config.max_upload_bytes + 1024 * 1024))
-        .layer(axum::Extension(images::UploadLimit(
-            config.max_upload_bytes,
-        )));
-
-    let grpc_web = |channel: Channel, service: &str, methods: &[&str]| {
-        tonic_web::GrpcWebLayer::new().layer(grpc_web::Forward::new(channel, service, methods))
-    };
-    let auth_grpc = grpc_web(
-        state.auth_channel.clone(),
-        "atelier.auth.v1.AuthService",
-        &[
-            "Register",
-            "Login",
-            "Refresh",
-            "Logout",
-            "GetJwks",
-            "GetCurrentUser",
-            "LogoutAll",
-        ],
-    );
-    let image_grpc = grpc_web(
-        state.image.clone(),
-        "atelier.image.v1.ImageService",
-        &[
-            "UploadImage",
-            "GetImage",
-            "BatchGetImages",
-            "ListImages",
-            "DeleteImage",
-            "DownloadImage",
-        ],
-    );
-    let workflow_grpc = grpc_web(
-        state.workflow.clone(),
-        "atelier.workflow.v1.WorkflowService",
-        &[
-            "ListWorkflows",
-            "GetWorkflow",
-            "GetWorkflowParameters",
-            "ValidateParameters",
-            "Estimate",
-        ],
-    );
-    let processing_grpc = grpc_web(
-        state.processing.clone(),
-        "atelier.processing.v1.ProcessingService",
-        &[
-            "StartProcessing",
-            "GetJob",
-            "ListJobs",
-            "CancelJob",
-            "RetryJob",
-            "StreamJobEvents",
-            "StartBatch",
-            "GetBatch",
-            "CancelBatch",
-            "RetryBatch",
-        ],
-    );
-    let user_grpc = grpc_web(
-        state.user.clone(),
-        "atelier.user.v1.UserService",
-        &[
-            "GetProfile",
-            "UpdateProfile",
-            "GetSettings",
-            "UpdateSettings",
-            "GetUsage",
-            "GetHistory",
-            "DeleteAccount",
-        ],
-    );
-
-    let api = Router::new()
-        .merge(credentials)
-        .merge(uploads)
-        .route("/api/images", get(images::list))
-        .route("/api/images/{id}", get(images::get).delete(images::delete))
-        .route("/files/{*rest}", get(images::file))
-        .route("/api/processing/start", post(processing::start))
-        .route("/api/processing/jobs", get(processing::list))
-        .route("/api/processing/{job_id}/status", get(processing::status))
-        .route("/api/processing/{job_id}/cancel", post(processing::cancel))
-        .route("/api/processing/{job_id}/events", get(processing::events))
-        .route("/api/fal/webhook", post(processing::fal_webhook))
-        .route("/api/processing/{job_id}/retry", post(processing::retry))
-        .route("/api/processing/batch", post(processing::start_batch))
-        .route(
-            "/api/processing/batch/{batch_id}",
-            get(processing::get_batch),
-        )
-        .route(
-            "/api/processing/batch/{batch_id}/cancel",
-            post(processing::cancel_batch),
-        )
-        .route(
-            "/api/processing/batch/{batch_id}/retry",
-            post(processing::retry_batch),
-        )
-        .route(
-            "/api/processing/batch/{batch_id}/download",
-            get(archive::batch),
-        )
-        .route("/api/processing/{job_id}/download", get(archive::job))
-        .route("/api/ws", get(live::upgrade))
-        .route("/api/workflows", get(workflows::list))
-        .route("/api/workflows/{id}", get(workflows::get))
-        .route("/api/workflows/{id}/parameters", get(workflows::parameters))
-        .route("/api/workflows/{id}/validate", post(workflows::validate))
-        .route("/api/workflows/{id}/estimate", post(workflows::estimate))
-        .route("/api/auth/logout", post(auth::logout))
-        .route("/api/auth/logout-all", post(auth::logout_all))
-        .route(
-            "/api/users/profile",
-            get(users::profile).patch(users::update_profile),
-        )
-        .route(
-            "/api/users/settings",
-            get(users::settings).put(users::replace_settings),
-        )
-        .route("/api/users/history", get(users::history))
-        .route(
-            "/api/users/me",
-            axum::routing::delete(users::delete_account),
-        )
-        .route("/api/auth/me", get(auth::me))
-        .route("/.well-known/jwks.json", get(auth::jwks))
-        .route("/api/openapi.json", get(openapi::document))
-        .route_service("/atelier.auth.v1.AuthService/{*method}", auth_grpc)
-        .route_service("/atelier.image.v1.ImageService/{*method}", image_grpc)
-        .route_service(
-            "/atelier.processing.v1.ProcessingService/{*method}",
-            processing_grpc,
-        )
-        .route_service("/atelier.user.v1.UserService/{*method}", user_grpc)
-        .route_service(
-            "/atelier.workflow.v1.WorkflowService/{*method}",
-            workflow_grpc,
+            "/api/openapi.json",
+            get(move || std::future::ready(document.clone())),
         )
         .route("/api/{*rest}", axum::routing::any(problem::fallback))
         .route_layer(middleware::from_fn(layers::record_metrics))
@@ -433,8 +276,7 @@ pub fn router(config: &GatewayConfig, state: AppState) -> Router {
             "/api/docs",
             get(|| async { axum::response::Redirect::permanent("/api/docs/") }),
         );
-    web::serve(routes, &config.web_dir)
-        .layer(
+    Ok(web::serve(routes, &config.web_dir).layer(
             ServiceBuilder::new()
                 .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
                 .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
@@ -456,5 +298,5 @@ pub fn router(config: &GatewayConfig, state: AppState) -> Router {
                     config.body_idle_timeout,
                     stall::body_idle_timeout,
                 )),
-        )
+    ))
 }

@@ -39,7 +39,13 @@ use serde_json::{Value, json};
 use tokio::{sync::mpsc, task::JoinHandle, time::Instant};
 use uuid::Uuid;
 
-use crate::{AppState, grpc_request, problem::Problem, processing::event_json};
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::{
+    problem::Problem,
+    state::{AppState, grpc_request},
+    views::{event_json, event_kind},
+};
 
 /// Bounds on live event streams.
 #[derive(Clone, Copy, Debug)]
@@ -318,10 +324,7 @@ async fn forward(
         let mut data = event_json(&event);
         if let Value::Object(object) = &mut data {
             object.insert("type".into(), "event".into());
-            object.insert(
-                "kind".into(),
-                crate::processing::event_kind(event.kind).into(),
-            );
+            object.insert("kind".into(), event_kind(event.kind).into());
         }
         if outgoing.send(text_message(&data)).await.is_err() {
             return;
@@ -347,4 +350,9 @@ mod tests {
         drop(first);
         let _again = slots.take(ada).expect("a freed slot is taken again");
     }
+}
+
+/// The WebSocket route (not part of the OpenAPI document: it is no REST call).
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().route("/api/ws", axum::routing::get(upgrade))
 }

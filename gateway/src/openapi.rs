@@ -1,11 +1,19 @@
 //! The OpenAPI 3.1 document, generated from the handlers, and its Swagger UI.
 
+use axum::{
+    http::{HeaderValue, header},
+    response::IntoResponse,
+};
+use bytes::Bytes;
 use utoipa::{
     Modify, OpenApi,
-    openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
+    openapi::{
+        ContentBuilder, Ref, Response, ResponseBuilder,
+        security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
+    },
 };
 
-use crate::{archive, auth, images, problem, processing, users, workflows};
+use crate::{problem, processing, users};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -14,17 +22,11 @@ use crate::{archive, auth, images, problem, processing, users, workflows};
         description = "Run fal.ai models on your images: accounts, uploads, workflows, jobs and live events. \
 Errors are RFC 9457 problem documents (`application/problem+json`).",
     ),
-    paths(
-        auth::register, auth::login, auth::refresh, auth::logout, auth::logout_all, auth::me, auth::jwks,
-        images::upload, images::upload_body, images::list, images::get, images::delete,
-        workflows::list, workflows::get, workflows::parameters, workflows::validate, workflows::estimate,
-        processing::start, processing::status, processing::cancel, processing::list, processing::events,
-        processing::retry, processing::start_batch, processing::get_batch, processing::cancel_batch, processing::retry_batch,
-        archive::job, archive::batch,
-        users::profile, users::update_profile, users::settings, users::replace_settings, users::history,
-        users::delete_account,
-    ),
-    components(schemas(problem::Problem, problem::ProblemField, problem::ProblemQuota, users::SettingsBody)),
+    components(schemas(
+        problem::Problem, problem::ProblemField, users::SettingsBody,
+        // Used by parameters only, which do not collect their schemas.
+        processing::StatusInclude,
+    )),
     modifiers(&BearerAuth),
     tags(
         (name = "auth", description = "Accounts and sessions"),
@@ -53,6 +55,109 @@ impl Modify for BearerAuth {
     }
 }
 
-pub async fn document() -> axum::Json<utoipa::openapi::OpenApi> {
-    axum::Json(ApiDoc::openapi())
+/// The whole document: [`ApiDoc`], every route's operation, and the responses
+/// every operation may give whatever it does.
+pub fn document() -> utoipa::openapi::OpenApi {
+    let (_, document) = crate::rest(0).split_for_parts();
+    with_common_responses(document)
+}
+
+/// The answers any operation may give besides its own: a malformed request, a
+/// missing or expired token, a rate limit, a service away. Added where the
+/// operation does not describe them itself.
+fn with_common_responses(mut document: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
+    for item in document.paths.paths.values_mut() {
+        for operation in [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let secured = operation
+                .security
+                .as_ref()
+                .is_some_and(|requirements| !requirements.is_empty());
+            let json_body = operation
+                .request_body
+                .as_ref()
+                .is_some_and(|body| body.content.contains_key("application/json"));
+            let mut common = vec![
+                (
+                    "400",
+                    "The request is malformed (a parameter of the wrong type, a body that is not JSON)",
+                ),
+                (
+                    "429",
+                    "Too many requests from you or your address; retry after `Retry-After` seconds",
+                ),
+                ("503", "A service is unavailable; try again shortly"),
+            ];
+            if secured {
+                common.push((
+                    "401",
+                    "Not signed in, or the access token expired or was revoked",
+                ));
+            }
+            if operation.request_body.is_some() {
+                common.push(("413", "The body is over the size limit"));
+            }
+            if json_body {
+                common.push(("415", "The body is not `application/json`"));
+                common.push((
+                    "422",
+                    "The body is not of the expected shape (each wrong field named)",
+                ));
+            }
+            for (status, description) in common {
+                operation
+                    .responses
+                    .responses
+                    .entry(status.to_owned())
+                    .or_insert_with(|| problem_response(description).into());
+            }
+        }
+    }
+    document
+}
+
+fn problem_response(description: &str) -> Response {
+    ResponseBuilder::new()
+        .description(description)
+        .content(
+            problem::CONTENT_TYPE,
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("Problem")))
+                .build(),
+        )
+        .build()
+}
+
+/// The document as served: serialized once.
+#[derive(Clone)]
+pub struct Document(Bytes);
+
+impl Document {
+    pub fn new(document: utoipa::openapi::OpenApi) -> Self {
+        let document = with_common_responses(document);
+        Self(Bytes::from(
+            serde_json::to_vec(&document).unwrap_or_default(),
+        ))
+    }
+}
+
+impl IntoResponse for Document {
+    fn into_response(self) -> axum::response::Response {
+        (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            self.0,
+        )
+            .into_response()
+    }
 }

@@ -30,8 +30,10 @@ pub async fn scope_request_id(
     REQUEST_ID.scope(id, next.run(request)).await
 }
 
-/// An error response (`application/problem+json`).
-#[derive(Debug, Serialize, ToSchema)]
+/// An error response (`application/problem+json`). A refusal by a limit of the
+/// caller's subscription tier also names the limit (`limit`, `allowed`, `used`,
+/// `requested`, `tier`, `resets_at`).
+#[derive(Debug, Default, Serialize, ToSchema)]
 pub struct Problem {
     /// A URI naming the kind of problem.
     #[serde(rename = "type")]
@@ -44,22 +46,31 @@ pub struct Problem {
     pub detail: String,
     /// The request's invalid fields, if any.
     pub errors: Vec<ProblemField>,
-    /// The subscription-tier limit that refused the request (quota refusals only).
-    #[serde(flatten, skip_serializing_if = "Option::is_none")]
-    pub quota: Option<Box<ProblemQuota>>,
+    /// The id of the request (also in the `x-request-id` header), to quote in reports.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    /// The tier limit that refused the request: `jobs_per_day`, `concurrent_jobs`,
+    /// `storage_bytes` or `max_file_size_bytes`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<String>,
+    /// The limit's value for the caller's tier.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allowed: Option<i64>,
+    /// Usage before this request.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub used: Option<i64>,
+    /// What this request needed (jobs, bytes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requested: Option<i64>,
+    /// The caller's subscription tier.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tier: Option<String>,
+    /// When the limit resets (RFC 3339); absent when it does not reset by itself.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resets_at: Option<String>,
     #[serde(skip)]
     #[schema(ignore)]
     retry_after: Option<u32>,
-}
-
-/// A problem as sent: with the id of the request it answers (also in the
-/// `x-request-id` header), to quote in reports.
-#[derive(Serialize)]
-struct Sent<'a> {
-    #[serde(flatten)]
-    problem: &'a Problem,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    request_id: Option<String>,
 }
 
 /// One invalid field.
@@ -71,24 +82,6 @@ pub struct ProblemField {
     pub pointer: String,
     /// What is wrong with it.
     pub detail: String,
-}
-
-/// A tier limit that refused the request: which, its value and the usage against it.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ProblemQuota {
-    /// `jobs_per_day`, `concurrent_jobs`, `storage_bytes` or `max_file_size_bytes`.
-    pub limit: String,
-    /// The limit's value for the caller's tier.
-    pub allowed: i64,
-    /// Usage before this request.
-    pub used: i64,
-    /// What this request needed (jobs, bytes).
-    pub requested: i64,
-    /// The caller's subscription tier.
-    pub tier: String,
-    /// When the limit resets (RFC 3339); absent when it does not reset by itself.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub resets_at: Option<String>,
 }
 
 impl From<FieldViolation> for ProblemField {
@@ -108,9 +101,7 @@ impl Problem {
             title: status.canonical_reason().unwrap_or("Error").to_owned(),
             status: status.as_u16(),
             detail: detail.into(),
-            errors: Vec::new(),
-            quota: None,
-            retry_after: None,
+            ..Self::default()
         }
     }
 
@@ -146,14 +137,14 @@ impl Problem {
 }
 
 impl IntoResponse for Problem {
-    fn into_response(self) -> Response {
+    fn into_response(mut self) -> Response {
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let retry_after = self.retry_after;
-        let body = Sent {
-            request_id: REQUEST_ID.try_with(Clone::clone).ok(),
-            problem: &self,
-        };
-        let mut response = (status, axum::Json(body)).into_response();
+        self.request_id = REQUEST_ID
+            .try_with(Clone::clone)
+            .ok()
+            .filter(|id| !id.is_empty());
+        let mut response = (status, axum::Json(self)).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
         if let Some(seconds) = retry_after {
@@ -190,17 +181,15 @@ impl From<tonic::Status> for Problem {
                         let seconds = (at - time::OffsetDateTime::now_utc()).whole_seconds();
                         u32::try_from(seconds.max(1)).unwrap_or(u32::MAX)
                     });
-                    problem.quota = Some(Box::new(ProblemQuota {
-                        resets_at: quota.resets_at.and_then(|at| {
-                            at.format(&time::format_description::well_known::Rfc3339)
-                                .ok()
-                        }),
-                        limit: quota.limit,
-                        allowed: quota.allowed,
-                        used: quota.used,
-                        requested: quota.requested,
-                        tier: quota.tier,
-                    }));
+                    problem.resets_at = quota.resets_at.and_then(|at| {
+                        at.format(&time::format_description::well_known::Rfc3339)
+                            .ok()
+                    });
+                    problem.limit = Some(quota.limit);
+                    problem.allowed = Some(quota.allowed);
+                    problem.used = Some(quota.used);
+                    problem.requested = Some(quota.requested);
+                    problem.tier = Some(quota.tier);
                 }
                 if problem.retry_after.is_none()
                     && let Some(wait) = atelier_common::error::retry_after(&status)

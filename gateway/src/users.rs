@@ -22,13 +22,13 @@ use serde_json::{Map, Value};
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 use utoipa::ToSchema;
 
+use utoipa_axum::{router::OpenApiRouter, routes};
+
 use crate::{
-    AppState,
-    auth::Body,
-    grpc_request,
-    images::{ImageBody, rfc3339},
+    extract::Body,
     problem::Problem,
-    processing::{JobBody, encode_job, parse_statuses},
+    state::{AppState, grpc_request},
+    views::{ImageBody, JobBody, JobStatus, encode_job, parse_statuses, rfc3339},
 };
 
 fn client(state: &AppState) -> UserServiceClient<tonic::transport::Channel> {
@@ -115,7 +115,7 @@ fn profile_reply(profile: Option<pb::Profile>) -> Result<Json<ProfileBody>, Prob
 
 /// The caller's profile, with usage against the limits of their tier.
 #[utoipa::path(
-    get, path = "/api/users/profile", tag = "users",
+    get, path = "/api/users/profile", tag = "users", operation_id = "get_profile",
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The caller's profile", body = ProfileBody),
@@ -141,7 +141,7 @@ pub struct ProfilePatch {
 
 /// Change the caller's display name.
 #[utoipa::path(
-    patch, path = "/api/users/profile", tag = "users",
+    patch, path = "/api/users/profile", tag = "users", operation_id = "update_profile",
     security(("bearer" = [])),
     request_body = ProfilePatch,
     responses(
@@ -251,7 +251,7 @@ fn settings_reply(
 
 /// The caller's settings, with their `ETag`.
 #[utoipa::path(
-    get, path = "/api/users/settings", tag = "users",
+    get, path = "/api/users/settings", tag = "users", operation_id = "get_settings",
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The settings; the ETag header guards the next change", body = SettingsReply),
@@ -379,7 +379,7 @@ fn parse_settings(body: &Value) -> Result<pb::Settings, Vec<FieldViolation>> {
 /// Replace the caller's settings. Send the `ETag` you read as `If-Match`: if the
 /// settings changed since, the write is refused with 412 and nothing changes.
 #[utoipa::path(
-    put, path = "/api/users/settings", tag = "users",
+    put, path = "/api/users/settings", tag = "users", operation_id = "replace_settings",
     security(("bearer" = [])),
     params(("If-Match" = Option<String>, Header, description = "The ETag the change is based on")),
     request_body(content = Object, description = "The whole settings document (see SettingsBody)"),
@@ -477,15 +477,15 @@ fn instant(
 /// The caller's jobs with their input and result images, newest first: filtered by
 /// state, workflow and dates, searched, and cursor-paginated.
 #[utoipa::path(
-    get, path = "/api/users/history", tag = "users",
+    get, path = "/api/users/history", tag = "users", operation_id = "get_history",
     security(("bearer" = [])),
     params(
-        ("page_size" = Option<i32>, Query, description = "At most this many entries (default 50, at most 100)"),
+        ("page_size" = Option<i32>, Query, minimum = 1, maximum = 100, description = "At most this many entries (default 50, at most 100)"),
         ("page_token" = Option<String>, Query, description = "`next_page_token` of the previous page"),
-        ("status" = Option<String>, Query, description = "Comma-separated states, e.g. `completed,failed`"),
+        ("status" = Option<Vec<JobStatus>>, Query, style = Form, explode = false, description = "Only jobs in one of these states (comma-separated), e.g. `completed,failed`"),
         ("workflow_id" = Option<String>, Query, description = "Only jobs of this workflow"),
-        ("from" = Option<String>, Query, description = "Only jobs created at or after this instant (RFC 3339)"),
-        ("to" = Option<String>, Query, description = "Only jobs created before this instant (RFC 3339)"),
+        ("from" = Option<String>, Query, format = DateTime, description = "Only jobs created at or after this instant (RFC 3339)"),
+        ("to" = Option<String>, Query, format = DateTime, description = "Only jobs created before this instant (RFC 3339)"),
         ("q" = Option<String>, Query, description = "Words to find in workflow names, input file names (`IMG_2041`, `img_2041.jpg` or `2041`) and prompts"),
     ),
     responses(
@@ -562,7 +562,7 @@ pub async fn history(
 
 /// Delete the caller's account, and with it every image, stored file and job.
 #[utoipa::path(
-    delete, path = "/api/users/me", tag = "users",
+    delete, path = "/api/users/me", tag = "users", operation_id = "delete_account",
     security(("bearer" = [])),
     responses(
         (status = 204, description = "The account and all its data are gone"),
@@ -577,4 +577,13 @@ pub async fn delete_account(
         .delete_account(grpc_request(pb::DeleteAccountRequest {}, &headers))
         .await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// This module's routes, each declared once with its OpenAPI operation.
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(profile, update_profile))
+        .routes(routes!(settings, replace_settings))
+        .routes(routes!(history))
+        .routes(routes!(delete_account))
 }

@@ -17,7 +17,14 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
-use crate::{AppState, auth::Body, grpc_request, images::rfc3339, problem::Problem};
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use crate::{
+    extract::Body,
+    problem::Problem,
+    state::{AppState, grpc_request},
+    views::rfc3339,
+};
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct WorkflowBody {
@@ -124,7 +131,7 @@ fn client(state: &AppState) -> WorkflowServiceClient<tonic::transport::Channel> 
 
 /// The catalogue: active workflows, optionally of one category.
 #[utoipa::path(
-    get, path = "/api/workflows", tag = "workflows", operation_id = "workflows_list",
+    get, path = "/api/workflows", tag = "workflows", operation_id = "list_workflows",
     params(
         ("category" = Option<String>, Query, description = "Only this category"),
         ("include_inactive" = Option<bool>, Query, description = "Also list inactive workflows"),
@@ -162,7 +169,7 @@ pub async fn list(
 
 /// One workflow.
 #[utoipa::path(
-    get, path = "/api/workflows/{id}", tag = "workflows", operation_id = "workflows_get",
+    get, path = "/api/workflows/{id}", tag = "workflows", operation_id = "get_workflow",
     params(("id" = String, Path, description = "Workflow id, e.g. esrgan-upscale")),
     responses(
         (status = 200, description = "The workflow", body = WorkflowBody),
@@ -189,7 +196,7 @@ pub async fn get(
 
 /// A workflow's parameters as a JSON Schema (draft 2020-12), with defaults.
 #[utoipa::path(
-    get, path = "/api/workflows/{id}/parameters", tag = "workflows",
+    get, path = "/api/workflows/{id}/parameters", tag = "workflows", operation_id = "get_workflow_parameters",
     params(("id" = String, Path, description = "Workflow id")),
     responses(
         (status = 200, description = "The JSON Schema", body = Object),
@@ -220,7 +227,7 @@ pub async fn parameters(
 
 /// Check parameters against a workflow without starting anything.
 #[utoipa::path(
-    post, path = "/api/workflows/{id}/validate", tag = "workflows",
+    post, path = "/api/workflows/{id}/validate", tag = "workflows", operation_id = "validate_parameters",
     params(("id" = String, Path, description = "Workflow id")),
     request_body = ValidateBody,
     responses(
@@ -327,7 +334,7 @@ pub struct EstimateResult {
 /// bytes, the cost at fal's price, and whether it fits the largest result the
 /// platform accepts (a start that does not is refused with the same reason).
 #[utoipa::path(
-    post, path = "/api/workflows/{id}/estimate", tag = "workflows",
+    post, path = "/api/workflows/{id}/estimate", tag = "workflows", operation_id = "estimate_cost",
     security(("bearer" = [])),
     params(("id" = String, Path, description = "Workflow id")),
     request_body = EstimateBody,
@@ -418,4 +425,14 @@ pub async fn estimate(
             })
             .collect(),
     }))
+}
+
+/// This module's routes, each declared once with its OpenAPI operation.
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(get))
+        .routes(routes!(parameters))
+        .routes(routes!(validate))
+        .routes(routes!(estimate))
 }

@@ -5,13 +5,12 @@
 
 use std::path::Path;
 
-use atelier_gateway::openapi::ApiDoc;
-use utoipa::OpenApi;
+use atelier_gateway::openapi;
 
 #[test]
 fn web_snapshot_matches_the_served_document() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("web/openapi.json");
-    let document = ApiDoc::openapi()
+    let document = openapi::document()
         .to_pretty_json()
         .expect("the OpenAPI document serializes");
     let document = format!("{document}\n");

@@ -1,6 +1,13 @@
-//! Generates the gRPC code from `proto/` with protox, so no `protoc` is needed.
+//! Generates the gRPC code from `proto/` with protox, so no `protoc` is needed,
+//! and the table of who may call each method (`access.rs`) from the contract's
+//! `atelier.access.v1.access` method options.
 
-use std::path::{Path, PathBuf};
+use std::{
+    fmt::Write as _,
+    path::{Path, PathBuf},
+};
+
+use prost_reflect::{DescriptorPool, Value};
 
 fn proto_files(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
     for entry in std::fs::read_dir(dir)? {
@@ -14,6 +21,48 @@ fn proto_files(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
     Ok(())
 }
 
+/// `pub const METHODS: &[Method]`: every method of every service with its access option.
+fn access_table(pool: &DescriptorPool) -> Result<String, Box<dyn std::error::Error>> {
+    let extension = pool
+        .get_extension_by_name("atelier.access.v1.access")
+        .ok_or("the contract has no atelier.access.v1.access option")?;
+    let mut table = String::from("pub const METHODS: &[Method] = &[\n");
+    for service in pool.services() {
+        for method in service.methods() {
+            let options = method.options();
+            let (mut public, mut callers, mut user_token) = (false, Vec::new(), false);
+            if options.has_extension(&extension)
+                && let Value::Message(access) = options.get_extension(&extension).as_ref()
+            {
+                let field = |name: &str| access.get_field_by_name(name);
+                public = field("public")
+                    .and_then(|value| value.as_bool())
+                    .unwrap_or(false);
+                user_token = field("user_token")
+                    .and_then(|value| value.as_bool())
+                    .unwrap_or(false);
+                if let Some(Value::List(names)) = field("internal_callers").as_deref() {
+                    callers = names
+                        .iter()
+                        .filter_map(|name| name.as_str().map(str::to_owned))
+                        .collect();
+                }
+            }
+            if public && !callers.is_empty() {
+                return Err(format!("{} is both public and internal", method.full_name()).into());
+            }
+            writeln!(
+                table,
+                "    Method {{ path: \"/{}/{}\", public: {public}, internal_callers: &{callers:?}, user_token: {user_token} }},",
+                service.full_name(),
+                method.name(),
+            )?;
+        }
+    }
+    table.push_str("];\n");
+    Ok(table)
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../../proto");
     let mut files = Vec::new();
@@ -21,8 +70,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     files.sort();
     println!("cargo:rerun-if-changed={}", root.display());
 
-    let descriptors = protox::compile(&files, [&root])?;
+    let mut compiler = protox::Compiler::new([&root])?;
+    compiler
+        .include_source_info(true)
+        .include_imports(true)
+        .open_files(&files)?;
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
+    std::fs::write(
+        out_dir.join("access.rs"),
+        access_table(&compiler.descriptor_pool())?,
+    )?;
+    let descriptors = compiler.file_descriptor_set();
     std::fs::write(
         out_dir.join("atelier_descriptor.bin"),
         prost::Message::encode_to_vec(&descriptors),

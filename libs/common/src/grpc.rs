@@ -15,6 +15,7 @@ use std::{
 };
 
 use anyhow::Context as _;
+use atelier_proto::access::Method;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
@@ -61,17 +62,59 @@ pub struct GrpcServer {
     identity: Identity,
     routes: RoutesBuilder,
     services: Vec<&'static str>,
-    policy: Policy,
+    /// Who may call which method (see [`GrpcServer::contract`]).
+    contract: &'static [Method],
     verifier: Option<Arc<JwtVerifier>>,
 }
 
-/// Which methods need which caller.
+/// Which methods need which caller, as the contract declares it (see
+/// [`atelier_proto::access`]): every method neither public nor internal needs a
+/// valid access token, and like every method a service certificate, so only the
+/// platform's services (the gateway for the outside world) call them.
 #[derive(Default)]
 struct Policy {
     /// Methods that need no user token.
-    public: HashSet<String>,
-    /// Methods only some services may call (with no user token: they name the user).
-    internal: HashMap<String, Vec<ServiceName>>,
+    public: HashSet<&'static str>,
+    /// Methods only some services may call.
+    internal: HashMap<&'static str, Internal>,
+}
+
+struct Internal {
+    callers: Vec<ServiceName>,
+    /// Whether the call carries the user's token too (else it names the user).
+    user_token: bool,
+}
+
+impl Policy {
+    fn new(contract: &'static [Method]) -> Self {
+        let mut policy = Self::default();
+        for method in contract {
+            if method.public {
+                policy.public.insert(method.path);
+            }
+            if !method.internal_callers.is_empty() {
+                let callers = method
+                    .internal_callers
+                    .iter()
+                    .filter_map(|name| match name.parse() {
+                        Ok(caller) => Some(caller),
+                        Err(err) => {
+                            tracing::error!(method = method.path, error = %err, "unknown caller in the contract");
+                            None
+                        }
+                    })
+                    .collect();
+                policy.internal.insert(
+                    method.path,
+                    Internal {
+                        callers,
+                        user_token: method.user_token,
+                    },
+                );
+            }
+        }
+        policy
+    }
 }
 
 impl GrpcServer {
@@ -81,7 +124,7 @@ impl GrpcServer {
             identity: identity.clone(),
             routes: RoutesBuilder::default(),
             services: Vec::new(),
-            policy: Policy::default(),
+            contract: atelier_proto::access::METHODS,
             verifier: None,
         }
     }
@@ -102,25 +145,10 @@ impl GrpcServer {
         self
     }
 
-    /// Methods of `S` that need no user (e.g. `"Login"`); like every method, they
-    /// still need a service certificate, so only the platform's services (the gateway
-    /// for the outside world) call them. Every method neither public nor internal
-    /// needs a valid access token.
-    pub fn public<S: NamedService>(mut self, methods: &[&str]) -> Self {
-        self.policy.public.extend(
-            methods
-                .iter()
-                .map(|method| format!("/{}/{method}", S::NAME)),
-        );
-        self
-    }
-
-    /// A method of `S` only `callers` may call, on behalf of a user they name; every
-    /// other caller is refused, whatever token it carries.
-    pub fn internal<S: NamedService>(mut self, method: &str, callers: &[ServiceName]) -> Self {
-        self.policy
-            .internal
-            .insert(format!("/{}/{method}", S::NAME), callers.to_vec());
+    /// Who may call which method: the platform's contract (the default), or for a
+    /// test of the rules themselves, a contract of its own.
+    pub fn contract(mut self, contract: &'static [Method]) -> Self {
+        self.contract = contract;
         self
     }
 
@@ -138,13 +166,12 @@ impl GrpcServer {
     ) -> anyhow::Result<()> {
         crate::telemetry::metrics();
         let (health, health_service) = tonic_health::server::health_reporter();
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(atelier_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()
-            .context("building the reflection service")?;
+        let (reflection_v1, reflection_v1alpha) = reflection()?;
         let mut routes = self.routes;
-        routes.add_service(health_service).add_service(reflection);
+        routes
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha);
         let routes: Routes = routes.routes();
 
         let name = self.identity.name();
@@ -161,7 +188,7 @@ impl GrpcServer {
             .layer(ObserveLayer)
             .layer(AuthLayer {
                 verifier: self.verifier,
-                policy: Arc::new(self.policy),
+                policy: Arc::new(Policy::new(self.contract)),
             })
             .into_inner();
 
@@ -408,15 +435,17 @@ where
                 "this port serves the platform's services only: present a service certificate",
             ));
         };
-        if let Some(callers) = self.policy.internal.get(path) {
-            if !callers.contains(&peer) {
+        if let Some(internal) = self.policy.internal.get(path) {
+            if !internal.callers.contains(&peer) {
                 let method = split_path(path).1;
                 return refuse(Status::permission_denied(format!(
                     "the {peer} service may not call {method}"
                 )));
             }
-            request.extensions_mut().insert(Peer(peer));
-            return Box::pin(inner.call(request));
+            if !internal.user_token {
+                request.extensions_mut().insert(Peer(peer));
+                return Box::pin(inner.call(request));
+            }
         }
         request.extensions_mut().insert(Peer(peer));
         let Some(verifier) = self.verifier.clone() else {
@@ -442,6 +471,31 @@ where
     }
 }
 
+/// Server reflection of the platform's contracts and of health, in both versions:
+/// grpcurl and grpcui ask v1, older tools (Postman, evans) v1alpha.
+pub fn reflection() -> anyhow::Result<(
+    tonic_reflection::server::v1::ServerReflectionServer<
+        impl tonic_reflection::server::v1::ServerReflection,
+    >,
+    tonic_reflection::server::v1alpha::ServerReflectionServer<
+        impl tonic_reflection::server::v1alpha::ServerReflection,
+    >,
+)> {
+    let builder = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(atelier_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    Ok((
+        builder()
+            .build_v1()
+            .context("building the reflection service")?,
+        builder()
+            .build_v1alpha()
+            .context("building the reflection service")?,
+    ))
+}
+
 /// Asks `channel`'s health service whether `service` is serving.
 pub async fn check_health(channel: Channel, service: &str) -> Result<(), String> {
     use tonic_health::pb::{
@@ -457,5 +511,47 @@ pub async fn check_health(channel: Channel, service: &str) -> Result<(), String>
     match reply.into_inner().status() {
         Status::Serving => Ok(()),
         other => Err(format!("{service} is {}", other.as_str_name())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use atelier_proto::access::{METHODS, method};
+
+    use super::*;
+
+    #[test]
+    fn the_contract_names_only_services_as_callers() {
+        for method in METHODS {
+            for name in method.internal_callers {
+                assert!(
+                    name.parse::<ServiceName>().is_ok(),
+                    "{} names {name:?}, which is no service",
+                    method.path
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn policy_follows_the_contract() {
+        let policy = Policy::new(METHODS);
+        assert!(policy.public.contains("/atelier.auth.v1.AuthService/Login"));
+        assert!(
+            !policy
+                .public
+                .contains("/atelier.auth.v1.AuthService/GetCurrentUser")
+        );
+        let state = &policy.internal["/atelier.auth.v1.AuthService/GetSessionState"];
+        assert!(state.callers.contains(&ServiceName::Gateway) && !state.user_token);
+        let delete = &policy.internal["/atelier.auth.v1.AuthService/DeleteCurrentUser"];
+        assert_eq!(delete.callers, [ServiceName::User]);
+        assert!(delete.user_token);
+        assert_eq!(
+            policy.internal["/atelier.user.v1.UserService/GetQuota"].callers,
+            [ServiceName::Processing, ServiceName::Image]
+        );
+        let routed = method("/atelier.user.v1.UserService/GetProfile").expect("a method");
+        assert!(routed.routed() && !routed.public);
     }
 }

@@ -9,24 +9,16 @@ use atelier_common::{
     grpc::{Channel, GrpcServer},
     identity::{Identity, ServiceName, TlsSettings},
 };
+use atelier_proto::access::Method;
 use tokio_util::sync::CancellationToken;
 use tonic::{
     Code,
-    server::NamedService,
     transport::{Certificate, ClientTlsConfig, Endpoint},
 };
 use tonic_reflection::pb::v1::{
     ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
     server_reflection_request::MessageRequest,
 };
-
-/// The reflection service every server runs: made internal to the gateway here, so
-/// that a call says which service the server saw.
-struct Reflection;
-
-impl NamedService for Reflection {
-    const NAME: &'static str = "grpc.reflection.v1.ServerReflection";
-}
 
 /// Lists the server's services over `channel`.
 async fn list(channel: Channel) -> Result<(), tonic::Status> {
@@ -97,7 +89,14 @@ async fn services_of_one_process_call_through_pipes_with_the_same_checks() {
     let addr = listener.local_addr().expect("address");
     tokio::spawn(
         GrpcServer::new(&server)
-            .internal::<Reflection>("ServerReflectionInfo", &[ServiceName::Gateway])
+            // The reflection service every server runs, made internal to the gateway
+            // here, so that a call says which service the server saw.
+            .contract(&[Method {
+                path: "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+                public: false,
+                internal_callers: &["gateway"],
+                user_token: false,
+            }])
             .serve(listener, shutdown.clone()),
     );
     let channel_as = |service: ServiceName, url: &str| {

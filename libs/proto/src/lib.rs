@@ -16,6 +16,49 @@ macro_rules! package {
     };
 }
 
+/// Who may call each method: the contract's `atelier.access.v1.access` options,
+/// read when the code is generated. Services enforce them; the gateway routes
+/// from outside only what they allow.
+pub mod access {
+    pub mod v1 {
+        tonic::include_proto!("atelier.access.v1");
+    }
+
+    /// A method of the contract and who may call it.
+    #[derive(Debug)]
+    pub struct Method {
+        /// `/<package>.<Service>/<Method>`, the method's HTTP/2 path.
+        pub path: &'static str,
+        /// Needs no signed-in user.
+        pub public: bool,
+        /// The only services that may call it; empty for a method of the public API.
+        pub internal_callers: &'static [&'static str],
+        /// With `internal_callers`: the call carries the user's access token too.
+        pub user_token: bool,
+    }
+
+    impl Method {
+        /// Whether the gateway serves it to the outside world.
+        pub fn routed(&self) -> bool {
+            self.internal_callers.is_empty()
+        }
+
+        /// The full name of the service it belongs to (`atelier.auth.v1.AuthService`).
+        pub fn service(&self) -> &'static str {
+            self.path[1..]
+                .split_once('/')
+                .map_or("", |(service, _)| service)
+        }
+    }
+
+    include!(concat!(env!("OUT_DIR"), "/access.rs"));
+
+    /// The method at `path`, if the contract has one there.
+    pub fn method(path: &str) -> Option<&'static Method> {
+        METHODS.iter().find(|method| method.path == path)
+    }
+}
+
 package!(auth, "atelier.auth.v1");
 package!(image, "atelier.image.v1");
 package!(processing, "atelier.processing.v1");

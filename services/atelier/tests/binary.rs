@@ -12,6 +12,38 @@ fn atelier() -> Command {
     Command::new(env!("CARGO_BIN_EXE_atelier"))
 }
 
+/// The services a server lists through gRPC server reflection, asked in `$version`
+/// (`v1` or `v1alpha`).
+macro_rules! reflected_services {
+    ($version:ident, $channel:expr) => {
+        async {
+            use tonic_reflection::pb::$version::{
+                ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+                server_reflection_request::MessageRequest,
+                server_reflection_response::MessageResponse,
+            };
+            let request = ServerReflectionRequest {
+                host: String::new(),
+                message_request: Some(MessageRequest::ListServices(String::new())),
+            };
+            let mut replies = ServerReflectionClient::new($channel)
+                .server_reflection_info(tokio_stream::iter([request]))
+                .await
+                .expect("reflection")
+                .into_inner();
+            let reply = replies.message().await.expect("reply").expect("one reply");
+            match reply.message_response {
+                Some(MessageResponse::ListServicesResponse(list)) => list
+                    .service
+                    .into_iter()
+                    .map(|service| service.name)
+                    .collect::<Vec<String>>(),
+                other => panic!("unexpected reflection reply {other:?}"),
+            }
+        }
+    };
+}
+
 #[test]
 fn help_lists_the_subcommands_and_targets() {
     let output = atelier().arg("--help").output().expect("run");
@@ -93,7 +125,7 @@ async fn serve_with_no_configuration_becomes_ready_and_stops_on_sigterm() {
         atelier_common::grpc::check_health(channel.clone(), "")
             .await
             .unwrap_or_else(|err| panic!("{url} health: {err}"));
-        let services = reflected_services(channel).await;
+        let services = reflected_services!(v1, channel).await;
         assert!(
             services.contains(&"grpc.health.v1.Health".to_owned()),
             "{url}: {services:?}"
@@ -106,10 +138,26 @@ async fn serve_with_no_configuration_becomes_ready_and_stops_on_sigterm() {
         .await
         .expect("auth serving");
     assert!(
-        reflected_services(auth)
+        reflected_services!(v1, auth)
             .await
             .contains(&"atelier.auth.v1.AuthService".to_owned())
     );
+    // Through the gateway, in both versions of reflection, as tools ask.
+    let gateway = tonic::transport::Channel::from_static("http://127.0.0.1:8080")
+        .connect()
+        .await
+        .expect("gateway channel");
+    for services in [
+        reflected_services!(v1, gateway.clone()).await,
+        reflected_services!(v1alpha, gateway).await,
+    ] {
+        for service in [
+            "atelier.auth.v1.AuthService",
+            "atelier.processing.v1.ProcessingService",
+        ] {
+            assert!(services.contains(&service.to_owned()), "{services:?}");
+        }
+    }
     let registered = client
         .post("http://127.0.0.1:8080/api/auth/register")
         .json(
@@ -243,32 +291,6 @@ fn a_short_url_signing_key_is_refused_at_start() {
         stderr.contains("URL_SIGNING_KEY must be at least 32 bytes"),
         "{stderr}"
     );
-}
-
-/// The services a server lists through gRPC server reflection.
-async fn reflected_services(channel: atelier_common::grpc::Channel) -> Vec<String> {
-    use tonic_reflection::pb::v1::{
-        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
-        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
-    };
-    let request = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::ListServices(String::new())),
-    };
-    let mut replies = ServerReflectionClient::new(channel)
-        .server_reflection_info(tokio_stream::iter([request]))
-        .await
-        .expect("reflection")
-        .into_inner();
-    let reply = replies.message().await.expect("reply").expect("one reply");
-    match reply.message_response {
-        Some(MessageResponse::ListServicesResponse(list)) => list
-            .service
-            .into_iter()
-            .map(|service| service.name)
-            .collect(),
-        other => panic!("unexpected reflection reply {other:?}"),
-    }
 }
 
 #[tokio::test]

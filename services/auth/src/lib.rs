@@ -105,18 +105,6 @@ pub async fn serve_with(
     type Server = AuthServiceServer<api::AuthApi>;
     GrpcServer::new(identity)
         .add_service(Server::new(api::AuthApi::new(auth)))
-        .public::<Server>(&["Register", "Login", "Refresh", "Logout", "GetJwks"])
-        // Asked by every service's token verification (and by the user service before
-        // it makes a profile), which has no caller of its own.
-        .internal::<Server>(
-            "GetSessionState",
-            &[
-                ServiceName::Gateway,
-                ServiceName::Image,
-                ServiceName::Processing,
-                ServiceName::User,
-            ],
-        )
         .authenticate(verifier)
         .serve(listener, shutdown)
         .await

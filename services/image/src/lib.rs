@@ -180,7 +180,6 @@ pub async fn serve_with_store(
     let auth = identity.channel(&endpoints.auth.url, timeout)?;
     let user = identity.channel(&endpoints.user.url, timeout)?;
     type Server = ImageServiceServer<api::ImageApi>;
-    use ServiceName::{Gateway, Processing, User};
     GrpcServer::new(&identity)
         .add_service(
             Server::new(api::ImageApi::new(
@@ -190,15 +189,6 @@ pub async fn serve_with_store(
             ))
             .max_decoding_message_size(8 * 1024 * 1024),
         )
-        // Called by other services with an explicit user id.
-        .internal::<Server>("StoreResult", &[Processing])
-        .internal::<Server>("GetDownloadUrl", &[Processing])
-        .internal::<Server>("CheckOwnership", &[Processing])
-        .internal::<Server>("GetStorageUsage", &[User])
-        .internal::<Server>("DeleteUserImages", &[User])
-        .internal::<Server>("UpdateRetention", &[User])
-        // Serves a signed URL's object; the signature is checked instead of a user.
-        .internal::<Server>("ReadSignedObject", &[Gateway])
         .authenticate(JwtVerifier::for_platform(&config.platform, auth).await?)
         .serve(listener, shutdown)
         .await

@@ -229,13 +229,6 @@ pub async fn serve(
             dispatch,
             Some(webhooks),
         )))
-        // fal's webhook, verified by its own signature, arrives through the gateway.
-        .internal::<Server>("HandleFalWebhook", &[ServiceName::Gateway])
-        // Called by the user service with an explicit user id.
-        .internal::<Server>("GetJobUsage", &[ServiceName::User])
-        .internal::<Server>("DeleteUserJobs", &[ServiceName::User])
-        // The image service asks whether a result's job still exists.
-        .internal::<Server>("CheckJob", &[ServiceName::Image])
         .authenticate(verifier)
         .serve(listener, shutdown)
         .await;

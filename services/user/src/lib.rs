@@ -79,9 +79,6 @@ pub async fn serve_with_clock(
     type Server = UserServiceServer<api::UserApi>;
     GrpcServer::new(&identity)
         .add_service(Server::new(api))
-        .internal::<Server>("GetQuota", &[ServiceName::Processing, ServiceName::Image])
-        // A plan changes by an operator's hand (or billing, as an operator).
-        .internal::<Server>("SetSubscriptionTier", &[ServiceName::Operator])
         .authenticate(verifier)
         .serve(listener, shutdown)
         .await

@@ -124,13 +124,6 @@ pub async fn serve(
             catalogue,
             config.limits,
         )))
-        .public::<WorkflowServiceServer<api::WorkflowApi>>(&[
-            "ListWorkflows",
-            "GetWorkflow",
-            "GetWorkflowParameters",
-            "ValidateParameters",
-            "Estimate",
-        ])
         .serve(listener, shutdown)
         .await
 }
