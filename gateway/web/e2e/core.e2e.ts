@@ -261,6 +261,10 @@ test("account: profile, settings kept by the server, sign out everywhere, deleti
   await page.getByRole("link", { name: "Settings" }).click();
   await page.getByRole("heading", { name: "Preferences" }).waitFor();
   await page.getByText("Jobs today").waitFor();
+  // A limit the plan has fills a bar; one it does not have (storage, here) reads Unlimited.
+  await page.getByRole("progressbar", { name: /^Jobs today: 0 of 3$/ }).waitFor();
+  await page.getByText(/^0 B used · Unlimited$/).waitFor();
+  expect(await page.getByRole("progressbar", { name: /^Storage/ }).count(), "a bar for unlimited storage").toBe(0);
   await page.getByLabel("Display name").fill("Ada Lovelace");
   await page.getByRole("button", { name: "Save name" }).click();
   await page.getByText("Display name saved.").waitFor();

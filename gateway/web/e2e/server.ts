@@ -67,6 +67,8 @@ export async function startAtelier({ webRoot, logFile }: { webRoot: string; logF
     ACCESS_TOKEN_TTL_SECS: "75",
     // A small daily job quota, so a refusal can be seen (no test user starts more).
     TIER_FREE_JOBS_PER_DAY: "3",
+    // No storage limit, so the settings page shows a limit the plan does not have.
+    TIER_FREE_STORAGE_BYTES: "unlimited",
   };
   for (const name of ["DATABASE_URL", "REDIS_URL", "S3_BUCKET", "S3_ENDPOINT", "FAL_KEY", "PUBLIC_URL"]) Reflect.deleteProperty(env, name);
   const log = createWriteStream(logFile);
