@@ -29,6 +29,8 @@ TEST_S3_FS_ROOT ?= /tmp/atelier-s3
 TEST_LOG := $(TARGET_DIR)/atelier-test.log
 
 WEB_DIR := gateway/web
+# The end-to-end tests drive the system's Chromium (/usr/bin/chromium): npm never downloads one.
+export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
 # npm writes node_modules/.package-lock.json on every install: it stamps the install.
 WEB_DEPS := $(WEB_DIR)/node_modules/.package-lock.json
 
@@ -90,7 +92,7 @@ web: $(WEB_DEPS) ## Build the web assets into gateway/web/dist
 	cd $(WEB_DIR) && $(NPM) run build --silent
 
 .PHONY: web-test
-web-test: web ## Web app: typecheck, eslint, Vitest, then end-to-end in Chromium against atelier serve
+web-test: web ## Web app: typecheck, eslint, Vitest, then end-to-end (Playwright, Chromium) against atelier serve
 	$(CARGO) build -j$(JOBS) -p atelier
 	cd $(WEB_DIR) && $(NPM) run typecheck --silent && $(NPM) run lint --silent && $(NPM) test --silent
 	cd $(WEB_DIR) && ATELIER_BIN='$(abspath $(ATELIER_BIN))' $(NPM) run e2e --silent

@@ -66,7 +66,7 @@ elif ! have npm; then
     packages+=(npm)
 fi
 have pkg-config || packages+=(pkg-config)
-# Headless Chromium for the web app's end-to-end tests (driven by playwright-core).
+# Headless Chromium for the web app's end-to-end tests (driven by Playwright Test).
 [[ -x /usr/bin/chromium ]] || packages+=(chromium)
 # The thumbnail benchmark's peer.
 have vipsthumbnail || packages+=(libvips-tools)

@@ -52,7 +52,7 @@ export default defineConfig({
             // What was seen stays viewable offline: job status, history, images, the catalogue.
             urlPattern: ({ url, request }) =>
               request.method === "GET" &&
-              /^\/api\/(processing\/[^/]+\/status|processing\/jobs|users\/(history|profile|settings)|images|workflows)/.test(
+              /^\/api\/(processing\/[^/]+\/status|users\/(history|profile|settings)|images|workflows)/.test(
                 url.pathname,
               ),
             handler: "NetworkFirst",

@@ -1,11 +1,11 @@
 // Makes the example images the studio offers (public/examples/): small, photo-like scenes drawn
-// with a canvas in headless Chromium (playwright-core, already a dev dependency), so no image
+// with a canvas in headless Chromium (Playwright, already a dev dependency), so no image
 // library is needed. Run once and commit the output: node scripts/make-examples.mjs
 // Needs Chromium (/usr/bin/chromium or $CHROMIUM).
 import { writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { chromium } from "playwright-core";
+import { chromium } from "@playwright/test";
 
 const out = join(dirname(fileURLToPath(import.meta.url)), "..", "public", "examples");
 

@@ -61,7 +61,6 @@ const LIMIT_NAMES: Record<string, string> = {
   concurrent_jobs: "limit of jobs running at once",
   storage_bytes: "storage limit",
   max_file_size_bytes: "file size limit",
-  max_file_bytes: "file size limit",
 };
 
 /** One sentence a person can read. */

@@ -21,7 +21,7 @@ describe("live job state", () => {
     state = applyEvent(state, { kind: "status", seq: 2, data: { status: "processing", at: "2026-01-01T00:00:01Z" } });
     expect(state.job.queue_position).toBeNull();
     expect(state.job.started_at).toBe("2026-01-01T00:00:01Z");
-    state = applyEvent(state, { kind: "log", seq: 3, data: { logs: [{ message: "step 1" }, "step 2"] } });
+    state = applyEvent(state, { kind: "log", seq: 3, data: { logs: [{ level: "info", message: "step 1", timestamp: "2026-01-01T00:00:01Z" }, { level: "info", message: "step 2" }] } });
     state = applyEvent(state, { kind: "progress", seq: 4, data: { progress: 0.5 } });
     const replay = applyEvent(state, { kind: "log", seq: 3, data: { logs: [{ message: "step 1" }] } });
     expect(replay).toBe(state);

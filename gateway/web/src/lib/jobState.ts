@@ -60,15 +60,10 @@ export function applyEvent(state: LiveJob, event: JobEvent): LiveJob {
       retryable: error.retryable === true,
     };
   }
+  // A log event holds fal's new lines: { logs: [{ level, message, timestamp }] }.
   if (Array.isArray(data.logs)) {
-    const fresh = data.logs
-      .map((log: unknown) =>
-        typeof log === "string" ? log : typeof log === "object" && log && "message" in log && typeof log.message === "string" ? log.message : "",
-      )
-      .filter(Boolean);
+    const fresh = (data.logs as { message?: unknown }[]).map((log) => log.message).filter((message): message is string => typeof message === "string");
     logs = [...logs, ...fresh];
-  } else if (event.kind === "log" && typeof data.message === "string") {
-    logs = [...logs, data.message];
   }
   return { job, lastSeq: event.seq, logs, read: false };
 }

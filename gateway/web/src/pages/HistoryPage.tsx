@@ -3,9 +3,9 @@ import { useCallback, useRef, useState } from "react";
 import { Link } from "react-router-dom";
 import { workflows } from "@/api/catalogue";
 import { api } from "@/api/client";
-import { dateProblem, dayRange, errorText, historyPage } from "@/api/history";
+import { dateProblem, dayRange } from "@/api/history";
 import { messageOf } from "@/api/problem";
-import type { HistoryFilters, HistoryItem } from "@/api/users";
+import { getHistory, type HistoryFilters, type HistoryItem } from "@/api/users";
 import { Button } from "@/components/ui/button";
 import { ConfirmDialog } from "@/components/ui/dialog";
 import { FieldError, Input, Label, Select } from "@/components/ui/field";
@@ -26,8 +26,8 @@ export default function HistoryPage() {
   const sentinel = useRef<HTMLDivElement>(null);
   const fetchPage = useCallback(
     async (cursor: string | null): Promise<Page<HistoryItem>> => {
-      const page = await historyPage(filters, cursor);
-      return { items: page.items, next: page.next_cursor };
+      const page = await getHistory(filters, cursor);
+      return { items: page.items, next: page.next_page_token ?? null };
     },
     [filters],
   );
@@ -54,13 +54,13 @@ export default function HistoryPage() {
   const deleteImages = async (item: HistoryItem) => {
     setNotice(null);
     try {
-      for (const image of [item.result_image, item.input_image]) {
+      for (const image of [...item.result_images, item.input_image]) {
         if (!image) continue;
         const { response } = await api.DELETE("/api/images/{id}", { params: { path: { id: image.id } } });
-        if (!response.ok && response.status !== 404) throw new Error(`Could not delete ${image.filename}`);
+        if (!response.ok && response.status !== 404) throw new Error(`Could not delete ${image.original_filename}`);
         useUploads.getState().forget(image.id);
       }
-      setItems((current) => current.map((i) => (i.job_id === item.job_id ? { ...i, input_image: null, result_image: null } : i)));
+      setItems((current) => current.map((i) => (i.job_id === item.job_id ? { ...i, input_image: null, result_image: null, result_images: [] } : i)));
       setNotice("Images deleted.");
     } catch (err) {
       setNotice(messageOf(err));
@@ -178,7 +178,7 @@ export default function HistoryPage() {
 
 function HistoryCard({ item, onDelete }: { item: HistoryItem; onDelete: () => void }) {
   const thumb = item.result_image?.thumbnail_url ?? item.result_image?.url ?? item.input_image?.thumbnail_url ?? item.input_image?.url;
-  const failure = errorText(item.error);
+  const created = item.created_at ? new Date(item.created_at).toLocaleString() : null;
   return (
     <li className="overflow-hidden rounded-lg border border-slate-200 bg-white dark:border-slate-700 dark:bg-slate-900" data-testid="history-item">
       {thumb ? (
@@ -189,18 +189,15 @@ function HistoryCard({ item, onDelete }: { item: HistoryItem; onDelete: () => vo
       <div className="grid gap-1 p-3 text-sm">
         <Link to={`/jobs/${item.job_id}`} className="font-medium text-brand-700 underline dark:text-brand-100">
           {item.workflow_name}
-          <span className="sr-only"> job from {new Date(item.created_at).toLocaleString()}</span>
+          {created && <span className="sr-only"> job from {created}</span>}
         </Link>
         <p>
           <span className="font-medium">{item.status}</span>
           {item.processing_time_ms != null && ` · ${formatDuration(item.processing_time_ms)}`}
         </p>
-        <p className="text-slate-700 dark:text-slate-300">
-          {new Date(item.created_at).toLocaleString()}
-          {item.input_image && ` · ${item.input_image.filename}`}
-        </p>
-        {failure && <p className="text-red-700 dark:text-red-300">{failure}</p>}
-        {(item.input_image || item.result_image) && (
+        <p className="text-slate-700 dark:text-slate-300">{[created, item.input_image?.original_filename].filter(Boolean).join(" · ")}</p>
+        {item.error && <p className="text-red-700 dark:text-red-300">{item.error.message}</p>}
+        {(item.input_image || item.result_images.length > 0) && (
           <ConfirmDialog
             trigger={
               <Button size="sm" variant="secondary" className="mt-1 justify-self-start">
@@ -208,7 +205,7 @@ function HistoryCard({ item, onDelete }: { item: HistoryItem; onDelete: () => vo
               </Button>
             }
             title="Delete these images?"
-            description="The original and the result of this job are deleted for good. The job stays in your history."
+            description="The original and the results of this job are deleted for good. The job stays in your history."
             confirmLabel="Delete"
             danger
             onConfirm={onDelete}

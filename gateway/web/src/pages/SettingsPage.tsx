@@ -4,27 +4,26 @@ import { useNavigate } from "react-router-dom";
 import { workflows } from "@/api/catalogue";
 import { ApiError, messageOf } from "@/api/problem";
 import { formatBytes } from "@/api/upload";
-import { deleteAccount, getProfile, isMissing, logoutEverywhere, updateProfile, type Theme } from "@/api/users";
+import { deleteAccount, getProfile, logoutEverywhere, updateProfile, type Theme } from "@/api/users";
 import { Button } from "@/components/ui/button";
 import { ConfirmDialog } from "@/components/ui/dialog";
 import { FieldError, Input, Label, Select } from "@/components/ui/field";
 import { Alert, Card, PageTitle, Progress, Spinner, Switch } from "@/components/ui/misc";
 import { useAsync } from "@/lib/useAsync";
+import { usageView } from "@/lib/usage";
 import { useAuth } from "@/stores/auth";
 import { useSettings } from "@/stores/settings";
 import { useUploads } from "@/stores/uploads";
 
-function Usage({ label, used, limit, format = String }: { label: string; used: number; limit: number; format?: (n: number) => string }) {
-  const fraction = limit > 0 ? used / limit : 0;
+function Usage({ label, used, limit, format }: { label: string; used: number; limit: number | null | undefined; format?: (n: number) => string }) {
+  const { text, fraction } = usageView(used, limit, format);
   return (
     <div className="grid gap-1">
       <div className="flex justify-between text-sm">
         <span>{label}</span>
-        <span className="tabular-nums">
-          {format(used)} of {limit > 0 ? format(limit) : "unlimited"}
-        </span>
+        <span className="tabular-nums">{text}</span>
       </div>
-      <Progress value={fraction} label={`${label}: ${format(used)} of ${format(limit)}`} />
+      {fraction !== null && <Progress value={fraction} label={`${label}: ${text}`} />}
     </div>
   );
 }
@@ -72,10 +71,7 @@ export default function SettingsPage() {
       useUploads.getState().reset();
       drop("You were signed out on every device.");
     } catch (error) {
-      setMessage({
-        tone: "error",
-        text: isMissing(error) ? "This server cannot sign out other devices yet." : messageOf(error),
-      });
+      setMessage({ tone: "error", text: messageOf(error) });
     }
   };
 
@@ -86,12 +82,12 @@ export default function SettingsPage() {
       drop("Your account was deleted.");
       void navigate("/login");
     } catch (error) {
-      setMessage({ tone: "error", text: isMissing(error) ? "This server cannot delete accounts yet." : messageOf(error) });
+      setMessage({ tone: "error", text: messageOf(error) });
     }
   };
 
-  const profileMissing = Boolean(profile.error) && isMissing(profile.error);
   const p = profile.data;
+  const limits = p?.limits;
 
   return (
     <div className="grid gap-4">
@@ -101,13 +97,12 @@ export default function SettingsPage() {
       <Card className="grid gap-4">
         <h2 className="text-lg font-semibold">Profile and usage</h2>
         {profile.loading && !p && <Spinner label="Loading your profile" />}
-        {profileMissing && <p className="text-sm">Profiles and quotas are not available on this server yet.</p>}
-        {profile.error && !profileMissing ? <Alert>{messageOf(profile.error)}</Alert> : null}
+        {profile.error ? <Alert>{messageOf(profile.error)}</Alert> : null}
         {p && (
           <>
             <p className="text-sm">
-              {p.email} · <span className="font-medium capitalize">{p.subscription_tier}</span> plan · member since{" "}
-              {new Date(p.created_at).toLocaleDateString()}
+              {p.email} · <span className="font-medium capitalize">{p.subscription_tier}</span> plan
+              {p.created_at && ` · member since ${new Date(p.created_at).toLocaleDateString()}`}
             </p>
             <form onSubmit={(event) => void saveName(event)} className="flex flex-wrap items-end gap-2">
               <div className="grid flex-1 gap-1">
@@ -120,11 +115,16 @@ export default function SettingsPage() {
             </form>
             <div className="grid gap-3">
               <Usage label="Jobs today" used={p.usage.jobs_today} limit={p.limits.jobs_per_day} />
-              <Usage label="Jobs running" used={p.usage.concurrent_jobs} limit={p.limits.concurrent_jobs} />
+              <Usage label="Jobs running" used={p.usage.active_jobs} limit={p.limits.concurrent_jobs} />
               <Usage label="Storage" used={p.usage.storage_bytes} limit={p.limits.storage_bytes} format={formatBytes} />
               <p className="text-sm text-slate-700 dark:text-slate-300">
-                {p.usage.images} images · files up to {formatBytes(p.limits.max_file_bytes)} · daily jobs reset{" "}
-                {new Date(p.jobs_reset_at).toLocaleString()}
+                {[
+                  `${p.usage.image_count} images`,
+                  p.limits.max_file_size_bytes == null ? "no plan limit on file size" : `files up to ${formatBytes(p.limits.max_file_size_bytes)}`,
+                  p.usage.jobs_reset_at && `daily jobs reset ${new Date(p.usage.jobs_reset_at).toLocaleString()}`,
+                ]
+                  .filter(Boolean)
+                  .join(" · ")}
               </p>
             </div>
           </>
@@ -134,7 +134,7 @@ export default function SettingsPage() {
       <Card className="grid gap-4">
         <h2 className="text-lg font-semibold">Preferences</h2>
         {!synced && (
-          <p className="text-sm text-slate-700 dark:text-slate-300">Saved on this device (the server does not keep settings yet).</p>
+          <p className="text-sm text-slate-700 dark:text-slate-300">Saved on this device only: your settings could not be read from the server.</p>
         )}
         <div className="grid gap-1 sm:max-w-xs">
           <Label htmlFor="theme">Theme</Label>
@@ -165,7 +165,7 @@ export default function SettingsPage() {
             id="retention"
             type="number"
             min={1}
-            max={p?.limits.max_retention_days || undefined}
+            max={limits?.max_retention_days ?? undefined}
             placeholder="Plan default"
             aria-describedby={fieldErrors.retention_days ? "retention-hint retention-error" : "retention-hint"}
             aria-invalid={fieldErrors.retention_days ? true : undefined}
@@ -178,7 +178,7 @@ export default function SettingsPage() {
           />
           <FieldError id="retention-error">{fieldErrors.retention_days}</FieldError>
           <p id="retention-hint" className="text-xs text-slate-700 dark:text-slate-300">
-            {p?.limits.max_retention_days ? `Empty: the plan's default. At most ${p.limits.max_retention_days} days on your plan.` : "Empty: the plan's default."}
+            {limits?.max_retention_days != null ? `Empty: the plan's default. At most ${limits.max_retention_days} days on your plan.` : "Empty: the plan's default."}
           </p>
         </div>
         <div className="grid gap-2">

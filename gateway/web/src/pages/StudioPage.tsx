@@ -37,7 +37,8 @@ export default function StudioPage() {
   const rememberParameters = useSettings((state) => state.rememberParameters);
   const lastWorkflowId = useSettings((state) => state.lastWorkflowId);
 
-  const maxBytes = profile.data?.limits.max_file_bytes || DEFAULT_MAX_BYTES;
+  // The plan's limit when it has one; the platform's default limit otherwise.
+  const maxBytes = profile.data?.limits.max_file_size_bytes ?? DEFAULT_MAX_BYTES;
   const rerun = location.state as { parameters?: Values } | null;
 
   // ?image= preselects any of the user's images, results included ("use as input", re-run).

@@ -20,11 +20,12 @@ beforeEach(() => {
 });
 
 describe("settings store", () => {
-  it("works locally when the server has no settings endpoint", async () => {
-    fetchMock.mockResolvedValue(json(404, { status: 404, detail: "no such resource" }));
-    await useSettings.getState().load();
+  it("keeps changes on this device while the settings could not be read", async () => {
+    fetchMock.mockRejectedValue(new TypeError("Failed to fetch"));
+    await expect(useSettings.getState().load()).rejects.toThrow("Failed to fetch");
     expect(useSettings.getState().synced).toBe(false);
     await useSettings.getState().rememberParameters("esrgan-upscale", { scale: 4 });
+    // Not written over the server's settings, which were never read.
     expect(fetchMock).toHaveBeenCalledTimes(1);
     expect(useSettings.getState().settings.workflow_defaults).toEqual({ "esrgan-upscale": { scale: 4 } });
     expect(localStorage.getItem("atelier-settings")).toContain('"scale":4');

@@ -1,10 +1,10 @@
 // Preferences: the theme and the last-used parameters of each workflow. Kept in
-// localStorage always (so they work offline and before the user service exists) and synced
-// with the user's settings on the server when it answers (optimistic, with its ETag).
+// localStorage always (so they work offline and before the server answers) and synced
+// with the user's settings on the server once they were read (optimistic, with its ETag).
 import { create } from "zustand";
 import { persist } from "zustand/middleware";
 import { ApiError } from "@/api/problem";
-import { getSettings, isMissing, putSettings, type Theme, type UserSettings } from "@/api/users";
+import { getSettings, putSettings, type Theme, type UserSettings } from "@/api/users";
 import type { JsonValue } from "@/lib/schemaForm";
 
 export const DEFAULT_SETTINGS: UserSettings = {
@@ -21,7 +21,7 @@ interface SettingsState {
   etag: string | null;
   /** The workflow last started from this device (preselected when no default is set). */
   lastWorkflowId: string | null;
-  /** Whether the server keeps settings (false until it answered, or when it has no endpoint). */
+  /** Whether the settings were read from the server: only then are changes saved there. */
   synced: boolean;
   load: () => Promise<void>;
   /** Apply a change locally, then save it on the server (retrying once on a stale ETag). */
@@ -40,13 +40,8 @@ export const useSettings = create<SettingsState>()(
       synced: false,
 
       async load() {
-        try {
-          const { document, etag } = await getSettings();
-          set({ settings: { ...DEFAULT_SETTINGS, ...document.settings }, etag, synced: true });
-        } catch (error) {
-          if (isMissing(error)) set({ synced: false });
-          else throw error;
-        }
+        const { document, etag } = await getSettings();
+        set({ settings: { ...DEFAULT_SETTINGS, ...document.settings }, etag, synced: true });
       },
 
       async update(change) {
@@ -64,8 +59,6 @@ export const useSettings = create<SettingsState>()(
             const merged = { ...get().settings, ...change };
             const saved = await putSettings(merged, get().etag);
             set({ settings: { ...DEFAULT_SETTINGS, ...saved.document.settings }, etag: saved.etag });
-          } else if (isMissing(error)) {
-            set({ synced: false });
           } else {
             // Refused (invalid, offline...): what is shown stays what is stored.
             set({ settings: previous });

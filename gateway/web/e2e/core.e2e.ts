@@ -1,9 +1,25 @@
 // The first scenarios: the whole path of one user, and the app's frame (account, PWA, keyboard).
 import { readFile } from "node:fs/promises";
-import { join } from "node:path";
-import { apiCall, axe, expect, newPage, register, results, server, shot, statusesUntilDone, test, upload, uploadImage } from "./harness.mjs";
-test("register, upload, run a workflow live, compare, download, history, offline, delete", async () => {
-  const { context, page } = await newPage({ viewport: { width: 1280, height: 900 } });
+import {
+  api,
+  axe,
+  body,
+  expect,
+  expectNoProblems,
+  register,
+  session,
+  shot,
+  signIn,
+  statusesUntilDone,
+  test,
+  upload,
+  uploadImage,
+} from "./fixtures";
+
+const DESKTOP = { viewport: { width: 1280, height: 900 } };
+
+test("register, upload, run a workflow live, compare, download, history, offline, delete", async ({ newPage, server }) => {
+  const { context, page } = await newPage(DESKTOP);
   await page.goto("/");
   await page.waitForURL("**/login");
   await page.getByRole("heading", { name: "Sign in" }).waitFor();
@@ -34,15 +50,18 @@ test("register, upload, run a workflow live, compare, download, history, offline
   await page.waitForURL("**/jobs/*");
   const jobUrl = page.url();
   const statuses = await statusesUntilDone(page);
-  expect(statuses.at(-1) === "completed", `job ended ${statuses.join(" → ")}`);
-  expect(statuses.some((s) => ["queued", "submitted", "processing"].includes(s)), `no live status seen: ${statuses.join(" → ")}`);
+  expect(statuses.at(-1), `job ended ${statuses.join(" → ")}`).toBe("completed");
+  expect(
+    statuses.some((s) => ["queued", "submitted", "processing"].includes(s)),
+    `no live status seen: ${statuses.join(" → ")}`,
+  ).toBe(true);
   await server.knobs({ processing_time_ms: 200, queue_delay_ms: 0 });
 
   const compare = page.getByTestId("compare");
   await compare.locator("img").nth(1).waitFor();
-  await page.waitForFunction(() => [...document.querySelectorAll("[data-testid=compare] img")].every((img) => img.complete && img.naturalWidth > 0));
-  const sizes = await compare.locator("img").evaluateAll((imgs) => imgs.map((img) => [img.naturalWidth, img.naturalHeight]));
-  expect(sizes[0][0] === 96 && sizes[1][0] === 192, `before/after sizes ${JSON.stringify(sizes)}`);
+  await page.waitForFunction(() => [...document.querySelectorAll<HTMLImageElement>("[data-testid=compare] img")].every((img) => img.complete && img.naturalWidth > 0));
+  const sizes = await compare.locator("img").evaluateAll((imgs) => (imgs as HTMLImageElement[]).map((img) => [img.naturalWidth, img.naturalHeight]));
+  expect([sizes[0]?.[0], sizes[1]?.[0]], `before/after sizes ${JSON.stringify(sizes)}`).toEqual([96, 192]);
   await page.getByRole("button", { name: "Zoom in" }).click();
   await page.getByTestId("job-parameter").filter({ hasText: "RealESRGAN_x2plus" }).waitFor();
   await axe(page, "job result");
@@ -51,10 +70,10 @@ test("register, upload, run a workflow live, compare, download, history, offline
   const downloading = page.waitForEvent("download");
   await page.getByTestId("download-result").click();
   const download = await downloading;
-  const saved = join(results, "download.bin");
+  const saved = test.info().outputPath("download.bin");
   await download.saveAs(saved);
   const bytes = await readFile(saved);
-  expect(bytes.subarray(1, 4).toString() === "PNG", `download is not a PNG (${download.suggestedFilename()})`);
+  expect(bytes.subarray(1, 4).toString(), `download is not a PNG (${download.suggestedFilename()})`).toBe("PNG");
 
   // History shows it; search finds it.
   await page.getByRole("link", { name: "History" }).click();
@@ -68,7 +87,7 @@ test("register, upload, run a workflow live, compare, download, history, offline
   await page.getByText("No jobs match these filters.").waitFor();
   await page.getByRole("button", { name: "Clear", exact: true }).click();
   await item.waitFor();
-  const day = (offset) => {
+  const day = (offset: number) => {
     const d = new Date(Date.now() + offset * 24 * 3600 * 1000);
     return `${d.getFullYear()}-${String(d.getMonth() + 1).padStart(2, "0")}-${String(d.getDate()).padStart(2, "0")}`;
   };
@@ -82,7 +101,7 @@ test("register, upload, run a workflow live, compare, download, history, offline
   await page.getByText("No jobs match these filters.").waitFor();
   await page.getByRole("button", { name: "Clear", exact: true }).click();
   await item.waitFor();
-  await page.waitForFunction(() => [...document.querySelectorAll("[data-testid=history-item] img")].every((img) => img.complete && img.naturalWidth > 0));
+  await page.waitForFunction(() => [...document.querySelectorAll<HTMLImageElement>("[data-testid=history-item] img")].every((img) => img.complete && img.naturalWidth > 0));
   await axe(page, "history");
   await shot(page, "history");
 
@@ -92,15 +111,20 @@ test("register, upload, run a workflow live, compare, download, history, offline
   for (let i = 0; i < 50 && !(await controlled()); i++) await page.waitForTimeout(100);
   // An active service worker controls every page loaded after it.
   if (!(await controlled())) await page.reload();
-  expect(await controlled(), "the service worker does not control the page");
+  expect(await controlled(), "the service worker does not control the page").toBe(true);
+  const bothShown = () =>
+    page.waitForFunction(() => {
+      const imgs = [...document.querySelectorAll<HTMLImageElement>("[data-testid=compare] img")];
+      return imgs.length === 2 && imgs.every((img) => img.complete && img.naturalWidth > 0);
+    });
   await page.goto(jobUrl);
-  await page.waitForFunction(() => [...document.querySelectorAll("[data-testid=compare] img")].length === 2 && [...document.querySelectorAll("[data-testid=compare] img")].every((img) => img.complete && img.naturalWidth > 0));
+  await bothShown();
   await page.goto("/history");
   await page.getByTestId("history-item").first().waitFor();
   await context.setOffline(true);
   await page.goto(jobUrl);
   await page.getByText("You are offline").waitFor();
-  await page.waitForFunction(() => [...document.querySelectorAll("[data-testid=compare] img")].length === 2 && [...document.querySelectorAll("[data-testid=compare] img")].every((img) => img.complete && img.naturalWidth > 0));
+  await bothShown();
   await shot(page, "offline-result");
   await page.getByRole("link", { name: "History" }).click();
   await page.getByTestId("history-item").first().waitFor();
@@ -109,13 +133,16 @@ test("register, upload, run a workflow live, compare, download, history, offline
 
   // Delete the job's images.
   await page.goto("/history");
-  await page.getByRole("button", { name: /Delete images/ }).first().click();
+  await page
+    .getByRole("button", { name: /Delete images/ })
+    .first()
+    .click();
   await page.getByRole("dialog").getByRole("button", { name: "Delete" }).click();
   await page.getByText("Images deleted.").waitFor();
-  const gone = await apiCall(page, `/api/images/${imageId}`);
-  expect(gone.status === 404, `deleted image answers ${gone.status}`);
+  const gone = await api(page, `/api/images/${imageId}`);
+  expect(gone.status, "the deleted image").toBe(404);
 
-  // Settings: usage (when the user service answers), theme.
+  // Settings: usage, theme.
   await page.getByRole("link", { name: "Settings" }).click();
   await page.getByRole("heading", { name: "Preferences" }).waitFor();
   await page.getByText(/Loading your profile/).waitFor({ state: "detached" });
@@ -135,12 +162,11 @@ test("register, upload, run a workflow live, compare, download, history, offline
   await page.locator('[data-testid=job-status][data-status="completed"]').waitFor();
   await axe(page, "job whose images were deleted, dark");
 
-  expect(page.problems.length === 0, page.problems.join("\n"));
-  await context.close();
+  expectNoProblems(page);
 });
 
-test("cancel a running job", async () => {
-  const { context, page } = await newPage({ viewport: { width: 1280, height: 900 } });
+test("cancel a running job", async ({ newPage, server }) => {
+  const { page } = await newPage(DESKTOP);
   await register(page);
   await uploadImage(page, "to-cancel.png", 2);
   await server.knobs({ hang: true });
@@ -159,12 +185,11 @@ test("cancel a running job", async () => {
   } finally {
     await server.knobs({});
   }
-  expect(page.problems.length === 0, page.problems.join("\n"));
-  await context.close();
+  expectNoProblems(page);
 });
 
-test("refused uploads show why", async () => {
-  const { context, page } = await newPage({ viewport: { width: 1280, height: 900 } });
+test("refused uploads show why", async ({ newPage }) => {
+  const { page } = await newPage(DESKTOP);
   await register(page);
   // Checked before sending.
   await upload(page, "notes.txt", Buffer.from("hello"), "text/plain");
@@ -173,19 +198,20 @@ test("refused uploads show why", async () => {
   const answered = page.waitForResponse((r) => r.url().endsWith("/api/images/upload"));
   await upload(page, "fake.png", Buffer.from("this is not a PNG at all, just text"));
   const response = await answered;
-  expect(response.status() >= 400 && response.status() < 500, `fake upload answered ${response.status()}`);
-  const problem = await response.json();
-  expect(typeof problem.detail === "string" && problem.detail.length > 0, "no problem detail");
-  const shown = problem.detail.charAt(0).toUpperCase() + problem.detail.slice(1);
+  expect(response.status(), "the fake upload's status").toBeGreaterThanOrEqual(400);
+  expect(response.status(), "the fake upload's status").toBeLessThan(500);
+  const problem = (await response.json()) as { detail?: unknown };
+  expect(typeof problem.detail === "string" && problem.detail.length > 0, "no problem detail").toBe(true);
+  const detail = String(problem.detail);
+  const shown = detail.charAt(0).toUpperCase() + detail.slice(1);
   await page.locator("li", { hasText: "fake.png" }).getByRole("alert").filter({ hasText: shown }).waitFor();
   await axe(page, "studio with refused uploads");
   await shot(page, "upload-refused");
-  expect(page.problems.length === 0, page.problems.join("\n"));
-  await context.close();
+  expectNoProblems(page);
 });
 
-test("phone-sized screen", async () => {
-  const { context, page } = await newPage({ viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true, deviceScaleFactor: 2 });
+test("phone-sized screen", async ({ newPage }) => {
+  const { page } = await newPage({ viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true, deviceScaleFactor: 2 });
   await page.goto("/login");
   await page.getByRole("heading", { name: "Sign in" }).waitFor();
   await axe(page, "phone sign in");
@@ -193,28 +219,27 @@ test("phone-sized screen", async () => {
   await uploadImage(page, "phone.png", 3);
   await page.getByRole("radio", { name: /Background removal \(rembg\)/ }).check();
   const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
-  expect(overflow <= 0, `the studio is ${overflow}px wider than the phone screen`);
+  expect(overflow, "how much wider than the phone screen the studio is").toBeLessThanOrEqual(0);
   await axe(page, "phone studio");
   await shot(page, "phone-studio");
   await page.getByRole("button", { name: "Start" }).click();
   await page.waitForURL("**/jobs/*");
   const statuses = await statusesUntilDone(page);
-  expect(statuses.at(-1) === "completed", `job ended ${statuses.join(" → ")}`);
+  expect(statuses.at(-1), `job ended ${statuses.join(" → ")}`).toBe("completed");
   await page.getByTestId("compare").waitFor();
   await axe(page, "phone result");
   await shot(page, "phone-result");
   await page.getByRole("link", { name: "History" }).click();
   await page.getByTestId("history-item").first().waitFor();
   const historyOverflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
-  expect(historyOverflow <= 0, `history is ${historyOverflow}px wider than the phone screen`);
+  expect(historyOverflow, "how much wider than the phone screen history is").toBeLessThanOrEqual(0);
   await axe(page, "phone history");
   await shot(page, "phone-history");
-  expect(page.problems.length === 0, page.problems.join("\n"));
-  await context.close();
+  expectNoProblems(page);
 });
 
-test("a batch of two images", async () => {
-  const { context, page } = await newPage({ viewport: { width: 1280, height: 900 } });
+test("a batch of two images", async ({ newPage }) => {
+  const { page } = await newPage(DESKTOP);
   await register(page);
   await uploadImage(page, "first.png", 4);
   await uploadImage(page, "second.png", 5);
@@ -227,30 +252,19 @@ test("a batch of two images", async () => {
   await shot(page, "batch");
   await page.getByRole("link", { name: "Job 2" }).click();
   await page.locator('[data-testid=job-status][data-status="completed"]').waitFor();
-  expect(page.problems.length === 0, page.problems.join("\n"));
-  await context.close();
+  expectNoProblems(page);
 });
 
-test("account: profile, settings kept by the server, sign out everywhere, deletion", async () => {
-  const { context, page } = await newPage({ viewport: { width: 1280, height: 900 } });
+test("account: profile, settings kept by the server, sign out everywhere, deletion", async ({ newPage }) => {
+  const { page } = await newPage(DESKTOP);
   const email = await register(page);
-  const profile = await apiCall(page, "/api/users/profile");
   await page.getByRole("link", { name: "Settings" }).click();
   await page.getByRole("heading", { name: "Preferences" }).waitFor();
-  if (profile.status === 404) {
-    // The user service is not in this server: the page says so and keeps working.
-    await page.getByText("Profiles and quotas are not available on this server yet.").waitFor();
-    await page.getByText(/Saved on this device/).waitFor();
-    await page.getByLabel("Theme").selectOption("dark");
-    await page.waitForFunction(() => document.documentElement.classList.contains("dark"));
-    await page.getByRole("button", { name: "Delete account" }).click();
-    await page.getByRole("dialog").getByRole("button", { name: "Delete my account" }).click();
-    await page.getByText("This server cannot delete accounts yet.").waitFor();
-    await axe(page, "settings without the user service");
-    await context.close();
-    return;
-  }
   await page.getByText("Jobs today").waitFor();
+  // A limit the plan has fills a bar; one it does not have (storage, here) reads Unlimited.
+  await page.getByRole("progressbar", { name: /^Jobs today: 0 of 3$/ }).waitFor();
+  await page.getByText(/^0 B used · Unlimited$/).waitFor();
+  expect(await page.getByRole("progressbar", { name: /^Storage/ }).count(), "a bar for unlimited storage").toBe(0);
   await page.getByLabel("Display name").fill("Ada Lovelace");
   await page.getByRole("button", { name: "Save name" }).click();
   await page.getByText("Display name saved.").waitFor();
@@ -263,123 +277,114 @@ test("account: profile, settings kept by the server, sign out everywhere, deleti
   await page.getByLabel("Keep images for (days)").fill("7");
   await page.keyboard.press("Tab");
   await page.getByText("Settings saved.").waitFor();
-  const settings = JSON.parse((await apiCall(page, "/api/users/settings")).body);
-  expect(settings.settings.theme === "dark", `the server keeps theme ${settings.settings.theme}`);
-  expect(settings.settings.retention_days === 7, `the server keeps retention ${settings.settings.retention_days}`);
-  expect(JSON.parse((await apiCall(page, "/api/users/profile")).body).display_name === "Ada Lovelace", "display name not saved");
+  const { settings } = body(await api(page, "/api/users/settings")) as { settings: { theme: string; retention_days: number | null } };
+  expect(settings.theme, "the theme the server keeps").toBe("dark");
+  expect(settings.retention_days, "the retention the server keeps").toBe(7);
+  expect((body(await api(page, "/api/users/profile")) as { display_name: string }).display_name, "the display name saved").toBe("Ada Lovelace");
   await axe(page, "settings with a profile, dark");
 
   // A second device signed in to the same account...
   const other = await newPage();
   await other.page.goto("/login");
-  await other.page.getByLabel("Email").fill(email);
-  await other.page.getByLabel("Password", { exact: true }).fill("correct horse battery staple");
-  await other.page.getByRole("button", { name: "Sign in" }).click();
+  await signIn(other.page, email);
   await other.page.getByRole("heading", { name: "Studio" }).waitFor();
   // ...loses its session when this one signs out everywhere.
   await page.getByRole("button", { name: "Sign out everywhere" }).click();
   await page.getByRole("dialog").getByRole("button", { name: "Sign out everywhere" }).click();
   await page.getByText("You were signed out on every device.").waitFor();
-  const refreshed = await other.page.evaluate(async () => {
-    const session = JSON.parse(localStorage.getItem("atelier-session") ?? "{}").state?.session;
-    const response = await fetch("/api/auth/refresh", { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ refresh_token: session?.refreshToken }) });
+  const refreshToken = (await session(other.page))?.refreshToken;
+  const refreshed = await other.page.evaluate(async (token) => {
+    const response = await fetch("/api/auth/refresh", { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ refresh_token: token }) });
     return response.status;
-  });
-  expect(refreshed === 401, `the other device could still refresh (${refreshed})`);
+  }, refreshToken);
+  expect(refreshed, "the other device's refresh").toBe(401);
   await other.context.close();
 
   // Deleting the account ends it for good.
-  await page.getByLabel("Email").fill(email);
-  await page.getByLabel("Password", { exact: true }).fill("correct horse battery staple");
-  await page.getByRole("button", { name: "Sign in" }).click();
+  await signIn(page, email);
   // Back where the session ended.
   await page.getByRole("heading", { name: "Preferences" }).waitFor();
   await page.getByRole("button", { name: "Delete account" }).click();
   await page.getByRole("dialog").getByRole("button", { name: "Delete my account" }).click();
   await page.getByText("Your account was deleted.").waitFor();
-  await page.getByLabel("Email").fill(email);
-  await page.getByLabel("Password", { exact: true }).fill("correct horse battery staple");
-  await page.getByRole("button", { name: "Sign in" }).click();
+  await signIn(page, email);
   await page.getByRole("alert").filter({ hasText: /invalid email or password/i }).waitFor();
-  expect(page.problems.length === 0, page.problems.join("\n"));
-  await context.close();
+  expectNoProblems(page);
 });
 
-test("stays signed in: the access token is refreshed before it expires", async () => {
-  const { context, page } = await newPage();
+test("stays signed in: the access token is refreshed before it expires", async ({ newPage }) => {
+  const { page } = await newPage();
   await register(page);
-  const session = () => page.evaluate(() => JSON.parse(localStorage.getItem("atelier-session") ?? "{}").state?.session ?? null);
-  const first = await session();
+  const first = await session(page);
+  expect(first, "no session after registering").not.toBeNull();
   // Tokens live 75 s here; the app refreshes 60 s before expiry, i.e. after about 15 s.
   await page.waitForFunction(
-    (token) => JSON.parse(localStorage.getItem("atelier-session") ?? "{}").state?.session?.refreshToken !== token,
-    first.refreshToken,
+    (token) => (JSON.parse(localStorage.getItem("atelier-session") ?? "{}") as { state?: { session?: { refreshToken?: string } } }).state?.session?.refreshToken !== token,
+    first?.refreshToken,
     { timeout: 40_000, polling: 500 },
   );
-  const second = await session();
-  expect(second.accessToken !== first.accessToken && second.expiresAt > first.expiresAt, "no new access token");
+  const second = await session(page);
+  expect(second?.accessToken, "the access token after a refresh").not.toBe(first?.accessToken);
+  expect(second?.expiresAt ?? 0, "the new token's expiry").toBeGreaterThan(first?.expiresAt ?? 0);
   // The rotated token is the one in use: the API still answers, and a reload keeps the session.
   await page.reload();
   await page.getByRole("link", { name: "History" }).click();
   await page.getByText("No jobs yet").waitFor();
-  const me = await apiCall(page, "/api/auth/me");
-  expect(me.status === 200, `/api/auth/me answered ${me.status}`);
-  expect(page.problems.length === 0, page.problems.join("\n"));
-  await context.close();
+  const me = await api(page, "/api/auth/me");
+  expect(me.status, "/api/auth/me").toBe(200);
+  expectNoProblems(page);
 });
 
-test("a quota refusal says which limit and when it resets", async () => {
-  const { context, page } = await newPage({ viewport: { width: 1280, height: 900 } });
+test("a quota refusal says which limit and when it resets", async ({ newPage }) => {
+  const { page } = await newPage(DESKTOP);
   await register(page);
   const imageId = await uploadImage(page, "quota.png", 6);
   for (let i = 0; i < 3; i++) {
-    const started = await page.evaluate(async (image) => {
-      const session = JSON.parse(localStorage.getItem("atelier-session") ?? "{}").state?.session;
-      const response = await fetch("/api/processing/start", {
-        method: "POST",
-        headers: { authorization: `Bearer ${session?.accessToken}`, "content-type": "application/json" },
-        body: JSON.stringify({ image_id: image, workflow_id: "rembg-background-removal", parameters: {} }),
-      });
-      return response.status;
-    }, imageId);
-    expect(started === 202, `job ${i + 1} answered ${started}`);
+    const started = await api(page, "/api/processing/start", {
+      method: "POST",
+      json: { image_id: imageId, workflow_id: "rembg-background-removal", parameters: {} },
+    });
+    expect(started.status, `job ${i + 1}: ${started.text}`).toBe(202);
   }
   await page.getByRole("radio", { name: /Background removal \(rembg\)/ }).check();
   const refused = page.waitForResponse((r) => r.url().endsWith("/api/processing/start"));
   await page.getByRole("button", { name: "Start" }).click();
   const response = await refused;
-  expect(response.status() === 429 || response.status() === 403, `the fourth job answered ${response.status()}`);
+  expect([403, 429], `the fourth job answered ${response.status()}`).toContain(response.status());
   await page.getByRole("alert").filter({ hasText: /You have reached your daily job limit\. It resets/ }).waitFor();
   await axe(page, "studio with a quota refusal");
   await shot(page, "quota-refused");
   await page.getByRole("link", { name: "Settings" }).click();
   await page.getByText("3 of 3").waitFor();
-  expect(page.problems.length === 0, page.problems.join("\n"));
-  await context.close();
+  expectNoProblems(page);
 });
 
-test("keyboard only, with a visible focus", async () => {
-  const { context, page } = await newPage({ viewport: { width: 1280, height: 900 } });
+test("keyboard only, with a visible focus", async ({ newPage }) => {
+  const { page } = await newPage(DESKTOP);
   const focused = () =>
     page.evaluate(() => {
       const el = document.activeElement;
       const style = el ? getComputedStyle(el) : null;
-      return { text: (el?.getAttribute("aria-label") ?? el?.textContent ?? "").trim(), tag: el?.tagName, outline: style ? style.outlineStyle !== "none" && style.outlineWidth !== "0px" : false };
+      return {
+        text: (el?.getAttribute("aria-label") ?? el?.textContent ?? "").trim(),
+        tag: el?.tagName ?? "",
+        outline: style ? style.outlineStyle !== "none" && style.outlineWidth !== "0px" : false,
+      };
     });
   /** Tabs forward until the focused element's text matches; every stop must show focus. */
-  async function tabTo(pattern) {
+  async function tabTo(pattern: RegExp) {
     for (let i = 0; i < 40; i++) {
       await page.keyboard.press("Tab");
       const now = await focused();
-      expect(now.outline || ["INPUT", "SELECT", "TEXTAREA"].includes(now.tag), `no visible focus on ${now.tag} "${now.text}"`);
+      expect(now.outline || ["INPUT", "SELECT", "TEXTAREA"].includes(now.tag), `no visible focus on ${now.tag} "${now.text}"`).toBe(true);
       if (pattern.test(now.text)) return;
     }
-    throw new Error(`never reached ${pattern}`);
+    throw new Error(`never reached ${String(pattern)}`);
   }
   await page.goto("/register");
   await page.getByRole("heading", { name: "Create your account" }).waitFor();
   await page.keyboard.press("Tab"); // the skip link
-  expect((await focused()).text === "Skip to content", "the first stop is not the skip link");
+  expect((await focused()).text, "the first stop").toBe("Skip to content");
   await page.getByLabel("Email").focus();
   await page.keyboard.type(`keys-${Date.now()}@example.com`);
   await page.keyboard.press("Tab");
@@ -402,32 +407,35 @@ test("keyboard only, with a visible focus", async () => {
   await page.getByRole("dialog").waitFor({ state: "detached" });
   // Radix gives focus back just after the dialog unmounts.
   await page
-    .waitForFunction(() => document.activeElement?.textContent?.trim() === "Sign out everywhere", null, { timeout: 5_000 })
+    .waitForFunction(() => document.activeElement?.textContent.trim() === "Sign out everywhere", null, { timeout: 5_000 })
     .catch(() => {
       throw new Error("focus did not return to the dialog's trigger");
     });
-  expect(page.problems.length === 0, page.problems.join("\n"));
-  await context.close();
+  expectNoProblems(page);
 });
 
-test("installable: manifest, service worker, strict CSP; API docs still served", async () => {
-  const { context, page } = await newPage();
+test("installable: manifest, service worker, strict CSP; API docs still served", async ({ newPage, server }) => {
+  const { page } = await newPage();
   const home = await fetch(server.base + "/");
   const csp = home.headers.get("content-security-policy") ?? "";
-  expect(/script-src 'self';/.test(csp) && !/script-src[^;]*unsafe/.test(csp), `CSP allows more scripts: ${csp}`);
+  expect(csp, "the CSP").toMatch(/script-src 'self';/);
+  expect(csp, "the CSP").not.toMatch(/script-src[^;]*unsafe/);
   const manifest = await fetch(server.base + "/manifest.webmanifest");
-  expect(manifest.ok && /manifest\+json|application\/json/.test(manifest.headers.get("content-type") ?? ""), `manifest: ${manifest.status} ${manifest.headers.get("content-type")}`);
-  const body = await manifest.json();
-  expect(body.display === "standalone" && body.icons.some((icon) => icon.sizes === "512x512"), "manifest is not installable");
+  expect(manifest.status, "the manifest").toBe(200);
+  expect(manifest.headers.get("content-type") ?? "", "the manifest's type").toMatch(/manifest\+json|application\/json/);
+  const installable = (await manifest.json()) as { display?: string; icons?: { sizes?: string }[] };
+  expect(installable.display, "the manifest's display").toBe("standalone");
+  expect(installable.icons?.some((icon) => icon.sizes === "512x512"), "a 512×512 icon in the manifest").toBe(true);
   const sw = await fetch(server.base + "/sw.js");
-  expect(sw.ok && /javascript/.test(sw.headers.get("content-type") ?? ""), `sw.js: ${sw.status} ${sw.headers.get("content-type")}`);
+  expect(sw.status, "sw.js").toBe(200);
+  expect(sw.headers.get("content-type") ?? "", "sw.js's type").toMatch(/javascript/);
   // Unknown app paths get the app; unknown API paths get a problem, not the app.
   const deep = await fetch(server.base + "/jobs/does-not-exist");
-  expect(deep.ok && (await deep.text()).includes('id="root"'), "a deep link does not get the app");
-  const api = await fetch(server.base + "/api/nope");
-  expect(api.status === 404 && /problem\+json/.test(api.headers.get("content-type") ?? ""), `unknown API path answered ${api.status}`);
+  expect(deep.ok, "a deep link's status").toBe(true);
+  expect(await deep.text(), "a deep link gets the app").toContain('id="root"');
+  const unknown = await fetch(server.base + "/api/nope");
+  expect(unknown.status, "an unknown API path").toBe(404);
+  expect(unknown.headers.get("content-type") ?? "", "an unknown API path's type").toMatch(/problem\+json/);
   await page.goto("/api/docs/");
   await page.getByText("Atelier API").first().waitFor();
-  await context.close();
 });
-
