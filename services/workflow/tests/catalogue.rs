@@ -5,7 +5,8 @@ use std::{sync::Arc, time::Duration};
 
 use atelier_common::json::map_to_struct;
 use atelier_proto::workflow::v1::{self as pb, workflow_service_client::WorkflowServiceClient};
-use atelier_testkit::{Backend, ServiceName, TestDb, TestPlatform, backends};
+use atelier_testbed::{Backend, ServiceName, TestPlatform};
+use atelier_testkit::{TestDb, backends};
 use atelier_workflow::{
     Catalogue,
     catalogue::{Entry, parse},
