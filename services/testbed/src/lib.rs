@@ -292,10 +292,10 @@ impl TestPlatform {
         let workflow_config = atelier_workflow::WorkflowConfig {
             platform: platform.clone(),
             cache_ttl: options.workflow_cache_ttl,
-            refresh: None,
-            pricing: Some(atelier_workflow::refresh::PricingConfig {
+            refresh: Some(atelier_workflow::refresh::RefreshConfig {
                 fal: pricing,
                 every: options.pricing_every,
+                schemas: false,
             }),
             limits: atelier_workflow::estimate::Limits {
                 max_bytes: options.max_result_bytes,
