@@ -492,23 +492,11 @@ async fn pricing(
 ) -> ApiResult {
     check_outage(&shared)?;
     authorize(&shared, &headers)?;
-    let ids: Vec<&str> = query
-        .iter()
-        .filter(|(name, _)| name == "endpoint_id")
-        .flat_map(|(_, value)| value.split(','))
-        .map(str::trim)
-        .filter(|id| !id.is_empty())
-        .collect();
+    let ids = endpoint_ids(&query)?;
     if ids.is_empty() {
         return Err(bad_request(
             "endpoint_id is required: one to 50 endpoint ids, comma-separated".to_owned(),
         ));
-    }
-    if ids.len() > 50 {
-        return Err(bad_request(format!(
-            "at most 50 endpoint ids may be asked at once, not {}",
-            ids.len()
-        )));
     }
     let prices: Vec<Value> = ids
         .iter()
@@ -536,26 +524,8 @@ async fn models(
 ) -> ApiResult {
     check_outage(&shared)?;
     authorize(&shared, &headers)?;
-    let values = |name: &str| -> Vec<String> {
-        query
-            .iter()
-            .filter(|(key, _)| key == name)
-            .flat_map(|(_, value)| value.split(','))
-            .map(str::trim)
-            .filter(|value| !value.is_empty())
-            .map(str::to_owned)
-            .collect()
-    };
-    let ids = values("endpoint_id");
-    if ids.len() > 50 {
-        return Err(bad_request(format!(
-            "at most 50 endpoint ids may be asked at once, not {}",
-            ids.len()
-        )));
-    }
-    let openapi = values("expand")
-        .iter()
-        .any(|expand| expand == "openapi-3.0");
+    let ids = endpoint_ids(&query)?;
+    let openapi = values(&query, "expand").any(|expand| expand == "openapi-3.0");
     let endpoints: Vec<&catalogue::Endpoint> = if ids.is_empty() {
         catalogue::all().iter().collect()
     } else {
@@ -575,6 +545,29 @@ async fn models(
         })
         .collect();
     Ok(Json(json!({"models": models, "next_cursor": null, "has_more": false})).into_response())
+}
+
+/// The values of the query parameter `name`, given once or more, each maybe a
+/// comma-separated list, as fal's platform API takes them.
+fn values<'a>(query: &'a [(String, String)], name: &'a str) -> impl Iterator<Item = &'a str> {
+    query
+        .iter()
+        .filter(move |(key, _)| key == name)
+        .flat_map(|(_, value)| value.split(','))
+        .map(str::trim)
+        .filter(|value| !value.is_empty())
+}
+
+/// The `endpoint_id`s asked for: at most 50, fal's limit.
+fn endpoint_ids(query: &[(String, String)]) -> Result<Vec<&str>, ApiError> {
+    let ids: Vec<&str> = values(query, "endpoint_id").collect();
+    if ids.len() > 50 {
+        return Err(bad_request(format!(
+            "at most 50 endpoint ids may be asked at once, not {}",
+            ids.len()
+        )));
+    }
+    Ok(ids)
 }
 
 async fn healthz() -> Json<Value> {

@@ -428,16 +428,24 @@ impl FalClient {
     }
 
     async fn pricing_once(&self, url: &Url) -> Result<Vec<Price>, Failure> {
+        let wire: WirePrices = self.platform_get(url, "pricing").await?;
+        Ok(wire.into_prices()?)
+    }
+
+    /// One GET of the platform API, its JSON answer read as `T` (`what` names the
+    /// reply in errors).
+    async fn platform_get<T: serde::de::DeserializeOwned>(
+        &self,
+        url: &Url,
+        what: &str,
+    ) -> Result<T, Failure> {
         let (status, headers, body) = self.send(self.inner.http.get(url.clone())).await?;
         if status != StatusCode::OK {
             return Err(classify(status, &headers, &body).into());
         }
-        let wire: WirePrices = serde_json::from_slice(&body).map_err(|err| {
-            Failure::from(FalError::Protocol(format!(
-                "the pricing reply is not valid: {err}"
-            )))
-        })?;
-        Ok(wire.into_prices()?)
+        serde_json::from_slice(&body).map_err(|err| {
+            FalError::Protocol(format!("the {what} reply is not valid: {err}")).into()
+        })
     }
 
     /// The OpenAPI document fal's model API publishes for `endpoint`
@@ -462,15 +470,7 @@ impl FalClient {
         url: &Url,
         endpoint: &EndpointId,
     ) -> Result<Option<serde_json::Value>, Failure> {
-        let (status, headers, body) = self.send(self.inner.http.get(url.clone())).await?;
-        if status != StatusCode::OK {
-            return Err(classify(status, &headers, &body).into());
-        }
-        let wire: WireModels = serde_json::from_slice(&body).map_err(|err| {
-            Failure::from(FalError::Protocol(format!(
-                "the models reply is not valid: {err}"
-            )))
-        })?;
+        let wire: WireModels = self.platform_get(url, "models").await?;
         Ok(wire
             .models
             .into_iter()

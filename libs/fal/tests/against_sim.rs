@@ -47,6 +47,7 @@ async fn sim(config: SimConfig) -> Sim {
 fn config_for(sim: &Sim) -> FalConfig {
     let mut config = FalConfig::new("sim-id:sim-secret");
     config.queue_url = sim.handle.base_url().to_owned();
+    config.api_url = format!("{}/v1", sim.handle.base_url());
     // Local mode: the simulator's own address serves the result files.
     config.allowed_result_hosts = vec![sim.handle.base_url().to_owned()];
     config.http_timeout = Duration::from_secs(5);
@@ -96,9 +97,7 @@ fn esrgan() -> EndpointId {
 #[tokio::test]
 async fn prices_come_from_the_platform_api_for_every_endpoint_asked() {
     let sim = sim(SimConfig::default()).await;
-    let mut config = config_for(&sim);
-    config.api_url = format!("{}/v1", sim.handle.base_url());
-    let client = FalClient::new(config).expect("client");
+    let client = client_for(&sim);
     let endpoints: Vec<EndpointId> = [
         "fal-ai/flux/dev/image-to-image",
         "fal-ai/birefnet",
@@ -187,9 +186,7 @@ async fn prices_come_from_the_platform_api_for_every_endpoint_asked() {
 #[tokio::test]
 async fn model_schemas_come_from_the_platform_api_through_the_breaker() {
     let sim = sim(SimConfig::default()).await;
-    let mut config = config_for(&sim);
-    config.api_url = format!("{}/v1", sim.handle.base_url());
-    let client = FalClient::new(config).expect("client");
+    let client = client_for(&sim);
 
     let openapi = client
         .openapi(&esrgan())

@@ -50,7 +50,8 @@ fn no_library_depends_on_a_service() {
             {
                 offences.push(format!(
                     "{} depends on {}",
-                    package["name"], dependency["name"]
+                    package["name"].as_str().unwrap_or_default(),
+                    dependency["name"].as_str().unwrap_or_default()
                 ));
             }
         }
