@@ -17,7 +17,8 @@ use std::{
 };
 
 use atelier_bench::{Load, Mode, Report, Row, Spread, number, oha, results_dir};
-use atelier_testkit::{Backend, LimitConfig, Options, QueueBackend, TestPlatform, fixtures, rest};
+use atelier_testbed::{Backend, LimitConfig, Options, QueueBackend, TestPlatform};
+use atelier_testkit::{fixtures, rest};
 use axum::{
     Router,
     body::Bytes,

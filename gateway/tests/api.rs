@@ -5,8 +5,9 @@
 
 use std::time::{Duration, Instant};
 
+use atelier_testbed::{Backend, Options, TestPlatform};
 use atelier_testkit::{
-    Backend, Options, TestPlatform, fixtures,
+    fixtures,
     rest::{User, finished, get, post, sign_up, start, start_job},
 };
 use reqwest::{Client, StatusCode, multipart};

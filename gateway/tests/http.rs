@@ -1,7 +1,7 @@
 //! The gateway over real HTTP, in front of a spawned auth service on PostgreSQL.
 
 use atelier_proto::auth::v1::{self as pb, auth_service_client::AuthServiceClient};
-use atelier_testkit::{Backend, LimitConfig, Options, TestPlatform};
+use atelier_testbed::{Backend, LimitConfig, Options, TestPlatform};
 use reqwest::{Client, Response, StatusCode, header};
 use serde_json::{Value, json};
 

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use atelier_common::config::Secret;
 use atelier_proto::auth::v1::{self as pb, auth_service_client::AuthServiceClient};
-use atelier_testkit::{
+use atelier_testbed::{
     Backend, Backoff, LimitConfig, Options, QueueBackend, TestPlatform, TrustedProxies,
 };
 use hyper_util::{client::legacy::Client as HyperClient, rt::TokioExecutor};

@@ -4,8 +4,9 @@
 
 use std::time::Duration;
 
+use atelier_testbed::{Backend, Options, QueueBackend, TestPlatform};
 use atelier_testkit::{
-    Backend, Options, QueueBackend, TestPlatform, backends, fixtures,
+    backends, fixtures,
     rest::{User, finished, get, post, sign_up, start_job, upload},
 };
 use reqwest::StatusCode;

@@ -5,8 +5,9 @@
 
 use std::time::{Duration, Instant};
 
+use atelier_testbed::{Backend, Options, StreamConfig, TestPlatform};
 use atelier_testkit::{
-    Backend, Options, StreamConfig, TestPlatform, fixtures,
+    fixtures,
     rest::{User, finished, sign_up, start_job, upload},
 };
 use futures::{SinkExt, StreamExt};

@@ -82,6 +82,11 @@ static CATALOGUE: &[Endpoint] = &[
     },
 ];
 
+/// Every endpoint, in the catalogue's order.
+pub(crate) fn all() -> &'static [Endpoint] {
+    CATALOGUE
+}
+
 /// The endpoint with exactly this id.
 pub(crate) fn find(id: &str) -> Option<&'static Endpoint> {
     CATALOGUE.iter().find(|e| e.id == id)
@@ -280,16 +285,66 @@ impl Endpoint {
             ]);
         };
         let mut p = Params::new(body);
+        let spec = self.fields(&mut p);
+        p.finish()?;
+        Ok(spec)
+    }
+
+    /// Every field of the input, as the model reads them.
+    fn fields(&self, p: &mut Params<'_>) -> Spec {
         let image_url = p.required_string("image_url");
         let sync_mode = p.boolean("sync_mode", false);
-        let job = (self.read)(&mut p);
-        p.finish()?;
-        Ok(Spec {
+        let job = (self.read)(p);
+        Spec {
             image_url,
             sync_mode,
             job,
+        }
+    }
+
+    /// The endpoint's OpenAPI 3.0 document, shaped as fal's model API serves one: a
+    /// `POST /{endpoint_id}` whose request body is the input schema, by reference.
+    pub(crate) fn openapi(&self) -> Value {
+        let empty = serde_json::Map::new();
+        let mut p = Params::describing(&empty);
+        self.fields(&mut p);
+        let mut input = p.schema().unwrap_or_else(|| json!({ "type": "object" }));
+        let name = format!("{}Input", type_name(self.id));
+        input["title"] = json!(name);
+        json!({
+            "openapi": "3.0.4",
+            "info": { "title": self.id, "version": "1.0.0" },
+            "paths": {
+                format!("/{}", self.id): {
+                    "post": {
+                        "requestBody": {
+                            "required": true,
+                            "content": { "application/json": {
+                                "schema": { "$ref": format!("#/components/schemas/{name}") }
+                            } }
+                        },
+                        "responses": { "200": { "description": "Successful Response" } }
+                    }
+                }
+            },
+            "components": { "schemas": { name: input } }
         })
     }
+}
+
+/// `fal-ai/image-preprocessors/canny` as a schema name: `ImagePreprocessorsCanny` (the
+/// owner names no type).
+fn type_name(id: &str) -> String {
+    id.split('/')
+        .skip(1)
+        .flat_map(|segment| segment.split(['-', '_']))
+        .map(|word| {
+            let mut chars = word.chars();
+            chars.next().map_or_else(String::new, |first| {
+                first.to_uppercase().chain(chars).collect()
+            })
+        })
+        .collect()
 }
 
 /// What an endpoint does with its image, and how it answers.
@@ -614,5 +669,70 @@ mod tests {
                 .read(&json!({ "image_url": "x", "upscale_factor": 2 }))
                 .is_err()
         );
+    }
+
+    #[test]
+    fn the_published_input_schema_is_what_the_model_reads() {
+        let esrgan = find("fal-ai/esrgan").expect("esrgan").openapi();
+        let reference = esrgan
+            .pointer(
+                "/paths/~1fal-ai~1esrgan/post/requestBody/content/application~1json/schema/$ref",
+            )
+            .and_then(Value::as_str)
+            .expect("a reference to the input");
+        assert_eq!(reference, "#/components/schemas/EsrganInput");
+        let input = &esrgan["components"]["schemas"]["EsrganInput"];
+        assert_eq!(
+            input["x-fal-order-properties"],
+            json!([
+                "image_url",
+                "sync_mode",
+                "scale",
+                "model",
+                "face",
+                "tile",
+                "output_format"
+            ])
+        );
+        assert_eq!(input["required"], json!(["image_url"]));
+        assert_eq!(
+            input["properties"]["scale"],
+            json!({ "type": "number", "minimum": 1, "maximum": 8, "default": 2 })
+        );
+        assert_eq!(input["properties"]["model"]["enum"][1], "RealESRGAN_x2plus");
+        assert_eq!(
+            input["properties"]["tile"],
+            json!({ "type": "integer", "minimum": 0, "maximum": 4096, "default": 0 })
+        );
+        let depth = find("fal-ai/imageutils/depth").expect("depth").openapi();
+        assert_eq!(
+            depth["components"]["schemas"]["ImageutilsDepthInput"]["properties"]["a"],
+            json!({ "type": "number", "minimum": 0, "default": std::f64::consts::TAU }),
+            "no maximum for an unbounded field"
+        );
+
+        // Every field at its published default (and the required ones given) is an
+        // input the model takes.
+        for endpoint in all() {
+            let openapi = endpoint.openapi();
+            let schemas = openapi["components"]["schemas"]
+                .as_object()
+                .expect("schemas");
+            let (_, input) = schemas.iter().next().expect("the input schema");
+            let mut body = serde_json::Map::new();
+            for (name, field) in input["properties"].as_object().expect("properties") {
+                let value = match field.get("default") {
+                    Some(default) => default.clone(),
+                    None => json!("data:,"),
+                };
+                body.insert(name.clone(), value);
+            }
+            body.remove("seed");
+            assert!(
+                endpoint.read(&Value::Object(body)).is_ok(),
+                "{}: defaults refused",
+                endpoint.id
+            );
+        }
     }
 }

@@ -3,7 +3,9 @@
 //! the fal they talk to.
 //!
 //! It speaks fal's queue protocol as `/work/shared/fal-protocol.md` sets it down (submit,
-//! status, the status stream, result, cancel, signed webhooks, fal's error shapes) and the
+//! status, the status stream, result, cancel, signed webhooks, fal's error shapes), with
+//! the platform API's prices and models (`/v1/models/pricing`, and `/v1/models` whose
+//! OpenAPI documents describe each endpoint's input as the simulator reads it), and the
 //! official clients work against it: the Python `fal-client` does, given
 //! `FAL_QUEUE_RUN_HOST=127.0.0.1:PORT`, when the simulator serves HTTPS (`tls: true`).
 //!

@@ -10,9 +10,20 @@ use crate::error::FieldError;
 /// A model input being read. Each getter returns the field's value, or its default when
 /// the field is absent or wrong (the problem is then recorded); [`Params::finish`] says
 /// whether there were any.
+///
+/// Made with [`Params::describing`], it also writes down each field it is asked for as
+/// JSON Schema, so an endpoint's published input schema is the code that reads it.
 pub(crate) struct Params<'a> {
     body: &'a Map<String, Value>,
     errors: Vec<FieldError>,
+    schema: Option<Schema>,
+}
+
+/// The fields asked for so far, in order.
+#[derive(Default)]
+struct Schema {
+    properties: Map<String, Value>,
+    required: Vec<String>,
 }
 
 impl<'a> Params<'a> {
@@ -20,6 +31,43 @@ impl<'a> Params<'a> {
         Self {
             body,
             errors: Vec::new(),
+            schema: None,
+        }
+    }
+
+    /// Reads `body` and writes down every field asked for: see [`Params::schema`].
+    pub(crate) fn describing(body: &'a Map<String, Value>) -> Self {
+        Self {
+            schema: Some(Schema::default()),
+            ..Self::new(body)
+        }
+    }
+
+    /// The JSON Schema of the fields asked for, as fal's OpenAPI documents write a model
+    /// input: `properties` and `x-fal-order-properties` in the order the model reads
+    /// them, and the fields it cannot do without as `required`. `None` unless
+    /// [`Params::describing`].
+    pub(crate) fn schema(self) -> Option<Value> {
+        let Schema {
+            properties,
+            required,
+        } = self.schema?;
+        let order: Vec<&String> = properties.keys().collect();
+        Some(json!({
+            "type": "object",
+            "x-fal-order-properties": order,
+            "required": required,
+            "properties": properties,
+        }))
+    }
+
+    /// Writes `name` down as `schema` when describing.
+    fn describe(&mut self, name: &str, schema: Value, required: bool) {
+        if let Some(described) = &mut self.schema {
+            described.properties.insert(name.to_owned(), schema);
+            if required {
+                described.required.push(name.to_owned());
+            }
         }
     }
 
@@ -47,6 +95,7 @@ impl<'a> Params<'a> {
 
     /// A string the model cannot do without.
     pub(crate) fn required_string(&mut self, name: &str) -> String {
+        self.describe(name, json!({ "type": "string" }), true);
         match self.get(name, false) {
             None => {
                 self.errors
@@ -63,6 +112,7 @@ impl<'a> Params<'a> {
 
     /// An optional string.
     pub(crate) fn optional_string(&mut self, name: &str) -> Option<String> {
+        self.describe(name, json!({ "type": "string" }), false);
         match self.get(name, true)? {
             Value::String(s) => Some(s.clone()),
             other => {
@@ -74,6 +124,11 @@ impl<'a> Params<'a> {
 
     /// A boolean with a default.
     pub(crate) fn boolean(&mut self, name: &str, default: bool) -> bool {
+        self.describe(
+            name,
+            json!({ "type": "boolean", "default": default }),
+            false,
+        );
         match self.get(name, false) {
             None => default,
             Some(Value::Bool(b)) => *b,
@@ -86,6 +141,9 @@ impl<'a> Params<'a> {
 
     /// A number with a default, within `range` (inclusive).
     pub(crate) fn number(&mut self, name: &str, default: f64, range: RangeInclusive<f64>) -> f64 {
+        let mut schema = bounds("number", *range.start(), *range.end());
+        schema["default"] = Num(default).json();
+        self.describe(name, schema, false);
         let Some(value) = self.get(name, false) else {
             return default;
         };
@@ -103,10 +161,10 @@ impl<'a> Params<'a> {
     /// An integer with a default, within `range` (inclusive). A float without a fraction
     /// counts, as in pydantic.
     pub(crate) fn integer(&mut self, name: &str, default: i64, range: RangeInclusive<i64>) -> i64 {
-        match self.optional_integer(name, range) {
-            Some(n) => n,
-            None => default,
-        }
+        let mut schema = bounds("integer", *range.start() as f64, *range.end() as f64);
+        schema["default"] = json!(default);
+        self.describe(name, schema, false);
+        self.integer_value(name, range).unwrap_or(default)
     }
 
     /// An optional integer within `range` (inclusive); `null` counts as absent.
@@ -115,6 +173,13 @@ impl<'a> Params<'a> {
         name: &str,
         range: RangeInclusive<i64>,
     ) -> Option<i64> {
+        let schema = bounds("integer", *range.start() as f64, *range.end() as f64);
+        self.describe(name, schema, false);
+        self.integer_value(name, range)
+    }
+
+    /// An integer within `range` (inclusive), `None` when absent, `null` or wrong.
+    fn integer_value(&mut self, name: &str, range: RangeInclusive<i64>) -> Option<i64> {
         let value = self.get(name, true)?;
         let n = match value {
             Value::Number(n) => match n.as_i64() {
@@ -186,6 +251,11 @@ impl<'a> Params<'a> {
 
     /// An integer that must be one of `allowed`, with a default.
     pub(crate) fn integer_choice(&mut self, name: &str, default: i64, allowed: &[i64]) -> i64 {
+        self.describe(
+            name,
+            json!({ "type": "integer", "enum": allowed, "default": default }),
+            false,
+        );
         let Some(value) = self.get(name, false) else {
             return default;
         };
@@ -214,6 +284,11 @@ impl<'a> Params<'a> {
         default: &'static str,
         allowed: &[&'static str],
     ) -> &'static str {
+        self.describe(
+            name,
+            json!({ "type": "string", "enum": allowed, "default": default }),
+            false,
+        );
         let Some(value) = self.get(name, false) else {
             return default;
         };
@@ -231,6 +306,19 @@ impl<'a> Params<'a> {
         );
         default
     }
+}
+
+/// A `kind` of number within `min..=max`; a bound at the end of what the type holds is
+/// no bound.
+fn bounds(kind: &str, min: f64, max: f64) -> Value {
+    let mut schema = json!({ "type": kind });
+    if min > i64::MIN as f64 && min > f64::MIN {
+        schema["minimum"] = Num(min).json();
+    }
+    if max < i64::MAX as f64 && max < f64::MAX {
+        schema["maximum"] = Num(max).json();
+    }
+    schema
 }
 
 /// `'a', 'b' or 'c'`, as pydantic lists the values a literal may take.

@@ -36,6 +36,7 @@ type ApiResult = Result<Response, ApiError>;
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/v1/models", get(models))
         .route("/v1/models/pricing", get(pricing))
         .route("/.well-known/jwks.json", get(jwks))
         .route("/files/{name}", get(file))
@@ -491,23 +492,11 @@ async fn pricing(
 ) -> ApiResult {
     check_outage(&shared)?;
     authorize(&shared, &headers)?;
-    let ids: Vec<&str> = query
-        .iter()
-        .filter(|(name, _)| name == "endpoint_id")
-        .flat_map(|(_, value)| value.split(','))
-        .map(str::trim)
-        .filter(|id| !id.is_empty())
-        .collect();
+    let ids = endpoint_ids(&query)?;
     if ids.is_empty() {
         return Err(bad_request(
             "endpoint_id is required: one to 50 endpoint ids, comma-separated".to_owned(),
         ));
-    }
-    if ids.len() > 50 {
-        return Err(bad_request(format!(
-            "at most 50 endpoint ids may be asked at once, not {}",
-            ids.len()
-        )));
     }
     let prices: Vec<Value> = ids
         .iter()
@@ -522,6 +511,63 @@ async fn pricing(
         })
         .collect();
     Ok(Json(json!({"prices": prices, "next_cursor": null, "has_more": false})).into_response())
+}
+
+/// fal's platform API `GET /v1/models?endpoint_id=a&endpoint_id=b&expand=openapi-3.0`
+/// (ids also comma-separated): the catalogue endpoints asked for, or all of them when
+/// none is, each with its OpenAPI document when `expand` asks for `openapi-3.0`. Ids
+/// outside the catalogue are left out; there is never a next page.
+async fn models(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Query(query): Query<Vec<(String, String)>>,
+) -> ApiResult {
+    check_outage(&shared)?;
+    authorize(&shared, &headers)?;
+    let ids = endpoint_ids(&query)?;
+    let openapi = values(&query, "expand").any(|expand| expand == "openapi-3.0");
+    let endpoints: Vec<&catalogue::Endpoint> = if ids.is_empty() {
+        catalogue::all().iter().collect()
+    } else {
+        ids.iter().filter_map(|id| catalogue::find(id)).collect()
+    };
+    let models: Vec<Value> = endpoints
+        .into_iter()
+        .map(|endpoint| {
+            let mut model = json!({
+                "endpoint_id": endpoint.id,
+                "metadata": { "display_name": endpoint.id, "status": "active" },
+            });
+            if openapi {
+                model["openapi"] = endpoint.openapi();
+            }
+            model
+        })
+        .collect();
+    Ok(Json(json!({"models": models, "next_cursor": null, "has_more": false})).into_response())
+}
+
+/// The values of the query parameter `name`, given once or more, each maybe a
+/// comma-separated list, as fal's platform API takes them.
+fn values<'a>(query: &'a [(String, String)], name: &'a str) -> impl Iterator<Item = &'a str> {
+    query
+        .iter()
+        .filter(move |(key, _)| key == name)
+        .flat_map(|(_, value)| value.split(','))
+        .map(str::trim)
+        .filter(|value| !value.is_empty())
+}
+
+/// The `endpoint_id`s asked for: at most 50, fal's limit.
+fn endpoint_ids(query: &[(String, String)]) -> Result<Vec<&str>, ApiError> {
+    let ids: Vec<&str> = values(query, "endpoint_id").collect();
+    if ids.len() > 50 {
+        return Err(bad_request(format!(
+            "at most 50 endpoint ids may be asked at once, not {}",
+            ids.len()
+        )));
+    }
+    Ok(ids)
 }
 
 async fn healthz() -> Json<Value> {

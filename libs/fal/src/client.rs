@@ -24,8 +24,8 @@ use crate::{
     retry,
     sse::SseParser,
     types::{
-        CancelOutcome, Price, QueueStatus, RequestStatus, SubmitOptions, Submitted, WirePrices,
-        WireSubmitted,
+        CancelOutcome, Price, QueueStatus, RequestStatus, SubmitOptions, Submitted, WireModels,
+        WirePrices, WireSubmitted,
     },
 };
 
@@ -428,16 +428,54 @@ impl FalClient {
     }
 
     async fn pricing_once(&self, url: &Url) -> Result<Vec<Price>, Failure> {
+        let wire: WirePrices = self.platform_get(url, "pricing").await?;
+        Ok(wire.into_prices()?)
+    }
+
+    /// One GET of the platform API, its JSON answer read as `T` (`what` names the
+    /// reply in errors).
+    async fn platform_get<T: serde::de::DeserializeOwned>(
+        &self,
+        url: &Url,
+        what: &str,
+    ) -> Result<T, Failure> {
         let (status, headers, body) = self.send(self.inner.http.get(url.clone())).await?;
         if status != StatusCode::OK {
             return Err(classify(status, &headers, &body).into());
         }
-        let wire: WirePrices = serde_json::from_slice(&body).map_err(|err| {
-            Failure::from(FalError::Protocol(format!(
-                "the pricing reply is not valid: {err}"
-            )))
-        })?;
-        Ok(wire.into_prices()?)
+        serde_json::from_slice(&body).map_err(|err| {
+            FalError::Protocol(format!("the {what} reply is not valid: {err}")).into()
+        })
+    }
+
+    /// The OpenAPI document fal's model API publishes for `endpoint`
+    /// (`GET {FAL_API_URL}/models?endpoint_id=<id>&expand=openapi-3.0`), through the
+    /// platform host's breaker and retries. `None` when fal knows no such endpoint, or
+    /// has no document for it.
+    pub async fn openapi(
+        &self,
+        endpoint: &EndpointId,
+    ) -> Result<Option<serde_json::Value>, FalError> {
+        let mut url = join(&self.inner.api, ["models"]);
+        url.query_pairs_mut()
+            .append_pair("endpoint_id", endpoint.as_str())
+            .append_pair("expand", "openapi-3.0");
+        let host = host_key(&url);
+        self.with_retry(&host, "models", true, || self.openapi_once(&url, endpoint))
+            .await
+    }
+
+    async fn openapi_once(
+        &self,
+        url: &Url,
+        endpoint: &EndpointId,
+    ) -> Result<Option<serde_json::Value>, Failure> {
+        let wire: WireModels = self.platform_get(url, "models").await?;
+        Ok(wire
+            .models
+            .into_iter()
+            .find(|model| model.endpoint_id == endpoint.as_str())
+            .and_then(|model| model.openapi))
     }
 
     /// Cancels the request: dropped when queued, signalled when running.

@@ -25,7 +25,7 @@ pub const DEFAULT_RESULT_HOSTS: [&str; 4] = [
 pub struct FalConfig {
     /// Base URL of the queue API (`FAL_QUEUE_URL`, default `https://queue.fal.run`).
     pub queue_url: String,
-    /// Base URL of the platform API, where prices are read (`FAL_API_URL`,
+    /// Base URL of the platform API, where prices and model schemas are read (`FAL_API_URL`,
     /// default `https://api.fal.ai/v1`).
     pub api_url: String,
     /// The API key (`FAL_KEY`), sent as `Authorization: Key <key>`; may be

@@ -1,6 +1,7 @@
 //! Atelier's client for fal.ai's queue API: submit a request, follow its status
 //! (polled, or over the server-sent event stream), read its result, cancel it,
-//! download the result files, and verify fal's webhook deliveries.
+//! download the result files, verify fal's webhook deliveries, and read prices and
+//! model schemas from the platform API.
 //!
 //! Every call goes through a circuit breaker kept per fal host (failsafe, with
 //! half-open probes bounded by a semaphore) and is retried with exponential backoff
@@ -18,7 +19,7 @@
 //! |---|---|---|
 //! | `FAL_KEY` | unset: no fal | API key, `Authorization: Key <FAL_KEY>` |
 //! | `FAL_QUEUE_URL` | `https://queue.fal.run` | queue API base URL (the simulator's in local mode) |
-//! | `FAL_API_URL` | `https://api.fal.ai/v1` | platform API base URL, for prices (the simulator's in local mode) |
+//! | `FAL_API_URL` | `https://api.fal.ai/v1` | platform API base URL, for prices and model schemas (the simulator's in local mode) |
 //! | `FAL_REQUEST_TIMEOUT_SECS` | unset | `X-Fal-Request-Timeout` sent with each submission |
 //! | `FAL_HTTP_TIMEOUT_SECS` | 30 | deadline of one HTTP call |
 //! | `FAL_MAX_RETRIES` | 3 | retries of a transient failure |

@@ -262,6 +262,21 @@ pub struct Price {
     pub currency: String,
 }
 
+/// The model API's reply: `{"models": [...], "next_cursor", "has_more"}`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct WireModels {
+    pub models: Vec<WireModel>,
+}
+
+/// One model of the model API's reply; `openapi` only when the call asked for it
+/// (`expand=openapi-3.0`).
+#[derive(Debug, Deserialize)]
+pub(crate) struct WireModel {
+    pub endpoint_id: String,
+    #[serde(default)]
+    pub openapi: Option<serde_json::Value>,
+}
+
 /// One entry of the pricing reply as it comes over the wire: the price may be a
 /// number or a decimal string.
 #[derive(Debug, Deserialize)]

@@ -47,6 +47,7 @@ async fn sim(config: SimConfig) -> Sim {
 fn config_for(sim: &Sim) -> FalConfig {
     let mut config = FalConfig::new("sim-id:sim-secret");
     config.queue_url = sim.handle.base_url().to_owned();
+    config.api_url = format!("{}/v1", sim.handle.base_url());
     // Local mode: the simulator's own address serves the result files.
     config.allowed_result_hosts = vec![sim.handle.base_url().to_owned()];
     config.http_timeout = Duration::from_secs(5);
@@ -96,9 +97,7 @@ fn esrgan() -> EndpointId {
 #[tokio::test]
 async fn prices_come_from_the_platform_api_for_every_endpoint_asked() {
     let sim = sim(SimConfig::default()).await;
-    let mut config = config_for(&sim);
-    config.api_url = format!("{}/v1", sim.handle.base_url());
-    let client = FalClient::new(config).expect("client");
+    let client = client_for(&sim);
     let endpoints: Vec<EndpointId> = [
         "fal-ai/flux/dev/image-to-image",
         "fal-ai/birefnet",
@@ -182,6 +181,85 @@ async fn prices_come_from_the_platform_api_for_every_endpoint_asked() {
         ..Default::default()
     });
     assert!(client.pricing(&endpoints[..1]).await.is_err());
+}
+
+#[tokio::test]
+async fn model_schemas_come_from_the_platform_api_through_the_breaker() {
+    let sim = sim(SimConfig::default()).await;
+    let client = client_for(&sim);
+
+    let openapi = client
+        .openapi(&esrgan())
+        .await
+        .expect("models")
+        .expect("esrgan's document");
+    let reference = openapi
+        .pointer("/paths/~1fal-ai~1esrgan/post/requestBody/content/application~1json/schema/$ref")
+        .and_then(serde_json::Value::as_str)
+        .expect("the input by reference");
+    let input = openapi
+        .pointer(reference.trim_start_matches('#'))
+        .expect("the input schema");
+    assert_eq!(input["required"], json!(["image_url"]));
+    assert_eq!(input["properties"]["scale"]["maximum"], 8);
+    assert_eq!(
+        input["properties"]["output_format"]["enum"],
+        json!(["png", "jpeg"])
+    );
+    let unknown = EndpointId::parse("fal-ai/no-such-model").expect("id");
+    assert_eq!(client.openapi(&unknown).await, Ok(None));
+
+    // The simulator answers as fal does: the key is required, the documents only when
+    // asked for, every model when none is named.
+    let http = reqwest::Client::new();
+    let url = format!("{}/v1/models", sim.handle.base_url());
+    let anonymous = http.get(&url).send().await.expect("send");
+    assert_eq!(anonymous.status(), 401);
+    let listing: serde_json::Value = http
+        .get(&url)
+        .header("authorization", "Key test")
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
+    let models = listing["models"].as_array().expect("models");
+    assert!(models.len() >= 10, "{listing}");
+    assert!(models.iter().all(|model| model.get("openapi").is_none()));
+    assert_eq!(listing["has_more"], false);
+
+    // fal down: retried, then the breaker opens and calls fail at once without
+    // reaching fal, as every other fal call does.
+    sim.handle.set_failures(Failures {
+        outage_until: Some(Instant::now() + Duration::from_secs(60)),
+        ..Default::default()
+    });
+    let failed = client.openapi(&esrgan()).await.expect_err("fal is down");
+    assert!(failed.is_transient(), "{failed:?}");
+    assert_eq!(sim.handle.outage_calls(), 4, "one call and three retries");
+    let mut calls = 1;
+    while !matches!(
+        client.openapi(&esrgan()).await,
+        Err(FalError::Unavailable { .. })
+    ) {
+        calls += 1;
+        assert!(calls < 5, "the breaker never opened");
+    }
+    assert_eq!(
+        client.breaker_state(&client.queue_host()),
+        BreakerState::Open
+    );
+    let reached = sim.handle.outage_calls();
+    assert!(matches!(
+        client.openapi(&esrgan()).await,
+        Err(FalError::Unavailable { .. })
+    ));
+    assert_eq!(
+        sim.handle.outage_calls(),
+        reached,
+        "an open breaker calls nobody"
+    );
 }
 
 #[tokio::test]

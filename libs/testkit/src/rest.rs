@@ -1,12 +1,35 @@
 //! The REST calls tests make again and again: sign up, upload, start a job and wait
-//! for it, all through the gateway. Each panics with the reply when it fails.
+//! for it, all through a gateway. Each panics with the reply when it fails.
 
 use std::time::{Duration, Instant};
 
 use reqwest::{Client, StatusCode, multipart};
 use serde_json::{Value, json};
 
-use crate::TestPlatform;
+/// A gateway to call: a spawned platform, or the URL of one the harness did not start
+/// (such as an `atelier serve` process).
+pub trait Gateway {
+    /// `http://<host>:<port>` of the gateway.
+    fn gateway_url(&self) -> &str;
+}
+
+impl Gateway for str {
+    fn gateway_url(&self) -> &str {
+        self
+    }
+}
+
+impl Gateway for String {
+    fn gateway_url(&self) -> &str {
+        self
+    }
+}
+
+impl<T: Gateway + ?Sized> Gateway for &T {
+    fn gateway_url(&self) -> &str {
+        (**self).gateway_url()
+    }
+}
 
 /// A signed-up user.
 #[derive(Clone, Debug)]
@@ -21,23 +44,23 @@ pub const PASSWORD: &str = "correct horse battery";
 
 /// `GET <path>` as `user`: the status and the JSON answer (`null` when there is none).
 pub async fn get(
-    platform: &TestPlatform,
+    gateway: &(impl Gateway + ?Sized),
     user: &User,
     path: impl AsRef<str>,
 ) -> (StatusCode, Value) {
-    let request = Client::new().get(format!("{}{}", platform.gateway_url, path.as_ref()));
+    let request = Client::new().get(format!("{}{}", gateway.gateway_url(), path.as_ref()));
     json_reply(request.bearer_auth(&user.token)).await
 }
 
 /// `POST <path>` with the JSON `body` as `user`: the status and the JSON answer
 /// (`null` when there is none).
 pub async fn post(
-    platform: &TestPlatform,
+    gateway: &(impl Gateway + ?Sized),
     user: &User,
     path: impl AsRef<str>,
     body: Value,
 ) -> (StatusCode, Value) {
-    let request = Client::new().post(format!("{}{}", platform.gateway_url, path.as_ref()));
+    let request = Client::new().post(format!("{}{}", gateway.gateway_url(), path.as_ref()));
     json_reply(request.bearer_auth(&user.token).json(&body)).await
 }
 
@@ -48,15 +71,9 @@ async fn json_reply(request: reqwest::RequestBuilder) -> (StatusCode, Value) {
 }
 
 /// Registers `email` and returns the signed-in user.
-pub async fn sign_up(platform: &TestPlatform, email: &str) -> User {
-    register(&platform.gateway_url, email).await
-}
-
-/// Registers `email` at the gateway at `gateway_url` (one the harness did not start,
-/// such as an `atelier serve` process) and returns the signed-in user.
-pub async fn register(gateway_url: &str, email: &str) -> User {
+pub async fn sign_up(gateway: &(impl Gateway + ?Sized), email: &str) -> User {
     let response = Client::new()
-        .post(format!("{gateway_url}/api/auth/register"))
+        .post(format!("{}/api/auth/register", gateway.gateway_url()))
         .json(&json!({"email": email, "password": PASSWORD}))
         .send()
         .await
@@ -75,20 +92,24 @@ pub async fn register(gateway_url: &str, email: &str) -> User {
 }
 
 /// Uploads `bytes` as `input.png`; the raw reply.
-pub async fn try_upload(platform: &TestPlatform, user: &User, bytes: Vec<u8>) -> reqwest::Response {
-    try_upload_as(platform, user, "input.png", bytes).await
+pub async fn try_upload(
+    gateway: &(impl Gateway + ?Sized),
+    user: &User,
+    bytes: Vec<u8>,
+) -> reqwest::Response {
+    try_upload_as(gateway, user, "input.png", bytes).await
 }
 
 /// Uploads `bytes` under the file name `name`; the raw reply.
 pub async fn try_upload_as(
-    platform: &TestPlatform,
+    gateway: &(impl Gateway + ?Sized),
     user: &User,
     name: &str,
     bytes: Vec<u8>,
 ) -> reqwest::Response {
     let part = multipart::Part::bytes(bytes).file_name(name.to_owned());
     Client::new()
-        .post(format!("{}/api/images/upload", platform.gateway_url))
+        .post(format!("{}/api/images/upload", gateway.gateway_url()))
         .bearer_auth(&user.token)
         .multipart(multipart::Form::new().part("file", part))
         .send()
@@ -97,8 +118,8 @@ pub async fn try_upload_as(
 }
 
 /// Uploads `bytes` and returns the new image's id.
-pub async fn upload(platform: &TestPlatform, user: &User, bytes: Vec<u8>) -> String {
-    let response = try_upload(platform, user, bytes).await;
+pub async fn upload(gateway: &(impl Gateway + ?Sized), user: &User, bytes: Vec<u8>) -> String {
+    let response = try_upload(gateway, user, bytes).await;
     let status = response.status();
     let image: Value = response.json().await.expect("image");
     assert_eq!(status, StatusCode::CREATED, "upload: {image}");
@@ -107,13 +128,13 @@ pub async fn upload(platform: &TestPlatform, user: &User, bytes: Vec<u8>) -> Str
 
 /// `POST /api/processing/start` with `body`, and an `Idempotency-Key` when given.
 pub async fn start(
-    platform: &TestPlatform,
+    gateway: &(impl Gateway + ?Sized),
     user: &User,
     body: Value,
     key: Option<&str>,
 ) -> reqwest::Response {
     let mut request = Client::new()
-        .post(format!("{}/api/processing/start", platform.gateway_url))
+        .post(format!("{}/api/processing/start", gateway.gateway_url()))
         .bearer_auth(&user.token)
         .json(&body);
     if let Some(key) = key {
@@ -124,14 +145,14 @@ pub async fn start(
 
 /// Starts `workflow` on `image` with `parameters`; the job's id.
 pub async fn start_job(
-    platform: &TestPlatform,
+    gateway: &(impl Gateway + ?Sized),
     user: &User,
     image: &str,
     workflow: &str,
     parameters: Value,
 ) -> String {
     let response = start(
-        platform,
+        gateway,
         user,
         json!({"image_id": image, "workflow_id": workflow, "parameters": parameters}),
         None,
@@ -144,11 +165,15 @@ pub async fn start_job(
 }
 
 /// A job's status: the HTTP status and the body.
-pub async fn status(platform: &TestPlatform, user: &User, job: &str) -> (StatusCode, Value) {
+pub async fn status(
+    gateway: &(impl Gateway + ?Sized),
+    user: &User,
+    job: &str,
+) -> (StatusCode, Value) {
     let response = Client::new()
         .get(format!(
             "{}/api/processing/{job}/status",
-            platform.gateway_url
+            gateway.gateway_url()
         ))
         .bearer_auth(&user.token)
         .send()
@@ -159,13 +184,18 @@ pub async fn status(platform: &TestPlatform, user: &User, job: &str) -> (StatusC
 }
 
 /// Waits (at most a minute) until the job is in one of `statuses`; its status.
-pub async fn reached(platform: &TestPlatform, user: &User, job: &str, statuses: &[&str]) -> Value {
-    reached_within(platform, user, job, statuses, Duration::from_secs(60)).await
+pub async fn reached(
+    gateway: &(impl Gateway + ?Sized),
+    user: &User,
+    job: &str,
+    statuses: &[&str],
+) -> Value {
+    reached_within(gateway, user, job, statuses, Duration::from_secs(60)).await
 }
 
 /// Waits at most `within` until the job is in one of `statuses`; its status.
 pub async fn reached_within(
-    platform: &TestPlatform,
+    gateway: &(impl Gateway + ?Sized),
     user: &User,
     job: &str,
     statuses: &[&str],
@@ -173,7 +203,7 @@ pub async fn reached_within(
 ) -> Value {
     let deadline = Instant::now() + within;
     loop {
-        let (code, body) = status(platform, user, job).await;
+        let (code, body) = status(gateway, user, job).await;
         assert_eq!(code, StatusCode::OK, "{body}");
         if body["status"]
             .as_str()
@@ -195,6 +225,6 @@ pub async fn reached_within(
 }
 
 /// Waits (at most a minute) for a job to finish, whatever the outcome; its status.
-pub async fn finished(platform: &TestPlatform, user: &User, job: &str) -> Value {
-    reached(platform, user, job, &["completed", "failed", "cancelled"]).await
+pub async fn finished(gateway: &(impl Gateway + ?Sized), user: &User, job: &str) -> Value {
+    reached(gateway, user, job, &["completed", "failed", "cancelled"]).await
 }

@@ -127,7 +127,7 @@ impl Platform {
     async fn start(client: &reqwest::Client, dir: &Path, bucket: Option<&str>) -> Self {
         let (server, admin) = serve(dir, bucket);
         ready(client, &format!("{admin}/readyz")).await;
-        let token = atelier_testkit::rest::register(&server.gateway, "bench@example.com")
+        let token = atelier_testkit::rest::sign_up(&server.gateway, "bench@example.com")
             .await
             .token;
         Self { server, token }

@@ -298,7 +298,7 @@ async fn killing_the_processing_process_loses_no_job_and_submits_none_twice() {
     )
     .await;
 
-    let token = atelier_testkit::rest::register(&base, "crash@example.com")
+    let token = atelier_testkit::rest::sign_up(&base, "crash@example.com")
         .await
         .token;
     let png = atelier_testkit::fixtures::png(48, 32);

@@ -134,7 +134,7 @@ async fn a_50_mb_upload_raises_peak_rss_by_less_than_64_mb() {
     );
     let client = Client::new();
     ready(&client, &format!("{admin}/readyz")).await;
-    let token = atelier_testkit::rest::register(&base, "big@example.com")
+    let token = atelier_testkit::rest::sign_up(&base, "big@example.com")
         .await
         .token;
     let send = |bytes: Vec<u8>| {
@@ -249,7 +249,7 @@ async fn a_result_over_100_mb_raises_peak_rss_by_less_than_256_mb() {
     let client = Client::new();
     ready(&client, &format!("http://{sim_addr}/healthz")).await;
     ready(&client, &format!("{admin}/readyz")).await;
-    let token = atelier_testkit::rest::register(&base, "results@example.com")
+    let token = atelier_testkit::rest::sign_up(&base, "results@example.com")
         .await
         .token;
 
@@ -347,7 +347,7 @@ async fn a_50_mb_png_put_into_s3_raises_peak_rss_by_less_than_64_mb() {
     );
     let client = Client::new();
     ready(&client, &format!("{admin}/readyz")).await;
-    let token = atelier_testkit::rest::register(&base, "s3-png@example.com")
+    let token = atelier_testkit::rest::sign_up(&base, "s3-png@example.com")
         .await
         .token;
     let put = |bytes: Vec<u8>| {

@@ -5,7 +5,8 @@ use std::time::Duration;
 use atelier_auth::domain::keys::KeyRing;
 use atelier_common::{Claims, error::field_violations, token};
 use atelier_proto::auth::v1::{self as pb, auth_service_client::AuthServiceClient};
-use atelier_testkit::{Backend, Options, TestPlatform, backends, tonic_channel::Channel};
+use atelier_testbed::{Backend, Options, TestPlatform, tonic_channel::Channel};
+use atelier_testkit::backends;
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use tonic::{Code, Request};
 

@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use atelier_auth::store::{Store, Throttle};
 use atelier_proto::auth::v1::{self as pb, auth_service_client::AuthServiceClient};
-use atelier_testkit::{Backend, Backoff, Options, TestPlatform, backends, tonic_channel::Channel};
+use atelier_testbed::{Backend, Backoff, Options, TestPlatform, tonic_channel::Channel};
+use atelier_testkit::backends;
 use sha2::{Digest, Sha256};
 use tonic::Code;
 

@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use atelier_proto::auth::v1::{self as pb, auth_service_client::AuthServiceClient};
-use atelier_testkit::{Backend, TestPlatform};
+use atelier_testbed::{Backend, TestPlatform};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failures_take_as_long_as_what_they_could_reveal() {

@@ -13,7 +13,8 @@ use atelier_proto::{
     },
     processing::v1::{DeleteUserJobsRequest, processing_service_client::ProcessingServiceClient},
 };
-use atelier_testkit::{Backend, ServiceName, TestPlatform, backends, fixtures, rest};
+use atelier_testbed::{Backend, ServiceName, TestPlatform};
+use atelier_testkit::{backends, fixtures, rest};
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;

@@ -7,7 +7,8 @@ use std::time::Duration;
 use atelier_proto::image::v1::{
     self as pb, image_service_client::ImageServiceClient, upload_image_request::Data,
 };
-use atelier_testkit::{Backend, Options, Storage, TestPlatform, backends, fixtures};
+use atelier_testbed::{Backend, Options, Storage, TestPlatform};
+use atelier_testkit::{backends, fixtures};
 use reqwest::{Client, StatusCode, header, multipart};
 use serde_json::{Value, json};
 
@@ -609,7 +610,7 @@ async fn download_urls_inline_small_originals_for_workers() {
         image_owner(&platform, &other).await,
     );
     let mut client = ImageServiceClient::new(platform.channel_as(
-        atelier_testkit::ServiceName::Processing,
+        atelier_testbed::ServiceName::Processing,
         &platform.image_url,
     ));
     let request = |user_id: &str, inline_max_bytes: i64| pb::GetDownloadUrlRequest {

@@ -7,7 +7,8 @@
 use std::time::Duration;
 
 use atelier_bench::{Mode, Report, Row, ms, percentile};
-use atelier_testkit::{Backend, Options, QueueBackend, TestPlatform, fixtures, rest};
+use atelier_testbed::{Backend, Options, QueueBackend, TestPlatform};
+use atelier_testkit::{fixtures, rest};
 use reqwest::Client;
 use serde_json::{Value, json};
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};

@@ -14,8 +14,9 @@ use std::{
 };
 
 use atelier_bench::{Mode, Report, Row, Spread};
+use atelier_testbed::{Backend, Options, QueueBackend, TestPlatform};
 use atelier_testkit::{
-    Backend, Options, QueueBackend, TestPlatform, fixtures,
+    fixtures,
     rest::{self, User},
 };
 use futures::{StreamExt, stream};
@@ -119,7 +120,7 @@ async fn phases(db: &DatabaseConnection) -> String {
 async fn run(jobs: usize) -> Run {
     let mut options = Options::new(Backend::Postgres);
     options.queue = QueueBackend::Redis;
-    let mut tiers = atelier_testkit::unlimited_tiers();
+    let mut tiers = atelier_testbed::unlimited_tiers();
     for tier in atelier_user::Tier::ALL {
         tiers.get_mut(tier).parallel_jobs = Some(16);
     }

@@ -5,8 +5,9 @@
 
 use std::time::Duration;
 
+use atelier_testbed::{Backend, Options, QueueBackend, Storage, TestPlatform};
 use atelier_testkit::{
-    Backend, Options, QueueBackend, Storage, TestPlatform, fixtures,
+    fixtures,
     rest::{reached_within, sign_up, start, try_upload_as},
 };
 use image::ImageFormat;

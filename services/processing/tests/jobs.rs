@@ -4,8 +4,9 @@
 
 use std::time::{Duration, Instant};
 
+use atelier_testbed::{Backend, Options, QueueBackend, ServiceName, TestPlatform};
 use atelier_testkit::{
-    Backend, Options, QueueBackend, ServiceName, TestPlatform, backends, fixtures,
+    backends, fixtures,
     rest::{User, finished, get, post, reached, sign_up, start, start_job, status, upload},
 };
 use reqwest::{Client, StatusCode};

@@ -23,8 +23,9 @@ use atelier_fal_sim::{Failures, Timing};
 use atelier_proto::processing::v1::{
     HandleFalWebhookRequest, WebhookOutcome, processing_service_client::ProcessingServiceClient,
 };
+use atelier_testbed::{Backend, Options, QueueBackend, ServiceName, TestPlatform};
 use atelier_testkit::{
-    Backend, Options, QueueBackend, ServiceName, TestPlatform, fixtures,
+    fixtures,
     rest::{self, User, sign_up},
 };
 use fred::{prelude::*, types::CustomCommand};

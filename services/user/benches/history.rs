@@ -7,7 +7,8 @@
 use std::time::{Duration, Instant};
 
 use atelier_bench::{Mode, Report, Row, Spread, ms, percentile};
-use atelier_testkit::{Backend, TestPlatform, fixtures, rest, seed};
+use atelier_testbed::{Backend, TestPlatform, seed};
+use atelier_testkit::{fixtures, rest};
 use reqwest::{Client, StatusCode};
 use serde_json::Value;
 

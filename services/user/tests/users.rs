@@ -10,10 +10,10 @@ use atelier_proto::{
     image::v1::{ListImagesRequest, image_service_client::ImageServiceClient},
     user::v1::{GetQuotaRequest, user_service_client::UserServiceClient},
 };
+use atelier_testbed::{Backend, Options, QueueBackend, ServiceName, Storage, TestPlatform, seed};
 use atelier_testkit::{
-    Backend, Options, QueueBackend, ServiceName, Storage, TestPlatform, backends, fixtures,
+    backends, fixtures,
     rest::{self, User, get},
-    seed,
 };
 use reqwest::{Client, StatusCode};
 use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};

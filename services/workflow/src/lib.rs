@@ -31,11 +31,9 @@ pub struct WorkflowConfig {
     pub platform: Platform,
     /// `WORKFLOW_CACHE_TTL_SECS`: how long a listing is served from memory.
     pub cache_ttl: Duration,
-    /// Set when `FAL_KEY` is: schemas are refreshed from fal's model API.
+    /// Where prices (and, with `FAL_KEY`, parameter schemas) are read from: fal's
+    /// platform API, or the simulator's. `None`: workflows have no price.
     pub refresh: Option<refresh::RefreshConfig>,
-    /// Where prices are read from (fal's platform API, or the simulator's);
-    /// `None`: workflows have no price.
-    pub pricing: Option<refresh::PricingConfig>,
     /// What a result must fit: `FAL_MAX_RESULT_BYTES` (the processing
     /// service's largest fal result) and `MAX_IMAGE_PIXELS` (the image
     /// service's largest image), read here under the same names so one
@@ -46,16 +44,8 @@ pub struct WorkflowConfig {
 impl WorkflowConfig {
     pub fn from_env(platform: Platform) -> anyhow::Result<Self> {
         let every = config::seconds("WORKFLOW_REFRESH_SECS", 3600)?;
-        let refresh = match config::var_opt::<String>("FAL_KEY")? {
-            Some(key) => Some(refresh::RefreshConfig {
-                api_url: config::var("FAL_API_URL", atelier_fal::DEFAULT_API_URL.to_owned())?,
-                key,
-                every,
-            }),
-            None => None,
-        };
-        let fal = match atelier_fal::FalConfig::from_env()? {
-            Some(fal) => fal,
+        let (fal, schemas) = match atelier_fal::FalConfig::from_env()? {
+            Some(fal) => (fal, true),
             // No key: the simulator `atelier serve` runs in-process prices the
             // catalogue.
             None => {
@@ -66,7 +56,7 @@ impl WorkflowConfig {
                 let mut fal = atelier_fal::FalConfig::new("local");
                 fal.queue_url = format!("http://{sim}");
                 fal.api_url = format!("http://{sim}/v1");
-                fal
+                (fal, false)
             }
         };
         let limits = estimate::Limits {
@@ -77,8 +67,11 @@ impl WorkflowConfig {
             platform,
             cache_ttl: config::seconds("WORKFLOW_CACHE_TTL_SECS", 60)?,
             limits,
-            refresh,
-            pricing: Some(refresh::PricingConfig { fal, every }),
+            refresh: Some(refresh::RefreshConfig {
+                fal,
+                every,
+                schemas,
+            }),
         })
     }
 }
@@ -113,10 +106,7 @@ pub async fn serve(
         .await
         .map_err(|err| anyhow::anyhow!("seeding the catalogue: {err}"))?;
     if let Some(refresh) = config.refresh {
-        refresh::spawn(catalogue.clone(), refresh, shutdown.clone());
-    }
-    if let Some(pricing) = config.pricing {
-        refresh::spawn_pricing(catalogue.clone(), pricing, shutdown.clone())?;
+        refresh::spawn(catalogue.clone(), refresh, shutdown.clone())?;
     }
     let identity = Identity::start(&config.platform.tls, ServiceName::Workflow, &shutdown)?;
     GrpcServer::new(&identity)

@@ -1,10 +1,13 @@
-//! Keeps parameter schemas in step with fal's model API when a `FAL_KEY` is set:
-//! `GET {api}/models?endpoint_id=<id>&expand=openapi-3.0` gives each endpoint's
-//! OpenAPI document, whose request body schema becomes the workflow's. When fal
-//! is unreachable or answers nonsense, the last good schema stays.
+//! Keeps the catalogue in step with fal's platform API, through the one fal client
+//! (its retries and circuit breaker): prices from `GET {api}/models/pricing`, and,
+//! when a `FAL_KEY` is set, parameter schemas from
+//! `GET {api}/models?endpoint_id=<id>&expand=openapi-3.0`, whose request body schema
+//! becomes the workflow's. When fal is unreachable or answers nonsense, the last good
+//! prices and schemas stay.
 
 use std::{sync::Arc, time::Duration};
 
+use atelier_fal::{EndpointId, FalClient, FalConfig};
 use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
 
@@ -15,24 +18,21 @@ const SUPPLIED: [&str; 3] = ["image_url", "sync_mode", "webhook_url"];
 /// `$ref`s are inlined at most this deep.
 const MAX_DEPTH: usize = 8;
 
+/// Where prices and schemas come from: fal's platform API (`FAL_API_URL`) with
+/// `FAL_KEY`, or the simulator's in the embedded default.
 #[derive(Clone, Debug)]
 pub struct RefreshConfig {
-    /// `FAL_API_URL`, default `https://api.fal.ai/v1`.
-    pub api_url: String,
-    pub key: String,
+    pub fal: FalConfig,
     /// `WORKFLOW_REFRESH_SECS`, default 3600.
     pub every: Duration,
+    /// Whether parameter schemas follow fal's too, not only prices: set with
+    /// `FAL_KEY` (the simulator runs the catalogue's own schemas).
+    pub schemas: bool,
 }
 
-/// The input schema of `endpoint` from a model API answer, as a parameters
+/// The input schema of `endpoint` from its OpenAPI document, as a parameters
 /// schema: `$ref`s inlined, supplied fields removed, unknown fields refused.
-pub fn input_schema(answer: &Value, endpoint: &str) -> Option<Value> {
-    let openapi = answer
-        .get("models")?
-        .as_array()?
-        .iter()
-        .find(|model| model.get("endpoint_id").and_then(Value::as_str) == Some(endpoint))?
-        .get("openapi")?;
+pub fn input_schema(openapi: &Value, endpoint: &str) -> Option<Value> {
     let paths = openapi.get("paths")?.as_object()?;
     let operation = paths
         .get(&format!("/{endpoint}"))
@@ -104,37 +104,34 @@ fn inline(schema: &Value, openapi: &Value, depth: usize) -> Option<Value> {
 }
 
 /// One pass over every workflow; returns how many schemas changed.
-pub async fn refresh_once(
-    catalogue: &Catalogue,
-    http: &reqwest::Client,
-    config: &RefreshConfig,
-) -> usize {
+pub async fn refresh_once(catalogue: &Catalogue, fal: &FalClient) -> usize {
     let Ok(workflows) = catalogue.all().await else {
         return 0;
     };
     let mut changed = 0;
     for workflow in workflows.iter() {
         let endpoint = &workflow.row.fal_endpoint;
-        let answer = http
-            .get(format!("{}/models", config.api_url.trim_end_matches('/')))
-            .query(&[
-                ("endpoint_id", endpoint.as_str()),
-                ("expand", "openapi-3.0"),
-            ])
-            .header("authorization", format!("Key {}", config.key))
-            .send()
-            .await
-            .and_then(reqwest::Response::error_for_status);
+        let answer = match EndpointId::parse(endpoint) {
+            Ok(id) => fal.openapi(&id).await,
+            Err(err) => {
+                tracing::warn!(endpoint, error = %err, "not a fal endpoint id, its schema is not refreshed");
+                continue;
+            }
+        };
         let answer = match answer {
-            Ok(response) => response.json::<Value>().await.ok(),
+            Ok(openapi) => openapi,
             Err(err) => {
                 tracing::warn!(endpoint, error = %err, "cannot refresh a workflow schema, keeping the last good one");
+                if err.retry_after().is_some() {
+                    // The breaker is open: the other endpoints would be refused too.
+                    break;
+                }
                 None
             }
         };
         let Some(schema) = answer
             .as_ref()
-            .and_then(|answer| input_schema(answer, endpoint))
+            .and_then(|openapi| input_schema(openapi, endpoint))
         else {
             continue;
         };
@@ -158,26 +155,14 @@ pub async fn refresh_once(
     changed
 }
 
-/// Where prices come from: fal's platform API (`FAL_API_URL`) with `FAL_KEY`,
-/// or the simulator's in the embedded default.
-#[derive(Clone, Debug)]
-pub struct PricingConfig {
-    pub fal: atelier_fal::FalConfig,
-    /// `WORKFLOW_REFRESH_SECS`, default 3600.
-    pub every: Duration,
-}
-
 /// Reads every workflow's price from fal and records it. When fal cannot be
 /// reached or answers nonsense, the prices already stored stay. Returns how
 /// many workflows were priced.
-pub async fn refresh_prices(
-    catalogue: &Catalogue,
-    fal: &atelier_fal::FalClient,
-) -> Result<usize, String> {
+pub async fn refresh_prices(catalogue: &Catalogue, fal: &FalClient) -> Result<usize, String> {
     let workflows = catalogue.all().await.map_err(|err| err.to_string())?;
-    let mut endpoints: Vec<atelier_fal::EndpointId> = workflows
+    let mut endpoints: Vec<EndpointId> = workflows
         .iter()
-        .filter_map(|workflow| atelier_fal::EndpointId::parse(&workflow.row.fal_endpoint).ok())
+        .filter_map(|workflow| EndpointId::parse(&workflow.row.fal_endpoint).ok())
         .collect();
     endpoints.sort_by(|a, b| a.as_str().cmp(b.as_str()));
     endpoints.dedup_by(|a, b| a.as_str() == b.as_str());
@@ -191,15 +176,35 @@ pub async fn refresh_prices(
         .map_err(|err| err.to_string())
 }
 
-/// Refreshes prices every `config.every` until `shutdown`; after a failure,
-/// tries again sooner (from 2 s, doubling up to `every`), since fal (or the
-/// simulator starting beside this service) may just not be up yet.
-pub fn spawn_pricing(
+/// Refreshes prices, and schemas when `config.schemas`, every `config.every` until
+/// `shutdown`, both through one fal client.
+pub fn spawn(
     catalogue: Arc<Catalogue>,
-    config: PricingConfig,
+    config: RefreshConfig,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let fal = atelier_fal::FalClient::new(config.fal.clone())?;
+    let fal = FalClient::new(config.fal)?;
+    if config.schemas {
+        spawn_schemas(
+            catalogue.clone(),
+            fal.clone(),
+            config.every,
+            shutdown.clone(),
+        );
+    }
+    spawn_pricing(catalogue, fal, config.every, shutdown);
+    Ok(())
+}
+
+/// Refreshes prices every `every`; after a failure, tries again sooner (from 2 s,
+/// doubling up to `every`), since fal (or the simulator starting beside this service)
+/// may just not be up yet.
+fn spawn_pricing(
+    catalogue: Arc<Catalogue>,
+    fal: FalClient,
+    every: Duration,
+    shutdown: CancellationToken,
+) {
     tokio::spawn(async move {
         let mut backoff = Duration::from_secs(2);
         loop {
@@ -207,12 +212,12 @@ pub fn spawn_pricing(
                 Ok(priced) => {
                     tracing::info!(priced, "workflow prices refreshed from fal");
                     backoff = Duration::from_secs(2);
-                    config.every
+                    every
                 }
                 Err(err) => {
                     tracing::warn!(error = %err, retry_in_secs = backoff.as_secs(), "cannot refresh workflow prices, keeping the last good ones");
-                    let wait = backoff.min(config.every);
-                    backoff = (backoff * 2).min(config.every);
+                    let wait = backoff.min(every);
+                    backoff = (backoff * 2).min(every);
                     wait
                 }
             };
@@ -222,20 +227,20 @@ pub fn spawn_pricing(
             }
         }
     });
-    Ok(())
 }
 
-/// Refreshes every `config.every` until `shutdown`.
-pub fn spawn(catalogue: Arc<Catalogue>, config: RefreshConfig, shutdown: CancellationToken) {
+/// Refreshes schemas every `every`.
+fn spawn_schemas(
+    catalogue: Arc<Catalogue>,
+    fal: FalClient,
+    every: Duration,
+    shutdown: CancellationToken,
+) {
     tokio::spawn(async move {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()
-            .unwrap_or_default();
-        let mut tick = tokio::time::interval(config.every);
+        let mut tick = tokio::time::interval(every);
         loop {
             tokio::select! {
-                _ = tick.tick() => { refresh_once(&catalogue, &http, &config).await; }
+                _ = tick.tick() => { refresh_once(&catalogue, &fal).await; }
                 () = shutdown.cancelled() => break,
             }
         }
@@ -250,28 +255,25 @@ mod tests {
 
     #[test]
     fn the_request_body_schema_becomes_the_parameters_schema() {
-        let answer = json!({"models": [{
-            "endpoint_id": "fal-ai/esrgan",
-            "openapi": {
-                "paths": {"/fal-ai/esrgan": {"post": {"requestBody": {"content": {"application/json": {
-                    "schema": {"$ref": "#/components/schemas/EsrganInput"}}}}}}},
-                "components": {"schemas": {
-                    "EsrganInput": {
-                        "title": "EsrganInput",
-                        "type": "object",
-                        "x-fal-order-properties": ["image_url", "scale", "model"],
-                        "required": ["image_url"],
-                        "properties": {
-                            "model": {"$ref": "#/components/schemas/Model", "default": "RealESRGAN_x4plus"},
-                            "image_url": {"type": "string"},
-                            "scale": {"type": "number", "minimum": 1, "maximum": 8, "default": 2, "nullable": true}
-                        }
-                    },
-                    "Model": {"type": "string", "enum": ["RealESRGAN_x4plus", "RealESRGAN_x2plus"]}
-                }}
-            }
-        }]});
-        let schema = input_schema(&answer, "fal-ai/esrgan").expect("schema");
+        let openapi = json!({
+            "paths": {"/fal-ai/esrgan": {"post": {"requestBody": {"content": {"application/json": {
+                "schema": {"$ref": "#/components/schemas/EsrganInput"}}}}}}},
+            "components": {"schemas": {
+                "EsrganInput": {
+                    "title": "EsrganInput",
+                    "type": "object",
+                    "x-fal-order-properties": ["image_url", "scale", "model"],
+                    "required": ["image_url"],
+                    "properties": {
+                        "model": {"$ref": "#/components/schemas/Model", "default": "RealESRGAN_x4plus"},
+                        "image_url": {"type": "string"},
+                        "scale": {"type": "number", "minimum": 1, "maximum": 8, "default": 2, "nullable": true}
+                    }
+                },
+                "Model": {"type": "string", "enum": ["RealESRGAN_x4plus", "RealESRGAN_x2plus"]}
+            }}
+        });
+        let schema = input_schema(&openapi, "fal-ai/esrgan").expect("schema");
         let names: Vec<_> = schema["properties"]
             .as_object()
             .expect("properties")
@@ -291,6 +293,6 @@ mod tests {
         assert_eq!(schema["required"], json!([]));
         assert!(schema["properties"]["scale"].get("nullable").is_none());
         crate::schema::compile(&schema).expect("a valid JSON Schema");
-        assert!(input_schema(&json!({"models": []}), "fal-ai/esrgan").is_none());
+        assert!(input_schema(&json!({"paths": {}}), "fal-ai/esrgan").is_none());
     }
 }

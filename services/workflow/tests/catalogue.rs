@@ -5,12 +5,13 @@ use std::{sync::Arc, time::Duration};
 
 use atelier_common::json::map_to_struct;
 use atelier_proto::workflow::v1::{self as pb, workflow_service_client::WorkflowServiceClient};
-use atelier_testkit::{Backend, ServiceName, TestDb, TestPlatform, backends};
+use atelier_testbed::{Backend, ServiceName, TestPlatform};
+use atelier_testkit::{TestDb, backends};
 use atelier_workflow::{
     Catalogue,
     catalogue::{Entry, parse},
     error::WorkflowError,
-    refresh::{RefreshConfig, refresh_once, refresh_prices},
+    refresh::{refresh_once, refresh_prices},
     store::Store,
 };
 use reqwest::{Client, StatusCode};
@@ -316,6 +317,34 @@ fn entries(scale_maximum: u32, active: bool) -> Vec<Entry> {
     .expect("catalogue")
 }
 
+/// A fal simulator of the test's own, stopped with the token.
+async fn simulator() -> (
+    atelier_fal_sim::SimHandle,
+    tokio_util::sync::CancellationToken,
+) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let sim = atelier_fal_sim::start(
+        atelier_fal_sim::SimConfig::default(),
+        listener,
+        shutdown.clone(),
+    )
+    .await
+    .expect("simulator");
+    (sim, shutdown)
+}
+
+/// A fal client of the simulator's platform API that does not retry.
+fn fal_client(sim: &atelier_fal_sim::SimHandle) -> atelier_fal::FalClient {
+    let mut config = atelier_fal::FalConfig::new("test");
+    config.queue_url = sim.base_url().to_owned();
+    config.api_url = format!("{}/v1", sim.base_url());
+    config.retry.max_retries = 0;
+    atelier_fal::FalClient::new(config).expect("client")
+}
+
 backends!(
     seeding_versions_and_inactive_workflows,
     refresh_from_fal_keeps_the_last_good_schema,
@@ -336,22 +365,8 @@ async fn prices_from_fal_stay_while_fal_is_down_and_survive_a_reseed(backend: Ba
         None
     );
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let shutdown = tokio_util::sync::CancellationToken::new();
-    let sim = atelier_fal_sim::start(
-        atelier_fal_sim::SimConfig::default(),
-        listener,
-        shutdown.clone(),
-    )
-    .await
-    .expect("simulator");
-    let mut config = atelier_fal::FalConfig::new("test");
-    config.queue_url = sim.base_url().to_owned();
-    config.api_url = format!("{}/v1", sim.base_url());
-    config.retry.max_retries = 0;
-    let fal = atelier_fal::FalClient::new(config).expect("client");
+    let (sim, shutdown) = simulator().await;
+    let fal = fal_client(&sim);
 
     assert_eq!(refresh_prices(&catalogue, &fal).await, Ok(1));
     let priced = catalogue.get("test-upscale").await.expect("get").row;
@@ -435,68 +450,38 @@ async fn seeding_versions_and_inactive_workflows(backend: Backend) {
 }
 
 async fn refresh_from_fal_keeps_the_last_good_schema(backend: Backend) {
-    use axum::{Json, Router, extract::State, routing::get};
-    use std::sync::atomic::{AtomicBool, Ordering};
-
     let (catalogue, _db, _dir) = catalogue(backend, Duration::ZERO).await;
     catalogue
         .seed(&entries(4, true), time::OffsetDateTime::now_utc())
         .await
         .expect("seed");
 
-    let healthy = Arc::new(AtomicBool::new(true));
-    async fn models(State(healthy): State<Arc<AtomicBool>>) -> Result<Json<Value>, StatusCode> {
-        if !healthy.load(Ordering::SeqCst) {
-            return Err(StatusCode::SERVICE_UNAVAILABLE);
-        }
-        Ok(Json(json!({"models": [{
-            "endpoint_id": "fal-ai/esrgan",
-            "openapi": {"paths": {"/fal-ai/esrgan": {"post": {"requestBody": {"content": {"application/json": {
-                "schema": {"type": "object", "required": ["image_url"], "properties": {
-                    "image_url": {"type": "string"},
-                    "scale": {"type": "number", "minimum": 1, "maximum": 16, "default": 4}
-                }}}}}}}}}
-        }], "has_more": false})))
-    }
-    let app = Router::new()
-        .route("/v1/models", get(models))
-        .with_state(healthy.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    let config = RefreshConfig {
-        api_url: format!("http://{addr}/v1"),
-        key: "test".into(),
-        every: Duration::from_secs(3600),
-    };
-    let http = Client::new();
+    let (sim, shutdown) = simulator().await;
+    let fal = fal_client(&sim);
 
-    assert_eq!(refresh_once(&catalogue, &http, &config).await, 1);
+    // The simulator's esrgan takes scales up to 8, and more fields than the entry.
+    assert_eq!(refresh_once(&catalogue, &fal).await, 1);
     let refreshed = catalogue.get("test-upscale").await.expect("get");
     assert_eq!(refreshed.row.version, 2);
+    let properties = &refreshed.row.parameters_schema["properties"];
+    assert_eq!(properties["scale"]["maximum"], 8);
+    assert!(properties.get("image_url").is_none());
+    assert!(properties.get("sync_mode").is_none());
+    assert_eq!(refreshed.row.defaults["model"], "RealESRGAN_x4plus");
     assert_eq!(
-        refreshed.row.parameters_schema["properties"]["scale"]["maximum"],
-        16
-    );
-    assert!(
-        refreshed.row.parameters_schema["properties"]
-            .get("image_url")
-            .is_none()
-    );
-    assert_eq!(refreshed.row.defaults["scale"], 4);
-    assert_eq!(
-        refresh_once(&catalogue, &http, &config).await,
+        refresh_once(&catalogue, &fal).await,
         0,
         "unchanged: no new version"
     );
 
-    healthy.store(false, Ordering::SeqCst);
-    assert_eq!(refresh_once(&catalogue, &http, &config).await, 0);
+    sim.set_failures(atelier_fal_sim::Failures {
+        outage_until: Some(std::time::Instant::now() + Duration::from_secs(60)),
+        ..Default::default()
+    });
+    assert_eq!(refresh_once(&catalogue, &fal).await, 0);
     let kept = catalogue.get("test-upscale").await.expect("get");
     assert_eq!(kept.row.version, 2, "fal down: the last good schema stays");
-    let Value::Object(params) = json!({"scale": 12}) else {
+    let Value::Object(params) = json!({"scale": 6}) else {
         unreachable!()
     };
     assert!(
@@ -506,6 +491,7 @@ async fn refresh_from_fal_keeps_the_last_good_schema(backend: Backend) {
             .expect("validate")
             .is_ok()
     );
+    shutdown.cancel();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

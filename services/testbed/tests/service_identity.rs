@@ -14,7 +14,8 @@ use atelier_proto::{
         user_service_client::UserServiceClient,
     },
 };
-use atelier_testkit::{Backend, ServiceName, TestPlatform, rest::sign_up};
+use atelier_testbed::{Backend, ServiceName, TestPlatform};
+use atelier_testkit::rest::sign_up;
 use tonic::{
     Code, Request,
     transport::{Certificate, Channel, ClientTlsConfig, Endpoint},
