@@ -23,17 +23,24 @@ use crate::{
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct Credentials {
     #[serde(default)]
-    #[schema(example = "ada@example.com")]
+    #[schema(required = true, example = "ada@example.com", format = Email, max_length = 254)]
     pub email: String,
     /// At least 10 characters, not the email address.
     #[serde(default)]
-    #[schema(example = "correct horse battery staple", format = Password)]
+    #[schema(
+        required = true,
+        example = "correct horse battery staple",
+        format = Password,
+        min_length = 10,
+        max_length = 256
+    )]
     pub password: String,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct RefreshBody {
     #[serde(default)]
+    #[schema(required = true, min_length = 1)]
     pub refresh_token: String,
 }
 

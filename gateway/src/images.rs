@@ -4,7 +4,7 @@ use atelier_proto::image::v1::{self as pb, image_service_client::ImageServiceCli
 use axum::{
     Extension, Json,
     body::Body,
-    extract::{DefaultBodyLimit, Multipart, Path, Query, RawQuery, State},
+    extract::{DefaultBodyLimit, Path, RawQuery, State},
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
@@ -22,9 +22,10 @@ use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
+    extract::{Multipart, Query},
     problem::Problem,
     state::{AppState, grpc_request},
-    views::{ImageBody, ImageKind, named},
+    views::{ImageBody, ImageKind, named, page_size, page_token},
 };
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -53,10 +54,11 @@ fn image_of(image: Option<pb::Image>) -> Result<ImageBody, Problem> {
 }
 
 /// The multipart form of an upload.
-#[derive(ToSchema)]
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 #[allow(dead_code)]
 pub struct UploadForm {
-    /// The image (JPEG, PNG, WebP, GIF or TIFF), at most `MAX_FILE_SIZE_MB`.
+    /// The image (JPEG, PNG, WebP, GIF or TIFF), at most `MAX_FILE_SIZE_MB`: the only field.
     #[schema(format = Binary, content_media_type = "application/octet-stream")]
     file: String,
 }
@@ -79,33 +81,68 @@ pub struct UploadForm {
 pub async fn upload(
     State(state): State<AppState>,
     headers: HeaderMap,
-    mut form: Multipart,
+    Multipart(form): Multipart,
 ) -> Result<impl IntoResponse, Problem> {
-    let field = loop {
-        match form.next_field().await.map_err(multipart_problem)? {
-            Some(field) if field.name() == Some("file") => break field,
-            Some(_) => continue,
-            None => {
-                return Err(Problem::invalid(vec![atelier_common::FieldViolation::new(
-                    "file",
-                    "is required",
-                )]));
+    let (metadata, chunks) = read_form(form).await?;
+    send_upload(&state, &headers, metadata, Box::pin(chunks)).await
+}
+
+/// The upload form's one field, `file`: its name and declared type, then its bytes
+/// as they arrive. Any other field is refused, before the file or after it (the
+/// upload then fails at its end, and nothing is kept). A task of its own reads the
+/// form, as each field borrows it.
+async fn read_form(
+    mut form: axum::extract::Multipart,
+) -> Result<(pb::UploadMetadata, ReceiverStream<Result<Bytes, Problem>>), Problem> {
+    fn not_a_field(name: Option<&str>) -> Problem {
+        Problem::invalid(vec![atelier_common::FieldViolation::new(
+            name.unwrap_or_default(),
+            "is not a field of an upload (only `file`)",
+        )])
+    }
+    let (found, metadata) = tokio::sync::oneshot::channel();
+    let (sender, chunks) = mpsc::channel(2);
+    tokio::spawn(async move {
+        let mut field = match form.next_field().await {
+            Ok(Some(field)) if field.name() == Some("file") => field,
+            Ok(Some(field)) => return found.send(Err(not_a_field(field.name()))).ok(),
+            Ok(None) => {
+                let missing = atelier_common::FieldViolation::new("file", "is required");
+                return found.send(Err(Problem::invalid(vec![missing]))).ok();
+            }
+            Err(err) => return found.send(Err(multipart_problem(err))).ok(),
+        };
+        found
+            .send(Ok(pb::UploadMetadata {
+                filename: field.file_name().unwrap_or_default().to_owned(),
+                mime_type: field.content_type().unwrap_or_default().to_owned(),
+                size_bytes: None,
+            }))
+            .ok()?;
+        loop {
+            let chunk = match field.chunk().await {
+                Ok(Some(chunk)) => Ok(chunk),
+                Ok(None) => break,
+                Err(err) => Err(multipart_problem(err)),
+            };
+            let failed = chunk.is_err();
+            sender.send(chunk).await.ok()?;
+            if failed {
+                return None;
             }
         }
-    };
-    let metadata = pb::UploadMetadata {
-        filename: field.file_name().unwrap_or_default().to_owned(),
-        mime_type: field.content_type().unwrap_or_default().to_owned(),
-        size_bytes: None,
-    };
-    let chunks = futures::stream::try_unfold(field, |mut field| async move {
-        Ok(field
-            .chunk()
-            .await
-            .map_err(multipart_problem)?
-            .map(|chunk| (chunk, field)))
+        drop(field);
+        let rest = match form.next_field().await {
+            Ok(None) => return Some(()),
+            Ok(Some(field)) => not_a_field(field.name()),
+            Err(err) => multipart_problem(err),
+        };
+        sender.send(Err(rest)).await.ok()
     });
-    send_upload(&state, &headers, metadata, Box::pin(chunks)).await
+    let metadata = metadata
+        .await
+        .map_err(|_| Problem::from(tonic::Status::internal("the upload form reader stopped")))??;
+    Ok((metadata, ReceiverStream::new(chunks)))
 }
 
 /// The largest upload body, in bytes (`MAX_FILE_SIZE_MB`).
@@ -271,7 +308,7 @@ fn multipart_problem(err: axum::extract::multipart::MultipartError) -> Problem {
     security(("bearer" = [])),
     params(
         ("page_size" = Option<i32>, Query, minimum = 1, maximum = 100, description = "Images per page (default 20, at most 100)"),
-        ("page_token" = Option<String>, Query, description = "The `next_page_token` of the previous page (keep `q` and `kind` the same)"),
+        ("page_token" = Option<String>, Query, pattern = "^([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})?$", description = "The `next_page_token` of the previous page (keep `q` and `kind` the same)"),
         ("q" = Option<String>, Query, max_length = 200, description = "Only images whose original file name contains this text, ignoring case (a plain substring, at most 200 characters)"),
         ("kind" = Option<ImageKind>, Query, description = "`original` (uploads) or `result` (job outputs); absent for both"),
     ),
@@ -285,8 +322,9 @@ pub async fn list(
     headers: HeaderMap,
     Query(params): Query<ListParams>,
 ) -> Result<Json<ImageList>, Problem> {
-    let kind = match params.kind.as_deref().map(str::trim) {
-        None | Some("") => pb::ImageKind::Unspecified,
+    let page_size = page_size(params.page_size).map_err(|v| Problem::invalid(vec![v]))?;
+    let kind = match params.kind.as_deref() {
+        None => pb::ImageKind::Unspecified,
         Some(name) => named::<ImageKind>("kind", name)
             .map_err(|violation| Problem::invalid(vec![violation]))?
             .to_proto(),
@@ -294,8 +332,9 @@ pub async fn list(
     let reply = client(&state)
         .list_images(grpc_request(
             pb::ListImagesRequest {
-                page_size: params.page_size.unwrap_or(0),
-                page_token: params.page_token.unwrap_or_default(),
+                page_size,
+                page_token: page_token(params.page_token)
+                    .map_err(|violation| Problem::invalid(vec![violation]))?,
                 kind: kind as i32,
                 query: params.q.unwrap_or_default(),
             },

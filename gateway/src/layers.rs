@@ -1,13 +1,16 @@
 //! Cross-cutting HTTP layers: security headers, CORS and RED metrics.
 
-use std::time::Instant;
+use std::{collections::HashMap, sync::Arc, time::Instant};
 
+use atelier_common::Caller;
 use axum::{
-    extract::{MatchedPath, Request},
+    extract::{MatchedPath, Request, State},
     http::{HeaderName, HeaderValue, Method, header},
     middleware::Next,
-    response::Response,
+    response::{IntoResponse, Response},
 };
+
+use crate::{problem::Problem, state::AppState};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 /// The policy for everything the gateway serves: only its own scripts, no
@@ -103,4 +106,34 @@ pub async fn record_metrics(request: Request, next: Next) -> Response {
     metrics::histogram!("atelier_http_request_duration_seconds", "method" => method, "route" => route)
         .record(elapsed);
     response
+}
+
+/// The operations that need a signed-in caller, by route and method (see
+/// [`crate::openapi::secured`]).
+pub type Secured = HashMap<String, Vec<Method>>;
+
+/// Refuses an operation that needs a signed-in caller when the request has no valid
+/// access token, before anything else of it is read: a request without one learns
+/// that first, whatever else is wrong with it. The limits layer, which runs before,
+/// leaves the caller it verified; the token is verified again only to say why not.
+pub async fn require_sign_in(
+    State((state, secured)): State<(AppState, Arc<Secured>)>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let needed = request
+        .extensions()
+        .get::<MatchedPath>()
+        .and_then(|path| secured.get(path.as_str()))
+        .is_some_and(|methods| methods.contains(request.method()));
+    if needed && request.extensions().get::<Caller>().is_none() {
+        let header = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok());
+        if let Err(err) = state.verifier.verify_header(header).await {
+            return Problem::from(err.status()).into_response();
+        }
+    }
+    next.run(request).await
 }

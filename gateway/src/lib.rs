@@ -245,6 +245,7 @@ pub fn rest(max_upload_bytes: usize) -> OpenApiRouter<AppState> {
 /// The gateway's routes and layers.
 pub fn router(config: &GatewayConfig, state: AppState) -> anyhow::Result<Router> {
     let (rest, document) = rest(config.max_upload_bytes).split_for_parts();
+    let secured = Arc::new(openapi::secured(&document));
     let document = openapi::Document::new(document);
     let api = grpc_web::routes(rest, &state)?
         .route(
@@ -252,6 +253,10 @@ pub fn router(config: &GatewayConfig, state: AppState) -> anyhow::Result<Router>
             get(move || std::future::ready(document.clone())),
         )
         .route("/api/{*rest}", axum::routing::any(problem::fallback))
+        .route_layer(middleware::from_fn_with_state(
+            (state.clone(), secured),
+            layers::require_sign_in,
+        ))
         .route_layer(middleware::from_fn(layers::record_metrics))
         .layer(middleware::from_fn_with_state(
             state.clone(),

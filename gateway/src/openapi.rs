@@ -1,10 +1,12 @@
 //! The OpenAPI 3.1 document, generated from the handlers, and its Swagger UI.
 
 use axum::{
-    http::{HeaderValue, header},
+    http::{HeaderValue, Method, header},
     response::IntoResponse,
 };
 use bytes::Bytes;
+
+use crate::layers::Secured;
 use utoipa::{
     Modify, OpenApi,
     openapi::{
@@ -105,6 +107,18 @@ fn with_common_responses(mut document: utoipa::openapi::OpenApi) -> utoipa::open
             if operation.request_body.is_some() {
                 common.push(("413", "The body is over the size limit"));
             }
+            let in_path = operation.parameters.iter().flatten().any(|parameter| {
+                parameter.parameter_in == utoipa::openapi::path::ParameterIn::Path
+            });
+            if in_path {
+                common.push(("404", "No such resource of yours"));
+            }
+            let in_query = operation.parameters.iter().flatten().any(|parameter| {
+                parameter.parameter_in == utoipa::openapi::path::ParameterIn::Query
+            });
+            if in_query {
+                common.push(("422", "A query parameter is invalid (each named)"));
+            }
             if json_body {
                 common.push(("415", "The body is not `application/json`"));
                 common.push((
@@ -134,6 +148,32 @@ fn problem_response(description: &str) -> Response {
                 .build(),
         )
         .build()
+}
+
+/// The operations that need a signed-in caller, by path: those whose
+/// document names a security requirement. The gateway refuses them without a valid
+/// access token before reading anything else of the request.
+pub fn secured(document: &utoipa::openapi::OpenApi) -> Secured {
+    let mut secured = Secured::new();
+    for (path, item) in &document.paths.paths {
+        for (method, operation) in [
+            (Method::GET, &item.get),
+            (Method::PUT, &item.put),
+            (Method::POST, &item.post),
+            (Method::DELETE, &item.delete),
+            (Method::PATCH, &item.patch),
+        ] {
+            if operation.as_ref().is_some_and(|operation| {
+                operation
+                    .security
+                    .as_ref()
+                    .is_some_and(|requirements| !requirements.is_empty())
+            }) {
+                secured.entry(path.clone()).or_default().push(method);
+            }
+        }
+    }
+    secured
 }
 
 /// The document as served: serialized once.

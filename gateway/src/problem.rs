@@ -131,6 +131,11 @@ impl Problem {
         self
     }
 
+    /// A request the gateway cannot read (`400`), of the kind `slug` names.
+    pub fn bad_request(slug: &str, detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, slug, detail)
+    }
+
     pub fn not_found() -> Self {
         Self::code(ErrorCode::NotFound, "no such resource")
     }

@@ -4,14 +4,14 @@
 
 use std::convert::Infallible;
 
-use atelier_common::{Caller, FieldViolation, json::map_to_struct};
+use atelier_common::{Caller, json::map_to_struct};
 use atelier_proto::processing::v1::{
     self as pb, processing_service_client::ProcessingServiceClient,
 };
 use axum::{
     Extension, Json,
     body::Bytes,
-    extract::{Path, Query, State},
+    extract::{Path, State},
     http::{HeaderMap, HeaderValue, StatusCode},
     response::{
         IntoResponse, Response,
@@ -27,12 +27,12 @@ use uuid::Uuid;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
-    extract::Body,
+    extract::{Body, Query},
     problem::Problem,
     state::{AppState, grpc_request},
     views::{
         CostBody, JobBody, JobStatus, Started, comma_list, cost_body, encode_job, encode_jobs,
-        event_json, event_kind, outputs_of, parse_statuses,
+        event_json, event_kind, optional_id, outputs_of, page_size, page_token, parse_statuses,
     },
 };
 
@@ -40,20 +40,43 @@ fn client(state: &AppState) -> ProcessingServiceClient<tonic::transport::Channel
     ProcessingServiceClient::new(state.processing.clone())
 }
 
+/// How soon a job runs: `high` when your plan allows it (`limits.high_priority` of
+/// your profile), `normal` (the default) or `low`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Priority {
+    High,
+    #[default]
+    Normal,
+    Low,
+}
+
+impl Priority {
+    fn to_proto(self) -> pb::JobPriority {
+        match self {
+            Self::High => pb::JobPriority::High,
+            Self::Normal => pb::JobPriority::Normal,
+            Self::Low => pb::JobPriority::Low,
+        }
+    }
+}
+
+// Fields the service checks default to empty here, so that every missing one is
+// named in the problem at once rather than the first alone.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct StartBody {
     #[serde(default)]
+    #[schema(required = true, format = Uuid)]
     pub image_id: String,
     #[serde(default)]
+    #[schema(required = true, min_length = 1)]
     pub workflow_id: String,
     /// The workflow's parameters; missing ones take their defaults.
     #[serde(default)]
     #[schema(value_type = Object)]
     pub parameters: Map<String, Value>,
-    /// `high` (when your plan allows it: `limits.high_priority` of your profile),
-    /// `normal` (default) or `low`.
     #[serde(default)]
-    pub priority: Option<String>,
+    pub priority: Priority,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -103,7 +126,7 @@ pub async fn start(
     headers: HeaderMap,
     Body(request): Body<StartBody>,
 ) -> Result<impl IntoResponse, Problem> {
-    let priority = priority_of(request.priority.as_deref())?;
+    let priority = request.priority.to_proto();
     let idempotency_key = headers
         .get("idempotency-key")
         .and_then(|value| value.to_str().ok())
@@ -170,7 +193,7 @@ fn json_bytes(body: Bytes) -> Response {
     security(("bearer" = [])),
     params(
         ("job_id" = Uuid, Path, description = "Job id"),
-        ("include" = Option<Vec<StatusInclude>>, Query, style = Form, explode = false, description = "Extras (comma-separated): `logs` fills `logs` with the job's log lines (empty otherwise); `queue_position` sets `queue_position` to the job's place in the queue right now (otherwise the place recorded when it was queued, or the one fal last reported)"),
+        ("include" = Option<Vec<StatusInclude>>, Query, style = Form, explode = false, min_items = 1, description = "Extras (comma-separated): `logs` fills `logs` with the job's log lines (empty otherwise); `queue_position` sets `queue_position` to the job's place in the queue right now (otherwise the place recorded when it was queued, or the one fal last reported)"),
     ),
     responses(
         (status = 200, description = "The job", body = JobBody),
@@ -261,8 +284,8 @@ pub async fn cancel(
     security(("bearer" = [])),
     params(
         ("page_size" = Option<i32>, Query, minimum = 1, maximum = 100, description = "Jobs per page (default 20, at most 100)"),
-        ("page_token" = Option<String>, Query, description = "The `next_page_token` of the previous page"),
-        ("status" = Option<Vec<JobStatus>>, Query, style = Form, explode = false, description = "Only jobs in one of these states (comma-separated)"),
+        ("page_token" = Option<String>, Query, pattern = "^([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})?$", description = "The `next_page_token` of the previous page"),
+        ("status" = Option<Vec<JobStatus>>, Query, style = Form, explode = false, min_items = 1, description = "Only jobs in one of these states (comma-separated)"),
         ("workflow_id" = Option<String>, Query, description = "Only this workflow"),
         ("image_id" = Option<Uuid>, Query, description = "Only jobs of this image"),
     ),
@@ -275,14 +298,17 @@ pub async fn list(
 ) -> Result<Json<JobList>, Problem> {
     let statuses =
         parse_statuses(params.status.as_deref()).map_err(|v| Problem::invalid(vec![v]))?;
+    let page_size = page_size(params.page_size).map_err(|v| Problem::invalid(vec![v]))?;
     let reply = client(&state)
         .list_jobs(grpc_request(
             pb::ListJobsRequest {
-                page_size: params.page_size.unwrap_or(0),
-                page_token: params.page_token.unwrap_or_default(),
+                page_size,
+                page_token: page_token(params.page_token)
+                    .map_err(|violation| Problem::invalid(vec![violation]))?,
                 statuses,
                 workflow_id: params.workflow_id.unwrap_or_default(),
-                image_id: params.image_id.unwrap_or_default(),
+                image_id: optional_id("image_id", params.image_id)
+                    .map_err(|violation| Problem::invalid(vec![violation]))?,
                 ..Default::default()
             },
             &headers,
@@ -402,15 +428,18 @@ pub async fn retry(
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct BatchStartBody {
+    /// 1 to 100 of your images.
     #[serde(default)]
+    #[schema(required = true, value_type = Vec<uuid::Uuid>, min_items = 1, max_items = 100)]
     pub image_ids: Vec<String>,
     #[serde(default)]
+    #[schema(required = true, min_length = 1)]
     pub workflow_id: String,
     #[serde(default)]
     #[schema(value_type = Object)]
     pub parameters: Map<String, Value>,
     #[serde(default)]
-    pub priority: Option<String>,
+    pub priority: Priority,
 }
 
 /// Where a batch stands: `running` while any job is unfinished.
@@ -472,18 +501,6 @@ fn batch_body(batch: pb::Batch, job_ids: Vec<String>, jobs: Vec<JobBody>) -> Bat
     }
 }
 
-fn priority_of(name: Option<&str>) -> Result<pb::JobPriority, Problem> {
-    match name {
-        None | Some("normal") => Ok(pb::JobPriority::Normal),
-        Some("high") => Ok(pb::JobPriority::High),
-        Some("low") => Ok(pb::JobPriority::Low),
-        Some(_) => Err(Problem::invalid(vec![FieldViolation::new(
-            "priority",
-            "must be high, normal or low",
-        )])),
-    }
-}
-
 /// Start one workflow over many of your images.
 #[utoipa::path(
     post, path = "/api/processing/batch", tag = "processing", operation_id = "start_batch",
@@ -502,7 +519,7 @@ pub async fn start_batch(
     headers: HeaderMap,
     Body(request): Body<BatchStartBody>,
 ) -> Result<impl IntoResponse, Problem> {
-    let priority = priority_of(request.priority.as_deref())?;
+    let priority = request.priority.to_proto();
     let reply = client(&state)
         .start_batch(grpc_request(
             pb::StartBatchRequest {

@@ -13,7 +13,7 @@ use atelier_proto::{
 };
 use axum::{
     Json,
-    extract::{Query, State},
+    extract::State,
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
@@ -25,10 +25,12 @@ use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
-    extract::Body,
+    extract::{Body, Query},
     problem::Problem,
     state::{AppState, grpc_request},
-    views::{ImageBody, JobBody, JobStatus, encode_job, parse_statuses, rfc3339},
+    views::{
+        ImageBody, JobBody, JobStatus, encode_job, page_size, page_token, parse_statuses, rfc3339,
+    },
 };
 
 fn client(state: &AppState) -> UserServiceClient<tonic::transport::Channel> {
@@ -461,7 +463,7 @@ fn instant(
     field: &str,
     raw: Option<&str>,
 ) -> Result<Option<prost_types::Timestamp>, FieldViolation> {
-    match raw.map(str::trim).filter(|raw| !raw.is_empty()) {
+    match raw {
         None => Ok(None),
         Some(raw) => OffsetDateTime::parse(raw, &Rfc3339)
             .map(|at| Some(atelier_common::timestamp(at)))
@@ -481,8 +483,8 @@ fn instant(
     security(("bearer" = [])),
     params(
         ("page_size" = Option<i32>, Query, minimum = 1, maximum = 100, description = "At most this many entries (default 50, at most 100)"),
-        ("page_token" = Option<String>, Query, description = "`next_page_token` of the previous page"),
-        ("status" = Option<Vec<JobStatus>>, Query, style = Form, explode = false, description = "Only jobs in one of these states (comma-separated), e.g. `completed,failed`"),
+        ("page_token" = Option<String>, Query, pattern = "^([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})?$", description = "`next_page_token` of the previous page"),
+        ("status" = Option<Vec<JobStatus>>, Query, style = Form, explode = false, min_items = 1, description = "Only jobs in one of these states (comma-separated), e.g. `completed,failed`"),
         ("workflow_id" = Option<String>, Query, description = "Only jobs of this workflow"),
         ("from" = Option<String>, Query, format = DateTime, description = "Only jobs created at or after this instant (RFC 3339)"),
         ("to" = Option<String>, Query, format = DateTime, description = "Only jobs created before this instant (RFC 3339)"),
@@ -511,14 +513,22 @@ pub async fn history(
         violations.push(violation);
         None
     });
+    let page_size = page_size(params.page_size).unwrap_or_else(|violation| {
+        violations.push(violation);
+        0
+    });
+    let page_token = page_token(params.page_token).unwrap_or_else(|violation| {
+        violations.push(violation);
+        String::new()
+    });
     if !violations.is_empty() {
         return Err(Problem::invalid(violations));
     }
     let reply = client(&state)
         .get_history(grpc_request(
             pb::GetHistoryRequest {
-                page_size: params.page_size.unwrap_or_default(),
-                page_token: params.page_token.unwrap_or_default(),
+                page_size,
+                page_token,
                 statuses,
                 workflow_id: params.workflow_id.unwrap_or_default(),
                 created_after: from,

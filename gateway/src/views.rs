@@ -243,12 +243,44 @@ pub fn comma_list<T: serde::de::DeserializeOwned>(
     field: &str,
     raw: Option<&str>,
 ) -> Result<Vec<T>, FieldViolation> {
-    raw.unwrap_or_default()
-        .split(',')
-        .map(str::trim)
-        .filter(|name| !name.is_empty())
-        .map(|name| named(field, name))
-        .collect()
+    match raw {
+        None => Ok(Vec::new()),
+        Some(raw) => raw.split(',').map(|name| named(field, name)).collect(),
+    }
+}
+
+/// An optional id parameter: absent, or a UUID.
+pub fn optional_id(field: &str, id: Option<String>) -> Result<String, FieldViolation> {
+    match id {
+        Some(id) if uuid::Uuid::try_parse(&id).is_err() => {
+            Err(FieldViolation::new(field, "is not an id (a UUID)"))
+        }
+        id => Ok(id.unwrap_or_default()),
+    }
+}
+
+/// A page token asked for over REST: absent or empty for the first page, else the
+/// `next_page_token` of the page before, the id that page ended at (the pattern the
+/// list operations declare).
+pub fn page_token(token: Option<String>) -> Result<String, FieldViolation> {
+    let token = token.unwrap_or_default();
+    if token.is_empty() || (token.len() == 36 && uuid::Uuid::try_parse(&token).is_ok()) {
+        Ok(token)
+    } else {
+        Err(FieldViolation::new(
+            "page_token",
+            "is not a token this API issued",
+        ))
+    }
+}
+
+/// A page size asked for over REST: 1 to 100, or the service's default when absent.
+pub fn page_size(requested: Option<i32>) -> Result<i32, FieldViolation> {
+    match requested {
+        None => Ok(0),
+        Some(size @ 1..=100) => Ok(size),
+        Some(_) => Err(FieldViolation::new("page_size", "must be 1 to 100")),
+    }
 }
 
 /// The value of `T` (an enum of names) that `name` names.

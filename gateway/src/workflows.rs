@@ -10,7 +10,7 @@ use atelier_proto::{
 };
 use axum::{
     Json,
-    extract::{Path, Query, State},
+    extract::{Path, State},
     http::HeaderMap,
 };
 use serde::{Deserialize, Serialize};
@@ -20,7 +20,7 @@ use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
-    extract::Body,
+    extract::{Body, Query},
     problem::Problem,
     state::{AppState, grpc_request},
     views::rfc3339,
@@ -274,6 +274,7 @@ pub async fn validate(
 pub struct EstimateBody {
     /// The images the workflow would run on (1 to 100 of yours).
     #[serde(default)]
+    #[schema(required = true, value_type = Vec<uuid::Uuid>, min_items = 1, max_items = 100)]
     pub image_ids: Vec<String>,
     /// The workflow's parameters, as a start would take them.
     #[serde(default)]

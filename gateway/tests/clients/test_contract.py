@@ -26,7 +26,8 @@ class Contract(unittest.TestCase):
         env = dict(os.environ, ATELIER_BASE=server.base, SCHEMATHESIS_HOOKS="contract_hooks",
                    PYTHONPATH=f"{HERE}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
         command = [
-            "schemathesis", "run", f"{server.base}/api/openapi.json",
+            "schemathesis", "--config-file", str(HERE / "schemathesis.toml"),
+            "run", f"{server.base}/api/openapi.json",
             "--checks", "all",
             "--max-examples", os.environ.get("CONTRACT_MAX_EXAMPLES", "15"),
             "--workers", "2",

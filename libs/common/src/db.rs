@@ -149,12 +149,7 @@ pub async fn begin_locked(
     scope: &str,
     key: &[u8],
 ) -> Result<DatabaseTransaction, DbErr> {
-    let txn = db
-        .begin_with_options(TransactionOptions {
-            sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
-            ..TransactionOptions::default()
-        })
-        .await?;
+    let txn = begin_write(db).await?;
     if txn.get_database_backend() == DbBackend::Postgres {
         txn.execute_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,
@@ -164,6 +159,18 @@ pub async fn begin_locked(
         .await?;
     }
     Ok(txn)
+}
+
+/// A transaction that reads before it writes. On SQLite it starts as a write
+/// transaction (`BEGIN IMMEDIATE`), waiting for the current writer up to the busy
+/// timeout: a deferred one would read, then fail to take the write lock when
+/// another writer came first (`database is locked`).
+pub async fn begin_write(db: &DatabaseConnection) -> Result<DatabaseTransaction, DbErr> {
+    db.begin_with_options(TransactionOptions {
+        sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+        ..TransactionOptions::default()
+    })
+    .await
 }
 
 /// SQLite refuses a write that would wait on another (a deferred transaction

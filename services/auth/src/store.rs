@@ -153,7 +153,7 @@ impl Store {
         now: OffsetDateTime,
         grace_since: OffsetDateTime,
     ) -> Result<Rotation, DbErr> {
-        let txn = self.db.begin().await?;
+        let txn = atelier_common::db::begin_write(&self.db).await?;
         let Some(current) = refresh_tokens::Entity::find()
             .filter(refresh_tokens::Column::TokenHash.eq(hash))
             .one(&txn)

@@ -6,6 +6,7 @@ import type { components, paths } from "./schema.gen";
 
 export type Schemas = components["schemas"];
 export type Job = Schemas["JobBody"];
+export type JobStatus = Schemas["JobStatus"];
 export type Image = Schemas["ImageBody"];
 export type Workflow = Schemas["WorkflowBody"];
 export type Batch = Schemas["BatchBody"];
@@ -42,9 +43,11 @@ const withToken: Middleware = {
 };
 
 /** Calls that need no session (sign in, register, refresh). */
-export const publicApi = createClient<paths>({ baseUrl: origin });
+/** Arrays in a query are comma-separated (`status=completed,failed`), as the API declares them. */
+const querySerializer = { array: { style: "form", explode: false } } as const;
+export const publicApi = createClient<paths>({ baseUrl: origin, querySerializer });
 /** Everything else. */
-export const api = createClient<paths>({ baseUrl: origin });
+export const api = createClient<paths>({ baseUrl: origin, querySerializer });
 api.use(withToken);
 
 /** The data of an openapi-fetch result, or its problem as an ApiError. */

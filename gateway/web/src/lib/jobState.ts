@@ -1,5 +1,12 @@
 // A job as the page shows it: the status read once, then advanced by its live events.
-import type { Job } from "@/api/client";
+import type { Job, JobStatus } from "@/api/client";
+
+/** Every job status, for reading the untyped data of events. */
+const JOB_STATUSES: readonly JobStatus[] = ["pending", "queued", "submitted", "processing", "completed", "failed", "cancelled"];
+
+function isJobStatus(value: unknown): value is JobStatus {
+  return JOB_STATUSES.includes(value as JobStatus);
+}
 
 export const TERMINAL = ["completed", "failed", "cancelled"] as const;
 
@@ -42,7 +49,7 @@ export function applyEvent(state: LiveJob, event: JobEvent): LiveJob {
   const data = event.data;
   const job: Job = { ...state.job };
   let logs = state.lastSeq === 0 ? [] : state.logs;
-  if (typeof data.status === "string") {
+  if (isJobStatus(data.status)) {
     job.status = data.status;
     if (data.status !== "queued" && data.status !== "pending") job.queue_position = null;
     if (data.status === "processing" && !job.started_at && typeof data.at === "string") job.started_at = data.at;

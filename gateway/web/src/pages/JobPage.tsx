@@ -2,7 +2,7 @@
 import { useCallback, useEffect, useRef, useState } from "react";
 import { Link, useNavigate, useParams } from "react-router-dom";
 import { workflows } from "@/api/catalogue";
-import { api, idempotencyKey, unwrap, type Image, type Job } from "@/api/client";
+import { api, idempotencyKey, unwrap, type Image, type Job, type Schemas } from "@/api/client";
 import { watchJob } from "@/api/events";
 import { ApiError, messageOf } from "@/api/problem";
 import { formatBytes } from "@/api/upload";
@@ -17,7 +17,9 @@ import { useAsync } from "@/lib/useAsync";
 
 /** The job's status; `include` asks for its log lines (a page that never streamed shows them)
  * and its live place in the queue, each an extra read the plain status leaves out. */
-async function fetchJob(jobId: string, include: "logs,queue_position" | "queue_position"): Promise<Job> {
+type StatusInclude = Schemas["StatusInclude"];
+
+async function fetchJob(jobId: string, include: StatusInclude[]): Promise<Job> {
   return unwrap(await api.GET("/api/processing/{job_id}/status", { params: { path: { job_id: jobId }, query: { include } } }));
 }
 
@@ -64,7 +66,7 @@ export default function JobPage() {
   // until the server ends the stream (it does once the job is finished).
   const [following, setFollowing] = useState(false);
   const reload = useCallback(() => {
-    fetchJob(jobId, "logs,queue_position")
+    fetchJob(jobId, ["logs", "queue_position"])
       .then((fresh) => {
         setLive((current) => withStatus(current, fresh));
         setFollowing(!isTerminal(fresh.status));
@@ -116,7 +118,7 @@ export default function JobPage() {
   useEffect(() => {
     if (!waiting) return;
     const timer = setInterval(() => {
-      fetchJob(jobId, "queue_position")
+      fetchJob(jobId, ["queue_position"])
         .then((fresh) =>
           setLive((current) =>
             current && current.job.status === fresh.status ? { ...current, job: { ...current.job, queue_position: fresh.queue_position ?? null } } : current,
