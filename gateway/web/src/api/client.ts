@@ -42,12 +42,16 @@ const withToken: Middleware = {
   },
 };
 
+/** A client of the API at `baseUrl`. Arrays in a query are comma-separated
+ * (`status=completed,failed`), as the API declares them. */
+export function apiClient(baseUrl: string) {
+  return createClient<paths>({ baseUrl, querySerializer: { array: { style: "form", explode: false } } });
+}
+
 /** Calls that need no session (sign in, register, refresh). */
-/** Arrays in a query are comma-separated (`status=completed,failed`), as the API declares them. */
-const querySerializer = { array: { style: "form", explode: false } } as const;
-export const publicApi = createClient<paths>({ baseUrl: origin, querySerializer });
+export const publicApi = apiClient(origin);
 /** Everything else. */
-export const api = createClient<paths>({ baseUrl: origin, querySerializer });
+export const api = apiClient(origin);
 api.use(withToken);
 
 /** The data of an openapi-fetch result, or its problem as an ApiError. */
