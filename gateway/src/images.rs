@@ -94,23 +94,32 @@ pub async fn upload(
 async fn read_form(
     mut form: axum::extract::Multipart,
 ) -> Result<(pb::UploadMetadata, ReceiverStream<Result<Bytes, Problem>>), Problem> {
-    fn not_a_field(name: Option<&str>) -> Problem {
-        Problem::invalid(vec![atelier_common::FieldViolation::new(
+    fn not_a_field(name: Option<&str>) -> atelier_common::FieldViolation {
+        atelier_common::FieldViolation::new(
             name.unwrap_or_default(),
             "is not a field of an upload (only `file`)",
-        )])
+        )
     }
     let (found, metadata) = tokio::sync::oneshot::channel();
     let (sender, chunks) = mpsc::channel(2);
     tokio::spawn(async move {
-        let mut field = match form.next_field().await {
-            Ok(Some(field)) if field.name() == Some("file") => field,
-            Ok(Some(field)) => return found.send(Err(not_a_field(field.name()))).ok(),
-            Ok(None) => {
-                let missing = atelier_common::FieldViolation::new("file", "is required");
-                return found.send(Err(Problem::invalid(vec![missing]))).ok();
+        let mut unknown = Vec::new();
+        let mut field = loop {
+            match form.next_field().await {
+                Ok(Some(field)) if field.name() == Some("file") && unknown.is_empty() => {
+                    break field;
+                }
+                Ok(Some(field)) if field.name() == Some("file") => {
+                    return found.send(Err(Problem::invalid(unknown))).ok();
+                }
+                Ok(Some(field)) => unknown.push(not_a_field(field.name())),
+                Ok(None) => {
+                    let missing = atelier_common::FieldViolation::new("file", "is required");
+                    unknown.insert(0, missing);
+                    return found.send(Err(Problem::invalid(unknown))).ok();
+                }
+                Err(err) => return found.send(Err(multipart_problem(err))).ok(),
             }
-            Err(err) => return found.send(Err(multipart_problem(err))).ok(),
         };
         found
             .send(Ok(pb::UploadMetadata {
@@ -134,7 +143,7 @@ async fn read_form(
         drop(field);
         let rest = match form.next_field().await {
             Ok(None) => return Some(()),
-            Ok(Some(field)) => not_a_field(field.name()),
+            Ok(Some(field)) => Problem::invalid(vec![not_a_field(field.name())]),
             Err(err) => multipart_problem(err),
         };
         sender.send(Err(rest)).await.ok()

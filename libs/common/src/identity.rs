@@ -2,7 +2,8 @@
 //! names it (`spiffe://atelier/<service>` as a URI subject alternative name), serves
 //! TLS with it and presents it when it calls another service. Servers verify the
 //! caller's certificate against the same CA, so a method can ask which service is
-//! calling and refuse every other one (see `grpc::GrpcServer::internal`).
+//! calling and refuse every other one (the `internal_callers` of the contract, see
+//! `atelier_proto::access`).
 //!
 //! Certificates come from files, one directory per service (`<dir>/<service>/tls.crt`,
 //! `tls.key`, `ca.crt`: the layout of a Kubernetes TLS Secret, e.g. cert-manager's), and
