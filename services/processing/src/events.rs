@@ -9,7 +9,7 @@ use fred::prelude::{ClientLike, EventInterface, PubsubInterface};
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
-use crate::store::EventRow;
+use crate::domain::Event;
 
 /// The channel every replica publishes job events on.
 const CHANNEL: &str = atelier_common::job_changes::CHANNEL;
@@ -65,7 +65,7 @@ impl Bus {
     }
 
     /// Tells every subscriber, on every replica, that `event` was stored.
-    pub async fn publish(&self, event: &EventRow) {
+    pub async fn publish(&self, event: &Event) {
         let published = Published {
             job_id: event.job_id,
             seq: event.seq,
