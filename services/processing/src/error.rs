@@ -1,7 +1,5 @@
 use atelier_common::{ErrorCode, FieldViolation, ServiceError};
 
-use crate::domain::Status;
-
 #[derive(Debug, thiserror::Error)]
 pub enum ProcessingError {
     #[error("the request has invalid fields")]
@@ -16,10 +14,10 @@ pub enum ProcessingError {
     WorkflowInactive(String),
     #[error("the idempotency key was already used for a different request")]
     IdempotencyConflict,
-    #[error("the job has already finished ({})", .0.as_str())]
-    AlreadyFinished(Status),
-    #[error("only failed or cancelled jobs can be retried (this one is {})", .0.as_str())]
-    NotRetryable(Status),
+    #[error("the job has already finished ({0})")]
+    AlreadyFinished(&'static str),
+    #[error("only failed or cancelled jobs can be retried (this one is {0})")]
+    NotRetryable(&'static str),
     #[error("{} limit of the {} plan reached", .0.limit.replace('_', " "), .0.tier)]
     QuotaExceeded(atelier_common::QuotaExceeded),
     #[error("high priority is not part of the {0} plan")]

@@ -31,7 +31,7 @@ use time::OffsetDateTime;
 use tonic::{Code, transport::Channel};
 use uuid::Uuid;
 
-use crate::{domain::Quota, error::ProcessingError};
+use crate::error::ProcessingError;
 
 /// An input image, as the image service describes it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -144,6 +144,22 @@ pub trait WorkflowCatalogue: Send + Sync {
         parameters: &Map<String, Value>,
         images: &[(Uuid, u32, u32)],
     ) -> Result<Estimate, ProcessingError>;
+}
+
+/// One user's tier and limits, as the user service gives them; the rules on
+/// them are the domain's ([`crate::domain::quota`]).
+#[derive(Clone, Debug)]
+pub struct Quota {
+    pub tier: String,
+    pub jobs_per_day: Option<i64>,
+    pub concurrent_jobs: Option<i32>,
+    pub parallel_jobs: Option<i32>,
+    /// Whether the tier's jobs may run at high priority.
+    pub high_priority: bool,
+    /// The quota window: jobs count from here.
+    pub period_start: OffsetDateTime,
+    /// When the window ends and the daily count resets.
+    pub period_end: OffsetDateTime,
 }
 
 #[async_trait]

@@ -12,27 +12,13 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::job::{Priority, Status};
+pub use crate::peers::Quota;
 use crate::{error::ProcessingError, peers::TierSource, store::Store};
 
 /// How long a user's limits are trusted before they are asked for again.
 const TTL: Duration = Duration::from_secs(30);
 /// Jobs of one user run at once while their tier is not known yet.
 const DEFAULT_PARALLEL: usize = 2;
-
-/// One user's tier and limits, as the user service gave them.
-#[derive(Clone, Debug)]
-pub struct Quota {
-    pub tier: String,
-    pub jobs_per_day: Option<i64>,
-    pub concurrent_jobs: Option<i32>,
-    pub parallel_jobs: Option<i32>,
-    /// Whether the tier's jobs may run at high priority.
-    pub high_priority: bool,
-    /// The quota window: jobs count from here.
-    pub period_start: OffsetDateTime,
-    /// When the window ends and the daily count resets.
-    pub period_end: OffsetDateTime,
-}
 
 impl Quota {
     /// Refuses `priority` when the tier does not allow it.

@@ -87,7 +87,7 @@ impl Jobs {
         Ok(match changed {
             Some((row, event)) => {
                 if let Some(event) = event {
-                    self.bus.publish(&event).await;
+                    self.bus.publish(event.job_id, event.seq).await;
                 }
                 Some(row)
             }
@@ -106,7 +106,7 @@ impl Jobs {
             .store
             .append_event(id, self.clock.now(), kind, data)
             .await?;
-        self.bus.publish(&event).await;
+        self.bus.publish(event.job_id, event.seq).await;
         Ok(())
     }
 

@@ -245,7 +245,7 @@ impl Jobs {
             Err(NotInserted::KeyTaken) => return Ok(false),
         };
         for event in &events {
-            self.bus.publish(event).await;
+            self.bus.publish(event.job_id, event.seq).await;
         }
         for row in rows {
             metrics::counter!("atelier_jobs_started_total", "workflow" => row.workflow_id.clone())

@@ -269,7 +269,7 @@ impl Jobs {
     pub async fn cancel(&self, user_id: Uuid, id: Uuid) -> Result<Job, ProcessingError> {
         let row = self.get(user_id, id).await?;
         if row.status.is_final() {
-            return Err(ProcessingError::AlreadyFinished(row.status));
+            return Err(ProcessingError::AlreadyFinished(row.status.as_str()));
         }
         self.queue.remove(id).await?;
         // The row is cancelled before fal is told: a worker watching the request
@@ -294,7 +294,7 @@ impl Jobs {
         let Some(row) = cancelled else {
             // It finished while we were cancelling.
             let row = self.get(user_id, id).await?;
-            return Err(ProcessingError::AlreadyFinished(row.status));
+            return Err(ProcessingError::AlreadyFinished(row.status.as_str()));
         };
         tracing::info!(job_id = %id, "job cancelled");
         if let Some(request_id) = &row.fal_request_id
@@ -310,12 +310,12 @@ impl Jobs {
     pub async fn retry(&self, user_id: Uuid, id: Uuid) -> Result<Job, ProcessingError> {
         let row = self.get(user_id, id).await?;
         if !Status::RETRYABLE.contains(&row.status) {
-            return Err(ProcessingError::NotRetryable(row.status));
+            return Err(ProcessingError::NotRetryable(row.status.as_str()));
         }
         self.retry_many(user_id, &[id])
             .await?
             .pop()
-            .ok_or(ProcessingError::NotRetryable(row.status))
+            .ok_or(ProcessingError::NotRetryable(row.status.as_str()))
     }
 
     /// Runs the caller's failed or cancelled jobs among `ids` again, all or none:
@@ -355,7 +355,7 @@ impl Jobs {
             .map_err(ProcessingError::QuotaExceeded)?;
         let mut rows = Vec::with_capacity(retried.len());
         for (row, event) in retried {
-            self.bus.publish(&event).await;
+            self.bus.publish(event.job_id, event.seq).await;
             rows.push(self.enqueue(row).await?.0);
         }
         Ok(rows)
