@@ -8,7 +8,10 @@ use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use crate::{
-    domain::{Auth, Session, User},
+    domain::{
+        Auth, Session, User,
+        keys::{KeyRing, PublicKey},
+    },
     error::AuthError,
 };
 
@@ -28,6 +31,22 @@ fn user(user: User) -> pb::User {
         email: user.email,
         created_at: Some(timestamp(user.created_at)),
     }
+}
+
+fn jwk(key: &PublicKey) -> pb::Jwk {
+    pb::Jwk {
+        kid: key.kid.clone(),
+        kty: "OKP".into(),
+        crv: "Ed25519".into(),
+        x: key.x.clone(),
+        alg: "EdDSA".into(),
+        r#use: "sig".into(),
+    }
+}
+
+/// The ring's keys as a JWKS publishes them.
+pub fn jwks(keys: &KeyRing) -> Vec<pb::Jwk> {
+    keys.public_keys().iter().map(jwk).collect()
 }
 
 fn session(session: Session) -> Option<pb::Session> {
@@ -95,7 +114,7 @@ impl AuthService for AuthApi {
         _request: Request<pb::GetJwksRequest>,
     ) -> Result<Response<pb::GetJwksResponse>, Status> {
         Ok(Response::new(pb::GetJwksResponse {
-            keys: self.auth.keys().jwks().to_vec(),
+            keys: jwks(self.auth.keys()),
         }))
     }
 
@@ -144,5 +163,71 @@ impl AuthService for AuthApi {
                 .map(|seconds| prost_types::Timestamp { seconds, nanos: 0 }),
             deleted: state.deleted,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Session state a test changes, counting the questions.
+    #[derive(Clone, Default)]
+    struct Sessions(Arc<std::sync::Mutex<atelier_common::token::SessionState>>);
+
+    #[async_trait::async_trait]
+    impl atelier_common::token::SessionSource for Sessions {
+        async fn state(
+            &self,
+            _user_id: Uuid,
+        ) -> anyhow::Result<atelier_common::token::SessionState> {
+            Ok(*self.0.lock().expect("state"))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_verified_token_is_remembered_but_its_session_is_checked_every_time() {
+        use atelier_common::token::{
+            AUDIENCE, Claims, ISSUER, JwtVerifier, SessionState, StaticKeySource, TokenError,
+        };
+        let ring = KeyRing::ephemeral().expect("keys");
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let claims = |exp: i64| Claims {
+            sub: Uuid::new_v4().to_string(),
+            email: "a@example.com".into(),
+            iss: ISSUER.into(),
+            aud: AUDIENCE.into(),
+            iat: now - 10,
+            exp,
+            jti: Uuid::new_v4().to_string(),
+        };
+        let sessions = Sessions::default();
+        // No session caching: every check asks the source.
+        let verifier = JwtVerifier::with_session_ttl(
+            StaticKeySource(jwks(&ring)),
+            sessions.clone(),
+            std::time::Duration::ZERO,
+        );
+        let token = ring.sign(&claims(now + 900)).expect("token");
+        let first = verifier.verify(&token).await.expect("verified");
+        assert_eq!(verifier.verify(&token).await, Ok(first), "remembered");
+
+        *sessions.0.lock().expect("state") = SessionState {
+            not_before: Some(now),
+            deleted: false,
+        };
+        assert_eq!(
+            verifier.verify(&token).await,
+            Err(TokenError::Revoked),
+            "a remembered token of a revoked session is refused"
+        );
+
+        // A token with a signature not made by the ring is refused, remembered or not.
+        let mut forged = ring.sign(&claims(now + 900)).expect("token");
+        let at = forged.len() - 10;
+        let other = if &forged[at..=at] == "A" { "B" } else { "A" };
+        forged.replace_range(at..=at, other);
+        assert_eq!(verifier.verify(&forged).await, Err(TokenError::Invalid));
+        let expired = ring.sign(&claims(now - 60)).expect("token");
+        assert_eq!(verifier.verify(&expired).await, Err(TokenError::Expired));
     }
 }

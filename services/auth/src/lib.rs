@@ -98,7 +98,7 @@ pub async fn serve_with(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let jwks = auth.keys().jwks().to_vec();
+    let jwks = api::jwks(auth.keys());
     spawn_forgetting(Arc::clone(&auth), shutdown.clone());
     let verifier = JwtVerifier::new(StaticKeySource(jwks), OwnSessions(auth.clone()));
     verifier.listen(&events).await?;

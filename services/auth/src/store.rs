@@ -1,4 +1,5 @@
-//! The auth tables and the queries on them.
+//! The auth tables and the queries on them, mapped to the domain's records here
+//! and nowhere else.
 
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, DbErr,
@@ -6,6 +7,8 @@ use sea_orm::{
 };
 use time::OffsetDateTime;
 use uuid::Uuid;
+
+use crate::domain::{Account, RefreshToken, Rotation, Throttle};
 
 pub mod users {
     use sea_orm::entity::prelude::*;
@@ -79,22 +82,44 @@ pub mod login_throttle {
     impl ActiveModelBehavior for ActiveModel {}
 }
 
-pub use login_throttle::Model as Throttle;
-pub use refresh_tokens::Model as RefreshToken;
-pub use users::Model as User;
+impl From<users::Model> for Account {
+    fn from(row: users::Model) -> Self {
+        Self {
+            id: row.id,
+            email: row.email,
+            password_hash: row.password_hash,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+            tokens_not_before: row.tokens_not_before,
+        }
+    }
+}
 
-/// What happened when a refresh token was presented for rotation.
-#[derive(Debug)]
-pub enum Rotation {
-    Rotated {
-        user: User,
-        family_id: Uuid,
-    },
-    /// Unknown token.
-    Unknown,
-    Expired,
-    /// Already rotated or revoked: the whole family has now been revoked.
-    Reused,
+impl From<refresh_tokens::Model> for RefreshToken {
+    fn from(row: refresh_tokens::Model) -> Self {
+        Self {
+            id: row.id,
+            user_id: row.user_id,
+            family_id: row.family_id,
+            token_hash: row.token_hash,
+            expires_at: row.expires_at,
+            revoked_at: row.revoked_at,
+            replaced_by: row.replaced_by,
+            created_at: row.created_at,
+        }
+    }
+}
+
+impl From<login_throttle::Model> for Throttle {
+    fn from(row: login_throttle::Model) -> Self {
+        Self {
+            key: row.key,
+            failures: row.failures,
+            last_failure_at: row.last_failure_at,
+            locked_until: row.locked_until,
+            version: row.version,
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -111,7 +136,8 @@ impl Store {
         &self.db
     }
 
-    pub async fn insert_user(&self, user: User) -> Result<User, DbErr> {
+    /// Inserts `user`; false, inserting nothing, when its email is taken.
+    pub async fn insert_user(&self, user: &Account) -> Result<bool, DbErr> {
         let active = users::ActiveModel {
             id: Set(user.id),
             email: Set(user.email.clone()),
@@ -120,21 +146,29 @@ impl Store {
             updated_at: Set(user.updated_at),
             tokens_not_before: Set(user.tokens_not_before),
         };
-        users::Entity::insert(active)
+        match users::Entity::insert(active)
             .exec_without_returning(&self.db)
-            .await?;
-        Ok(user)
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(err) if atelier_common::db::is_unique_violation(&err) => Ok(false),
+            Err(err) => Err(err),
+        }
     }
 
-    pub async fn user_by_email(&self, email: &str) -> Result<Option<User>, DbErr> {
-        users::Entity::find()
+    pub async fn user_by_email(&self, email: &str) -> Result<Option<Account>, DbErr> {
+        Ok(users::Entity::find()
             .filter(users::Column::Email.eq(email))
             .one(&self.db)
-            .await
+            .await?
+            .map(Account::from))
     }
 
-    pub async fn user_by_id(&self, id: Uuid) -> Result<Option<User>, DbErr> {
-        users::Entity::find_by_id(id).one(&self.db).await
+    pub async fn user_by_id(&self, id: Uuid) -> Result<Option<Account>, DbErr> {
+        Ok(users::Entity::find_by_id(id)
+            .one(&self.db)
+            .await?
+            .map(Account::from))
     }
 
     pub async fn insert_refresh_token(&self, token: RefreshToken) -> Result<(), DbErr> {
@@ -158,6 +192,7 @@ impl Store {
             .filter(refresh_tokens::Column::TokenHash.eq(hash))
             .one(&txn)
             .await?
+            .map(RefreshToken::from)
         else {
             return Ok(Rotation::Unknown);
         };
@@ -196,12 +231,12 @@ impl Store {
             return Ok(Rotation::Reused);
         }
         insert_token(&txn, successor).await?;
-        let Some(user) = users::Entity::find_by_id(current.user_id).one(&txn).await? else {
+        let Some(account) = users::Entity::find_by_id(current.user_id).one(&txn).await? else {
             return Ok(Rotation::Unknown);
         };
         txn.commit().await?;
         Ok(Rotation::Rotated {
-            user,
+            account: account.into(),
             family_id: current.family_id,
         })
     }
@@ -257,9 +292,10 @@ impl Store {
     }
 
     pub async fn throttle(&self, key: &str) -> Result<Option<Throttle>, DbErr> {
-        login_throttle::Entity::find_by_id(key.to_owned())
+        Ok(login_throttle::Entity::find_by_id(key.to_owned())
             .one(&self.db)
-            .await
+            .await?
+            .map(Throttle::from))
     }
 
     /// Writes `next` if the row is still as it was read: absent (`read` is
@@ -322,10 +358,11 @@ impl Store {
     }
 
     pub async fn refresh_token_by_hash(&self, hash: &str) -> Result<Option<RefreshToken>, DbErr> {
-        refresh_tokens::Entity::find()
+        Ok(refresh_tokens::Entity::find()
             .filter(refresh_tokens::Column::TokenHash.eq(hash))
             .one(&self.db)
-            .await
+            .await?
+            .map(RefreshToken::from))
     }
 }
 

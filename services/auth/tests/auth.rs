@@ -259,7 +259,7 @@ async fn forged_and_expired_tokens_are_rejected(backend: Backend) {
         jti: "test".into(),
     };
     let server_keys = KeyRing::load_or_create(&platform.keys_dir).expect("server keys");
-    let kid = server_keys.jwks()[0].kid.clone();
+    let kid = server_keys.public_keys()[0].kid.clone();
 
     // A token the server's key signed is accepted: the forgeries below differ only
     // in what they break.
@@ -298,7 +298,8 @@ async fn forged_and_expired_tokens_are_rejected(backend: Backend) {
             kid: Some(kid.clone()),
             ..jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256)
         };
-        let secret = jsonwebtoken::EncodingKey::from_secret(server_keys.jwks()[0].x.as_bytes());
+        let secret =
+            jsonwebtoken::EncodingKey::from_secret(server_keys.public_keys()[0].x.as_bytes());
         jsonwebtoken::encode(&header, &claims(now + 600), &secret).expect("hmac")
     };
 

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use atelier_auth::store::{Store, Throttle};
+use atelier_auth::{domain::Throttle, store::Store};
 use atelier_proto::auth::v1::{self as pb, auth_service_client::AuthServiceClient};
 use atelier_testbed::{Backend, Backoff, Options, TestPlatform, tonic_channel::Channel};
 use atelier_testkit::backends;

@@ -7,22 +7,16 @@ use atelier_common::{
     json::{from_struct, to_struct},
     page, timestamp,
 };
-use atelier_proto::{
-    image::v1::{
-        self as pb, image_service_server::ImageService, store_result_request, upload_image_request,
-    },
-    processing::v1::{CheckJobRequest, processing_service_client::ProcessingServiceClient},
-    user::v1::{
-        GetQuotaRequest, GetQuotaResponse, SubscriptionTier, user_service_client::UserServiceClient,
-    },
+use atelier_proto::image::v1::{
+    self as pb, image_service_server::ImageService, store_result_request, upload_image_request,
 };
 use atelier_storage::ByteRange;
 use futures::{Stream, StreamExt};
-use tonic::{Request, Response, Status, Streaming, transport::Channel};
+use tonic::{Request, Response, Status, Streaming};
 use uuid::Uuid;
 
 use crate::{
-    domain::{Image, Images, NewImage, Origin, Served, UploadQuota, signing::Variant},
+    domain::{Image, ImageKind, Images, Intake, NewImage, Origin, Served, signing::Variant},
     error::ImageError,
 };
 
@@ -30,65 +24,13 @@ type ByteReplies<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 pub struct ImageApi {
     images: Arc<Images>,
-    users: UserServiceClient<Channel>,
-    jobs: ProcessingServiceClient<Channel>,
+    intake: Intake,
 }
 
 impl ImageApi {
-    pub fn new(images: Arc<Images>, users: Channel, jobs: Channel) -> Self {
-        Self {
-            images,
-            users: UserServiceClient::new(users),
-            jobs: ProcessingServiceClient::new(jobs),
-        }
+    pub fn new(images: Arc<Images>, intake: Intake) -> Self {
+        Self { images, intake }
     }
-
-    /// Whether the job exists and is the user's, asked of the processing service.
-    async fn job_exists(&self, user_id: Uuid, job_id: Uuid) -> Result<bool, Status> {
-        Ok(self
-            .jobs
-            .clone()
-            .check_job(CheckJobRequest {
-                user_id: user_id.to_string(),
-                job_id: job_id.to_string(),
-            })
-            .await?
-            .into_inner()
-            .exists)
-    }
-
-    /// The user's tier, limits and retention, from the user service.
-    async fn quota(&self, user_id: Uuid) -> Result<GetQuotaResponse, Status> {
-        self.users
-            .clone()
-            .get_quota(GetQuotaRequest {
-                user_id: user_id.to_string(),
-            })
-            .await
-            .map(Response::into_inner)
-    }
-
-    /// What the uploader's tier allows and what they store already.
-    async fn upload_quota(&self, user_id: Uuid) -> Result<UploadQuota, Status> {
-        let (quota, (storage_used, _)) = tokio::try_join!(self.quota(user_id), async {
-            self.images.usage(user_id).await.map_err(Status::from)
-        })?;
-        let limits = quota.limits.unwrap_or_default();
-        Ok(UploadQuota {
-            tier: SubscriptionTier::slug_of(quota.tier).to_owned(),
-            max_file_size_bytes: limits.max_file_size_bytes,
-            storage_bytes: limits.storage_bytes,
-            storage_used,
-            retention_days: retention_days(&quota),
-        })
-    }
-}
-
-/// The retention the user chose, bounded by their tier; `None` for the service default.
-fn retention_days(quota: &GetQuotaResponse) -> Option<u32> {
-    u32::try_from(quota.retention_days)
-        .ok()
-        .filter(|days| *days > 0)
 }
 
 /// A declared upload size.
@@ -116,11 +58,11 @@ fn variant(raw: i32) -> Variant {
     }
 }
 
-fn kind(raw: &str) -> i32 {
-    match raw {
-        "result" => pb::ImageKind::Result as i32,
-        _ => pb::ImageKind::Original as i32,
-    }
+fn kind(kind: ImageKind) -> i32 {
+    (match kind {
+        ImageKind::Original => pb::ImageKind::Original,
+        ImageKind::Result => pb::ImageKind::Result,
+    }) as i32
 }
 
 pub fn encode(image: Image) -> pb::Image {
@@ -135,7 +77,7 @@ pub fn encode(image: Image) -> pb::Image {
         width: row.width as u32,
         height: row.height as u32,
         sha256: row.sha256,
-        kind: kind(&row.kind),
+        kind: kind(row.kind),
         url: image.url,
         thumbnail_url: image.thumbnail_url.unwrap_or_default(),
         url_expires_at: Some(timestamp(image.url_expires_at)),
@@ -250,7 +192,7 @@ impl ImageService for ImageApi {
         request: Request<Streaming<pb::UploadImageRequest>>,
     ) -> Result<Response<pb::UploadImageResponse>, Status> {
         let caller = caller(&request)?;
-        let quota = self.upload_quota(caller.user_id).await?;
+        let quota = self.intake.upload_quota(caller.user_id).await?;
         // Already full: refused before a byte is read.
         quota.check(0)?;
         let (metadata, body) = open_upload(request.into_inner()).await?;
@@ -307,8 +249,8 @@ impl ImageService for ImageApi {
         let (size, after) = page::request::<Uuid>(request.page_size, &request.page_token)
             .map_err(ImageError::InvalidInput)?;
         let kind = match pb::ImageKind::try_from(request.kind) {
-            Ok(pb::ImageKind::Original) => Some("original"),
-            Ok(pb::ImageKind::Result) => Some("result"),
+            Ok(pb::ImageKind::Original) => Some(ImageKind::Original),
+            Ok(pb::ImageKind::Result) => Some(ImageKind::Result),
             _ => None,
         };
         let query = request.query.trim();
@@ -377,12 +319,8 @@ impl ImageService for ImageApi {
             )
         };
         let owner = user_id(&metadata.user_id)?;
-        // A result is only for a job that exists, the caller's: checked once it is
-        // stored (below), which also covers a job deleted meanwhile. The caller is
-        // the processing service storing its own job's output, so a check before
-        // reading would only repeat that one. Results are not refused for quota
-        // (the job already ran), but kept as long as the user asked.
-        let retention_days = retention_days(&self.quota(owner).await?);
+        // Kept as long as the user asked.
+        let retention_days = self.intake.retention(owner).await?;
         let new = NewImage {
             user_id: owner,
             filename: metadata.filename,
@@ -395,22 +333,7 @@ impl ImageService for ImageApi {
             metadata: from_struct(metadata.metadata),
             retention_days,
         };
-        let (image, already_stored) = self.images.upload(new, None, body).await?;
-        // Deleting a user's jobs comes before deleting their images, so a job still
-        // there now has its images deleted with it later; a job gone now takes its
-        // result back out here. Unsure (processing unreachable): taken out too, and
-        // the worker tries again.
-        let kept = self.job_exists(owner, job_id).await;
-        if !matches!(kept, Ok(true)) {
-            match self.images.delete(owner, image.row.id).await {
-                // Deleted with the account's images already.
-                Ok(()) | Err(ImageError::NotFound) => {}
-                Err(err) => return Err(err.into()),
-            }
-            tracing::info!(%job_id, image_id = %image.row.id, "result removed, its job is gone");
-            kept?;
-            return Err(ImageError::JobNotFound.into());
-        }
+        let (image, already_stored) = self.intake.store_result(new, job_id, body).await?;
         Ok(Response::new(pb::StoreResultResponse {
             image: Some(encode(image)),
             already_stored,

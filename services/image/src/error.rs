@@ -23,6 +23,9 @@ pub enum ImageError {
     Interrupted(String),
     #[error("requested range is not satisfiable")]
     InvalidRange,
+    /// Another service's refusal, passed on as it came.
+    #[error("{0}")]
+    Upstream(tonic::Status),
     #[error("storage error")]
     Storage(#[source] StorageError),
     #[error("database error")]
@@ -62,6 +65,7 @@ impl ServiceError for ImageError {
             Self::NotFound | Self::JobNotFound => ErrorCode::NotFound,
             Self::Interrupted(_) => ErrorCode::Cancelled,
             Self::InvalidRange => ErrorCode::RangeNotSatisfiable,
+            Self::Upstream(status) => ErrorCode::of(status),
             // PostgreSQL away (restarting, failing over): try again, not a bug.
             Self::Database(err) if atelier_common::db::is_unavailable(err) => {
                 ErrorCode::Unavailable
@@ -92,6 +96,9 @@ impl ServiceError for ImageError {
 impl From<ImageError> for tonic::Status {
     #[track_caller]
     fn from(err: ImageError) -> Self {
-        atelier_common::error::to_status(err)
+        match err {
+            ImageError::Upstream(status) => status,
+            other => atelier_common::error::to_status(other),
+        }
     }
 }

@@ -7,6 +7,7 @@ pub mod api;
 pub mod domain;
 pub mod error;
 pub mod migration;
+pub mod peers;
 pub mod store;
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
@@ -178,16 +179,16 @@ pub async fn serve_with_store(
     let identity = Identity::start(&config.platform.tls, ServiceName::Image, &shutdown)?;
     let (endpoints, timeout) = (&config.platform.endpoints, config.platform.grpc_timeout);
     let auth = identity.channel(&endpoints.auth.url, timeout)?;
-    let user = identity.channel(&endpoints.user.url, timeout)?;
+    let peers = peers::GrpcPeers::new(
+        identity.channel(&endpoints.user.url, timeout)?,
+        identity.channel(&endpoints.processing.url, timeout)?,
+    );
+    let intake = domain::Intake::new(images.clone(), peers.clone(), peers);
     type Server = ImageServiceServer<api::ImageApi>;
     GrpcServer::new(&identity)
         .add_service(
-            Server::new(api::ImageApi::new(
-                images,
-                user,
-                identity.channel(&endpoints.processing.url, timeout)?,
-            ))
-            .max_decoding_message_size(8 * 1024 * 1024),
+            Server::new(api::ImageApi::new(images, intake))
+                .max_decoding_message_size(8 * 1024 * 1024),
         )
         .authenticate(JwtVerifier::for_platform(&config.platform, auth).await?)
         .serve(listener, shutdown)

@@ -10,6 +10,8 @@ use sea_orm::{
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use crate::domain::{ImageKind, ImageRecord};
+
 pub mod images {
     use sea_orm::entity::prelude::*;
 
@@ -30,8 +32,7 @@ pub mod images {
         pub width: i32,
         pub height: i32,
         pub metadata: Json,
-        /// `original` or `result`.
-        pub kind: String,
+        pub kind: Kind,
         pub job_id: Option<Uuid>,
         pub output_index: Option<i32>,
         pub source_image_id: Option<Uuid>,
@@ -43,9 +44,65 @@ pub mod images {
     pub enum Relation {}
 
     impl ActiveModelBehavior for ActiveModel {}
+
+    /// The `kind` column.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, EnumIter, DeriveActiveEnum)]
+    #[sea_orm(rs_type = "String", db_type = "String(StringLen::N(16))")]
+    pub enum Kind {
+        #[sea_orm(string_value = "original")]
+        Original,
+        #[sea_orm(string_value = "result")]
+        Result,
+    }
 }
 
-pub use images::Model as ImageRow;
+impl From<ImageKind> for images::Kind {
+    fn from(kind: ImageKind) -> Self {
+        match kind {
+            ImageKind::Original => Self::Original,
+            ImageKind::Result => Self::Result,
+        }
+    }
+}
+
+impl From<images::Kind> for ImageKind {
+    fn from(kind: images::Kind) -> Self {
+        match kind {
+            images::Kind::Original => Self::Original,
+            images::Kind::Result => Self::Result,
+        }
+    }
+}
+
+impl From<images::Model> for ImageRecord {
+    fn from(row: images::Model) -> Self {
+        Self {
+            id: row.id,
+            user_id: row.user_id,
+            filename: row.filename,
+            original_filename: row.original_filename,
+            file_size: row.file_size,
+            mime_type: row.mime_type,
+            storage_path: row.storage_path,
+            thumbnail_path: row.thumbnail_path,
+            thumbnail_mime_type: row.thumbnail_mime_type,
+            sha256: row.sha256,
+            width: row.width,
+            height: row.height,
+            metadata: row.metadata,
+            kind: row.kind.into(),
+            job_id: row.job_id,
+            output_index: row.output_index,
+            source_image_id: row.source_image_id,
+            created_at: row.created_at,
+            expires_at: row.expires_at,
+        }
+    }
+}
+
+fn records(rows: Vec<images::Model>) -> Vec<ImageRecord> {
+    rows.into_iter().map(ImageRecord::from).collect()
+}
 
 /// A LIKE pattern matching values that contain `text` (lowercased, to be
 /// compared with `lower(column)`), with LIKE's wildcards and the escape
@@ -77,22 +134,26 @@ impl Store {
         &self.db
     }
 
-    pub async fn insert(&self, row: ImageRow) -> Result<ImageRow, DbErr> {
-        images::Entity::insert(active_model(&row))
-            .exec_without_returning(&self.db)
-            .await?;
-        Ok(row)
+    /// Inserts `row`; false, inserting nothing, when a unique key of it (its
+    /// job's output) is taken.
+    pub async fn insert(&self, row: &ImageRecord) -> Result<bool, DbErr> {
+        not_taken(
+            images::Entity::insert(active_model(row))
+                .exec_without_returning(&self.db)
+                .await
+                .map(|_| ()),
+        )
     }
 
     /// Inserts `row` once `check(the bytes its user stores now)` accepted it, in a
     /// transaction that holds the user's storage lock: uploads of one user that
     /// end together are counted one after the other, so together they never pass
-    /// what `check` allows.
+    /// what `check` allows. False, as [`Self::insert`], when a unique key is taken.
     pub async fn insert_checked<E: From<DbErr>>(
         &self,
-        row: ImageRow,
+        row: &ImageRecord,
         check: impl Fn(i64) -> Result<(), E>,
-    ) -> Result<ImageRow, E> {
+    ) -> Result<bool, E> {
         let checked = atelier_common::db::retry_busy(|| async {
             let txn =
                 atelier_common::db::begin_locked(&self.db, "image.storage", row.user_id.as_bytes())
@@ -101,47 +162,57 @@ impl Store {
             if let Err(refused) = check(used) {
                 return Ok(Err(refused));
             }
-            images::Entity::insert(active_model(&row))
+            images::Entity::insert(active_model(row))
                 .exec_without_returning(&txn)
                 .await?;
             txn.commit().await?;
             Ok(Ok(()))
         })
-        .await?;
-        checked.map(|()| row)
+        .await;
+        match checked {
+            Ok(checked) => checked.map(|()| true),
+            Err(err) => Ok(not_taken::<()>(Err(err))?),
+        }
     }
 
-    pub async fn owned(&self, user_id: Uuid, id: Uuid) -> Result<Option<ImageRow>, DbErr> {
-        images::Entity::find_by_id(id)
+    pub async fn owned(&self, user_id: Uuid, id: Uuid) -> Result<Option<ImageRecord>, DbErr> {
+        Ok(images::Entity::find_by_id(id)
             .filter(images::Column::UserId.eq(user_id))
             .one(&self.db)
-            .await
+            .await?
+            .map(ImageRecord::from))
     }
 
     /// The image `id`, whoever owns it (signed URLs carry no caller).
-    pub async fn by_id(&self, id: Uuid) -> Result<Option<ImageRow>, DbErr> {
-        images::Entity::find_by_id(id).one(&self.db).await
+    pub async fn by_id(&self, id: Uuid) -> Result<Option<ImageRecord>, DbErr> {
+        Ok(images::Entity::find_by_id(id)
+            .one(&self.db)
+            .await?
+            .map(ImageRecord::from))
     }
 
-    pub async fn owned_many(&self, user_id: Uuid, ids: &[Uuid]) -> Result<Vec<ImageRow>, DbErr> {
-        images::Entity::find()
-            .filter(images::Column::UserId.eq(user_id))
-            .filter(images::Column::Id.is_in(ids.iter().copied()))
-            .order_by_desc(images::Column::Id)
-            .all(&self.db)
-            .await
+    pub async fn owned_many(&self, user_id: Uuid, ids: &[Uuid]) -> Result<Vec<ImageRecord>, DbErr> {
+        Ok(records(
+            images::Entity::find()
+                .filter(images::Column::UserId.eq(user_id))
+                .filter(images::Column::Id.is_in(ids.iter().copied()))
+                .order_by_desc(images::Column::Id)
+                .all(&self.db)
+                .await?,
+        ))
     }
 
     pub async fn by_job_output(
         &self,
         job_id: Uuid,
         output_index: i32,
-    ) -> Result<Option<ImageRow>, DbErr> {
-        images::Entity::find()
+    ) -> Result<Option<ImageRecord>, DbErr> {
+        Ok(images::Entity::find()
             .filter(images::Column::JobId.eq(job_id))
             .filter(images::Column::OutputIndex.eq(output_index))
             .one(&self.db)
-            .await
+            .await?
+            .map(ImageRecord::from))
     }
 
     /// One page of a user's images, newest first, after the image `after`: only
@@ -150,14 +221,14 @@ impl Store {
     pub async fn page(
         &self,
         user_id: Uuid,
-        kind: Option<&str>,
+        kind: Option<ImageKind>,
         name: Option<&str>,
         after: Option<Uuid>,
         limit: u64,
-    ) -> Result<Vec<ImageRow>, DbErr> {
+    ) -> Result<Vec<ImageRecord>, DbErr> {
         let mut query = images::Entity::find().filter(images::Column::UserId.eq(user_id));
         if let Some(kind) = kind {
-            query = query.filter(images::Column::Kind.eq(kind));
+            query = query.filter(images::Column::Kind.eq(images::Kind::from(kind)));
         }
         if let Some(name) = name {
             query = query.filter(
@@ -168,11 +239,13 @@ impl Store {
         if let Some(after) = after {
             query = query.filter(images::Column::Id.lt(after));
         }
-        query
-            .order_by_desc(images::Column::Id)
-            .limit(limit)
-            .all(&self.db)
-            .await
+        Ok(records(
+            query
+                .order_by_desc(images::Column::Id)
+                .limit(limit)
+                .all(&self.db)
+                .await?,
+        ))
     }
 
     /// Deletes the row of `id` owned by `user_id`; false if there was none.
@@ -185,21 +258,29 @@ impl Store {
         Ok(result.rows_affected == 1)
     }
 
-    pub async fn all_of_user(&self, user_id: Uuid) -> Result<Vec<ImageRow>, DbErr> {
-        images::Entity::find()
-            .filter(images::Column::UserId.eq(user_id))
-            .all(&self.db)
-            .await
+    pub async fn all_of_user(&self, user_id: Uuid) -> Result<Vec<ImageRecord>, DbErr> {
+        Ok(records(
+            images::Entity::find()
+                .filter(images::Column::UserId.eq(user_id))
+                .all(&self.db)
+                .await?,
+        ))
     }
 
     /// Up to `limit` images whose retention has run out at `now`.
-    pub async fn expired(&self, now: OffsetDateTime, limit: u64) -> Result<Vec<ImageRow>, DbErr> {
-        images::Entity::find()
-            .filter(images::Column::ExpiresAt.lte(now))
-            .order_by_asc(images::Column::ExpiresAt)
-            .limit(limit)
-            .all(&self.db)
-            .await
+    pub async fn expired(
+        &self,
+        now: OffsetDateTime,
+        limit: u64,
+    ) -> Result<Vec<ImageRecord>, DbErr> {
+        Ok(records(
+            images::Entity::find()
+                .filter(images::Column::ExpiresAt.lte(now))
+                .order_by_asc(images::Column::ExpiresAt)
+                .limit(limit)
+                .all(&self.db)
+                .await?,
+        ))
     }
 
     /// Deletes the row `id` if it is still expired at `now` (another replica, or a
@@ -234,7 +315,16 @@ impl Store {
     }
 }
 
-fn active_model(row: &ImageRow) -> images::ActiveModel {
+/// Whether a write went through; `Ok(false)` when a unique key was taken.
+fn not_taken<T>(written: Result<T, DbErr>) -> Result<bool, DbErr> {
+    match written {
+        Ok(_) => Ok(true),
+        Err(err) if atelier_common::db::is_unique_violation(&err) => Ok(false),
+        Err(err) => Err(err),
+    }
+}
+
+fn active_model(row: &ImageRecord) -> images::ActiveModel {
     images::ActiveModel {
         id: Set(row.id),
         user_id: Set(row.user_id),
@@ -249,7 +339,7 @@ fn active_model(row: &ImageRow) -> images::ActiveModel {
         width: Set(row.width),
         height: Set(row.height),
         metadata: Set(row.metadata.clone()),
-        kind: Set(row.kind.clone()),
+        kind: Set(row.kind.into()),
         job_id: Set(row.job_id),
         output_index: Set(row.output_index),
         source_image_id: Set(row.source_image_id),

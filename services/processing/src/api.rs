@@ -14,28 +14,30 @@ use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use crate::{
-    dispatch::Dispatch,
+    domain::{
+        BatchView, Event, Job, JobFilter, Jobs, Priority, StartRequest, Status as JobStatus,
+        WebhookOutcome, Webhooks, failure,
+    },
     error::ProcessingError,
-    jobs::{Jobs, StartRequest, Status as JobStatus},
-    store::{EventRow, JobFilter, JobRow},
 };
 
 pub struct ProcessingApi {
     jobs: Arc<Jobs>,
-    dispatch: Dispatch,
-    webhooks: Option<Arc<atelier_fal::webhook::WebhookVerifier>>,
+    webhooks: Webhooks,
+    /// Checks fal's signature on webhooks; `None` refuses them.
+    verifier: Option<Arc<atelier_fal::webhook::WebhookVerifier>>,
 }
 
 impl ProcessingApi {
     pub fn new(
         jobs: Arc<Jobs>,
-        dispatch: Dispatch,
-        webhooks: Option<Arc<atelier_fal::webhook::WebhookVerifier>>,
+        webhooks: Webhooks,
+        verifier: Option<Arc<atelier_fal::webhook::WebhookVerifier>>,
     ) -> Self {
         Self {
             jobs,
-            dispatch,
             webhooks,
+            verifier,
         }
     }
 }
@@ -44,49 +46,48 @@ fn job_id(raw: &str) -> Result<Uuid, ProcessingError> {
     Uuid::parse_str(raw).map_err(|_| ProcessingError::NotFound)
 }
 
-fn status_code(status: &str) -> i32 {
-    (match JobStatus::parse(status) {
-        Some(JobStatus::Pending) => pb::JobStatus::Pending,
-        Some(JobStatus::Queued) => pb::JobStatus::Queued,
-        Some(JobStatus::Submitted) => pb::JobStatus::Submitted,
-        Some(JobStatus::Processing) => pb::JobStatus::Processing,
-        Some(JobStatus::Completed) => pb::JobStatus::Completed,
-        Some(JobStatus::Failed) => pb::JobStatus::Failed,
-        Some(JobStatus::Cancelled) => pb::JobStatus::Cancelled,
-        None => pb::JobStatus::Unspecified,
+fn status_code(status: JobStatus) -> i32 {
+    (match status {
+        JobStatus::Pending => pb::JobStatus::Pending,
+        JobStatus::Queued => pb::JobStatus::Queued,
+        JobStatus::Submitted => pb::JobStatus::Submitted,
+        JobStatus::Processing => pb::JobStatus::Processing,
+        JobStatus::Completed => pb::JobStatus::Completed,
+        JobStatus::Failed => pb::JobStatus::Failed,
+        JobStatus::Cancelled => pb::JobStatus::Cancelled,
     }) as i32
 }
 
-fn status_name(code: i32) -> Option<&'static str> {
+fn status_of(code: i32) -> Option<JobStatus> {
     Some(match pb::JobStatus::try_from(code).ok()? {
-        pb::JobStatus::Pending => "pending",
-        pb::JobStatus::Queued => "queued",
-        pb::JobStatus::Submitted => "submitted",
-        pb::JobStatus::Processing => "processing",
-        pb::JobStatus::Completed => "completed",
-        pb::JobStatus::Failed => "failed",
-        pb::JobStatus::Cancelled => "cancelled",
+        pb::JobStatus::Pending => JobStatus::Pending,
+        pb::JobStatus::Queued => JobStatus::Queued,
+        pb::JobStatus::Submitted => JobStatus::Submitted,
+        pb::JobStatus::Processing => JobStatus::Processing,
+        pb::JobStatus::Completed => JobStatus::Completed,
+        pb::JobStatus::Failed => JobStatus::Failed,
+        pb::JobStatus::Cancelled => JobStatus::Cancelled,
         pb::JobStatus::Unspecified => return None,
     })
 }
 
-fn priority(code: i32) -> atelier_queue::Priority {
+fn priority(code: i32) -> Priority {
     match pb::JobPriority::try_from(code) {
-        Ok(pb::JobPriority::High) => atelier_queue::Priority::High,
-        Ok(pb::JobPriority::Low) => atelier_queue::Priority::Low,
-        _ => atelier_queue::Priority::Normal,
+        Ok(pb::JobPriority::High) => Priority::High,
+        Ok(pb::JobPriority::Low) => Priority::Low,
+        _ => Priority::Normal,
     }
 }
 
-fn priority_code(name: &str) -> i32 {
-    (match name {
-        "high" => pb::JobPriority::High,
-        "low" => pb::JobPriority::Low,
-        _ => pb::JobPriority::Normal,
+fn priority_code(priority: Priority) -> i32 {
+    (match priority {
+        Priority::High => pb::JobPriority::High,
+        Priority::Normal => pb::JobPriority::Normal,
+        Priority::Low => pb::JobPriority::Low,
     }) as i32
 }
 
-fn error_of(row: &JobRow) -> Option<pb::JobError> {
+fn error_of(row: &Job) -> Option<pb::JobError> {
     let message = row.error_message.clone()?;
     let field_violations = row
         .error_details
@@ -104,7 +105,7 @@ fn error_of(row: &JobRow) -> Option<pb::JobError> {
         .unwrap_or_default();
     let code = row.error_code.clone().unwrap_or_default();
     Some(pb::JobError {
-        retryable: crate::failure::retryable(&code),
+        retryable: failure::retryable(&code),
         code,
         message,
         field_violations,
@@ -114,7 +115,7 @@ fn error_of(row: &JobRow) -> Option<pb::JobError> {
 /// The outputs recorded with a job, in output order. An entry is the result
 /// image's id, or an object `{"image_id", "role"}` where the role was recorded;
 /// a plain id is an `image`.
-pub fn outputs_of(row: &JobRow) -> Vec<pb::JobOutput> {
+pub fn outputs_of(row: &Job) -> Vec<pb::JobOutput> {
     row.result_image_ids
         .as_array()
         .into_iter()
@@ -136,7 +137,7 @@ pub fn outputs_of(row: &JobRow) -> Vec<pb::JobOutput> {
         .collect()
 }
 
-pub fn encode(row: &JobRow) -> pb::Job {
+pub fn encode(row: &Job) -> pb::Job {
     let outputs = outputs_of(row);
     pb::Job {
         id: row.id.to_string(),
@@ -146,8 +147,8 @@ pub fn encode(row: &JobRow) -> pb::Job {
         workflow_name: row.workflow_name.clone(),
         workflow_version: row.workflow_version,
         parameters: to_struct(&row.parameters),
-        priority: priority_code(&row.priority),
-        status: status_code(&row.status),
+        priority: priority_code(row.priority),
+        status: status_code(row.status),
         fal_request_id: row.fal_request_id.clone().unwrap_or_default(),
         result_image_id: row
             .result_image_id
@@ -177,7 +178,7 @@ pub fn encode(row: &JobRow) -> pb::Job {
     }
 }
 
-pub fn encode_event(event: &EventRow) -> pb::JobEvent {
+pub fn encode_event(event: &Event) -> pb::JobEvent {
     let kind = match event.kind.as_str() {
         "created" => pb::JobEventKind::Created,
         "status_changed" => pb::JobEventKind::StatusChanged,
@@ -193,7 +194,11 @@ pub fn encode_event(event: &EventRow) -> pb::JobEvent {
         seq: event.seq,
         at: Some(timestamp(event.at)),
         kind: kind as i32,
-        status: data["status"].as_str().map(status_code).unwrap_or_default(),
+        status: data["status"]
+            .as_str()
+            .and_then(JobStatus::parse)
+            .map(status_code)
+            .unwrap_or_default(),
         queue_position: data["queue_position"].as_i64().map(|p| p as i32),
         progress: data["progress"].as_f64(),
         logs: data["logs"]
@@ -217,7 +222,7 @@ pub fn encode_event(event: &EventRow) -> pb::JobEvent {
                     code: code.to_owned(),
                     message: error["message"].as_str().unwrap_or_default().to_owned(),
                     field_violations: Vec::new(),
-                    retryable: crate::failure::retryable(code),
+                    retryable: failure::retryable(code),
                 }
             }),
         result_image_id: data["result_image_id"]
@@ -229,7 +234,7 @@ pub fn encode_event(event: &EventRow) -> pb::JobEvent {
     }
 }
 
-pub fn encode_batch(batch: &crate::jobs::BatchView) -> pb::Batch {
+pub fn encode_batch(batch: &BatchView) -> pb::Batch {
     use JobStatus as S;
     let first = batch.jobs.first();
     let failed = batch.count(&[S::Failed]);
@@ -247,7 +252,7 @@ pub fn encode_batch(batch: &crate::jobs::BatchView) -> pb::Batch {
         workflow_id: first.map(|job| job.workflow_id.clone()).unwrap_or_default(),
         parameters: first.and_then(|job| to_struct(&job.parameters)),
         priority: first
-            .map(|job| priority_code(&job.priority))
+            .map(|job| priority_code(job.priority))
             .unwrap_or_default(),
         status: status as i32,
         total: batch.jobs.len() as i32,
@@ -273,7 +278,7 @@ pub fn encode_batch(batch: &crate::jobs::BatchView) -> pb::Batch {
 }
 
 /// The sum of the jobs' estimated costs, when every job has one in one currency.
-fn batch_cost(jobs: &[JobRow]) -> Option<pb::Cost> {
+fn batch_cost(jobs: &[Job]) -> Option<pb::Cost> {
     let currency = jobs.first()?.cost_currency.clone()?;
     let mut amount = 0.0;
     for job in jobs {
@@ -342,15 +347,11 @@ impl ProcessingService for ProcessingApi {
             .get(caller.user_id, job_id(&request.job_id)?)
             .await?;
         let mut job = encode(&row);
-        if request.include_queue_position {
-            match self.jobs.queue.position(row.id).await {
-                Ok(Some(position)) => job.queue_position = Some(position as i32),
-                // Not waiting in the queue (any more): the recorded place is fal's.
-                Ok(None) => {}
-                Err(err) => {
-                    tracing::warn!(job_id = %row.id, error = %err, "cannot read a job's queue position")
-                }
-            }
+        // Not waiting in the queue (any more): the recorded place is fal's.
+        if request.include_queue_position
+            && let Some(position) = self.jobs.queue_position(row.id).await
+        {
+            job.queue_position = Some(position as i32);
         }
         if request.include_logs {
             job.logs = self
@@ -392,7 +393,7 @@ impl ProcessingService for ProcessingApi {
             statuses: request
                 .statuses
                 .iter()
-                .filter_map(|code| status_name(*code).map(str::to_owned))
+                .filter_map(|code| status_of(*code))
                 .collect(),
             workflow_id: Some(request.workflow_id).filter(|id| !id.is_empty()),
             image_id,
@@ -414,10 +415,7 @@ impl ProcessingService for ProcessingApi {
     ) -> Result<Response<pb::CancelJobResponse>, Status> {
         let caller = caller(&request)?;
         let id = job_id(&request.get_ref().job_id)?;
-        let row = self
-            .jobs
-            .cancel(caller.user_id, id, Some(&self.dispatch.fal))
-            .await?;
+        let row = self.jobs.cancel(caller.user_id, id).await?;
         Ok(Response::new(pb::CancelJobResponse {
             job: Some(encode(&row)),
         }))
@@ -523,20 +521,7 @@ impl ProcessingService for ProcessingApi {
     ) -> Result<Response<pb::CancelBatchResponse>, Status> {
         let caller = caller(&request)?;
         let batch_id = job_id(&request.get_ref().batch_id)?;
-        let batch = self.jobs.batch(caller.user_id, batch_id).await?;
-        let mut cancelled = 0;
-        for job in &batch.jobs {
-            if JobStatus::parse(&job.status).is_some_and(|status| !status.is_final())
-                && self
-                    .jobs
-                    .cancel(caller.user_id, job.id, Some(&self.dispatch.fal))
-                    .await
-                    .is_ok()
-            {
-                cancelled += 1;
-            }
-        }
-        let batch = self.jobs.batch(caller.user_id, batch_id).await?;
+        let (batch, cancelled) = self.jobs.cancel_batch(caller.user_id, batch_id).await?;
         Ok(Response::new(pb::CancelBatchResponse {
             batch: Some(encode_batch(&batch)),
             cancelled_count: cancelled,
@@ -549,24 +534,10 @@ impl ProcessingService for ProcessingApi {
     ) -> Result<Response<pb::RetryBatchResponse>, Status> {
         let caller = caller(&request)?;
         let batch_id = job_id(&request.get_ref().batch_id)?;
-        let batch = self.jobs.batch(caller.user_id, batch_id).await?;
-        let failed: Vec<Uuid> = batch
-            .jobs
-            .iter()
-            .filter(|job| job.status == "failed")
-            .map(|job| job.id)
-            .collect();
-        let retried = self
-            .jobs
-            .retry_many(caller.user_id, &failed)
-            .await?
-            .iter()
-            .map(|row| row.id.to_string())
-            .collect();
-        let batch = self.jobs.batch(caller.user_id, batch_id).await?;
+        let (batch, retried) = self.jobs.retry_batch(caller.user_id, batch_id).await?;
         Ok(Response::new(pb::RetryBatchResponse {
             batch: Some(encode_batch(&batch)),
-            retried_job_ids: retried,
+            retried_job_ids: retried.iter().map(Uuid::to_string).collect(),
         }))
     }
 
@@ -574,7 +545,7 @@ impl ProcessingService for ProcessingApi {
         &self,
         request: Request<pb::HandleFalWebhookRequest>,
     ) -> Result<Response<pb::HandleFalWebhookResponse>, Status> {
-        let Some(verifier) = &self.webhooks else {
+        let Some(verifier) = &self.verifier else {
             return Err(Status::failed_precondition("webhooks are not configured"));
         };
         let request = request.into_inner();
@@ -593,7 +564,11 @@ impl ProcessingService for ProcessingApi {
             .verify(&headers, &request.body, time::OffsetDateTime::now_utc())
             .await
             .map_err(|err| Status::unauthenticated(format!("webhook rejected: {err}")))?;
-        let outcome = self.dispatch.apply_webhook(event).await?;
+        let outcome = match self.webhooks.apply(event).await? {
+            WebhookOutcome::Applied => pb::WebhookOutcome::Applied,
+            WebhookOutcome::Duplicate => pb::WebhookOutcome::Duplicate,
+            WebhookOutcome::Ignored => pb::WebhookOutcome::Ignored,
+        };
         Ok(Response::new(pb::HandleFalWebhookResponse {
             outcome: outcome as i32,
         }))
@@ -609,12 +584,7 @@ impl ProcessingService for ProcessingApi {
             .since
             .and_then(atelier_common::instant)
             .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-        let (started, active) = self
-            .jobs
-            .store
-            .usage(user_id, since, &JobStatus::UNFINISHED)
-            .await
-            .map_err(ProcessingError::from)?;
+        let (started, active) = self.jobs.usage(user_id, since).await?;
         Ok(Response::new(pb::GetJobUsageResponse {
             jobs_since: started as i64,
             active_jobs: active as i32,
@@ -626,17 +596,9 @@ impl ProcessingService for ProcessingApi {
         request: Request<pb::DeleteUserJobsRequest>,
     ) -> Result<Response<pb::DeleteUserJobsResponse>, Status> {
         let user_id = parse_id("user_id", &request.get_ref().user_id)?;
-        let deleted = self
-            .jobs
-            .store
-            .delete_user(user_id)
-            .await
-            .map_err(ProcessingError::from)?;
-        for id in &deleted {
-            let _ = self.jobs.queue.remove(*id).await;
-        }
+        let deleted = self.jobs.delete_user(user_id).await?;
         Ok(Response::new(pb::DeleteUserJobsResponse {
-            deleted_count: deleted.len() as i64,
+            deleted_count: deleted as i64,
         }))
     }
 
@@ -647,15 +609,8 @@ impl ProcessingService for ProcessingApi {
         let request = request.into_inner();
         let user_id = parse_id("user_id", &request.user_id)?;
         let job_id = parse_id("job_id", &request.job_id)?;
-        let job = self
-            .jobs
-            .store
-            .by_id(job_id)
-            .await
-            .map_err(ProcessingError::from)?;
-        Ok(Response::new(pb::CheckJobResponse {
-            exists: job.is_some_and(|job| job.user_id == user_id),
-        }))
+        let exists = self.jobs.exists(user_id, job_id).await?;
+        Ok(Response::new(pb::CheckJobResponse { exists }))
     }
 }
 

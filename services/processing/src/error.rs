@@ -15,9 +15,9 @@ pub enum ProcessingError {
     #[error("the idempotency key was already used for a different request")]
     IdempotencyConflict,
     #[error("the job has already finished ({0})")]
-    AlreadyFinished(String),
+    AlreadyFinished(&'static str),
     #[error("only failed or cancelled jobs can be retried (this one is {0})")]
-    NotRetryable(String),
+    NotRetryable(&'static str),
     #[error("{} limit of the {} plan reached", .0.limit.replace('_', " "), .0.tier)]
     QuotaExceeded(atelier_common::QuotaExceeded),
     #[error("high priority is not part of the {0} plan")]
@@ -78,15 +78,5 @@ impl From<ProcessingError> for tonic::Status {
     #[track_caller]
     fn from(err: ProcessingError) -> Self {
         atelier_common::error::to_status(err)
-    }
-}
-
-/// A status from another service, as this service's error.
-pub fn upstream(status: tonic::Status) -> ProcessingError {
-    match status.code() {
-        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded => {
-            ProcessingError::Unavailable(status.message().to_owned())
-        }
-        _ => ProcessingError::Internal(anyhow::anyhow!("{}: {}", status.code(), status.message())),
     }
 }

@@ -9,8 +9,6 @@ use fred::prelude::{ClientLike, EventInterface, PubsubInterface};
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
-use crate::store::EventRow;
-
 /// The channel every replica publishes job events on.
 const CHANNEL: &str = atelier_common::job_changes::CHANNEL;
 const CAPACITY: usize = 4096;
@@ -64,14 +62,12 @@ impl Bus {
         })
     }
 
-    /// Tells every subscriber, on every replica, that `event` was stored.
-    pub async fn publish(&self, event: &EventRow) {
-        let published = Published {
-            job_id: event.job_id,
-            seq: event.seq,
-        };
+    /// Tells every subscriber, on every replica, that event `seq` of job `job_id`
+    /// was stored.
+    pub async fn publish(&self, job_id: Uuid, seq: i64) {
+        let published = Published { job_id, seq };
         // A gateway in this process drops its cached view of the job at once.
-        atelier_common::job_changes::announce_local(event.job_id);
+        atelier_common::job_changes::announce_local(job_id);
         match &self.redis {
             Some(redis) => {
                 let text = serde_json::to_string(&published).unwrap_or_default();

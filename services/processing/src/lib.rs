@@ -4,13 +4,11 @@
 //! published to every replica.
 
 pub mod api;
-pub mod dispatch;
+pub mod domain;
 pub mod error;
 pub mod events;
-pub mod failure;
-pub mod jobs;
 pub mod migration;
-pub mod quota;
+pub mod peers;
 pub mod store;
 
 use std::{sync::Arc, time::Duration};
@@ -28,7 +26,7 @@ use atelier_queue::{MemoryQueue, Queue, QueueConfig, RedisQueue};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-pub use jobs::Jobs;
+pub use domain::Jobs;
 
 /// The processing service's settings.
 #[derive(Clone, Debug)]
@@ -166,7 +164,12 @@ pub async fn serve(
     atelier_common::db::migrate::<migration::Migrator>(&db, "processing").await?;
     let identity = Identity::start(&config.platform.tls, ServiceName::Processing, &shutdown)?;
     let (endpoints, timeout) = (&config.platform.endpoints, config.platform.grpc_timeout);
-    let quotas = quota::Quotas::new(identity.channel(&endpoints.user.url, timeout)?);
+    let grpc = peers::GrpcPeers::new(
+        identity.streaming_channel(&endpoints.image.url)?,
+        identity.channel(&endpoints.workflow.url, timeout)?,
+        identity.channel(&endpoints.user.url, timeout)?,
+    );
+    let quotas = domain::Quotas::new(grpc.clone());
     let user_limit: atelier_queue::UserLimit = {
         let quotas = quotas.clone();
         Arc::new(move |user_id| quotas.parallel(user_id))
@@ -186,37 +189,50 @@ pub async fn serve(
             events::Bus::local(),
         ),
     };
+    let peers = domain::Peers {
+        images: grpc.clone(),
+        workflows: grpc,
+    };
+    let fal = FalClient::new(config.fal.clone())?;
     let jobs = Jobs::new(
         store::Store::new(db),
-        queue,
+        queue.clone(),
         bus,
         Arc::new(SystemClock),
-        identity.streaming_channel(&endpoints.image.url)?,
-        identity.channel(&endpoints.workflow.url, timeout)?,
+        peers.clone(),
         quotas,
+        fal.clone(),
     );
-    let fal = FalClient::new(config.fal.clone())?;
-    let dispatch = dispatch::Dispatch {
-        jobs: jobs.clone(),
+    let worker = domain::Worker::new(
+        jobs.clone(),
+        queue.clone(),
+        peers.images,
         fal,
-        webhook_url: config
-            .public_url
-            .as_ref()
-            .map(|url| format!("{}/api/fal/webhook", url.trim_end_matches('/'))),
-        concurrency: config.concurrency,
-        inline_input_bytes: config.inline_input_bytes,
-        consumer: format!("worker-{}", uuid::Uuid::new_v4().simple()),
-        throttled: Default::default(),
-    };
-    dispatch::spawn_reconciler(jobs.clone(), config.reconcile_every, shutdown.clone());
+        domain::WorkerConfig {
+            webhook_url: config
+                .public_url
+                .as_ref()
+                .map(|url| format!("{}/api/fal/webhook", url.trim_end_matches('/'))),
+            concurrency: config.concurrency,
+            inline_input_bytes: config.inline_input_bytes,
+            consumer: format!("worker-{}", uuid::Uuid::new_v4().simple()),
+        },
+    );
+    domain::reconciler::spawn_reconciler(
+        jobs.clone(),
+        queue,
+        config.reconcile_every,
+        shutdown.clone(),
+    );
     spawn_search_backfill(jobs.clone(), shutdown.clone());
-    let workers = tokio::spawn(dispatch.clone().run(shutdown.clone()));
+    let webhooks = domain::Webhooks::new(jobs.clone(), worker.results());
+    let workers = tokio::spawn(worker.run(shutdown.clone()));
     if config.public_url.is_some() && config.fal_user_id.is_none() {
         tracing::warn!(
             "FAL_USER_ID is not set: fal webhooks about any fal account's requests are accepted"
         );
     }
-    let webhooks = Arc::new(
+    let fal_webhooks = Arc::new(
         WebhookVerifier::new(config.webhook_jwks_url.clone(), reqwest::Client::new())
             .with_user_id(config.fal_user_id.clone()),
     );
@@ -226,8 +242,8 @@ pub async fn serve(
     let served = GrpcServer::new(&identity)
         .add_service(Server::new(api::ProcessingApi::new(
             jobs,
-            dispatch,
-            Some(webhooks),
+            webhooks,
+            Some(fal_webhooks),
         )))
         .authenticate(verifier)
         .serve(listener, shutdown)

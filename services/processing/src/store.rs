@@ -1,5 +1,6 @@
 //! The jobs and their events. Every read or change of one user's job takes the
-//! user id, so another user's rows are never reached.
+//! user id, so another user's rows are never reached. Rows are mapped to the
+//! domain's [`Job`] and [`Event`] here, and nowhere else.
 
 use atelier_common::QuotaExceeded;
 use sea_orm::{
@@ -7,7 +8,7 @@ use sea_orm::{
     ActiveValue::Set,
     ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr,
     EntityTrait, FromQueryResult, Iterable, ModelTrait, QueryFilter, QueryOrder, QuerySelect,
-    QueryTrait, TransactionTrait,
+    QueryTrait, Select, TransactionTrait,
     sea_query::{
         Alias, Asterisk, CommonTableExpression, Expr, ExprTrait, Func, InsertStatement, LikeExpr,
         Query, SubQueryStatement,
@@ -16,7 +17,7 @@ use sea_orm::{
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::quota::Quota;
+use crate::domain::{Event, Job, JobFilter, Priority, Quota, Status};
 
 pub mod jobs {
     use sea_orm::entity::prelude::*;
@@ -33,8 +34,8 @@ pub mod jobs {
         pub workflow_version: i32,
         pub fal_endpoint: String,
         pub parameters: Json,
-        pub priority: String,
-        pub status: String,
+        pub priority: JobPriority,
+        pub status: JobStatus,
         pub fal_request_id: Option<String>,
         pub result_image_id: Option<Uuid>,
         pub result_image_ids: Json,
@@ -67,6 +68,38 @@ pub mod jobs {
     pub enum Relation {}
 
     impl ActiveModelBehavior for ActiveModel {}
+
+    /// The `status` column, spelled as job events spell a status.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, EnumIter, DeriveActiveEnum)]
+    #[sea_orm(rs_type = "String", db_type = "String(StringLen::N(16))")]
+    pub enum JobStatus {
+        #[sea_orm(string_value = "pending")]
+        Pending,
+        #[sea_orm(string_value = "queued")]
+        Queued,
+        #[sea_orm(string_value = "submitted")]
+        Submitted,
+        #[sea_orm(string_value = "processing")]
+        Processing,
+        #[sea_orm(string_value = "completed")]
+        Completed,
+        #[sea_orm(string_value = "failed")]
+        Failed,
+        #[sea_orm(string_value = "cancelled")]
+        Cancelled,
+    }
+
+    /// The `priority` column.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, EnumIter, DeriveActiveEnum)]
+    #[sea_orm(rs_type = "String", db_type = "String(StringLen::N(8))")]
+    pub enum JobPriority {
+        #[sea_orm(string_value = "high")]
+        High,
+        #[sea_orm(string_value = "normal")]
+        Normal,
+        #[sea_orm(string_value = "low")]
+        Low,
+    }
 }
 
 pub mod job_events {
@@ -110,63 +143,121 @@ pub mod job_runs {
     impl ActiveModelBehavior for ActiveModel {}
 }
 
-pub use job_events::Model as EventRow;
-pub use jobs::Model as JobRow;
+use jobs::{JobPriority, JobStatus};
 
-/// Filters of a job listing.
-#[derive(Clone, Debug, Default)]
-pub struct JobFilter {
-    pub statuses: Vec<String>,
-    pub workflow_id: Option<String>,
-    pub image_id: Option<Uuid>,
-    pub batch_id: Option<Uuid>,
-    pub created_after: Option<OffsetDateTime>,
-    pub created_before: Option<OffsetDateTime>,
-    /// Words to find in the workflow's name or the prompts.
-    pub query: Option<String>,
+impl From<Status> for JobStatus {
+    fn from(status: Status) -> Self {
+        match status {
+            Status::Pending => Self::Pending,
+            Status::Queued => Self::Queued,
+            Status::Submitted => Self::Submitted,
+            Status::Processing => Self::Processing,
+            Status::Completed => Self::Completed,
+            Status::Failed => Self::Failed,
+            Status::Cancelled => Self::Cancelled,
+        }
+    }
 }
 
-/// The text history search matches for a job: its workflow's name and id, its
-/// input image's file name, and every prompt among its parameters.
-///
-/// The file name is there twice: as given, and with every run of other
-/// characters than letters and digits turned into a space. PostgreSQL's parser
-/// reads `IMG_2041.jpg` as one `file` token, while the query `IMG_2041` becomes
-/// the phrase `img <-> 2041`: the first form finds whole names, the second
-/// their parts (`IMG_2041`, `2041`, `jpg`). SQLite's substring match finds
-/// both through the first.
-pub fn search_text(
-    workflow_name: &str,
-    workflow_id: &str,
-    input_filename: &str,
-    parameters: &serde_json::Value,
-) -> String {
-    let mut text = format!("{workflow_name} {workflow_id}");
-    let input_filename = input_filename.trim();
-    if !input_filename.is_empty() {
-        let words = input_filename
-            .split(|c: char| !c.is_alphanumeric())
-            .filter(|word| !word.is_empty())
-            .collect::<Vec<_>>()
-            .join(" ");
-        text.push(' ');
-        text.push_str(input_filename);
-        if words != input_filename {
-            text.push(' ');
-            text.push_str(&words);
+impl From<JobStatus> for Status {
+    fn from(status: JobStatus) -> Self {
+        match status {
+            JobStatus::Pending => Self::Pending,
+            JobStatus::Queued => Self::Queued,
+            JobStatus::Submitted => Self::Submitted,
+            JobStatus::Processing => Self::Processing,
+            JobStatus::Completed => Self::Completed,
+            JobStatus::Failed => Self::Failed,
+            JobStatus::Cancelled => Self::Cancelled,
         }
     }
-    if let Some(parameters) = parameters.as_object() {
-        for (key, value) in parameters {
-            if key.contains("prompt")
-                && let Some(prompt) = value.as_str()
-            {
-                text.push(' ');
-                text.push_str(prompt);
+}
+
+impl From<Priority> for JobPriority {
+    fn from(priority: Priority) -> Self {
+        match priority {
+            Priority::High => Self::High,
+            Priority::Normal => Self::Normal,
+            Priority::Low => Self::Low,
+        }
+    }
+}
+
+impl From<JobPriority> for Priority {
+    fn from(priority: JobPriority) -> Self {
+        match priority {
+            JobPriority::High => Self::High,
+            JobPriority::Normal => Self::Normal,
+            JobPriority::Low => Self::Low,
+        }
+    }
+}
+
+/// A job row as a [`Job`] and back: the same fields, the status and priority
+/// converted.
+macro_rules! convert_job {
+    ($from:ty => $to:ty) => {
+        impl From<$from> for $to {
+            fn from(row: $from) -> Self {
+                Self {
+                    id: row.id,
+                    user_id: row.user_id,
+                    image_id: row.image_id,
+                    workflow_id: row.workflow_id,
+                    workflow_name: row.workflow_name,
+                    workflow_version: row.workflow_version,
+                    fal_endpoint: row.fal_endpoint,
+                    parameters: row.parameters,
+                    priority: row.priority.into(),
+                    status: row.status.into(),
+                    fal_request_id: row.fal_request_id,
+                    result_image_id: row.result_image_id,
+                    result_image_ids: row.result_image_ids,
+                    error_code: row.error_code,
+                    error_message: row.error_message,
+                    error_details: row.error_details,
+                    attempts: row.attempts,
+                    queue_position: row.queue_position,
+                    progress: row.progress,
+                    processing_time_ms: row.processing_time_ms,
+                    idempotency_key: row.idempotency_key,
+                    batch_id: row.batch_id,
+                    created_at: row.created_at,
+                    started_at: row.started_at,
+                    completed_at: row.completed_at,
+                    updated_at: row.updated_at,
+                    search_text: row.search_text,
+                    input_filename: row.input_filename,
+                    estimated_cost: row.estimated_cost,
+                    cost_currency: row.cost_currency,
+                }
             }
         }
+    };
+}
+
+convert_job!(jobs::Model => Job);
+convert_job!(Job => jobs::Model);
+
+impl From<job_events::Model> for Event {
+    fn from(row: job_events::Model) -> Self {
+        Self {
+            job_id: row.job_id,
+            seq: row.seq,
+            at: row.at,
+            kind: row.kind,
+            data: row.data,
+        }
     }
-    text
+}
+
+/// Why jobs were not inserted.
+#[derive(Debug)]
+pub enum NotInserted {
+    /// Their owner's quota does not admit them.
+    Quota(QuotaExceeded),
+    /// An idempotency key is taken: another request made its job.
+    KeyTaken,
 }
 
 #[derive(Clone)]
@@ -176,26 +267,26 @@ pub struct Store {
 
 /// A job a change is made to: by id (read first), or as the caller last saw it.
 #[derive(Clone, Copy)]
-pub enum Job<'a> {
+pub enum JobRef<'a> {
     Id(Uuid),
-    Seen(&'a JobRow),
+    Seen(&'a Job),
 }
 
-impl From<Uuid> for Job<'_> {
+impl From<Uuid> for JobRef<'_> {
     fn from(id: Uuid) -> Self {
         Self::Id(id)
     }
 }
 
-impl<'a> From<&'a JobRow> for Job<'a> {
-    fn from(row: &'a JobRow) -> Self {
-        Self::Seen(row)
+impl<'a> From<&'a Job> for JobRef<'a> {
+    fn from(job: &'a Job) -> Self {
+        Self::Seen(job)
     }
 }
 
 /// The columns `next` changes from `current`, and no others, as an update: so a
 /// change never writes back what another writer changed meanwhile.
-fn changes(current: &JobRow, next: &JobRow) -> jobs::ActiveModel {
+fn changes(current: &jobs::Model, next: &jobs::Model) -> jobs::ActiveModel {
     let mut model = <jobs::ActiveModel as ActiveModelTrait>::default();
     for column in jobs::Column::iter() {
         let value = next.get(column);
@@ -206,39 +297,13 @@ fn changes(current: &JobRow, next: &JobRow) -> jobs::ActiveModel {
     model
 }
 
-fn active_model(row: &JobRow) -> jobs::ActiveModel {
-    jobs::ActiveModel {
-        id: Set(row.id),
-        user_id: Set(row.user_id),
-        image_id: Set(row.image_id),
-        workflow_id: Set(row.workflow_id.clone()),
-        workflow_name: Set(row.workflow_name.clone()),
-        workflow_version: Set(row.workflow_version),
-        fal_endpoint: Set(row.fal_endpoint.clone()),
-        parameters: Set(row.parameters.clone()),
-        priority: Set(row.priority.clone()),
-        status: Set(row.status.clone()),
-        fal_request_id: Set(row.fal_request_id.clone()),
-        result_image_id: Set(row.result_image_id),
-        result_image_ids: Set(row.result_image_ids.clone()),
-        error_code: Set(row.error_code.clone()),
-        error_message: Set(row.error_message.clone()),
-        error_details: Set(row.error_details.clone()),
-        attempts: Set(row.attempts),
-        queue_position: Set(row.queue_position),
-        progress: Set(row.progress),
-        processing_time_ms: Set(row.processing_time_ms),
-        idempotency_key: Set(row.idempotency_key.clone()),
-        batch_id: Set(row.batch_id),
-        created_at: Set(row.created_at),
-        started_at: Set(row.started_at),
-        completed_at: Set(row.completed_at),
-        updated_at: Set(row.updated_at),
-        search_text: Set(row.search_text.clone()),
-        input_filename: Set(row.input_filename.clone()),
-        estimated_cost: Set(row.estimated_cost),
-        cost_currency: Set(row.cost_currency.clone()),
-    }
+/// Every column of `job`, to be written.
+fn active_model(job: &Job) -> jobs::ActiveModel {
+    jobs::ActiveModel::from(jobs::Model::from(job.clone())).reset_all()
+}
+
+fn statuses(statuses: &[Status]) -> impl Iterator<Item = JobStatus> + '_ {
+    statuses.iter().map(|status| JobStatus::from(*status))
 }
 
 impl Store {
@@ -246,36 +311,45 @@ impl Store {
         Self { db }
     }
 
-    pub async fn by_idempotency_key(
-        &self,
-        user_id: Uuid,
-        key: &str,
-    ) -> Result<Option<JobRow>, DbErr> {
-        jobs::Entity::find()
-            .filter(jobs::Column::UserId.eq(user_id))
-            .filter(jobs::Column::IdempotencyKey.eq(key))
-            .one(&self.db)
-            .await
+    async fn one(&self, query: Select<jobs::Entity>) -> Result<Option<Job>, DbErr> {
+        Ok(query.one(&self.db).await?.map(Job::from))
     }
 
-    pub async fn owned(&self, user_id: Uuid, id: Uuid) -> Result<Option<JobRow>, DbErr> {
-        jobs::Entity::find_by_id(id)
-            .filter(jobs::Column::UserId.eq(user_id))
-            .one(&self.db)
-            .await
-    }
-
-    pub async fn by_id(&self, id: Uuid) -> Result<Option<JobRow>, DbErr> {
-        jobs::Entity::find_by_id(id).one(&self.db).await
-    }
-
-    pub async fn of_batch(&self, user_id: Uuid, batch_id: Uuid) -> Result<Vec<JobRow>, DbErr> {
-        jobs::Entity::find()
-            .filter(jobs::Column::UserId.eq(user_id))
-            .filter(jobs::Column::BatchId.eq(batch_id))
-            .order_by_asc(jobs::Column::Id)
+    async fn all(&self, query: Select<jobs::Entity>) -> Result<Vec<Job>, DbErr> {
+        Ok(query
             .all(&self.db)
+            .await?
+            .into_iter()
+            .map(Job::from)
+            .collect())
+    }
+
+    pub async fn by_idempotency_key(&self, user_id: Uuid, key: &str) -> Result<Option<Job>, DbErr> {
+        self.one(
+            jobs::Entity::find()
+                .filter(jobs::Column::UserId.eq(user_id))
+                .filter(jobs::Column::IdempotencyKey.eq(key)),
+        )
+        .await
+    }
+
+    pub async fn owned(&self, user_id: Uuid, id: Uuid) -> Result<Option<Job>, DbErr> {
+        self.one(jobs::Entity::find_by_id(id).filter(jobs::Column::UserId.eq(user_id)))
             .await
+    }
+
+    pub async fn by_id(&self, id: Uuid) -> Result<Option<Job>, DbErr> {
+        self.one(jobs::Entity::find_by_id(id)).await
+    }
+
+    pub async fn of_batch(&self, user_id: Uuid, batch_id: Uuid) -> Result<Vec<Job>, DbErr> {
+        self.all(
+            jobs::Entity::find()
+                .filter(jobs::Column::UserId.eq(user_id))
+                .filter(jobs::Column::BatchId.eq(batch_id))
+                .order_by_asc(jobs::Column::Id),
+        )
+        .await
     }
 
     /// Runs (starts and retries) of `user_id`'s jobs since `since`, and how many of
@@ -284,7 +358,7 @@ impl Store {
         &self,
         user_id: Uuid,
         since: OffsetDateTime,
-        unfinished: &[&str],
+        unfinished: &[Status],
     ) -> Result<(u64, u64), DbErr> {
         usage(&self.db, user_id, since, unfinished).await
     }
@@ -292,21 +366,22 @@ impl Store {
     /// Inserts jobs of one user with their first events, in one transaction that
     /// holds the user's quota lock, once `quota` admitted them all given the runs
     /// in its window and the unfinished jobs: either every job is inserted, or
-    /// none is and the refusal says which limit.
+    /// none is and the refusal says which limit (or that an idempotency key is
+    /// taken).
     pub async fn insert_admitted(
         &self,
-        rows: &[JobRow],
+        rows: &[Job],
         events: &[(&str, serde_json::Value)],
         quota: &Quota,
-    ) -> Result<Result<Vec<EventRow>, QuotaExceeded>, DbErr> {
+    ) -> Result<Result<Vec<Event>, NotInserted>, DbErr> {
         let Some(user_id) = rows.first().map(|row| row.user_id) else {
             return Ok(Ok(Vec::new()));
         };
         // New jobs: their events are numbered from 1.
-        let appended: Vec<EventRow> = rows
+        let appended: Vec<Event> = rows
             .iter()
             .flat_map(|row| {
-                events.iter().zip(1..).map(|((kind, data), seq)| EventRow {
+                events.iter().zip(1..).map(|((kind, data), seq)| Event {
                     job_id: row.id,
                     seq,
                     at: row.created_at,
@@ -317,20 +392,30 @@ impl Store {
             .collect();
         // A tier that limits nothing has nothing to count, so needs no lock: on
         // PostgreSQL the inserts are one statement, atomic by itself.
-        if quota.counts_nothing() && self.db.get_database_backend() == DbBackend::Postgres {
-            insert_new(&self.db, rows, &appended).await?;
-            return Ok(Ok(appended));
-        }
-        atelier_common::db::retry_busy(|| async {
-            let (txn, started, active) = self.lock_quota(user_id, quota.period_start).await?;
-            if let Err(refused) = quota.admit(rows.len() as i64, started, active) {
-                return Ok(Err(refused));
+        let inserted = if quota.counts_nothing()
+            && self.db.get_database_backend() == DbBackend::Postgres
+        {
+            insert_new(&self.db, rows, &appended)
+                .await
+                .map(|()| Ok(appended))
+        } else {
+            atelier_common::db::retry_busy(|| async {
+                let (txn, started, active) = self.lock_quota(user_id, quota.period_start).await?;
+                if let Err(refused) = quota.admit(rows.len() as i64, started, active) {
+                    return Ok(Err(NotInserted::Quota(refused)));
+                }
+                insert_new(&txn, rows, &appended).await?;
+                txn.commit().await?;
+                Ok(Ok(appended.clone()))
+            })
+            .await
+        };
+        match inserted {
+            Err(err) if atelier_common::db::is_unique_violation(&err) => {
+                Ok(Err(NotInserted::KeyTaken))
             }
-            insert_new(&txn, rows, &appended).await?;
-            txn.commit().await?;
-            Ok(Ok(appended.clone()))
-        })
-        .await
+            other => other,
+        }
     }
 
     /// Sends `user_id`'s jobs `ids` that are failed or cancelled round again, in
@@ -341,17 +426,17 @@ impl Store {
         &self,
         user_id: Uuid,
         ids: &[Uuid],
-        change: impl Fn(&mut JobRow),
+        change: impl Fn(&mut Job),
         event: (&str, serde_json::Value),
         now: OffsetDateTime,
         quota: &Quota,
-    ) -> Result<Result<Vec<(JobRow, EventRow)>, QuotaExceeded>, DbErr> {
+    ) -> Result<Result<Vec<(Job, Event)>, QuotaExceeded>, DbErr> {
         atelier_common::db::retry_busy(|| async {
             let (txn, started, active) = self.lock_quota(user_id, quota.period_start).await?;
             let retryable = jobs::Entity::find()
                 .filter(jobs::Column::UserId.eq(user_id))
                 .filter(jobs::Column::Id.is_in(ids.iter().copied()))
-                .filter(jobs::Column::Status.is_in(RETRYABLE))
+                .filter(jobs::Column::Status.is_in(statuses(&Status::RETRYABLE)))
                 .order_by_asc(jobs::Column::Id)
                 .all(&txn)
                 .await?;
@@ -362,8 +447,9 @@ impl Store {
                 return Ok(Err(refused));
             }
             let mut changed = Vec::with_capacity(retryable.len());
-            for mut row in retryable {
-                let previous = row.status.clone();
+            for row in retryable {
+                let previous = row.status;
+                let mut row = Job::from(row);
                 change(&mut row);
                 row.updated_at = now;
                 let updated = jobs::Entity::update_many()
@@ -394,8 +480,7 @@ impl Store {
         let txn =
             atelier_common::db::begin_locked(&self.db, "processing.quota", user_id.as_bytes())
                 .await?;
-        let (started, active) =
-            usage(&txn, user_id, since, &crate::jobs::Status::UNFINISHED).await?;
+        let (started, active) = usage(&txn, user_id, since, &Status::UNFINISHED).await?;
         Ok((txn, started as i64, active as i64))
     }
 
@@ -425,21 +510,20 @@ impl Store {
         Ok(ids)
     }
 
-    pub async fn by_fal_request(&self, request_id: &str) -> Result<Option<JobRow>, DbErr> {
-        jobs::Entity::find()
-            .filter(jobs::Column::FalRequestId.eq(request_id))
-            .one(&self.db)
+    pub async fn by_fal_request(&self, request_id: &str) -> Result<Option<Job>, DbErr> {
+        self.one(jobs::Entity::find().filter(jobs::Column::FalRequestId.eq(request_id)))
             .await
     }
 
-    /// Jobs in any of `statuses`, oldest first (the reconciler's view).
-    pub async fn with_status(&self, statuses: &[&str], limit: u64) -> Result<Vec<JobRow>, DbErr> {
-        jobs::Entity::find()
-            .filter(jobs::Column::Status.is_in(statuses.iter().copied()))
-            .order_by_asc(jobs::Column::Id)
-            .limit(limit)
-            .all(&self.db)
-            .await
+    /// Jobs in any of `wanted`, oldest first (the reconciler's view).
+    pub async fn with_status(&self, wanted: &[Status], limit: u64) -> Result<Vec<Job>, DbErr> {
+        self.all(
+            jobs::Entity::find()
+                .filter(jobs::Column::Status.is_in(statuses(wanted)))
+                .order_by_asc(jobs::Column::Id)
+                .limit(limit),
+        )
+        .await
     }
 
     pub async fn page(
@@ -448,10 +532,10 @@ impl Store {
         filter: &JobFilter,
         after: Option<Uuid>,
         limit: u64,
-    ) -> Result<Vec<JobRow>, DbErr> {
+    ) -> Result<Vec<Job>, DbErr> {
         let mut query = jobs::Entity::find().filter(jobs::Column::UserId.eq(user_id));
         if !filter.statuses.is_empty() {
-            query = query.filter(jobs::Column::Status.is_in(filter.statuses.iter().cloned()));
+            query = query.filter(jobs::Column::Status.is_in(statuses(&filter.statuses)));
         }
         if let Some(workflow) = &filter.workflow_id {
             query = query.filter(jobs::Column::WorkflowId.eq(workflow.clone()));
@@ -495,21 +579,10 @@ impl Store {
         if let Some(after) = after {
             query = query.filter(jobs::Column::Id.lt(after));
         }
-        query
-            .order_by_desc(jobs::Column::Id)
-            .limit(limit)
-            .all(&self.db)
+        self.all(query.order_by_desc(jobs::Column::Id).limit(limit))
             .await
     }
 
-    /// Applies `change` to `job` if its status is one of `from`, and appends
-    /// `event`, in one transaction. Returns the updated row, or `None` when the
-    /// job was not in one of those states (another worker or a cancel won).
-    ///
-    /// Only the columns `change` alters are written, guarded by the status they
-    /// were decided from, in one `UPDATE … RETURNING`. Given the row as the caller
-    /// last saw it ([`Job::Seen`]), nothing is read first: should its status have
-    /// moved on since, the job is read again and the change decided anew.
     /// Claims a waiting (`pending` or `queued`) job for submission in one
     /// conditional update: `submitted`, started now, on its `attempt`. `None` when
     /// the job is not waiting (or not there).
@@ -518,33 +591,41 @@ impl Store {
         id: Uuid,
         attempt: i32,
         now: OffsetDateTime,
-    ) -> Result<Option<JobRow>, DbErr> {
+    ) -> Result<Option<Job>, DbErr> {
         atelier_common::db::retry_busy(|| async {
             let mut claimed = jobs::Entity::update_many()
-                .col_expr(jobs::Column::Status, Expr::value("submitted"))
+                .col_expr(jobs::Column::Status, Expr::value(JobStatus::Submitted))
                 .col_expr(jobs::Column::StartedAt, Expr::value(now))
                 .col_expr(jobs::Column::Attempts, Expr::value(attempt))
                 .col_expr(jobs::Column::UpdatedAt, Expr::value(now))
                 .filter(jobs::Column::Id.eq(id))
-                .filter(jobs::Column::Status.is_in(["pending", "queued"]))
+                .filter(jobs::Column::Status.is_in(statuses(&Status::WAITING)))
                 .exec_with_returning(&self.db)
                 .await?;
-            Ok(claimed.pop())
+            Ok(claimed.pop().map(Job::from))
         })
         .await
     }
 
+    /// Applies `change` to `job` if its status is one of `from`, and appends
+    /// `event`, in one transaction. Returns the updated row, or `None` when the
+    /// job was not in one of those states (another worker or a cancel won).
+    ///
+    /// Only the columns `change` alters are written, guarded by the status they
+    /// were decided from, in one `UPDATE … RETURNING`. Given the row as the caller
+    /// last saw it ([`JobRef::Seen`]), nothing is read first: should its status
+    /// have moved on since, the job is read again and the change decided anew.
     pub async fn transition(
         &self,
-        job: impl Into<Job<'_>>,
-        from: &[&str],
-        change: impl Fn(&mut JobRow),
+        job: impl Into<JobRef<'_>>,
+        from: &[Status],
+        change: impl Fn(&mut Job),
         event: Option<(&str, serde_json::Value)>,
         now: OffsetDateTime,
-    ) -> Result<Option<(JobRow, Option<EventRow>)>, DbErr> {
+    ) -> Result<Option<(Job, Option<Event>)>, DbErr> {
         let (id, mut seen) = match job.into() {
-            Job::Id(id) => (id, None),
-            Job::Seen(row) => (row.id, Some(row)),
+            JobRef::Id(id) => (id, None),
+            JobRef::Seen(row) => (row.id, Some(row)),
         };
         let mut raced = 0;
         loop {
@@ -569,27 +650,23 @@ impl Store {
         }
     }
 
-    async fn try_transition<F: Fn(&mut JobRow)>(
+    async fn try_transition<F: Fn(&mut Job)>(
         &self,
         id: Uuid,
-        seen: Option<&JobRow>,
-        from: &[&str],
+        seen: Option<&Job>,
+        from: &[Status],
         change: &F,
         event: Option<(&str, serde_json::Value)>,
         now: OffsetDateTime,
     ) -> Result<Attempt, DbErr> {
-        let read;
         let current = match seen {
-            Some(row) => row,
+            Some(row) => jobs::Model::from(row.clone()),
             None => match jobs::Entity::find_by_id(id).one(&self.db).await? {
-                Some(row) => {
-                    read = row;
-                    &read
-                }
+                Some(row) => row,
                 None => return Ok(Attempt::NotFrom),
             },
         };
-        if !from.contains(&current.status.as_str()) {
+        if !from.contains(&current.status.into()) {
             // A status seen earlier may be stale: only a fresh read says no.
             return Ok(if seen.is_some() {
                 Attempt::Raced
@@ -597,17 +674,17 @@ impl Store {
                 Attempt::NotFrom
             });
         }
-        let mut next = current.clone();
+        let mut next = Job::from(current.clone());
         change(&mut next);
         next.updated_at = now;
         let update = jobs::Entity::update_many()
-            .set(changes(current, &next))
+            .set(changes(&current, &next.into()))
             .filter(jobs::Column::Id.eq(id))
-            .filter(jobs::Column::Status.eq(current.status.as_str()));
+            .filter(jobs::Column::Status.eq(current.status));
         let Some((kind, data)) = event else {
             let mut updated = update.exec_with_returning(&self.db).await?;
             return Ok(match updated.pop() {
-                Some(row) => Attempt::Changed(Box::new((row, None))),
+                Some(row) => Attempt::Changed(Box::new((row.into(), None))),
                 None => Attempt::Raced,
             });
         };
@@ -620,7 +697,7 @@ impl Store {
         };
         let event = append(&txn, id, now, kind, data).await?;
         txn.commit().await?;
-        Ok(Attempt::Changed(Box::new((row, Some(event)))))
+        Ok(Attempt::Changed(Box::new((row.into(), Some(event)))))
     }
 
     /// Appends an event outside a state change (progress, logs, queue position).
@@ -630,7 +707,7 @@ impl Store {
         now: OffsetDateTime,
         kind: &str,
         data: serde_json::Value,
-    ) -> Result<EventRow, DbErr> {
+    ) -> Result<Event, DbErr> {
         let mut collided = 0;
         loop {
             let appended =
@@ -664,13 +741,14 @@ impl Store {
 
     /// Jobs that have no `input_filename` yet (rows from before it was kept),
     /// oldest first.
-    pub async fn without_input_filename(&self, limit: u64) -> Result<Vec<JobRow>, DbErr> {
-        jobs::Entity::find()
-            .filter(jobs::Column::InputFilename.is_null())
-            .order_by_asc(jobs::Column::Id)
-            .limit(limit)
-            .all(&self.db)
-            .await
+    pub async fn without_input_filename(&self, limit: u64) -> Result<Vec<Job>, DbErr> {
+        self.all(
+            jobs::Entity::find()
+                .filter(jobs::Column::InputFilename.is_null())
+                .order_by_asc(jobs::Column::Id)
+                .limit(limit),
+        )
+        .await
     }
 
     /// Records a job's input file name and the search text made with it.
@@ -690,33 +768,33 @@ impl Store {
     }
 
     /// Events of job `id` after `after_seq`, in order.
-    pub async fn events_after(&self, id: Uuid, after_seq: i64) -> Result<Vec<EventRow>, DbErr> {
-        job_events::Entity::find()
+    pub async fn events_after(&self, id: Uuid, after_seq: i64) -> Result<Vec<Event>, DbErr> {
+        Ok(job_events::Entity::find()
             .filter(job_events::Column::JobId.eq(id))
             .filter(job_events::Column::Seq.gt(after_seq))
             .order_by_asc(job_events::Column::Seq)
             .all(&self.db)
-            .await
+            .await?
+            .into_iter()
+            .map(Event::from)
+            .collect())
     }
 }
 
 /// How one try at a state change went.
 enum Attempt {
-    Changed(Box<(JobRow, Option<EventRow>)>),
+    Changed(Box<(Job, Option<Event>)>),
     /// The job is not (or no longer) in one of the states the change is from.
     NotFrom,
     /// Another change came between reading the job and writing it.
     Raced,
 }
 
-/// States a job can be retried from.
-const RETRYABLE: [&str; 2] = ["failed", "cancelled"];
-
 async fn usage(
     db: &impl ConnectionTrait,
     user_id: Uuid,
     since: OffsetDateTime,
-    unfinished: &[&str],
+    unfinished: &[Status],
 ) -> Result<(u64, u64), DbErr> {
     // Both counts in one round trip.
     let count = |select: &mut sea_orm::sea_query::SelectStatement| {
@@ -739,7 +817,7 @@ async fn usage(
                 Query::select()
                     .from(jobs::Entity)
                     .and_where(jobs::Column::UserId.eq(user_id))
-                    .and_where(jobs::Column::Status.is_in(unfinished.iter().copied())),
+                    .and_where(jobs::Column::Status.is_in(statuses(unfinished))),
             ),
             Alias::new("active"),
         )
@@ -754,7 +832,7 @@ async fn usage(
 }
 
 /// A run of `row` (its start, or a retry) counted against its owner's quota.
-fn run(row: &JobRow, at: OffsetDateTime) -> job_runs::ActiveModel {
+fn run(row: &Job, at: OffsetDateTime) -> job_runs::ActiveModel {
     job_runs::ActiveModel {
         job_id: Set(row.id),
         started_at: Set(at),
@@ -763,11 +841,7 @@ fn run(row: &JobRow, at: OffsetDateTime) -> job_runs::ActiveModel {
 }
 
 /// Records one run of `row`'s job, started `at`.
-async fn record_run(
-    db: &impl ConnectionTrait,
-    row: &JobRow,
-    at: OffsetDateTime,
-) -> Result<(), DbErr> {
+async fn record_run(db: &impl ConnectionTrait, row: &Job, at: OffsetDateTime) -> Result<(), DbErr> {
     job_runs::Entity::insert(run(row, at))
         .exec_without_returning(db)
         .await?;
@@ -779,8 +853,8 @@ async fn record_run(
 /// caller's transaction makes one.
 async fn insert_new(
     db: &impl ConnectionTrait,
-    rows: &[JobRow],
-    events: &[EventRow],
+    rows: &[Job],
+    events: &[Event],
 ) -> Result<(), DbErr> {
     let jobs = jobs::Entity::insert_many(rows.iter().map(active_model)).into_query();
     let events = (!events.is_empty()).then(|| {
@@ -870,8 +944,8 @@ async fn changed_with_event(
         return Ok(Attempt::Raced);
     };
     let seq: i64 = row.try_get("", "event_seq")?;
-    let job = JobRow::from_query_result(&row, "")?;
-    let event = EventRow {
+    let job = jobs::Model::from_query_result(&row, "")?.into();
+    let event = Event {
         job_id,
         seq,
         at,
@@ -930,18 +1004,34 @@ async fn append(
     at: OffsetDateTime,
     kind: &str,
     data: serde_json::Value,
-) -> Result<EventRow, DbErr> {
+) -> Result<Event, DbErr> {
     let insert = next_event(job_id, at, kind, &data, None)?;
     let seq: i64 = db
         .query_one(&insert)
         .await?
         .ok_or_else(|| DbErr::RecordNotInserted)?
         .try_get("", "seq")?;
-    Ok(EventRow {
+    Ok(Event {
         job_id,
         seq,
         at,
         kind: kind.to_owned(),
         data,
     })
+}
+
+#[cfg(test)]
+impl Store {
+    /// A store in a new SQLite database under `dir`, migrated: for tests of the
+    /// rules above it.
+    pub async fn temporary(dir: &std::path::Path) -> Self {
+        let url = format!("sqlite://{}?mode=rwc", dir.join("processing.db").display());
+        let db = atelier_common::db::connect_sqlite(&url)
+            .await
+            .expect("sqlite");
+        atelier_common::db::migrate::<crate::migration::Migrator>(&db, "processing")
+            .await
+            .expect("migrate");
+        Self::new(db)
+    }
 }

@@ -550,7 +550,7 @@ async fn a_job_the_queue_gave_up_on_fails_instead_of_coming_back() {
 /// image service, and history search finds them by it afterwards.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn older_jobs_are_backfilled_with_their_input_file_name() {
-    use atelier_processing::store::jobs;
+    use atelier_processing::{peers::GrpcPeers, store::jobs};
     use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter};
 
     let platform = TestPlatform::spawn(Backend::Postgres).await;
@@ -597,6 +597,11 @@ async fn older_jobs_are_backfilled_with_their_input_file_name() {
     assert_eq!(search("DSC_0815").await, 0, "not searchable by name before");
 
     let limit: atelier_queue::UserLimit = std::sync::Arc::new(|_| 4);
+    let peers = GrpcPeers::new(
+        platform.channel_as(ServiceName::Processing, &platform.image_url),
+        platform.channel_as(ServiceName::Processing, &platform.workflow_url),
+        platform.channel_as(ServiceName::Processing, &platform.user_url),
+    );
     let backfill = atelier_processing::Jobs::new(
         atelier_processing::store::Store::new(db.clone()),
         std::sync::Arc::new(atelier_queue::MemoryQueue::new(
@@ -605,11 +610,12 @@ async fn older_jobs_are_backfilled_with_their_input_file_name() {
         )),
         atelier_processing::events::Bus::local(),
         std::sync::Arc::new(atelier_common::SystemClock),
-        platform.channel_as(ServiceName::Processing, &platform.image_url),
-        platform.channel_as(ServiceName::Processing, &platform.workflow_url),
-        atelier_processing::quota::Quotas::new(
-            platform.channel_as(ServiceName::Processing, &platform.user_url),
-        ),
+        atelier_processing::domain::Peers {
+            images: peers.clone(),
+            workflows: peers.clone(),
+        },
+        atelier_processing::domain::Quotas::new(peers),
+        atelier_fal::FalClient::new(atelier_fal::FalConfig::new("unused")).expect("fal client"),
     );
     assert_eq!(backfill.backfill_search().await.expect("backfill"), 1);
     assert_eq!(

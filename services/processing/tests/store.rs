@@ -2,9 +2,9 @@
 //! writes only what it changes, and a stale row is read again rather than trusted.
 
 use atelier_processing::{
+    domain::{Job, Priority, Quota, Status},
     migration::Migrator,
-    quota::Quota,
-    store::{JobRow, Store},
+    store::Store,
 };
 use atelier_testkit::TestDb;
 use sea_orm::DatabaseConnection;
@@ -39,8 +39,8 @@ fn unlimited() -> Quota {
     }
 }
 
-fn queued_job(now: OffsetDateTime) -> JobRow {
-    JobRow {
+fn queued_job(now: OffsetDateTime) -> Job {
+    Job {
         id: Uuid::now_v7(),
         user_id: Uuid::new_v4(),
         image_id: Uuid::new_v4(),
@@ -49,8 +49,8 @@ fn queued_job(now: OffsetDateTime) -> JobRow {
         workflow_version: 1,
         fal_endpoint: "fal-ai/lineart".into(),
         parameters: json!({}),
-        priority: "normal".into(),
-        status: "queued".into(),
+        priority: Priority::Normal,
+        status: Status::Queued,
         fal_request_id: None,
         result_image_id: None,
         result_image_ids: json!([]),
@@ -98,11 +98,11 @@ async fn changes_from_a_held_row(conn: DatabaseConnection) {
         [1, 2]
     );
     let held = store.by_id(job.id).await.expect("read").expect("job");
-    assert_eq!(held.status, "queued");
+    assert_eq!(held.status, Status::Queued);
     // Its run is recorded with it (the three inserts are one statement on PostgreSQL).
     assert_eq!(
         store
-            .usage(job.user_id, OffsetDateTime::UNIX_EPOCH, &["queued"])
+            .usage(job.user_id, OffsetDateTime::UNIX_EPOCH, &[Status::Queued])
             .await
             .expect("usage"),
         (1, 1)
@@ -112,9 +112,9 @@ async fn changes_from_a_held_row(conn: DatabaseConnection) {
     let (claimed, none) = store
         .transition(
             &held,
-            &["queued"],
+            &[Status::Queued],
             |job| {
-                job.status = "submitted".into();
+                job.status = Status::Submitted;
                 job.attempts = 1;
             },
             None,
@@ -124,10 +124,7 @@ async fn changes_from_a_held_row(conn: DatabaseConnection) {
         .expect("claim")
         .expect("claimed");
     assert!(none.is_none());
-    assert_eq!(
-        (claimed.status.as_str(), claimed.attempts),
-        ("submitted", 1)
-    );
+    assert_eq!((claimed.status, claimed.attempts), (Status::Submitted, 1));
     assert_eq!(
         store.by_id(job.id).await.expect("read"),
         Some(claimed.clone())
@@ -142,15 +139,15 @@ async fn changes_from_a_held_row(conn: DatabaseConnection) {
     let (processing, event) = store
         .transition(
             &claimed,
-            &["submitted"],
-            |job| job.status = "processing".into(),
+            &[Status::Submitted],
+            |job| job.status = Status::Processing,
             Some(("status_changed", json!({"status": "processing"}))),
             now,
         )
         .await
         .expect("transition")
         .expect("changed");
-    assert_eq!(processing.status, "processing");
+    assert_eq!(processing.status, Status::Processing);
     assert_eq!(processing.queue_position, Some(3), "not written back");
     assert_eq!(processing.progress, Some(0.5));
     assert_eq!(event.expect("event").seq, 3);
@@ -160,9 +157,9 @@ async fn changes_from_a_held_row(conn: DatabaseConnection) {
     let (finished, _) = store
         .transition(
             &claimed,
-            &["submitted", "processing"],
+            &[Status::Submitted, Status::Processing],
             |job| {
-                job.status = "completed".into();
+                job.status = Status::Completed;
                 job.queue_position = None;
             },
             Some(("status_changed", json!({"status": "completed"}))),
@@ -171,14 +168,14 @@ async fn changes_from_a_held_row(conn: DatabaseConnection) {
         .await
         .expect("transition")
         .expect("completed from the current status");
-    assert_eq!(finished.status, "completed");
+    assert_eq!(finished.status, Status::Completed);
     assert_eq!(finished.queue_position, None);
     // ...and not allowed from it, nothing changes.
     let refused = store
         .transition(
             &held,
-            &["queued"],
-            |job| job.status = "submitted".into(),
+            &[Status::Queued],
+            |job| job.status = Status::Submitted,
             Some(("status_changed", json!({"status": "submitted"}))),
             now,
         )

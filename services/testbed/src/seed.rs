@@ -1,7 +1,10 @@
 //! Rows written straight into a service's schema, for tests and benchmarks that
 //! measure reads over many rows without running every job through fal.
 
-use atelier_processing::store::{jobs, search_text};
+use atelier_processing::{
+    domain::search_text,
+    store::jobs::{self, JobPriority, JobStatus},
+};
 use sea_orm::{ConnectionTrait, EntityTrait};
 use serde_json::json;
 
@@ -11,7 +14,11 @@ const WORKFLOWS: [(&str, &str); 2] = [
     ("esrgan-upscale", "ESRGAN upscaler"),
     ("flux-image-to-image", "FLUX image-to-image"),
 ];
-const STATUSES: [&str; 3] = ["completed", "failed", "cancelled"];
+const STATUSES: [JobStatus; 3] = [
+    JobStatus::Completed,
+    JobStatus::Failed,
+    JobStatus::Cancelled,
+];
 /// The prompts of the image-to-image jobs, in turn.
 pub const PROMPTS: [&str; 3] = [
     "a lighthouse at sunset",
@@ -56,8 +63,8 @@ pub async fn finished_jobs(
                 estimated_cost: None,
                 cost_currency: None,
                 parameters,
-                priority: "normal".to_owned(),
-                status: STATUSES[i % 3].to_owned(),
+                priority: JobPriority::Normal,
+                status: STATUSES[i % 3],
                 fal_request_id: None,
                 result_image_id: None,
                 result_image_ids: json!([]),

@@ -3,11 +3,11 @@
 //! own jobs and images, and account deletion goes through them too.
 
 pub mod api;
+pub mod domain;
 pub mod error;
 pub mod migration;
-pub mod settings;
+pub mod peers;
 pub mod store;
-pub mod tiers;
 
 use std::sync::Arc;
 
@@ -22,7 +22,7 @@ use atelier_proto::user::v1::user_service_server::UserServiceServer;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-pub use tiers::{Limits, Tier, Tiers};
+pub use domain::{Limits, Tier, Tiers};
 
 /// The user service's settings.
 #[derive(Clone, Debug)]
@@ -68,14 +68,26 @@ pub async fn serve_with_clock(
     let endpoints = &config.platform.endpoints;
     let timeout = config.platform.grpc_timeout;
     let identity = Identity::start(&config.platform.tls, ServiceName::User, &shutdown)?;
-    let peers = api::Peers {
-        auth: identity.channel(&endpoints.auth.url, timeout)?,
-        image: identity.channel(&endpoints.image.url, timeout)?,
-        processing: identity.channel(&endpoints.processing.url, timeout)?,
-        workflow: identity.channel(&endpoints.workflow.url, timeout)?,
-    };
-    let verifier = JwtVerifier::for_platform(&config.platform, peers.auth.clone()).await?;
-    let api = api::UserApi::new(store::Store::new(db), config.tiers, clock, peers);
+    let auth = identity.channel(&endpoints.auth.url, timeout)?;
+    let grpc = peers::GrpcPeers::new(
+        auth.clone(),
+        identity.channel(&endpoints.image.url, timeout)?,
+        identity.channel(&endpoints.processing.url, timeout)?,
+        identity.channel(&endpoints.workflow.url, timeout)?,
+    );
+    let verifier = JwtVerifier::for_platform(&config.platform, auth).await?;
+    let users = domain::Users::new(
+        store::Store::new(db),
+        config.tiers,
+        clock,
+        domain::Peers {
+            accounts: grpc.clone(),
+            jobs: grpc.clone(),
+            images: grpc.clone(),
+            workflows: grpc.clone(),
+        },
+    );
+    let api = api::UserApi::new(users, grpc);
     type Server = UserServiceServer<api::UserApi>;
     GrpcServer::new(&identity)
         .add_service(Server::new(api))

@@ -1,4 +1,4 @@
-//! The profiles table.
+//! The profiles table, mapped to the domain's [`Profile`] here and nowhere else.
 
 use sea_orm::{
     ActiveValue::Set,
@@ -7,6 +7,8 @@ use sea_orm::{
 };
 use time::OffsetDateTime;
 use uuid::Uuid;
+
+use crate::domain::{Profile, Settings, Tier};
 
 pub mod profiles {
     use sea_orm::entity::prelude::*;
@@ -17,7 +19,7 @@ pub mod profiles {
         #[sea_orm(primary_key, auto_increment = false)]
         pub user_id: Uuid,
         pub display_name: String,
-        pub subscription_tier: String,
+        pub subscription_tier: SubscriptionTier,
         pub settings: Json,
         pub settings_revision: i64,
         pub created_at: TimeDateTimeWithTimeZone,
@@ -28,9 +30,55 @@ pub mod profiles {
     pub enum Relation {}
 
     impl ActiveModelBehavior for ActiveModel {}
+
+    /// The `subscription_tier` column.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, EnumIter, DeriveActiveEnum)]
+    #[sea_orm(rs_type = "String", db_type = "String(StringLen::N(32))")]
+    pub enum SubscriptionTier {
+        #[sea_orm(string_value = "free")]
+        Free,
+        #[sea_orm(string_value = "pro")]
+        Pro,
+        #[sea_orm(string_value = "enterprise")]
+        Enterprise,
+    }
 }
 
-pub use profiles::Model as ProfileRow;
+use profiles::SubscriptionTier;
+
+impl From<Tier> for SubscriptionTier {
+    fn from(tier: Tier) -> Self {
+        match tier {
+            Tier::Free => Self::Free,
+            Tier::Pro => Self::Pro,
+            Tier::Enterprise => Self::Enterprise,
+        }
+    }
+}
+
+impl From<SubscriptionTier> for Tier {
+    fn from(tier: SubscriptionTier) -> Self {
+        match tier {
+            SubscriptionTier::Free => Self::Free,
+            SubscriptionTier::Pro => Self::Pro,
+            SubscriptionTier::Enterprise => Self::Enterprise,
+        }
+    }
+}
+
+impl From<profiles::Model> for Profile {
+    fn from(row: profiles::Model) -> Self {
+        Self {
+            user_id: row.user_id,
+            display_name: row.display_name,
+            tier: row.subscription_tier.into(),
+            settings: Settings::from_stored(&row.settings),
+            settings_revision: row.settings_revision,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        }
+    }
+}
 
 #[derive(Clone)]
 pub struct Store {
@@ -44,16 +92,16 @@ impl Store {
 
     /// The user's profile, created with `fresh` the first time the user is met; true
     /// when this call created it.
-    pub async fn ensure(&self, fresh: ProfileRow) -> Result<(ProfileRow, bool), DbErr> {
+    pub async fn ensure(&self, fresh: &Profile) -> Result<(Profile, bool), DbErr> {
         let user_id = fresh.user_id;
         if let Some(row) = self.get(user_id).await? {
             return Ok((row, false));
         }
         let active = profiles::ActiveModel {
             user_id: Set(fresh.user_id),
-            display_name: Set(fresh.display_name),
-            subscription_tier: Set(fresh.subscription_tier),
-            settings: Set(fresh.settings),
+            display_name: Set(fresh.display_name.clone()),
+            subscription_tier: Set(fresh.tier.into()),
+            settings: Set(fresh.settings.to_stored()),
             settings_revision: Set(fresh.settings_revision),
             created_at: Set(fresh.created_at),
             updated_at: Set(fresh.updated_at),
@@ -76,8 +124,11 @@ impl Store {
         Ok((row, created))
     }
 
-    pub async fn get(&self, user_id: Uuid) -> Result<Option<ProfileRow>, DbErr> {
-        profiles::Entity::find_by_id(user_id).one(&self.db).await
+    pub async fn get(&self, user_id: Uuid) -> Result<Option<Profile>, DbErr> {
+        Ok(profiles::Entity::find_by_id(user_id)
+            .one(&self.db)
+            .await?
+            .map(Profile::from))
     }
 
     pub async fn set_display_name(
@@ -98,11 +149,14 @@ impl Store {
     pub async fn set_tier(
         &self,
         user_id: Uuid,
-        tier: &str,
+        tier: Tier,
         now: OffsetDateTime,
     ) -> Result<(), DbErr> {
         profiles::Entity::update_many()
-            .col_expr(profiles::Column::SubscriptionTier, Expr::value(tier))
+            .col_expr(
+                profiles::Column::SubscriptionTier,
+                Expr::value(SubscriptionTier::from(tier)),
+            )
             .col_expr(profiles::Column::UpdatedAt, Expr::value(now))
             .filter(profiles::Column::UserId.eq(user_id))
             .exec(&self.db)
@@ -115,12 +169,15 @@ impl Store {
     pub async fn replace_settings(
         &self,
         user_id: Uuid,
-        settings: serde_json::Value,
+        settings: &Settings,
         expected: Option<i64>,
         now: OffsetDateTime,
     ) -> Result<bool, DbErr> {
         let mut update = profiles::Entity::update_many()
-            .col_expr(profiles::Column::Settings, Expr::value(settings))
+            .col_expr(
+                profiles::Column::Settings,
+                Expr::value(settings.to_stored()),
+            )
             .col_expr(
                 profiles::Column::SettingsRevision,
                 Expr::col(profiles::Column::SettingsRevision).add(1),
@@ -138,5 +195,21 @@ impl Store {
             .exec(&self.db)
             .await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+impl Store {
+    /// A store in a new SQLite database under `dir`, migrated: for tests of the
+    /// rules above it.
+    pub async fn temporary(dir: &std::path::Path) -> Self {
+        let url = format!("sqlite://{}?mode=rwc", dir.join("user.db").display());
+        let db = atelier_common::db::connect_sqlite(&url)
+            .await
+            .expect("sqlite");
+        atelier_common::db::migrate::<crate::migration::Migrator>(&db, "user")
+            .await
+            .expect("migrate");
+        Self::new(db)
     }
 }

@@ -3,14 +3,13 @@
 //! parameters pass before it is created.
 
 pub mod api;
-pub mod catalogue;
 pub mod domain;
 pub mod error;
-pub mod estimate;
 pub mod migration;
 pub mod refresh;
-pub mod schema;
 pub mod store;
+
+pub use domain::{catalogue, estimate, schema};
 
 use std::time::Duration;
 

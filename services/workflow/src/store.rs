@@ -1,4 +1,5 @@
-//! The workflows table.
+//! The workflows table, mapped to the domain's [`Definition`] here and nowhere
+//! else.
 
 use sea_orm::{
     ActiveValue::{NotSet, Set},
@@ -7,10 +8,12 @@ use sea_orm::{
 };
 use time::OffsetDateTime;
 
+use crate::domain::Definition;
+
 pub mod workflows {
     use sea_orm::entity::prelude::*;
 
-    #[derive(Clone, Debug, PartialEq, DeriveEntityModel, serde::Serialize, serde::Deserialize)]
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
     #[sea_orm(table_name = "workflows")]
     pub struct Model {
         #[sea_orm(primary_key, auto_increment = false)]
@@ -27,15 +30,11 @@ pub mod workflows {
         pub version: i32,
         pub updated_at: TimeDateTimeWithTimeZone,
         /// fal's unit price of the endpoint, in `currency`, when known.
-        #[serde(default)]
         pub unit_price: Option<f64>,
         /// fal's billing unit: `image`, `megapixels`, `second`, ...
-        #[serde(default)]
         pub price_unit: Option<String>,
-        #[serde(default)]
         pub currency: Option<String>,
         /// When the price was read from fal.
-        #[serde(default)]
         pub priced_at: Option<TimeDateTimeWithTimeZone>,
     }
 
@@ -45,7 +44,27 @@ pub mod workflows {
     impl ActiveModelBehavior for ActiveModel {}
 }
 
-pub use workflows::Model as WorkflowRow;
+impl From<workflows::Model> for Definition {
+    fn from(row: workflows::Model) -> Self {
+        Self {
+            id: row.id,
+            name: row.name,
+            description: row.description,
+            category: row.category,
+            fal_endpoint: row.fal_endpoint,
+            parameters_schema: row.parameters_schema,
+            defaults: row.defaults,
+            is_active: row.is_active,
+            position: row.position,
+            version: row.version,
+            updated_at: row.updated_at,
+            unit_price: row.unit_price,
+            price_unit: row.price_unit,
+            currency: row.currency,
+            priced_at: row.priced_at,
+        }
+    }
+}
 
 #[derive(Clone)]
 pub struct Store {
@@ -57,22 +76,26 @@ impl Store {
         Self { db }
     }
 
-    pub async fn all(&self) -> Result<Vec<WorkflowRow>, DbErr> {
-        workflows::Entity::find()
+    pub async fn all(&self) -> Result<Vec<Definition>, DbErr> {
+        Ok(workflows::Entity::find()
             .order_by_asc(workflows::Column::Category)
             .order_by_asc(workflows::Column::Position)
             .all(&self.db)
-            .await
+            .await?
+            .into_iter()
+            .map(Definition::from)
+            .collect())
     }
 
-    pub async fn get(&self, id: &str) -> Result<Option<WorkflowRow>, DbErr> {
-        workflows::Entity::find_by_id(id.to_owned())
+    pub async fn get(&self, id: &str) -> Result<Option<Definition>, DbErr> {
+        Ok(workflows::Entity::find_by_id(id.to_owned())
             .one(&self.db)
-            .await
+            .await?
+            .map(Definition::from))
     }
 
     /// Inserts `row`, or replaces the stored one.
-    pub async fn upsert(&self, row: WorkflowRow) -> Result<(), DbErr> {
+    pub async fn upsert(&self, row: Definition) -> Result<(), DbErr> {
         let active = workflows::ActiveModel {
             id: Set(row.id),
             name: Set(row.name),

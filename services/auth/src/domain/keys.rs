@@ -9,7 +9,6 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use atelier_proto::auth::v1::Jwk;
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use ed25519_dalek::{
     SigningKey,
@@ -18,10 +17,18 @@ use ed25519_dalek::{
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use sha2::{Digest, Sha256};
 
+/// A published Ed25519 public key: its id and its bytes, base64url encoded (a
+/// JWK's `kid` and `x`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PublicKey {
+    pub kid: String,
+    pub x: String,
+}
+
 pub struct KeyRing {
     signing_kid: String,
     signing_key: EncodingKey,
-    jwks: Vec<Jwk>,
+    public_keys: Vec<PublicKey>,
 }
 
 impl KeyRing {
@@ -62,11 +69,11 @@ impl KeyRing {
             .to_pkcs8_der()
             .map_err(|err| anyhow::anyhow!("encoding the signing key: {err}"))?;
         let signing_key = EncodingKey::from_ed_der(der.as_bytes());
-        let jwks = keys.iter().map(jwk).collect();
+        let public_keys = keys.iter().map(public_key).collect();
         Ok(Self {
             signing_kid,
             signing_key,
-            jwks,
+            public_keys,
         })
     }
 
@@ -75,8 +82,9 @@ impl KeyRing {
         Self::from_keys(vec![SigningKey::generate(&mut rand::rngs::OsRng)])
     }
 
-    pub fn jwks(&self) -> &[Jwk] {
-        &self.jwks
+    /// Every key of the ring, for verifiers.
+    pub fn public_keys(&self) -> &[PublicKey] {
+        &self.public_keys
     }
 
     /// Signs `claims` with the current key, naming it in the `kid` header.
@@ -117,14 +125,10 @@ fn kid(key: &SigningKey) -> String {
     URL_SAFE_NO_PAD.encode(&digest[..12])
 }
 
-fn jwk(key: &SigningKey) -> Jwk {
-    Jwk {
+fn public_key(key: &SigningKey) -> PublicKey {
+    PublicKey {
         kid: kid(key),
-        kty: "OKP".into(),
-        crv: "Ed25519".into(),
         x: URL_SAFE_NO_PAD.encode(key.verifying_key().as_bytes()),
-        alg: "EdDSA".into(),
-        r#use: "sig".into(),
     }
 }
 
@@ -144,78 +148,17 @@ mod tests {
 
         write_new_key(&dir.join("9999999999.pem")).expect("second key");
         let rotated = KeyRing::load_or_create(&dir).expect("rotated");
-        assert_eq!(rotated.jwks().len(), 2, "both keys are published");
+        assert_eq!(rotated.public_keys().len(), 2, "both keys are published");
         assert_ne!(
             rotated.signing_kid, first.signing_kid,
             "the newest key signs"
         );
         assert!(
             rotated
-                .jwks()
+                .public_keys()
                 .iter()
-                .any(|jwk| jwk.kid == first.signing_kid)
+                .any(|key| key.kid == first.signing_kid)
         );
         std::fs::remove_dir_all(dir).ok();
-    }
-
-    /// Session state a test changes, counting the questions.
-    #[derive(Clone, Default)]
-    struct Sessions(std::sync::Arc<std::sync::Mutex<atelier_common::token::SessionState>>);
-
-    #[async_trait::async_trait]
-    impl atelier_common::token::SessionSource for Sessions {
-        async fn state(
-            &self,
-            _user_id: uuid::Uuid,
-        ) -> anyhow::Result<atelier_common::token::SessionState> {
-            Ok(*self.0.lock().expect("state"))
-        }
-    }
-
-    #[tokio::test]
-    async fn a_verified_token_is_remembered_but_its_session_is_checked_every_time() {
-        use atelier_common::token::{
-            AUDIENCE, Claims, ISSUER, JwtVerifier, SessionState, StaticKeySource, TokenError,
-        };
-        let ring = KeyRing::ephemeral().expect("keys");
-        let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        let claims = |exp: i64| Claims {
-            sub: uuid::Uuid::new_v4().to_string(),
-            email: "a@example.com".into(),
-            iss: ISSUER.into(),
-            aud: AUDIENCE.into(),
-            iat: now - 10,
-            exp,
-            jti: uuid::Uuid::new_v4().to_string(),
-        };
-        let sessions = Sessions::default();
-        // No session caching: every check asks the source.
-        let verifier = JwtVerifier::with_session_ttl(
-            StaticKeySource(ring.jwks().to_vec()),
-            sessions.clone(),
-            std::time::Duration::ZERO,
-        );
-        let token = ring.sign(&claims(now + 900)).expect("token");
-        let first = verifier.verify(&token).await.expect("verified");
-        assert_eq!(verifier.verify(&token).await, Ok(first), "remembered");
-
-        *sessions.0.lock().expect("state") = SessionState {
-            not_before: Some(now),
-            deleted: false,
-        };
-        assert_eq!(
-            verifier.verify(&token).await,
-            Err(TokenError::Revoked),
-            "a remembered token of a revoked session is refused"
-        );
-
-        // A token with a signature not made by the ring is refused, remembered or not.
-        let mut forged = ring.sign(&claims(now + 900)).expect("token");
-        let at = forged.len() - 10;
-        let other = if &forged[at..=at] == "A" { "B" } else { "A" };
-        forged.replace_range(at..=at, other);
-        assert_eq!(verifier.verify(&forged).await, Err(TokenError::Invalid));
-        let expired = ring.sign(&claims(now - 60)).expect("token");
-        assert_eq!(verifier.verify(&expired).await, Err(TokenError::Expired));
     }
 }

@@ -3,6 +3,7 @@
 pub mod backoff;
 pub mod keys;
 pub mod password;
+pub mod records;
 
 use std::{sync::Arc, time::Duration};
 
@@ -17,10 +18,9 @@ use atelier_common::{
     token::{self, SessionEvents, SessionState},
 };
 
-use crate::{
-    error::AuthError,
-    store::{self, RefreshToken, Rotation, Store, Throttle},
-};
+pub use records::{Account, RefreshToken, Rotation, Throttle};
+
+use crate::{error::AuthError, store::Store};
 use backoff::Backoff;
 use keys::KeyRing;
 
@@ -54,8 +54,8 @@ pub struct User {
     pub created_at: OffsetDateTime,
 }
 
-impl From<store::User> for User {
-    fn from(user: store::User) -> Self {
+impl From<Account> for User {
+    fn from(user: Account) -> Self {
         Self {
             id: user.id,
             email: user.email,
@@ -123,7 +123,7 @@ impl Auth {
         }
         let password_hash = hash_blocking(password.to_owned()).await?;
         let now = self.clock.now();
-        let user = store::User {
+        let user = Account {
             id: Uuid::now_v7(),
             email,
             password_hash,
@@ -131,13 +131,9 @@ impl Auth {
             updated_at: now,
             tokens_not_before: None,
         };
-        let user = match self.store.insert_user(user).await {
-            Ok(user) => user,
-            Err(err) if atelier_common::db::is_unique_violation(&err) => {
-                return Err(AuthError::EmailTaken);
-            }
-            Err(err) => return Err(err.into()),
-        };
+        if !self.store.insert_user(&user).await? {
+            return Err(AuthError::EmailTaken);
+        }
         tracing::info!(user_id = %user.id, "account registered");
         self.start_session(user, Uuid::now_v7()).await
     }
@@ -240,11 +236,11 @@ impl Auth {
             )
             .await?;
         match rotation {
-            Rotation::Rotated { user, .. } => Ok(Session {
-                access_token: self.access_token(&user, now)?,
+            Rotation::Rotated { account, .. } => Ok(Session {
+                access_token: self.access_token(&account, now)?,
                 refresh_token: token,
                 expires_in: self.lifetimes.access,
-                user: user.into(),
+                user: account.into(),
             }),
             Rotation::Unknown => Err(AuthError::InvalidRefreshToken),
             Rotation::Expired => Err(AuthError::RefreshTokenExpired),
@@ -314,11 +310,7 @@ impl Auth {
         &self.keys
     }
 
-    async fn start_session(
-        &self,
-        user: store::User,
-        family_id: Uuid,
-    ) -> Result<Session, AuthError> {
+    async fn start_session(&self, user: Account, family_id: Uuid) -> Result<Session, AuthError> {
         let now = self.clock.now();
         let (token, mut row) = self.new_refresh_token(now);
         row.user_id = user.id;
@@ -351,7 +343,7 @@ impl Auth {
 
     /// An access token for `user`, dated no earlier than the user's "not before"
     /// instant so that it is not refused with the tokens revoked before it.
-    fn access_token(&self, user: &store::User, now: OffsetDateTime) -> Result<String, AuthError> {
+    fn access_token(&self, user: &Account, now: OffsetDateTime) -> Result<String, AuthError> {
         let issued = user
             .tokens_not_before
             .map_or(now, |not_before| not_before.max(now))

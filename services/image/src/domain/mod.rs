@@ -8,6 +8,8 @@
 pub mod feed;
 pub mod gate;
 pub mod inspect;
+pub mod intake;
+pub mod record;
 pub mod signing;
 
 use std::{
@@ -27,13 +29,12 @@ use time::OffsetDateTime;
 use tokio::{sync::mpsc, task::JoinHandle};
 use uuid::Uuid;
 
-use crate::{
-    error::ImageError,
-    store::{ImageRow, Store},
-};
+use crate::{error::ImageError, store::Store};
 use feed::{Fed, Feed};
 use gate::{DecodeGate, Slot};
 use inspect::{DecodeLimits, Inspected, Kind, THUMBNAIL_SIZE};
+pub use intake::Intake;
+pub use record::{ImageKind, ImageRecord};
 use signing::{UrlSigner, Variant};
 
 /// The longest display name kept.
@@ -95,7 +96,7 @@ pub struct NewImage {
 /// An image as callers see it, with signed URLs.
 #[derive(Clone, Debug)]
 pub struct Image {
-    pub row: ImageRow,
+    pub row: ImageRecord,
     pub url: String,
     pub thumbnail_url: Option<String>,
     pub url_expires_at: OffsetDateTime,
@@ -106,7 +107,7 @@ pub struct Served {
     pub meta: ObjectMeta,
     pub range: std::ops::RangeInclusive<u64>,
     pub body: ByteStream,
-    pub row: ImageRow,
+    pub row: ImageRecord,
 }
 
 pub struct Images {
@@ -427,13 +428,18 @@ impl Images {
         metadata.insert("location_stripped".into(), location_stripped.into());
         metadata.insert("had_location".into(), had_location.into());
         metadata.insert("uploaded_size".into(), size.into());
-        let (kind_name, job_id, output_index, source_image_id) = match new.origin {
-            Origin::Upload => ("original", None, None, None),
+        let (image_kind, job_id, output_index, source_image_id) = match new.origin {
+            Origin::Upload => (ImageKind::Original, None, None, None),
             Origin::Result {
                 job_id,
                 output_index,
                 source_image_id,
-            } => ("result", Some(job_id), Some(output_index), source_image_id),
+            } => (
+                ImageKind::Result,
+                Some(job_id),
+                Some(output_index),
+                source_image_id,
+            ),
         };
         // A result is named by its job (`<input>_<workflow>[_<n>]`); the extension
         // is the one of the type it turned out to be.
@@ -443,7 +449,7 @@ impl Images {
                 display_name(&format!("{}.{}", new.filename.trim(), kind.extension()))
             }
         };
-        let row = ImageRow {
+        let row = ImageRecord {
             id,
             user_id: new.user_id,
             filename: format!("{id}.{}", kind.extension()),
@@ -457,7 +463,7 @@ impl Images {
             width: width as i32,
             height: height as i32,
             metadata: serde_json::Value::Object(metadata),
-            kind: kind_name.to_owned(),
+            kind: image_kind,
             job_id,
             output_index,
             source_image_id,
@@ -474,26 +480,33 @@ impl Images {
         let inserted = match &quota {
             Some(quota) => {
                 self.store
-                    .insert_checked(row, |used| quota.check_storage(used, stored_size as i64))
+                    .insert_checked(&row, |used| quota.check_storage(used, stored_size as i64))
                     .await
             }
-            None => self.store.insert(row).await.map_err(ImageError::from),
+            None => self.store.insert(&row).await.map_err(ImageError::from),
         };
         match inserted {
-            Ok(row) => {
+            Ok(true) => {
                 tracing::info!(image_id = %row.id, user_id = %row.user_id, size = row.file_size, "image stored");
-                metrics::counter!("atelier_images_stored_total", "kind" => kind_name).increment(1);
+                metrics::counter!("atelier_images_stored_total", "kind" => image_kind.as_str())
+                    .increment(1);
                 Ok((self.present(row).await?, false))
             }
-            Err(err) => {
+            Ok(false) => {
                 self.remove_objects(&[&original_key, &thumbnail_key]).await;
-                if let ImageError::Database(db_err) = &err
-                    && atelier_common::db::is_unique_violation(db_err)
-                    && let (Some(job_id), Some(index)) = (job_id, output_index)
+                // The job's output was stored already (its result delivered twice).
+                if let (Some(job_id), Some(index)) = (job_id, output_index)
                     && let Some(existing) = self.store.by_job_output(job_id, index).await?
                 {
                     return Ok((self.present(existing).await?, true));
                 }
+                Err(ImageError::Internal(anyhow::anyhow!(
+                    "image {} was stored twice",
+                    row.id
+                )))
+            }
+            Err(err) => {
+                self.remove_objects(&[&original_key, &thumbnail_key]).await;
                 Err(err)
             }
         }
@@ -518,7 +531,7 @@ impl Images {
     }
 
     /// An image with freshly signed URLs.
-    async fn present(&self, row: ImageRow) -> Result<Image, ImageError> {
+    async fn present(&self, row: ImageRecord) -> Result<Image, ImageError> {
         let ttl = self.settings.url_ttl;
         let expires = self.clock.now() + ttl;
         let url = self.url(&row, Variant::Original, ttl, expires).await?;
@@ -536,7 +549,7 @@ impl Images {
 
     async fn url(
         &self,
-        row: &ImageRow,
+        row: &ImageRecord,
         variant: Variant,
         ttl: Duration,
         expires: OffsetDateTime,
@@ -576,7 +589,7 @@ impl Images {
     pub async fn list(
         &self,
         user_id: Uuid,
-        kind: Option<&str>,
+        kind: Option<ImageKind>,
         name: Option<&str>,
         after: Option<Uuid>,
         page_size: u64,
@@ -611,7 +624,7 @@ impl Images {
         Ok(())
     }
 
-    async fn delete_objects_of(&self, row: &ImageRow) -> Result<(), ImageError> {
+    async fn delete_objects_of(&self, row: &ImageRecord) -> Result<(), ImageError> {
         self.objects.delete(&row.storage_path).await?;
         if let Some(thumbnail) = &row.thumbnail_path
             && *thumbnail != row.storage_path
@@ -720,7 +733,7 @@ impl Images {
 
     async fn read(
         &self,
-        row: ImageRow,
+        row: ImageRecord,
         variant: Variant,
         range: Option<ByteRange>,
     ) -> Result<Served, ImageError> {
@@ -968,7 +981,7 @@ fn inspect_upload(
     Ok(inspect::inspect(spooled.path(), limits, strip_location)?)
 }
 
-fn key_of(row: &ImageRow, variant: Variant) -> Option<&str> {
+fn key_of(row: &ImageRecord, variant: Variant) -> Option<&str> {
     match variant {
         Variant::Original => Some(&row.storage_path),
         Variant::Thumbnail => row.thumbnail_path.as_deref(),

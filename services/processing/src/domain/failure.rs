@@ -2,6 +2,17 @@
 //! our failure codes, and whether running the job again may help. Technical causes
 //! are logged where the failure is decided, never shown.
 
+/// A job's failure: its code, a message for its owner with optional details
+/// (e.g. the fields fal refused), and the technical cause, which only the log
+/// shows.
+#[derive(Clone, Debug)]
+pub struct Failure {
+    pub code: String,
+    pub message: String,
+    pub details: Option<serde_json::Value>,
+    pub cause: Option<String>,
+}
+
 pub const GAVE_UP: &str = "The job failed on every attempt because fal or the network kept \
      failing. Retrying later may work.";
 pub const MISCONFIGURED: &str =

@@ -8,58 +8,19 @@ use std::{
 };
 
 use atelier_common::QuotaExceeded;
-use atelier_proto::user::v1::{
-    GetQuotaRequest, GetQuotaResponse, SubscriptionTier, user_service_client::UserServiceClient,
-};
-use atelier_queue::Priority;
 use time::OffsetDateTime;
-use tonic::transport::Channel;
 use uuid::Uuid;
 
-use crate::{
-    error::{ProcessingError, upstream},
-    jobs::Status,
-    store::Store,
-};
+use super::job::{Priority, Status};
+pub use crate::peers::Quota;
+use crate::{error::ProcessingError, peers::TierSource, store::Store};
 
 /// How long a user's limits are trusted before they are asked for again.
 const TTL: Duration = Duration::from_secs(30);
 /// Jobs of one user run at once while their tier is not known yet.
 const DEFAULT_PARALLEL: usize = 2;
 
-/// One user's tier and limits, as the user service gave them.
-#[derive(Clone, Debug)]
-pub struct Quota {
-    pub tier: String,
-    pub jobs_per_day: Option<i64>,
-    pub concurrent_jobs: Option<i32>,
-    pub parallel_jobs: Option<i32>,
-    /// Whether the tier's jobs may run at high priority.
-    pub high_priority: bool,
-    /// The quota window: jobs count from here.
-    pub period_start: OffsetDateTime,
-    /// When the window ends and the daily count resets.
-    pub period_end: OffsetDateTime,
-}
-
 impl Quota {
-    fn from_reply(reply: GetQuotaResponse) -> Self {
-        let limits = reply.limits.unwrap_or_default();
-        let at = |at: Option<prost_types::Timestamp>| {
-            at.and_then(atelier_common::instant)
-                .unwrap_or(OffsetDateTime::UNIX_EPOCH)
-        };
-        Self {
-            tier: SubscriptionTier::slug_of(reply.tier).to_owned(),
-            jobs_per_day: limits.jobs_per_day,
-            concurrent_jobs: limits.concurrent_jobs,
-            parallel_jobs: limits.parallel_jobs,
-            high_priority: limits.high_priority.unwrap_or(true),
-            period_start: at(reply.period_start),
-            period_end: at(reply.period_end),
-        }
-    }
-
     /// Refuses `priority` when the tier does not allow it.
     pub fn allow(&self, priority: Priority) -> Result<(), ProcessingError> {
         if priority == Priority::High && !self.high_priority {
@@ -70,10 +31,10 @@ impl Quota {
 
     /// The priority a retried job runs at: its own, unless the tier no longer
     /// allows it (then normal).
-    pub fn retry_priority(&self, priority: &str) -> &'static str {
-        match crate::jobs::priority_of(priority) {
-            Priority::High if !self.high_priority => crate::jobs::priority_name(Priority::Normal),
-            other => crate::jobs::priority_name(other),
+    pub fn retry_priority(&self, priority: Priority) -> Priority {
+        match priority {
+            Priority::High if !self.high_priority => Priority::Normal,
+            other => other,
         }
     }
 
@@ -115,14 +76,14 @@ impl Quota {
 
 /// The limits of the users the service meets, cached for [`TTL`].
 pub struct Quotas {
-    users: UserServiceClient<Channel>,
+    tiers: Arc<dyn TierSource>,
     cache: Mutex<HashMap<Uuid, (Instant, Quota)>>,
 }
 
 impl Quotas {
-    pub fn new(users: Channel) -> Arc<Self> {
+    pub fn new(tiers: Arc<dyn TierSource>) -> Arc<Self> {
         Arc::new(Self {
-            users: UserServiceClient::new(users),
+            tiers,
             cache: Mutex::new(HashMap::new()),
         })
     }
@@ -139,15 +100,7 @@ impl Quotas {
     }
 
     async fn fetch(&self, user_id: Uuid) -> Result<Quota, ProcessingError> {
-        let reply = self
-            .users
-            .clone()
-            .get_quota(GetQuotaRequest {
-                user_id: user_id.to_string(),
-            })
-            .await
-            .map_err(upstream)?;
-        let quota = Quota::from_reply(reply.into_inner());
+        let quota = self.tiers.quota(user_id).await?;
         let mut cache = self
             .cache
             .lock()
@@ -271,8 +224,8 @@ mod tests {
             quota().allow(Priority::High),
             Err(ProcessingError::PriorityNotAllowed(tier)) if tier == "free"
         ));
-        assert_eq!(quota().retry_priority("high"), "normal");
-        assert_eq!(quota().retry_priority("low"), "low");
+        assert_eq!(quota().retry_priority(Priority::High), Priority::Normal);
+        assert_eq!(quota().retry_priority(Priority::Low), Priority::Low);
     }
 
     #[test]

@@ -1,6 +1,10 @@
 //! The catalogue as callers see it: listed from an in-process cache with a TTL,
 //! validators compiled once per workflow version.
 
+pub mod catalogue;
+pub mod estimate;
+pub mod schema;
+
 use std::{
     collections::HashMap,
     sync::Arc,
@@ -14,18 +18,44 @@ use serde_json::{Map, Value};
 use time::OffsetDateTime;
 use tokio::sync::RwLock;
 
-use crate::{
-    catalogue::Entry,
-    error::WorkflowError,
-    estimate::{JobEstimate, Limits, OutputSpec, Price},
-    schema::{self, Violation},
-    store::{Store, WorkflowRow},
-};
+use crate::{error::WorkflowError, store::Store};
+use catalogue::Entry;
+use estimate::{JobEstimate, Limits, OutputSpec, Price};
+use schema::Violation;
+
+/// A workflow as the catalogue keeps it: a fal endpoint with the schema of its
+/// parameters, their defaults and, once fal gave one, its price.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Definition {
+    pub id: String,
+    pub name: String,
+    pub description: String,
+    pub category: String,
+    pub fal_endpoint: String,
+    pub parameters_schema: Value,
+    pub defaults: Value,
+    pub is_active: bool,
+    /// Display order within the catalogue file.
+    pub position: i32,
+    pub version: i32,
+    pub updated_at: OffsetDateTime,
+    /// fal's unit price of the endpoint, in `currency`, when known.
+    #[serde(default)]
+    pub unit_price: Option<f64>,
+    /// fal's billing unit: `image`, `megapixels`, `second`, ...
+    #[serde(default)]
+    pub price_unit: Option<String>,
+    #[serde(default)]
+    pub currency: Option<String>,
+    /// When the price was read from fal.
+    #[serde(default)]
+    pub priced_at: Option<OffsetDateTime>,
+}
 
 /// A workflow with its compiled validator.
 #[derive(Clone)]
 pub struct Workflow {
-    pub row: WorkflowRow,
+    pub row: Definition,
     pub validator: Arc<Validator>,
 }
 
@@ -90,7 +120,7 @@ impl Catalogue {
                 .map_err(|err| anyhow::anyhow!("workflow {}: invalid schema: {err}", entry.id))?;
             let defaults = Value::Object(schema::defaults_of(&entry.parameters_schema));
             let existing = self.store.get(&entry.id).await?;
-            let candidate = WorkflowRow {
+            let candidate = Definition {
                 id: entry.id.clone(),
                 name: entry.name.clone(),
                 description: entry.description.clone(),
@@ -113,7 +143,7 @@ impl Catalogue {
                 Some(row) if same(&row, &candidate) => {}
                 Some(row) => {
                     self.store
-                        .upsert(WorkflowRow {
+                        .upsert(Definition {
                             version: row.version + 1,
                             ..candidate
                         })
@@ -143,7 +173,7 @@ impl Catalogue {
         }
         let defaults = Value::Object(schema::defaults_of(&schema));
         self.store
-            .upsert(WorkflowRow {
+            .upsert(Definition {
                 parameters_schema: schema,
                 defaults,
                 version: row.version + 1,
@@ -190,7 +220,7 @@ impl Catalogue {
 
     /// The rows: from Redis when it has them, else from the database (and then
     /// into Redis for the other replicas).
-    async fn rows(&self) -> Result<Vec<WorkflowRow>, WorkflowError> {
+    async fn rows(&self) -> Result<Vec<Definition>, WorkflowError> {
         let Some(redis) = &self.shared else {
             return Ok(self.store.all().await?);
         };
@@ -377,7 +407,7 @@ impl Catalogue {
     }
 }
 
-fn same(a: &WorkflowRow, b: &WorkflowRow) -> bool {
+fn same(a: &Definition, b: &Definition) -> bool {
     a.name == b.name
         && a.description == b.description
         && a.category == b.category

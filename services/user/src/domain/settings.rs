@@ -1,10 +1,16 @@
-//! The settings document: what it holds, its stored form and its rules.
+//! The settings document: what it holds, its stored form and its rules, and
+//! its changes, guarded by its revision.
 
 use std::collections::BTreeMap;
 
 use atelier_common::FieldViolation;
+use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use super::{Profile, Users};
+use crate::error::UserError;
 
 /// The format version documents are written in.
 pub const SCHEMA_VERSION: i32 = 1;
@@ -14,6 +20,8 @@ const MAX_WORKFLOW_DEFAULTS: usize = 100;
 const MAX_WORKFLOW_ID: usize = 64;
 /// The largest settings document, as stored (JSON).
 pub const MAX_DOCUMENT_BYTES: usize = 64 * 1024;
+/// Default parameters checked with the workflow service at once, at most.
+const VALIDATIONS_AT_ONCE: usize = 8;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -128,22 +136,102 @@ impl Settings {
     }
 }
 
-/// A display name as stored: trimmed, at most 100 characters, no control characters.
-pub fn display_name(raw: &str) -> Result<String, FieldViolation> {
-    let name = raw.trim();
-    if name.chars().count() > 100 {
-        return Err(FieldViolation::new(
-            "display_name",
-            "must be at most 100 characters",
-        ));
+impl Users {
+    /// Replaces the user's settings if they are still at revision `expected` (any
+    /// revision when `None`), once they are within the tier's limits and name only
+    /// workflows of the catalogue with parameters their schemas accept. A changed
+    /// retention applies to the images stored already. Returns the profile with
+    /// the new settings.
+    pub async fn update_settings(
+        &self,
+        user_id: Uuid,
+        settings: Settings,
+        expected: Option<i64>,
+    ) -> Result<Profile, UserError> {
+        let profile = self.profile(user_id).await?;
+        let limits = self.tiers.get(profile.tier);
+        // Only a document within its size limits is worth asking the workflow
+        // service about.
+        let mut violations = settings.violations(limits.max_retention_days);
+        if violations.is_empty() {
+            violations = self.workflow_violations(&settings).await?;
+        }
+        if !violations.is_empty() {
+            return Err(UserError::InvalidInput(violations));
+        }
+        let written = self
+            .store
+            .replace_settings(user_id, &settings, expected, self.clock.now())
+            .await?;
+        if !written {
+            return Err(UserError::StaleSettings);
+        }
+        if profile.settings.retention_days != settings.retention_days {
+            self.peers
+                .images
+                .set_retention(user_id, settings.retention_days.unwrap_or(0))
+                .await?;
+        }
+        self.profile(user_id).await
     }
-    if name.chars().any(char::is_control) {
-        return Err(FieldViolation::new(
-            "display_name",
-            "must not contain control characters",
-        ));
+
+    /// Checks what needs the workflow service: the default workflow exists and every
+    /// workflow's default parameters are valid for its schema.
+    async fn workflow_violations(
+        &self,
+        settings: &Settings,
+    ) -> Result<Vec<FieldViolation>, UserError> {
+        let mut violations = Vec::new();
+        if let Some(id) = &settings.default_workflow_id
+            && !self.peers.workflows.contains(id).await?
+        {
+            violations.push(FieldViolation::new(
+                "default_workflow_id",
+                "is not a workflow of the catalogue",
+            ));
+        }
+        // A few at a time, in the document's order.
+        let defaults: Vec<(String, Map<String, Value>)> = settings
+            .workflow_defaults
+            .iter()
+            .map(|(id, parameters)| (id.clone(), parameters.clone()))
+            .collect();
+        let checked: Vec<Result<Vec<FieldViolation>, UserError>> = futures::stream::iter(defaults)
+            .map(|(id, parameters)| async move { self.default_violations(&id, &parameters).await })
+            .buffered(VALIDATIONS_AT_ONCE)
+            .collect()
+            .await;
+        for found in checked {
+            violations.extend(found?);
+        }
+        Ok(violations)
     }
-    Ok(name.to_owned())
+
+    /// What is wrong with the default `parameters` of workflow `id`.
+    async fn default_violations(
+        &self,
+        id: &str,
+        parameters: &Map<String, Value>,
+    ) -> Result<Vec<FieldViolation>, UserError> {
+        let field = format!("workflow_defaults.{id}");
+        Ok(
+            match self.peers.workflows.violations(id, parameters).await? {
+                Some(found) => found
+                    .into_iter()
+                    .map(|violation| {
+                        FieldViolation::new(
+                            format!("{field}{}", violation.field.replace('/', ".")),
+                            violation.description,
+                        )
+                    })
+                    .collect(),
+                None => vec![FieldViolation::new(
+                    field,
+                    "is not a workflow of the catalogue",
+                )],
+            },
+        )
+    }
 }
 
 #[cfg(test)]
@@ -195,12 +283,5 @@ mod tests {
         let too_big = with(10, 8 * 1024).violations(None);
         assert_eq!(too_big[0].field, "workflow_defaults");
         assert!(too_big[0].description.contains("64 KiB"), "{too_big:?}");
-    }
-
-    #[test]
-    fn display_names_are_trimmed_and_bounded() {
-        assert_eq!(display_name("  Ada  ").ok().as_deref(), Some("Ada"));
-        assert!(display_name(&"x".repeat(101)).is_err());
-        assert!(display_name("a\u{7}b").is_err());
     }
 }

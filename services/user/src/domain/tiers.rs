@@ -1,8 +1,14 @@
-//! Subscription tiers and what each allows, from configuration.
+//! Subscription tiers and what each allows, from configuration; the daily quota
+//! window, and what a user used in it.
 
 use std::{collections::BTreeMap, fmt, str::FromStr};
 
 use atelier_common::config;
+use time::{Duration, OffsetDateTime, Time};
+use uuid::Uuid;
+
+use super::Users;
+use crate::error::UserError;
 
 /// A subscription tier.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -169,5 +175,87 @@ fn read<T: FromStr + PartialOrd + Default>(
                 anyhow::bail!("{name}: expected a non-negative number or `unlimited`, got {raw:?}")
             }
         },
+    }
+}
+
+/// The current quota window: the UTC day around `now`.
+pub fn quota_window(now: OffsetDateTime) -> (OffsetDateTime, OffsetDateTime) {
+    let start = now
+        .to_offset(time::UtcOffset::UTC)
+        .replace_time(Time::MIDNIGHT);
+    (start, start + Duration::days(1))
+}
+
+/// What a user used: jobs in the current quota window, and storage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Usage {
+    pub jobs_today: i64,
+    pub active_jobs: i32,
+    pub storage_bytes: i64,
+    pub image_count: i64,
+    pub period_start: OffsetDateTime,
+    pub period_end: OffsetDateTime,
+}
+
+/// A user's tier and what it allows now: what the other services enforce.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Quota {
+    pub tier: Tier,
+    pub limits: Limits,
+    pub period_start: OffsetDateTime,
+    pub period_end: OffsetDateTime,
+    /// Days the user's images are kept: their setting within the tier's longest;
+    /// 0 for the platform's default.
+    pub retention_days: i32,
+}
+
+impl Users {
+    /// What the user used, asked of the services that hold jobs and images.
+    pub async fn usage(&self, user_id: Uuid) -> Result<Usage, UserError> {
+        let (start, end) = quota_window(self.clock.now());
+        let ((jobs_today, active_jobs), (storage_bytes, image_count)) = tokio::try_join!(
+            self.peers.jobs.usage(user_id, start),
+            self.peers.images.storage(user_id),
+        )?;
+        Ok(Usage {
+            jobs_today,
+            active_jobs,
+            storage_bytes,
+            image_count,
+            period_start: start,
+            period_end: end,
+        })
+    }
+
+    /// The user's tier, its limits and the current quota window.
+    pub async fn quota(&self, user_id: Uuid) -> Result<Quota, UserError> {
+        let profile = self.profile(user_id).await?;
+        let limits = self.tiers.get(profile.tier);
+        let (period_start, period_end) = quota_window(self.clock.now());
+        let retention_days = profile
+            .settings
+            .retention_days
+            .map(|days| limits.max_retention_days.map_or(days, |max| days.min(max)))
+            .unwrap_or(0);
+        Ok(Quota {
+            tier: profile.tier,
+            limits,
+            period_start,
+            period_end,
+            retention_days,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_quota_window_is_the_utc_day() {
+        let now = time::macros::datetime!(2026-03-04 17:30 +02:00);
+        let (start, end) = quota_window(now);
+        assert_eq!(start, time::macros::datetime!(2026-03-04 00:00 UTC));
+        assert_eq!(end, time::macros::datetime!(2026-03-05 00:00 UTC));
     }
 }

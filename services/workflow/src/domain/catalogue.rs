@@ -16,7 +16,7 @@ pub struct Entry {
     #[serde(default = "active")]
     pub active: bool,
     /// How the outputs follow from the input and parameters (for estimates).
-    pub output: crate::estimate::OutputSpec,
+    pub output: super::estimate::OutputSpec,
 }
 
 fn active() -> bool {
@@ -30,7 +30,7 @@ struct File {
 
 /// The catalogue compiled into the binary.
 pub fn builtin() -> anyhow::Result<Vec<Entry>> {
-    parse(include_str!("../catalogue.json"))
+    parse(include_str!("../../catalogue.json"))
 }
 
 pub fn parse(text: &str) -> anyhow::Result<Vec<Entry>> {
@@ -41,7 +41,7 @@ pub fn parse(text: &str) -> anyhow::Result<Vec<Entry>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::schema;
+    use crate::domain::schema;
 
     #[test]
     fn the_builtin_catalogue_is_sound() {

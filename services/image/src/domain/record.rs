@@ -1,0 +1,46 @@
+//! An image as the rules keep it; the store maps it to its row.
+
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+/// Where an image came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ImageKind {
+    /// Uploaded by its owner.
+    Original,
+    /// Stored by the processing service as a job's output.
+    Result,
+}
+
+impl ImageKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Original => "original",
+            Self::Result => "result",
+        }
+    }
+}
+
+/// A stored image: its objects, what inspection found, and its retention.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ImageRecord {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub filename: String,
+    pub original_filename: String,
+    pub file_size: i64,
+    pub mime_type: String,
+    pub storage_path: String,
+    pub thumbnail_path: Option<String>,
+    pub thumbnail_mime_type: Option<String>,
+    pub sha256: String,
+    pub width: i32,
+    pub height: i32,
+    pub metadata: serde_json::Value,
+    pub kind: ImageKind,
+    pub job_id: Option<Uuid>,
+    pub output_index: Option<i32>,
+    pub source_image_id: Option<Uuid>,
+    pub created_at: OffsetDateTime,
+    pub expires_at: Option<OffsetDateTime>,
+}
