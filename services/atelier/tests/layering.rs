@@ -18,10 +18,6 @@ const NOT_IN_DOMAIN: [&str; 5] = [
     "sea_orm_migration",
 ];
 
-/// Libraries allowed to depend on services for now. The harness that spawns
-/// services is moving out of `libs/testkit`; this entry goes when it has.
-const LIBS_ALLOWED_TO_DEPEND_ON_SERVICES: &[&str] = &["atelier-testkit"];
-
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../..")
@@ -258,7 +254,6 @@ fn libraries_depend_on_no_service_and_not_on_the_gateway() {
         .collect();
     assert!(forbidden.contains("atelier-gateway") && forbidden.contains("atelier-processing"));
     let mut wrong = Vec::new();
-    let mut allowed_and_still_needed = Vec::new();
     for lib in subdirs(&root.join("libs")) {
         let manifest = lib.join("Cargo.toml");
         if !manifest.is_file() {
@@ -270,21 +265,11 @@ fn libraries_depend_on_no_service_and_not_on_the_gateway() {
             .intersection(&forbidden)
             .cloned()
             .collect();
-        if services.is_empty() {
-            continue;
-        }
-        if LIBS_ALLOWED_TO_DEPEND_ON_SERVICES.contains(&name.as_str()) {
-            allowed_and_still_needed.push(name);
-        } else {
+        if !services.is_empty() {
             wrong.push(format!("{name} depends on {}", services.join(", ")));
         }
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
-    // An exception no longer needed is taken off the list.
-    assert_eq!(
-        allowed_and_still_needed, LIBS_ALLOWED_TO_DEPEND_ON_SERVICES,
-        "remove what no longer depends on a service from LIBS_ALLOWED_TO_DEPEND_ON_SERVICES"
-    );
 }
 
 #[test]
