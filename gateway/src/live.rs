@@ -332,6 +332,11 @@ async fn forward(
     }
 }
 
+/// The WebSocket route (not part of the OpenAPI document: it is no REST call).
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().route("/api/ws", axum::routing::get(upgrade))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -350,9 +355,4 @@ mod tests {
         drop(first);
         let _again = slots.take(ada).expect("a freed slot is taken again");
     }
-}
-
-/// The WebSocket route (not part of the OpenAPI document: it is no REST call).
-pub fn routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().route("/api/ws", axum::routing::get(upgrade))
 }

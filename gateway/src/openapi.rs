@@ -25,7 +25,7 @@ use crate::{problem, processing, users};
 Errors are RFC 9457 problem documents (`application/problem+json`).",
     ),
     components(schemas(
-        problem::Problem, problem::ProblemField, users::SettingsBody,
+        problem::Problem, problem::ProblemField, problem::ProblemQuota, users::SettingsBody,
         // Used by parameters only, which do not collect their schemas.
         processing::StatusInclude,
     )),

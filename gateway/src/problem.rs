@@ -35,11 +35,12 @@ pub async fn scope_request_id(
 /// `requested`, `tier`, `resets_at`).
 #[derive(Debug, Default, Serialize, ToSchema)]
 pub struct Problem {
-    /// A URI naming the kind of problem.
-    #[serde(rename = "type")]
-    pub kind: String,
+    /// A URI naming the kind of problem (`https://atelier.dev/problems/<kind>`).
+    #[serde(rename = "type", serialize_with = "kind_uri")]
+    #[schema(value_type = String)]
+    pub kind: &'static str,
     /// A short summary of the kind of problem.
-    pub title: String,
+    pub title: &'static str,
     /// The HTTP status code.
     pub status: u16,
     /// What went wrong with this request.
@@ -48,9 +49,24 @@ pub struct Problem {
     pub errors: Vec<ProblemField>,
     /// The id of the request (also in the `x-request-id` header), to quote in reports.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub request_id: Option<String>,
-    /// The tier limit that refused the request: `jobs_per_day`, `concurrent_jobs`,
-    /// `storage_bytes` or `max_file_size_bytes`.
+    #[schema(value_type = Option<String>)]
+    pub request_id: Option<Box<str>>,
+    /// A refusal by a limit of the caller's tier also names the limit.
+    #[serde(flatten)]
+    pub quota: Box<ProblemQuota>,
+    #[serde(skip)]
+    #[schema(ignore)]
+    retry_after: Option<u32>,
+}
+
+fn kind_uri<S: serde::Serializer>(kind: &&'static str, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.collect_str(&format_args!("https://atelier.dev/problems/{kind}"))
+}
+
+/// The tier limit that refused a request; every field is absent on other problems.
+#[derive(Debug, Default, Serialize, ToSchema)]
+pub struct ProblemQuota {
+    /// `jobs_per_day`, `concurrent_jobs`, `storage_bytes` or `max_file_size_bytes`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub limit: Option<String>,
     /// The limit's value for the caller's tier.
@@ -68,9 +84,6 @@ pub struct Problem {
     /// When the limit resets (RFC 3339); absent when it does not reset by itself.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resets_at: Option<String>,
-    #[serde(skip)]
-    #[schema(ignore)]
-    retry_after: Option<u32>,
 }
 
 /// One invalid field.
@@ -95,10 +108,10 @@ impl From<FieldViolation> for ProblemField {
 }
 
 impl Problem {
-    pub fn new(status: StatusCode, slug: &str, detail: impl Into<String>) -> Self {
+    pub fn new(status: StatusCode, kind: &'static str, detail: impl Into<String>) -> Self {
         Self {
-            kind: format!("https://atelier.dev/problems/{slug}"),
-            title: status.canonical_reason().unwrap_or("Error").to_owned(),
+            kind,
+            title: status.canonical_reason().unwrap_or("Error"),
             status: status.as_u16(),
             detail: detail.into(),
             ..Self::default()
@@ -132,7 +145,7 @@ impl Problem {
     }
 
     /// A request the gateway cannot read (`400`), of the kind `slug` names.
-    pub fn bad_request(slug: &str, detail: impl Into<String>) -> Self {
+    pub fn bad_request(slug: &'static str, detail: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, slug, detail)
     }
 
@@ -146,9 +159,9 @@ impl IntoResponse for Problem {
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let retry_after = self.retry_after;
         self.request_id = REQUEST_ID
-            .try_with(Clone::clone)
+            .try_with(|id| (!id.is_empty()).then(|| Box::from(id.as_str())))
             .ok()
-            .filter(|id| !id.is_empty());
+            .flatten();
         let mut response = (status, axum::Json(self)).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
@@ -186,15 +199,17 @@ impl From<tonic::Status> for Problem {
                         let seconds = (at - time::OffsetDateTime::now_utc()).whole_seconds();
                         u32::try_from(seconds.max(1)).unwrap_or(u32::MAX)
                     });
-                    problem.resets_at = quota.resets_at.and_then(|at| {
-                        at.format(&time::format_description::well_known::Rfc3339)
-                            .ok()
+                    problem.quota = Box::new(ProblemQuota {
+                        resets_at: quota.resets_at.and_then(|at| {
+                            at.format(&time::format_description::well_known::Rfc3339)
+                                .ok()
+                        }),
+                        limit: Some(quota.limit),
+                        allowed: Some(quota.allowed),
+                        used: Some(quota.used),
+                        requested: Some(quota.requested),
+                        tier: Some(quota.tier),
                     });
-                    problem.limit = Some(quota.limit);
-                    problem.allowed = Some(quota.allowed);
-                    problem.used = Some(quota.used);
-                    problem.requested = Some(quota.requested);
-                    problem.tier = Some(quota.tier);
                 }
                 if problem.retry_after.is_none()
                     && let Some(wait) = atelier_common::error::retry_after(&status)

@@ -137,7 +137,8 @@ pub async fn profile(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProfilePatch {
-    /// At most 100 characters; surrounding spaces are dropped.
+    /// At most 100 characters, no control characters; surrounding spaces are dropped.
+    #[schema(max_length = 100, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$")]
     pub display_name: Option<String>,
 }
 
