@@ -33,6 +33,7 @@ class Contract(unittest.TestCase):
             "--workers", "2",
             "--request-timeout", "30",
             "--no-color",
+            "--generation-database", "none",
             "--report", "junit", "--report-dir", reports.name,
         ]
         seed = os.environ.get("CONTRACT_SEED", "1")
