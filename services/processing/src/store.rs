@@ -7,8 +7,8 @@ use sea_orm::{
     ActiveModelTrait,
     ActiveValue::Set,
     ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr,
-    EntityTrait, FromQueryResult, Iterable, ModelTrait, QueryFilter, QueryOrder, QuerySelect,
-    QueryTrait, Select, TransactionTrait,
+    EntityTrait, FromQueryResult, QueryFilter, QueryOrder, QuerySelect, QueryTrait, Select,
+    TransactionTrait,
     sea_query::{
         Alias, Asterisk, CommonTableExpression, Expr, ExprTrait, Func, InsertStatement, LikeExpr,
         Query, SubQueryStatement,
@@ -286,20 +286,89 @@ impl<'a> From<&'a Job> for JobRef<'a> {
 
 /// The columns `next` changes from `current`, and no others, as an update: so a
 /// change never writes back what another writer changed meanwhile.
-fn changes(current: &jobs::Model, next: &jobs::Model) -> jobs::ActiveModel {
+fn changes(current: &Job, next: Job) -> jobs::ActiveModel {
     let mut model = <jobs::ActiveModel as ActiveModelTrait>::default();
-    for column in jobs::Column::iter() {
-        let value = next.get(column);
-        if current.get(column) != value {
-            model.set(column, value);
-        }
+    // The pattern names every field, so one added to a job cannot be left out;
+    // the second list is converted to its column's type.
+    macro_rules! set_changed {
+        ($($field:ident),*; $($converted:ident),*) => {
+            let Job { $($field,)* $($converted,)* } = next;
+            $(if current.$field != $field {
+                model.$field = Set($field);
+            })*
+            $(if current.$converted != $converted {
+                model.$converted = Set($converted.into());
+            })*
+        };
     }
+    set_changed!(
+        id,
+        user_id,
+        image_id,
+        workflow_id,
+        workflow_name,
+        workflow_version,
+        fal_endpoint,
+        parameters,
+        fal_request_id,
+        result_image_id,
+        result_image_ids,
+        error_code,
+        error_message,
+        error_details,
+        attempts,
+        queue_position,
+        progress,
+        processing_time_ms,
+        idempotency_key,
+        batch_id,
+        created_at,
+        started_at,
+        completed_at,
+        updated_at,
+        search_text,
+        input_filename,
+        estimated_cost,
+        cost_currency;
+        priority,
+        status
+    );
     model
 }
 
-/// Every column of `job`, to be written.
-fn active_model(job: &Job) -> jobs::ActiveModel {
-    jobs::ActiveModel::from(jobs::Model::from(job.clone())).reset_all()
+fn active_model(row: &Job) -> jobs::ActiveModel {
+    jobs::ActiveModel {
+        id: Set(row.id),
+        user_id: Set(row.user_id),
+        image_id: Set(row.image_id),
+        workflow_id: Set(row.workflow_id.clone()),
+        workflow_name: Set(row.workflow_name.clone()),
+        workflow_version: Set(row.workflow_version),
+        fal_endpoint: Set(row.fal_endpoint.clone()),
+        parameters: Set(row.parameters.clone()),
+        priority: Set(row.priority.into()),
+        status: Set(row.status.into()),
+        fal_request_id: Set(row.fal_request_id.clone()),
+        result_image_id: Set(row.result_image_id),
+        result_image_ids: Set(row.result_image_ids.clone()),
+        error_code: Set(row.error_code.clone()),
+        error_message: Set(row.error_message.clone()),
+        error_details: Set(row.error_details.clone()),
+        attempts: Set(row.attempts),
+        queue_position: Set(row.queue_position),
+        progress: Set(row.progress),
+        processing_time_ms: Set(row.processing_time_ms),
+        idempotency_key: Set(row.idempotency_key.clone()),
+        batch_id: Set(row.batch_id),
+        created_at: Set(row.created_at),
+        started_at: Set(row.started_at),
+        completed_at: Set(row.completed_at),
+        updated_at: Set(row.updated_at),
+        search_text: Set(row.search_text.clone()),
+        input_filename: Set(row.input_filename.clone()),
+        estimated_cost: Set(row.estimated_cost),
+        cost_currency: Set(row.cost_currency.clone()),
+    }
 }
 
 fn statuses(statuses: &[Status]) -> impl Iterator<Item = JobStatus> + '_ {
@@ -659,14 +728,18 @@ impl Store {
         event: Option<(&str, serde_json::Value)>,
         now: OffsetDateTime,
     ) -> Result<Attempt, DbErr> {
+        let read;
         let current = match seen {
-            Some(row) => jobs::Model::from(row.clone()),
+            Some(row) => row,
             None => match jobs::Entity::find_by_id(id).one(&self.db).await? {
-                Some(row) => row,
+                Some(row) => {
+                    read = Job::from(row);
+                    &read
+                }
                 None => return Ok(Attempt::NotFrom),
             },
         };
-        if !from.contains(&current.status.into()) {
+        if !from.contains(&current.status) {
             // A status seen earlier may be stale: only a fresh read says no.
             return Ok(if seen.is_some() {
                 Attempt::Raced
@@ -674,13 +747,13 @@ impl Store {
                 Attempt::NotFrom
             });
         }
-        let mut next = Job::from(current.clone());
+        let mut next = current.clone();
         change(&mut next);
         next.updated_at = now;
         let update = jobs::Entity::update_many()
-            .set(changes(&current, &next.into()))
+            .set(changes(current, next))
             .filter(jobs::Column::Id.eq(id))
-            .filter(jobs::Column::Status.eq(current.status));
+            .filter(jobs::Column::Status.eq(JobStatus::from(current.status)));
         let Some((kind, data)) = event else {
             let mut updated = update.exec_with_returning(&self.db).await?;
             return Ok(match updated.pop() {
