@@ -60,7 +60,7 @@ test: ## Everything CI runs: deps, web build, lint, then the workspace tests and
 	$(MAKE) client-test 2>&1 | tee -a $(TEST_LOG)
 	@awk '/^test result:/ { passed += $$4; failed += $$6 } \
 		/^ +Tests +[0-9]+ passed/ { passed += $$2 } /^e2e: [0-9]+ passed/ { passed += $$2; failed += $$4 } \
-		/ \.\.\. ok$$/ { passed += 1 } / \.\.\. (FAIL|ERROR)$$/ { failed += 1 } \
+		/^test_[a-z0-9_]+ \(.*\) \.\.\. ok$$/ { passed += 1 } /^test_[a-z0-9_]+ \(.*\) \.\.\. (FAIL|ERROR)$$/ { failed += 1 } \
 		END { printf "tests: %d passed, %d failed\n", passed, failed }' $(TEST_LOG)
 
 # The commit whose protos `make lint` checks the current ones against for breaking changes.

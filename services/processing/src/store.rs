@@ -555,7 +555,7 @@ impl Store {
 
     /// Deletes every job of `user_id` and their events; returns the ids deleted.
     pub async fn delete_user(&self, user_id: Uuid) -> Result<Vec<Uuid>, DbErr> {
-        let txn = self.db.begin().await?;
+        let txn = atelier_common::db::begin_write(&self.db).await?;
         let ids: Vec<Uuid> = jobs::Entity::find()
             .select_only()
             .column(jobs::Column::Id)
