@@ -67,13 +67,39 @@ test: ## Everything CI runs: deps, web build, lint, then the workspace tests and
 PROTO_BASE ?= HEAD~1
 
 .PHONY: lint
-lint: ## cargo fmt --check, clippy -D warnings, buf lint, buf breaking against PROTO_BASE
+lint: ## cargo fmt --check, clippy -D warnings, buf lint, buf breaking against PROTO_BASE, deny, npm-audit
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy -j$(JOBS) --workspace --all-targets -- -D warnings
 	cd proto && buf lint
 	base=$$(mktemp -d) && trap 'rm -rf "$$base"' EXIT && \
 		git archive '$(PROTO_BASE)' proto | tar -x -C "$$base" && \
 		cd proto && buf breaking --against "$$base/proto"
+	$(MAKE) deny npm-audit
+
+# Where cargo-deny looks for the RustSec advisory database (deny.toml's default db-path).
+# It cannot be fetched from every network: put a copy there (see README, "Dependency
+# hygiene") and `make deny` checks advisories against it without fetching.
+ADVISORY_DBS ?= $(or $(CARGO_HOME),$(HOME)/.cargo)/advisory-dbs
+
+.PHONY: deny
+deny: ## cargo deny: licences, bans, sources; advisories against a local RustSec copy (a loud skip and a self-test without one)
+	$(CARGO) deny --log-level error check licenses bans sources
+	ADVISORY_DBS='$(ADVISORY_DBS)' bash .ci/deny-advisories
+
+.PHONY: npm-audit
+npm-audit: ## npm audit of the web app's production dependencies, with its justified allowlist (a loud skip where the registry does not answer)
+	cd $(WEB_DIR) && node scripts/audit.mjs
+
+SBOM_DIR := $(abspath $(TARGET_DIR))/sbom
+
+.PHONY: sbom
+sbom: $(WEB_DEPS) ## CycloneDX SBOMs of the atelier binary (Rust crates) and the web app (npm) into $(TARGET_DIR)/sbom
+	rm -rf '$(SBOM_DIR)' && mkdir -p '$(SBOM_DIR)'
+	$(CARGO) cyclonedx --manifest-path services/atelier/Cargo.toml --format json --spec-version 1.5 \
+		--target x86_64-unknown-linux-gnu --override-filename atelier.cdx
+	mv services/atelier/atelier.cdx.json '$(SBOM_DIR)/'
+	cd $(WEB_DIR) && $(NPM) sbom --sbom-format cyclonedx --omit dev > '$(SBOM_DIR)/atelier-web.cdx.json'
+	python3 .ci/check-sbom '$(SBOM_DIR)/atelier.cdx.json' '$(SBOM_DIR)/atelier-web.cdx.json'
 
 .PHONY: helm-lint
 helm-lint: ## Lint and render helm/atelier offline, validate it against the Kubernetes schemas; check the Dockerfile

@@ -3,6 +3,7 @@
 # 127.0.0.1:5432 (user postgres, trust auth over TCP), a running Redis on 127.0.0.1:6379,
 # a running S3-compatible server (s3s-fs) on 127.0.0.1:9000, buf, the Python fal-client,
 # the Helm and Kubernetes-schema libraries for the deployment checks, rustfmt and clippy,
+# cargo-deny and cargo-cyclonedx (make lint, make sbom),
 # and the benchmarks' peers and load tools (oha, libvips' vipsthumbnail, BullMQ), whose
 # smoke runs are part of `make test`.
 # Written for a fresh Debian 12 machine where we are root.
@@ -22,6 +23,8 @@ S3_WAIT_SECONDS=20
 S3S_FS_VERSION=0.14.1
 FAL_CLIENT_VERSION=1.0.3
 OHA_VERSION=1.16.0
+CARGO_DENY_VERSION=0.20.2
+CARGO_CYCLONEDX_VERSION=0.5.7
 HELM_PYTHON_SDK_VERSION=0.2.2
 KUBERNETES_VALIDATE_VERSION=1.37.0
 # The contract checks (make client-test): clients generated from the OpenAPI document
@@ -277,6 +280,20 @@ if ! have oha && [[ ! -x $cargo_bin/oha ]]; then
         die "cargo install oha failed (full log: $CARGO_INSTALL_LOG)"
     fi
 fi
+# Dependency hygiene (make lint, make sbom): cargo-deny and cargo-cyclonedx, pinned to
+# versions that build on the project's Rust.
+cargo_tool() { # <binary> <crate> <version>
+    local installed
+    installed=$("$cargo_bin/$1" --version 2>/dev/null || "$1" --version 2>/dev/null || true)
+    [[ $installed == *" $3"* ]] && return
+    say "installing $2 $3 (cargo install)"
+    if ! cargo install -j2 --locked "$2@$3" >"$CARGO_INSTALL_LOG" 2>&1; then
+        tail -n 30 "$CARGO_INSTALL_LOG" >&2
+        die "cargo install $2 failed (full log: $CARGO_INSTALL_LOG)"
+    fi
+}
+cargo_tool cargo-deny cargo-deny "$CARGO_DENY_VERSION"
+cargo_tool cargo-cyclonedx cargo-cyclonedx "$CARGO_CYCLONEDX_VERSION"
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 for peer in "$repo"/libs/*/benches/*/package-lock.json; do
     [[ -f $peer ]] || continue
