@@ -90,6 +90,8 @@ pub struct Options {
     pub fal_sim_user_id: String,
     /// The gateway's `JOB_STATUS_CACHE_MS` (zero: off).
     pub status_cache_ttl: Duration,
+    /// The image service's malware scanner (`SCANNER`); none by default.
+    pub scanner: atelier_image::ScannerConfig,
 }
 
 /// Tiers without limits, but for the queue's per-user parallelism.
@@ -148,6 +150,7 @@ impl Options {
             max_result_bytes: atelier_fal::FalConfig::new("test").max_result_bytes,
             fal_sim_user_id: atelier_fal_sim::WEBHOOK_USER_ID.to_owned(),
             status_cache_ttl: Duration::from_secs(1),
+            scanner: atelier_image::ScannerConfig::None,
         }
     }
 }
@@ -266,6 +269,7 @@ impl TestPlatform {
             },
             url_signing_key: None,
             sweep_every: Duration::from_secs(3600),
+            scanner: options.scanner.clone(),
         };
         tokio::spawn(atelier_image::serve_with_store(
             image_config,
