@@ -366,7 +366,9 @@ impl SimHandle {
     /// own end, where decoders do not look), as a compromised model or CDN might;
     /// `None` stops. For tests of what the platform does with such results.
     pub fn set_result_trailer(&self, trailer: Option<Vec<u8>>) {
-        self.shared.files.set_trailer(trailer.map(bytes::Bytes::from));
+        self.shared
+            .files
+            .set_trailer(trailer.map(bytes::Bytes::from));
     }
 
     /// The knobs in force.

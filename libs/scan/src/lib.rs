@@ -274,7 +274,9 @@ impl Clamd {
         if reply == "PONG" {
             Ok(())
         } else {
-            Err(ScanError::Failed(format!("clamd answered PING with {reply:?}")))
+            Err(ScanError::Failed(format!(
+                "clamd answered PING with {reply:?}"
+            )))
         }
     }
 }

@@ -4,9 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use atelier_scan::{
-    Clamd, ClamdConfig, ScanError, Scanner, Unavailable, Verdict,
-};
+use atelier_scan::{Clamd, ClamdConfig, ScanError, Scanner, Unavailable, Verdict};
 use atelier_testkit::clamd::{self, Clamd as TestClamd};
 
 fn scanner(address: &str, unavailable: Unavailable) -> Clamd {
@@ -78,7 +76,10 @@ async fn a_clamd_that_is_away_is_unavailable_or_waited_for() {
         matches!(&refused, Err(ScanError::Unavailable(why)) if why.contains(&address)),
         "{refused:?}"
     );
-    assert!(started.elapsed() < Duration::from_secs(2), "refused at once");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "refused at once"
+    );
 
     // Waiting, up to a bound: fails closed after it...
     let waiting = scanner(&address, Unavailable::Wait(Duration::from_millis(800)));
@@ -96,10 +97,7 @@ async fn a_clamd_that_is_away_is_unavailable_or_waited_for() {
     });
     let verdict = scan(&waiting, &clamd::eicar(), 68).await;
     let _clamd = back.await.expect("restart");
-    assert!(
-        matches!(&verdict, Ok(Verdict::Infected(_))),
-        "{verdict:?}"
-    );
+    assert!(matches!(&verdict, Ok(Verdict::Infected(_))), "{verdict:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

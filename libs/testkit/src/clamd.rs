@@ -68,7 +68,9 @@ impl Clamd {
     /// until it answers `PING`.
     pub fn start() -> anyhow::Result<Self> {
         let binary = binary()?;
-        let dir = tempfile::Builder::new().prefix("atelier-clamd-").tempdir()?;
+        let dir = tempfile::Builder::new()
+            .prefix("atelier-clamd-")
+            .tempdir()?;
         let db = dir.path().join("db");
         std::fs::create_dir_all(&db)?;
         let eicar = eicar();
@@ -166,7 +168,8 @@ impl Clamd {
     }
 
     fn output(&self) -> String {
-        let read = |name: &str| std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default();
+        let read =
+            |name: &str| std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default();
         format!("{}{}", read("clamd.out"), read("clamd.log"))
     }
 }

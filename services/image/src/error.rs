@@ -115,7 +115,9 @@ impl ServiceError for ImageError {
 
     fn error_metadata(&self) -> Vec<(String, String)> {
         match self {
-            Self::MalwareDetected { signature } => vec![("signature".to_owned(), signature.clone())],
+            Self::MalwareDetected { signature } => {
+                vec![("signature".to_owned(), signature.clone())]
+            }
             _ => Vec::new(),
         }
     }

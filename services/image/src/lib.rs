@@ -74,9 +74,9 @@ impl ScannerConfig {
                     "wait" => {
                         atelier_scan::Unavailable::Wait(config::seconds("SCAN_WAIT_SECONDS", 30)?)
                     }
-                    other => anyhow::bail!(
-                        "SCAN_UNAVAILABLE must be `refuse` or `wait`, not `{other}`"
-                    ),
+                    other => {
+                        anyhow::bail!("SCAN_UNAVAILABLE must be `refuse` or `wait`, not `{other}`")
+                    }
                 };
                 Ok(Self::Clamd(clamd))
             }

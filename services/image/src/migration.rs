@@ -160,7 +160,10 @@ impl MigrationTrait for AddScanResult {
                 .timestamp_with_time_zone()
                 .null()
                 .to_owned(),
-            ColumnDef::new(Images::Scanner).string_len(32).null().to_owned(),
+            ColumnDef::new(Images::Scanner)
+                .string_len(32)
+                .null()
+                .to_owned(),
         ] {
             manager
                 .alter_table(

@@ -18,6 +18,8 @@ use tokio_util::sync::CancellationToken;
 pub use atelier_auth::{Backoff, Lifetimes};
 pub use atelier_common::identity::ServiceName;
 pub use atelier_gateway::{forwarded::TrustedProxies, limits::LimitConfig, live::StreamConfig};
+pub use atelier_image::ScannerConfig;
+pub use atelier_scan::{ClamdConfig, Unavailable as ScanUnavailable};
 pub use atelier_testkit::{Backend, OffsetClock, Storage};
 
 pub mod seed;
@@ -91,7 +93,7 @@ pub struct Options {
     /// The gateway's `JOB_STATUS_CACHE_MS` (zero: off).
     pub status_cache_ttl: Duration,
     /// The image service's malware scanner (`SCANNER`); none by default.
-    pub scanner: atelier_image::ScannerConfig,
+    pub scanner: ScannerConfig,
 }
 
 /// Tiers without limits, but for the queue's per-user parallelism.
@@ -150,7 +152,7 @@ impl Options {
             max_result_bytes: atelier_fal::FalConfig::new("test").max_result_bytes,
             fal_sim_user_id: atelier_fal_sim::WEBHOOK_USER_ID.to_owned(),
             status_cache_ttl: Duration::from_secs(1),
-            scanner: atelier_image::ScannerConfig::None,
+            scanner: ScannerConfig::None,
         }
     }
 }
