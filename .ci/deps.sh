@@ -2,8 +2,9 @@
 # Prepares a machine for `make test`: system packages, a running PostgreSQL on
 # 127.0.0.1:5432 (user postgres, trust auth over TCP), a running Redis on 127.0.0.1:6379,
 # a running S3-compatible server (s3s-fs) on 127.0.0.1:9000, buf, the Python fal-client,
-# the Helm and Kubernetes-schema libraries for the deployment checks, rustfmt and clippy,
-# cargo-deny and cargo-cyclonedx (make lint, make sbom),
+# clamd (ClamAV's daemon, which the malware-scanning tests start with a signature database
+# of their own), the Helm and Kubernetes-schema libraries for the deployment checks,
+# rustfmt and clippy, cargo-deny and cargo-cyclonedx (make lint, make sbom),
 # and the benchmarks' peers and load tools (oha, libvips' vipsthumbnail, BullMQ), whose
 # smoke runs are part of `make test`.
 # Written for a fresh Debian 12 machine where we are root.
@@ -74,6 +75,12 @@ have pkg-config || packages+=(pkg-config)
 # The thumbnail benchmark's peer.
 have vipsthumbnail || packages+=(libvips-tools)
 have curl || packages+=(curl)
+# ClamAV's daemon: the malware-scanning tests start their own (libs/testkit/src/clamd.rs).
+fresh_clamd=0
+if [[ ! -x /usr/sbin/clamd ]]; then
+    packages+=(clamav-daemon)
+    fresh_clamd=1
+fi
 have cc || packages+=(gcc libc6-dev) # the linker cargo calls
 installed ca-certificates || packages+=(ca-certificates)
 fal_client_ok() { python3 -c 'import fal_client' >/dev/null 2>&1; }
@@ -111,6 +118,21 @@ if ((${#packages[@]})); then
         tail -n 30 "$APT_LOG" >&2
         die "apt-get failed (full log: $APT_LOG)"
     fi
+fi
+
+# The Debian packages start clamd and freshclam where an init system runs: the tests need
+# neither (they start clamd with a database of their own; freshclam would download the
+# public one), so both are stopped and disabled.
+if ((fresh_clamd)); then
+    for service in clamav-daemon clamav-freshclam; do
+        if have systemctl && systemctl is-enabled --quiet "$service" 2>/dev/null; then
+            systemctl disable --now "$service" >/dev/null 2>&1 || true
+            say "stopped and disabled $service"
+        elif [[ -x /etc/init.d/$service ]] && /etc/init.d/$service status >/dev/null 2>&1; then
+            /etc/init.d/$service stop >/dev/null 2>&1 || true
+            say "stopped $service"
+        fi
+    done
 fi
 
 # ---------------------------------------------------------------------------------------

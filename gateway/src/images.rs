@@ -75,7 +75,8 @@ pub struct UploadForm {
         (status = 403, description = "Storage full: the plan's `storage_bytes` limit (with `limit`, `allowed`, `used`, `requested` and `tier`)", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Over the platform's size limit, or over the plan's `max_file_size_bytes` (then with `limit`, `allowed`, `used`, `requested` and `tier`)", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not an image of a supported type", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Corrupt, truncated, or over the pixel limit", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Corrupt, truncated, or over the pixel limit; or malware was found in it (`type` `https://atelier.dev/problems/malware-detected`, the signature named in `detail`): nothing is kept", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The malware scanner is unavailable (`type` `https://atelier.dev/problems/scanner-unavailable`): nothing is kept; try again later", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn upload(
@@ -181,7 +182,8 @@ pub struct RawUploadParams {
         (status = 403, description = "Storage full: the plan's `storage_bytes` limit (with `limit`, `allowed`, `used`, `requested` and `tier`)", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Over the platform's size limit, or over the plan's `max_file_size_bytes` (then with `limit`, `allowed`, `used`, `requested` and `tier`)", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not an image of a supported type", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Corrupt, truncated, or over the pixel limit", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Corrupt, truncated, or over the pixel limit; or malware was found in it (`type` `https://atelier.dev/problems/malware-detected`, the signature named in `detail`): nothing is kept", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The malware scanner is unavailable (`type` `https://atelier.dev/problems/scanner-unavailable`): nothing is kept; try again later", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn upload_body(

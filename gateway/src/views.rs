@@ -55,6 +55,17 @@ impl ImageKind {
     }
 }
 
+/// What the malware scan said of an image (read-only): infected files are never
+/// stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ScanStatus {
+    /// Scanned, nothing found.
+    Clean,
+    /// Stored while no scanner was configured.
+    NotScanned,
+}
+
 /// An image as the REST API shows it. `url` and `thumbnail_url` are signed and
 /// expire (`SIGNED_URL_TTL`).
 #[derive(Clone, Debug, Serialize, ToSchema)]
@@ -75,6 +86,12 @@ pub struct ImageBody {
     pub thumbnail_url: Option<String>,
     pub created_at: Option<String>,
     pub expires_at: Option<String>,
+    /// What the malware scan said of the file as it was received (read-only).
+    pub scan_status: ScanStatus,
+    /// When it was scanned (RFC 3339); absent when it was not.
+    pub scanned_at: Option<String>,
+    /// The scanner that scanned it (`clamd`); absent when it was not scanned.
+    pub scanner: Option<String>,
 }
 
 impl From<image_pb::Image> for ImageBody {
@@ -85,6 +102,12 @@ impl From<image_pb::Image> for ImageBody {
             image_pb::ImageKind::Original
             | image_pb::ImageKind::Thumbnail
             | image_pb::ImageKind::Unspecified => ImageKind::Original,
+        };
+        let scan_status = match image.scan_status() {
+            image_pb::ScanStatus::Clean => ScanStatus::Clean,
+            image_pb::ScanStatus::NotScanned | image_pb::ScanStatus::Unspecified => {
+                ScanStatus::NotScanned
+            }
         };
         Self {
             id: image.id,
@@ -100,6 +123,9 @@ impl From<image_pb::Image> for ImageBody {
             thumbnail_url: Some(image.thumbnail_url).filter(|url| !url.is_empty()),
             created_at: rfc3339(image.created_at),
             expires_at: rfc3339(image.expires_at),
+            scan_status,
+            scanned_at: rfc3339(image.scanned_at),
+            scanner: Some(image.scanner).filter(|scanner| !scanner.is_empty()),
         }
     }
 }

@@ -191,8 +191,10 @@ def check_deployment(component: str, deploy: dict[str, Any]) -> list[str]:
     problems = []
     spec = deploy["spec"]["template"]["spec"]
     containers = spec["containers"]
-    if len(containers) != 1:
-        return [f"{where}: expected one container, found {len(containers)}"]
+    # The image pods may carry a clamd sidecar (scanner.enabled); the target comes first.
+    sidecars = [c["name"] for c in containers[1:]]
+    if len(containers) < 1 or sidecars not in ([], ["clamd"] if component == "image" else []):
+        return [f"{where}: expected one container (and clamd beside image), found {[c['name'] for c in containers]}"]
     container = containers[0]
     command = container.get("command", []) + container.get("args", [])
     if command != ["serve", f"--target={component}"]:

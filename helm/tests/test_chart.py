@@ -197,6 +197,36 @@ class ChartTest(unittest.TestCase):
         self.assertEqual(config["S3_BUCKET"], "atelier-images-prod")
         self.assertEqual(config["PUBLIC_URL"], "https://atelier.example.com")
 
+    def test_scanner_is_a_clamd_sidecar_of_the_image_pods(self):
+        for case, rendered in self.each():
+            image = kube.deployments(rendered.docs)["image"]["spec"]["template"]["spec"]
+            env = kube.env_names(image["containers"][0])
+            names = [c["name"] for c in image["containers"]]
+            if not rendered.merged["scanner"]["enabled"]:
+                self.assertEqual(names, ["image"])
+                self.assertNotIn("SCANNER", env)
+                continue
+            self.assertEqual(names, ["image", "clamd"])
+            scanner = rendered.merged["scanner"]
+            self.assertEqual(env["SCANNER"]["value"], "clamd")
+            self.assertEqual(env["CLAMD_ADDRESS"]["value"], f"127.0.0.1:{scanner['port']}")
+            self.assertEqual(env["SCAN_UNAVAILABLE"]["value"], scanner["onUnavailable"])
+            clamd = image["containers"][1]
+            self.assertEqual(clamd["image"], f"{scanner['image']['repository']}:{scanner['image']['tag']}")
+            (config_map,) = [
+                c for c in rendered.kind("ConfigMap") if c["metadata"]["name"] == f"{rendered.fullname}-clamd"
+            ]
+            conf = dict(
+                line.split(" ", 1) for line in config_map["data"]["clamd.conf"].splitlines() if line.strip()
+            )
+            # clamd's limits hold the largest upload; it listens on the pod's loopback only.
+            upload_bytes = int(rendered.config()["MAX_FILE_SIZE_MB"]) * 1024 * 1024
+            for limit in ("StreamMaxLength", "MaxFileSize", "MaxScanSize"):
+                self.assertGreaterEqual(int(conf[limit]), upload_bytes, limit)
+            self.assertEqual(conf["TCPAddr"], "127.0.0.1")
+            self.assertEqual(int(conf["TCPSocket"]), scanner["port"])
+        self.assertTrue(RENDERED["scanner"].merged["scanner"]["enabled"], "a case renders the scanner on")
+
     def test_disruption_budgets_follow_replicas(self):
         for case, rendered in self.each():
             pdbs = rendered.kind("PodDisruptionBudget")

@@ -233,6 +233,9 @@ spec:
 {{- if and $v.processing.autoscaling.queueDepth.enabled (not $v.processing.autoscaling.enabled) -}}
 {{- fail "processing.autoscaling.queueDepth.enabled needs processing.autoscaling.enabled" -}}
 {{- end -}}
+{{- if and $v.scanner.enabled (gt (mul (int64 $v.config.maxFileSizeMb) 1048576) (int64 $v.scanner.maxScanBytes)) -}}
+{{- fail "scanner.maxScanBytes must be at least config.maxFileSizeMb: clamd refuses a longer stream, and would not scan a larger file in full" -}}
+{{- end -}}
 {{- if not $v.podSecurityContext.fsGroup -}}
 {{- fail "podSecurityContext.fsGroup is required: the service certificates and keys are mounted readable by that group only (mode 0440)" -}}
 {{- end -}}
@@ -469,10 +472,14 @@ spec:
             - configMapRef:
                 name: {{ include "atelier.fullname" $ctx }}
           {{- $env := include "atelier.secretEnv" . | trim }}
-          {{- if or $env $v.extraEnv }}
+          {{- $scan := and (eq $component "image") $ctx.Values.scanner.enabled }}
+          {{- if or $env $v.extraEnv $scan }}
           env:
             {{- with $env }}
             {{- . | nindent 12 }}
+            {{- end }}
+            {{- if $scan }}
+            {{- include "atelier.scannerEnv" $ctx | nindent 12 }}
             {{- end }}
             {{- with $v.extraEnv }}
             {{- toYaml . | nindent 12 }}
@@ -496,6 +503,9 @@ spec:
               mountPath: /etc/atelier/jwt
               readOnly: true
             {{- end }}
+        {{- if and (eq $component "image") $ctx.Values.scanner.enabled }}
+        {{- include "atelier.clamdContainer" $ctx | nindent 8 }}
+        {{- end }}
       volumes:
         - name: tmp
           emptyDir:
@@ -523,6 +533,9 @@ spec:
           secret:
             secretName: {{ include "atelier.serviceTlsSecret" . }}
             defaultMode: 0440
+        {{- if and (eq $component "image") $ctx.Values.scanner.enabled }}
+        {{- include "atelier.clamdVolumes" $ctx | nindent 8 }}
+        {{- end }}
         {{- if and (eq $component "auth") $ctx.Values.secrets.jwtKeys.existingSecret }}
         - name: jwt-keys
           secret:
@@ -820,4 +833,91 @@ spec:
     {{- end }}
     {{- include "atelier.backendEgress" . | nindent 4 }}
 {{- end }}
+{{- end -}}
+
+{{/* The image service's scanner settings: clamd beside it in the pod. */}}
+{{- define "atelier.scannerEnv" -}}
+{{- $s := .Values.scanner -}}
+- name: SCANNER
+  value: clamd
+- name: CLAMD_ADDRESS
+  value: {{ printf "127.0.0.1:%v" $s.port | quote }}
+- name: SCAN_UNAVAILABLE
+  value: {{ $s.onUnavailable | quote }}
+- name: SCAN_WAIT_SECONDS
+  value: {{ $s.waitSeconds | quote }}
+- name: CLAMD_TIMEOUT_SECONDS
+  value: {{ $s.timeoutSeconds | quote }}
+{{- end -}}
+
+{{/* The clamd sidecar of the image pods (scanner.enabled). */}}
+{{- define "atelier.clamdContainer" -}}
+{{- $s := .Values.scanner -}}
+- name: clamd
+  image: {{ printf "%s:%s" $s.image.repository $s.image.tag | quote }}
+  imagePullPolicy: {{ $s.image.pullPolicy }}
+  ports:
+    - name: clamd
+      containerPort: {{ $s.port }}
+      protocol: TCP
+  # Ready once clamd answers PING: the image pod takes uploads only then.
+  startupProbe:
+    exec:
+      command: ["clamdscan", "--ping", "1"]
+    periodSeconds: 10
+    timeoutSeconds: 5
+    failureThreshold: 60
+  readinessProbe:
+    exec:
+      command: ["clamdscan", "--ping", "1"]
+    periodSeconds: 15
+    timeoutSeconds: 5
+  livenessProbe:
+    exec:
+      command: ["clamdscan", "--ping", "3"]
+    periodSeconds: 30
+    timeoutSeconds: 10
+    failureThreshold: 4
+  resources:
+    {{- toYaml $s.resources | nindent 4 }}
+  securityContext:
+    allowPrivilegeEscalation: false
+    readOnlyRootFilesystem: true
+    runAsNonRoot: true
+    runAsUser: {{ $s.runAsUser }}
+    runAsGroup: {{ $s.runAsUser }}
+    capabilities:
+      drop: [ALL]
+  volumeMounts:
+    - name: clamd-config
+      mountPath: /etc/clamav/clamd.conf
+      subPath: clamd.conf
+      readOnly: true
+    - name: clamd-database
+      mountPath: /var/lib/clamav
+    - name: clamd-run
+      mountPath: /run/clamav
+    - name: clamd-log
+      mountPath: /var/log/clamav
+    - name: clamd-tmp
+      mountPath: /tmp
+{{- end -}}
+
+{{- define "atelier.clamdVolumes" -}}
+- name: clamd-config
+  configMap:
+    name: {{ include "atelier.fullname" . }}-clamd
+- name: clamd-database
+  emptyDir:
+    sizeLimit: {{ .Values.scanner.databaseSizeLimit }}
+- name: clamd-run
+  emptyDir:
+    sizeLimit: 16Mi
+- name: clamd-log
+  emptyDir:
+    sizeLimit: 64Mi
+# clamd spools each stream here while it scans it: room for the largest one.
+- name: clamd-tmp
+  emptyDir:
+    sizeLimit: {{ .Values.scanner.maxScanBytes | int64 | mul 2 }}
 {{- end -}}

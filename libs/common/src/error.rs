@@ -33,12 +33,18 @@ pub enum ErrorCode {
     /// Content larger than the caller's plan allows, e.g. one uploaded file (gRPC
     /// `FailedPrecondition`: a larger plan would take it; HTTP 413).
     TooLargeForPlan,
+    /// A file a malware scanner found a signature in (gRPC `InvalidArgument`,
+    /// HTTP 422); its `ErrorInfo` names the signature in its `signature` metadata.
+    MalwareDetected,
+    /// The malware scanner cannot be reached, or could not scan a file: the file
+    /// is refused rather than kept unscanned (gRPC `Unavailable`, HTTP 503).
+    ScannerUnavailable,
 }
 
 /// The `ErrorInfo` domain of the platform's errors.
 const DOMAIN: &str = "atelier";
 
-const ALL: [ErrorCode; 17] = [
+const ALL: [ErrorCode; 19] = [
     ErrorCode::RangeNotSatisfiable,
     ErrorCode::InvalidArgument,
     ErrorCode::Unauthenticated,
@@ -56,6 +62,8 @@ const ALL: [ErrorCode; 17] = [
     ErrorCode::PayloadTooLarge,
     ErrorCode::UnsupportedMediaType,
     ErrorCode::TooLargeForPlan,
+    ErrorCode::MalwareDetected,
+    ErrorCode::ScannerUnavailable,
 ];
 
 impl ErrorCode {
@@ -71,10 +79,12 @@ impl ErrorCode {
             Self::Aborted => Code::Aborted,
             Self::Cancelled => Code::Cancelled,
             Self::DeadlineExceeded => Code::DeadlineExceeded,
-            Self::Unavailable => Code::Unavailable,
+            Self::Unavailable | Self::ScannerUnavailable => Code::Unavailable,
             Self::Unimplemented => Code::Unimplemented,
             Self::Internal => Code::Internal,
-            Self::PayloadTooLarge | Self::UnsupportedMediaType => Code::InvalidArgument,
+            Self::PayloadTooLarge | Self::UnsupportedMediaType | Self::MalwareDetected => {
+                Code::InvalidArgument
+            }
             Self::RangeNotSatisfiable => Code::OutOfRange,
         }
     }
@@ -118,7 +128,7 @@ impl ErrorCode {
     pub fn http(self) -> http::StatusCode {
         use http::StatusCode as S;
         match self {
-            Self::InvalidArgument => S::UNPROCESSABLE_ENTITY,
+            Self::InvalidArgument | Self::MalwareDetected => S::UNPROCESSABLE_ENTITY,
             Self::Unauthenticated => S::UNAUTHORIZED,
             Self::PermissionDenied => S::FORBIDDEN,
             Self::NotFound => S::NOT_FOUND,
@@ -127,7 +137,7 @@ impl ErrorCode {
             Self::ResourceExhausted => S::TOO_MANY_REQUESTS,
             Self::Cancelled => S::from_u16(499).unwrap_or(S::BAD_REQUEST),
             Self::DeadlineExceeded => S::GATEWAY_TIMEOUT,
-            Self::Unavailable => S::SERVICE_UNAVAILABLE,
+            Self::Unavailable | Self::ScannerUnavailable => S::SERVICE_UNAVAILABLE,
             Self::Unimplemented => S::NOT_IMPLEMENTED,
             Self::Internal => S::INTERNAL_SERVER_ERROR,
             Self::PayloadTooLarge | Self::TooLargeForPlan => S::PAYLOAD_TOO_LARGE,
@@ -156,6 +166,8 @@ impl ErrorCode {
             Self::UnsupportedMediaType => "unsupported-media-type",
             Self::RangeNotSatisfiable => "range-not-satisfiable",
             Self::TooLargeForPlan => "too-large-for-plan",
+            Self::MalwareDetected => "malware-detected",
+            Self::ScannerUnavailable => "scanner-unavailable",
         }
     }
 }
@@ -188,6 +200,12 @@ pub trait ServiceError: std::error::Error {
     /// The tier limit that refused the request, for quota refusals.
     fn quota(&self) -> Option<&QuotaExceeded> {
         None
+    }
+
+    /// Facts about the refusal for programs, sent as the metadata of its
+    /// google.rpc `ErrorInfo` (e.g. the `signature` of malware found).
+    fn error_metadata(&self) -> Vec<(String, String)> {
+        Vec::new()
     }
 
     /// How long until the request may succeed, for refusals that pass by
@@ -277,7 +295,11 @@ pub fn to_status<E: ServiceError>(err: E) -> Status {
             );
             details
         }
-        None => ErrorDetails::with_error_info(code.slug(), DOMAIN, []),
+        None => ErrorDetails::with_error_info(
+            code.slug(),
+            DOMAIN,
+            err.error_metadata().into_iter().collect::<HashMap<_, _>>(),
+        ),
     };
     for violation in err.field_violations() {
         details.add_bad_request_violation(violation.field, violation.description);
@@ -286,6 +308,15 @@ pub fn to_status<E: ServiceError>(err: E) -> Status {
         details.set_retry_info(Some(wait));
     }
     Status::with_error_details(code.grpc(), err.to_string(), details)
+}
+
+/// The metadata of the platform's `ErrorInfo` a `Status` carries, if any.
+pub fn error_metadata(status: &Status) -> HashMap<String, String> {
+    status
+        .get_details_error_info()
+        .filter(|info| info.domain == DOMAIN)
+        .map(|info| info.metadata)
+        .unwrap_or_default()
 }
 
 /// A rate-limit refusal: `RESOURCE_EXHAUSTED` with a google.rpc `RetryInfo`

@@ -25,6 +25,9 @@ const IN_MEMORY_BUDGET: usize = 128 << 20;
 pub(crate) struct Files {
     dir: TempDir,
     memory: Mutex<InMemory>,
+    /// Bytes appended to every file stored from now on (see
+    /// [`SimHandle::set_result_trailer`](crate::SimHandle::set_result_trailer)).
+    trailer: Mutex<Option<Bytes>>,
 }
 
 #[derive(Debug, Default)]
@@ -53,11 +56,30 @@ impl Files {
                 .prefix("atelier-fal-sim-")
                 .tempdir()?,
             memory: Mutex::default(),
+            trailer: Mutex::default(),
         })
+    }
+
+    /// Appends `trailer` to every file stored from now on; `None` stops.
+    pub(crate) fn set_trailer(&self, trailer: Option<Bytes>) {
+        *self.trailer.lock().unwrap_or_else(PoisonError::into_inner) = trailer;
     }
 
     /// Stores `bytes` as a new file and returns its name.
     pub(crate) async fn store(&self, bytes: &[u8], format: Format) -> io::Result<String> {
+        let trailer = self
+            .trailer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let with_trailer;
+        let bytes = match trailer {
+            Some(trailer) => {
+                with_trailer = [bytes, &trailer].concat();
+                with_trailer.as_slice()
+            }
+            None => bytes,
+        };
         let name = format!("{}.{}", uuid::Uuid::new_v4().simple(), format.extension());
         if bytes.len() <= IN_MEMORY_FILE_MAX {
             let mut memory = self.memory.lock().unwrap_or_else(PoisonError::into_inner);

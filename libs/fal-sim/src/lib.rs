@@ -362,6 +362,15 @@ impl SimHandle {
         self.shared.set_timing(timing);
     }
 
+    /// Appends `trailer` to every result file made from now on (after the image's
+    /// own end, where decoders do not look), as a compromised model or CDN might;
+    /// `None` stops. For tests of what the platform does with such results.
+    pub fn set_result_trailer(&self, trailer: Option<Vec<u8>>) {
+        self.shared
+            .files
+            .set_trailer(trailer.map(bytes::Bytes::from));
+    }
+
     /// The knobs in force.
     pub fn knobs(&self) -> Knobs {
         self.shared.knobs()

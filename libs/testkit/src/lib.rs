@@ -157,5 +157,6 @@ impl atelier_common::Clock for OffsetClock {
     }
 }
 
+pub mod clamd;
 pub mod fixtures;
 pub mod rest;

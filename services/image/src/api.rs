@@ -16,7 +16,9 @@ use tonic::{Request, Response, Status, Streaming};
 use uuid::Uuid;
 
 use crate::{
-    domain::{Image, ImageKind, Images, Intake, NewImage, Origin, Served, signing::Variant},
+    domain::{
+        Image, ImageKind, Images, Intake, NewImage, Origin, ScanStatus, Served, signing::Variant,
+    },
     error::ImageError,
 };
 
@@ -89,6 +91,12 @@ pub fn encode(image: Image) -> pb::Image {
             .source_image_id
             .map(|id| id.to_string())
             .unwrap_or_default(),
+        scan_status: (match row.scan_status {
+            ScanStatus::Clean => pb::ScanStatus::Clean,
+            ScanStatus::NotScanned => pb::ScanStatus::NotScanned,
+        }) as i32,
+        scanned_at: row.scanned_at.map(timestamp),
+        scanner: row.scanner.unwrap_or_default(),
     }
 }
 

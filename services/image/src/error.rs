@@ -15,6 +15,12 @@ pub enum ImageError {
     QuotaExceeded(atelier_common::QuotaExceeded),
     #[error("the file is larger than the {} plan allows ({} bytes)", .0.tier, .0.allowed)]
     TooLargeForPlan(atelier_common::QuotaExceeded),
+    #[error("the file contains malware ({signature}) and was not stored")]
+    MalwareDetected { signature: String },
+    /// The scanner could not be reached, or could not scan the file: it is not
+    /// kept unscanned.
+    #[error("{}", scan_refusal(.0))]
+    NotScanned(atelier_scan::ScanError),
     #[error("image not found")]
     NotFound,
     #[error("job not found")]
@@ -45,6 +51,26 @@ impl From<StorageError> for ImageError {
     }
 }
 
+impl From<atelier_scan::ScanError> for ImageError {
+    fn from(err: atelier_scan::ScanError) -> Self {
+        Self::NotScanned(err)
+    }
+}
+
+/// What a client is told of a file that could not be scanned: why, without the
+/// scanner's address.
+fn scan_refusal(err: &atelier_scan::ScanError) -> String {
+    match err {
+        atelier_scan::ScanError::Unavailable(_) => {
+            "the malware scanner is unavailable, so the file was not stored; try again shortly"
+                .to_owned()
+        }
+        atelier_scan::ScanError::Failed(why) => {
+            format!("the file could not be scanned for malware ({why}), so it was not stored")
+        }
+    }
+}
+
 impl ImageError {
     pub fn field(field: &str, description: impl Into<String>) -> Self {
         Self::InvalidInput(vec![FieldViolation::new(field, description)])
@@ -60,6 +86,8 @@ impl ServiceError for ImageError {
             }
             Self::Rejected(_) => ErrorCode::InvalidArgument,
             Self::TooLarge { .. } => ErrorCode::PayloadTooLarge,
+            Self::MalwareDetected { .. } => ErrorCode::MalwareDetected,
+            Self::NotScanned(_) => ErrorCode::ScannerUnavailable,
             Self::QuotaExceeded(_) => ErrorCode::PermissionDenied,
             Self::TooLargeForPlan(_) => ErrorCode::TooLargeForPlan,
             Self::NotFound | Self::JobNotFound => ErrorCode::NotFound,
@@ -78,10 +106,28 @@ impl ServiceError for ImageError {
         match self {
             Self::InvalidInput(violations) => violations.clone(),
             Self::Rejected(rejection) => vec![FieldViolation::new("file", rejection.to_string())],
-            Self::TooLarge { .. } | Self::TooLargeForPlan(_) => {
+            Self::TooLarge { .. } | Self::TooLargeForPlan(_) | Self::MalwareDetected { .. } => {
                 vec![FieldViolation::new("file", self.to_string())]
             }
             _ => Vec::new(),
+        }
+    }
+
+    fn error_metadata(&self) -> Vec<(String, String)> {
+        match self {
+            Self::MalwareDetected { signature } => {
+                vec![("signature".to_owned(), signature.clone())]
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            Self::NotScanned(atelier_scan::ScanError::Unavailable(_)) => {
+                Some(std::time::Duration::from_secs(5))
+            }
+            _ => None,
         }
     }
 

@@ -38,6 +38,59 @@ pub struct ImageConfig {
     pub url_signing_key: Option<config::Secret>,
     /// How often the retention sweeper runs (`RETENTION_SWEEP_SECS`).
     pub sweep_every: Duration,
+    /// The malware scanner every upload and result passes (`SCANNER`).
+    pub scanner: ScannerConfig,
+}
+
+/// Which malware scanner uploads and results pass.
+#[derive(Clone, Debug, Default)]
+pub enum ScannerConfig {
+    /// `SCANNER=none` (the default): nothing is scanned; images are recorded as
+    /// not scanned.
+    #[default]
+    None,
+    /// `SCANNER=clamd`: ClamAV's daemon at `CLAMD_ADDRESS` (`host:port` or
+    /// `unix:/path`); `SCAN_UNAVAILABLE=refuse` refuses uploads at once while it
+    /// is away, `wait` waits up to `SCAN_WAIT_SECONDS` for it first;
+    /// `CLAMD_TIMEOUT_SECONDS` bounds each write and the wait for a verdict.
+    Clamd(atelier_scan::ClamdConfig),
+}
+
+impl ScannerConfig {
+    pub fn from_env() -> anyhow::Result<Self> {
+        let scanner: String = config::var("SCANNER", "none".to_owned())?;
+        match scanner.trim().to_ascii_lowercase().as_str() {
+            "none" | "" => Ok(Self::None),
+            "clamd" => {
+                let address: String = config::var("CLAMD_ADDRESS", "127.0.0.1:3310".to_owned())?;
+                let address = address
+                    .parse()
+                    .map_err(|err| anyhow::anyhow!("CLAMD_ADDRESS: {err}"))?;
+                let mut clamd = atelier_scan::ClamdConfig::new(address);
+                clamd.io_timeout = config::seconds("CLAMD_TIMEOUT_SECONDS", 60)?;
+                let unavailable: String = config::var("SCAN_UNAVAILABLE", "refuse".to_owned())?;
+                clamd.unavailable = match unavailable.trim().to_ascii_lowercase().as_str() {
+                    "refuse" => atelier_scan::Unavailable::Refuse,
+                    "wait" => {
+                        atelier_scan::Unavailable::Wait(config::seconds("SCAN_WAIT_SECONDS", 30)?)
+                    }
+                    other => {
+                        anyhow::bail!("SCAN_UNAVAILABLE must be `refuse` or `wait`, not `{other}`")
+                    }
+                };
+                Ok(Self::Clamd(clamd))
+            }
+            other => anyhow::bail!("SCANNER must be `none` or `clamd`, not `{other}`"),
+        }
+    }
+
+    /// The scanner this configuration names.
+    pub fn scanner(&self) -> Arc<dyn atelier_scan::Scanner> {
+        match self {
+            Self::None => Arc::new(atelier_scan::NoScanner),
+            Self::Clamd(clamd) => Arc::new(atelier_scan::Clamd::new(clamd.clone())),
+        }
+    }
 }
 
 impl ImageConfig {
@@ -73,6 +126,7 @@ impl ImageConfig {
             settings,
             url_signing_key,
             sweep_every: config::seconds("RETENTION_SWEEP_SECS", 3600)?,
+            scanner: ScannerConfig::from_env()?,
         })
     }
 }
@@ -168,11 +222,19 @@ pub async fn serve_with_store(
     let db = atelier_common::db::connect(&config.platform, "image").await?;
     atelier_common::db::migrate::<migration::Migrator>(&db, "image").await?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let scanner = config.scanner.scanner();
+    match &config.scanner {
+        ScannerConfig::None => tracing::info!("malware scanning off (SCANNER=none)"),
+        ScannerConfig::Clamd(clamd) => {
+            tracing::info!(address = %clamd.address, unavailable = ?clamd.unavailable, "uploads scanned by clamd");
+        }
+    }
     let images = Images::new(
         store::Store::new(db),
         objects,
         UrlSigner::new(signing_key(&config)?),
         clock,
+        scanner,
         config.settings.clone(),
     );
     spawn_sweeper(images.clone(), config.sweep_every, shutdown.clone());

@@ -6,7 +6,7 @@ pub struct Migrator;
 
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(CreateImages)]
+        vec![Box::new(CreateImages), Box::new(AddScanResult)]
     }
 }
 
@@ -32,6 +32,9 @@ enum Images {
     SourceImageId,
     CreatedAt,
     ExpiresAt,
+    ScanStatus,
+    ScannedAt,
+    Scanner,
 }
 
 struct CreateImages;
@@ -129,5 +132,62 @@ impl MigrationTrait for CreateImages {
         manager
             .drop_table(Table::drop().table(Images::Table).to_owned())
             .await
+    }
+}
+
+/// What the malware scan said of each image: `clean`, or `not_scanned` (no
+/// scanner configured; every image stored before scanning existed). Infected files
+/// are never stored, so there is no such status.
+struct AddScanResult;
+
+impl MigrationName for AddScanResult {
+    fn name(&self) -> &str {
+        "m20261206_000001_images_scan_result"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for AddScanResult {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        // One column per statement: SQLite adds a single column per ALTER TABLE.
+        for column in [
+            ColumnDef::new(Images::ScanStatus)
+                .string_len(16)
+                .not_null()
+                .default("not_scanned")
+                .to_owned(),
+            ColumnDef::new(Images::ScannedAt)
+                .timestamp_with_time_zone()
+                .null()
+                .to_owned(),
+            ColumnDef::new(Images::Scanner)
+                .string_len(32)
+                .null()
+                .to_owned(),
+        ] {
+            manager
+                .alter_table(
+                    Table::alter()
+                        .table(Images::Table)
+                        .add_column(column)
+                        .to_owned(),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        for column in [Images::ScanStatus, Images::ScannedAt, Images::Scanner] {
+            manager
+                .alter_table(
+                    Table::alter()
+                        .table(Images::Table)
+                        .drop_column(column)
+                        .to_owned(),
+                )
+                .await?;
+        }
+        Ok(())
     }
 }

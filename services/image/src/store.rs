@@ -10,7 +10,7 @@ use sea_orm::{
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::domain::{ImageKind, ImageRecord};
+use crate::domain::{ImageKind, ImageRecord, ScanStatus};
 
 pub mod images {
     use sea_orm::entity::prelude::*;
@@ -38,6 +38,9 @@ pub mod images {
         pub source_image_id: Option<Uuid>,
         pub created_at: TimeDateTimeWithTimeZone,
         pub expires_at: Option<TimeDateTimeWithTimeZone>,
+        pub scan_status: ScanStatus,
+        pub scanned_at: Option<TimeDateTimeWithTimeZone>,
+        pub scanner: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -53,6 +56,34 @@ pub mod images {
         Original,
         #[sea_orm(string_value = "result")]
         Result,
+    }
+
+    /// The `scan_status` column.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, EnumIter, DeriveActiveEnum)]
+    #[sea_orm(rs_type = "String", db_type = "String(StringLen::N(16))")]
+    pub enum ScanStatus {
+        #[sea_orm(string_value = "clean")]
+        Clean,
+        #[sea_orm(string_value = "not_scanned")]
+        NotScanned,
+    }
+}
+
+impl From<ScanStatus> for images::ScanStatus {
+    fn from(status: ScanStatus) -> Self {
+        match status {
+            ScanStatus::Clean => Self::Clean,
+            ScanStatus::NotScanned => Self::NotScanned,
+        }
+    }
+}
+
+impl From<images::ScanStatus> for ScanStatus {
+    fn from(status: images::ScanStatus) -> Self {
+        match status {
+            images::ScanStatus::Clean => Self::Clean,
+            images::ScanStatus::NotScanned => Self::NotScanned,
+        }
     }
 }
 
@@ -96,6 +127,9 @@ impl From<images::Model> for ImageRecord {
             source_image_id: row.source_image_id,
             created_at: row.created_at,
             expires_at: row.expires_at,
+            scan_status: row.scan_status.into(),
+            scanned_at: row.scanned_at,
+            scanner: row.scanner,
         }
     }
 }
@@ -345,6 +379,9 @@ fn active_model(row: &ImageRecord) -> images::ActiveModel {
         source_image_id: Set(row.source_image_id),
         created_at: Set(row.created_at),
         expires_at: Set(row.expires_at),
+        scan_status: Set(row.scan_status.into()),
+        scanned_at: Set(row.scanned_at),
+        scanner: Set(row.scanner.clone()),
     }
 }
 

@@ -76,6 +76,7 @@ async fn harness(backend: Backend) -> Harness {
         objects.clone(),
         UrlSigner::new(b"retention test".to_vec()),
         clock.clone(),
+        Arc::new(atelier_scan::NoScanner),
         Settings {
             max_file_bytes: 10 * 1024 * 1024,
             max_result_bytes: 10 * 1024 * 1024,

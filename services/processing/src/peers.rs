@@ -8,7 +8,7 @@ use std::{pin::Pin, sync::Arc};
 
 use async_trait::async_trait;
 use atelier_common::{
-    FieldViolation,
+    ErrorCode, FieldViolation,
     json::{from_struct, map_to_struct},
 };
 use atelier_proto::{
@@ -64,6 +64,8 @@ pub type Chunks = Pin<Box<dyn Stream<Item = Bytes> + Send + Sync>>;
 pub enum StoreRefusal {
     /// It is not an image the platform stores; why, written for people.
     Invalid(String),
+    /// The malware scanner found this signature in it: nothing was kept.
+    Malware(String),
     /// The job or its owner is gone: nothing was kept.
     Gone(String),
     /// Anything else (storage, the connection): it may pass.
@@ -268,6 +270,11 @@ impl ImageDirectory for GrpcPeers {
                     )))
                 }),
             Err(status) => Err(match status.code() {
+                _ if ErrorCode::of(&status) == ErrorCode::MalwareDetected => StoreRefusal::Malware(
+                    atelier_common::error::error_metadata(&status)
+                        .remove("signature")
+                        .unwrap_or_else(|| "malware".to_owned()),
+                ),
                 Code::InvalidArgument | Code::OutOfRange => {
                     StoreRefusal::Invalid(status.message().to_owned())
                 }

@@ -18,6 +18,8 @@ use tokio_util::sync::CancellationToken;
 pub use atelier_auth::{Backoff, Lifetimes};
 pub use atelier_common::identity::ServiceName;
 pub use atelier_gateway::{forwarded::TrustedProxies, limits::LimitConfig, live::StreamConfig};
+pub use atelier_image::ScannerConfig;
+pub use atelier_scan::{ClamdConfig, Unavailable as ScanUnavailable};
 pub use atelier_testkit::{Backend, OffsetClock, Storage};
 
 pub mod seed;
@@ -90,6 +92,8 @@ pub struct Options {
     pub fal_sim_user_id: String,
     /// The gateway's `JOB_STATUS_CACHE_MS` (zero: off).
     pub status_cache_ttl: Duration,
+    /// The image service's malware scanner (`SCANNER`); none by default.
+    pub scanner: ScannerConfig,
 }
 
 /// Tiers without limits, but for the queue's per-user parallelism.
@@ -148,6 +152,7 @@ impl Options {
             max_result_bytes: atelier_fal::FalConfig::new("test").max_result_bytes,
             fal_sim_user_id: atelier_fal_sim::WEBHOOK_USER_ID.to_owned(),
             status_cache_ttl: Duration::from_secs(1),
+            scanner: ScannerConfig::None,
         }
     }
 }
@@ -266,6 +271,7 @@ impl TestPlatform {
             },
             url_signing_key: None,
             sweep_every: Duration::from_secs(3600),
+            scanner: options.scanner.clone(),
         };
         tokio::spawn(atelier_image::serve_with_store(
             image_config,

@@ -4,6 +4,15 @@
 //! storage. The stored object is completed only once the decoder accepted the
 //! image; a refusal at any point cuts the storage upload short (aborting it), so
 //! nothing is left behind. The row is written last.
+//!
+//! Every chunk also goes to the malware scanner ([`atelier_scan`]) as it passes;
+//! its verdict is awaited once the bytes ended, before the stored object is
+//! completed: an infected file is refused and nothing of it is kept, and a file
+//! that could not be scanned (the scanner away or failing) is refused too, never
+//! kept unscanned. The order of refusals: the type first (by magic bytes; a file
+//! that is no image is scanned from its first bytes only, so that malware is
+//! named as such), then the decoder's as the bytes stream, then the scanner's
+//! verdict at the end.
 
 pub mod feed;
 pub mod gate;
@@ -20,6 +29,7 @@ use std::{
 };
 
 use atelier_common::{Clock, QuotaExceeded};
+use atelier_scan::{Scan, ScanError, Scanner, Verdict};
 use atelier_storage::{ByteRange, ByteStream, ObjectMeta, ObjectStore};
 use base64::Engine as _;
 use bytes::Bytes;
@@ -34,11 +44,15 @@ use feed::{Fed, Feed};
 use gate::{DecodeGate, Slot};
 use inspect::{DecodeLimits, Inspected, Kind, THUMBNAIL_SIZE};
 pub use intake::Intake;
-pub use record::{ImageKind, ImageRecord};
+pub use record::{ImageKind, ImageRecord, ScanStatus};
 use signing::{UrlSigner, Variant};
 
 /// The longest display name kept.
 const MAX_FILENAME_CHARS: usize = 255;
+
+/// How much of a file that is no image is read, at most, to scan it: enough for
+/// a script or a test file; a larger one is refused for its type alone.
+const NON_IMAGE_SCAN_BYTES: u64 = 64 * 1024;
 
 /// Chunks in flight from an upload's task to its decoder, and to its store: the
 /// memory an upload holds beyond what the decoder keeps.
@@ -116,6 +130,7 @@ pub struct Images {
     signer: UrlSigner,
     clock: Arc<dyn Clock>,
     decodes: DecodeGate,
+    scanner: Arc<dyn Scanner>,
     settings: Settings,
 }
 
@@ -205,6 +220,7 @@ impl Images {
         objects: Arc<dyn ObjectStore>,
         signer: UrlSigner,
         clock: Arc<dyn Clock>,
+        scanner: Arc<dyn Scanner>,
         settings: Settings,
     ) -> Arc<Self> {
         Arc::new(Self {
@@ -213,6 +229,7 @@ impl Images {
             signer,
             clock,
             decodes: DecodeGate::new(settings.max_parallel_decodes),
+            scanner,
             settings,
         })
     }
@@ -259,7 +276,19 @@ impl Images {
             head.extend_from_slice(&chunk[..chunk.len().min(32 - head.len())]);
             first.push(chunk);
         }
-        let kind = inspect::sniff(&head)?;
+        let kind = match inspect::sniff(&head) {
+            Ok(kind) => kind,
+            Err(rejection) => {
+                return Err(self
+                    .refuse_non_image(rejection, first, &mut body, &mut received, &new)
+                    .await);
+            }
+        };
+        // The scanner first: nothing is stored while it cannot scan.
+        let scan = self.scanner.open().await.map_err(|err| {
+            count_scan(self.scanner.name(), scan_failure(&err));
+            ImageError::from(err)
+        })?;
 
         let id = Uuid::now_v7();
         let original_key = object_key(new.user_id, id, Variant::Original);
@@ -283,10 +312,14 @@ impl Images {
             self.decodes
                 .spawn(move |slot| inspect_upload(kind, fed, slot, limits, strip, &tmp_dir))
         };
+        let (to_scanner, scanning) = mpsc::channel(CHUNKS_IN_FLIGHT);
+        let scanned = tokio::spawn(scan_chunks(scan, scanning));
         let mut upload = Streaming {
             to_decoder: Some(to_decoder),
             decode,
             verdict: None,
+            to_scanner: Some(to_scanner),
+            scan: Some(scanned),
             to_store,
             put,
         };
@@ -347,6 +380,104 @@ impl Images {
             .map_err(|err| anyhow::anyhow!("storing an upload: {err}"))?
     }
 
+    /// The scanner's verdict on a received upload: an infected file, or one that
+    /// could not be scanned, is an error.
+    async fn verdict(&self, upload: &mut Streaming, new: &NewImage) -> Result<Verdict, ImageError> {
+        let scanner = self.scanner.name();
+        let verdict = match upload.scanned().await {
+            Ok(verdict) => verdict,
+            Err(err) => {
+                count_scan(scanner, scan_failure(&err));
+                tracing::warn!(scanner, user_id = %new.user_id, error = %err, "an upload could not be scanned");
+                return Err(err.into());
+            }
+        };
+        match verdict {
+            Verdict::Infected(signature) => {
+                count_scan(scanner, "infected");
+                self.malware(new, signature)
+            }
+            Verdict::Clean => {
+                count_scan(scanner, "clean");
+                Ok(Verdict::Clean)
+            }
+            Verdict::NotScanned => {
+                count_scan(scanner, "not_scanned");
+                Ok(Verdict::NotScanned)
+            }
+        }
+    }
+
+    /// Refuses an infected file, saying so in the log.
+    fn malware<T>(&self, new: &NewImage, signature: String) -> Result<T, ImageError> {
+        let origin = match new.origin {
+            Origin::Upload => "upload",
+            Origin::Result { .. } => "result",
+        };
+        let job_id = match new.origin {
+            Origin::Result { job_id, .. } => Some(job_id),
+            Origin::Upload => None,
+        };
+        tracing::warn!(
+            scanner = self.scanner.name(),
+            user_id = %new.user_id,
+            job_id = ?job_id,
+            origin,
+            signature,
+            "malware found, the file is not stored"
+        );
+        Err(ImageError::MalwareDetected { signature })
+    }
+
+    /// The refusal of a file that is no image: for its type, unless the scanner
+    /// finds malware in its first bytes (up to [`NON_IMAGE_SCAN_BYTES`]), which is
+    /// named as such. Nothing of it was stored. A scanner that is away changes
+    /// nothing: the file is refused for its type either way.
+    async fn refuse_non_image<S>(
+        &self,
+        rejection: inspect::Rejection,
+        first: Vec<Bytes>,
+        body: &mut S,
+        received: &mut Received,
+        new: &NewImage,
+    ) -> ImageError
+    where
+        S: Stream<Item = Result<Bytes, ImageError>> + Unpin + Send,
+    {
+        if !self.scanner.scans() || rejection == inspect::Rejection::Empty {
+            return rejection.into();
+        }
+        let scanned = async {
+            let mut scan = self.scanner.open().await?;
+            for chunk in &first {
+                scan.write(chunk).await?;
+            }
+            while received.size < NON_IMAGE_SCAN_BYTES {
+                match body.next().await {
+                    Some(Ok(chunk)) => {
+                        received.size += chunk.len() as u64;
+                        scan.write(&chunk).await?;
+                    }
+                    // Cut short: what came is scanned.
+                    Some(Err(_)) | None => return scan.verdict().await,
+                }
+            }
+            // Too long to scan here: refused for its type.
+            Ok(Verdict::NotScanned)
+        }
+        .await;
+        match scanned {
+            Ok(Verdict::Infected(signature)) => {
+                count_scan(self.scanner.name(), "infected");
+                match self.malware::<()>(new, signature) {
+                    Err(err) => err,
+                    Ok(()) => rejection.into(),
+                }
+            }
+            _ => rejection.into(),
+        }
+    }
+
     fn decode_limits(&self) -> DecodeLimits {
         DecodeLimits {
             max_pixels: self.settings.max_pixels,
@@ -377,6 +508,14 @@ impl Images {
         };
         let inspected = match inspected {
             Ok(inspected) => inspected,
+            Err(err) => {
+                upload.abandon().await;
+                return Err(err);
+            }
+        };
+        // The verdict on the bytes as sent, before anything is kept.
+        let scanned = match self.verdict(&mut upload, &new).await {
+            Ok(verdict) => verdict,
             Err(err) => {
                 upload.abandon().await;
                 return Err(err);
@@ -468,6 +607,12 @@ impl Images {
             output_index,
             source_image_id,
             created_at: now,
+            scan_status: match scanned {
+                Verdict::Clean => ScanStatus::Clean,
+                _ => ScanStatus::NotScanned,
+            },
+            scanned_at: (scanned == Verdict::Clean).then_some(now),
+            scanner: (scanned == Verdict::Clean).then(|| self.scanner.name().to_owned()),
             expires_at: Some(
                 now + new.retention_days.map_or(self.settings.retention, |days| {
                     Duration::from_secs(u64::from(days) * 24 * 60 * 60)
@@ -877,17 +1022,30 @@ struct Streaming {
     to_decoder: Option<mpsc::Sender<Fed>>,
     decode: JoinHandle<Result<Inspected, ImageError>>,
     verdict: Option<Result<Inspected, ImageError>>,
+    /// `None` once the file ended (closing it ends the scan).
+    to_scanner: Option<mpsc::Sender<Bytes>>,
+    /// The scan, until its verdict is taken.
+    scan: Option<JoinHandle<Result<Verdict, ScanError>>>,
     to_store: mpsc::Sender<Stored>,
     put: JoinHandle<Result<u64, atelier_storage::StorageError>>,
 }
 
 impl Streaming {
-    /// Hands `chunk` to the decoder (while it reads) and to storage.
+    /// Hands `chunk` to the decoder (while it reads), the scanner and storage.
     async fn forward(&mut self, chunk: Bytes) -> Result<(), ImageError> {
         if let Some(decoder) = &self.to_decoder
             && decoder.send(Fed::Chunk(chunk.clone())).await.is_err()
         {
             self.to_decoder = None;
+        }
+        if let Some(scanner) = &self.to_scanner
+            && scanner.send(chunk.clone()).await.is_err()
+        {
+            // The scan stopped early: the scanner failed, and says why.
+            self.to_scanner = None;
+            if let Err(err) = self.scanned().await {
+                return Err(err.into());
+            }
         }
         if self.to_store.send(Stored::Chunk(chunk)).await.is_err() {
             // The store stopped reading: it failed, and says why.
@@ -907,13 +1065,30 @@ impl Streaming {
     async fn abandon(self) {
         let Self {
             to_decoder,
+            to_scanner,
+            scan,
             to_store,
             put,
             ..
         } = self;
-        drop((to_decoder, to_store));
+        if let Some(scan) = scan {
+            scan.abort();
+        }
+        drop((to_decoder, to_scanner, to_store));
         // It fails: its body ends without `Stored::End`.
         let _ = put.await;
+    }
+
+    /// Ends the file for the scanner, and waits for its verdict (once).
+    async fn scanned(&mut self) -> Result<Verdict, ScanError> {
+        self.to_scanner = None;
+        match self.scan.take() {
+            Some(scan) => match scan.await {
+                Ok(verdict) => verdict,
+                Err(err) => Err(ScanError::Failed(format!("the scan stopped: {err}"))),
+            },
+            None => Err(ScanError::Failed("the scan was already taken".into())),
+        }
     }
 
     /// Lets the store complete the object; its stored size.
@@ -925,6 +1100,32 @@ impl Streaming {
             Ok(stored) => Ok(stored?),
             Err(err) => Err(anyhow::anyhow!("storing an upload: {err}").into()),
         }
+    }
+}
+
+/// Hands the chunks to `scan` until the file ends (the sender is dropped), then
+/// asks for the verdict.
+async fn scan_chunks(
+    mut scan: Box<dyn Scan>,
+    mut chunks: mpsc::Receiver<Bytes>,
+) -> Result<Verdict, ScanError> {
+    while let Some(chunk) = chunks.recv().await {
+        scan.write(&chunk).await?;
+    }
+    scan.verdict().await
+}
+
+/// Counts a scan's outcome: `clean`, `infected`, `not_scanned`, `unavailable` or
+/// `failed`.
+fn count_scan(scanner: &'static str, outcome: &'static str) {
+    metrics::counter!("atelier_image_scans_total", "scanner" => scanner, "outcome" => outcome)
+        .increment(1);
+}
+
+fn scan_failure(err: &ScanError) -> &'static str {
+    match err {
+        ScanError::Unavailable(_) => "unavailable",
+        ScanError::Failed(_) => "failed",
     }
 }
 

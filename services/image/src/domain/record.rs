@@ -21,6 +21,25 @@ impl ImageKind {
     }
 }
 
+/// What the malware scan said of a stored image (an infected file is never
+/// stored).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ScanStatus {
+    /// The scanner found nothing.
+    Clean,
+    /// No scanner was configured when it was stored.
+    NotScanned,
+}
+
+impl ScanStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Clean => "clean",
+            Self::NotScanned => "not_scanned",
+        }
+    }
+}
+
 /// A stored image: its objects, what inspection found, and its retention.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ImageRecord {
@@ -43,4 +62,9 @@ pub struct ImageRecord {
     pub source_image_id: Option<Uuid>,
     pub created_at: OffsetDateTime,
     pub expires_at: Option<OffsetDateTime>,
+    pub scan_status: ScanStatus,
+    /// When it was scanned; `None` when it was not.
+    pub scanned_at: Option<OffsetDateTime>,
+    /// The scanner that said so (`clamd`); `None` when it was not scanned.
+    pub scanner: Option<String>,
 }

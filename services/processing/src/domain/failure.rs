@@ -63,6 +63,14 @@ pub fn result_invalid(why: &str) -> String {
     format!("The model returned a result that cannot be stored: {why}.")
 }
 
+/// The malware scanner found `signature` in the result the model returned: it
+/// was not stored.
+pub fn result_malware(signature: &str) -> String {
+    format!(
+        "The model returned a result in which the malware scanner found {signature}; it was not stored."
+    )
+}
+
 /// Whether running a job that failed with `code` again may succeed. Codes not
 /// known here are fal's error types: only its validation and content-policy
 /// refusals are final.
@@ -75,6 +83,7 @@ pub fn retryable(code: &str) -> bool {
             | "result_too_large"
             | "result_refused"
             | "result_invalid"
+            | "result_malware"
             | "bad_request"
             | "content_policy_violation"
             | "validation_error"
@@ -121,6 +130,7 @@ mod tests {
             "invalid_parameters",
             "result_too_large",
             "result_invalid",
+            "result_malware",
             "image_unavailable",
             "bad_request",
         ] {

@@ -134,6 +134,11 @@ impl Results {
             StoreRefusal::Invalid(why) => {
                 Outcome::fail("result_invalid", failure::result_invalid(&why)).because(why)
             }
+            StoreRefusal::Malware(signature) => {
+                tracing::warn!(job_id = %row.id, signature, "the result carries malware, the job fails");
+                Outcome::fail("result_malware", failure::result_malware(&signature))
+                    .because(format!("malware found: {signature}"))
+            }
             // The job (or its owner's account) was deleted meanwhile: the image
             // service kept nothing, and there is nothing left to finish.
             StoreRefusal::Gone(why) => {
