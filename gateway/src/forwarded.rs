@@ -130,7 +130,7 @@ impl TrustedProxies {
                 .filter_map(|value| value.to_str().ok())
                 .flat_map(|value| value.split(','))
                 .map(str::trim)
-                .last()
+                .next_back()
                 .is_some_and(|proto| proto.eq_ignore_ascii_case("https"))
     }
 

@@ -77,8 +77,7 @@ pub async fn security_headers(hsts: bool, request: Request, next: Next) -> Respo
         "none",
     );
     if hsts {
-        set(
-            header::STRICT_TRANSPORT_SECURITY, HSTS);
+        set(header::STRICT_TRANSPORT_SECURITY, HSTS);
     }
     response
 }

@@ -16,8 +16,8 @@ pub mod problem;
 pub mod processing;
 pub mod stall;
 pub mod state;
-pub mod tls;
 pub mod status_cache;
+pub mod tls;
 pub mod users;
 pub mod views;
 pub mod web;
@@ -148,7 +148,9 @@ impl GatewayConfig {
     pub fn check_listen(&self, addr: SocketAddr) -> anyhow::Result<()> {
         let loopback = match addr.ip() {
             IpAddr::V4(ip) => ip.is_loopback(),
-            IpAddr::V6(ip) => ip.to_ipv4_mapped().map_or(ip.is_loopback(), |v4| v4.is_loopback()),
+            IpAddr::V6(ip) => ip
+                .to_ipv4_mapped()
+                .map_or(ip.is_loopback(), |v4| v4.is_loopback()),
         };
         if self.tls.is_none() && !self.plaintext && !loopback {
             anyhow::bail!(
@@ -245,8 +247,8 @@ pub async fn serve(
         },
     );
     axum::serve(listener, make_service)
-    .with_graceful_shutdown(shutdown.cancelled_owned())
-    .await?;
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await?;
     tracing::info!("gateway stopped");
     Ok(())
 }

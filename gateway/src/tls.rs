@@ -26,8 +26,7 @@ use tokio::{
 use tokio_rustls::{
     TlsAcceptor,
     rustls::{
-        self,
-        ServerConfig,
+        self, ServerConfig,
         crypto::ring::sign::any_supported_type,
         pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject},
         server::{ClientHello, ResolvesServerCert},
@@ -109,7 +108,8 @@ impl Pem {
         }
         let key = PrivateKeyDer::from_pem_slice(&self.key)
             .context("reading the private key (GATEWAY_TLS_KEY_FILE)")?;
-        let signing = any_supported_type(&key).context("the private key's type is not supported")?;
+        let signing =
+            any_supported_type(&key).context("the private key's type is not supported")?;
         let certified = CertifiedKey::new(chain, signing);
         match certified.keys_match() {
             // A key that cannot say its public key is checked by the first handshake.
@@ -117,7 +117,8 @@ impl Pem {
                 Ok(certified)
             }
             Err(err) => {
-                Err(anyhow::Error::new(err).context("the certificate does not match the private key"))
+                Err(anyhow::Error::new(err)
+                    .context("the certificate does not match the private key"))
             }
         }
     }
@@ -173,7 +174,10 @@ impl Certificate {
             Ok(pem) if pem == self.current.load().0 => return,
             Ok(pem) => pem,
             Err(err) => {
-                tracing::error!(error = format!("{err:#}"), "cannot read the gateway certificate, keeping the previous one");
+                tracing::error!(
+                    error = format!("{err:#}"),
+                    "cannot read the gateway certificate, keeping the previous one"
+                );
                 return;
             }
         };
@@ -183,7 +187,10 @@ impl Certificate {
                 tracing::info!(cert_file = %self.files.cert_file.display(), "gateway certificate reloaded");
             }
             Err(err) => {
-                tracing::error!(error = format!("{err:#}"), "the new gateway certificate is not usable, keeping the previous one");
+                tracing::error!(
+                    error = format!("{err:#}"),
+                    "the new gateway certificate is not usable, keeping the previous one"
+                );
             }
         }
     }

@@ -6,9 +6,7 @@
 use std::{path::Path, sync::Arc, time::Duration};
 
 use atelier_gateway::{GatewayConfig, tls::EdgeTls};
-use atelier_proto::workflow::v1::{
-    self as pb, workflow_service_client::WorkflowServiceClient,
-};
+use atelier_proto::workflow::v1::{self as pb, workflow_service_client::WorkflowServiceClient};
 use atelier_testbed::{Backend, TestPlatform};
 use atelier_testkit::rest::sign_up;
 use http_body_util::{BodyExt, Empty};
@@ -125,7 +123,11 @@ async fn connect(ca: &Ca, url: &str, alpn: &[&[u8]]) -> TlsStream<TcpStream> {
 
 /// The certificate the server presented on `tls`.
 fn presented(tls: &TlsStream<TcpStream>) -> Vec<u8> {
-    tls.get_ref().1.peer_certificates().expect("peer certificate")[0].to_vec()
+    tls.get_ref()
+        .1
+        .peer_certificates()
+        .expect("peer certificate")[0]
+        .to_vec()
 }
 
 fn der(pem: &str) -> Vec<u8> {
@@ -255,10 +257,7 @@ async fn rest_grpc_grpc_web_and_websockets_work_over_https() {
         rest = &rest[5 + length..];
     }
     assert!(trailers.contains("grpc-status:0"), "{trailers}");
-    assert_eq!(
-        message.expect("a message").workflows.len(),
-        workflows.len()
-    );
+    assert_eq!(message.expect("a message").workflows.len(), workflows.len());
 
     // A WebSocket over HTTPS (HTTP/1.1 upgrade).
     let user = sign_up(&platform, "tls-ws@example.com").await;
@@ -272,6 +271,24 @@ async fn rest_grpc_grpc_web_and_websockets_work_over_https() {
         .await
         .expect("websocket over tls");
     assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
+
+    // A WebSocket over HTTP/2 (extended CONNECT, RFC 8441), as a browser opens one
+    // on an h2 connection. The server's settings allow it once the connection is up.
+    let request = http::Request::get(format!("{url}/healthz"))
+        .body(Empty::<bytes::Bytes>::new())
+        .expect("request");
+    h2.send_request(request).await.expect("h2 request");
+    let mut connect = http::Request::builder()
+        .method(http::Method::CONNECT)
+        .uri(format!("{url}/api/ws?access_token={}", user.token))
+        .header("sec-websocket-version", "13")
+        .body(Empty::<bytes::Bytes>::new())
+        .expect("request");
+    connect
+        .extensions_mut()
+        .insert(hyper::ext::Protocol::from_static("websocket"));
+    let response = h2.send_request(connect).await.expect("extended connect");
+    assert_eq!(response.status(), StatusCode::OK, "a WebSocket over h2");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -322,7 +339,12 @@ async fn a_renewed_certificate_is_served_without_dropping_connections() {
     // The connections opened before keep working.
     let response = h2.send_request(healthz()).await.expect("after");
     assert_eq!(response.status(), StatusCode::OK);
-    let body = response.into_body().collect().await.expect("body").to_bytes();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
     assert_eq!(&body[..], b"ok");
     assert!(!connection.is_finished(), "the open connection was kept");
     grpc.list_workflows(pb::ListWorkflowsRequest::default())
@@ -332,7 +354,10 @@ async fn a_renewed_certificate_is_served_without_dropping_connections() {
     // A broken replacement: the last good certificate stays.
     install(
         &files,
-        &("-----BEGIN CERTIFICATE-----\nbroken\n-----END CERTIFICATE-----\n".to_owned(), second.1.clone()),
+        &(
+            "-----BEGIN CERTIFICATE-----\nbroken\n-----END CERTIFICATE-----\n".to_owned(),
+            second.1.clone(),
+        ),
     );
     tokio::time::sleep(Duration::from_millis(500)).await;
     let tls = connect(&ca, &url, &[b"h2"]).await;
@@ -406,10 +431,7 @@ async fn plain_http_outside_loopback_needs_an_explicit_opt_in() {
             .get(header::STRICT_TRANSPORT_SECURITY)
             .cloned()
     };
-    assert_eq!(
-        hsts(behind.clone(), "https").await.expect("hsts"),
-        HSTS
-    );
+    assert_eq!(hsts(behind.clone(), "https").await.expect("hsts"), HSTS);
     assert_eq!(hsts(behind, "http").await, None);
     assert_eq!(hsts(platform.gateway_url.clone(), "https").await, None);
 

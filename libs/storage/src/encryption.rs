@@ -330,7 +330,12 @@ mod tests {
         let raw: Vec<u8> = (0u8..32).collect();
         let id = EncryptionKey::from_bytes(&raw).expect("raw").id();
         let hex_text = format!("{}\n", hex::encode(&raw));
-        assert_eq!(EncryptionKey::from_bytes(hex_text.as_bytes()).expect("hex").id(), id);
+        assert_eq!(
+            EncryptionKey::from_bytes(hex_text.as_bytes())
+                .expect("hex")
+                .id(),
+            id
+        );
         let b64 = base64::engine::general_purpose::STANDARD.encode(&raw);
         assert_eq!(
             EncryptionKey::from_bytes(format!(" {b64}\n").as_bytes())
@@ -350,7 +355,10 @@ mod tests {
             let err = EncryptionKey::from_bytes(bad).expect_err("bad key");
             assert!(err.to_string().contains("32 random bytes"), "{err}");
         }
-        assert!(!format!("{:?}", key()).contains("[7"), "the key stays out of Debug");
+        assert!(
+            !format!("{:?}", key()).contains("[7"),
+            "the key stays out of Debug"
+        );
     }
 
     #[test]
@@ -392,6 +400,9 @@ mod tests {
 
         let other = EncryptionKey::from_bytes(&(0u8..32).collect::<Vec<_>>()).expect("key");
         let err = other.open(&header).err().expect("another key");
-        assert!(err.contains(&key.id()) && err.contains(&other.id()), "{err}");
+        assert!(
+            err.contains(&key.id()) && err.contains(&other.id()),
+            "{err}"
+        );
     }
 }

@@ -177,10 +177,7 @@ impl LocalStore {
             size += chunk.len() as u64;
         }
         if let Some(sealer) = sealer {
-            writer
-                .write_all(&sealer.finish()?)
-                .await
-                .map_err(writing)?;
+            writer.write_all(&sealer.finish()?).await.map_err(writing)?;
         }
         writer
             .flush()
@@ -216,9 +213,9 @@ impl LocalStore {
                  (STORAGE_ENCRYPTION_KEY_FILE)"
             )));
         };
-        let segments = encryption
-            .open(header)
-            .map_err(|why| StorageError::Backend(format!("cannot decrypt object {key:?}: {why}")))?;
+        let segments = encryption.open(header).map_err(|why| {
+            StorageError::Backend(format!("cannot decrypt object {key:?}: {why}"))
+        })?;
         let size = encryption::plaintext_len(file_len).ok_or_else(|| corrupt(key))?;
         let range = range::resolve(size, range)?;
         let count = encryption::segment_count(size);

@@ -1255,7 +1255,9 @@ mod local_encryption {
         let on_disk = std::fs::read(file(dir.path(), "big")).expect("file");
         assert!(on_disk.starts_with(b"ATELIER\x1a"));
         assert!(
-            !on_disk.windows(32).any(|window| window == &bytes[5000..5032]),
+            !on_disk
+                .windows(32)
+                .any(|window| window == &bytes[5000..5032]),
             "plaintext on disk"
         );
         assert_eq!(
@@ -1273,10 +1275,16 @@ mod local_encryption {
             (None, 0..=bytes.len() - 1),
             (from(0, Some(0)), 0..=0),
             (from(SEGMENT - 1, Some(SEGMENT)), SEGMENT - 1..=SEGMENT),
-            (from(SEGMENT, Some(2 * SEGMENT - 1)), SEGMENT..=2 * SEGMENT - 1),
+            (
+                from(SEGMENT, Some(2 * SEGMENT - 1)),
+                SEGMENT..=2 * SEGMENT - 1,
+            ),
             (from(100, Some(3 * SEGMENT + 5)), 100..=3 * SEGMENT + 5),
             (from(3 * SEGMENT, None), 3 * SEGMENT..=bytes.len() - 1),
-            (Some(ByteRange::Suffix(10)), bytes.len() - 10..=bytes.len() - 1),
+            (
+                Some(ByteRange::Suffix(10)),
+                bytes.len() - 10..=bytes.len() - 1,
+            ),
         ] {
             let got = read(&store, "big", range).await.expect("read");
             assert!(got == bytes[expected.clone()], "{range:?}: wrong bytes");
@@ -1359,7 +1367,10 @@ mod local_encryption {
                 start: 0,
                 end: Some(5),
             });
-            assert!(read(&store, "x", range).await.is_err(), "truncated at {cut}");
+            assert!(
+                read(&store, "x", range).await.is_err(),
+                "truncated at {cut}"
+            );
         }
         // Extended by a segment's worth.
         let mut extended = whole.clone();
@@ -1394,12 +1405,26 @@ mod local_encryption {
             .expect("put");
         let key = test_key(1);
         let wrong = open(dir.path(), Some(test_key(2)));
-        let err = wrong.get("new", None).await.map(|read| read.meta).expect_err("wrong key");
+        let err = wrong
+            .get("new", None)
+            .await
+            .map(|read| read.meta)
+            .expect_err("wrong key");
         let message = err.to_string();
         assert!(message.contains("another key"), "{message}");
-        assert!(message.contains(&key.id()) && message.contains(&test_key(2).id()), "{message}");
-        let err = plain.get("new", None).await.map(|read| read.meta).expect_err("no key");
-        assert!(err.to_string().contains("STORAGE_ENCRYPTION_KEY_FILE"), "{err}");
+        assert!(
+            message.contains(&key.id()) && message.contains(&test_key(2).id()),
+            "{message}"
+        );
+        let err = plain
+            .get("new", None)
+            .await
+            .map(|read| read.meta)
+            .expect_err("no key");
+        assert!(
+            err.to_string().contains("STORAGE_ENCRYPTION_KEY_FILE"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -1530,8 +1555,13 @@ mod s3_encryption {
         let bucket = store.bucket().to_owned();
         let mut writes = Vec::new();
         for request in seen {
-            let object = request.path.trim_start_matches('/') != bucket;
-            let has = |name: &str| request.query.split('&').any(|pair| pair.split('=').next() == Some(name));
+            let object = request.path.trim_matches('/') != bucket;
+            let has = |name: &str| {
+                request
+                    .query
+                    .split('&')
+                    .any(|pair| pair.split('=').next() == Some(name))
+            };
             let kind = match request.method.as_str() {
                 "PUT" if request.headers.contains_key("x-amz-copy-source") => "CopyObject",
                 "PUT" if object && has("partNumber") => "UploadPart",

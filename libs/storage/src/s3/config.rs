@@ -262,7 +262,11 @@ mod tests {
             &[("S3_BUCKET", "b"), ("S3_FORCE_PATH_STYLE", "maybe")][..],
             &[("S3_BUCKET", "b"), ("S3_SSE", "aes")],
             &[("S3_BUCKET", "b"), ("S3_SSE_KMS_KEY_ID", "k")],
-            &[("S3_BUCKET", "b"), ("S3_SSE", "none"), ("S3_SSE_KMS_KEY_ID", "k")],
+            &[
+                ("S3_BUCKET", "b"),
+                ("S3_SSE", "none"),
+                ("S3_SSE_KMS_KEY_ID", "k"),
+            ],
             &[
                 ("S3_BUCKET", "b"),
                 ("S3_SSE", "AES256"),
