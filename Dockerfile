@@ -46,6 +46,9 @@ COPY --from=web /src/gateway/web/dist/ /usr/share/atelier/web/
 COPY --from=build --chown=65532:65532 /out/data/ /var/lib/atelier/
 # Listen on every interface inside the container; services reach each other on loopback
 # when one container runs them all. A cluster sets the *_URL to its Services.
+# The gateway refuses plain HTTP on 0.0.0.0 unless told: give it a certificate
+# (GATEWAY_TLS_CERT_FILE, GATEWAY_TLS_KEY_FILE) or, behind a proxy that terminates TLS,
+# GATEWAY_PLAINTEXT=true (the Helm chart and k8s/ set it for their Ingress).
 ENV DATA_DIR=/var/lib/atelier \
     WEB_DIR=/usr/share/atelier/web \
     LOG_FORMAT=json \

@@ -113,6 +113,27 @@ impl TrustedProxies {
         client
     }
 
+    /// Whether a request from `peer` came to us through a proxy of ours that the
+    /// client reached over https: the peer is a trusted proxy (in `TRUSTED_PROXIES`,
+    /// or any peer when `TRUSTED_PROXY_HOPS` > 0) and the last `X-Forwarded-Proto`
+    /// entry, the one our nearest proxy wrote, is `https`.
+    pub fn forwarded_https(&self, peer: IpAddr, headers: &HeaderMap) -> bool {
+        let trusted = if self.ranges.is_empty() {
+            self.hops > 0
+        } else {
+            self.trusts(peer)
+        };
+        trusted
+            && headers
+                .get_all("x-forwarded-proto")
+                .iter()
+                .filter_map(|value| value.to_str().ok())
+                .flat_map(|value| value.split(','))
+                .map(str::trim)
+                .next_back()
+                .is_some_and(|proto| proto.eq_ignore_ascii_case("https"))
+    }
+
     /// The entry `hops` from the right; the peer when the header is shorter than
     /// the proxies in front (it did not come through all of them) or unreadable.
     fn by_hops(&self, peer: IpAddr, entries: &[&str]) -> IpAddr {
@@ -233,6 +254,29 @@ mod tests {
             ),
             ip("203.0.113.9")
         );
+    }
+
+    #[test]
+    fn only_a_trusted_proxy_says_https() {
+        let https = |values: &[&str]| {
+            let mut map = HeaderMap::new();
+            for value in values {
+                map.append("x-forwarded-proto", value.parse().expect("header"));
+            }
+            map
+        };
+        let peer = ip("10.1.1.1");
+        assert!(!TrustedProxies::none().forwarded_https(peer, &https(&["https"])));
+        assert!(TrustedProxies::hops(1).forwarded_https(peer, &https(&["https"])));
+        assert!(TrustedProxies::hops(1).forwarded_https(peer, &https(&["HTTPS"])));
+        assert!(!TrustedProxies::hops(1).forwarded_https(peer, &https(&["http"])));
+        assert!(!TrustedProxies::hops(1).forwarded_https(peer, &https(&[])));
+        // The nearest proxy's entry counts, not what the client sent before it.
+        assert!(!TrustedProxies::hops(1).forwarded_https(peer, &https(&["https, http"])));
+        assert!(TrustedProxies::hops(1).forwarded_https(peer, &https(&["http", "https"])));
+        let ranges = TrustedProxies::ranges(&["10.0.0.0/8"]).expect("ranges");
+        assert!(ranges.forwarded_https(peer, &https(&["https"])));
+        assert!(!ranges.forwarded_https(ip("203.0.113.9"), &https(&["https"])));
     }
 
     #[test]

@@ -1,16 +1,16 @@
 //! Cross-cutting HTTP layers: security headers, CORS and RED metrics.
 
-use std::{collections::HashMap, sync::Arc, time::Instant};
+use std::{collections::HashMap, net::SocketAddr, sync::Arc, time::Instant};
 
 use atelier_common::Caller;
 use axum::{
-    extract::{MatchedPath, Request, State},
+    extract::{ConnectInfo, MatchedPath, Request, State},
     http::{HeaderName, HeaderValue, Method, header},
     middleware::Next,
     response::{IntoResponse, Response},
 };
 
-use crate::{problem::Problem, state::AppState};
+use crate::{forwarded::TrustedProxies, problem::Problem, state::AppState};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 /// The policy for everything the gateway serves: only its own scripts, no
@@ -19,8 +19,37 @@ const CSP: &str = "default-src 'self'; base-uri 'self'; object-src 'none'; frame
 form-action 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data: blob: https:; \
 connect-src 'self'; font-src 'self' data:";
 
+/// When `Strict-Transport-Security` is sent. Browsers ignore it over plain HTTP,
+/// and a proxy we do not run may not claim HTTPS for a client, so it goes out only
+/// where the client is known to have come over HTTPS.
+#[derive(Clone, Debug)]
+pub enum Hsts {
+    /// The gateway serves TLS itself: every response.
+    Always,
+    /// Plain HTTP behind proxies: when a trusted proxy says, in
+    /// `X-Forwarded-Proto`, that the client came to it over https.
+    Forwarded(TrustedProxies),
+}
+
+impl Hsts {
+    pub fn applies(&self, request: &Request) -> bool {
+        match self {
+            Self::Always => true,
+            Self::Forwarded(proxies) => request
+                .extensions()
+                .get::<ConnectInfo<SocketAddr>>()
+                .is_some_and(|ConnectInfo(peer)| {
+                    proxies.forwarded_https(peer.ip(), request.headers())
+                }),
+        }
+    }
+}
+
+/// The HSTS policy: two years, subdomains included.
+const HSTS: &str = "max-age=63072000; includeSubDomains";
+
 /// Headers as Helmet sets them, added where a handler did not set its own.
-/// HSTS only when the public URL is https.
+/// HSTS only where the client came over HTTPS (see [`Hsts`]).
 pub async fn security_headers(hsts: bool, request: Request, next: Next) -> Response {
     let mut response = next.run(request).await;
     let headers = response.headers_mut();
@@ -48,10 +77,7 @@ pub async fn security_headers(hsts: bool, request: Request, next: Next) -> Respo
         "none",
     );
     if hsts {
-        set(
-            header::STRICT_TRANSPORT_SECURITY,
-            "max-age=31536000; includeSubDomains",
-        );
+        set(header::STRICT_TRANSPORT_SECURITY, HSTS);
     }
     response
 }

@@ -17,13 +17,20 @@ pub mod processing;
 pub mod stall;
 pub mod state;
 pub mod status_cache;
+pub mod tls;
 pub mod users;
 pub mod views;
 pub mod web;
 pub mod workflows;
 
-use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+use std::{
+    net::{IpAddr, SocketAddr},
+    path::PathBuf,
+    sync::Arc,
+    time::Duration,
+};
 
+use anyhow::Context as _;
 use atelier_common::{
     admin::Readiness,
     config::{self, Platform},
@@ -61,8 +68,15 @@ use status_cache::{JobCache, UrlCache};
 #[derive(Clone, Debug)]
 pub struct GatewayConfig {
     pub platform: Platform,
-    /// `PUBLIC_URL`: where users reach the platform; https turns on HSTS.
+    /// `PUBLIC_URL`: where users reach the platform.
     pub public_url: Option<String>,
+    /// `GATEWAY_TLS_CERT_FILE`, `GATEWAY_TLS_KEY_FILE`: serve HTTPS with this
+    /// certificate (reloaded when the files change).
+    pub tls: Option<tls::EdgeTls>,
+    /// `GATEWAY_PLAINTEXT`: serve plain HTTP on an address other than loopback
+    /// (a proxy in front terminates TLS). Without TLS and without it, the gateway
+    /// refuses to listen anywhere but on loopback.
+    pub plaintext: bool,
     /// `CORS_ALLOWED_ORIGINS`: comma-separated origins allowed to call the API
     /// from other sites. Empty: same-origin only.
     pub cors_origins: Vec<HeaderValue>,
@@ -101,6 +115,8 @@ impl GatewayConfig {
         Ok(Self {
             platform,
             public_url: config::var_opt("PUBLIC_URL")?,
+            tls: tls::EdgeTls::from_env()?,
+            plaintext: config::var("GATEWAY_PLAINTEXT", false)?,
             cors_origins,
             max_body_bytes: config::var("MAX_REQUEST_BODY_BYTES", 1024 * 1024)?,
             max_upload_bytes: config::var::<usize>("MAX_FILE_SIZE_MB", 50)? * 1024 * 1024,
@@ -121,6 +137,30 @@ impl GatewayConfig {
             status_cache_ttl: Duration::from_millis(config::var("JOB_STATUS_CACHE_MS", 1000)?),
         })
     }
+
+    /// The scheme the gateway serves: `https` with a certificate, else `http`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
+    }
+
+    /// Refuses plain HTTP on an address other than loopback unless
+    /// `GATEWAY_PLAINTEXT` says a proxy in front terminates TLS.
+    pub fn check_listen(&self, addr: SocketAddr) -> anyhow::Result<()> {
+        let loopback = match addr.ip() {
+            IpAddr::V4(ip) => ip.is_loopback(),
+            IpAddr::V6(ip) => ip
+                .to_ipv4_mapped()
+                .map_or(ip.is_loopback(), |v4| v4.is_loopback()),
+        };
+        if self.tls.is_none() && !self.plaintext && !loopback {
+            anyhow::bail!(
+                "the gateway would serve plain HTTP on {addr}, which is not a loopback address: \
+                 set GATEWAY_TLS_CERT_FILE and GATEWAY_TLS_KEY_FILE to serve HTTPS, or \
+                 GATEWAY_PLAINTEXT=true when a proxy in front of it terminates TLS"
+            );
+        }
+        Ok(())
+    }
 }
 
 /// Serves the gateway on `listener` until `shutdown`.
@@ -130,6 +170,13 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     atelier_common::telemetry::metrics();
+    config.check_listen(listener.local_addr()?)?;
+    let certificate = config
+        .tls
+        .as_ref()
+        .map(tls::Certificate::load)
+        .transpose()
+        .context("the gateway certificate")?;
     let identity = Identity::start(&config.platform.tls, ServiceName::Gateway, &shutdown)?;
     let (endpoints, timeout) = (&config.platform.endpoints, config.platform.grpc_timeout);
     let auth_channel = identity.channel(&endpoints.auth.url, timeout)?;
@@ -172,6 +219,22 @@ pub async fn serve(
     }
     let app = router(&config, state)?;
     let addr = listener.local_addr()?;
+    let make_service = app.into_make_service_with_connect_info::<SocketAddr>();
+    if let Some(certificate) = certificate {
+        tracing::info!(%addr, "gateway listening (https)");
+        certificate.watch(shutdown.clone());
+        // Through `tap_io` (which does nothing here) axum gives handlers the peer's
+        // `ConnectInfo<SocketAddr>`, as for the plain listener.
+        let listener = axum::serve::ListenerExt::tap_io(
+            tls::Listener::new(listener, &certificate, config.send_timeout),
+            |_| {},
+        );
+        axum::serve(listener, make_service)
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await?;
+        tracing::info!("gateway stopped");
+        return Ok(());
+    }
     tracing::info!(%addr, "gateway listening");
     // Nagle's algorithm off: a response written in several pieces must not wait for
     // the client's delayed ACK.
@@ -183,12 +246,9 @@ pub async fn serve(
             }
         },
     );
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown.cancelled_owned())
-    .await?;
+    axum::serve(listener, make_service)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await?;
     tracing::info!("gateway stopped");
     Ok(())
 }
@@ -265,10 +325,12 @@ pub fn router(config: &GatewayConfig, state: AppState) -> anyhow::Result<Router>
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
         .with_state(state);
 
-    let hsts = config
-        .public_url
-        .as_deref()
-        .is_some_and(|url| url.starts_with("https://"));
+    // HSTS where the client came over HTTPS: to us, or to a proxy of ours.
+    let hsts = if config.tls.is_some() {
+        layers::Hsts::Always
+    } else {
+        layers::Hsts::Forwarded(config.proxies.clone())
+    };
 
     // Metrics and readiness are on the admin port only; load balancers may probe
     // liveness here.
@@ -295,6 +357,7 @@ pub fn router(config: &GatewayConfig, state: AppState) -> anyhow::Result<Router>
                 .layer(PropagateRequestIdLayer::x_request_id())
                 .layer(middleware::from_fn(problem::scope_request_id))
                 .layer(middleware::from_fn(move |request: Request, next: Next| {
+                    let hsts = hsts.applies(&request);
                     layers::security_headers(hsts, request, next)
                 }))
                 .layer(layers::cors(&config.cors_origins))

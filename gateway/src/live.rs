@@ -332,9 +332,15 @@ async fn forward(
     }
 }
 
-/// The WebSocket route (not part of the OpenAPI document: it is no REST call).
+/// The WebSocket route (not part of the OpenAPI document: it is no REST call):
+/// `GET` with `Upgrade` over HTTP/1.1, extended `CONNECT` over HTTP/2 (RFC 8441),
+/// which browsers use on an h2 connection to an HTTPS gateway.
 pub fn routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().route("/api/ws", axum::routing::get(upgrade))
+    use axum::routing::{MethodFilter, on};
+    OpenApiRouter::new().route(
+        "/api/ws",
+        on(MethodFilter::GET.or(MethodFilter::CONNECT), upgrade),
+    )
 }
 
 #[cfg(test)]

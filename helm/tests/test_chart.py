@@ -344,6 +344,60 @@ class ChartTest(unittest.TestCase):
             RENDERED["production"].kind("Ingress")[0]["spec"]["ingressClassName"], "alb"
         )
 
+    def gateway_and_image(self, rendered: Rendered):
+        deployments = kube.deployments(rendered.docs)
+        return tuple(
+            (
+                deployments[component]["spec"]["template"]["spec"],
+                kube.env_names(deployments[component]["spec"]["template"]["spec"]["containers"][0]),
+            )
+            for component in ("gateway", "image")
+        )
+
+    def test_gateway_speaks_plain_http_only_to_the_ingress_unless_given_a_certificate(self):
+        # By default the ingress terminates TLS, and the gateway says it may listen in
+        # plain HTTP on the pod's every interface.
+        for case, rendered in self.each():
+            (_, env), _ = self.gateway_and_image(rendered)
+            self.assertEqual(env["GATEWAY_PLAINTEXT"]["value"], "true")
+            self.assertNotIn("GATEWAY_TLS_CERT_FILE", env)
+            self.assertNotIn("GATEWAY_PLAINTEXT", rendered.config())
+        # With gateway.tls.secretName, HTTPS on the gateway's port from the mounted Secret.
+        rendered = Rendered("atelier", {"gateway": {"tls": {"secretName": "atelier-edge-tls", "reloadSecs": 60}}})
+        self.assertNoProblems(kube.validate(rendered.docs, "chart[custom]")[0])
+        (spec, env), _ = self.gateway_and_image(rendered)
+        self.assertNotIn("GATEWAY_PLAINTEXT", env)
+        cert, key = env["GATEWAY_TLS_CERT_FILE"]["value"], env["GATEWAY_TLS_KEY_FILE"]["value"]
+        self.assertEqual(env["GATEWAY_TLS_RELOAD_SECS"]["value"], "60")
+        (mount,) = [m for m in spec["containers"][0]["volumeMounts"] if cert.startswith(m["mountPath"] + "/")]
+        self.assertTrue(key.startswith(mount["mountPath"] + "/"))
+        self.assertTrue(mount["readOnly"])
+        self.assertNotIn("subPath", mount, "a renewed certificate shows up in place")
+        (volume,) = [v for v in spec["volumes"] if v["name"] == mount["name"]]
+        self.assertEqual(volume["secret"]["secretName"], "atelier-edge-tls")
+
+    def test_local_objects_are_encrypted_with_a_mounted_key(self):
+        _, (_, env) = self.gateway_and_image(RENDERED["default"])
+        self.assertNotIn("STORAGE_ENCRYPTION_KEY_FILE", env)
+        rendered = Rendered(
+            "atelier", {"secrets": {"storageEncryptionKey": {"existingSecret": "atelier-storage-key", "key": "k"}}}
+        )
+        self.assertNoProblems(kube.validate(rendered.docs, "chart[custom]")[0])
+        (_, gateway_env), (spec, env) = self.gateway_and_image(rendered)
+        self.assertNotIn("STORAGE_ENCRYPTION_KEY_FILE", gateway_env)
+        path = env["STORAGE_ENCRYPTION_KEY_FILE"]["value"]
+        (mount,) = [m for m in spec["containers"][0]["volumeMounts"] if path.startswith(m["mountPath"] + "/")]
+        self.assertTrue(mount["readOnly"])
+        (volume,) = [v for v in spec["volumes"] if v["name"] == mount["name"]]
+        self.assertEqual(volume["secret"]["secretName"], "atelier-storage-key")
+        self.assertEqual(mount["mountPath"] + "/" + volume["secret"]["items"][0]["path"], path)
+
+    def test_s3_server_side_encryption_is_passed_on(self):
+        self.assertNotIn("S3_SSE", RENDERED["default"].config(), "the binary's default: AES256")
+        for sse in ("none", "aws:kms"):
+            rendered = Rendered("atelier", {"config": {"s3": {"bucket": "images", "sse": sse}}})
+            self.assertEqual(rendered.config()["S3_SSE"], sse)
+
     def test_trials_only_backends_off_in_production(self):
         self.assertEqual(RENDERED["production"].kind("StatefulSet"), [])
         self.assertEqual(

@@ -87,6 +87,13 @@ class KustomizeTest(unittest.TestCase):
                 container = deployment["spec"]["template"]["spec"]["containers"][0]
                 self.assertEqual(container["envFrom"][0]["configMapRef"]["name"], config_map["metadata"]["name"])
 
+    def test_gateway_serves_plain_http_only_behind_the_ingress(self):
+        # The Ingress terminates TLS; the gateway refuses plain HTTP on 0.0.0.0 unless told.
+        for overlay, docs in self.each():
+            (config_map,) = kube.by_kind(docs, "ConfigMap")
+            self.assertEqual(config_map["data"]["GATEWAY_PLAINTEXT"], "true")
+            self.assertTrue(kube.by_kind(docs, "Ingress"), "an Ingress terminates TLS in front")
+
     def test_no_secrets_in_the_manifests(self):
         for overlay, docs in self.each():
             self.assertEqual(kube.by_kind(docs, "Secret"), [])

@@ -314,6 +314,24 @@ spec:
 - name: JWT_KEYS_DIR
   value: /etc/atelier/jwt
 {{- end }}
+{{- if eq .component "gateway" }}
+{{- if $v.gateway.tls.secretName }}
+- name: GATEWAY_TLS_CERT_FILE
+  value: /etc/atelier/edge-tls/tls.crt
+- name: GATEWAY_TLS_KEY_FILE
+  value: /etc/atelier/edge-tls/tls.key
+- name: GATEWAY_TLS_RELOAD_SECS
+  value: {{ $v.gateway.tls.reloadSecs | quote }}
+{{- else }}
+# Plain HTTP on every interface of the pod: the ingress in front terminates TLS.
+- name: GATEWAY_PLAINTEXT
+  value: "true"
+{{- end }}
+{{- end }}
+{{- if and (eq .component "image") $v.secrets.storageEncryptionKey.existingSecret }}
+- name: STORAGE_ENCRYPTION_KEY_FILE
+  value: {{ printf "/etc/atelier/storage-key/%s" $v.secrets.storageEncryptionKey.key | quote }}
+{{- end }}
 {{- end -}}
 
 {{- define "atelier.podSecurityContext" -}}
@@ -503,6 +521,16 @@ spec:
               mountPath: /etc/atelier/jwt
               readOnly: true
             {{- end }}
+            {{- if and (eq $component "gateway") $ctx.Values.gateway.tls.secretName }}
+            - name: edge-tls
+              mountPath: /etc/atelier/edge-tls
+              readOnly: true
+            {{- end }}
+            {{- if and (eq $component "image") $ctx.Values.secrets.storageEncryptionKey.existingSecret }}
+            - name: storage-key
+              mountPath: /etc/atelier/storage-key
+              readOnly: true
+            {{- end }}
         {{- if and (eq $component "image") $ctx.Values.scanner.enabled }}
         {{- include "atelier.clamdContainer" $ctx | nindent 8 }}
         {{- end }}
@@ -541,6 +569,22 @@ spec:
           secret:
             secretName: {{ $ctx.Values.secrets.jwtKeys.existingSecret }}
             defaultMode: 0440
+        {{- end }}
+        {{- if and (eq $component "gateway") $ctx.Values.gateway.tls.secretName }}
+        # The gateway's public certificate (renewals show up in place: no subPath).
+        - name: edge-tls
+          secret:
+            secretName: {{ $ctx.Values.gateway.tls.secretName }}
+            defaultMode: 0440
+        {{- end }}
+        {{- if and (eq $component "image") $ctx.Values.secrets.storageEncryptionKey.existingSecret }}
+        - name: storage-key
+          secret:
+            secretName: {{ $ctx.Values.secrets.storageEncryptionKey.existingSecret }}
+            defaultMode: 0440
+            items:
+              - key: {{ $ctx.Values.secrets.storageEncryptionKey.key }}
+                path: {{ $ctx.Values.secrets.storageEncryptionKey.key }}
         {{- end }}
       {{- $spread := include "atelier.topologySpreadConstraints" . | trim }}
       {{- with $spread }}

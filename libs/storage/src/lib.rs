@@ -12,11 +12,13 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::{StreamExt, stream::BoxStream};
 
+pub mod encryption;
 mod key;
 pub mod local;
 mod range;
 pub mod s3;
 
+pub use encryption::EncryptionKey;
 pub use key::{MAX_KEY_LEN, validate_key};
 pub use local::LocalStore;
 pub use s3::{S3Config, S3Store};

@@ -11,7 +11,11 @@
 //! object costs one file: a second file per object doubled the inodes created and the
 //! syncs of every put, which on a busy disk cost more than the rest of storing a result.
 //! Content types in files live in a tree of their own rather than beside the object
-//! (`<key>.meta`) because `a.meta` is itself a valid key. As on any filesystem, `a` and
+//! (`<key>.meta`) because `a.meta` is itself a valid key.
+//!
+//! With a key ([`LocalStore::encrypted`], `STORAGE_ENCRYPTION_KEY_FILE`), objects are
+//! stored encrypted (see [`crate::encryption`]); objects stored before, without the
+//! header, are still read as they are. Content types are not encrypted. As on any filesystem, `a` and
 //! `a/b` cannot both be objects: storing one while the other exists fails with
 //! [`StorageError::Backend`].
 
@@ -32,6 +36,7 @@ use tokio_util::io::ReaderStream;
 
 use crate::{
     ByteRange, ByteStream, DEFAULT_CONTENT_TYPE, ObjectMeta, ObjectRead, ObjectStore, StorageError,
+    encryption::{self, EncryptionKey},
     range, validate_key,
 };
 
@@ -55,6 +60,8 @@ pub struct LocalStore {
     /// Whether the filesystem keeps user extended attributes (else `meta/` holds the
     /// content types).
     attributes: bool,
+    /// The key new objects are encrypted with, and encrypted objects read with.
+    encryption: Option<EncryptionKey>,
 }
 
 impl LocalStore {
@@ -67,6 +74,7 @@ impl LocalStore {
             tmp: root.join("tmp"),
             root,
             attributes: false,
+            encryption: None,
         };
         // Users' images are theirs: only this process's user may read them.
         let mut private = std::fs::DirBuilder::new();
@@ -87,6 +95,16 @@ impl LocalStore {
             attributes,
             ..store
         })
+    }
+
+    /// The store, encrypting the objects it writes with `key` from now on (those
+    /// written before stay readable).
+    pub fn encrypted(self, key: EncryptionKey) -> Self {
+        tracing::info!(root = %self.root.display(), key_id = key.id(), "local objects are encrypted");
+        Self {
+            encryption: Some(key),
+            ..self
+        }
     }
 
     /// Whether a file in `tmp/` takes a content type attribute.
@@ -138,14 +156,28 @@ impl LocalStore {
             .await
             .map_err(|e| backend(format!("creating {}", temp.path.display()), e))?;
         let mut writer = BufWriter::with_capacity(READ_CHUNK, file);
+        let writing = |e| backend(format!("writing {}", temp.path.display()), e);
         let mut size = 0u64;
+        let mut sealer = self.encryption.as_ref().map(EncryptionKey::seal);
+        if let Some(sealer) = &sealer {
+            writer.write_all(&sealer.header()).await.map_err(writing)?;
+        }
+        let mut sealed = Vec::new();
         while let Some(chunk) = body.next().await {
             let chunk = chunk.map_err(StorageError::Body)?;
-            writer
-                .write_all(&chunk)
-                .await
-                .map_err(|e| backend(format!("writing {}", temp.path.display()), e))?;
+            match &mut sealer {
+                Some(sealer) => {
+                    sealer.push(&chunk, &mut sealed)?;
+                    for segment in sealed.drain(..) {
+                        writer.write_all(&segment).await.map_err(writing)?;
+                    }
+                }
+                None => writer.write_all(&chunk).await.map_err(writing)?,
+            }
             size += chunk.len() as u64;
+        }
+        if let Some(sealer) = sealer {
+            writer.write_all(&sealer.finish()?).await.map_err(writing)?;
         }
         writer
             .flush()
@@ -161,6 +193,137 @@ impl LocalStore {
             .map_err(|e| backend(format!("syncing {}", temp.path.display()), e))?;
         Ok((temp, size))
     }
+}
+
+impl LocalStore {
+    /// Reads the encrypted object in `file` (`file_len` bytes, `header` read), or
+    /// the part of it `range` asks for, decrypting only the segments that cover it.
+    async fn get_encrypted(
+        &self,
+        key: &str,
+        mut file: File,
+        file_len: u64,
+        header: &[u8; encryption::HEADER_LEN],
+        range: Option<ByteRange>,
+        content_type: String,
+    ) -> Result<ObjectRead, StorageError> {
+        let Some(encryption) = &self.encryption else {
+            return Err(StorageError::Backend(format!(
+                "object {key:?} is encrypted, but no key is configured \
+                 (STORAGE_ENCRYPTION_KEY_FILE)"
+            )));
+        };
+        let segments = encryption.open(header).map_err(|why| {
+            StorageError::Backend(format!("cannot decrypt object {key:?}: {why}"))
+        })?;
+        let size = encryption::plaintext_len(file_len).ok_or_else(|| corrupt(key))?;
+        let range = range::resolve(size, range)?;
+        let count = encryption::segment_count(size);
+        let segment = encryption::segment_size();
+        let (first, last) = if range.is_empty() {
+            (count, count - 1)
+        } else {
+            (range.start() / segment, range.end() / segment)
+        };
+        let reading = |e| backend(format!("reading {key:?}"), e);
+        // The last segment says the object is whole (not truncated): read it first
+        // when the range does not reach it.
+        if last + 1 < count || range.is_empty() {
+            let (start, len) = encryption::segment_span(size, count - 1);
+            let mut buffer = vec![0u8; len as usize];
+            file.seek(SeekFrom::Start(start)).await.map_err(reading)?;
+            file.read_exact(&mut buffer).await.map_err(reading)?;
+            segments
+                .open(count - 1, true, &mut buffer)
+                .map_err(|()| corrupt(key))?;
+        }
+        if first < count {
+            let (start, _) = encryption::segment_span(size, first);
+            file.seek(SeekFrom::Start(start)).await.map_err(reading)?;
+        }
+        let state = Decrypting {
+            file,
+            segments,
+            key: key.to_owned(),
+            next: first,
+            last,
+            count,
+            size,
+            range: range.clone(),
+        };
+        let body = futures::stream::try_unfold(state, Decrypting::next).boxed();
+        Ok(ObjectRead {
+            meta: ObjectMeta { size, content_type },
+            range,
+            body,
+        })
+    }
+}
+
+/// The segments of an encrypted object a read covers, decrypted one at a time.
+struct Decrypting {
+    file: File,
+    segments: encryption::Segments,
+    key: String,
+    /// The next segment to read, and the last one to.
+    next: u64,
+    last: u64,
+    count: u64,
+    size: u64,
+    range: std::ops::RangeInclusive<u64>,
+}
+
+impl Decrypting {
+    async fn next(mut self) -> io::Result<Option<(bytes::Bytes, Self)>> {
+        if self.next > self.last || self.next >= self.count {
+            return Ok(None);
+        }
+        let index = self.next;
+        let (_, len) = encryption::segment_span(self.size, index);
+        let mut buffer = vec![0u8; len as usize];
+        self.file.read_exact(&mut buffer).await?;
+        self.segments
+            .open(index, index + 1 == self.count, &mut buffer)
+            .map_err(|()| io::Error::new(io::ErrorKind::InvalidData, corrupt(&self.key)))?;
+        // The part of this segment's plaintext the range covers.
+        let offset = index * encryption::segment_size();
+        let from = self.range.start().saturating_sub(offset) as usize;
+        let to = (self.range.end() - offset + 1).min(buffer.len() as u64) as usize;
+        buffer.truncate(to);
+        let bytes = bytes::Bytes::from(buffer).slice(from..);
+        self.next += 1;
+        Ok(Some((bytes, self)))
+    }
+}
+
+/// Reads the encryption header at the start of `file` (`len` bytes), if it has one.
+async fn read_header(
+    file: &mut File,
+    len: u64,
+    key: &str,
+) -> Result<Option<[u8; encryption::HEADER_LEN]>, StorageError> {
+    if len < encryption::MAGIC.len() as u64 {
+        return Ok(None);
+    }
+    let reading = |e| backend(format!("reading {key:?}"), e);
+    let mut magic = [0u8; encryption::MAGIC.len()];
+    file.read_exact(&mut magic).await.map_err(reading)?;
+    if !encryption::is_encrypted(&magic) {
+        return Ok(None);
+    }
+    let mut header = [0u8; encryption::HEADER_LEN];
+    header[..magic.len()].copy_from_slice(&magic);
+    file.read_exact(&mut header[magic.len()..])
+        .await
+        .map_err(|_| corrupt(key))?;
+    Ok(Some(header))
+}
+
+/// An encrypted object that does not decrypt: changed, truncated or extended.
+fn corrupt(key: &str) -> StorageError {
+    StorageError::Backend(format!(
+        "object {key:?} failed its integrity check: it was changed or truncated on disk"
+    ))
 }
 
 #[async_trait]
@@ -199,15 +362,24 @@ impl ObjectStore for LocalStore {
         if !metadata.is_file() {
             return Err(StorageError::NotFound);
         }
-        let size = metadata.len();
-        let range = range::resolve(size, range)?;
         let content_type = match content_type_of(&file) {
             Some(content_type) => content_type,
             None => content_type_in(&meta_path).await?,
         };
+        if let Some(header) = read_header(&mut file, metadata.len(), key).await? {
+            return self
+                .get_encrypted(key, file, metadata.len(), &header, range, content_type)
+                .await;
+        }
+        let size = metadata.len();
+        let range = range::resolve(size, range)?;
         let len = range::range_len(&range);
         if len > 0 && *range.start() > 0 {
             file.seek(SeekFrom::Start(*range.start()))
+                .await
+                .map_err(|e| backend(format!("reading {key:?}"), e))?;
+        } else {
+            file.rewind()
                 .await
                 .map_err(|e| backend(format!("reading {key:?}"), e))?;
         }
@@ -222,26 +394,36 @@ impl ObjectStore for LocalStore {
     async fn head(&self, key: &str) -> Result<ObjectMeta, StorageError> {
         let (object_path, meta_path) = self.paths(key)?;
         let opened = tokio::task::spawn_blocking(move || {
-            let file = std::fs::File::open(&object_path)?;
+            let mut file = std::fs::File::open(&object_path)?;
             let metadata = file.metadata()?;
-            Ok::<_, io::Error>((metadata, content_type_of(&file)))
+            // The first bytes say whether the object is encrypted.
+            let mut prefix = [0u8; encryption::MAGIC.len()];
+            let encrypted = metadata.is_file()
+                && metadata.len() >= prefix.len() as u64
+                && io::Read::read_exact(&mut file, &mut prefix).is_ok()
+                && encryption::is_encrypted(&prefix);
+            Ok::<_, io::Error>((metadata, encrypted, content_type_of(&file)))
         })
         .await
         .map_err(|e| backend(format!("reading {key:?}"), io::Error::other(e)))?;
-        let (metadata, content_type) = match opened {
-            Ok((metadata, content_type)) if metadata.is_file() => (metadata, content_type),
+        let (metadata, encrypted, content_type) = match opened {
+            Ok((metadata, encrypted, content_type)) if metadata.is_file() => {
+                (metadata, encrypted, content_type)
+            }
             Ok(_) => return Err(StorageError::NotFound),
             Err(e) if is_missing(&e) => return Err(StorageError::NotFound),
             Err(e) => return Err(backend(format!("reading {key:?}"), e)),
+        };
+        let size = if encrypted {
+            encryption::plaintext_len(metadata.len()).ok_or_else(|| corrupt(key))?
+        } else {
+            metadata.len()
         };
         let content_type = match content_type {
             Some(content_type) => content_type,
             None => content_type_in(&meta_path).await?,
         };
-        Ok(ObjectMeta {
-            size: metadata.len(),
-            content_type,
-        })
+        Ok(ObjectMeta { size, content_type })
     }
 
     async fn delete(&self, key: &str) -> Result<(), StorageError> {

@@ -16,8 +16,8 @@
 use std::{io, sync::Arc, task::Poll, time::Duration};
 
 use atelier_storage::{
-    ByteRange, ByteStream, LocalStore, ObjectMeta, ObjectRead, ObjectStore, S3Config, S3Store,
-    StorageError, s3::MIN_PART_SIZE,
+    ByteRange, ByteStream, EncryptionKey, LocalStore, ObjectMeta, ObjectRead, ObjectStore,
+    S3Config, S3Store, StorageError, s3::MIN_PART_SIZE,
 };
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
@@ -50,6 +50,18 @@ impl Fixture {
     fn local() -> Self {
         let dir = tempfile::tempdir().expect("creating a temp dir");
         let store = LocalStore::new(dir.path().join("store")).expect("opening the local store");
+        Self {
+            store: Arc::new(store),
+            backend: Backend::Local { dir },
+        }
+    }
+
+    /// The local store, encrypting its objects.
+    fn local_encrypted() -> Self {
+        let dir = tempfile::tempdir().expect("creating a temp dir");
+        let store = LocalStore::new(dir.path().join("store"))
+            .expect("opening the local store")
+            .encrypted(test_key(1));
         Self {
             store: Arc::new(store),
             backend: Backend::Local { dir },
@@ -248,6 +260,17 @@ macro_rules! conformance_suite {
             )+
         }
 
+        mod local_encrypted {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    let fixture = super::Fixture::local_encrypted();
+                    super::$test(&fixture).await;
+                    fixture.cleanup().await;
+                }
+            )+
+        }
+
         mod s3 {
             $(
                 #[tokio::test]
@@ -281,6 +304,11 @@ conformance_suite!(
 
 // ---------------------------------------------------------------------------------------
 // Helpers
+
+/// A 32-byte key that differs with `seed`.
+fn test_key(seed: u64) -> EncryptionKey {
+    EncryptionKey::from_bytes(&data(32, seed + 1000)).expect("a test key")
+}
 
 /// `len` bytes that differ from one test object to the next (xorshift).
 fn data(len: usize, seed: u64) -> Bytes {
@@ -1176,5 +1204,437 @@ mod s3_only {
             String::from_utf8_lossy(&answer)
         );
         fixture.cleanup().await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Encryption at rest
+
+mod local_encryption {
+    use super::*;
+
+    const SEGMENT: usize = 64 * 1024;
+
+    fn open(root: &std::path::Path, key: Option<EncryptionKey>) -> LocalStore {
+        let store = LocalStore::new(root.to_owned()).expect("open");
+        match key {
+            Some(key) => store.encrypted(key),
+            None => store,
+        }
+    }
+
+    async fn read(store: &LocalStore, key: &str, range: Option<ByteRange>) -> io::Result<Vec<u8>> {
+        let read = store
+            .get(key, range)
+            .await
+            .map_err(|err| io::Error::other(err.to_string()))?;
+        let chunks: Vec<Bytes> = read.body.try_collect().await?;
+        assert!(
+            chunks.iter().all(|chunk| chunk.len() <= SEGMENT),
+            "a read holds one segment at a time"
+        );
+        Ok(chunks.concat())
+    }
+
+    /// The object's file, for looking behind the store.
+    fn file(root: &std::path::Path, key: &str) -> std::path::PathBuf {
+        root.join("objects").join(key)
+    }
+
+    #[tokio::test]
+    async fn the_disk_holds_no_plaintext_and_ranges_decrypt_only_what_they_cover() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = open(dir.path(), Some(test_key(1)));
+        // Three full segments and a bit, sent in chunks that straddle segment bounds.
+        let bytes = data(3 * SEGMENT + 1234, 7);
+        let stored = store
+            .put("big", "image/png", body(&bytes, 10_000))
+            .await
+            .expect("put");
+        assert_eq!(stored, bytes.len() as u64);
+        let on_disk = std::fs::read(file(dir.path(), "big")).expect("file");
+        assert!(on_disk.starts_with(b"ATELIER\x1a"));
+        assert!(
+            !on_disk
+                .windows(32)
+                .any(|window| window == &bytes[5000..5032]),
+            "plaintext on disk"
+        );
+        assert_eq!(
+            store.head("big").await.expect("head").size,
+            bytes.len() as u64,
+            "head reports the plaintext size"
+        );
+        let from = |start: usize, end: Option<usize>| {
+            Some(ByteRange::From {
+                start: start as u64,
+                end: end.map(|end| end as u64),
+            })
+        };
+        for (range, expected) in [
+            (None, 0..=bytes.len() - 1),
+            (from(0, Some(0)), 0..=0),
+            (from(SEGMENT - 1, Some(SEGMENT)), SEGMENT - 1..=SEGMENT),
+            (
+                from(SEGMENT, Some(2 * SEGMENT - 1)),
+                SEGMENT..=2 * SEGMENT - 1,
+            ),
+            (from(100, Some(3 * SEGMENT + 5)), 100..=3 * SEGMENT + 5),
+            (from(3 * SEGMENT, None), 3 * SEGMENT..=bytes.len() - 1),
+            (
+                Some(ByteRange::Suffix(10)),
+                bytes.len() - 10..=bytes.len() - 1,
+            ),
+        ] {
+            let got = read(&store, "big", range).await.expect("read");
+            assert!(got == bytes[expected.clone()], "{range:?}: wrong bytes");
+        }
+        // An object of exactly one segment, and an empty one.
+        for len in [SEGMENT, 0] {
+            let bytes = data(len, 3);
+            store
+                .put("edge", "text/plain", body(&bytes, 4096))
+                .await
+                .expect("put");
+            assert_eq!(store.head("edge").await.expect("head").size, len as u64);
+            assert!(read(&store, "edge", None).await.expect("read") == bytes);
+        }
+    }
+
+    /// Stores `bytes` as `x` again; the file's bytes.
+    async fn stored(store: &LocalStore, bytes: &Bytes, path: &std::path::Path) -> Vec<u8> {
+        store
+            .put("x", "application/octet-stream", body(bytes, 8192))
+            .await
+            .expect("put");
+        std::fs::read(path).expect("file")
+    }
+
+    /// Asserts that reading `x` whole fails its integrity check.
+    async fn fails(store: &LocalStore, what: &str) {
+        let err = read(store, "x", None).await.expect_err(what);
+        assert!(err.to_string().contains("integrity"), "{what}: {err}");
+    }
+
+    #[tokio::test]
+    async fn tampering_truncation_and_reordering_are_detected() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = open(dir.path(), Some(test_key(1)));
+        let bytes = data(3 * SEGMENT + 100, 8);
+        let path = file(dir.path(), "x");
+        let original = || stored(&store, &bytes, &path);
+        let fails = |what: &'static str| fails(&store, what);
+        let header = 50;
+        let sealed = SEGMENT + 16;
+
+        // One bit changed in the second segment: a whole read fails there, a range
+        // in it fails, a range elsewhere (with the last segment intact) still reads.
+        let mut changed = original().await;
+        changed[header + sealed + 10] ^= 1;
+        std::fs::write(&path, &changed).expect("write");
+        fails("a changed segment").await;
+        let range = Some(ByteRange::From {
+            start: SEGMENT as u64,
+            end: Some(SEGMENT as u64 + 5),
+        });
+        assert!(read(&store, "x", range).await.is_err());
+        let range = Some(ByteRange::From {
+            start: 0,
+            end: Some(5),
+        });
+        assert!(read(&store, "x", range).await.expect("untouched") == bytes[..=5]);
+
+        // A changed header (it is every segment's associated data).
+        let mut changed = original().await;
+        changed[header - 1] ^= 1;
+        std::fs::write(&path, &changed).expect("write");
+        fails("a changed header").await;
+
+        // Two segments swapped.
+        let mut swapped = original().await;
+        let (first, second) = swapped[header..].split_at_mut(sealed);
+        first.swap_with_slice(&mut second[..sealed]);
+        std::fs::write(&path, &swapped).expect("write");
+        fails("swapped segments").await;
+
+        // Truncated at a segment boundary (the last segment dropped), and mid-segment;
+        // a range at the start fails too, since the last segment is checked.
+        let whole = original().await;
+        for cut in [header + 3 * sealed, whole.len() - 7] {
+            std::fs::write(&path, &whole[..cut]).expect("write");
+            fails("a truncated object").await;
+            let range = Some(ByteRange::From {
+                start: 0,
+                end: Some(5),
+            });
+            assert!(
+                read(&store, "x", range).await.is_err(),
+                "truncated at {cut}"
+            );
+        }
+        // Extended by a segment's worth.
+        let mut extended = whole.clone();
+        extended.extend_from_slice(&whole[header..header + sealed]);
+        std::fs::write(&path, &extended).expect("write");
+        fails("an extended object").await;
+    }
+
+    #[tokio::test]
+    async fn the_wrong_key_or_none_is_a_clear_error_and_old_plain_objects_still_read() {
+        let dir = tempfile::tempdir().expect("dir");
+        // Objects from before a key was configured.
+        let plain = open(dir.path(), None);
+        let old = data(100_000, 4);
+        plain
+            .put("old", "image/jpeg", body(&old, 4096))
+            .await
+            .expect("put");
+        let encrypted = open(dir.path(), Some(test_key(1)));
+        assert_eq!(encrypted.head("old").await.expect("head").size, 100_000);
+        assert!(read(&encrypted, "old", None).await.expect("old object") == old);
+        let range = Some(ByteRange::From {
+            start: 70_000,
+            end: Some(70_099),
+        });
+        assert!(read(&encrypted, "old", range).await.expect("range") == old[70_000..70_100]);
+
+        let new = data(10, 5);
+        encrypted
+            .put("new", "text/plain", body(&new, 10))
+            .await
+            .expect("put");
+        let key = test_key(1);
+        let wrong = open(dir.path(), Some(test_key(2)));
+        let err = wrong
+            .get("new", None)
+            .await
+            .map(|read| read.meta)
+            .expect_err("wrong key");
+        let message = err.to_string();
+        assert!(message.contains("another key"), "{message}");
+        assert!(
+            message.contains(&key.id()) && message.contains(&test_key(2).id()),
+            "{message}"
+        );
+        let err = plain
+            .get("new", None)
+            .await
+            .map(|read| read.meta)
+            .expect_err("no key");
+        assert!(
+            err.to_string().contains("STORAGE_ENCRYPTION_KEY_FILE"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn bad_key_files_are_refused() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("key");
+        std::fs::write(&path, "not a key").expect("write");
+        let err = EncryptionKey::from_file(&path).expect_err("bad key");
+        assert!(err.to_string().contains("32 random bytes"), "{err}");
+        assert!(err.to_string().contains("key"), "{err}");
+        let err = EncryptionKey::from_file(&dir.path().join("missing")).expect_err("missing");
+        assert!(err.to_string().contains("cannot read"), "{err}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Server-side encryption on S3, as sent on the wire
+
+mod s3_encryption {
+    use std::{
+        net::SocketAddr,
+        sync::{Arc, Mutex},
+    };
+
+    use http_body_util::BodyExt as _;
+    use hyper::{Request, body::Incoming, header::HeaderMap, service::service_fn};
+    use hyper_util::{
+        client::legacy::{Client, connect::HttpConnector},
+        rt::{TokioExecutor, TokioIo},
+    };
+
+    use super::*;
+
+    /// One request as the S3 server received it.
+    #[derive(Clone, Debug)]
+    struct Seen {
+        method: String,
+        path: String,
+        query: String,
+        headers: HeaderMap,
+    }
+
+    /// A proxy in front of the S3 test server that records every request it passes
+    /// on (headers untouched, so signatures still hold).
+    async fn recording_proxy(upstream: String) -> (SocketAddr, Arc<Mutex<Vec<Seen>>>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let client: Client<HttpConnector, Incoming> =
+            Client::builder(TokioExecutor::new()).build_http();
+        let recorded = seen.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
+                let (client, recorded, upstream) =
+                    (client.clone(), recorded.clone(), upstream.clone());
+                tokio::spawn(async move {
+                    let service = service_fn(move |mut request: Request<Incoming>| {
+                        let (client, recorded) = (client.clone(), recorded.clone());
+                        recorded.lock().expect("lock").push(Seen {
+                            method: request.method().to_string(),
+                            path: request.uri().path().to_owned(),
+                            query: request.uri().query().unwrap_or_default().to_owned(),
+                            headers: request.headers().clone(),
+                        });
+                        let target = format!(
+                            "{upstream}{}",
+                            request
+                                .uri()
+                                .path_and_query()
+                                .map(|pq| pq.as_str())
+                                .unwrap_or("/")
+                        );
+                        *request.uri_mut() = target.parse().expect("upstream uri");
+                        async move {
+                            let response = client.request(request).await?;
+                            Ok::<_, hyper_util::client::legacy::Error>(
+                                response.map(|body| body.boxed()),
+                            )
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tcp), service)
+                        .await;
+                });
+            }
+        });
+        (addr, seen)
+    }
+
+    /// Stores objects through every write path with `sse` (and `kms_key`), and
+    /// returns the writes the server received, by kind.
+    async fn writes(sse: Option<&str>, kms_key: Option<&str>) -> Vec<(&'static str, Seen)> {
+        let (proxy, seen) = recording_proxy(s3_endpoint().trim_end_matches('/').to_owned()).await;
+        let mut config = s3_config();
+        config.endpoint = Some(format!("http://{proxy}"));
+        config.server_side_encryption = sse.map(str::to_owned);
+        config.sse_kms_key_id = kms_key.map(str::to_owned);
+        let store = S3Store::new(config).await.expect("store");
+        store.create_bucket_if_missing().await.expect("bucket");
+        let fixture = Fixture {
+            store: Arc::new(store.clone()),
+            backend: Backend::S3 {
+                store: store.clone(),
+            },
+        };
+        let small = data(1000, 1);
+        store
+            .put("single", "image/png", body(&small, 100))
+            .await
+            .expect("single put");
+        store
+            .put_exact("exact", "image/png", 1000, body(&small, 100))
+            .await
+            .expect("streamed put");
+        let large = data(PART_SIZE + 10, 2);
+        store
+            .put("multipart", "image/png", body(&large, 64 * 1024))
+            .await
+            .expect("multipart put");
+        let seen = seen.lock().expect("lock").clone();
+        fixture.cleanup().await;
+
+        let bucket = store.bucket().to_owned();
+        let mut writes = Vec::new();
+        for request in seen {
+            let object = request.path.trim_matches('/') != bucket;
+            let has = |name: &str| {
+                request
+                    .query
+                    .split('&')
+                    .any(|pair| pair.split('=').next() == Some(name))
+            };
+            let kind = match request.method.as_str() {
+                "PUT" if request.headers.contains_key("x-amz-copy-source") => "CopyObject",
+                "PUT" if object && has("partNumber") => "UploadPart",
+                "PUT" if object => "PutObject",
+                "POST" if has("uploads") => "CreateMultipartUpload",
+                _ => continue,
+            };
+            writes.push((kind, request));
+        }
+        let count = |kind| writes.iter().filter(|(k, _)| *k == kind).count();
+        assert_eq!(count("PutObject"), 2, "{writes:?}");
+        assert_eq!(count("CreateMultipartUpload"), 1, "{writes:?}");
+        assert!(count("UploadPart") >= 2, "{writes:?}");
+        writes
+    }
+
+    #[tokio::test]
+    async fn every_write_asks_for_sse_s3_by_default() {
+        let config = s3_config();
+        assert_eq!(config.server_side_encryption.as_deref(), Some("AES256"));
+        for (kind, request) in writes(Some("AES256"), None).await {
+            if kind == "UploadPart" {
+                continue;
+            }
+            assert_eq!(
+                request
+                    .headers
+                    .get("x-amz-server-side-encryption")
+                    .map(|value| value.as_bytes()),
+                Some(&b"AES256"[..]),
+                "{kind} without server-side encryption: {request:?}"
+            );
+            assert!(
+                !request
+                    .headers
+                    .contains_key("x-amz-server-side-encryption-aws-kms-key-id")
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn every_write_names_the_kms_key() {
+        for (kind, request) in writes(Some("aws:kms"), Some("alias/atelier-test")).await {
+            if kind == "UploadPart" {
+                continue;
+            }
+            let header = |name: &str| {
+                request
+                    .headers
+                    .get(name)
+                    .and_then(|value| value.to_str().ok())
+                    .map(str::to_owned)
+            };
+            assert_eq!(
+                header("x-amz-server-side-encryption").as_deref(),
+                Some("aws:kms"),
+                "{kind}: {request:?}"
+            );
+            assert_eq!(
+                header("x-amz-server-side-encryption-aws-kms-key-id").as_deref(),
+                Some("alias/atelier-test"),
+                "{kind}: {request:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn none_sends_no_encryption_header() {
+        for (kind, request) in writes(None, None).await {
+            assert!(
+                !request.headers.contains_key("x-amz-server-side-encryption"),
+                "{kind}: {request:?}"
+            );
+        }
     }
 }

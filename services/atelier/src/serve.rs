@@ -186,6 +186,15 @@ pub async fn serve(targets: &[Target]) -> anyhow::Result<()> {
         Identity::load(&platform.tls, ServiceName::Operator)?;
     }
     let endpoints = platform.endpoints.clone();
+    // The gateway's settings first: one that would serve plain HTTP where it must
+    // not stops the start before anything listens.
+    let gateway_config = if targets.contains(&Target::Gateway) {
+        let config = atelier_gateway::GatewayConfig::from_env(platform.clone())?;
+        config.check_listen(endpoints.gateway)?;
+        Some(config)
+    } else {
+        None
+    };
     let fal_key: Option<String> = atelier_common::config::var_opt("FAL_KEY")?;
     if targets.contains(&Target::Processing) && fal_key.is_none() {
         embedded_fal_sim(&shutdown).await?;
@@ -249,16 +258,14 @@ pub async fn serve(targets: &[Target]) -> anyhow::Result<()> {
         readiness = readiness.check(name, move || check_health(own.clone(), service));
     }
 
-    if targets.contains(&Target::Gateway) {
-        let config = atelier_gateway::GatewayConfig::from_env(platform.clone())?;
+    if let Some(config) = gateway_config {
         readiness = atelier_gateway::readiness(&platform, readiness, &shutdown)?;
         let listener = bind(Target::Gateway, endpoints.gateway).await?;
-        let url = config.public_url.clone().unwrap_or_else(|| {
-            format!(
-                "http://{}",
-                listener.local_addr().unwrap_or(endpoints.gateway)
-            )
-        });
+        let bound = listener.local_addr().unwrap_or(endpoints.gateway);
+        let url = config
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("{}://{bound}", config.scheme()));
         let stop = shutdown.clone();
         tasks.spawn(async move {
             (

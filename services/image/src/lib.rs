@@ -153,10 +153,17 @@ pub async fn migrate(platform: &Platform) -> anyhow::Result<()> {
 }
 
 /// The object store the configuration names: S3 when `S3_BUCKET` is set,
-/// otherwise a directory under `DATA_DIR`.
+/// otherwise a directory under `DATA_DIR`, its objects encrypted with the key in
+/// `STORAGE_ENCRYPTION_KEY_FILE` when that is set.
 pub async fn object_store(platform: &Platform) -> anyhow::Result<Arc<dyn ObjectStore>> {
+    let key_file: Option<PathBuf> = config::var_opt("STORAGE_ENCRYPTION_KEY_FILE")?;
     match atelier_storage::S3Config::from_env().map_err(|err| anyhow::anyhow!("{err}"))? {
         Some(s3) => {
+            if key_file.is_some() {
+                tracing::warn!(
+                    "STORAGE_ENCRYPTION_KEY_FILE is for the local store; S3 objects are encrypted by S3 (S3_SSE)"
+                );
+            }
             let bucket = s3.bucket.clone();
             let store = atelier_storage::S3Store::new(s3)
                 .await
@@ -166,8 +173,13 @@ pub async fn object_store(platform: &Platform) -> anyhow::Result<Arc<dyn ObjectS
         }
         None => {
             let root = platform.data_dir.join("objects");
-            let store = atelier_storage::LocalStore::new(root.clone())
+            let mut store = atelier_storage::LocalStore::new(root.clone())
                 .map_err(|err| anyhow::anyhow!("opening {}: {err}", root.display()))?;
+            if let Some(path) = key_file {
+                let key = atelier_storage::EncryptionKey::from_file(&path)
+                    .map_err(|err| anyhow::anyhow!("{err}"))?;
+                store = store.encrypted(key);
+            }
             Ok(Arc::new(store))
         }
     }

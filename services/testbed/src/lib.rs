@@ -356,6 +356,8 @@ impl TestPlatform {
         let gateway_config = atelier_gateway::GatewayConfig {
             platform: platform.clone(),
             public_url: None,
+            tls: None,
+            plaintext: false,
             cors_origins: options
                 .cors_origins
                 .iter()
@@ -438,15 +440,17 @@ impl TestPlatform {
     }
 
     /// One more gateway in front of the same services (as another replica would
-    /// be), stopped with the platform; its URL.
+    /// be), stopped with the platform; its URL (`https://` when `config` has a
+    /// certificate).
     pub async fn spawn_gateway(&self, config: atelier_gateway::GatewayConfig) -> String {
         let (listener, addr) = listener().await.expect("gateway listener");
+        let scheme = config.scheme();
         tokio::spawn(atelier_gateway::serve(
             config,
             listener,
             self.shutdown.clone(),
         ));
-        format!("http://{addr}")
+        format!("{scheme}://{addr}")
     }
 
     /// The fal simulator the processing service submits to.

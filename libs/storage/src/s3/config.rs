@@ -5,6 +5,9 @@ use std::fmt;
 
 use crate::StorageError;
 
+/// SSE-S3: objects encrypted by the store with keys it manages; the default.
+pub const SSE_AES256: &str = "AES256";
+
 /// The region used when none is configured.
 pub const DEFAULT_REGION: &str = "us-east-1";
 /// The default multipart part size: 8 MiB.
@@ -31,7 +34,10 @@ pub struct S3Config {
     pub access_key_id: Option<String>,
     /// The secret for `access_key_id`.
     pub secret_access_key: Option<String>,
-    /// Server-side encryption for new objects: `AES256` or `aws:kms`.
+    /// Server-side encryption asked for on every write (PutObject and
+    /// CreateMultipartUpload): `AES256` (the default: SSE-S3) or `aws:kms`; `None`
+    /// sends no header (`S3_SSE=none`, for a store that cannot encrypt, e.g. MinIO
+    /// without a KMS).
     pub server_side_encryption: Option<String>,
     /// The KMS key for `aws:kms` (the bucket's default key when `None`).
     pub sse_kms_key_id: Option<String>,
@@ -40,8 +46,8 @@ pub struct S3Config {
 }
 
 impl S3Config {
-    /// A config for `bucket` on AWS in `us-east-1`, with the default credential chain and
-    /// 8 MiB parts.
+    /// A config for `bucket` on AWS in `us-east-1`, with the default credential chain,
+    /// SSE-S3 (`AES256`) and 8 MiB parts.
     pub fn new(bucket: impl Into<String>) -> Self {
         Self {
             bucket: bucket.into(),
@@ -50,7 +56,7 @@ impl S3Config {
             force_path_style: false,
             access_key_id: None,
             secret_access_key: None,
-            server_side_encryption: None,
+            server_side_encryption: Some(SSE_AES256.to_owned()),
             sse_kms_key_id: None,
             part_size: DEFAULT_PART_SIZE,
         }
@@ -65,7 +71,7 @@ impl S3Config {
     /// | `S3_ENDPOINT` | an S3-compatible store's endpoint |
     /// | `S3_FORCE_PATH_STYLE` | `true`/`false`; `true` by default when `S3_ENDPOINT` is set |
     /// | `S3_ACCESS_KEY_ID`, `S3_SECRET_ACCESS_KEY` | static credentials (both or neither) |
-    /// | `S3_SSE` | `AES256` or `aws:kms` |
+    /// | `S3_SSE` | `AES256` (the default), `aws:kms`, or `none` |
     /// | `S3_SSE_KMS_KEY_ID` | the KMS key for `aws:kms` |
     pub fn from_env() -> Result<Option<Self>, StorageError> {
         Self::from_lookup(|name| std::env::var(name).ok())
@@ -99,7 +105,11 @@ impl S3Config {
             force_path_style,
             access_key_id: var("S3_ACCESS_KEY_ID"),
             secret_access_key: var("S3_SECRET_ACCESS_KEY"),
-            server_side_encryption: var("S3_SSE"),
+            server_side_encryption: match var("S3_SSE") {
+                None => Some(SSE_AES256.to_owned()),
+                Some(value) if value.trim().eq_ignore_ascii_case("none") => None,
+                Some(value) => Some(value.trim().to_owned()),
+            },
             sse_kms_key_id: var("S3_SSE_KMS_KEY_ID"),
             part_size: DEFAULT_PART_SIZE,
         };
@@ -124,14 +134,14 @@ impl S3Config {
             None | Some("AES256") => {
                 if self.sse_kms_key_id.is_some() {
                     return Err(invalid_config(
-                        "a KMS key id needs server-side encryption aws:kms".to_owned(),
+                        "a KMS key id (S3_SSE_KMS_KEY_ID) needs S3_SSE=aws:kms".to_owned(),
                     ));
                 }
             }
             Some("aws:kms") => {}
             Some(other) => {
                 return Err(invalid_config(format!(
-                    "server-side encryption must be AES256 or aws:kms, not {other:?}"
+                    "server-side encryption (S3_SSE) must be AES256, aws:kms or none, not {other:?}"
                 )));
             }
         }
@@ -198,6 +208,15 @@ mod tests {
             .ok()
             .flatten();
         assert_eq!(config, Some(S3Config::new("images")));
+        assert_eq!(
+            config.and_then(|config| config.server_side_encryption),
+            Some("AES256".to_owned()),
+            "objects are encrypted at rest unless asked otherwise"
+        );
+        let none = S3Config::from_lookup(lookup(&[("S3_BUCKET", "images"), ("S3_SSE", "none")]))
+            .ok()
+            .flatten();
+        assert_eq!(none.map(|config| config.server_side_encryption), Some(None));
     }
 
     #[test]
@@ -243,6 +262,11 @@ mod tests {
             &[("S3_BUCKET", "b"), ("S3_FORCE_PATH_STYLE", "maybe")][..],
             &[("S3_BUCKET", "b"), ("S3_SSE", "aes")],
             &[("S3_BUCKET", "b"), ("S3_SSE_KMS_KEY_ID", "k")],
+            &[
+                ("S3_BUCKET", "b"),
+                ("S3_SSE", "none"),
+                ("S3_SSE_KMS_KEY_ID", "k"),
+            ],
             &[
                 ("S3_BUCKET", "b"),
                 ("S3_SSE", "AES256"),
