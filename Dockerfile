@@ -55,15 +55,15 @@ ENV DATA_DIR=/var/lib/atelier \
     GATEWAY_ADDR=0.0.0.0:8080 \
     ADMIN_ADDR=0.0.0.0:9464 \
     AUTH_GRPC_ADDR=0.0.0.0:50051 \
-    AUTH_URL=http://127.0.0.1:50051 \
+    AUTH_URL=https://127.0.0.1:50051 \
     IMAGE_GRPC_ADDR=0.0.0.0:50052 \
-    IMAGE_URL=http://127.0.0.1:50052 \
+    IMAGE_URL=https://127.0.0.1:50052 \
     PROCESSING_GRPC_ADDR=0.0.0.0:50053 \
-    PROCESSING_URL=http://127.0.0.1:50053 \
+    PROCESSING_URL=https://127.0.0.1:50053 \
     WORKFLOW_GRPC_ADDR=0.0.0.0:50054 \
-    WORKFLOW_URL=http://127.0.0.1:50054 \
+    WORKFLOW_URL=https://127.0.0.1:50054 \
     USER_GRPC_ADDR=0.0.0.0:50055 \
-    USER_URL=http://127.0.0.1:50055
+    USER_URL=https://127.0.0.1:50055
 WORKDIR /var/lib/atelier
 USER 65532:65532
 # gateway, admin (/metrics, /healthz, /readyz), then auth, image, processing, workflow, user

@@ -238,7 +238,7 @@ class DockerfileTest(unittest.TestCase):
         for name, port in defaults.items():
             self.assertEqual(env.get(name), f"0.0.0.0:{port}", f"{name} must bind every interface in a container")
         for name in ("AUTH", "IMAGE", "PROCESSING", "WORKFLOW", "USER"):
-            self.assertEqual(env.get(f"{name}_URL"), f"http://127.0.0.1:{defaults[f'{name}_GRPC_ADDR']}")
+            self.assertEqual(env.get(f"{name}_URL"), f"https://127.0.0.1:{defaults[f'{name}_GRPC_ADDR']}")
 
 
 if __name__ == "__main__":
