@@ -30,12 +30,15 @@ fn access_table(pool: &DescriptorPool) -> Result<String, Box<dyn std::error::Err
     for service in pool.services() {
         for method in service.methods() {
             let options = method.options();
-            let (mut public, mut callers, mut user_token) = (false, Vec::new(), false);
+            let (mut public, mut callers, mut user_token, mut admin) = (false, Vec::new(), false, false);
             if options.has_extension(&extension)
                 && let Value::Message(access) = options.get_extension(&extension).as_ref()
             {
                 let field = |name: &str| access.get_field_by_name(name);
                 public = field("public")
+                    .and_then(|value| value.as_bool())
+                    .unwrap_or(false);
+                admin = field("admin")
                     .and_then(|value| value.as_bool())
                     .unwrap_or(false);
                 user_token = field("user_token")
@@ -51,9 +54,16 @@ fn access_table(pool: &DescriptorPool) -> Result<String, Box<dyn std::error::Err
             if public && !callers.is_empty() {
                 return Err(format!("{} is both public and internal", method.full_name()).into());
             }
+            if admin && (public || !callers.is_empty()) {
+                return Err(format!(
+                    "{} is for administrators and also public or internal",
+                    method.full_name()
+                )
+                .into());
+            }
             writeln!(
                 table,
-                "    Method {{ path: \"/{}/{}\", public: {public}, internal_callers: &{callers:?}, user_token: {user_token} }},",
+                "    Method {{ path: \"/{}/{}\", public: {public}, internal_callers: &{callers:?}, user_token: {user_token}, admin: {admin} }},",
                 service.full_name(),
                 method.name(),
             )?;

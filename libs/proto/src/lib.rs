@@ -35,6 +35,9 @@ pub mod access {
         pub internal_callers: &'static [&'static str],
         /// With `internal_callers`: the call carries the user's access token too.
         pub user_token: bool,
+        /// Only an administrator: a user whose token carries the admin role, or
+        /// the operator certificate. Routed from outside like a user method.
+        pub admin: bool,
     }
 
     impl Method {
@@ -59,6 +62,7 @@ pub mod access {
     }
 }
 
+package!(audit, "atelier.audit.v1");
 package!(auth, "atelier.auth.v1");
 package!(image, "atelier.image.v1");
 package!(processing, "atelier.processing.v1");
