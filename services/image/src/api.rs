@@ -3,7 +3,8 @@
 use std::{pin::Pin, sync::Arc, time::Duration};
 
 use atelier_common::{
-    grpc::caller,
+    audit::AuditRecord,
+    grpc::{RequestOrigin, caller},
     json::{from_struct, to_struct},
     page, timestamp,
 };
@@ -18,6 +19,7 @@ use uuid::Uuid;
 use crate::{
     domain::{Image, ImageKind, Images, Intake, NewImage, Origin, Served, signing::Variant},
     error::ImageError,
+    peers::AuditLog,
 };
 
 type ByteReplies<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
@@ -25,11 +27,16 @@ type ByteReplies<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 pub struct ImageApi {
     images: Arc<Images>,
     intake: Intake,
+    audit: Arc<dyn AuditLog>,
 }
 
 impl ImageApi {
-    pub fn new(images: Arc<Images>, intake: Intake) -> Self {
-        Self { images, intake }
+    pub fn new(images: Arc<Images>, intake: Intake, audit: Arc<dyn AuditLog>) -> Self {
+        Self {
+            images,
+            intake,
+            audit,
+        }
     }
 }
 
@@ -274,7 +281,11 @@ impl ImageService for ImageApi {
     ) -> Result<Response<pb::DeleteImageResponse>, Status> {
         let caller = caller(&request)?;
         let id = image_id(&request.get_ref().image_id)?;
-        self.images.delete(caller.user_id, id).await?;
+        let record = AuditRecord::new("image.deleted", RequestOrigin::of(&request))
+            .actor(Some(caller.user_id));
+        self.images
+            .delete(caller.user_id, id, self.audit.as_ref(), record)
+            .await?;
         Ok(Response::new(pb::DeleteImageResponse {}))
     }
 
