@@ -249,6 +249,11 @@ impl Store {
         insert_audit(&self.db, entry).await
     }
 
+    /// Appends `entry` through `db` (a transaction of the caller's).
+    pub async fn insert_audit_in(db: &impl ConnectionTrait, entry: &AuditEntry) -> Result<(), DbErr> {
+        insert_audit(db, entry).await
+    }
+
     /// Entries matching `filter`, newest first (or oldest first when `ascending`),
     /// starting after the entry `after`; at most `limit`.
     pub async fn audit_entries(
