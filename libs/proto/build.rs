@@ -21,12 +21,15 @@ fn proto_files(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
     Ok(())
 }
 
-/// `pub const METHODS: &[Method]`: every method of every service with its access option.
-fn access_table(pool: &DescriptorPool) -> Result<String, Box<dyn std::error::Error>> {
+/// `pub const METHODS: &[Method]`: every method of every service with its access
+/// option; and `pub const ADMIN: &[&str]`, the paths of the methods for
+/// administrators (a table of its own, so `Method` reads the same as before).
+fn access_table(pool: &DescriptorPool) -> Result<(String, String), Box<dyn std::error::Error>> {
     let extension = pool
         .get_extension_by_name("atelier.access.v1.access")
         .ok_or("the contract has no atelier.access.v1.access option")?;
     let mut table = String::from("pub const METHODS: &[Method] = &[\n");
+    let mut admin_table = String::from("pub const ADMIN: &[&str] = &[\n");
     for service in pool.services() {
         for method in service.methods() {
             let options = method.options();
@@ -63,14 +66,23 @@ fn access_table(pool: &DescriptorPool) -> Result<String, Box<dyn std::error::Err
             }
             writeln!(
                 table,
-                "    Method {{ path: \"/{}/{}\", public: {public}, internal_callers: &{callers:?}, user_token: {user_token}, admin: {admin} }},",
+                "    Method {{ path: \"/{}/{}\", public: {public}, internal_callers: &{callers:?}, user_token: {user_token} }},",
                 service.full_name(),
                 method.name(),
             )?;
+            if admin {
+                writeln!(
+                    admin_table,
+                    "    \"/{}/{}\",",
+                    service.full_name(),
+                    method.name()
+                )?;
+            }
         }
     }
     table.push_str("];\n");
-    Ok(table)
+    admin_table.push_str("];\n");
+    Ok((table, admin_table))
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -86,10 +98,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .include_imports(true)
         .open_files(&files)?;
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
-    std::fs::write(
-        out_dir.join("access.rs"),
-        access_table(&compiler.descriptor_pool())?,
-    )?;
+    let (table, admin_table) = access_table(&compiler.descriptor_pool())?;
+    std::fs::write(out_dir.join("access.rs"), table)?;
+    std::fs::write(out_dir.join("access_admin.rs"), admin_table)?;
     let descriptors = compiler.file_descriptor_set();
     std::fs::write(
         out_dir.join("atelier_descriptor.bin"),

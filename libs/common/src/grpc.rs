@@ -128,7 +128,7 @@ impl Policy {
             if method.public {
                 policy.public.insert(method.path);
             }
-            if method.admin {
+            if method.admin() {
                 policy.admin.insert(method.path);
             }
             if !method.internal_callers.is_empty() {
@@ -611,6 +611,6 @@ mod tests {
                 .contains("/atelier.audit.v1.AuditService/ListAuditEvents")
         );
         let listing = method("/atelier.audit.v1.AuditService/ListAuditEvents").expect("a method");
-        assert!(listing.routed() && listing.admin, "admins reach it from outside");
+        assert!(listing.routed() && listing.admin(), "admins reach it from outside");
     }
 }

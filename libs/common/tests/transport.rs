@@ -96,7 +96,6 @@ async fn services_of_one_process_call_through_pipes_with_the_same_checks() {
                 public: false,
                 internal_callers: &["gateway"],
                 user_token: false,
-                admin: false,
             }])
             .serve(listener, shutdown.clone()),
     );

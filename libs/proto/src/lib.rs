@@ -35,15 +35,18 @@ pub mod access {
         pub internal_callers: &'static [&'static str],
         /// With `internal_callers`: the call carries the user's access token too.
         pub user_token: bool,
-        /// Only an administrator: a user whose token carries the admin role, or
-        /// the operator certificate. Routed from outside like a user method.
-        pub admin: bool,
     }
 
     impl Method {
         /// Whether the gateway serves it to the outside world.
         pub fn routed(&self) -> bool {
             self.internal_callers.is_empty()
+        }
+
+        /// Only an administrator may call it: a user whose token carries the admin
+        /// role, or the operator certificate. Routed from outside like a user method.
+        pub fn admin(&self) -> bool {
+            ADMIN.contains(&self.path)
         }
 
         /// The full name of the service it belongs to (`atelier.auth.v1.AuthService`).
@@ -55,6 +58,7 @@ pub mod access {
     }
 
     include!(concat!(env!("OUT_DIR"), "/access.rs"));
+    include!(concat!(env!("OUT_DIR"), "/access_admin.rs"));
 
     /// The method at `path`, if the contract has one there.
     pub fn method(path: &str) -> Option<&'static Method> {

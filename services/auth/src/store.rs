@@ -310,7 +310,7 @@ impl Store {
         if backend == DatabaseBackend::Postgres {
             let row = self
                 .db
-                .query_one(Statement::from_sql_and_values(
+                .query_one_raw(Statement::from_sql_and_values(
                     backend,
                     "SELECT audit_events_purge($1) AS purged",
                     [before.into()],

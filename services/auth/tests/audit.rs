@@ -142,8 +142,17 @@ async fn each_auth_action_writes_one_entry(backend: Backend) {
             refresh_token: signed_in.refresh_token.clone(),
         })
         .await
-        .expect("refresh");
-    drop(rotated);
+        .expect("refresh")
+        .into_inner()
+        .session
+        .expect("session");
+    // Its successor used, the rotated token is past its second chance.
+    client
+        .refresh(pb::RefreshRequest {
+            refresh_token: rotated.refresh_token,
+        })
+        .await
+        .expect("refresh the successor");
     let reused = client
         .refresh(from_client(
             pb::RefreshRequest {
@@ -558,7 +567,7 @@ async fn the_log_cannot_be_changed_or_deleted(backend: Backend) {
         let inserted = AuditEntry::new(&origin, "user.tier_changed", now);
         Store::insert_audit_in(&txn, &inserted).await.expect("the role inserts");
         let purged = txn
-            .query_one(Statement::from_sql_and_values(
+            .query_one_raw(Statement::from_sql_and_values(
                 DatabaseBackend::Postgres,
                 "SELECT audit_events_purge($1) AS purged",
                 [(now - time::Duration::days(30)).into()],

@@ -142,10 +142,8 @@ impl Store {
             .col_expr(profiles::Column::DisplayName, Expr::value(name))
             .col_expr(profiles::Column::UpdatedAt, Expr::value(now))
             .filter(profiles::Column::UserId.eq(user_id))
-            .exec(&txn)
+            .exec(&self.db)
             .await?;
-        before_commit.await?;
-        txn.commit().await?;
         Ok(())
     }
 
@@ -166,8 +164,10 @@ impl Store {
             )
             .col_expr(profiles::Column::UpdatedAt, Expr::value(now))
             .filter(profiles::Column::UserId.eq(user_id))
-            .exec(&self.db)
+            .exec(&txn)
             .await?;
+        before_commit.await?;
+        txn.commit().await?;
         Ok(())
     }
 

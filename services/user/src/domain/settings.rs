@@ -147,7 +147,8 @@ fn changed_keys(before: &Settings, after: &Settings) -> Vec<String> {
     let mut keys: Vec<String> = before
         .keys()
         .chain(after.keys())
-        .filter(|key| before.get(*key) != after.get(*key))
+        // The document's format version is no setting of the user's.
+        .filter(|key| *key != "schema_version" && before.get(*key) != after.get(*key))
         .cloned()
         .collect();
     keys.sort();
