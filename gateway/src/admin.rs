@@ -16,7 +16,7 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use tonic::transport::Channel;
-use utoipa::{IntoParams, ToSchema};
+use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
@@ -106,41 +106,29 @@ pub struct AuditEventPage {
 }
 
 /// The filters of a listing or an export.
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
+#[derive(Debug, Deserialize)]
 pub struct AuditFilterParams {
     /// Only actions by this user.
-    #[param(format = Uuid)]
     pub actor_user_id: Option<String>,
     /// Only actions about this user.
-    #[param(format = Uuid)]
     pub subject_user_id: Option<String>,
     /// Only actions starting with this, e.g. `auth.` for every sign-in matter.
-    #[param(max_length = 64)]
     pub action: Option<String>,
     /// Only actions at or after this instant (RFC 3339).
-    #[param(format = DateTime)]
     pub from: Option<String>,
     /// Only actions before this instant (RFC 3339).
-    #[param(format = DateTime)]
     pub to: Option<String>,
 }
 
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
+#[derive(Debug, Deserialize)]
 pub struct PageParams {
     /// Entries per page (default 20, at most 100).
-    #[param(minimum = 1, maximum = 100)]
     pub page_size: Option<i32>,
     /// `next_page_token` of the previous page (keep the filters the same).
-    #[param(pattern = "^([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})?$")]
     pub page_token: Option<String>,
 }
 
-fn filter(
-    params: AuditFilterParams,
-    violations: &mut Vec<FieldViolation>,
-) -> pb::AuditFilter {
+fn filter(params: AuditFilterParams, violations: &mut Vec<FieldViolation>) -> pb::AuditFilter {
     let mut take = |result: Result<String, FieldViolation>| {
         result.unwrap_or_else(|violation| {
             violations.push(violation);
@@ -151,7 +139,10 @@ fn filter(
     let subject_user_id = take(optional_id("subject_user_id", params.subject_user_id));
     let action_prefix = params.action.unwrap_or_default();
     if action_prefix.chars().count() > 64 {
-        violations.push(FieldViolation::new("action", "must be at most 64 characters"));
+        violations.push(FieldViolation::new(
+            "action",
+            "must be at most 64 characters",
+        ));
     }
     let mut at = |field: &str, raw: Option<String>| {
         instant(field, raw.as_deref()).unwrap_or_else(|violation| {
@@ -175,7 +166,15 @@ fn filter(
 #[utoipa::path(
     get, path = "/api/admin/audit-events", tag = "admin", operation_id = "list_audit_events",
     security(("bearer" = [])),
-    params(AuditFilterParams, PageParams),
+    params(
+        ("actor_user_id" = Option<String>, Query, format = Uuid, description = "Only actions by this user"),
+        ("subject_user_id" = Option<String>, Query, format = Uuid, description = "Only actions about this user"),
+        ("action" = Option<String>, Query, max_length = 64, description = "Only actions starting with this, e.g. `auth.` for every sign-in matter"),
+        ("from" = Option<String>, Query, format = DateTime, description = "Only actions at or after this instant (RFC 3339)"),
+        ("to" = Option<String>, Query, format = DateTime, description = "Only actions before this instant (RFC 3339)"),
+        ("page_size" = Option<i32>, Query, minimum = 1, maximum = 100, description = "Entries per page (default 20, at most 100)"),
+        ("page_token" = Option<String>, Query, pattern = "^([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})?$", description = "`next_page_token` of the previous page (keep the filters the same)"),
+    ),
     responses(
         (status = 200, description = "One page of the audit log", body = AuditEventPage),
         (status = 403, description = "The caller is not an administrator", body = Problem, content_type = "application/problem+json"),
@@ -225,7 +224,13 @@ pub async fn list(
 #[utoipa::path(
     get, path = "/api/admin/audit-events/export", tag = "admin", operation_id = "export_audit_events",
     security(("bearer" = [])),
-    params(AuditFilterParams),
+    params(
+        ("actor_user_id" = Option<String>, Query, format = Uuid, description = "Only actions by this user"),
+        ("subject_user_id" = Option<String>, Query, format = Uuid, description = "Only actions about this user"),
+        ("action" = Option<String>, Query, max_length = 64, description = "Only actions starting with this, e.g. `auth.` for every sign-in matter"),
+        ("from" = Option<String>, Query, format = DateTime, description = "Only actions at or after this instant (RFC 3339)"),
+        ("to" = Option<String>, Query, format = DateTime, description = "Only actions before this instant (RFC 3339)"),
+    ),
     responses(
         (status = 200, description = "The entries, one JSON object per line", content_type = "application/x-ndjson", body = String),
         (status = 403, description = "The caller is not an administrator", body = Problem, content_type = "application/problem+json"),

@@ -7,7 +7,9 @@ use atelier_common::identity::ServiceName;
 use atelier_proto::{
     access::METHODS,
     auth::v1::{SetUserRoleRequest, auth_service_client::AuthServiceClient},
-    user::v1::{SetSubscriptionTierRequest, SubscriptionTier, user_service_client::UserServiceClient},
+    user::v1::{
+        SetSubscriptionTierRequest, SubscriptionTier, user_service_client::UserServiceClient,
+    },
 };
 use atelier_testbed::{Backend, TestPlatform};
 use atelier_testkit::{
@@ -20,7 +22,10 @@ use serde_json::{Value, json};
 /// Every entry as an admin exports it (JSON lines), less the exports themselves.
 async fn exported(platform: &TestPlatform, admin: &User) -> Vec<Value> {
     let response = Client::new()
-        .get(format!("{}/api/admin/audit-events/export", platform.gateway_url))
+        .get(format!(
+            "{}/api/admin/audit-events/export",
+            platform.gateway_url
+        ))
         .bearer_auth(&admin.token)
         .send()
         .await
@@ -124,10 +129,18 @@ async fn every_audited_action_writes_one_entry(backend: Backend) {
         .await
         .expect("login");
     assert_eq!(failed.status(), StatusCode::UNAUTHORIZED);
-    let new = step(exported(&platform, &admin).await, &mut seen, &["auth.sign_in_failed"], "req-failed");
+    let new = step(
+        exported(&platform, &admin).await,
+        &mut seen,
+        &["auth.sign_in_failed"],
+        "req-failed",
+    );
     assert_eq!(new[0]["details"]["email"], "ada@example.com");
     assert_eq!(new[0]["outcome"], "failure");
-    assert_eq!(new[0]["user_agent"], "audit-client/2", "the client cannot name its address");
+    assert_eq!(
+        new[0]["user_agent"], "audit-client/2",
+        "the client cannot name its address"
+    );
     let login: Value = http
         .post(url("/api/auth/login"))
         .header("x-request-id", "req-login")
@@ -138,7 +151,12 @@ async fn every_audited_action_writes_one_entry(backend: Backend) {
         .json()
         .await
         .expect("tokens");
-    let new = step(exported(&platform, &admin).await, &mut seen, &["auth.sign_in"], "req-login");
+    let new = step(
+        exported(&platform, &admin).await,
+        &mut seen,
+        &["auth.sign_in"],
+        "req-login",
+    );
     assert_eq!(new[0]["actor_user_id"], ada.id.as_str());
     let old_refresh = login["refresh_token"].as_str().expect("refresh").to_owned();
 
@@ -167,7 +185,12 @@ async fn every_audited_action_writes_one_entry(backend: Backend) {
         .await
         .expect("reuse");
     assert_eq!(reused.status(), StatusCode::UNAUTHORIZED);
-    step(exported(&platform, &admin).await, &mut seen, &["auth.refresh_reuse"], "req-reuse");
+    step(
+        exported(&platform, &admin).await,
+        &mut seen,
+        &["auth.refresh_reuse"],
+        "req-reuse",
+    );
 
     // Settings (a user's change) and tier (the operator's).
     let settings = http
@@ -178,8 +201,15 @@ async fn every_audited_action_writes_one_entry(backend: Backend) {
         .send()
         .await
         .expect("settings");
-    assert_eq!(settings.status(), StatusCode::OK, "{:?}", settings.text().await);
-    let new = step(exported(&platform, &admin).await, &mut seen,
+    assert_eq!(
+        settings.status(),
+        StatusCode::OK,
+        "{:?}",
+        settings.text().await
+    );
+    let new = step(
+        exported(&platform, &admin).await,
+        &mut seen,
         &["user.settings_changed"],
         "req-settings",
     );
@@ -198,7 +228,11 @@ async fn every_audited_action_writes_one_entry(backend: Backend) {
     seen = entries.len();
     assert_eq!(tier["action"], "user.tier_changed");
     assert_eq!(tier["subject_user_id"], ada.id.as_str());
-    assert_eq!(tier["actor_user_id"], Value::Null, "the operator, not a user");
+    assert_eq!(
+        tier["actor_user_id"],
+        Value::Null,
+        "the operator, not a user"
+    );
     assert_eq!(tier["details"]["tier"], "pro");
 
     // An image's deletion.
@@ -211,7 +245,12 @@ async fn every_audited_action_writes_one_entry(backend: Backend) {
         .await
         .expect("delete image");
     assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
-    let new = step(exported(&platform, &admin).await, &mut seen, &["image.deleted"], "req-image");
+    let new = step(
+        exported(&platform, &admin).await,
+        &mut seen,
+        &["image.deleted"],
+        "req-image",
+    );
     assert_eq!(new[0]["target"], json!({"kind": "image", "id": image}));
     assert_eq!(new[0]["actor_service"], "image");
 
@@ -247,7 +286,12 @@ async fn every_audited_action_writes_one_entry(backend: Backend) {
         .await
         .expect("password");
     assert_eq!(changed.status(), StatusCode::NO_CONTENT);
-    step(exported(&platform, &admin).await, &mut seen, &["auth.password_changed"], "req-password");
+    step(
+        exported(&platform, &admin).await,
+        &mut seen,
+        &["auth.password_changed"],
+        "req-password",
+    );
     let ada_now: Value = http
         .post(url("/api/auth/refresh"))
         .json(&json!({"refresh_token": ada.refresh_token}))
@@ -257,7 +301,10 @@ async fn every_audited_action_writes_one_entry(backend: Backend) {
         .json()
         .await
         .expect("tokens");
-    let token = ada_now["access_token"].as_str().expect("the kept session").to_owned();
+    let token = ada_now["access_token"]
+        .as_str()
+        .expect("the kept session")
+        .to_owned();
     let all = http
         .post(url("/api/auth/logout-all"))
         .bearer_auth(&token)
@@ -266,7 +313,12 @@ async fn every_audited_action_writes_one_entry(backend: Backend) {
         .await
         .expect("logout all");
     assert_eq!(all.status(), StatusCode::NO_CONTENT);
-    step(exported(&platform, &admin).await, &mut seen, &["auth.logout_all"], "req-all");
+    step(
+        exported(&platform, &admin).await,
+        &mut seen,
+        &["auth.logout_all"],
+        "req-all",
+    );
 
     // The account's deletion: one entry, written by auth as the user service acts
     // for Ada.
@@ -279,7 +331,12 @@ async fn every_audited_action_writes_one_entry(backend: Backend) {
         .await
         .expect("delete account");
     assert_eq!(gone.status(), StatusCode::NO_CONTENT);
-    let new = step(exported(&platform, &admin).await, &mut seen, &["account.deleted"], "req-delete");
+    let new = step(
+        exported(&platform, &admin).await,
+        &mut seen,
+        &["account.deleted"],
+        "req-delete",
+    );
     assert_eq!(new[0]["actor_user_id"], bob.id.as_str());
     assert_eq!(new[0]["actor_service"], "user");
 
@@ -295,16 +352,16 @@ async fn every_audited_action_writes_one_entry(backend: Backend) {
         .await
         .expect("export");
     let exports = response.text().await.expect("lines");
-    assert!(exports.lines().count() >= 10, "every export recorded: {exports}");
+    assert!(
+        exports.lines().count() >= 10,
+        "every export recorded: {exports}"
+    );
 }
 
 async fn the_log_is_for_admins(backend: Backend) {
     let platform = TestPlatform::spawn(backend).await;
     let ada = sign_up(&platform, "ada@example.com").await;
-    for path in [
-        "/api/admin/audit-events",
-        "/api/admin/audit-events/export",
-    ] {
+    for path in ["/api/admin/audit-events", "/api/admin/audit-events/export"] {
         let (status, problem) = get(&platform, &ada, path).await;
         assert_eq!(status, StatusCode::FORBIDDEN, "{path}: {problem}");
         assert_eq!(problem["status"], 403);
@@ -316,19 +373,31 @@ async fn the_log_is_for_admins(backend: Backend) {
         assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED, "{path}");
     }
     let (status, me) = get(&platform, &ada, "/api/auth/me").await;
-    assert_eq!((status, me["role"].as_str()), (StatusCode::OK, Some("user")));
+    assert_eq!(
+        (status, me["role"].as_str()),
+        (StatusCode::OK, Some("user"))
+    );
 
     let admin = make_admin(&platform, &ada).await;
     let (status, me) = get(&platform, &admin, "/api/auth/me").await;
-    assert_eq!((status, me["role"].as_str()), (StatusCode::OK, Some("admin")));
+    assert_eq!(
+        (status, me["role"].as_str()),
+        (StatusCode::OK, Some("admin"))
+    );
     let (status, page) = get(
         &platform,
         &admin,
-        format!("/api/admin/audit-events?action=user.&subject_user_id={}", ada.id),
+        format!(
+            "/api/admin/audit-events?action=user.&subject_user_id={}",
+            ada.id
+        ),
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{page}");
-    assert_eq!(actions(page["events"].as_array().expect("events")), ["user.role_changed"]);
+    assert_eq!(
+        actions(page["events"].as_array().expect("events")),
+        ["user.role_changed"]
+    );
     let role = &page["events"][0];
     assert_eq!(role["actor_service"], "operator");
     assert_eq!(role["details"]["role"], "admin");
@@ -373,7 +442,10 @@ async fn the_log_is_for_admins(backend: Backend) {
         ["RecordAuditEvent", "ListAuditEvents", "ExportAuditEvents"],
         "no method changes or deletes an entry"
     );
-    for method in METHODS.iter().filter(|method| method.service() == "atelier.audit.v1.AuditService") {
+    for method in METHODS
+        .iter()
+        .filter(|method| method.service() == "atelier.audit.v1.AuditService")
+    {
         assert!(
             method.path.ends_with("/RecordAuditEvent") || method.admin(),
             "{} is for admins",

@@ -33,7 +33,8 @@ fn access_table(pool: &DescriptorPool) -> Result<(String, String), Box<dyn std::
     for service in pool.services() {
         for method in service.methods() {
             let options = method.options();
-            let (mut public, mut callers, mut user_token, mut admin) = (false, Vec::new(), false, false);
+            let (mut public, mut callers, mut user_token, mut admin) =
+                (false, Vec::new(), false, false);
             if options.has_extension(&extension)
                 && let Value::Message(access) = options.get_extension(&extension).as_ref()
             {

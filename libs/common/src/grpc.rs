@@ -494,7 +494,9 @@ where
         }
         let Some(verifier) = self.verifier.clone() else {
             if admin_only {
-                return refuse(Status::permission_denied("this method is for administrators"));
+                return refuse(Status::permission_denied(
+                    "this method is for administrators",
+                ));
             }
             return Box::pin(inner.call(request));
         };
@@ -611,6 +613,9 @@ mod tests {
                 .contains("/atelier.audit.v1.AuditService/ListAuditEvents")
         );
         let listing = method("/atelier.audit.v1.AuditService/ListAuditEvents").expect("a method");
-        assert!(listing.routed() && listing.admin(), "admins reach it from outside");
+        assert!(
+            listing.routed() && listing.admin(),
+            "admins reach it from outside"
+        );
     }
 }

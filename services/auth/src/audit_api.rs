@@ -55,11 +55,7 @@ pub fn event(entry: AuditEntry) -> pb::AuditEvent {
     }
 }
 
-fn optional_id(
-    field: &str,
-    value: &str,
-    violations: &mut Vec<FieldViolation>,
-) -> Option<Uuid> {
+fn optional_id(field: &str, value: &str, violations: &mut Vec<FieldViolation>) -> Option<Uuid> {
     if value.is_empty() {
         return None;
     }
@@ -82,7 +78,11 @@ fn filter(filter: Option<pb::AuditFilter>) -> Result<AuditFilter, Vec<FieldViola
     };
     let since = at("filter.since", filter.since);
     let until = at("filter.until", filter.until);
-    let actor_user_id = optional_id("filter.actor_user_id", &filter.actor_user_id, &mut violations);
+    let actor_user_id = optional_id(
+        "filter.actor_user_id",
+        &filter.actor_user_id,
+        &mut violations,
+    );
     let subject_user_id = optional_id(
         "filter.subject_user_id",
         &filter.subject_user_id,
@@ -97,7 +97,10 @@ fn filter(filter: Option<pb::AuditFilter>) -> Result<AuditFilter, Vec<FieldViola
     if let (Some(since), Some(until)) = (since, until)
         && since > until
     {
-        violations.push(FieldViolation::new("filter.until", "must not be before since"));
+        violations.push(FieldViolation::new(
+            "filter.until",
+            "must not be before since",
+        ));
     }
     if !violations.is_empty() {
         return Err(violations);

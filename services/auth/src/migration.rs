@@ -372,7 +372,11 @@ impl MigrationTrait for AddRolesAndAuditEvents {
                             .string_len(32)
                             .not_null(),
                     )
-                    .col(ColumnDef::new(AuditEvents::Action).string_len(64).not_null())
+                    .col(
+                        ColumnDef::new(AuditEvents::Action)
+                            .string_len(64)
+                            .not_null(),
+                    )
                     .col(ColumnDef::new(AuditEvents::SubjectUserId).uuid().null())
                     .col(
                         ColumnDef::new(AuditEvents::TargetKind)
@@ -384,11 +388,31 @@ impl MigrationTrait for AddRolesAndAuditEvents {
                             .string_len(128)
                             .not_null(),
                     )
-                    .col(ColumnDef::new(AuditEvents::Outcome).string_len(16).not_null())
-                    .col(ColumnDef::new(AuditEvents::ClientIp).string_len(64).not_null())
-                    .col(ColumnDef::new(AuditEvents::UserAgent).string_len(512).not_null())
-                    .col(ColumnDef::new(AuditEvents::RequestId).string_len(128).not_null())
-                    .col(ColumnDef::new(AuditEvents::Details).json_binary().not_null())
+                    .col(
+                        ColumnDef::new(AuditEvents::Outcome)
+                            .string_len(16)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(AuditEvents::ClientIp)
+                            .string_len(64)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(AuditEvents::UserAgent)
+                            .string_len(512)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(AuditEvents::RequestId)
+                            .string_len(128)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(AuditEvents::Details)
+                            .json_binary()
+                            .not_null(),
+                    )
                     .to_owned(),
             )
             .await?;

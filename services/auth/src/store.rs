@@ -250,7 +250,10 @@ impl Store {
     }
 
     /// Appends `entry` through `db` (a transaction of the caller's).
-    pub async fn insert_audit_in(db: &impl ConnectionTrait, entry: &AuditEntry) -> Result<(), DbErr> {
+    pub async fn insert_audit_in(
+        db: &impl ConnectionTrait,
+        entry: &AuditEntry,
+    ) -> Result<(), DbErr> {
         insert_audit(db, entry).await
     }
 
@@ -447,8 +450,7 @@ impl Store {
             .exec(&txn)
             .await?
             .rows_affected;
-        insert_audit(&txn, &audit.clone().detail("revoked_sessions", revoked))
-            .await?;
+        insert_audit(&txn, &audit.clone().detail("revoked_sessions", revoked)).await?;
         txn.commit().await?;
         Ok(revoked)
     }
@@ -481,8 +483,7 @@ impl Store {
             others = others.filter(refresh_tokens::Column::FamilyId.ne(family));
         }
         let revoked = others.exec(&txn).await?.rows_affected;
-        insert_audit(&txn, &audit.clone().detail("revoked_sessions", revoked))
-            .await?;
+        insert_audit(&txn, &audit.clone().detail("revoked_sessions", revoked)).await?;
         txn.commit().await?;
         Ok(revoked)
     }

@@ -32,7 +32,10 @@ fn from_client<T>(message: T, token: Option<&str>, ip: &str, request_id: &str) -
     let mut request = Request::new(message);
     let metadata = request.metadata_mut();
     metadata.insert("x-atelier-client-ip", ip.parse().expect("ip"));
-    metadata.insert("x-atelier-user-agent", "audit-test/1".parse().expect("agent"));
+    metadata.insert(
+        "x-atelier-user-agent",
+        "audit-test/1".parse().expect("agent"),
+    );
     metadata.insert("x-request-id", request_id.parse().expect("id"));
     if let Some(token) = token {
         metadata.insert(
@@ -87,7 +90,10 @@ async fn each_auth_action_writes_one_entry(backend: Backend) {
     let mut client = auth(&platform);
     let session = register(&mut client, "ada@example.com").await;
     let user_id = session.user.clone().expect("user").id;
-    assert!(entries(&platform).await.is_empty(), "registering is not audited");
+    assert!(
+        entries(&platform).await.is_empty(),
+        "registering is not audited"
+    );
 
     // A failed sign-in records the email attempted, never the password.
     let refused = client
@@ -122,13 +128,20 @@ async fn each_auth_action_writes_one_entry(backend: Backend) {
     assert_eq!(actions(&events), ["auth.sign_in_failed", "auth.sign_in"]);
     let failed = &events[0];
     assert_eq!(
-        (failed.outcome.as_str(), failed.client_ip.as_str(), failed.request_id.as_str()),
+        (
+            failed.outcome.as_str(),
+            failed.client_ip.as_str(),
+            failed.request_id.as_str()
+        ),
         ("failure", "203.0.113.9", "req-failed")
     );
     let details = serde_json::to_string(&atelier_common::json::from_struct(failed.details.clone()))
         .expect("json");
     assert!(details.contains("ada@example.com"), "{details}");
-    assert!(!details.contains("wrong password"), "no password is kept: {details}");
+    assert!(
+        !details.contains("wrong password"),
+        "no password is kept: {details}"
+    );
     let login = &events[1];
     assert_eq!(login.actor_user_id, user_id);
     assert_eq!(login.subject_user_id, user_id);
@@ -222,7 +235,10 @@ async fn each_auth_action_writes_one_entry(backend: Backend) {
         .await
         .expect("password changed")
         .into_inner();
-    assert_eq!(changed.revoked_count, 0, "the other session was revoked by its reuse");
+    assert_eq!(
+        changed.revoked_count, 0,
+        "the other session was revoked by its reuse"
+    );
     // The kept session refreshes; the old password no longer signs in.
     let kept = client
         .refresh(pb::RefreshRequest {
@@ -273,7 +289,8 @@ async fn each_auth_action_writes_one_entry(backend: Backend) {
     );
 
     // The role, by the operator only.
-    let mut operator = AuthServiceClient::new(platform.channel_as(ServiceName::Operator, &platform.auth_url));
+    let mut operator =
+        AuthServiceClient::new(platform.channel_as(ServiceName::Operator, &platform.auth_url));
     let refused = client
         .set_user_role(pb::SetUserRoleRequest {
             user_id: user_id.clone(),
@@ -305,7 +322,11 @@ async fn each_auth_action_writes_one_entry(backend: Backend) {
     assert_eq!(actions(&events[6..]), ["user.role_changed"]);
     let role = &events[6];
     assert_eq!(
-        (role.actor_service.as_str(), role.actor_user_id.as_str(), role.subject_user_id.as_str()),
+        (
+            role.actor_service.as_str(),
+            role.actor_user_id.as_str(),
+            role.subject_user_id.as_str()
+        ),
         ("operator", "", user_id.as_str())
     );
     assert_eq!(events.len(), 7, "exactly one entry per action");
@@ -456,7 +477,11 @@ async fn only_admins_and_the_operator_read_the_log(backend: Backend) {
     let last = events.last().expect("an entry");
     assert_eq!(last.id, recorded.id);
     assert_eq!(
-        (last.action.as_str(), last.actor_service.as_str(), last.outcome.as_str()),
+        (
+            last.action.as_str(),
+            last.actor_service.as_str(),
+            last.outcome.as_str()
+        ),
         ("image.deleted", "image", "success")
     );
     let refused = audit_as(&platform, ServiceName::Image)
@@ -513,7 +538,11 @@ async fn the_log_cannot_be_changed_or_deleted(backend: Backend) {
         let refused = db.execute_unprepared("TRUNCATE audit_events").await;
         assert!(refused.is_err(), "TRUNCATE went through");
     }
-    assert_eq!(entries(&platform).await.len(), 1, "the sign-in is still there");
+    assert_eq!(
+        entries(&platform).await.len(),
+        1,
+        "the sign-in is still there"
+    );
 
     // The retention purge removes old entries only.
     let store = Store::new(db.clone());
@@ -522,7 +551,11 @@ async fn the_log_cannot_be_changed_or_deleted(backend: Backend) {
         actor_service: "operator".into(),
         ..Origin::default()
     };
-    let old = AuditEntry::new(&origin, "user.tier_changed", now - time::Duration::days(400));
+    let old = AuditEntry::new(
+        &origin,
+        "user.tier_changed",
+        now - time::Duration::days(400),
+    );
     store.insert_audit(&old).await.expect("an old entry");
     let purged = store
         .purge_audit(now - time::Duration::days(365))
@@ -551,21 +584,35 @@ async fn the_log_cannot_be_changed_or_deleted(backend: Backend) {
         txn.execute_unprepared(&format!("SET LOCAL ROLE {role}"))
             .await
             .expect("set role");
-        txn.execute_unprepared("SAVEPOINT s").await.expect("savepoint");
+        txn.execute_unprepared("SAVEPOINT s")
+            .await
+            .expect("savepoint");
         let refused = txn
             .execute_unprepared("SET LOCAL atelier.audit_purge = 'on'; DELETE FROM audit_events")
             .await
             .expect_err("the role may not delete, even marked as the purge");
-        assert!(refused.to_string().contains("permission denied"), "{refused}");
-        txn.execute_unprepared("ROLLBACK TO SAVEPOINT s").await.expect("rollback");
+        assert!(
+            refused.to_string().contains("permission denied"),
+            "{refused}"
+        );
+        txn.execute_unprepared("ROLLBACK TO SAVEPOINT s")
+            .await
+            .expect("rollback");
         let refused = txn
             .execute_unprepared("UPDATE audit_events SET action = 'auth.nothing'")
             .await
             .expect_err("the role may not update");
-        assert!(refused.to_string().contains("permission denied"), "{refused}");
-        txn.execute_unprepared("ROLLBACK TO SAVEPOINT s").await.expect("rollback");
+        assert!(
+            refused.to_string().contains("permission denied"),
+            "{refused}"
+        );
+        txn.execute_unprepared("ROLLBACK TO SAVEPOINT s")
+            .await
+            .expect("rollback");
         let inserted = AuditEntry::new(&origin, "user.tier_changed", now);
-        Store::insert_audit_in(&txn, &inserted).await.expect("the role inserts");
+        Store::insert_audit_in(&txn, &inserted)
+            .await
+            .expect("the role inserts");
         let purged = txn
             .query_one_raw(Statement::from_sql_and_values(
                 DatabaseBackend::Postgres,

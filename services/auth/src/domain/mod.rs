@@ -185,8 +185,8 @@ impl Auth {
         match user {
             Some(user) if matches => {
                 self.store.clear_throttle(&throttle_key).await?;
-                let mut entry = AuditEntry::new(origin, actions::SIGN_IN, self.clock.now())
-                    .about_user(user.id);
+                let mut entry =
+                    AuditEntry::new(origin, actions::SIGN_IN, self.clock.now()).about_user(user.id);
                 entry.actor_user_id = Some(user.id);
                 self.start_session(user, Uuid::now_v7(), Some(entry)).await
             }
@@ -256,7 +256,11 @@ impl Auth {
     /// Rotates a refresh token. A token presented twice revokes its family: one of
     /// the two holders is not the user.
     /// Reuse is audited (`auth.refresh_reuse`) with the family's revocation.
-    pub async fn refresh(&self, refresh_token: &str, origin: &Origin) -> Result<Session, AuthError> {
+    pub async fn refresh(
+        &self,
+        refresh_token: &str,
+        origin: &Origin,
+    ) -> Result<Session, AuthError> {
         let now = self.clock.now();
         let reuse = AuditEntry::new(origin, actions::REFRESH_REUSE, now).failed();
         let (token, fresh) = self.new_refresh_token(now);
@@ -508,10 +512,7 @@ impl Auth {
         after: Option<Uuid>,
         limit: u64,
     ) -> Result<Vec<AuditEntry>, AuthError> {
-        Ok(self
-            .store
-            .audit_entries(filter, after, limit, true)
-            .await?)
+        Ok(self.store.audit_entries(filter, after, limit, true).await?)
     }
 
     /// Removes entries older than `retention` (the retention purge); `None`
@@ -520,10 +521,7 @@ impl Auth {
         let Some(retention) = retention else {
             return Ok(0);
         };
-        let purged = self
-            .store
-            .purge_audit(self.clock.now() - retention)
-            .await?;
+        let purged = self.store.purge_audit(self.clock.now() - retention).await?;
         if purged > 0 {
             tracing::info!(purged, "old audit entries purged");
         }

@@ -2,8 +2,8 @@
 //! the account is met, and deleted last when the account is.
 
 use atelier_common::FieldViolation;
-use time::OffsetDateTime;
 use atelier_common::{audit::AuditRecord, grpc::RequestOrigin};
+use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{Settings, Tier, Users};

@@ -107,7 +107,10 @@ async fn settings_are_checked_against_the_tier_and_the_catalogue_and_their_revis
         .into(),
         ..Settings::default()
     };
-    let refused = domain.users.update_settings(ada, wrong, None, &origin()).await;
+    let refused = domain
+        .users
+        .update_settings(ada, wrong, None, &origin())
+        .await;
     assert_eq!(
         fields(refused.expect_err("refused")),
         [
@@ -120,7 +123,10 @@ async fn settings_are_checked_against_the_tier_and_the_catalogue_and_their_revis
         retention_days: Some(31),
         ..Settings::default()
     };
-    let refused = domain.users.update_settings(ada, too_long, None, &origin()).await;
+    let refused = domain
+        .users
+        .update_settings(ada, too_long, None, &origin())
+        .await;
     assert_eq!(fields(refused.expect_err("refused")), ["retention_days"]);
 
     let week = Settings {
@@ -139,7 +145,10 @@ async fn settings_are_checked_against_the_tier_and_the_catalogue_and_their_revis
         Some("rembg")
     );
     assert!(matches!(
-        domain.users.update_settings(ada, week, Some(0), &origin()).await,
+        domain
+            .users
+            .update_settings(ada, week, Some(0), &origin())
+            .await,
         Err(UserError::StaleSettings)
     ));
     assert_eq!(
@@ -153,7 +162,11 @@ async fn settings_are_checked_against_the_tier_and_the_catalogue_and_their_revis
 async fn the_quota_holds_the_retention_within_the_tier() {
     let domain = domain().await;
     let ada = Uuid::new_v4();
-    domain.users.set_tier(ada, Tier::Pro, &origin()).await.expect("pro");
+    domain
+        .users
+        .set_tier(ada, Tier::Pro, &origin())
+        .await
+        .expect("pro");
     let long = Settings {
         retention_days: Some(200),
         ..Settings::default()
@@ -167,7 +180,11 @@ async fn the_quota_holds_the_retention_within_the_tier() {
         domain.users.quota(ada).await.expect("quota").retention_days,
         200
     );
-    domain.users.set_tier(ada, Tier::Free, &origin()).await.expect("free");
+    domain
+        .users
+        .set_tier(ada, Tier::Free, &origin())
+        .await
+        .expect("free");
     let quota = domain.users.quota(ada).await.expect("quota");
     assert_eq!(
         (quota.tier, quota.limits, quota.retention_days),
@@ -225,7 +242,10 @@ async fn tier_and_settings_changes_are_audited_once_each() {
     assert_eq!(tier.details["tier"], "pro");
     let settings = &entries[1];
     assert_eq!(settings.actor_user_id, Some(ada));
-    assert_eq!(settings.details["changed"], serde_json::json!(["retention_days"]));
+    assert_eq!(
+        settings.details["changed"],
+        serde_json::json!(["retention_days"])
+    );
 }
 
 #[tokio::test]
@@ -247,8 +267,14 @@ async fn a_change_the_audit_log_cannot_record_does_not_happen() {
         retention_days: Some(7),
         ..Settings::default()
     };
-    let refused = domain.users.update_settings(ada, week, None, &origin()).await;
-    assert!(matches!(refused, Err(UserError::Upstream(_))), "{refused:?}");
+    let refused = domain
+        .users
+        .update_settings(ada, week, None, &origin())
+        .await;
+    assert!(
+        matches!(refused, Err(UserError::Upstream(_))),
+        "{refused:?}"
+    );
 
     let profile = domain.users.profile(ada).await.expect("profile");
     assert_eq!(profile.tier, Tier::Free, "the tier did not change");
