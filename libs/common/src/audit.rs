@@ -9,7 +9,8 @@ use serde_json::{Map, Value};
 use tonic::transport::Channel;
 use uuid::Uuid;
 
-use crate::{grpc::RequestOrigin, json::map_to_struct};
+pub use crate::grpc::RequestOrigin;
+use crate::json::map_to_struct;
 
 /// An action to record. The audit log adds the entry's id, its time and the
 /// calling service's name.

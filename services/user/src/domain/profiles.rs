@@ -2,7 +2,7 @@
 //! the account is met, and deleted last when the account is.
 
 use atelier_common::FieldViolation;
-use atelier_common::{audit::AuditRecord, grpc::RequestOrigin};
+use atelier_common::audit::{AuditRecord, RequestOrigin};
 use time::OffsetDateTime;
 use uuid::Uuid;
 

@@ -3,7 +3,10 @@
 
 use std::collections::BTreeMap;
 
-use atelier_common::{FieldViolation, audit::AuditRecord, grpc::RequestOrigin};
+use atelier_common::{
+    FieldViolation,
+    audit::{AuditRecord, RequestOrigin},
+};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};

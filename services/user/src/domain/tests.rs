@@ -35,8 +35,8 @@ async fn domain() -> Domain {
     }
 }
 
-fn origin() -> atelier_common::grpc::RequestOrigin {
-    atelier_common::grpc::RequestOrigin {
+fn origin() -> atelier_common::audit::RequestOrigin {
+    atelier_common::audit::RequestOrigin {
         client_ip: "203.0.113.7".to_owned(),
         user_agent: "tests".to_owned(),
         request_id: "req-1".to_owned(),
@@ -260,7 +260,7 @@ async fn a_change_the_audit_log_cannot_record_does_not_happen() {
 
     let refused = domain.users.set_tier(ada, Tier::Pro, &origin()).await;
     assert!(
-        matches!(&refused, Err(UserError::Upstream(status)) if status.code() == tonic::Code::Unavailable),
+        matches!(&refused, Err(err) if atelier_common::ServiceError::code(err) == atelier_common::ErrorCode::Unavailable),
         "{refused:?}"
     );
     let week = Settings {
