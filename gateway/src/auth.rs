@@ -48,6 +48,25 @@ pub struct RefreshBody {
 pub struct UserInfo {
     pub id: String,
     pub email: String,
+    /// `user`, or `admin` for an administrator (who may read the audit log).
+    #[schema(example = "user")]
+    pub role: String,
+}
+
+/// A password change.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct PasswordChange {
+    /// The password the account has now.
+    #[serde(default)]
+    #[schema(required = true, format = Password, min_length = 1, max_length = 256)]
+    pub current_password: String,
+    /// At least 10 characters, not the email address.
+    #[serde(default)]
+    #[schema(required = true, format = Password, min_length = 10, max_length = 256)]
+    pub new_password: String,
+    /// The refresh token of the session to keep signed in; absent ends every session.
+    #[serde(default)]
+    pub refresh_token: Option<String>,
 }
 
 /// A signed-in session.
@@ -81,6 +100,7 @@ impl TryFrom<Option<pb::Session>> for TokenResponse {
             user: UserInfo {
                 id: user.id,
                 email: user.email,
+                role: user.role,
             },
         })
     }
@@ -266,7 +286,47 @@ pub async fn me(
     Ok(Json(UserInfo {
         id: user.id,
         email: user.email,
+        role: user.role,
     }))
+}
+
+/// Change your password. The current password must be given. Every other session
+/// of yours ends, and access tokens issued so far stop working: the session whose
+/// refresh token you send stays signed in (refresh it for a new access token).
+#[utoipa::path(
+    post, path = "/api/auth/password", tag = "auth", operation_id = "change_password",
+    security(("bearer" = [])),
+    request_body = PasswordChange,
+    responses(
+        (status = 204, description = "Password changed; other sessions ended"),
+        (status = 401, description = "Missing or invalid access token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The current password is wrong", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A field is missing or the new password does not meet the policy", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many attempts", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn change_password(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Body(body): Body<PasswordChange>,
+) -> Result<StatusCode, Problem> {
+    require(&[
+        ("current_password", &body.current_password),
+        ("new_password", &body.new_password),
+    ])?;
+    state
+        .auth
+        .clone()
+        .change_password(grpc_request(
+            pb::ChangePasswordRequest {
+                current_password: body.current_password,
+                new_password: body.new_password,
+                refresh_token: body.refresh_token.unwrap_or_default(),
+            },
+            &headers,
+        ))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// One public key of the JWKS.
@@ -325,5 +385,6 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(logout))
         .routes(routes!(logout_all))
         .routes(routes!(me))
+        .routes(routes!(change_password))
         .routes(routes!(jwks))
 }

@@ -92,12 +92,13 @@ pub fn routes(
     state: &AppState,
 ) -> anyhow::Result<axum::Router<AppState>> {
     use atelier_proto::{
-        auth::v1::auth_service_server, image::v1::image_service_server,
-        processing::v1::processing_service_server, user::v1::user_service_server,
-        workflow::v1::workflow_service_server,
+        audit::v1::audit_service_server, auth::v1::auth_service_server,
+        image::v1::image_service_server, processing::v1::processing_service_server,
+        user::v1::user_service_server, workflow::v1::workflow_service_server,
     };
     let router = [
         (auth_service_server::SERVICE_NAME, &state.auth_channel),
+        (audit_service_server::SERVICE_NAME, &state.auth_channel),
         (image_service_server::SERVICE_NAME, &state.image),
         (workflow_service_server::SERVICE_NAME, &state.workflow),
         (processing_service_server::SERVICE_NAME, &state.processing),

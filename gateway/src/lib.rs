@@ -2,6 +2,7 @@
 //! front of the services' gRPC APIs. It holds no data of its own; every request
 //! becomes calls to the services that own the data.
 
+pub mod admin;
 pub mod archive;
 pub mod auth;
 pub mod extract;
@@ -300,6 +301,7 @@ pub fn rest(max_upload_bytes: usize) -> OpenApiRouter<AppState> {
         .merge(archive::routes())
         .merge(live::routes())
         .merge(users::routes())
+        .merge(admin::routes())
 }
 
 /// The gateway's routes and layers.

@@ -42,13 +42,15 @@ pub struct LimitConfig {
 }
 
 /// The routes and gRPC methods that take credentials, under the strict limit.
-const CREDENTIAL_PATHS: [&str; 6] = [
+const CREDENTIAL_PATHS: [&str; 8] = [
     "/api/auth/register",
     "/api/auth/login",
     "/api/auth/refresh",
+    "/api/auth/password",
     "/atelier.auth.v1.AuthService/Register",
     "/atelier.auth.v1.AuthService/Login",
     "/atelier.auth.v1.AuthService/Refresh",
+    "/atelier.auth.v1.AuthService/ChangePassword",
 ];
 
 /// One budget: shared through Redis when there is one, else this process's own.
@@ -160,6 +162,27 @@ pub fn refusal(headers: &http::HeaderMap, wait: Duration) -> Response {
     response
 }
 
+/// Puts the client's address and user agent in headers the services read (for
+/// their audit entries), replacing whatever the client sent under those names:
+/// REST handlers pass them on in their gRPC calls, and gRPC and gRPC-web calls
+/// carry them as they are forwarded.
+fn mark_origin(request: &mut Request, client_ip: Option<IpAddr>) {
+    use atelier_common::grpc::{CLIENT_IP, CLIENT_USER_AGENT};
+    let headers = request.headers_mut();
+    headers.remove(CLIENT_IP);
+    headers.remove(CLIENT_USER_AGENT);
+    if let Some(ip) = client_ip
+        && let Ok(value) = HeaderValue::from_str(&ip.to_string())
+    {
+        headers.insert(CLIENT_IP, value);
+    }
+    // gRPC clients name themselves in `user-agent` too; a gRPC-web client's
+    // browser in the same header.
+    if let Some(agent) = headers.get(header::USER_AGENT).cloned() {
+        headers.insert(CLIENT_USER_AGENT, agent);
+    }
+}
+
 /// Every route: the per-address limit, the credential methods' stricter one, then,
 /// for a caller with a valid access token, the per-user limit. The verified caller
 /// is left in the request's extensions.
@@ -169,7 +192,9 @@ pub async fn limit_requests(
     next: Next,
 ) -> Response {
     let limits = &state.limits;
-    if let Some(ip) = limits.client_ip(&request) {
+    let client_ip = limits.client_ip(&request);
+    mark_origin(&mut request, client_ip);
+    if let Some(ip) = client_ip {
         let key = ip_key(ip);
         if let Err(wait) = limits.check(&limits.per_ip, key.clone()).await {
             return refusal(request.headers(), wait);

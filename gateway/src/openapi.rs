@@ -36,6 +36,7 @@ Errors are RFC 9457 problem documents (`application/problem+json`).",
         (name = "workflows", description = "What can be done to an image, and its parameters"),
         (name = "processing", description = "Jobs: start, watch live, cancel, list"),
         (name = "users", description = "Your profile, settings, history, usage and account"),
+        (name = "admin", description = "For administrators: the platform's audit log"),
     ),
 )]
 pub struct ApiDoc;

@@ -3,7 +3,10 @@
 
 use std::sync::Arc;
 
-use atelier_common::{grpc::REQUEST_ID, token::JwtVerifier};
+use atelier_common::{
+    grpc::{CLIENT_IP, CLIENT_USER_AGENT, REQUEST_ID},
+    token::JwtVerifier,
+};
 use atelier_proto::auth::v1::auth_service_client::AuthServiceClient;
 use axum::http::HeaderMap;
 use tonic::transport::Channel;
@@ -33,10 +36,16 @@ pub struct AppState {
     pub urls: Arc<UrlCache>,
 }
 
-/// A gRPC request carrying the caller's token and the request id onward.
+/// A gRPC request carrying the caller's token, the request id and the client's
+/// address and user agent (as [`crate::limits::limit_requests`] found them) onward.
 pub fn grpc_request<T>(message: T, headers: &HeaderMap) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
-    for name in [http::header::AUTHORIZATION.as_str(), REQUEST_ID] {
+    for name in [
+        http::header::AUTHORIZATION.as_str(),
+        REQUEST_ID,
+        CLIENT_IP,
+        CLIENT_USER_AGENT,
+    ] {
         if let Some(value) = headers.get(name).and_then(|value| value.to_str().ok())
             && let Ok(value) = value.parse()
         {

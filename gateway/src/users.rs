@@ -460,7 +460,7 @@ pub struct HistoryPage {
     pub next_page_token: Option<String>,
 }
 
-fn instant(
+pub(crate) fn instant(
     field: &str,
     raw: Option<&str>,
 ) -> Result<Option<prost_types::Timestamp>, FieldViolation> {

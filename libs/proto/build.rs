@@ -21,21 +21,28 @@ fn proto_files(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
     Ok(())
 }
 
-/// `pub const METHODS: &[Method]`: every method of every service with its access option.
-fn access_table(pool: &DescriptorPool) -> Result<String, Box<dyn std::error::Error>> {
+/// `pub const METHODS: &[Method]`: every method of every service with its access
+/// option; and `pub const ADMIN: &[&str]`, the paths of the methods for
+/// administrators (a table of its own, so `Method` reads the same as before).
+fn access_table(pool: &DescriptorPool) -> Result<(String, String), Box<dyn std::error::Error>> {
     let extension = pool
         .get_extension_by_name("atelier.access.v1.access")
         .ok_or("the contract has no atelier.access.v1.access option")?;
     let mut table = String::from("pub const METHODS: &[Method] = &[\n");
+    let mut admin_table = String::from("pub const ADMIN: &[&str] = &[\n");
     for service in pool.services() {
         for method in service.methods() {
             let options = method.options();
-            let (mut public, mut callers, mut user_token) = (false, Vec::new(), false);
+            let (mut public, mut callers, mut user_token, mut admin) =
+                (false, Vec::new(), false, false);
             if options.has_extension(&extension)
                 && let Value::Message(access) = options.get_extension(&extension).as_ref()
             {
                 let field = |name: &str| access.get_field_by_name(name);
                 public = field("public")
+                    .and_then(|value| value.as_bool())
+                    .unwrap_or(false);
+                admin = field("admin")
                     .and_then(|value| value.as_bool())
                     .unwrap_or(false);
                 user_token = field("user_token")
@@ -51,16 +58,32 @@ fn access_table(pool: &DescriptorPool) -> Result<String, Box<dyn std::error::Err
             if public && !callers.is_empty() {
                 return Err(format!("{} is both public and internal", method.full_name()).into());
             }
+            if admin && (public || !callers.is_empty()) {
+                return Err(format!(
+                    "{} is for administrators and also public or internal",
+                    method.full_name()
+                )
+                .into());
+            }
             writeln!(
                 table,
                 "    Method {{ path: \"/{}/{}\", public: {public}, internal_callers: &{callers:?}, user_token: {user_token} }},",
                 service.full_name(),
                 method.name(),
             )?;
+            if admin {
+                writeln!(
+                    admin_table,
+                    "    \"/{}/{}\",",
+                    service.full_name(),
+                    method.name()
+                )?;
+            }
         }
     }
     table.push_str("];\n");
-    Ok(table)
+    admin_table.push_str("];\n");
+    Ok((table, admin_table))
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -76,10 +99,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .include_imports(true)
         .open_files(&files)?;
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
-    std::fs::write(
-        out_dir.join("access.rs"),
-        access_table(&compiler.descriptor_pool())?,
-    )?;
+    let (table, admin_table) = access_table(&compiler.descriptor_pool())?;
+    std::fs::write(out_dir.join("access.rs"), table)?;
+    std::fs::write(out_dir.join("access_admin.rs"), admin_table)?;
     let descriptors = compiler.file_descriptor_set();
     std::fs::write(
         out_dir.join("atelier_descriptor.bin"),

@@ -43,6 +43,39 @@ type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 /// The header carrying the request id from the gateway through every service.
 pub const REQUEST_ID: &str = "x-request-id";
 
+/// The client's address as the gateway found it (from trusted proxies only); the
+/// gateway drops any value a client sent.
+pub const CLIENT_IP: &str = "x-atelier-client-ip";
+/// The client's `User-Agent` as the gateway received it.
+pub const CLIENT_USER_AGENT: &str = "x-atelier-user-agent";
+
+/// Where a request came from, as the gateway saw it and passed it on: what an
+/// audit entry records.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RequestOrigin {
+    pub client_ip: String,
+    pub user_agent: String,
+    pub request_id: String,
+}
+
+impl RequestOrigin {
+    pub fn of<T>(request: &tonic::Request<T>) -> Self {
+        let get = |key: &str| {
+            request
+                .metadata()
+                .get(key)
+                .and_then(|value| value.to_str().ok())
+                .unwrap_or_default()
+                .to_owned()
+        };
+        Self {
+            client_ip: get(CLIENT_IP),
+            user_agent: get(CLIENT_USER_AGENT),
+            request_id: get(REQUEST_ID),
+        }
+    }
+}
+
 /// How long a caller has to finish its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -77,6 +110,9 @@ struct Policy {
     public: HashSet<&'static str>,
     /// Methods only some services may call.
     internal: HashMap<&'static str, Internal>,
+    /// Methods only an administrator may call: a user whose token carries the
+    /// admin role, or the operator certificate.
+    admin: HashSet<&'static str>,
 }
 
 struct Internal {
@@ -91,6 +127,9 @@ impl Policy {
         for method in contract {
             if method.public {
                 policy.public.insert(method.path);
+            }
+            if method.admin() {
+                policy.admin.insert(method.path);
             }
             if !method.internal_callers.is_empty() {
                 let callers = method
@@ -278,11 +317,12 @@ pub fn caller<T>(request: &tonic::Request<T>) -> Result<Caller, Status> {
         .ok_or_else(|| Status::unauthenticated("missing bearer token"))
 }
 
-/// `message` as a request on the caller's behalf: carries `incoming`'s access token and
-/// request id on to the next service, which verifies the token itself.
+/// `message` as a request on the caller's behalf: carries `incoming`'s access token,
+/// request id and client address on to the next service, which verifies the token
+/// itself.
 pub fn on_behalf<T, M>(incoming: &tonic::Request<T>, message: M) -> tonic::Request<M> {
     let mut outgoing = tonic::Request::new(message);
-    for key in ["authorization", REQUEST_ID] {
+    for key in ["authorization", REQUEST_ID, CLIENT_IP, CLIENT_USER_AGENT] {
         if let Some(value) = incoming.metadata().get(key) {
             outgoing.metadata_mut().insert(key, value.clone());
         }
@@ -448,7 +488,16 @@ where
             }
         }
         request.extensions_mut().insert(Peer(peer));
+        let admin_only = self.policy.admin.contains(path);
+        if admin_only && peer == ServiceName::Operator {
+            return Box::pin(inner.call(request));
+        }
         let Some(verifier) = self.verifier.clone() else {
+            if admin_only {
+                return refuse(Status::permission_denied(
+                    "this method is for administrators",
+                ));
+            }
             return Box::pin(inner.call(request));
         };
         if self.policy.public.contains(path) || path.starts_with("/grpc.reflection.") {
@@ -461,6 +510,11 @@ where
             .map(str::to_owned);
         Box::pin(async move {
             match verifier.verify_header(header.as_deref()).await {
+                Ok(caller) if admin_only && !caller.admin => {
+                    metrics::counter!("atelier_grpc_callers_refused_total", "code" => "PermissionDenied")
+                        .increment(1);
+                    Ok(Status::permission_denied("this method is for administrators").into_http())
+                }
                 Ok(caller) => {
                     request.extensions_mut().insert(caller);
                     inner.call(request).await
@@ -553,5 +607,15 @@ mod tests {
         );
         let routed = method("/atelier.user.v1.UserService/GetProfile").expect("a method");
         assert!(routed.routed() && !routed.public);
+        assert!(
+            policy
+                .admin
+                .contains("/atelier.audit.v1.AuditService/ListAuditEvents")
+        );
+        let listing = method("/atelier.audit.v1.AuditService/ListAuditEvents").expect("a method");
+        assert!(
+            listing.routed() && listing.admin(),
+            "admins reach it from outside"
+        );
     }
 }

@@ -3,6 +3,7 @@
 //! the admin endpoint and graceful shutdown.
 
 pub mod admin;
+pub mod audit;
 pub mod config;
 pub mod db;
 pub mod error;

@@ -52,13 +52,22 @@ pub struct Claims {
     pub iat: i64,
     pub exp: i64,
     pub jti: String,
+    /// The account's role: `user`, or `admin` for an administrator. Absent in
+    /// tokens issued before roles existed, which are users'.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub role: String,
 }
+
+/// The role that makes a user an administrator.
+pub const ADMIN_ROLE: &str = "admin";
 
 /// The verified caller of a request, put in the request's extensions.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Caller {
     pub user_id: Uuid,
     pub email: String,
+    /// The token carries the admin role.
+    pub admin: bool,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -264,6 +273,7 @@ impl JwtVerifier {
         let caller = Caller {
             user_id,
             email: data.claims.email,
+            admin: data.claims.role == ADMIN_ROLE,
         };
         self.remember(token, &caller, data.claims.iat, data.claims.exp);
         Ok(caller)

@@ -43,6 +43,12 @@ pub mod access {
             self.internal_callers.is_empty()
         }
 
+        /// Only an administrator may call it: a user whose token carries the admin
+        /// role, or the operator certificate. Routed from outside like a user method.
+        pub fn admin(&self) -> bool {
+            ADMIN.contains(&self.path)
+        }
+
         /// The full name of the service it belongs to (`atelier.auth.v1.AuthService`).
         pub fn service(&self) -> &'static str {
             self.path[1..]
@@ -52,6 +58,7 @@ pub mod access {
     }
 
     include!(concat!(env!("OUT_DIR"), "/access.rs"));
+    include!(concat!(env!("OUT_DIR"), "/access_admin.rs"));
 
     /// The method at `path`, if the contract has one there.
     pub fn method(path: &str) -> Option<&'static Method> {
@@ -59,6 +66,7 @@ pub mod access {
     }
 }
 
+package!(audit, "atelier.audit.v1");
 package!(auth, "atelier.auth.v1");
 package!(image, "atelier.image.v1");
 package!(processing, "atelier.processing.v1");

@@ -2,7 +2,12 @@
 
 use std::sync::Arc;
 
-use atelier_common::{FieldViolation, grpc::caller, timestamp};
+use atelier_common::{
+    FieldViolation,
+    grpc::{Peer, RequestOrigin, caller},
+    timestamp,
+    token::Caller,
+};
 use atelier_proto::auth::v1::{self as pb, auth_service_server::AuthService};
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
@@ -10,6 +15,7 @@ use uuid::Uuid;
 use crate::{
     domain::{
         Auth, Session, User,
+        audit::Origin,
         keys::{KeyRing, PublicKey},
     },
     error::AuthError,
@@ -30,7 +36,38 @@ fn user(user: User) -> pb::User {
         id: user.id.to_string(),
         email: user.email,
         created_at: Some(timestamp(user.created_at)),
+        role: user.role,
     }
+}
+
+/// Who made `request` and from where, for the audit log: the verified user (if
+/// the method needs one), the service whose certificate called, and what the
+/// gateway passed on of the client.
+pub fn origin<T>(request: &Request<T>) -> Origin {
+    let RequestOrigin {
+        client_ip,
+        user_agent,
+        request_id,
+    } = RequestOrigin::of(request);
+    Origin {
+        actor_user_id: request
+            .extensions()
+            .get::<Caller>()
+            .map(|caller| caller.user_id),
+        actor_service: request
+            .extensions()
+            .get::<Peer>()
+            .map(|peer| peer.0.as_str().to_owned())
+            .unwrap_or_default(),
+        client_ip,
+        user_agent,
+        request_id,
+    }
+}
+
+fn user_id(field: &str, value: &str) -> Result<Uuid, AuthError> {
+    Uuid::parse_str(value)
+        .map_err(|_| AuthError::InvalidInput(vec![FieldViolation::new(field, "is not a valid id")]))
 }
 
 fn jwk(key: &PublicKey) -> pb::Jwk {
@@ -79,8 +116,12 @@ impl AuthService for AuthApi {
         &self,
         request: Request<pb::LoginRequest>,
     ) -> Result<Response<pb::LoginResponse>, Status> {
+        let origin = origin(&request);
         let request = request.into_inner();
-        let signed_in = self.auth.login(&request.email, &request.password).await?;
+        let signed_in = self
+            .auth
+            .login(&request.email, &request.password, &origin)
+            .await?;
         Ok(Response::new(pb::LoginResponse {
             session: session(signed_in),
         }))
@@ -90,9 +131,10 @@ impl AuthService for AuthApi {
         &self,
         request: Request<pb::RefreshRequest>,
     ) -> Result<Response<pb::RefreshResponse>, Status> {
+        let origin = origin(&request);
         let rotated = self
             .auth
-            .refresh(&request.into_inner().refresh_token)
+            .refresh(&request.into_inner().refresh_token, &origin)
             .await?;
         Ok(Response::new(pb::RefreshResponse {
             session: session(rotated),
@@ -134,9 +176,47 @@ impl AuthService for AuthApi {
         request: Request<pb::LogoutAllRequest>,
     ) -> Result<Response<pb::LogoutAllResponse>, Status> {
         let caller = caller(&request)?;
-        let revoked = self.auth.logout_all(caller.user_id).await?;
+        let revoked = self
+            .auth
+            .logout_all(caller.user_id, &origin(&request))
+            .await?;
         Ok(Response::new(pb::LogoutAllResponse {
             revoked_count: revoked as i64,
+        }))
+    }
+
+    async fn change_password(
+        &self,
+        request: Request<pb::ChangePasswordRequest>,
+    ) -> Result<Response<pb::ChangePasswordResponse>, Status> {
+        let caller = caller(&request)?;
+        let origin = origin(&request);
+        let request = request.into_inner();
+        let revoked = self
+            .auth
+            .change_password(
+                caller.user_id,
+                &request.current_password,
+                &request.new_password,
+                &request.refresh_token,
+                &origin,
+            )
+            .await?;
+        Ok(Response::new(pb::ChangePasswordResponse {
+            revoked_count: revoked as i64,
+        }))
+    }
+
+    async fn set_user_role(
+        &self,
+        request: Request<pb::SetUserRoleRequest>,
+    ) -> Result<Response<pb::SetUserRoleResponse>, Status> {
+        let origin = origin(&request);
+        let request = request.into_inner();
+        let user_id = user_id("user_id", &request.user_id)?;
+        let changed = self.auth.set_role(user_id, &request.role, &origin).await?;
+        Ok(Response::new(pb::SetUserRoleResponse {
+            user: Some(user(changed)),
         }))
     }
 
@@ -145,7 +225,9 @@ impl AuthService for AuthApi {
         request: Request<pb::DeleteCurrentUserRequest>,
     ) -> Result<Response<pb::DeleteCurrentUserResponse>, Status> {
         let caller = caller(&request)?;
-        self.auth.delete_user(caller.user_id).await?;
+        self.auth
+            .delete_user(caller.user_id, &origin(&request))
+            .await?;
         Ok(Response::new(pb::DeleteCurrentUserResponse {}))
     }
 
@@ -153,9 +235,7 @@ impl AuthService for AuthApi {
         &self,
         request: Request<pb::GetSessionStateRequest>,
     ) -> Result<Response<pb::GetSessionStateResponse>, Status> {
-        let user_id = Uuid::parse_str(&request.get_ref().user_id).map_err(|_| {
-            AuthError::InvalidInput(vec![FieldViolation::new("user_id", "is not a valid id")])
-        })?;
+        let user_id = user_id("user_id", &request.get_ref().user_id)?;
         let state = self.auth.session_state(user_id).await?;
         Ok(Response::new(pb::GetSessionStateResponse {
             not_before: state
@@ -199,6 +279,7 @@ mod tests {
             iat: now - 10,
             exp,
             jti: Uuid::new_v4().to_string(),
+            role: String::new(),
         };
         let sessions = Sessions::default();
         // No session caching: every check asks the source.

@@ -8,6 +8,8 @@ pub enum AuthError {
     EmailTaken,
     #[error("invalid email or password")]
     InvalidCredentials,
+    #[error("the current password is wrong")]
+    WrongPassword,
     #[error("invalid refresh token")]
     InvalidRefreshToken,
     #[error("refresh token has expired")]
@@ -32,6 +34,7 @@ impl ServiceError for AuthError {
         match self {
             Self::InvalidInput(_) => ErrorCode::InvalidArgument,
             Self::EmailTaken => ErrorCode::AlreadyExists,
+            Self::WrongPassword => ErrorCode::PermissionDenied,
             Self::InvalidCredentials
             | Self::InvalidRefreshToken
             | Self::RefreshTokenExpired

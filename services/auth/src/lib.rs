@@ -2,6 +2,7 @@
 //! rotating refresh tokens) and the public keys every service verifies tokens with.
 
 pub mod api;
+pub mod audit_api;
 pub mod domain;
 pub mod error;
 pub mod migration;
@@ -17,7 +18,10 @@ use atelier_common::{
     identity::{Identity, ServiceName},
     token::{JwtVerifier, SessionEvents, SessionSource, SessionState, StaticKeySource},
 };
-use atelier_proto::auth::v1::auth_service_server::AuthServiceServer;
+use atelier_proto::{
+    audit::v1::audit_service_server::AuditServiceServer,
+    auth::v1::auth_service_server::AuthServiceServer,
+};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -33,6 +37,9 @@ pub struct AuthConfig {
     pub lifetimes: Lifetimes,
     /// How failed sign-ins slow the next ones down.
     pub backoff: Backoff,
+    /// `AUDIT_RETENTION_DAYS`: how long audit entries are kept; `None` (0) keeps
+    /// them forever.
+    pub audit_retention: Option<std::time::Duration>,
 }
 
 impl AuthConfig {
@@ -53,11 +60,14 @@ impl AuthConfig {
                 defaults.reset_after.as_secs(),
             )?,
         };
+        let retention_days: u64 = config::var("AUDIT_RETENTION_DAYS", 365)?;
         Ok(Self {
             platform,
             keys_dir,
             lifetimes,
             backoff,
+            audit_retention: (retention_days > 0)
+                .then(|| std::time::Duration::from_secs(retention_days * 24 * 60 * 60)),
         })
     }
 }
@@ -87,7 +97,9 @@ pub async fn serve(
         events.clone(),
     )?
     .with_backoff(config.backoff);
-    serve_with(Arc::new(auth), events, &identity, listener, shutdown).await
+    let auth = Arc::new(auth);
+    spawn_audit_purge(Arc::clone(&auth), config.audit_retention, shutdown.clone());
+    serve_with(auth, events, &identity, listener, shutdown).await
 }
 
 /// Runs the auth service over `auth`, hearing its revoked sessions on `events`.
@@ -104,7 +116,8 @@ pub async fn serve_with(
     verifier.listen(&events).await?;
     type Server = AuthServiceServer<api::AuthApi>;
     GrpcServer::new(identity)
-        .add_service(Server::new(api::AuthApi::new(auth)))
+        .add_service(Server::new(api::AuthApi::new(Arc::clone(&auth))))
+        .add_service(AuditServiceServer::new(audit_api::AuditApi::new(auth)))
         .authenticate(verifier)
         .serve(listener, shutdown)
         .await
@@ -119,6 +132,30 @@ fn spawn_forgetting(auth: Arc<Auth>, shutdown: CancellationToken) {
                 _ = tick.tick() => {
                     if let Err(err) = auth.forget_old_failures().await {
                         tracing::warn!(error = %err, "cannot forget old failed sign-ins");
+                    }
+                }
+                () = shutdown.cancelled() => break,
+            }
+        }
+    });
+}
+
+/// Purges audit entries older than `retention` once an hour (none when `None`).
+fn spawn_audit_purge(
+    auth: Arc<Auth>,
+    retention: Option<std::time::Duration>,
+    shutdown: CancellationToken,
+) {
+    if retention.is_none() {
+        return;
+    }
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(60 * 60));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    if let Err(err) = auth.purge_audit(retention).await {
+                        tracing::warn!(error = %err, "cannot purge old audit entries");
                     }
                 }
                 () = shutdown.cancelled() => break,

@@ -10,6 +10,7 @@ impl MigratorTrait for Migrator {
             Box::new(CreateUsersAndRefreshTokens),
             Box::new(CreateLoginThrottle),
             Box::new(AddTokensNotBefore),
+            Box::new(AddRolesAndAuditEvents),
         ]
     }
 }
@@ -23,6 +24,7 @@ enum Users {
     CreatedAt,
     UpdatedAt,
     TokensNotBefore,
+    Role,
 }
 
 #[derive(DeriveIden)]
@@ -247,6 +249,237 @@ impl MigrationTrait for AddTokensNotBefore {
                 Table::alter()
                     .table(Users::Table)
                     .drop_column(Users::TokensNotBefore)
+                    .to_owned(),
+            )
+            .await
+    }
+}
+
+#[derive(DeriveIden)]
+enum AuditEvents {
+    Table,
+    Id,
+    At,
+    ActorUserId,
+    ActorService,
+    Action,
+    SubjectUserId,
+    TargetKind,
+    TargetId,
+    Outcome,
+    ClientIp,
+    UserAgent,
+    RequestId,
+    Details,
+}
+
+#[derive(DeriveIden)]
+enum AuditPurge {
+    Table,
+    Id,
+}
+
+/// Users get a role (`user` or `admin`), and the platform its append-only audit
+/// log: triggers refuse every UPDATE of an entry, and every DELETE but the
+/// retention purge's (on PostgreSQL, `audit_events_purge`, which marks its own
+/// transaction; on SQLite, a row in `audit_purge` for the purge's transaction).
+struct AddRolesAndAuditEvents;
+
+impl MigrationName for AddRolesAndAuditEvents {
+    fn name(&self) -> &str {
+        "m20261206_000001_roles_and_audit_events"
+    }
+}
+
+/// The PostgreSQL side of the append-only rule.
+const POSTGRES_APPEND_ONLY: &[&str] = &[
+    r#"CREATE FUNCTION audit_events_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'DELETE' AND current_setting('atelier.audit_purge', true) = 'on' THEN
+        RETURN OLD;
+    END IF;
+    RAISE EXCEPTION 'audit_events is append-only: % refused', TG_OP
+        USING ERRCODE = 'insufficient_privilege';
+END
+$$"#,
+    "CREATE TRIGGER audit_events_append_only BEFORE UPDATE OR DELETE ON audit_events \
+     FOR EACH ROW EXECUTE FUNCTION audit_events_append_only()",
+    "CREATE TRIGGER audit_events_no_truncate BEFORE TRUNCATE ON audit_events \
+     FOR EACH STATEMENT EXECUTE FUNCTION audit_events_append_only()",
+    // The retention purge: the only way entries go. It runs with its owner's
+    // rights, so a production role needs only INSERT and SELECT on the table and
+    // EXECUTE on this; and it never removes an entry younger than a day.
+    r#"CREATE FUNCTION audit_events_purge(before timestamptz) RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
+DECLARE
+    purged bigint;
+BEGIN
+    IF before > now() - interval '1 day' THEN
+        RAISE EXCEPTION 'audit entries younger than a day are kept';
+    END IF;
+    PERFORM set_config('atelier.audit_purge', 'on', true);
+    DELETE FROM audit_events WHERE at < before;
+    GET DIAGNOSTICS purged = ROW_COUNT;
+    PERFORM set_config('atelier.audit_purge', 'off', true);
+    RETURN purged;
+END
+$$"#,
+];
+
+/// The SQLite side of the append-only rule.
+const SQLITE_APPEND_ONLY: &[&str] = &[
+    "CREATE TRIGGER audit_events_no_update BEFORE UPDATE ON audit_events \
+     BEGIN SELECT RAISE(ABORT, 'audit_events is append-only: UPDATE refused'); END",
+    "CREATE TRIGGER audit_events_no_delete BEFORE DELETE ON audit_events \
+     WHEN NOT EXISTS (SELECT 1 FROM audit_purge) \
+     BEGIN SELECT RAISE(ABORT, 'audit_events is append-only: DELETE refused'); END",
+];
+
+#[async_trait::async_trait]
+impl MigrationTrait for AddRolesAndAuditEvents {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(Users::Table)
+                    .add_column(
+                        ColumnDef::new(Users::Role)
+                            .string_len(16)
+                            .not_null()
+                            .default("user"),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(AuditEvents::Table)
+                    .col(
+                        ColumnDef::new(AuditEvents::Id)
+                            .uuid()
+                            .not_null()
+                            .primary_key(),
+                    )
+                    .col(
+                        ColumnDef::new(AuditEvents::At)
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
+                    .col(ColumnDef::new(AuditEvents::ActorUserId).uuid().null())
+                    .col(
+                        ColumnDef::new(AuditEvents::ActorService)
+                            .string_len(32)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(AuditEvents::Action)
+                            .string_len(64)
+                            .not_null(),
+                    )
+                    .col(ColumnDef::new(AuditEvents::SubjectUserId).uuid().null())
+                    .col(
+                        ColumnDef::new(AuditEvents::TargetKind)
+                            .string_len(32)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(AuditEvents::TargetId)
+                            .string_len(128)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(AuditEvents::Outcome)
+                            .string_len(16)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(AuditEvents::ClientIp)
+                            .string_len(64)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(AuditEvents::UserAgent)
+                            .string_len(512)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(AuditEvents::RequestId)
+                            .string_len(128)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(AuditEvents::Details)
+                            .json_binary()
+                            .not_null(),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        for (name, column) in [
+            ("audit_events_at_idx", AuditEvents::At),
+            ("audit_events_actor_idx", AuditEvents::ActorUserId),
+            ("audit_events_subject_idx", AuditEvents::SubjectUserId),
+            ("audit_events_action_idx", AuditEvents::Action),
+        ] {
+            let mut index = Index::create();
+            index.name(name).table(AuditEvents::Table).col(column);
+            if name != "audit_events_at_idx" {
+                index.col(AuditEvents::Id);
+            }
+            manager.create_index(index.to_owned()).await?;
+        }
+        let db = manager.get_connection();
+        match manager.get_database_backend() {
+            sea_orm::DatabaseBackend::Postgres => {
+                for statement in POSTGRES_APPEND_ONLY {
+                    db.execute_unprepared(statement).await?;
+                }
+            }
+            _ => {
+                manager
+                    .create_table(
+                        Table::create()
+                            .table(AuditPurge::Table)
+                            .col(
+                                ColumnDef::new(AuditPurge::Id)
+                                    .integer()
+                                    .not_null()
+                                    .primary_key(),
+                            )
+                            .to_owned(),
+                    )
+                    .await?;
+                for statement in SQLITE_APPEND_ONLY {
+                    db.execute_unprepared(statement).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let db = manager.get_connection();
+        if manager.get_database_backend() == sea_orm::DatabaseBackend::Postgres {
+            db.execute_unprepared("DROP FUNCTION IF EXISTS audit_events_purge(timestamptz)")
+                .await?;
+        } else {
+            manager
+                .drop_table(Table::drop().table(AuditPurge::Table).to_owned())
+                .await?;
+        }
+        manager
+            .drop_table(Table::drop().table(AuditEvents::Table).to_owned())
+            .await?;
+        if manager.get_database_backend() == sea_orm::DatabaseBackend::Postgres {
+            db.execute_unprepared("DROP FUNCTION IF EXISTS audit_events_append_only()")
+                .await?;
+        }
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(Users::Table)
+                    .drop_column(Users::Role)
                     .to_owned(),
             )
             .await

@@ -8,7 +8,10 @@ use sea_orm::{
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::domain::{Account, RefreshToken, Rotation, Throttle};
+use crate::domain::{
+    Account, RefreshToken, Rotation, Throttle,
+    audit::{AuditEntry, AuditFilter},
+};
 
 pub mod users {
     use sea_orm::entity::prelude::*;
@@ -25,6 +28,8 @@ pub mod users {
         pub updated_at: TimeDateTimeWithTimeZone,
         /// Access tokens issued before this instant are refused.
         pub tokens_not_before: Option<TimeDateTimeWithTimeZone>,
+        /// `user` or `admin`.
+        pub role: String,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -49,6 +54,35 @@ pub mod refresh_tokens {
         pub revoked_at: Option<TimeDateTimeWithTimeZone>,
         pub replaced_by: Option<Uuid>,
         pub created_at: TimeDateTimeWithTimeZone,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod audit_events {
+    use sea_orm::entity::prelude::*;
+
+    /// The audit log; the database refuses any change to a row once written.
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "audit_events")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: Uuid,
+        pub at: TimeDateTimeWithTimeZone,
+        pub actor_user_id: Option<Uuid>,
+        pub actor_service: String,
+        pub action: String,
+        pub subject_user_id: Option<Uuid>,
+        pub target_kind: String,
+        pub target_id: String,
+        pub outcome: String,
+        pub client_ip: String,
+        pub user_agent: String,
+        pub request_id: String,
+        pub details: Json,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -91,6 +125,7 @@ impl From<users::Model> for Account {
             created_at: row.created_at,
             updated_at: row.updated_at,
             tokens_not_before: row.tokens_not_before,
+            role: row.role,
         }
     }
 }
@@ -106,6 +141,29 @@ impl From<refresh_tokens::Model> for RefreshToken {
             revoked_at: row.revoked_at,
             replaced_by: row.replaced_by,
             created_at: row.created_at,
+        }
+    }
+}
+
+impl From<audit_events::Model> for AuditEntry {
+    fn from(row: audit_events::Model) -> Self {
+        Self {
+            id: row.id,
+            at: row.at,
+            actor_user_id: row.actor_user_id,
+            actor_service: row.actor_service,
+            action: row.action,
+            subject_user_id: row.subject_user_id,
+            target_kind: row.target_kind,
+            target_id: row.target_id,
+            outcome: row.outcome,
+            client_ip: row.client_ip,
+            user_agent: row.user_agent,
+            request_id: row.request_id,
+            details: match row.details {
+                serde_json::Value::Object(map) => map,
+                _ => serde_json::Map::new(),
+            },
         }
     }
 }
@@ -145,6 +203,7 @@ impl Store {
             created_at: Set(user.created_at),
             updated_at: Set(user.updated_at),
             tokens_not_before: Set(user.tokens_not_before),
+            role: Set(user.role.clone()),
         };
         match users::Entity::insert(active)
             .exec_without_returning(&self.db)
@@ -171,8 +230,112 @@ impl Store {
             .map(Account::from))
     }
 
-    pub async fn insert_refresh_token(&self, token: RefreshToken) -> Result<(), DbErr> {
-        insert_token(&self.db, token).await
+    /// Inserts a new session's refresh token, and `audit` with it in one transaction.
+    pub async fn insert_refresh_token(
+        &self,
+        token: RefreshToken,
+        audit: Option<&AuditEntry>,
+    ) -> Result<(), DbErr> {
+        let txn = self.db.begin().await?;
+        insert_token(&txn, token).await?;
+        if let Some(entry) = audit {
+            insert_audit(&txn, entry).await?;
+        }
+        txn.commit().await
+    }
+
+    /// Appends `entry` to the audit log on its own.
+    pub async fn insert_audit(&self, entry: &AuditEntry) -> Result<(), DbErr> {
+        insert_audit(&self.db, entry).await
+    }
+
+    /// Appends `entry` through `db` (a transaction of the caller's).
+    pub async fn insert_audit_in(
+        db: &impl ConnectionTrait,
+        entry: &AuditEntry,
+    ) -> Result<(), DbErr> {
+        insert_audit(db, entry).await
+    }
+
+    /// Entries matching `filter`, newest first (or oldest first when `ascending`),
+    /// starting after the entry `after`; at most `limit`.
+    pub async fn audit_entries(
+        &self,
+        filter: &AuditFilter,
+        after: Option<Uuid>,
+        limit: u64,
+        ascending: bool,
+    ) -> Result<Vec<AuditEntry>, DbErr> {
+        use sea_orm::{QueryOrder, QuerySelect};
+        let mut query = audit_events::Entity::find();
+        if let Some(actor) = filter.actor_user_id {
+            query = query.filter(audit_events::Column::ActorUserId.eq(actor));
+        }
+        if let Some(subject) = filter.subject_user_id {
+            query = query.filter(audit_events::Column::SubjectUserId.eq(subject));
+        }
+        if let Some(prefix) = &filter.action_prefix {
+            query = query.filter(audit_events::Column::Action.starts_with(prefix));
+        }
+        if let Some(since) = filter.since {
+            query = query.filter(audit_events::Column::At.gte(since));
+        }
+        if let Some(until) = filter.until {
+            query = query.filter(audit_events::Column::At.lt(until));
+        }
+        if let Some(after) = after {
+            query = query.filter(if ascending {
+                audit_events::Column::Id.gt(after)
+            } else {
+                audit_events::Column::Id.lt(after)
+            });
+        }
+        let order = if ascending {
+            sea_orm::Order::Asc
+        } else {
+            sea_orm::Order::Desc
+        };
+        Ok(query
+            .order_by(audit_events::Column::Id, order)
+            .limit(limit)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(AuditEntry::from)
+            .collect())
+    }
+
+    /// Removes the entries older than `before`: the retention purge, the one
+    /// deletion the database lets through.
+    pub async fn purge_audit(&self, before: OffsetDateTime) -> Result<u64, DbErr> {
+        use sea_orm::{DatabaseBackend, Statement};
+        let backend = self.db.get_database_backend();
+        if backend == DatabaseBackend::Postgres {
+            let row = self
+                .db
+                .query_one_raw(Statement::from_sql_and_values(
+                    backend,
+                    "SELECT audit_events_purge($1) AS purged",
+                    [before.into()],
+                ))
+                .await?;
+            let purged: i64 = match row {
+                Some(row) => row.try_get("", "purged")?,
+                None => 0,
+            };
+            return Ok(u64::try_from(purged).unwrap_or(0));
+        }
+        let txn = atelier_common::db::begin_write(&self.db).await?;
+        txn.execute_unprepared("INSERT INTO audit_purge (id) VALUES (1)")
+            .await?;
+        let purged = audit_events::Entity::delete_many()
+            .filter(audit_events::Column::At.lt(before))
+            .exec(&txn)
+            .await?
+            .rows_affected;
+        txn.execute_unprepared("DELETE FROM audit_purge").await?;
+        txn.commit().await?;
+        Ok(purged)
     }
 
     /// Rotates the token whose hash is `hash` into `next`, atomically: of two
@@ -186,6 +349,7 @@ impl Store {
         next: impl FnOnce(&RefreshToken) -> RefreshToken,
         now: OffsetDateTime,
         grace_since: OffsetDateTime,
+        reuse: &AuditEntry,
     ) -> Result<Rotation, DbErr> {
         let txn = atelier_common::db::begin_write(&self.db).await?;
         let Some(current) = refresh_tokens::Entity::find()
@@ -202,8 +366,15 @@ impl Store {
             }
             _ => false,
         };
+        let reused = |current: &RefreshToken| {
+            reuse
+                .clone()
+                .about_user(current.user_id)
+                .detail("family_id", current.family_id.to_string())
+        };
         if !lost && (current.revoked_at.is_some() || current.replaced_by.is_some()) {
             revoke_family(&txn, current.family_id, now).await?;
+            insert_audit(&txn, &reused(&current)).await?;
             txn.commit().await?;
             return Ok(Rotation::Reused);
         }
@@ -227,6 +398,7 @@ impl Store {
             .await?;
         if claimed.rows_affected != 1 {
             revoke_family(&txn, current.family_id, now).await?;
+            insert_audit(&txn, &reused(&current)).await?;
             txn.commit().await?;
             return Ok(Rotation::Reused);
         }
@@ -255,12 +427,14 @@ impl Store {
     }
 
     /// Revokes every open session of `user_id` and refuses its access tokens issued
-    /// before `not_before`, in one transaction; returns how many sessions were open.
+    /// before `not_before`, in one transaction with `audit`; returns how many
+    /// sessions were open.
     pub async fn revoke_all(
         &self,
         user_id: Uuid,
         now: OffsetDateTime,
         not_before: OffsetDateTime,
+        audit: &AuditEntry,
     ) -> Result<u64, DbErr> {
         let txn = self.db.begin().await?;
         users::Entity::update_many()
@@ -276,18 +450,91 @@ impl Store {
             .exec(&txn)
             .await?
             .rows_affected;
+        insert_audit(&txn, &audit.clone().detail("revoked_sessions", revoked)).await?;
         txn.commit().await?;
         Ok(revoked)
     }
 
-    /// Deletes the user and their sessions, in one transaction.
-    pub async fn delete_user(&self, user_id: Uuid) -> Result<(), DbErr> {
+    /// Sets `user_id`'s password hash, ends every session of theirs but the family
+    /// `keep`, and refuses their access tokens issued before `not_before`, in one
+    /// transaction with `audit`; returns how many sessions were ended.
+    pub async fn change_password(
+        &self,
+        user_id: Uuid,
+        password_hash: &str,
+        keep: Option<Uuid>,
+        now: OffsetDateTime,
+        not_before: OffsetDateTime,
+        audit: &AuditEntry,
+    ) -> Result<u64, DbErr> {
+        let txn = self.db.begin().await?;
+        users::Entity::update_many()
+            .col_expr(users::Column::PasswordHash, Expr::value(password_hash))
+            .col_expr(users::Column::TokensNotBefore, Expr::value(not_before))
+            .col_expr(users::Column::UpdatedAt, Expr::value(now))
+            .filter(users::Column::Id.eq(user_id))
+            .exec(&txn)
+            .await?;
+        let mut others = refresh_tokens::Entity::update_many()
+            .col_expr(refresh_tokens::Column::RevokedAt, Expr::value(now))
+            .filter(refresh_tokens::Column::UserId.eq(user_id))
+            .filter(refresh_tokens::Column::RevokedAt.is_null());
+        if let Some(family) = keep {
+            others = others.filter(refresh_tokens::Column::FamilyId.ne(family));
+        }
+        let revoked = others.exec(&txn).await?.rows_affected;
+        insert_audit(&txn, &audit.clone().detail("revoked_sessions", revoked)).await?;
+        txn.commit().await?;
+        Ok(revoked)
+    }
+
+    /// Gives `user_id` the role `role` and refuses their access tokens issued
+    /// before `not_before` (they carry the old role), in one transaction with
+    /// `audit`; the account, or `None` when there is none.
+    pub async fn set_role(
+        &self,
+        user_id: Uuid,
+        role: &str,
+        now: OffsetDateTime,
+        not_before: OffsetDateTime,
+        audit: &AuditEntry,
+    ) -> Result<Option<Account>, DbErr> {
+        let txn = self.db.begin().await?;
+        let Some(before) = users::Entity::find_by_id(user_id).one(&txn).await? else {
+            return Ok(None);
+        };
+        users::Entity::update_many()
+            .col_expr(users::Column::Role, Expr::value(role))
+            .col_expr(users::Column::TokensNotBefore, Expr::value(not_before))
+            .col_expr(users::Column::UpdatedAt, Expr::value(now))
+            .filter(users::Column::Id.eq(user_id))
+            .exec(&txn)
+            .await?;
+        insert_audit(
+            &txn,
+            &audit
+                .clone()
+                .detail("previous_role", before.role.clone())
+                .detail("role", role),
+        )
+        .await?;
+        let after = users::Entity::find_by_id(user_id).one(&txn).await?;
+        txn.commit().await?;
+        Ok(after.map(Account::from))
+    }
+
+    /// Deletes the user and their sessions, in one transaction with `audit`
+    /// (written only when there was an account to delete).
+    pub async fn delete_user(&self, user_id: Uuid, audit: &AuditEntry) -> Result<(), DbErr> {
         let txn = self.db.begin().await?;
         refresh_tokens::Entity::delete_many()
             .filter(refresh_tokens::Column::UserId.eq(user_id))
             .exec(&txn)
             .await?;
-        users::Entity::delete_by_id(user_id).exec(&txn).await?;
+        let deleted = users::Entity::delete_by_id(user_id).exec(&txn).await?;
+        if deleted.rows_affected > 0 {
+            insert_audit(&txn, audit).await?;
+        }
         txn.commit().await
     }
 
@@ -364,6 +611,28 @@ impl Store {
             .await?
             .map(RefreshToken::from))
     }
+}
+
+async fn insert_audit(db: &impl ConnectionTrait, entry: &AuditEntry) -> Result<(), DbErr> {
+    let active = audit_events::ActiveModel {
+        id: Set(entry.id),
+        at: Set(entry.at),
+        actor_user_id: Set(entry.actor_user_id),
+        actor_service: Set(entry.actor_service.clone()),
+        action: Set(entry.action.clone()),
+        subject_user_id: Set(entry.subject_user_id),
+        target_kind: Set(entry.target_kind.clone()),
+        target_id: Set(entry.target_id.clone()),
+        outcome: Set(entry.outcome.clone()),
+        client_ip: Set(entry.client_ip.clone()),
+        user_agent: Set(entry.user_agent.clone()),
+        request_id: Set(entry.request_id.clone()),
+        details: Set(serde_json::Value::Object(entry.details.clone())),
+    };
+    audit_events::Entity::insert(active)
+        .exec_without_returning(db)
+        .await?;
+    Ok(())
 }
 
 async fn insert_token(db: &impl ConnectionTrait, token: RefreshToken) -> Result<(), DbErr> {

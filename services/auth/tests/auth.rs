@@ -257,6 +257,7 @@ async fn forged_and_expired_tokens_are_rejected(backend: Backend) {
         iat: now - 10,
         exp,
         jti: "test".into(),
+        role: String::new(),
     };
     let server_keys = KeyRing::load_or_create(&platform.keys_dir).expect("server keys");
     let kid = server_keys.public_keys()[0].kid.clone();

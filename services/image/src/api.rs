@@ -3,7 +3,8 @@
 use std::{pin::Pin, sync::Arc, time::Duration};
 
 use atelier_common::{
-    grpc::caller,
+    audit::AuditRecord,
+    grpc::{RequestOrigin, caller},
     json::{from_struct, to_struct},
     page, timestamp,
 };
@@ -20,6 +21,7 @@ use crate::{
         Image, ImageKind, Images, Intake, NewImage, Origin, ScanStatus, Served, signing::Variant,
     },
     error::ImageError,
+    peers::AuditLog,
 };
 
 type ByteReplies<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
@@ -27,11 +29,16 @@ type ByteReplies<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 pub struct ImageApi {
     images: Arc<Images>,
     intake: Intake,
+    audit: Arc<dyn AuditLog>,
 }
 
 impl ImageApi {
-    pub fn new(images: Arc<Images>, intake: Intake) -> Self {
-        Self { images, intake }
+    pub fn new(images: Arc<Images>, intake: Intake, audit: Arc<dyn AuditLog>) -> Self {
+        Self {
+            images,
+            intake,
+            audit,
+        }
     }
 }
 
@@ -282,7 +289,11 @@ impl ImageService for ImageApi {
     ) -> Result<Response<pb::DeleteImageResponse>, Status> {
         let caller = caller(&request)?;
         let id = image_id(&request.get_ref().image_id)?;
-        self.images.delete(caller.user_id, id).await?;
+        let record = AuditRecord::new("image.deleted", RequestOrigin::of(&request))
+            .actor(Some(caller.user_id));
+        self.images
+            .delete(caller.user_id, id, self.audit.as_ref(), record)
+            .await?;
         Ok(Response::new(pb::DeleteImageResponse {}))
     }
 

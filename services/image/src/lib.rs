@@ -256,12 +256,13 @@ pub async fn serve_with_store(
     let peers = peers::GrpcPeers::new(
         identity.channel(&endpoints.user.url, timeout)?,
         identity.channel(&endpoints.processing.url, timeout)?,
+        auth.clone(),
     );
-    let intake = domain::Intake::new(images.clone(), peers.clone(), peers);
+    let intake = domain::Intake::new(images.clone(), peers.clone(), peers.clone());
     type Server = ImageServiceServer<api::ImageApi>;
     GrpcServer::new(&identity)
         .add_service(
-            Server::new(api::ImageApi::new(images, intake))
+            Server::new(api::ImageApi::new(images, intake, peers))
                 .max_decoding_message_size(8 * 1024 * 1024),
         )
         .authenticate(JwtVerifier::for_platform(&config.platform, auth).await?)

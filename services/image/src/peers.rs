@@ -7,7 +7,9 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use atelier_common::audit::{self, AuditRecord};
 use atelier_proto::{
+    audit::v1::audit_service_client::AuditServiceClient,
     processing::v1::{CheckJobRequest, processing_service_client::ProcessingServiceClient},
     user::v1::{GetQuotaRequest, SubscriptionTier, user_service_client::UserServiceClient},
 };
@@ -38,19 +40,37 @@ pub trait JobRegistry: Send + Sync {
     async fn exists(&self, user_id: Uuid, job_id: Uuid) -> Result<bool, ImageError>;
 }
 
-/// The user and processing services over gRPC.
+/// The platform's audit log (kept by the auth service).
+#[async_trait]
+pub trait AuditLog: Send + Sync {
+    /// Appends `record`; an error (`UNAVAILABLE`) means the action must not happen.
+    async fn record(&self, record: AuditRecord) -> Result<(), ImageError>;
+}
+
+/// The user, processing and auth services over gRPC.
 #[derive(Clone)]
 pub struct GrpcPeers {
     users: UserServiceClient<Channel>,
     jobs: ProcessingServiceClient<Channel>,
+    audit: AuditServiceClient<Channel>,
 }
 
 impl GrpcPeers {
-    pub fn new(user: Channel, processing: Channel) -> Arc<Self> {
+    pub fn new(user: Channel, processing: Channel, auth: Channel) -> Arc<Self> {
         Arc::new(Self {
             users: UserServiceClient::new(user),
             jobs: ProcessingServiceClient::new(processing),
+            audit: AuditServiceClient::new(auth),
         })
+    }
+}
+
+#[async_trait]
+impl AuditLog for GrpcPeers {
+    async fn record(&self, record: AuditRecord) -> Result<(), ImageError> {
+        audit::record(&self.audit, record)
+            .await
+            .map_err(ImageError::Upstream)
     }
 }
 

@@ -245,6 +245,7 @@ impl TestPlatform {
             keys_dir: keys_dir.clone(),
             lifetimes: options.lifetimes,
             backoff: options.backoff,
+            audit_retention: None,
         };
         tokio::spawn(atelier_auth::serve(
             auth_config,

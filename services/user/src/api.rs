@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use atelier_common::{
     FieldViolation,
-    grpc::caller,
+    grpc::{RequestOrigin, caller},
     json::{from_struct, map_to_struct},
     timestamp,
 };
@@ -209,13 +209,14 @@ impl UserService for UserApi {
         request: Request<pb::UpdateSettingsRequest>,
     ) -> Result<Response<pb::UpdateSettingsResponse>, Status> {
         let caller = caller(&request)?;
+        let origin = RequestOrigin::of(&request);
         let request = request.into_inner();
         let expected = expected_revision(&request.etag)?;
         let settings = decode_settings(request.settings.unwrap_or_default())
             .map_err(|violation| UserError::InvalidInput(vec![violation]))?;
         let profile = self
             .users
-            .update_settings(caller.user_id, settings, expected)
+            .update_settings(caller.user_id, settings, expected, &origin)
             .await?;
         let stored = settings_reply(&profile);
         Ok(Response::new(pb::UpdateSettingsResponse {
@@ -279,6 +280,7 @@ impl UserService for UserApi {
         &self,
         request: Request<pb::SetSubscriptionTierRequest>,
     ) -> Result<Response<pb::SetSubscriptionTierResponse>, Status> {
+        let origin = RequestOrigin::of(&request);
         let request = request.into_inner();
         let user_id = user_id(&request.user_id)?;
         let tier = match pb::SubscriptionTier::try_from(request.tier) {
@@ -293,7 +295,7 @@ impl UserService for UserApi {
                 .into());
             }
         };
-        let profile = self.users.set_tier(user_id, tier).await?;
+        let profile = self.users.set_tier(user_id, tier, &origin).await?;
         Ok(Response::new(pb::SetSubscriptionTierResponse {
             profile: Some(self.profile(&profile, String::new()).await?),
         }))

@@ -85,6 +85,7 @@ pub async fn serve_with_clock(
             jobs: grpc.clone(),
             images: grpc.clone(),
             workflows: grpc.clone(),
+            audit: grpc.clone(),
         },
     );
     let api = api::UserApi::new(users, grpc);

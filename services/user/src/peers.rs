@@ -6,8 +6,15 @@
 use std::{collections::HashMap, sync::Arc};
 
 use async_trait::async_trait;
-use atelier_common::{FieldViolation, grpc::on_behalf, json::map_to_struct, timestamp};
+use atelier_common::{
+    FieldViolation,
+    audit::{self, AuditRecord},
+    grpc::on_behalf,
+    json::map_to_struct,
+    timestamp,
+};
 use atelier_proto::{
+    audit::v1::audit_service_client::AuditServiceClient,
     auth::v1::{
         DeleteCurrentUserRequest, GetSessionStateRequest, auth_service_client::AuthServiceClient,
     },
@@ -58,6 +65,13 @@ pub trait Accounts: Send + Sync {
     async fn delete(&self, caller: &Credentials) -> Result<(), UserError>;
 }
 
+/// The platform's audit log (kept by the auth service).
+#[async_trait]
+pub trait AuditLog: Send + Sync {
+    /// Appends `record`; an error (`UNAVAILABLE`) means the action must not happen.
+    async fn record(&self, record: AuditRecord) -> Result<(), UserError>;
+}
+
 /// The jobs (the processing service).
 #[async_trait]
 pub trait JobLedger: Send + Sync {
@@ -100,6 +114,7 @@ pub trait WorkflowCatalogue: Send + Sync {
 #[derive(Clone)]
 pub struct GrpcPeers {
     auth: AuthServiceClient<Channel>,
+    audit: AuditServiceClient<Channel>,
     images: ImageServiceClient<Channel>,
     jobs: ProcessingServiceClient<Channel>,
     workflows: WorkflowServiceClient<Channel>,
@@ -108,6 +123,7 @@ pub struct GrpcPeers {
 impl GrpcPeers {
     pub fn new(auth: Channel, image: Channel, processing: Channel, workflow: Channel) -> Arc<Self> {
         Arc::new(Self {
+            audit: AuditServiceClient::new(auth.clone()),
             auth: AuthServiceClient::new(auth),
             images: ImageServiceClient::new(image),
             jobs: ProcessingServiceClient::new(processing),
@@ -220,6 +236,15 @@ impl Accounts for GrpcPeers {
             .delete_current_user(on_behalf(&caller.0, DeleteCurrentUserRequest {}))
             .await?;
         Ok(())
+    }
+}
+
+#[async_trait]
+impl AuditLog for GrpcPeers {
+    async fn record(&self, record: AuditRecord) -> Result<(), UserError> {
+        audit::record(&self.audit, record)
+            .await
+            .map_err(UserError::Upstream)
     }
 }
 
@@ -346,6 +371,10 @@ pub mod fakes {
         pub deleted_accounts: Mutex<HashSet<Uuid>>,
         pub workflows: Vec<String>,
         pub log: Mutex<Vec<String>>,
+        /// The audit entries recorded.
+        pub audited: Mutex<Vec<AuditRecord>>,
+        /// The audit log refuses every entry (it is away).
+        pub audit_down: std::sync::atomic::AtomicBool,
     }
 
     impl Peers {
@@ -383,6 +412,22 @@ pub mod fakes {
 
         async fn delete(&self, _caller: &Credentials) -> Result<(), UserError> {
             self.record("account deleted".to_owned());
+            Ok(())
+        }
+    }
+
+    #[async_trait]
+    impl AuditLog for Peers {
+        async fn record(&self, record: AuditRecord) -> Result<(), UserError> {
+            if self.audit_down.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(UserError::Upstream(tonic::Status::unavailable(
+                    "the audit log is away",
+                )));
+            }
+            self.audited
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .push(record);
             Ok(())
         }
     }

@@ -2,7 +2,8 @@
 
 use sea_orm::{
     ActiveValue::Set,
-    ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, TryInsertResult,
+    ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, TransactionTrait,
+    TryInsertResult,
     sea_query::{Expr, ExprTrait, OnConflict},
 };
 use time::OffsetDateTime;
@@ -146,12 +147,16 @@ impl Store {
         Ok(())
     }
 
-    pub async fn set_tier(
+    /// Moves the user to `tier`; `before_commit` (the audit entry) runs inside the
+    /// transaction, and when it fails nothing changes.
+    pub async fn set_tier<E: From<DbErr>>(
         &self,
         user_id: Uuid,
         tier: Tier,
         now: OffsetDateTime,
-    ) -> Result<(), DbErr> {
+        before_commit: impl Future<Output = Result<(), E>>,
+    ) -> Result<(), E> {
+        let txn = self.db.begin().await?;
         profiles::Entity::update_many()
             .col_expr(
                 profiles::Column::SubscriptionTier,
@@ -159,20 +164,26 @@ impl Store {
             )
             .col_expr(profiles::Column::UpdatedAt, Expr::value(now))
             .filter(profiles::Column::UserId.eq(user_id))
-            .exec(&self.db)
+            .exec(&txn)
             .await?;
+        before_commit.await?;
+        txn.commit().await?;
         Ok(())
     }
 
     /// Replaces the settings if they are still at `expected` revision (any revision when
-    /// `None`); false when another write came first.
-    pub async fn replace_settings(
+    /// `None`); false when another write came first. `before_commit` (the audit
+    /// entry) runs inside the transaction once the write is known to apply, and when
+    /// it fails nothing changes.
+    pub async fn replace_settings<E: From<DbErr>>(
         &self,
         user_id: Uuid,
         settings: &Settings,
         expected: Option<i64>,
         now: OffsetDateTime,
-    ) -> Result<bool, DbErr> {
+        before_commit: impl Future<Output = Result<(), E>>,
+    ) -> Result<bool, E> {
+        let txn = self.db.begin().await?;
         let mut update = profiles::Entity::update_many()
             .col_expr(
                 profiles::Column::Settings,
@@ -187,7 +198,12 @@ impl Store {
         if let Some(revision) = expected {
             update = update.filter(profiles::Column::SettingsRevision.eq(revision));
         }
-        Ok(update.exec(&self.db).await?.rows_affected == 1)
+        if update.exec(&txn).await?.rows_affected != 1 {
+            return Ok(false);
+        }
+        before_commit.await?;
+        txn.commit().await?;
+        Ok(true)
     }
 
     pub async fn delete(&self, user_id: Uuid) -> Result<(), DbErr> {

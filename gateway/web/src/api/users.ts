@@ -74,6 +74,16 @@ export async function deleteAccount(): Promise<void> {
   unwrap(await api.DELETE("/api/users/me"));
 }
 
+/** Changes the password. Every other session ends and access tokens issued so far stop
+ * working; the session of `refreshToken` stays (refresh it for a new access token). */
+export async function changePassword(currentPassword: string, newPassword: string, refreshToken: string): Promise<void> {
+  unwrap(
+    await api.POST("/api/auth/password", {
+      body: { current_password: currentPassword, new_password: newPassword, refresh_token: refreshToken },
+    }),
+  );
+}
+
 /** "Sign out everywhere": ends every session of the account. */
 export async function logoutEverywhere(): Promise<void> {
   unwrap(await api.POST("/api/auth/logout-all"));

@@ -4,7 +4,7 @@ import { useNavigate } from "react-router-dom";
 import { workflows } from "@/api/catalogue";
 import { ApiError, messageOf } from "@/api/problem";
 import { formatBytes } from "@/api/upload";
-import { deleteAccount, getProfile, logoutEverywhere, updateProfile, type Theme } from "@/api/users";
+import { changePassword, deleteAccount, getProfile, logoutEverywhere, updateProfile, type Theme } from "@/api/users";
 import { Button } from "@/components/ui/button";
 import { ConfirmDialog } from "@/components/ui/dialog";
 import { FieldError, Input, Label, Select } from "@/components/ui/field";
@@ -25,6 +25,75 @@ function Usage({ label, used, limit, format }: { label: string; used: number; li
       </div>
       {fraction !== null && <Progress value={fraction} label={`${label}: ${text}`} />}
     </div>
+  );
+}
+
+/** The password change: the current password, then the new one; this session stays signed in. */
+function PasswordForm({ onDone }: { onDone: (message: { tone: "error" | "success"; text: string }) => void }) {
+  const [current, setCurrent] = useState("");
+  const [next, setNext] = useState("");
+  const [errors, setErrors] = useState<Record<string, string>>({});
+  const [busy, setBusy] = useState(false);
+
+  const submit = async (event: { preventDefault: () => void }) => {
+    event.preventDefault();
+    const session = useAuth.getState().session;
+    if (!session) return;
+    setBusy(true);
+    setErrors({});
+    try {
+      await changePassword(current, next, session.refreshToken);
+      // Access tokens issued before the change stop working: get a new one now.
+      await useAuth.getState().refresh();
+      setCurrent("");
+      setNext("");
+      onDone({ tone: "success", text: "Password changed. Your other sessions were signed out." });
+    } catch (error) {
+      if (error instanceof ApiError) {
+        setErrors(error.status === 403 ? { current_password: "This is not your current password." } : error.fieldErrors);
+      }
+      onDone({ tone: "error", text: messageOf(error) });
+    } finally {
+      setBusy(false);
+    }
+  };
+
+  return (
+    <form onSubmit={(event) => void submit(event)} className="grid gap-3 sm:max-w-md">
+      <div className="grid gap-1">
+        <Label htmlFor="current-password">Current password</Label>
+        <Input
+          id="current-password"
+          type="password"
+          autoComplete="current-password"
+          value={current}
+          onChange={(event) => setCurrent(event.target.value)}
+          aria-invalid={Boolean(errors.current_password)}
+          aria-describedby="current-password-error"
+          required
+        />
+        <FieldError id="current-password-error">{errors.current_password}</FieldError>
+      </div>
+      <div className="grid gap-1">
+        <Label htmlFor="new-password">New password</Label>
+        <Input
+          id="new-password"
+          type="password"
+          autoComplete="new-password"
+          minLength={10}
+          maxLength={256}
+          value={next}
+          onChange={(event) => setNext(event.target.value)}
+          aria-invalid={Boolean(errors.new_password)}
+          aria-describedby="new-password-error"
+          required
+        />
+        <FieldError id="new-password-error">{errors.new_password}</FieldError>
+      </div>
+      <Button type="submit" variant="secondary" className="justify-self-start" disabled={busy}>
+        Change password
+      </Button>
+    </form>
   );
 }
 
@@ -212,6 +281,7 @@ export default function SettingsPage() {
 
       <Card className="grid gap-3">
         <h2 className="text-lg font-semibold">Sessions and account</h2>
+        <PasswordForm onDone={setMessage} />
         <div className="flex flex-wrap gap-2">
           <Button variant="secondary" onClick={() => void signOut()}>
             Sign out

@@ -15,7 +15,7 @@ const tokens = (n: number) => ({
   refresh_token: `refresh-${n}`,
   token_type: "Bearer",
   expires_in: 900,
-  user: { id: "u1", email: "ada@example.com" },
+  user: { id: "u1", email: "ada@example.com", role: "user" },
 });
 const json = (status: number, body: unknown) =>
   new Response(JSON.stringify(body), { status, headers: { "content-type": status < 400 ? "application/json" : "application/problem+json" } });

@@ -1,5 +1,6 @@
 //! The rules of accounts and sessions.
 
+pub mod audit;
 pub mod backoff;
 pub mod keys;
 pub mod password;
@@ -21,6 +22,7 @@ use atelier_common::{
 pub use records::{Account, RefreshToken, Rotation, Throttle};
 
 use crate::{error::AuthError, store::Store};
+use audit::{AuditEntry, AuditFilter, Origin, actions};
 use backoff::Backoff;
 use keys::KeyRing;
 
@@ -52,7 +54,12 @@ pub struct User {
     pub id: Uuid,
     pub email: String,
     pub created_at: OffsetDateTime,
+    /// `user` or `admin`.
+    pub role: String,
 }
+
+/// The roles an account can have.
+pub const ROLES: [&str; 2] = ["user", token::ADMIN_ROLE];
 
 impl From<Account> for User {
     fn from(user: Account) -> Self {
@@ -60,6 +67,7 @@ impl From<Account> for User {
             id: user.id,
             email: user.email,
             created_at: user.created_at,
+            role: user.role,
         }
     }
 }
@@ -130,12 +138,13 @@ impl Auth {
             created_at: now,
             updated_at: now,
             tokens_not_before: None,
+            role: "user".to_owned(),
         };
         if !self.store.insert_user(&user).await? {
             return Err(AuthError::EmailTaken);
         }
         tracing::info!(user_id = %user.id, "account registered");
-        self.start_session(user, Uuid::now_v7()).await
+        self.start_session(user, Uuid::now_v7(), None).await
     }
 
     /// Signs in. An unknown email and a wrong password give the same error after
@@ -144,10 +153,29 @@ impl Auth {
     /// address waits, every attempt is refused before its password is looked at,
     /// so the refusal tells neither whether the password was right nor whether
     /// the account exists.
-    pub async fn login(&self, email: &str, password: &str) -> Result<Session, AuthError> {
+    ///
+    /// Every attempt is audited: `auth.sign_in` with the session, in one
+    /// transaction, or `auth.sign_in_failed` with the email attempted.
+    pub async fn login(
+        &self,
+        email: &str,
+        password: &str,
+        origin: &Origin,
+    ) -> Result<Session, AuthError> {
         let email = password::normalize_email(email);
         let throttle_key = hash_token(&email);
-        self.count_attempt(&throttle_key).await?;
+        let failed = |reason: &str| {
+            AuditEntry::new(origin, actions::SIGN_IN_FAILED, self.clock.now())
+                .failed()
+                .detail("email", audit::clip(&email, 254))
+                .detail("reason", reason)
+        };
+        if let Err(err) = self.count_attempt(&throttle_key).await {
+            if matches!(err, AuthError::TooManyAttempts { .. }) {
+                self.store.insert_audit(&failed("throttled")).await?;
+            }
+            return Err(err);
+        }
         let user = self.store.user_by_email(&email).await?;
         let hash = user.as_ref().map_or_else(
             || self.decoy_hash.clone(),
@@ -157,9 +185,17 @@ impl Auth {
         match user {
             Some(user) if matches => {
                 self.store.clear_throttle(&throttle_key).await?;
-                self.start_session(user, Uuid::now_v7()).await
+                let mut entry =
+                    AuditEntry::new(origin, actions::SIGN_IN, self.clock.now()).about_user(user.id);
+                entry.actor_user_id = Some(user.id);
+                self.start_session(user, Uuid::now_v7(), Some(entry)).await
             }
-            _ => Err(AuthError::InvalidCredentials),
+            _ => {
+                self.store
+                    .insert_audit(&failed("invalid_credentials"))
+                    .await?;
+                Err(AuthError::InvalidCredentials)
+            }
         }
     }
 
@@ -219,8 +255,14 @@ impl Auth {
 
     /// Rotates a refresh token. A token presented twice revokes its family: one of
     /// the two holders is not the user.
-    pub async fn refresh(&self, refresh_token: &str) -> Result<Session, AuthError> {
+    /// Reuse is audited (`auth.refresh_reuse`) with the family's revocation.
+    pub async fn refresh(
+        &self,
+        refresh_token: &str,
+        origin: &Origin,
+    ) -> Result<Session, AuthError> {
         let now = self.clock.now();
+        let reuse = AuditEntry::new(origin, actions::REFRESH_REUSE, now).failed();
         let (token, fresh) = self.new_refresh_token(now);
         let rotation = self
             .store
@@ -233,6 +275,7 @@ impl Auth {
                 },
                 now,
                 now - self.lifetimes.reuse_grace,
+                &reuse,
             )
             .await?;
         match rotation {
@@ -264,10 +307,14 @@ impl Auth {
     /// are revoked and every access token issued so far is refused. Access tokens
     /// carry whole seconds, so the refusal starts at the next whole second, and
     /// tokens issued from now on are dated no earlier than it.
-    pub async fn logout_all(&self, user_id: Uuid) -> Result<u64, AuthError> {
+    pub async fn logout_all(&self, user_id: Uuid, origin: &Origin) -> Result<u64, AuthError> {
         let now = self.clock.now();
         let not_before = next_whole_second(now);
-        let revoked = self.store.revoke_all(user_id, now, not_before).await?;
+        let entry = AuditEntry::new(origin, actions::LOGOUT_ALL, now).about_user(user_id);
+        let revoked = self
+            .store
+            .revoke_all(user_id, now, not_before, &entry)
+            .await?;
         self.events.publish(user_id).await;
         tracing::info!(%user_id, revoked, "signed out everywhere");
         Ok(revoked)
@@ -276,11 +323,209 @@ impl Auth {
     /// Deletes the account and its sessions; its access tokens are refused from now
     /// on. Deleting an account that is gone already succeeds, so a deletion cut
     /// short can be repeated.
-    pub async fn delete_user(&self, user_id: Uuid) -> Result<(), AuthError> {
-        self.store.delete_user(user_id).await?;
+    pub async fn delete_user(&self, user_id: Uuid, origin: &Origin) -> Result<(), AuthError> {
+        let entry =
+            AuditEntry::new(origin, actions::ACCOUNT_DELETED, self.clock.now()).about_user(user_id);
+        self.store.delete_user(user_id, &entry).await?;
         self.events.publish(user_id).await;
         tracing::info!(%user_id, "account deleted");
         Ok(())
+    }
+
+    /// Changes `user_id`'s password after checking the current one. Every session
+    /// but the one `keep_refresh_token` belongs to ends, and access tokens issued
+    /// so far are refused (the kept session refreshes); audited in the same
+    /// transaction. Returns how many sessions ended.
+    pub async fn change_password(
+        &self,
+        user_id: Uuid,
+        current: &str,
+        new: &str,
+        keep_refresh_token: &str,
+        origin: &Origin,
+    ) -> Result<u64, AuthError> {
+        let account = self
+            .store
+            .user_by_id(user_id)
+            .await?
+            .ok_or(AuthError::UserNotFound)?;
+        let mut violations = Vec::new();
+        if current.is_empty() {
+            violations.push(atelier_common::FieldViolation::new(
+                "current_password",
+                "is required",
+            ));
+        }
+        violations.extend(
+            password::check_registration(&account.email, new)
+                .into_iter()
+                .filter(|violation| violation.field == "password")
+                .map(|violation| {
+                    atelier_common::FieldViolation::new("new_password", violation.description)
+                }),
+        );
+        if !violations.is_empty() {
+            return Err(AuthError::InvalidInput(violations));
+        }
+        if !verify_blocking(current.to_owned(), account.password_hash.clone()).await? {
+            return Err(AuthError::WrongPassword);
+        }
+        let keep = if keep_refresh_token.is_empty() {
+            None
+        } else {
+            self.store
+                .refresh_token_by_hash(&hash_token(keep_refresh_token))
+                .await?
+                .filter(|token| token.user_id == user_id && token.revoked_at.is_none())
+                .map(|token| token.family_id)
+        };
+        let password_hash = hash_blocking(new.to_owned()).await?;
+        let now = self.clock.now();
+        let entry = AuditEntry::new(origin, actions::PASSWORD_CHANGED, now)
+            .about_user(user_id)
+            .detail("kept_session", keep.is_some());
+        let revoked = self
+            .store
+            .change_password(
+                user_id,
+                &password_hash,
+                keep,
+                now,
+                next_whole_second(now),
+                &entry,
+            )
+            .await?;
+        self.events.publish(user_id).await;
+        tracing::info!(%user_id, revoked, "password changed");
+        Ok(revoked)
+    }
+
+    /// Gives `user_id` the role `role` (`user` or `admin`); their access tokens
+    /// issued so far are refused, so the next refresh carries the new role.
+    pub async fn set_role(
+        &self,
+        user_id: Uuid,
+        role: &str,
+        origin: &Origin,
+    ) -> Result<User, AuthError> {
+        if !ROLES.contains(&role) {
+            return Err(AuthError::InvalidInput(vec![
+                atelier_common::FieldViolation::new("role", "must be user or admin"),
+            ]));
+        }
+        let now = self.clock.now();
+        let entry = AuditEntry::new(origin, actions::ROLE_CHANGED, now).about_user(user_id);
+        let account = self
+            .store
+            .set_role(user_id, role, now, next_whole_second(now), &entry)
+            .await?
+            .ok_or(AuthError::UserNotFound)?;
+        self.events.publish(user_id).await;
+        tracing::info!(%user_id, role, "role changed");
+        Ok(account.into())
+    }
+
+    /// Appends an entry another service records: `entry`'s id and time are this
+    /// service's, and its actor service the caller's certificate's.
+    pub async fn record(&self, mut entry: AuditEntry) -> Result<Uuid, AuthError> {
+        let mut violations = Vec::new();
+        if !audit::is_action(&entry.action) {
+            violations.push(atelier_common::FieldViolation::new(
+                "event.action",
+                "must be <area>.<verb> in lowercase letters and underscores",
+            ));
+        }
+        if !matches!(entry.outcome.as_str(), "" | audit::SUCCESS | audit::FAILURE) {
+            violations.push(atelier_common::FieldViolation::new(
+                "event.outcome",
+                "must be success or failure",
+            ));
+        }
+        if serde_json::to_vec(&entry.details).map_or(0, |bytes| bytes.len()) > 16 * 1024 {
+            violations.push(atelier_common::FieldViolation::new(
+                "event.details",
+                "must be at most 16 KiB of JSON",
+            ));
+        }
+        if !violations.is_empty() {
+            return Err(AuthError::InvalidInput(violations));
+        }
+        if entry.outcome.is_empty() {
+            entry.outcome = audit::SUCCESS.to_owned();
+        }
+        entry.id = Uuid::now_v7();
+        entry.at = self.clock.now();
+        entry.target_kind = audit::clip(&entry.target_kind, 32);
+        entry.target_id = audit::clip(&entry.target_id, 128);
+        entry.client_ip = audit::clip(&entry.client_ip, 64);
+        entry.user_agent = audit::clip(&entry.user_agent, 512);
+        entry.request_id = audit::clip(&entry.request_id, 128);
+        self.store.insert_audit(&entry).await?;
+        Ok(entry.id)
+    }
+
+    /// A page of the log, newest first, after the entry `after`; the reading is
+    /// audited itself (`audit.queried`).
+    pub async fn audit_page(
+        &self,
+        filter: &AuditFilter,
+        after: Option<Uuid>,
+        limit: u64,
+        origin: &Origin,
+    ) -> Result<(Vec<AuditEntry>, Option<Uuid>), AuthError> {
+        let mut entries = self
+            .store
+            .audit_entries(filter, after, limit + 1, false)
+            .await?;
+        let next = if entries.len() as u64 > limit {
+            entries.truncate(limit as usize);
+            entries.last().map(|entry| entry.id)
+        } else {
+            None
+        };
+        let mut read = AuditEntry::new(origin, actions::AUDIT_QUERIED, self.clock.now());
+        read.target_kind = "audit_log".to_owned();
+        read.details = filter.describe();
+        read.details.insert("returned".into(), entries.len().into());
+        self.store.insert_audit(&read).await?;
+        Ok((entries, next))
+    }
+
+    /// Records an export of the log matching `filter` (`audit.exported`): called
+    /// once before the export's first batch.
+    pub async fn audit_export_started(
+        &self,
+        filter: &AuditFilter,
+        origin: &Origin,
+    ) -> Result<(), AuthError> {
+        let mut entry = AuditEntry::new(origin, actions::AUDIT_EXPORTED, self.clock.now());
+        entry.target_kind = "audit_log".to_owned();
+        entry.details = filter.describe();
+        self.store.insert_audit(&entry).await?;
+        Ok(())
+    }
+
+    /// One batch of an export: entries matching `filter`, oldest first, after `after`.
+    pub async fn audit_batch(
+        &self,
+        filter: &AuditFilter,
+        after: Option<Uuid>,
+        limit: u64,
+    ) -> Result<Vec<AuditEntry>, AuthError> {
+        Ok(self.store.audit_entries(filter, after, limit, true).await?)
+    }
+
+    /// Removes entries older than `retention` (the retention purge); `None`
+    /// keeps every entry.
+    pub async fn purge_audit(&self, retention: Option<Duration>) -> Result<u64, AuthError> {
+        let Some(retention) = retention else {
+            return Ok(0);
+        };
+        let purged = self.store.purge_audit(self.clock.now() - retention).await?;
+        if purged > 0 {
+            tracing::info!(purged, "old audit entries purged");
+        }
+        Ok(purged)
     }
 
     /// Whether the user's access tokens still hold: refused when issued before the
@@ -310,12 +555,18 @@ impl Auth {
         &self.keys
     }
 
-    async fn start_session(&self, user: Account, family_id: Uuid) -> Result<Session, AuthError> {
+    async fn start_session(
+        &self,
+        user: Account,
+        family_id: Uuid,
+        audit: Option<AuditEntry>,
+    ) -> Result<Session, AuthError> {
         let now = self.clock.now();
         let (token, mut row) = self.new_refresh_token(now);
         row.user_id = user.id;
         row.family_id = family_id;
-        self.store.insert_refresh_token(row).await?;
+        let audit = audit.map(|entry| entry.detail("family_id", family_id.to_string()));
+        self.store.insert_refresh_token(row, audit.as_ref()).await?;
         Ok(Session {
             access_token: self.access_token(&user, now)?,
             refresh_token: token,
@@ -356,6 +607,7 @@ impl Auth {
             iat: issued,
             exp: issued + self.lifetimes.access.as_secs() as i64,
             jti: Uuid::new_v4().to_string(),
+            role: user.role.clone(),
         };
         Ok(self.keys.sign(&claims)?)
     }

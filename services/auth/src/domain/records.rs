@@ -14,6 +14,8 @@ pub struct Account {
     pub updated_at: OffsetDateTime,
     /// Access tokens issued before this instant are refused.
     pub tokens_not_before: Option<OffsetDateTime>,
+    /// `user` or `admin`.
+    pub role: String,
 }
 
 /// A refresh token, kept only as its hash; rotating it makes its successor in

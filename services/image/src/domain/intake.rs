@@ -76,7 +76,7 @@ impl Intake {
         // the worker tries again.
         let kept = self.jobs.exists(owner, job_id).await;
         if !matches!(kept, Ok(true)) {
-            match self.images.delete(owner, image.row.id).await {
+            match self.images.discard(owner, image.row.id).await {
                 // Deleted with the account's images already.
                 Ok(()) | Err(ImageError::NotFound) => {}
                 Err(err) => return Err(err),

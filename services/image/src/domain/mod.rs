@@ -28,7 +28,7 @@ use std::{
     time::Duration,
 };
 
-use atelier_common::{Clock, QuotaExceeded};
+use atelier_common::{Clock, QuotaExceeded, audit::AuditRecord};
 use atelier_scan::{Scan, ScanError, Scanner, Verdict};
 use atelier_storage::{ByteRange, ByteStream, ObjectMeta, ObjectStore};
 use base64::Engine as _;
@@ -39,7 +39,7 @@ use time::OffsetDateTime;
 use tokio::{sync::mpsc, task::JoinHandle};
 use uuid::Uuid;
 
-use crate::{error::ImageError, store::Store};
+use crate::{error::ImageError, peers::AuditLog, store::Store};
 use feed::{Fed, Feed};
 use gate::{DecodeGate, Slot};
 use inspect::{DecodeLimits, Inspected, Kind, THUMBNAIL_SIZE};
@@ -757,15 +757,49 @@ impl Images {
     }
 
     /// Deletes an image: its objects first, then its row.
-    pub async fn delete(&self, user_id: Uuid, id: Uuid) -> Result<(), ImageError> {
+    /// Deletes one of `user_id`'s images, recording `record` (`image.deleted`,
+    /// completed with the image) in the audit log first: when the entry cannot be
+    /// written, nothing is deleted.
+    pub async fn delete(
+        &self,
+        user_id: Uuid,
+        id: Uuid,
+        audit: &dyn AuditLog,
+        record: AuditRecord,
+    ) -> Result<(), ImageError> {
         let row = self
             .store
             .owned(user_id, id)
             .await?
             .ok_or(ImageError::NotFound)?;
-        self.delete_objects_of(&row).await?;
-        self.store.delete(user_id, id).await?;
+        let mut record = record.target("image", id);
+        record.subject_user_id = Some(user_id);
+        audit
+            .record(
+                record
+                    .detail("kind", row.kind.as_str())
+                    .detail("file_size", row.file_size),
+            )
+            .await?;
+        self.remove(&row).await?;
         tracing::info!(image_id = %id, "image deleted");
+        Ok(())
+    }
+
+    /// Deletes one of `user_id`'s images without an audit entry: the platform's own
+    /// cleanup (a result whose job is gone), not anyone's action.
+    pub async fn discard(&self, user_id: Uuid, id: Uuid) -> Result<(), ImageError> {
+        let row = self
+            .store
+            .owned(user_id, id)
+            .await?
+            .ok_or(ImageError::NotFound)?;
+        self.remove(&row).await
+    }
+
+    async fn remove(&self, row: &ImageRecord) -> Result<(), ImageError> {
+        self.delete_objects_of(row).await?;
+        self.store.delete(row.user_id, row.id).await?;
         Ok(())
     }
 

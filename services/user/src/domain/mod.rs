@@ -20,7 +20,7 @@ pub use settings::{Notifications, Settings, Theme};
 pub use tiers::{Limits, Quota, Tier, Tiers, Usage, quota_window};
 
 use crate::{
-    peers::{Accounts, ImageLibrary, JobLedger, WorkflowCatalogue},
+    peers::{Accounts, AuditLog, ImageLibrary, JobLedger, WorkflowCatalogue},
     store::Store,
 };
 
@@ -31,6 +31,7 @@ pub struct Peers {
     pub jobs: Arc<dyn JobLedger>,
     pub images: Arc<dyn ImageLibrary>,
     pub workflows: Arc<dyn WorkflowCatalogue>,
+    pub audit: Arc<dyn AuditLog>,
 }
 
 pub struct Users {

@@ -2,6 +2,7 @@
 //! the account is met, and deleted last when the account is.
 
 use atelier_common::FieldViolation;
+use atelier_common::audit::{AuditRecord, RequestOrigin};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -88,10 +89,27 @@ impl Users {
         self.profile(user_id).await
     }
 
-    /// Moves the user to `tier`.
-    pub async fn set_tier(&self, user_id: Uuid, tier: Tier) -> Result<Profile, UserError> {
-        self.profile(user_id).await?;
-        self.store.set_tier(user_id, tier, self.clock.now()).await?;
+    /// Moves the user to `tier`, recording it in the audit log (`user.tier_changed`)
+    /// before the change commits: when the entry cannot be written, nothing changes.
+    pub async fn set_tier(
+        &self,
+        user_id: Uuid,
+        tier: Tier,
+        origin: &RequestOrigin,
+    ) -> Result<Profile, UserError> {
+        let before = self.profile(user_id).await?;
+        let record = AuditRecord::new("user.tier_changed", origin.clone())
+            .about_user(user_id)
+            .detail("previous_tier", before.tier.as_str())
+            .detail("tier", tier.as_str());
+        self.store
+            .set_tier(
+                user_id,
+                tier,
+                self.clock.now(),
+                self.peers.audit.record(record),
+            )
+            .await?;
         self.profile(user_id).await
     }
 

@@ -3,7 +3,10 @@
 
 use std::collections::BTreeMap;
 
-use atelier_common::FieldViolation;
+use atelier_common::{
+    FieldViolation,
+    audit::{AuditRecord, RequestOrigin},
+};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -136,17 +139,40 @@ impl Settings {
     }
 }
 
+/// The top-level settings whose stored value differs between `before` and `after`.
+fn changed_keys(before: &Settings, after: &Settings) -> Vec<String> {
+    let (before, after) = (before.to_stored(), after.to_stored());
+    let empty = Map::new();
+    let (before, after) = (
+        before.as_object().unwrap_or(&empty),
+        after.as_object().unwrap_or(&empty),
+    );
+    let mut keys: Vec<String> = before
+        .keys()
+        .chain(after.keys())
+        // The document's format version is no setting of the user's.
+        .filter(|key| *key != "schema_version" && before.get(*key) != after.get(*key))
+        .cloned()
+        .collect();
+    keys.sort();
+    keys.dedup();
+    keys
+}
+
 impl Users {
     /// Replaces the user's settings if they are still at revision `expected` (any
     /// revision when `None`), once they are within the tier's limits and name only
     /// workflows of the catalogue with parameters their schemas accept. A changed
     /// retention applies to the images stored already. Returns the profile with
-    /// the new settings.
+    /// the new settings. The change is recorded in the audit log
+    /// (`user.settings_changed`, naming the settings that changed) before it
+    /// commits: when the entry cannot be written, nothing changes.
     pub async fn update_settings(
         &self,
         user_id: Uuid,
         settings: Settings,
         expected: Option<i64>,
+        origin: &RequestOrigin,
     ) -> Result<Profile, UserError> {
         let profile = self.profile(user_id).await?;
         let limits = self.tiers.get(profile.tier);
@@ -159,9 +185,23 @@ impl Users {
         if !violations.is_empty() {
             return Err(UserError::InvalidInput(violations));
         }
+        let changed: Vec<Value> = changed_keys(&profile.settings, &settings)
+            .into_iter()
+            .map(Value::String)
+            .collect();
+        let record = AuditRecord::new("user.settings_changed", origin.clone())
+            .actor(Some(user_id))
+            .about_user(user_id)
+            .detail("changed", changed);
         let written = self
             .store
-            .replace_settings(user_id, &settings, expected, self.clock.now())
+            .replace_settings(
+                user_id,
+                &settings,
+                expected,
+                self.clock.now(),
+                self.peers.audit.record(record),
+            )
             .await?;
         if !written {
             return Err(UserError::StaleSettings);

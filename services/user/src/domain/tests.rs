@@ -25,6 +25,7 @@ async fn domain() -> Domain {
             jobs: peers.clone(),
             images: peers.clone(),
             workflows: peers.clone(),
+            audit: peers.clone(),
         },
     );
     Domain {
@@ -32,6 +33,23 @@ async fn domain() -> Domain {
         peers,
         _dir: dir,
     }
+}
+
+fn origin() -> atelier_common::audit::RequestOrigin {
+    atelier_common::audit::RequestOrigin {
+        client_ip: "203.0.113.7".to_owned(),
+        user_agent: "tests".to_owned(),
+        request_id: "req-1".to_owned(),
+    }
+}
+
+fn audited(domain: &Domain) -> Vec<atelier_common::audit::AuditRecord> {
+    domain
+        .peers
+        .audited
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .clone()
 }
 
 fn fields(err: UserError) -> Vec<String> {
@@ -89,7 +107,10 @@ async fn settings_are_checked_against_the_tier_and_the_catalogue_and_their_revis
         .into(),
         ..Settings::default()
     };
-    let refused = domain.users.update_settings(ada, wrong, None).await;
+    let refused = domain
+        .users
+        .update_settings(ada, wrong, None, &origin())
+        .await;
     assert_eq!(
         fields(refused.expect_err("refused")),
         [
@@ -102,7 +123,10 @@ async fn settings_are_checked_against_the_tier_and_the_catalogue_and_their_revis
         retention_days: Some(31),
         ..Settings::default()
     };
-    let refused = domain.users.update_settings(ada, too_long, None).await;
+    let refused = domain
+        .users
+        .update_settings(ada, too_long, None, &origin())
+        .await;
     assert_eq!(fields(refused.expect_err("refused")), ["retention_days"]);
 
     let week = Settings {
@@ -112,7 +136,7 @@ async fn settings_are_checked_against_the_tier_and_the_catalogue_and_their_revis
     };
     let stored = domain
         .users
-        .update_settings(ada, week.clone(), Some(0))
+        .update_settings(ada, week.clone(), Some(0), &origin())
         .await
         .expect("stored");
     assert_eq!(stored.settings_revision, 1);
@@ -121,7 +145,10 @@ async fn settings_are_checked_against_the_tier_and_the_catalogue_and_their_revis
         Some("rembg")
     );
     assert!(matches!(
-        domain.users.update_settings(ada, week, Some(0)).await,
+        domain
+            .users
+            .update_settings(ada, week, Some(0), &origin())
+            .await,
         Err(UserError::StaleSettings)
     ));
     assert_eq!(
@@ -135,21 +162,29 @@ async fn settings_are_checked_against_the_tier_and_the_catalogue_and_their_revis
 async fn the_quota_holds_the_retention_within_the_tier() {
     let domain = domain().await;
     let ada = Uuid::new_v4();
-    domain.users.set_tier(ada, Tier::Pro).await.expect("pro");
+    domain
+        .users
+        .set_tier(ada, Tier::Pro, &origin())
+        .await
+        .expect("pro");
     let long = Settings {
         retention_days: Some(200),
         ..Settings::default()
     };
     domain
         .users
-        .update_settings(ada, long, None)
+        .update_settings(ada, long, None, &origin())
         .await
         .expect("stored");
     assert_eq!(
         domain.users.quota(ada).await.expect("quota").retention_days,
         200
     );
-    domain.users.set_tier(ada, Tier::Free).await.expect("free");
+    domain
+        .users
+        .set_tier(ada, Tier::Free, &origin())
+        .await
+        .expect("free");
     let quota = domain.users.quota(ada).await.expect("quota");
     assert_eq!(
         (quota.tier, quota.limits, quota.retention_days),
@@ -176,4 +211,75 @@ async fn an_account_is_deleted_jobs_first_and_profile_last() {
         ["jobs deleted", "images deleted", "account deleted"]
     );
     assert!(domain.users.store.get(ada).await.expect("read").is_none());
+}
+
+#[tokio::test]
+async fn tier_and_settings_changes_are_audited_once_each() {
+    let domain = domain().await;
+    let ada = Uuid::new_v4();
+    domain
+        .users
+        .set_tier(ada, Tier::Pro, &origin())
+        .await
+        .expect("pro");
+    let week = Settings {
+        retention_days: Some(7),
+        ..Settings::default()
+    };
+    domain
+        .users
+        .update_settings(ada, week, None, &origin())
+        .await
+        .expect("stored");
+    let entries = audited(&domain);
+    let actions: Vec<_> = entries.iter().map(|entry| entry.action.as_str()).collect();
+    assert_eq!(actions, ["user.tier_changed", "user.settings_changed"]);
+    let tier = &entries[0];
+    assert_eq!(tier.subject_user_id, Some(ada));
+    assert_eq!(tier.actor_user_id, None, "the operator acted, not a user");
+    assert_eq!(tier.origin, origin());
+    assert_eq!(tier.details["previous_tier"], "free");
+    assert_eq!(tier.details["tier"], "pro");
+    let settings = &entries[1];
+    assert_eq!(settings.actor_user_id, Some(ada));
+    assert_eq!(
+        settings.details["changed"],
+        serde_json::json!(["retention_days"])
+    );
+}
+
+#[tokio::test]
+async fn a_change_the_audit_log_cannot_record_does_not_happen() {
+    let domain = domain().await;
+    let ada = Uuid::new_v4();
+    domain.users.profile(ada).await.expect("profile");
+    domain
+        .peers
+        .audit_down
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+
+    let refused = domain.users.set_tier(ada, Tier::Pro, &origin()).await;
+    assert!(
+        matches!(&refused, Err(err) if atelier_common::ServiceError::code(err) == atelier_common::ErrorCode::Unavailable),
+        "{refused:?}"
+    );
+    let week = Settings {
+        retention_days: Some(7),
+        ..Settings::default()
+    };
+    let refused = domain
+        .users
+        .update_settings(ada, week, None, &origin())
+        .await;
+    assert!(
+        matches!(refused, Err(UserError::Upstream(_))),
+        "{refused:?}"
+    );
+
+    let profile = domain.users.profile(ada).await.expect("profile");
+    assert_eq!(profile.tier, Tier::Free, "the tier did not change");
+    assert_eq!(profile.settings_revision, 0, "the settings did not change");
+    assert_eq!(profile.settings.retention_days, None);
+    assert!(domain.peers.logged().is_empty(), "no retention was applied");
+    assert!(audited(&domain).is_empty());
 }
