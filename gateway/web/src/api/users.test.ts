@@ -22,6 +22,7 @@ const image: Schemas["ImageBody"] = {
   height: 5,
   sha256: "00",
   kind: "original",
+  scan_status: "not_scanned",
   url: "/files/i1",
   thumbnail_url: null,
 };
