@@ -323,6 +323,7 @@ async fn migrate_creates_each_schema_on_postgres() {
     assert_eq!(
         tables,
         [
+            "audit_events",
             "login_throttle",
             "refresh_tokens",
             "seaql_migrations",
