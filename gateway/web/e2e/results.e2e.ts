@@ -381,6 +381,8 @@ test("results: the library pages through every image; lightbox, select, ZIP down
   await lightbox.waitFor();
   const firstTitle = (await lightbox.getByRole("heading").textContent()) ?? "";
   await page.getByTestId("lightbox-info").filter({ hasText: /\d+×\d+ px · [\d.]+ (B|KB)/ }).waitFor();
+  // `atelier serve` without a scanner says so rather than implying a scan.
+  await page.getByTestId("lightbox-scan").filter({ hasText: "Malware scan: not scanned on this server" }).waitFor();
   await imagesLoaded(page, "[data-testid=lightbox] [data-testid=compare-after]");
   await axe(page, "library lightbox");
   await shot(page, "results-lightbox", { fullPage: false });

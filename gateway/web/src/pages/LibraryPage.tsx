@@ -14,6 +14,7 @@ import { Input, Label } from "@/components/ui/field";
 import { Alert, PageTitle, Spinner } from "@/components/ui/misc";
 import { cn } from "@/lib/cn";
 import { downloadZip } from "@/lib/download";
+import { scanLabel } from "@/lib/scan";
 import { usePaged, useWhenVisible, type Page } from "@/lib/usePaged";
 import { useUploads } from "@/stores/uploads";
 
@@ -339,6 +340,9 @@ function Lightbox({
                   <DialogPrimitive.Description className="text-sm text-slate-700 dark:text-slate-300" data-testid="lightbox-info">
                     {image.kind === "result" ? "Result" : "Original"} · {image.width}×{image.height} px · {formatBytes(image.file_size)}
                     {image.created_at ? ` · ${new Date(image.created_at).toLocaleString()}` : ""} · {position}
+                    <span className="block" data-testid="lightbox-scan">
+                      {scanLabel(image)}
+                    </span>
                   </DialogPrimitive.Description>
                 </div>
                 <DialogPrimitive.Close asChild>
