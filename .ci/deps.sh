@@ -304,18 +304,18 @@ if ! have oha && [[ ! -x $cargo_bin/oha ]]; then
 fi
 # Dependency hygiene (make lint, make sbom): cargo-deny and cargo-cyclonedx, pinned to
 # versions that build on the project's Rust.
-cargo_tool() { # <binary> <crate> <version>
+cargo_tool() { # <cargo subcommand> <crate> <version>
     local installed
-    installed=$("$cargo_bin/$1" --version 2>/dev/null || "$1" --version 2>/dev/null || true)
-    [[ $installed == *" $3"* ]] && return
+    installed=$(cargo "$1" --version 2>/dev/null || true)
+    [[ $installed == *" $3" ]] && return
     say "installing $2 $3 (cargo install)"
     if ! cargo install -j2 --locked "$2@$3" >"$CARGO_INSTALL_LOG" 2>&1; then
         tail -n 30 "$CARGO_INSTALL_LOG" >&2
         die "cargo install $2 failed (full log: $CARGO_INSTALL_LOG)"
     fi
 }
-cargo_tool cargo-deny cargo-deny "$CARGO_DENY_VERSION"
-cargo_tool cargo-cyclonedx cargo-cyclonedx "$CARGO_CYCLONEDX_VERSION"
+cargo_tool deny cargo-deny "$CARGO_DENY_VERSION"
+cargo_tool cyclonedx cargo-cyclonedx "$CARGO_CYCLONEDX_VERSION"
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 for peer in "$repo"/libs/*/benches/*/package-lock.json; do
     [[ -f $peer ]] || continue
