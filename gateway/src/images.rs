@@ -228,9 +228,6 @@ pub async fn upload_body(
     send_upload(&state, &headers, metadata, Box::pin(chunks)).await
 }
 
-/// The most bytes one UploadImage message carries.
-const MAX_UPLOAD_MESSAGE_BYTES: usize = 1024 * 1024;
-
 /// Streams an upload's `chunks` to the image service as one UploadImage call.
 async fn send_upload(
     state: &AppState,
@@ -257,19 +254,11 @@ async fn send_upload(
             .await;
         while sent.is_ok() {
             match chunks.try_next().await? {
-                // What arrived while the call was busy can come as one piece of any
-                // size (the multipart reader hands over all it has buffered): it goes
-                // in messages well under the services' message size limit.
-                Some(mut chunk) => {
-                    let mut open = true;
-                    while open && !chunk.is_empty() {
-                        let piece = chunk.split_to(chunk.len().min(MAX_UPLOAD_MESSAGE_BYTES));
-                        let message = pb::UploadImageRequest {
-                            data: Some(Data::Chunk(piece)),
-                        };
-                        open = sender.send(message).await.is_ok();
-                    }
-                    if !open {
+                Some(chunk) => {
+                    let message = pb::UploadImageRequest {
+                        data: Some(Data::Chunk(chunk)),
+                    };
+                    if sender.send(message).await.is_err() {
                         break;
                     }
                 }
