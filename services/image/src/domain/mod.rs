@@ -284,19 +284,11 @@ impl Images {
                     .await);
             }
         };
-        // The scanner first: nothing is stored while it cannot scan. Without one,
-        // no scan task runs and no chunk is copied for it.
-        let scan = if self.scanner.scans() {
-            let scan = self.scanner.open().await.map_err(|err| {
-                count_scan(self.scanner.name(), scan_failure(&err));
-                ImageError::from(err)
-            })?;
-            let (to_scanner, scanning) = mpsc::channel(CHUNKS_IN_FLIGHT);
-            Some((to_scanner, tokio::spawn(scan_chunks(scan, scanning))))
-        } else {
-            None
-        };
-        let (to_scanner, scan) = scan.unzip();
+        // The scanner first: nothing is stored while it cannot scan.
+        let scan = self.scanner.open().await.map_err(|err| {
+            count_scan(self.scanner.name(), scan_failure(&err));
+            ImageError::from(err)
+        })?;
 
         let id = Uuid::now_v7();
         let original_key = object_key(new.user_id, id, Variant::Original);
@@ -320,12 +312,14 @@ impl Images {
             self.decodes
                 .spawn(move |slot| inspect_upload(kind, fed, slot, limits, strip, &tmp_dir))
         };
+        let (to_scanner, scanning) = mpsc::channel(CHUNKS_IN_FLIGHT);
+        let scanned = tokio::spawn(scan_chunks(scan, scanning));
         let mut upload = Streaming {
             to_decoder: Some(to_decoder),
             decode,
             verdict: None,
-            to_scanner,
-            scan,
+            to_scanner: Some(to_scanner),
+            scan: Some(scanned),
             to_store,
             put,
         };
@@ -390,10 +384,6 @@ impl Images {
     /// could not be scanned, is an error.
     async fn verdict(&self, upload: &mut Streaming, new: &NewImage) -> Result<Verdict, ImageError> {
         let scanner = self.scanner.name();
-        if !self.scanner.scans() {
-            count_scan(scanner, "not_scanned");
-            return Ok(Verdict::NotScanned);
-        }
         let verdict = match upload.scanned().await {
             Ok(verdict) => verdict,
             Err(err) => {
@@ -420,9 +410,13 @@ impl Images {
 
     /// Refuses an infected file, saying so in the log.
     fn malware<T>(&self, new: &NewImage, signature: String) -> Result<T, ImageError> {
-        let (origin, job_id) = match new.origin {
-            Origin::Upload => ("upload", None),
-            Origin::Result { job_id, .. } => ("result", Some(job_id)),
+        let origin = match new.origin {
+            Origin::Upload => "upload",
+            Origin::Result { .. } => "result",
+        };
+        let job_id = match new.origin {
+            Origin::Result { job_id, .. } => Some(job_id),
+            Origin::Upload => None,
         };
         tracing::warn!(
             scanner = self.scanner.name(),
@@ -762,9 +756,10 @@ impl Images {
         Ok((images, next))
     }
 
+    /// Deletes an image: its objects first, then its row.
     /// Deletes one of `user_id`'s images, recording `record` (`image.deleted`,
     /// completed with the image) in the audit log first: when the entry cannot be
-    /// written, nothing is deleted. Then its objects, then its row.
+    /// written, nothing is deleted.
     pub async fn delete(
         &self,
         user_id: Uuid,
@@ -1061,10 +1056,9 @@ struct Streaming {
     to_decoder: Option<mpsc::Sender<Fed>>,
     decode: JoinHandle<Result<Inspected, ImageError>>,
     verdict: Option<Result<Inspected, ImageError>>,
-    /// `None` once the file ended (closing it ends the scan), and without a
-    /// scanner.
+    /// `None` once the file ended (closing it ends the scan).
     to_scanner: Option<mpsc::Sender<Bytes>>,
-    /// The scan, until its verdict is taken (`None` without a scanner).
+    /// The scan, until its verdict is taken.
     scan: Option<JoinHandle<Result<Verdict, ScanError>>>,
     to_store: mpsc::Sender<Stored>,
     put: JoinHandle<Result<u64, atelier_storage::StorageError>>,
