@@ -228,6 +228,10 @@ pub async fn upload_body(
     send_upload(&state, &headers, metadata, Box::pin(chunks)).await
 }
 
+/// The most bytes one UploadImage message carries, well under gRPC's message limit
+/// whatever size the pieces of a body come in.
+const MAX_UPLOAD_MESSAGE: usize = 1024 * 1024;
+
 /// Streams an upload's `chunks` to the image service as one UploadImage call.
 async fn send_upload(
     state: &AppState,
@@ -254,12 +258,15 @@ async fn send_upload(
             .await;
         while sent.is_ok() {
             match chunks.try_next().await? {
-                Some(chunk) => {
-                    let message = pb::UploadImageRequest {
-                        data: Some(Data::Chunk(chunk)),
-                    };
-                    if sender.send(message).await.is_err() {
-                        break;
+                Some(mut chunk) => {
+                    while !chunk.is_empty() {
+                        let piece = chunk.split_to(chunk.len().min(MAX_UPLOAD_MESSAGE));
+                        let message = pb::UploadImageRequest {
+                            data: Some(Data::Chunk(piece)),
+                        };
+                        if sender.send(message).await.is_err() {
+                            return Ok(());
+                        }
                     }
                 }
                 None => break,

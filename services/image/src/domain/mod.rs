@@ -284,11 +284,17 @@ impl Images {
                     .await);
             }
         };
-        // The scanner first: nothing is stored while it cannot scan.
-        let scan = self.scanner.open().await.map_err(|err| {
-            count_scan(self.scanner.name(), scan_failure(&err));
-            ImageError::from(err)
-        })?;
+        // The scanner first: nothing is stored while it cannot scan. Without one,
+        // no scan runs and no chunk goes its way.
+        let scan = if self.scanner.scans() {
+            let scan = self.scanner.open().await.map_err(|err| {
+                count_scan(self.scanner.name(), scan_failure(&err));
+                ImageError::from(err)
+            })?;
+            Some(scan)
+        } else {
+            None
+        };
 
         let id = Uuid::now_v7();
         let original_key = object_key(new.user_id, id, Variant::Original);
@@ -312,14 +318,23 @@ impl Images {
             self.decodes
                 .spawn(move |slot| inspect_upload(kind, fed, slot, limits, strip, &tmp_dir))
         };
-        let (to_scanner, scanning) = mpsc::channel(CHUNKS_IN_FLIGHT);
-        let scanned = tokio::spawn(scan_chunks(scan, scanning));
+        let (to_scanner, scanned) = match scan {
+            Some(scan) => {
+                let (to_scanner, scanning) = mpsc::channel(CHUNKS_IN_FLIGHT);
+                (
+                    Some(to_scanner),
+                    Some(tokio::spawn(scan_chunks(scan, scanning))),
+                )
+            }
+            None => (None, None),
+        };
         let mut upload = Streaming {
             to_decoder: Some(to_decoder),
             decode,
             verdict: None,
-            to_scanner: Some(to_scanner),
-            scan: Some(scanned),
+            scans: scanned.is_some(),
+            to_scanner,
+            scan: scanned,
             to_store,
             put,
         };
@@ -410,13 +425,9 @@ impl Images {
 
     /// Refuses an infected file, saying so in the log.
     fn malware<T>(&self, new: &NewImage, signature: String) -> Result<T, ImageError> {
-        let origin = match new.origin {
-            Origin::Upload => "upload",
-            Origin::Result { .. } => "result",
-        };
-        let job_id = match new.origin {
-            Origin::Result { job_id, .. } => Some(job_id),
-            Origin::Upload => None,
+        let (origin, job_id) = match new.origin {
+            Origin::Upload => ("upload", None),
+            Origin::Result { job_id, .. } => ("result", Some(job_id)),
         };
         tracing::warn!(
             scanner = self.scanner.name(),
@@ -756,8 +767,7 @@ impl Images {
         Ok((images, next))
     }
 
-    /// Deletes an image: its objects first, then its row.
-    /// Deletes one of `user_id`'s images, recording `record` (`image.deleted`,
+    /// Deletes one of `user_id`'s images (its objects first, then its row), recording `record` (`image.deleted`,
     /// completed with the image) in the audit log first: when the entry cannot be
     /// written, nothing is deleted.
     pub async fn delete(
@@ -1056,7 +1066,9 @@ struct Streaming {
     to_decoder: Option<mpsc::Sender<Fed>>,
     decode: JoinHandle<Result<Inspected, ImageError>>,
     verdict: Option<Result<Inspected, ImageError>>,
-    /// `None` once the file ended (closing it ends the scan).
+    /// Whether a scan runs (else the verdict is `NotScanned`).
+    scans: bool,
+    /// `None` once the file ended (closing it ends the scan), or without a scan.
     to_scanner: Option<mpsc::Sender<Bytes>>,
     /// The scan, until its verdict is taken.
     scan: Option<JoinHandle<Result<Verdict, ScanError>>>,
@@ -1116,6 +1128,9 @@ impl Streaming {
     /// Ends the file for the scanner, and waits for its verdict (once).
     async fn scanned(&mut self) -> Result<Verdict, ScanError> {
         self.to_scanner = None;
+        if !self.scans {
+            return Ok(Verdict::NotScanned);
+        }
         match self.scan.take() {
             Some(scan) => match scan.await {
                 Ok(verdict) => verdict,
