@@ -137,8 +137,12 @@ impl Cli {
     fn json(&self, args: &[&str]) -> Value {
         let output = self.run(args);
         assert_eq!(code(&output), 0, "{args:?}: {}", describe(&output));
-        serde_json::from_slice(&output.stdout)
-            .unwrap_or_else(|err| panic!("{args:?}: stdout is not JSON ({err}): {}", describe(&output)))
+        serde_json::from_slice(&output.stdout).unwrap_or_else(|err| {
+            panic!(
+                "{args:?}: stdout is not JSON ({err}): {}",
+                describe(&output)
+            )
+        })
     }
 }
 
@@ -200,14 +204,24 @@ async fn the_cli_signs_in_processes_a_batch_and_reports_failures_by_exit_code() 
     assert_eq!(code(&table), 0, "{}", describe(&table));
     let table = String::from_utf8_lossy(&table.stdout);
     assert!(table.starts_with("ID"), "{table}");
-    assert!(table.contains("esrgan-upscale") && table.contains("scale="), "{table}");
+    assert!(
+        table.contains("esrgan-upscale") && table.contains("scale="),
+        "{table}"
+    );
     let unauthenticated = cli.run(&["jobs", "--url", url]);
     assert_eq!(code(&unauthenticated), 3, "{}", describe(&unauthenticated));
     assert!(stderr(&unauthenticated).contains("atelier login"));
 
     // Sign up, sign out, sign in again; the credentials are private.
     let signed_up = cli.run_with_stdin(
-        &["signup", "--url", url, "--email", "ada@example.com", "--password-stdin"],
+        &[
+            "signup",
+            "--url",
+            url,
+            "--email",
+            "ada@example.com",
+            "--password-stdin",
+        ],
         &format!("{PASSWORD}\n"),
     );
     assert_eq!(code(&signed_up), 0, "{}", describe(&signed_up));
@@ -215,12 +229,27 @@ async fn the_cli_signs_in_processes_a_batch_and_reports_failures_by_exit_code() 
     assert_eq!(code(&logout), 0, "{}", describe(&logout));
     assert!(config(&cli).get("servers").is_none(), "{:?}", config(&cli));
     let refused = cli.run_with_stdin(
-        &["login", "--url", url, "--email", "ada@example.com", "--password-stdin"],
+        &[
+            "login",
+            "--url",
+            url,
+            "--email",
+            "ada@example.com",
+            "--password-stdin",
+        ],
         "wrong password entirely\n",
     );
     assert_eq!(code(&refused), 3, "{}", describe(&refused));
     let login = cli.run_with_stdin(
-        &["login", "--url", url, "--email", "ada@example.com", "--password-stdin", "--json"],
+        &[
+            "login",
+            "--url",
+            url,
+            "--email",
+            "ada@example.com",
+            "--password-stdin",
+            "--json",
+        ],
         &format!("{PASSWORD}\n"),
     );
     assert_eq!(code(&login), 0, "{}", describe(&login));
@@ -232,7 +261,10 @@ async fn the_cli_signs_in_processes_a_batch_and_reports_failures_by_exit_code() 
     assert_eq!(saved["default_url"].as_str(), Some(url));
     assert!(saved["servers"][url]["refresh_token"].is_str());
     let whoami = cli.run(&["whoami"]);
-    assert_eq!(String::from_utf8_lossy(&whoami.stdout).trim(), "ada@example.com");
+    assert_eq!(
+        String::from_utf8_lossy(&whoami.stdout).trim(),
+        "ada@example.com"
+    );
 
     // A batch of three: each result lands next to its input, twice the size.
     let inputs = root.path().join("inputs");
@@ -246,7 +278,14 @@ async fn the_cli_signs_in_processes_a_batch_and_reports_failures_by_exit_code() 
             path.display().to_string()
         })
         .collect();
-    let mut args = vec!["process", "--workflow", "esrgan-upscale", "-p", "scale=2", "--json"];
+    let mut args = vec![
+        "process",
+        "--workflow",
+        "esrgan-upscale",
+        "-p",
+        "scale=2",
+        "--json",
+    ];
     args.extend(files.iter().map(String::as_str));
     let results = cli.json(&args);
     let results = results.as_array().expect("array");
@@ -258,7 +297,11 @@ async fn the_cli_signs_in_processes_a_batch_and_reports_failures_by_exit_code() 
         assert_eq!(result["input"], inputs.join(name).display().to_string());
         let stem = name.trim_end_matches(".png");
         let expected = inputs.join(format!("{stem}.esrgan-upscale.png"));
-        assert_eq!(result["result_path"], expected.display().to_string(), "{result}");
+        assert_eq!(
+            result["result_path"],
+            expected.display().to_string(),
+            "{result}"
+        );
         let output = image::open(&expected).expect("the result decodes");
         assert_eq!(output.dimensions(), (width * 2, height * 2), "{name}");
         job_ids.push(result["job_id"].as_str().expect("job id").to_owned());
@@ -290,7 +333,14 @@ async fn the_cli_signs_in_processes_a_batch_and_reports_failures_by_exit_code() 
 
     // Invalid parameters are refused before anything is uploaded (exit 7), with the
     // server's words.
-    let invalid = cli.run(&["process", "-w", "esrgan-upscale", "-p", "scale=100", &files[0]]);
+    let invalid = cli.run(&[
+        "process",
+        "-w",
+        "esrgan-upscale",
+        "-p",
+        "scale=100",
+        &files[0],
+    ]);
     assert_eq!(code(&invalid), 7, "{}", describe(&invalid));
     assert!(stderr(&invalid).contains("scale"), "{}", describe(&invalid));
     // Usage errors are clap's (2); missing things are "not found" (4).
@@ -314,7 +364,10 @@ async fn the_cli_signs_in_processes_a_batch_and_reports_failures_by_exit_code() 
     assert_eq!(code(&rejected), 7, "{}", describe(&rejected));
     let rejected: Value = serde_json::from_slice(&rejected.stdout).expect("JSON");
     assert_eq!(rejected[0]["status"], "not_started", "{rejected}");
-    assert_eq!(rejected[1]["status"], "completed", "the other file still ran: {rejected}");
+    assert_eq!(
+        rejected[1]["status"], "completed",
+        "the other file still ran: {rejected}"
+    );
 
     // A job the simulator fails: exit 5, the others still finish.
     let client = reqwest::Client::new();
@@ -326,7 +379,14 @@ async fn the_cli_signs_in_processes_a_batch_and_reports_failures_by_exit_code() 
         .await
         .expect("knobs");
     assert!(set.status().is_success(), "{set:?}");
-    let failed = cli.run(&["process", "-w", "esrgan-upscale", "--json", &files[1], &files[2]]);
+    let failed = cli.run(&[
+        "process",
+        "-w",
+        "esrgan-upscale",
+        "--json",
+        &files[1],
+        &files[2],
+    ]);
     client
         .put(&knobs)
         .json(&serde_json::json!({}))
@@ -337,7 +397,10 @@ async fn the_cli_signs_in_processes_a_batch_and_reports_failures_by_exit_code() 
     let failed: Value = serde_json::from_slice(&failed.stdout).expect("JSON");
     for result in failed.as_array().expect("array") {
         assert_eq!(result["status"], "failed", "{result}");
-        assert!(result["error"].as_str().is_some_and(|e| !e.is_empty()), "{result}");
+        assert!(
+            result["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{result}"
+        );
         assert!(result["result_path"].is_null());
     }
     let failed_job = failed[0]["job_id"].as_str().expect("job id").to_owned();
@@ -354,7 +417,11 @@ async fn the_cli_signs_in_processes_a_batch_and_reports_failures_by_exit_code() 
         assert!(listed.contains(&id.as_str()), "{id} not in {listed:?}");
     }
     let only_failed = cli.json(&["jobs", "--json", "--status", "failed"]);
-    assert_eq!(only_failed.as_array().expect("array").len(), 2, "{only_failed}");
+    assert_eq!(
+        only_failed.as_array().expect("array").len(),
+        2,
+        "{only_failed}"
+    );
     let limited = cli.json(&["jobs", "--json", "--limit", "2"]);
     assert_eq!(limited.as_array().expect("array").len(), 2);
     let table = cli.run(&["jobs"]);
@@ -391,7 +458,21 @@ async fn the_cli_signs_in_processes_a_batch_and_reports_failures_by_exit_code() 
         .map(str::to_owned)
         .collect();
     assert_eq!(ids.len(), 2, "{ids:?}");
-    assert!(ids.iter().all(|id| uuid::Uuid::parse_str(id).is_ok()), "{ids:?}");
+    assert!(
+        ids.iter().all(|id| uuid::Uuid::parse_str(id).is_ok()),
+        "{ids:?}"
+    );
+
+    // ATELIER_API_KEY overrides the saved session; a refused key is not kept.
+    let bogus = cli
+        .command(&["jobs"])
+        .env("ATELIER_API_KEY", format!("atl_live_{}", "A".repeat(43)))
+        .output()
+        .expect("run");
+    assert_eq!(code(&bogus), 3, "{}", describe(&bogus));
+    let key_login = cli.run(&["login", "--key", "atl_live_not-a-key"]);
+    assert_eq!(code(&key_login), 3, "{}", describe(&key_login));
+    assert!(config(&cli)["servers"][url].get("api_key").is_none());
 
     // An expired access token is refreshed with the refresh token, and the new
     // session saved.
@@ -405,7 +486,10 @@ async fn the_cli_signs_in_processes_a_batch_and_reports_failures_by_exit_code() 
     std::fs::write(cli.config_file(), toml::to_string(&table).expect("toml")).expect("write");
     cli.json(&["jobs", "--json", "--limit", "1"]);
     let after = config(&cli);
-    assert_ne!(after["servers"][url]["refresh_token"].as_str(), Some(before.as_str()));
+    assert_ne!(
+        after["servers"][url]["refresh_token"].as_str(),
+        Some(before.as_str())
+    );
     assert!(after["servers"][url]["access_expires_at"].as_integer() > Some(0));
     assert_eq!(mode(&cli.config_file()), 0o600);
 
@@ -431,9 +515,20 @@ fn a_server_that_cannot_be_reached_exits_6() {
     let url = format!("http://127.0.0.1:{}", free_port());
     let output = cli.run(&["workflows", "--url", &url]);
     assert_eq!(code(&output), 6, "{}", describe(&output));
-    assert!(stderr(&output).contains("cannot reach"), "{}", describe(&output));
+    assert!(
+        stderr(&output).contains("cannot reach"),
+        "{}",
+        describe(&output)
+    );
     let output = cli.run_with_stdin(
-        &["login", "--url", &url, "--email", "a@example.com", "--password-stdin"],
+        &[
+            "login",
+            "--url",
+            &url,
+            "--email",
+            "a@example.com",
+            "--password-stdin",
+        ],
         "whatever password\n",
     );
     assert_eq!(code(&output), 6, "{}", describe(&output));
@@ -445,7 +540,12 @@ fn help_documents_the_exit_codes_and_usage_errors_exit_2() {
     let cli = Cli::new(root.path(), "help");
     let help = cli.run(&["--help"]);
     let text = String::from_utf8_lossy(&help.stdout);
-    for line in ["3  not signed in", "5  a job failed", "6  the server cannot be reached", "7  the server refused"] {
+    for line in [
+        "3  not signed in",
+        "5  a job failed",
+        "6  the server cannot be reached",
+        "7  the server refused",
+    ] {
         assert!(text.contains(line), "{line} missing from {text}");
     }
     for command in ["login", "process", "watch", "download", "keys"] {

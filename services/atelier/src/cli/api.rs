@@ -101,9 +101,12 @@ impl Api {
             .filter(|key| !key.trim().is_empty());
         let auth = match (env_key, saved) {
             (Some(key), _) => Auth::Key(key.trim().to_owned()),
-            (None, Some(Credentials {
-                api_key: Some(key), ..
-            })) => Auth::Key(key),
+            (
+                None,
+                Some(Credentials {
+                    api_key: Some(key), ..
+                }),
+            ) => Auth::Key(key),
             (None, Some(credentials)) if credentials.refresh_token.is_some() => {
                 Auth::Session(Mutex::new(credentials))
             }
@@ -253,7 +256,10 @@ impl Api {
 
     /// Sends the request `build` makes, signed; once more after refreshing the session
     /// when the server refuses the token. Any answer but a success becomes an error.
-    pub async fn send(&self, build: impl Fn(&reqwest::Client) -> RequestBuilder) -> Result<Response> {
+    pub async fn send(
+        &self,
+        build: impl Fn(&reqwest::Client) -> RequestBuilder,
+    ) -> Result<Response> {
         let mut retried = false;
         loop {
             let token = self.bearer().await?;
@@ -345,8 +351,9 @@ pub async fn decode<T: DeserializeOwned>(response: Response) -> Result<T> {
         .bytes()
         .await
         .map_err(|err| CliError::new(Exit::Unreachable, format!("reading the answer: {err}")))?;
-    serde_json::from_slice(&bytes)
-        .map_err(|err| CliError::unexpected(format!("the server's answer is not as expected: {err}")))
+    serde_json::from_slice(&bytes).map_err(|err| {
+        CliError::unexpected(format!("the server's answer is not as expected: {err}"))
+    })
 }
 
 /// Percent-encodes one path segment or query value (dots too, so `..` stays a name).

@@ -235,7 +235,10 @@ pub async fn whoami(common: Common) -> Result<()> {
         user["url"] = api.base.clone().into();
         return print_json(&user);
     }
-    let email = user.get("email").and_then(Value::as_str).unwrap_or_default();
+    let email = user
+        .get("email")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     println!("{email}");
     if !common.quiet {
         eprintln!("Signed in to {}", api.base);

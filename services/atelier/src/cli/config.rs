@@ -56,7 +56,9 @@ pub fn path() -> Result<PathBuf> {
     let base = from_env("XDG_CONFIG_HOME")
         .or_else(|| from_env("HOME").map(|home| home.join(".config")))
         .ok_or_else(|| {
-            CliError::unexpected("cannot find a configuration directory: set HOME or XDG_CONFIG_HOME")
+            CliError::unexpected(
+                "cannot find a configuration directory: set HOME or XDG_CONFIG_HOME",
+            )
         })?;
     Ok(base.join("atelier").join("config.toml"))
 }
@@ -64,9 +66,8 @@ pub fn path() -> Result<PathBuf> {
 /// The configuration at `path`; an empty one when there is no file yet.
 pub fn load(path: &Path) -> Result<Config> {
     match std::fs::read_to_string(path) {
-        Ok(text) => toml::from_str(&text).map_err(|err| {
-            CliError::unexpected(format!("{} is not valid: {err}", path.display()))
-        }),
+        Ok(text) => toml::from_str(&text)
+            .map_err(|err| CliError::unexpected(format!("{} is not valid: {err}", path.display()))),
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(Config::default()),
         Err(err) => Err(CliError::unexpected(format!(
             "cannot read {}: {err}",
@@ -155,7 +156,11 @@ mod tests {
             "https://atelier.example/base"
         );
         for bad in ["ftp://x", "not a url", "http://x/?a=1", "file:///tmp"] {
-            assert_eq!(normalize_url(bad).expect_err(bad).exit, Exit::Usage, "{bad}");
+            assert_eq!(
+                normalize_url(bad).expect_err(bad).exit,
+                Exit::Usage,
+                "{bad}"
+            );
         }
     }
 

@@ -12,7 +12,8 @@ pub enum Exit {
     Unexpected = 1,
     /// 2: the command line is wrong.
     Usage = 2,
-    /// 3: not signed in, or the credentials were refused.
+    /// 3: not signed in, the credentials were refused, or they do not allow this
+    /// (an API key's scopes, the plan's features).
     Unauthorized = 3,
     /// 4: no such job, image, workflow or local file.
     NotFound = 4,
@@ -102,9 +103,7 @@ impl CliError {
     pub fn not_signed_in(url: &str) -> Self {
         Self::new(
             Exit::Unauthorized,
-            format!(
-                "not signed in to {url}: run `atelier login` (or set ATELIER_API_KEY)"
-            ),
+            format!("not signed in to {url}: run `atelier login` (or set ATELIER_API_KEY)"),
         )
     }
 
@@ -182,6 +181,9 @@ impl fmt::Display for CliError {
         f.write_str(&self.message)?;
         if let Some(problem) = &self.problem {
             for field in &problem.errors {
+                if field.detail == self.message {
+                    continue;
+                }
                 let name = if field.field.is_empty() {
                     field.pointer.trim_start_matches('#')
                 } else {

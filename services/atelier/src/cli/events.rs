@@ -123,7 +123,9 @@ pub async fn status(api: &Api, job_id: &str) -> Result<Value> {
 }
 
 pub fn status_of(job: &Value) -> &str {
-    job.get("status").and_then(Value::as_str).unwrap_or_default()
+    job.get("status")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
 }
 
 /// Follows `job_id` until it is final, telling `report` of each change; the final
@@ -270,7 +272,10 @@ mod tests {
             data: data.into(),
         };
         assert_eq!(
-            update_of(&event("status", r#"{"status":"queued","queue_position":4,"seq":3}"#)),
+            update_of(&event(
+                "status",
+                r#"{"status":"queued","queue_position":4,"seq":3}"#
+            )),
             Some(Update::Status {
                 status: "queued".into(),
                 queue_position: Some(4),

@@ -58,6 +58,11 @@ fn text(value: &Value, key: &str) -> String {
     }
 }
 
+/// An RFC 3339 time to the second, as a table shows it (`2026-05-01 12:00:00`).
+fn short_time(rfc3339: &str) -> String {
+    rfc3339.get(..19).unwrap_or(rfc3339).replacen('T', " ", 1)
+}
+
 /// The parameter names of a workflow's schema, required ones marked `*`, with
 /// their defaults.
 fn parameter_summary(workflow: &Value) -> String {
@@ -76,9 +81,12 @@ fn parameter_summary(workflow: &Value) -> String {
             if required.contains(&name.as_str()) {
                 shown.push('*');
             }
+            // Short defaults only: a long prompt would swamp the table.
             if let Some(default) = workflow["defaults"]
                 .get(name)
                 .or_else(|| property.get("default"))
+                .map(Value::to_string)
+                .filter(|default| default.chars().count() <= 24)
             {
                 shown.push_str(&format!("={default}"));
             }
@@ -106,7 +114,10 @@ pub async fn workflows(common: Common) -> Result<()> {
             ]
         })
         .collect();
-    print_table(&["ID", "NAME", "CATEGORY", "PARAMETERS (* required)"], &rows);
+    print_table(
+        &["ID", "NAME", "CATEGORY", "PARAMETERS (* required)"],
+        &rows,
+    );
     Ok(())
 }
 
@@ -161,7 +172,7 @@ pub async fn jobs(args: JobsArgs) -> Result<()> {
                 text(job, "job_id"),
                 text(job, "status"),
                 text(job, "workflow_id"),
-                text(job, "created_at"),
+                short_time(&text(job, "created_at")),
                 detail,
             ]
         })
@@ -293,4 +304,30 @@ pub async fn download(args: DownloadArgs) -> Result<()> {
         println!("{}", path.display());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_show_short_times_and_parameters_with_short_defaults() {
+        assert_eq!(
+            short_time("2026-05-01T12:00:00.123456Z"),
+            "2026-05-01 12:00:00"
+        );
+        assert_eq!(short_time(""), "");
+        let workflow = json!({
+            "parameters_schema": {
+                "required": ["prompt"],
+                "properties": {
+                    "prompt": {"type": "string"},
+                    "scale": {"type": "number", "default": 2},
+                    "style": {"type": "string", "default": "a very long default that swamps tables"},
+                },
+            },
+            "defaults": {"scale": 4},
+        });
+        assert_eq!(parameter_summary(&workflow), "prompt* scale=4 style");
+    }
 }

@@ -70,7 +70,11 @@ fn text(value: &Value, key: &str) -> String {
         Some(Value::String(text)) => text.clone(),
         Some(Value::Array(items)) => items
             .iter()
-            .map(|item| item.as_str().map(str::to_owned).unwrap_or_else(|| item.to_string()))
+            .map(|item| {
+                item.as_str()
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| item.to_string())
+            })
             .collect::<Vec<_>>()
             .join(","),
         Some(Value::Null) | None => "-".into(),
@@ -100,14 +104,21 @@ pub async fn keys(args: KeysArgs) -> Result<()> {
                         "last_used_at",
                         "revoked_at",
                     ]
-                        .iter()
-                        .map(|field| text(key, field))
-                        .collect()
+                    .iter()
+                    .map(|field| text(key, field))
+                    .collect()
                 })
                 .collect();
             print_table(
                 &[
-                    "ID", "NAME", "PREFIX", "SCOPES", "CREATED", "EXPIRES", "LAST USED", "REVOKED",
+                    "ID",
+                    "NAME",
+                    "PREFIX",
+                    "SCOPES",
+                    "CREATED",
+                    "EXPIRES",
+                    "LAST USED",
+                    "REVOKED",
                 ],
                 &rows,
             );

@@ -8,7 +8,7 @@
 //! a terminal and neither `--json` nor `--quiet` is given.
 //!
 //! Exit codes (see [`Exit`]): 0 success; 1 unexpected error; 2 usage error; 3 not
-//! signed in or credentials refused; 4 not found (job, workflow, image, local file);
+//! signed in, credentials refused, or not allowed; 4 not found (job, workflow, image, local file);
 //! 5 a job failed or was cancelled; 6 the server cannot be reached; 7 the server
 //! refused the input (invalid parameters, not an image, too large); 8 over a rate
 //! limit or quota.
@@ -37,7 +37,7 @@ pub const EXIT_CODES_HELP: &str = "Exit codes of the client commands:
   0  success
   1  unexpected error
   2  usage error (the command line is wrong)
-  3  not signed in, or the credentials were refused
+  3  not signed in, credentials refused, or not allowed (key scope, plan)
   4  not found: no such job, workflow, image or local file
   5  a job failed or was cancelled
   6  the server cannot be reached

@@ -13,7 +13,8 @@ pub fn parse_param(raw: &str) -> Result<(String, Value), String> {
     if key.is_empty() {
         return Err(format!("{raw:?} has no key before '='"));
     }
-    let value = serde_json::from_str::<Value>(value).unwrap_or_else(|_| Value::String(value.to_owned()));
+    let value =
+        serde_json::from_str::<Value>(value).unwrap_or_else(|_| Value::String(value.to_owned()));
     Ok((key.to_owned(), value))
 }
 

@@ -79,7 +79,10 @@ async fn upload_one(api: &Api, file: &Path) -> Result<Value> {
         .map(|name| name.to_string_lossy().into_owned())
         .unwrap_or_default();
     let size = tokio::fs::metadata(file).await?.len();
-    let url = api.url(&format!("/api/images/upload?filename={}", api::encode(&name)));
+    let url = api.url(&format!(
+        "/api/images/upload?filename={}",
+        api::encode(&name)
+    ));
     let response = api
         .send(|http| {
             // Opened per attempt: a retry after a refresh sends the file from the start.
@@ -268,11 +271,7 @@ async fn start_jobs(
         let key = uuid::Uuid::new_v4().to_string();
         let url = api.url("/api/processing/batch");
         let response = api
-            .send(|http| {
-                http.post(&url)
-                    .header("idempotency-key", &key)
-                    .json(&body)
-            })
+            .send(|http| http.post(&url).header("idempotency-key", &key).json(&body))
             .await?;
         let batch: Value = api::decode(response).await?;
         for job in batch["jobs"].as_array().into_iter().flatten() {
@@ -407,7 +406,9 @@ pub async fn process(args: ProcessArgs) -> Result<()> {
     .await;
 
     if args.common.json {
-        print_json(&Value::Array(outcomes.iter().map(Outcome::to_json).collect()))?;
+        print_json(&Value::Array(
+            outcomes.iter().map(Outcome::to_json).collect(),
+        ))?;
     } else {
         for outcome in &outcomes {
             match &outcome.error {
