@@ -80,7 +80,8 @@ pub struct Problem {
 pub struct CliError {
     pub exit: Exit,
     pub message: String,
-    pub problem: Option<Problem>,
+    /// Boxed: most errors have none, and results stay small.
+    pub problem: Option<Box<Problem>>,
 }
 
 impl CliError {
@@ -127,7 +128,7 @@ impl CliError {
         Self {
             exit,
             message,
-            problem,
+            problem: problem.map(Box::new),
         }
     }
 

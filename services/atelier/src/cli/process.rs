@@ -204,13 +204,13 @@ async fn validate(api: &Api, workflow: &str, parameters: &Map<String, Value>) ->
     Err(CliError {
         exit: Exit::Rejected,
         message: detail.clone(),
-        problem: Some(Problem {
+        problem: Some(Box::new(Problem {
             title: "Invalid parameters".into(),
             status: 422,
             detail,
             errors,
             ..Default::default()
-        }),
+        })),
     })
 }
 
