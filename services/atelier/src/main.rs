@@ -1,7 +1,10 @@
 //! `atelier`: one binary for the whole platform. `atelier serve` runs every service
 //! and the gateway in one process (each on its own port, talking real gRPC); `--target`
-//! picks a subset, as one Deployment per target does in production.
+//! picks a subset, as one Deployment per target does in production. The client
+//! commands (`login`, `process`, `watch`, ...) talk to a running platform over its
+//! REST API (see [`cli`]).
 
+mod cli;
 mod serve;
 
 /// mimalloc rather than the system allocator: a service allocates many small,
@@ -21,7 +24,10 @@ use serve::Target;
     long_about = "Atelier: run fal.ai models on your images.\n\n\
 With no configuration, `atelier serve` starts the whole platform on this machine \
 (SQLite files and keys under ./data, the gateway on http://127.0.0.1:8080). \
-Configuration comes from environment variables; see the README for the table."
+Configuration comes from environment variables; see the README for the table.\n\n\
+The client commands (login, upload, process, jobs, watch, download, keys) talk to a \
+running platform: `atelier login`, then `atelier process photo.jpg --workflow esrgan-upscale`.",
+    after_long_help = cli::EXIT_CODES_HELP
 )]
 struct Cli {
     #[command(subcommand)]
@@ -30,6 +36,15 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    #[command(flatten)]
+    Platform(Platform),
+    #[command(flatten)]
+    Client(cli::Command),
+}
+
+/// The commands that run (part of) the platform itself.
+#[derive(Subcommand)]
+enum Platform {
     /// Run services until SIGTERM or Ctrl-C
     Serve {
         /// Which services this process runs: all, or a comma-separated list
@@ -65,14 +80,19 @@ enum Command {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    // Client commands keep stderr for their own messages and progress: no logging.
+    let command = match cli.command {
+        Command::Client(command) => return cli::run(command).await,
+        Command::Platform(command) => command,
+    };
     if let Err(err) = atelier_common::telemetry::init_logging() {
         eprintln!("atelier: {err:#}");
         return std::process::ExitCode::FAILURE;
     }
-    let result = match cli.command {
-        Command::Serve { target } => serve::serve(&target).await,
-        Command::Migrate { target } => serve::migrate(&target).await,
-        Command::FalSim {
+    let result = match command {
+        Platform::Serve { target } => serve::serve(&target).await,
+        Platform::Migrate { target } => serve::migrate(&target).await,
+        Platform::FalSim {
             addr,
             tls,
             cert_out,
