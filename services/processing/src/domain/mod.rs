@@ -7,6 +7,7 @@ pub mod failure;
 pub mod job;
 pub mod jobs;
 mod outcome;
+pub mod outbound;
 pub mod quota;
 pub mod reconciler;
 mod results;
