@@ -85,8 +85,8 @@ pub struct WebhookBody {
 }
 
 fn webhook_body(endpoint: Option<pb::Endpoint>) -> Result<WebhookBody, Problem> {
-    let endpoint = endpoint
-        .ok_or_else(|| Problem::from(tonic::Status::internal("reply without endpoint")))?;
+    let endpoint =
+        endpoint.ok_or_else(|| Problem::from(tonic::Status::internal("reply without endpoint")))?;
     Ok(WebhookBody {
         id: endpoint.id,
         url: endpoint.url,
@@ -120,7 +120,7 @@ pub struct CreateWebhookBody {
     /// Where events are POSTed: http(s), and not an internal address unless the
     /// platform allows it.
     #[serde(default)]
-    #[schema(required = true, format = Uri, max_length = 2048)]
+    #[schema(required = true, max_length = 2048)]
     pub url: String,
     #[serde(default)]
     #[schema(max_length = 500)]
@@ -134,7 +134,7 @@ pub struct CreateWebhookBody {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateWebhookBody {
-    #[schema(format = Uri, max_length = 2048)]
+    #[schema(max_length = 2048)]
     pub url: Option<String>,
     #[schema(max_length = 500)]
     pub description: Option<String>,
@@ -189,8 +189,8 @@ pub struct WebhookDeliveryBody {
 }
 
 fn delivery_body(delivery: Option<pb::Delivery>) -> Result<WebhookDeliveryBody, Problem> {
-    let delivery = delivery
-        .ok_or_else(|| Problem::from(tonic::Status::internal("reply without delivery")))?;
+    let delivery =
+        delivery.ok_or_else(|| Problem::from(tonic::Status::internal("reply without delivery")))?;
     Ok(WebhookDeliveryBody {
         status: match delivery.status() {
             pb::DeliveryStatus::Succeeded => WebhookDeliveryStatus::Succeeded,
@@ -526,4 +526,3 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(redeliver))
         .routes(routes!(test))
 }
-

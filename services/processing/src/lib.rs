@@ -66,7 +66,9 @@ pub fn webhook_settings_from_env() -> anyhow::Result<domain::outbound::WebhookSe
     }
     settings.timeout = config::seconds("WEBHOOK_TIMEOUT_SECS", settings.timeout.as_secs())?
         .max(Duration::from_secs(1));
-    let lease_default = settings.lease.max(settings.timeout + Duration::from_secs(15));
+    let lease_default = settings
+        .lease
+        .max(settings.timeout + Duration::from_secs(15));
     settings.lease = config::seconds("WEBHOOK_LEASE_SECS", lease_default.as_secs())?;
     if settings.lease <= settings.timeout {
         anyhow::bail!("WEBHOOK_LEASE_SECS must be longer than WEBHOOK_TIMEOUT_SECS");
@@ -75,8 +77,10 @@ pub fn webhook_settings_from_env() -> anyhow::Result<domain::outbound::WebhookSe
         config::var("WEBHOOK_POLL_MS", settings.poll_every.as_millis() as u64)?.max(10),
     );
     settings.concurrency = config::var("WEBHOOK_CONCURRENCY", settings.concurrency)?.max(1);
-    settings.disable_after =
-        config::seconds("WEBHOOK_DISABLE_AFTER_SECS", settings.disable_after.as_secs())?;
+    settings.disable_after = config::seconds(
+        "WEBHOOK_DISABLE_AFTER_SECS",
+        settings.disable_after.as_secs(),
+    )?;
     settings.disable_after_failed_deliveries = config::var(
         "WEBHOOK_DISABLE_AFTER_FAILED_DELIVERIES",
         settings.disable_after_failed_deliveries,
@@ -301,12 +305,10 @@ pub async fn serve(
     let verifier = JwtVerifier::for_platform(&config.platform, auth).await?;
     type Server = ProcessingServiceServer<api::ProcessingApi>;
     let served = GrpcServer::new(&identity)
-        .add_service(Server::new(api::ProcessingApi::new(
-            jobs,
-            webhooks,
-            Some(fal_webhooks),
-        )
-        .with_outbound(outbound.clone())))
+        .add_service(Server::new(
+            api::ProcessingApi::new(jobs, webhooks, Some(fal_webhooks))
+                .with_outbound(outbound.clone()),
+        ))
         .add_service(WebhookServiceServer::new(api::webhooks::WebhookApi::new(
             outbound,
         )))

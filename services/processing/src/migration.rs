@@ -514,30 +514,64 @@ enum WebhookAttempts {
     Error,
 }
 
+/// A time column.
+fn at(column: impl IntoIden) -> ColumnDef {
+    ColumnDef::new(column)
+        .timestamp_with_time_zone()
+        .not_null()
+        .to_owned()
+}
+
+/// A time column that may be empty.
+fn at_opt(column: impl IntoIden) -> ColumnDef {
+    ColumnDef::new(column)
+        .timestamp_with_time_zone()
+        .null()
+        .to_owned()
+}
+
 #[async_trait::async_trait]
 impl MigrationTrait for OutgoingWebhooks {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        let at = |column| {
-            ColumnDef::new(column)
-                .timestamp_with_time_zone()
-                .not_null()
-                .to_owned()
-        };
-        let at_opt = |column| ColumnDef::new(column).timestamp_with_time_zone().null().to_owned();
         manager
             .create_table(
                 Table::create()
                     .table(WebhookEndpoints::Table)
-                    .col(ColumnDef::new(WebhookEndpoints::Id).uuid().not_null().primary_key())
+                    .col(
+                        ColumnDef::new(WebhookEndpoints::Id)
+                            .uuid()
+                            .not_null()
+                            .primary_key(),
+                    )
                     .col(ColumnDef::new(WebhookEndpoints::UserId).uuid().not_null())
                     .col(ColumnDef::new(WebhookEndpoints::Url).text().not_null())
-                    .col(ColumnDef::new(WebhookEndpoints::Description).text().not_null())
-                    .col(ColumnDef::new(WebhookEndpoints::EventTypes).json_binary().not_null())
+                    .col(
+                        ColumnDef::new(WebhookEndpoints::Description)
+                            .text()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(WebhookEndpoints::EventTypes)
+                            .json_binary()
+                            .not_null(),
+                    )
                     .col(ColumnDef::new(WebhookEndpoints::Secret).string().not_null())
-                    .col(ColumnDef::new(WebhookEndpoints::PreviousSecret).string().null())
+                    .col(
+                        ColumnDef::new(WebhookEndpoints::PreviousSecret)
+                            .string()
+                            .null(),
+                    )
                     .col(at_opt(WebhookEndpoints::PreviousSecretExpiresAt))
-                    .col(ColumnDef::new(WebhookEndpoints::Enabled).boolean().not_null())
-                    .col(ColumnDef::new(WebhookEndpoints::DisabledReason).text().null())
+                    .col(
+                        ColumnDef::new(WebhookEndpoints::Enabled)
+                            .boolean()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(WebhookEndpoints::DisabledReason)
+                            .text()
+                            .null(),
+                    )
                     .col(at_opt(WebhookEndpoints::DisabledAt))
                     .col(at_opt(WebhookEndpoints::FailingSince))
                     .col(
@@ -555,13 +589,26 @@ impl MigrationTrait for OutgoingWebhooks {
             .create_table(
                 Table::create()
                     .table(WebhookMessages::Table)
-                    .col(ColumnDef::new(WebhookMessages::Id).uuid().not_null().primary_key())
+                    .col(
+                        ColumnDef::new(WebhookMessages::Id)
+                            .uuid()
+                            .not_null()
+                            .primary_key(),
+                    )
                     .col(ColumnDef::new(WebhookMessages::UserId).uuid().not_null())
-                    .col(ColumnDef::new(WebhookMessages::EventType).string_len(64).not_null())
+                    .col(
+                        ColumnDef::new(WebhookMessages::EventType)
+                            .string_len(64)
+                            .not_null(),
+                    )
                     .col(ColumnDef::new(WebhookMessages::Payload).text().not_null())
                     .col(ColumnDef::new(WebhookMessages::DedupeKey).string().null())
                     .col(at(WebhookMessages::CreatedAt))
-                    .col(ColumnDef::new(WebhookMessages::FannedOut).boolean().not_null())
+                    .col(
+                        ColumnDef::new(WebhookMessages::FannedOut)
+                            .boolean()
+                            .not_null(),
+                    )
                     .to_owned(),
             )
             .await?;
@@ -569,13 +616,38 @@ impl MigrationTrait for OutgoingWebhooks {
             .create_table(
                 Table::create()
                     .table(WebhookDeliveries::Table)
-                    .col(ColumnDef::new(WebhookDeliveries::Id).uuid().not_null().primary_key())
-                    .col(ColumnDef::new(WebhookDeliveries::MessageId).uuid().not_null())
-                    .col(ColumnDef::new(WebhookDeliveries::EndpointId).uuid().not_null())
+                    .col(
+                        ColumnDef::new(WebhookDeliveries::Id)
+                            .uuid()
+                            .not_null()
+                            .primary_key(),
+                    )
+                    .col(
+                        ColumnDef::new(WebhookDeliveries::MessageId)
+                            .uuid()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(WebhookDeliveries::EndpointId)
+                            .uuid()
+                            .not_null(),
+                    )
                     .col(ColumnDef::new(WebhookDeliveries::UserId).uuid().not_null())
-                    .col(ColumnDef::new(WebhookDeliveries::Status).string_len(16).not_null())
-                    .col(ColumnDef::new(WebhookDeliveries::Manual).boolean().not_null())
-                    .col(ColumnDef::new(WebhookDeliveries::Attempts).integer().not_null())
+                    .col(
+                        ColumnDef::new(WebhookDeliveries::Status)
+                            .string_len(16)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(WebhookDeliveries::Manual)
+                            .boolean()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(WebhookDeliveries::Attempts)
+                            .integer()
+                            .not_null(),
+                    )
                     .col(at_opt(WebhookDeliveries::NextAttemptAt))
                     .col(at_opt(WebhookDeliveries::LeaseUntil))
                     .col(ColumnDef::new(WebhookDeliveries::LeasedBy).string().null())
@@ -588,12 +660,24 @@ impl MigrationTrait for OutgoingWebhooks {
             .create_table(
                 Table::create()
                     .table(WebhookAttempts::Table)
-                    .col(ColumnDef::new(WebhookAttempts::DeliveryId).uuid().not_null())
+                    .col(
+                        ColumnDef::new(WebhookAttempts::DeliveryId)
+                            .uuid()
+                            .not_null(),
+                    )
                     .col(ColumnDef::new(WebhookAttempts::Number).integer().not_null())
                     .col(at(WebhookAttempts::At))
-                    .col(ColumnDef::new(WebhookAttempts::ResponseStatus).integer().null())
+                    .col(
+                        ColumnDef::new(WebhookAttempts::ResponseStatus)
+                            .integer()
+                            .null(),
+                    )
                     .col(ColumnDef::new(WebhookAttempts::ResponseBody).text().null())
-                    .col(ColumnDef::new(WebhookAttempts::LatencyMs).big_integer().not_null())
+                    .col(
+                        ColumnDef::new(WebhookAttempts::LatencyMs)
+                            .big_integer()
+                            .not_null(),
+                    )
                     .col(ColumnDef::new(WebhookAttempts::Error).text().null())
                     .primary_key(
                         Index::create()

@@ -1026,18 +1026,16 @@ async fn changed_with_event(
                 .to_owned(),
         );
     }
-    let statement = with
-        .to_owned()
-        .query(
-            Query::select()
-                .column((changed.clone(), Asterisk))
-                .expr_as(
-                    Expr::from(SubQueryStatement::from(seq)),
-                    Alias::new("event_seq"),
-                )
-                .from(changed)
-                .to_owned(),
-        );
+    let statement = with.to_owned().query(
+        Query::select()
+            .column((changed.clone(), Asterisk))
+            .expr_as(
+                Expr::from(SubQueryStatement::from(seq)),
+                Alias::new("event_seq"),
+            )
+            .from(changed)
+            .to_owned(),
+    );
     let Some(row) = db.query_one(&statement).await? else {
         return Ok(Attempt::Raced);
     };

@@ -177,13 +177,23 @@ async fn outbox_fan_out_and_leases(conn: DatabaseConnection) {
     ];
     for jobs in [&jobs[..1], &jobs[1..]] {
         store
-            .insert_admitted(jobs, &[("created", json!({"status": "queued"}))], &unlimited())
+            .insert_admitted(
+                jobs,
+                &[("created", json!({"status": "queued"}))],
+                &unlimited(),
+            )
             .await
             .expect("insert")
             .expect("admitted");
     }
     complete(&store, &jobs[0], start).await;
-    assert!(hooks.unsent_messages(10).await.expect("messages").is_empty());
+    assert!(
+        hooks
+            .unsent_messages(10)
+            .await
+            .expect("messages")
+            .is_empty()
+    );
 
     // The user's endpoints: one for every type, one for failures only, one disabled.
     let every = endpoint(user, &[], start);
@@ -222,7 +232,10 @@ async fn outbox_fan_out_and_leases(conn: DatabaseConnection) {
     assert_eq!(b.fan_out().await.expect("fan out"), 2);
     assert_eq!(a.fan_out().await.expect("fan out"), 0);
     let due = b.claim(10).await.expect("claim");
-    let mut types: Vec<&str> = due.iter().map(|due| due.message.event_type.as_str()).collect();
+    let mut types: Vec<&str> = due
+        .iter()
+        .map(|due| due.message.event_type.as_str())
+        .collect();
     types.sort_unstable();
     assert_eq!(types, ["batch.completed", "job.completed"], "{due:?}");
     let batch_due = due
@@ -241,7 +254,10 @@ async fn outbox_fan_out_and_leases(conn: DatabaseConnection) {
         clock.now(),
     )
     .expect("a final batch");
-    hooks.insert_message(&again).await.expect("dropped as a duplicate");
+    hooks
+        .insert_message(&again)
+        .await
+        .expect("dropped as a duplicate");
     assert_eq!(a.fan_out().await.expect("fan out"), 0);
 
     // `a`'s lease runs out (not yet `b`'s, taken a second later): `b` takes the
@@ -261,7 +277,12 @@ async fn outbox_fan_out_and_leases(conn: DatabaseConnection) {
     };
     assert!(
         hooks
-            .record_attempt("another worker", &attempt(claimed[0].delivery.id), every.id, AfterAttempt::Failed)
+            .record_attempt(
+                "another worker",
+                &attempt(claimed[0].delivery.id),
+                every.id,
+                AfterAttempt::Failed
+            )
             .await
             .expect("record")
             .is_none()

@@ -343,7 +343,10 @@ async fn events_arrive_signed_retried_and_redelivered() {
     // A test event, signed.
     let test = send_test(&platform, &user, &id).await;
     let received = receiver.wait_for_type("webhook.test").await;
-    assert_eq!(received.id, test["message_id"].as_str().expect("message id"));
+    assert_eq!(
+        received.id,
+        test["message_id"].as_str().expect("message id")
+    );
     assert!(received.id.starts_with("msg_"));
     assert_eq!(verify(&[(&received, &secret)]), ["ok"]);
     // Under another secret it does not verify: the check is real.
@@ -404,7 +407,10 @@ async fn events_arrive_signed_retried_and_redelivered() {
     );
     let before = receiver.received().len();
     let retried = send_test(&platform, &user, &id).await;
-    let message_id = retried["message_id"].as_str().expect("message id").to_owned();
+    let message_id = retried["message_id"]
+        .as_str()
+        .expect("message id")
+        .to_owned();
     let delivered = delivery_reached(
         &platform,
         &user,
@@ -419,13 +425,22 @@ async fn events_arrive_signed_retried_and_redelivered() {
         .iter()
         .map(|attempt| &attempt["response_status"])
         .collect();
-    assert_eq!(statuses, [&json!(500), &json!(503), &json!(204)], "{delivered:#}");
+    assert_eq!(
+        statuses,
+        [&json!(500), &json!(503), &json!(204)],
+        "{delivered:#}"
+    );
     let tries: Vec<Received> = receiver.received()[before..].to_vec();
     assert_eq!(tries.len(), 3);
     assert!(tries.iter().all(|r| r.id == message_id));
     // Each attempt is signed anew, and each verifies.
     assert_eq!(
-        verify(&tries.iter().map(|r| (r, secret.as_str())).collect::<Vec<_>>()),
+        verify(
+            &tries
+                .iter()
+                .map(|r| (r, secret.as_str()))
+                .collect::<Vec<_>>()
+        ),
         ["ok", "ok", "ok"]
     );
 
@@ -433,13 +448,23 @@ async fn events_arrive_signed_retried_and_redelivered() {
     let (status, again) = rest::post(
         &platform,
         &user,
-        &format!("/api/webhooks/{id}/deliveries/{}/redeliver", retried["id"].as_str().expect("id")),
+        &format!(
+            "/api/webhooks/{id}/deliveries/{}/redeliver",
+            retried["id"].as_str().expect("id")
+        ),
         json!({}),
     )
     .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{again}");
     assert_eq!(again["message_id"], message_id.as_str());
-    delivery_reached(&platform, &user, &id, again["id"].as_str().expect("id"), "succeeded").await;
+    delivery_reached(
+        &platform,
+        &user,
+        &id,
+        again["id"].as_str().expect("id"),
+        "succeeded",
+    )
+    .await;
     assert_eq!(
         receiver
             .received()
@@ -464,13 +489,20 @@ async fn events_arrive_signed_retried_and_redelivered() {
     let during = send_test(&platform, &user, &id).await;
     let received = receiver
         .wait_for("the test after the rotation", |received| {
-            received.iter().any(|r| r.id == during["message_id"].as_str().unwrap_or("-"))
+            received
+                .iter()
+                .any(|r| r.id == during["message_id"].as_str().unwrap_or("-"))
         })
         .await
         .into_iter()
         .rfind(|r| r.id == during["message_id"].as_str().unwrap_or("-"))
         .expect("received");
-    assert_eq!(received.signature.split(' ').count(), 2, "{}", received.signature);
+    assert_eq!(
+        received.signature.split(' ').count(),
+        2,
+        "{}",
+        received.signature
+    );
     assert_eq!(
         verify(&[(&received, &new_secret), (&received, &secret)]),
         ["ok", "ok"]
@@ -488,11 +520,27 @@ async fn events_arrive_signed_retried_and_redelivered() {
     let delivery_id = retried["id"].as_str().expect("id");
     for (method, path, body) in [
         (reqwest::Method::GET, format!("/api/webhooks/{id}"), None),
-        (reqwest::Method::PATCH, format!("/api/webhooks/{id}"), Some(json!({"enabled": false}))),
+        (
+            reqwest::Method::PATCH,
+            format!("/api/webhooks/{id}"),
+            Some(json!({"enabled": false})),
+        ),
         (reqwest::Method::DELETE, format!("/api/webhooks/{id}"), None),
-        (reqwest::Method::POST, format!("/api/webhooks/{id}/rotate-secret"), Some(json!({}))),
-        (reqwest::Method::GET, format!("/api/webhooks/{id}/deliveries"), None),
-        (reqwest::Method::POST, format!("/api/webhooks/{id}/test"), Some(json!({}))),
+        (
+            reqwest::Method::POST,
+            format!("/api/webhooks/{id}/rotate-secret"),
+            Some(json!({})),
+        ),
+        (
+            reqwest::Method::GET,
+            format!("/api/webhooks/{id}/deliveries"),
+            None,
+        ),
+        (
+            reqwest::Method::POST,
+            format!("/api/webhooks/{id}/test"),
+            Some(json!({})),
+        ),
         (
             reqwest::Method::POST,
             format!("/api/webhooks/{id}/deliveries/{delivery_id}/redeliver"),
@@ -517,8 +565,14 @@ async fn events_arrive_signed_retried_and_redelivered() {
     )
     .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
-    let (status, deleted) =
-        send(&platform, &user, reqwest::Method::DELETE, &format!("/api/webhooks/{id}"), None).await;
+    let (status, deleted) = send(
+        &platform,
+        &user,
+        reqwest::Method::DELETE,
+        &format!("/api/webhooks/{id}"),
+        None,
+    )
+    .await;
     assert_eq!(status, StatusCode::NO_CONTENT, "{deleted}");
     let (status, _) = rest::get(&platform, &user, format!("/api/webhooks/{id}")).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
@@ -540,8 +594,14 @@ async fn failing_endpoints_are_disabled_until_enabled_again() {
 
     for _ in 0..2 {
         let test = send_test(&platform, &user, &id).await;
-        let failed =
-            delivery_reached(&platform, &user, &id, test["id"].as_str().expect("id"), "failed").await;
+        let failed = delivery_reached(
+            &platform,
+            &user,
+            &id,
+            test["id"].as_str().expect("id"),
+            "failed",
+        )
+        .await;
         assert_eq!(failed["attempts"], 2, "{failed:#}");
         assert_eq!(failed["attempt_log"][1]["response_status"], 500);
     }
@@ -588,7 +648,14 @@ async fn failing_endpoints_are_disabled_until_enabled_again() {
     assert_eq!(status, StatusCode::OK, "{enabled}");
     assert_eq!(enabled["enabled"], true);
     assert!(enabled["disabled_reason"].is_null());
-    delivery_reached(&platform, &user, &id, waiting["id"].as_str().expect("id"), "succeeded").await;
+    delivery_reached(
+        &platform,
+        &user,
+        &id,
+        waiting["id"].as_str().expect("id"),
+        "succeeded",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -640,8 +707,7 @@ async fn a_restart_mid_delivery_loses_nothing() {
     // every later one is taken.
     receiver.answer(&[Answer::Hang], Answer::Status(200));
     let user = sign_up(&platform, "restart@example.com").await;
-    let endpoint =
-        create_endpoint(&platform, &user, &receiver.url, json!(["job.completed"])).await;
+    let endpoint = create_endpoint(&platform, &user, &receiver.url, json!(["job.completed"])).await;
     let id = endpoint["id"].as_str().expect("id").to_owned();
     let secret = endpoint["secret"].as_str().expect("secret").to_owned();
     let image = rest::upload(&platform, &user, fixtures::png(32, 32)).await;
@@ -664,9 +730,14 @@ async fn a_restart_mid_delivery_loses_nothing() {
     assert_eq!(verify(&[(again, &secret)]), ["ok"]);
     let listed = deliveries(&platform, &user, &id).await;
     assert_eq!(listed.len(), 1, "{listed:#?}");
-    let delivered =
-        delivery_reached(&platform, &user, &id, listed[0]["id"].as_str().expect("id"), "succeeded")
-            .await;
+    let delivered = delivery_reached(
+        &platform,
+        &user,
+        &id,
+        listed[0]["id"].as_str().expect("id"),
+        "succeeded",
+    )
+    .await;
     // The abandoned request was never an attempt: the new service's one is the first.
     assert_eq!(delivered["attempts"], 1, "{delivered:#}");
     assert_eq!(delivered["attempt_log"][0]["response_status"], 200);

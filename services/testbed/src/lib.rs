@@ -156,7 +156,11 @@ impl Options {
             status_cache_ttl: Duration::from_secs(1),
             scanner: ScannerConfig::None,
             webhooks: atelier_processing::domain::outbound::WebhookSettings {
-                schedule: vec![Duration::ZERO, Duration::from_millis(200), Duration::from_millis(500)],
+                schedule: vec![
+                    Duration::ZERO,
+                    Duration::from_millis(200),
+                    Duration::from_millis(500),
+                ],
                 timeout: Duration::from_secs(5),
                 lease: Duration::from_secs(10),
                 poll_every: Duration::from_millis(100),

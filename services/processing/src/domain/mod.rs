@@ -6,8 +6,8 @@
 pub mod failure;
 pub mod job;
 pub mod jobs;
-mod outcome;
 pub mod outbound;
+mod outcome;
 pub mod quota;
 pub mod reconciler;
 mod results;

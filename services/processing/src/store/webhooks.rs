@@ -6,17 +6,13 @@ use sea_orm::{
     ActiveValue::Set,
     ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait, QueryFilter,
     QueryOrder, QuerySelect,
-    sea_query::{
-        Expr, ExprTrait, Func, InsertStatement, LockBehavior, LockType, Query,
-    },
+    sea_query::{Expr, ExprTrait, Func, InsertStatement, LockBehavior, LockType, Query},
 };
 use serde_json::Value;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::domain::outbound::{
-    Attempt, Delivery, DeliveryLog, DeliveryStatus, Endpoint, Message,
-};
+use crate::domain::outbound::{Attempt, Delivery, DeliveryLog, DeliveryStatus, Endpoint, Message};
 
 pub mod endpoints {
     use sea_orm::entity::prelude::*;
@@ -737,22 +733,16 @@ impl WebhookStore {
                 .col_expr(E::FailedDeliveries, Expr::value(0)),
             AfterAttempt::Retry(_) => counters.col_expr(
                 E::FailingSince,
-                Func::coalesce([Expr::col(E::FailingSince), Expr::val(now)]),
+                Func::coalesce([Expr::col(E::FailingSince), Expr::val(now)]).into(),
             ),
             AfterAttempt::Failed => counters
                 .col_expr(
                     E::FailingSince,
-                    Func::coalesce([Expr::col(E::FailingSince), Expr::val(now)]),
+                    Func::coalesce([Expr::col(E::FailingSince), Expr::val(now)]).into(),
                 )
-                .col_expr(
-                    E::FailedDeliveries,
-                    Expr::col(E::FailedDeliveries).add(1),
-                ),
+                .col_expr(E::FailedDeliveries, Expr::col(E::FailedDeliveries).add(1)),
         };
-        counters
-            .filter(E::Id.eq(endpoint_id))
-            .exec(&txn)
-            .await?;
+        counters.filter(E::Id.eq(endpoint_id)).exec(&txn).await?;
         let endpoint = endpoints::Entity::find_by_id(endpoint_id)
             .one(&txn)
             .await?

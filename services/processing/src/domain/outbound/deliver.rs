@@ -14,9 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use uuid::Uuid;
 
-use super::{
-    Attempt, Delivery, Endpoint, Message, WebhookSettings, payload, signing, target,
-};
+use super::{Attempt, Delivery, Endpoint, Message, WebhookSettings, payload, signing, target};
 use crate::store::{
     Store,
     webhooks::{AfterAttempt, Due, WebhookStore},
@@ -92,7 +90,8 @@ struct Sent {
 
 impl Sent {
     fn succeeded(&self) -> bool {
-        self.status.is_some_and(|status| (200..300).contains(&status))
+        self.status
+            .is_some_and(|status| (200..300).contains(&status))
     }
 
     fn outcome(&self) -> &'static str {
@@ -206,7 +205,13 @@ impl Deliverer {
     }
 
     /// POSTs `body` to `url`, connecting to `addr` (the address checked).
-    async fn post(&self, url: &reqwest::Url, addr: SocketAddr, headers: [(&str, String); 3], body: String) -> Sent {
+    async fn post(
+        &self,
+        url: &reqwest::Url,
+        addr: SocketAddr,
+        headers: [(&str, String); 3],
+        body: String,
+    ) -> Sent {
         let started = std::time::Instant::now();
         let mut client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())

@@ -400,7 +400,11 @@ impl Webhooks {
     }
 
     /// A new secret; the current one stays valid for [`SECRET_OVERLAP`].
-    pub async fn rotate_secret(&self, user_id: Uuid, id: Uuid) -> Result<Endpoint, ProcessingError> {
+    pub async fn rotate_secret(
+        &self,
+        user_id: Uuid,
+        id: Uuid,
+    ) -> Result<Endpoint, ProcessingError> {
         let mut endpoint = self.get(user_id, id).await?;
         let now = self.clock.now();
         endpoint.previous_secret = Some(std::mem::replace(

@@ -103,7 +103,13 @@ pub fn job_message(before: &Job, after: &Job, at: OffsetDateTime) -> Option<Mess
         Status::Failed => JOB_FAILED,
         _ => JOB_CANCELLED,
     };
-    Some(message(after.user_id, event_type, at, job_data(after), None))
+    Some(message(
+        after.user_id,
+        event_type,
+        at,
+        job_data(after),
+        None,
+    ))
 }
 
 /// `batch.completed` for a batch whose every job is final; `None` while one runs.

@@ -58,9 +58,7 @@ pub fn parse(raw: &str) -> Result<Url, TargetError> {
 impl TargetPolicy {
     /// Whether webhooks may be sent to `ip`.
     pub fn allows(&self, ip: IpAddr) -> bool {
-        self.allow_private
-            || self.allowed.iter().any(|net| net.contains(&ip))
-            || !is_internal(ip)
+        self.allow_private || self.allowed.iter().any(|net| net.contains(&ip)) || !is_internal(ip)
     }
 
     /// The address to connect to for `url`: every address its host resolves to
@@ -227,6 +225,10 @@ mod tests {
             allow_private: true,
             allowed: Vec::new(),
         };
-        assert!(open.resolve(&parse("http://10.0.0.1/").expect("a url")).await.is_ok());
+        assert!(
+            open.resolve(&parse("http://10.0.0.1/").expect("a url"))
+                .await
+                .is_ok()
+        );
     }
 }
