@@ -29,8 +29,9 @@ CARGO_CYCLONEDX_VERSION=0.5.7
 HELM_PYTHON_SDK_VERSION=0.2.2
 KUBERNETES_VALIDATE_VERSION=1.37.0
 # The contract checks (make client-test): clients generated from the OpenAPI document
-# and the protos, and Schemathesis.
-CLIENT_TOOLS=(openapi-python-client==0.29.1 grpcio-tools==1.85.4 grpcio-reflection==1.85.1 schemathesis==4.32.5)
+# and the protos, and Schemathesis; and standardwebhooks, the reference verifier the
+# outgoing-webhook tests check signatures with (services/processing/tests/webhooks.rs).
+CLIENT_TOOLS=(openapi-python-client==0.29.1 grpcio-tools==1.85.4 grpcio-reflection==1.85.1 schemathesis==4.32.5 standardwebhooks==1.3.0)
 WAIT_SECONDS=30
 APT_LOG=/tmp/atelier-deps-apt.log
 CARGO_INSTALL_LOG=/tmp/atelier-deps-cargo-install.log

@@ -22,6 +22,7 @@ pub mod tls;
 pub mod users;
 pub mod views;
 pub mod web;
+pub mod webhooks;
 pub mod workflows;
 
 use std::{
@@ -302,6 +303,7 @@ pub fn rest(max_upload_bytes: usize) -> OpenApiRouter<AppState> {
         .merge(live::routes())
         .merge(users::routes())
         .merge(admin::routes())
+        .merge(webhooks::routes())
 }
 
 /// The gateway's routes and layers.

@@ -1,5 +1,7 @@
 //! gRPC handlers: decode, authorize, call the domain, encode.
 
+pub mod webhooks;
+
 use std::{pin::Pin, sync::Arc};
 
 use atelier_common::{
@@ -26,9 +28,17 @@ pub struct ProcessingApi {
     webhooks: Webhooks,
     /// Checks fal's signature on webhooks; `None` refuses them.
     verifier: Option<Arc<atelier_fal::webhook::WebhookVerifier>>,
+    /// The user's outgoing webhooks, deleted with their jobs.
+    outbound: Option<crate::domain::outbound::Webhooks>,
 }
 
 impl ProcessingApi {
+    /// Deletes a user's outgoing webhooks too when their jobs go.
+    pub fn with_outbound(mut self, outbound: crate::domain::outbound::Webhooks) -> Self {
+        self.outbound = Some(outbound);
+        self
+    }
+
     pub fn new(
         jobs: Arc<Jobs>,
         webhooks: Webhooks,
@@ -38,6 +48,7 @@ impl ProcessingApi {
             jobs,
             webhooks,
             verifier,
+            outbound: None,
         }
     }
 }
@@ -597,6 +608,9 @@ impl ProcessingService for ProcessingApi {
     ) -> Result<Response<pb::DeleteUserJobsResponse>, Status> {
         let user_id = parse_id("user_id", &request.get_ref().user_id)?;
         let deleted = self.jobs.delete_user(user_id).await?;
+        if let Some(outbound) = &self.outbound {
+            outbound.delete_user(user_id).await?;
+        }
         Ok(Response::new(pb::DeleteUserJobsResponse {
             deleted_count: deleted as i64,
         }))

@@ -6,6 +6,10 @@ pub enum ProcessingError {
     InvalidInput(Vec<FieldViolation>),
     #[error("job not found")]
     NotFound,
+    #[error("webhook endpoint not found")]
+    EndpointNotFound,
+    #[error("webhook delivery not found")]
+    DeliveryNotFound,
     #[error("image not found")]
     ImageNotFound,
     #[error("workflow not found")]
@@ -42,7 +46,11 @@ impl ServiceError for ProcessingError {
     fn code(&self) -> ErrorCode {
         match self {
             Self::InvalidInput(_) => ErrorCode::InvalidArgument,
-            Self::NotFound | Self::ImageNotFound | Self::WorkflowNotFound => ErrorCode::NotFound,
+            Self::NotFound
+            | Self::ImageNotFound
+            | Self::WorkflowNotFound
+            | Self::EndpointNotFound
+            | Self::DeliveryNotFound => ErrorCode::NotFound,
             Self::WorkflowInactive(_) => ErrorCode::FailedPrecondition,
             Self::IdempotencyConflict | Self::AlreadyFinished(_) | Self::NotRetryable(_) => {
                 ErrorCode::Aborted

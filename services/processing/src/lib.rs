@@ -21,7 +21,10 @@ use atelier_common::{
     token::JwtVerifier,
 };
 use atelier_fal::{FalClient, FalConfig, webhook::WebhookVerifier};
-use atelier_proto::processing::v1::processing_service_server::ProcessingServiceServer;
+use atelier_proto::{
+    processing::v1::processing_service_server::ProcessingServiceServer,
+    webhook::v1::webhook_service_server::WebhookServiceServer,
+};
 use atelier_queue::{MemoryQueue, Queue, QueueConfig, RedisQueue};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -50,6 +53,48 @@ pub struct ProcessingConfig {
     /// request, as `data:` URIs; larger ones as signed URLs fal fetches.
     pub inline_input_bytes: u64,
     pub queue: QueueConfig,
+    /// Outgoing webhooks (`WEBHOOK_*`).
+    pub webhooks: domain::outbound::WebhookSettings,
+}
+
+/// The `WEBHOOK_*` settings of outgoing webhooks.
+pub fn webhook_settings_from_env() -> anyhow::Result<domain::outbound::WebhookSettings> {
+    let mut settings = domain::outbound::WebhookSettings::default();
+    if let Some(raw) = config::var_opt::<String>("WEBHOOK_RETRY_SCHEDULE")? {
+        settings.schedule = domain::outbound::parse_schedule(&raw)
+            .map_err(|err| anyhow::anyhow!("WEBHOOK_RETRY_SCHEDULE={raw:?} is not valid: {err}"))?;
+    }
+    settings.timeout = config::seconds("WEBHOOK_TIMEOUT_SECS", settings.timeout.as_secs())?
+        .max(Duration::from_secs(1));
+    let lease_default = settings
+        .lease
+        .max(settings.timeout + Duration::from_secs(15));
+    settings.lease = config::seconds("WEBHOOK_LEASE_SECS", lease_default.as_secs())?;
+    if settings.lease <= settings.timeout {
+        anyhow::bail!("WEBHOOK_LEASE_SECS must be longer than WEBHOOK_TIMEOUT_SECS");
+    }
+    settings.poll_every = Duration::from_millis(
+        config::var("WEBHOOK_POLL_MS", settings.poll_every.as_millis() as u64)?.max(10),
+    );
+    settings.concurrency = config::var("WEBHOOK_CONCURRENCY", settings.concurrency)?.max(1);
+    settings.disable_after = config::seconds(
+        "WEBHOOK_DISABLE_AFTER_SECS",
+        settings.disable_after.as_secs(),
+    )?;
+    settings.disable_after_failed_deliveries = config::var(
+        "WEBHOOK_DISABLE_AFTER_FAILED_DELIVERIES",
+        settings.disable_after_failed_deliveries,
+    )?;
+    settings.targets.allow_private = config::var("WEBHOOK_ALLOW_PRIVATE_TARGETS", false)?;
+    settings.targets.allowed = config::list("WEBHOOK_ALLOWED_CIDRS")
+        .iter()
+        .map(|net| {
+            net.parse::<ipnet::IpNet>()
+                .or_else(|_| net.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| anyhow::anyhow!("WEBHOOK_ALLOWED_CIDRS: {net:?} is not a network"))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    Ok(settings)
 }
 
 impl ProcessingConfig {
@@ -117,6 +162,7 @@ impl ProcessingConfig {
             reconcile_every: config::seconds("RECONCILE_SECS", 30)?,
             inline_input_bytes: config::var("FAL_INLINE_INPUT_BYTES", 256 * 1024)?,
             queue,
+            webhooks: webhook_settings_from_env()?,
         })
     }
 }
@@ -194,8 +240,10 @@ pub async fn serve(
         workflows: grpc,
     };
     let fal = FalClient::new(config.fal.clone())?;
+    let webhook_store = store::webhooks::WebhookStore::new(db.clone());
+    let job_store = store::Store::new(db);
     let jobs = Jobs::new(
-        store::Store::new(db),
+        job_store.clone(),
         queue.clone(),
         bus,
         Arc::new(SystemClock),
@@ -227,6 +275,23 @@ pub async fn serve(
     spawn_search_backfill(jobs.clone(), shutdown.clone());
     let webhooks = domain::Webhooks::new(jobs.clone(), worker.results());
     let workers = tokio::spawn(worker.run(shutdown.clone()));
+    // Outgoing webhooks: the user's side, and the worker that delivers.
+    let webhook_settings = Arc::new(config.webhooks.clone());
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let outbound = domain::outbound::Webhooks::new(
+        webhook_store.clone(),
+        Arc::new(SystemClock),
+        webhook_settings.clone(),
+        wake.clone(),
+    );
+    let deliverer = domain::outbound::Deliverer::new(
+        webhook_store,
+        job_store,
+        Arc::new(SystemClock),
+        webhook_settings,
+        wake,
+    );
+    let deliveries = tokio::spawn(deliverer.run(shutdown.clone()));
     if config.public_url.is_some() && config.fal_user_id.is_none() {
         tracing::warn!(
             "FAL_USER_ID is not set: fal webhooks about any fal account's requests are accepted"
@@ -240,14 +305,17 @@ pub async fn serve(
     let verifier = JwtVerifier::for_platform(&config.platform, auth).await?;
     type Server = ProcessingServiceServer<api::ProcessingApi>;
     let served = GrpcServer::new(&identity)
-        .add_service(Server::new(api::ProcessingApi::new(
-            jobs,
-            webhooks,
-            Some(fal_webhooks),
+        .add_service(Server::new(
+            api::ProcessingApi::new(jobs, webhooks, Some(fal_webhooks))
+                .with_outbound(outbound.clone()),
+        ))
+        .add_service(WebhookServiceServer::new(api::webhooks::WebhookApi::new(
+            outbound,
         )))
         .authenticate(verifier)
         .serve(listener, shutdown)
         .await;
     let _ = workers.await;
+    let _ = deliveries.await;
     served
 }

@@ -13,6 +13,7 @@ impl MigratorTrait for Migrator {
             Box::new(EstimatedCost),
             Box::new(CreateJobRuns),
             Box::new(PartialJobIndexes),
+            Box::new(OutgoingWebhooks),
         ]
     }
 }
@@ -437,6 +438,280 @@ impl MigrationTrait for PartialJobIndexes {
             "CREATE INDEX jobs_search_backfill_idx ON processing_jobs (input_filename, id)",
         ] {
             db.execute_unprepared(statement).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Outgoing webhooks: the users' endpoints, the outbox of messages, the deliveries
+/// of each message to each endpoint, and their attempts.
+struct OutgoingWebhooks;
+
+impl MigrationName for OutgoingWebhooks {
+    fn name(&self) -> &str {
+        "m20261220_000001_outgoing_webhooks"
+    }
+}
+
+#[derive(DeriveIden)]
+enum WebhookEndpoints {
+    Table,
+    Id,
+    UserId,
+    Url,
+    Description,
+    EventTypes,
+    Secret,
+    PreviousSecret,
+    PreviousSecretExpiresAt,
+    Enabled,
+    DisabledReason,
+    DisabledAt,
+    FailingSince,
+    FailedDeliveries,
+    CreatedAt,
+    UpdatedAt,
+}
+
+#[derive(DeriveIden)]
+enum WebhookMessages {
+    Table,
+    Id,
+    UserId,
+    EventType,
+    Payload,
+    DedupeKey,
+    CreatedAt,
+    FannedOut,
+}
+
+#[derive(DeriveIden)]
+enum WebhookDeliveries {
+    Table,
+    Id,
+    MessageId,
+    EndpointId,
+    UserId,
+    Status,
+    Manual,
+    Attempts,
+    NextAttemptAt,
+    LeaseUntil,
+    LeasedBy,
+    CreatedAt,
+    UpdatedAt,
+}
+
+#[derive(DeriveIden)]
+enum WebhookAttempts {
+    Table,
+    DeliveryId,
+    Number,
+    At,
+    ResponseStatus,
+    ResponseBody,
+    LatencyMs,
+    Error,
+}
+
+/// A time column.
+fn at(column: impl IntoIden) -> ColumnDef {
+    ColumnDef::new(column)
+        .timestamp_with_time_zone()
+        .not_null()
+        .to_owned()
+}
+
+/// A time column that may be empty.
+fn at_opt(column: impl IntoIden) -> ColumnDef {
+    ColumnDef::new(column)
+        .timestamp_with_time_zone()
+        .null()
+        .to_owned()
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for OutgoingWebhooks {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table(WebhookEndpoints::Table)
+                    .col(
+                        ColumnDef::new(WebhookEndpoints::Id)
+                            .uuid()
+                            .not_null()
+                            .primary_key(),
+                    )
+                    .col(ColumnDef::new(WebhookEndpoints::UserId).uuid().not_null())
+                    .col(ColumnDef::new(WebhookEndpoints::Url).text().not_null())
+                    .col(
+                        ColumnDef::new(WebhookEndpoints::Description)
+                            .text()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(WebhookEndpoints::EventTypes)
+                            .json_binary()
+                            .not_null(),
+                    )
+                    .col(ColumnDef::new(WebhookEndpoints::Secret).string().not_null())
+                    .col(
+                        ColumnDef::new(WebhookEndpoints::PreviousSecret)
+                            .string()
+                            .null(),
+                    )
+                    .col(at_opt(WebhookEndpoints::PreviousSecretExpiresAt))
+                    .col(
+                        ColumnDef::new(WebhookEndpoints::Enabled)
+                            .boolean()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(WebhookEndpoints::DisabledReason)
+                            .text()
+                            .null(),
+                    )
+                    .col(at_opt(WebhookEndpoints::DisabledAt))
+                    .col(at_opt(WebhookEndpoints::FailingSince))
+                    .col(
+                        ColumnDef::new(WebhookEndpoints::FailedDeliveries)
+                            .integer()
+                            .not_null()
+                            .default(0),
+                    )
+                    .col(at(WebhookEndpoints::CreatedAt))
+                    .col(at(WebhookEndpoints::UpdatedAt))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(WebhookMessages::Table)
+                    .col(
+                        ColumnDef::new(WebhookMessages::Id)
+                            .uuid()
+                            .not_null()
+                            .primary_key(),
+                    )
+                    .col(ColumnDef::new(WebhookMessages::UserId).uuid().not_null())
+                    .col(
+                        ColumnDef::new(WebhookMessages::EventType)
+                            .string_len(64)
+                            .not_null(),
+                    )
+                    .col(ColumnDef::new(WebhookMessages::Payload).text().not_null())
+                    .col(ColumnDef::new(WebhookMessages::DedupeKey).string().null())
+                    .col(at(WebhookMessages::CreatedAt))
+                    .col(
+                        ColumnDef::new(WebhookMessages::FannedOut)
+                            .boolean()
+                            .not_null(),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(WebhookDeliveries::Table)
+                    .col(
+                        ColumnDef::new(WebhookDeliveries::Id)
+                            .uuid()
+                            .not_null()
+                            .primary_key(),
+                    )
+                    .col(
+                        ColumnDef::new(WebhookDeliveries::MessageId)
+                            .uuid()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(WebhookDeliveries::EndpointId)
+                            .uuid()
+                            .not_null(),
+                    )
+                    .col(ColumnDef::new(WebhookDeliveries::UserId).uuid().not_null())
+                    .col(
+                        ColumnDef::new(WebhookDeliveries::Status)
+                            .string_len(16)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(WebhookDeliveries::Manual)
+                            .boolean()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(WebhookDeliveries::Attempts)
+                            .integer()
+                            .not_null(),
+                    )
+                    .col(at_opt(WebhookDeliveries::NextAttemptAt))
+                    .col(at_opt(WebhookDeliveries::LeaseUntil))
+                    .col(ColumnDef::new(WebhookDeliveries::LeasedBy).string().null())
+                    .col(at(WebhookDeliveries::CreatedAt))
+                    .col(at(WebhookDeliveries::UpdatedAt))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(WebhookAttempts::Table)
+                    .col(
+                        ColumnDef::new(WebhookAttempts::DeliveryId)
+                            .uuid()
+                            .not_null(),
+                    )
+                    .col(ColumnDef::new(WebhookAttempts::Number).integer().not_null())
+                    .col(at(WebhookAttempts::At))
+                    .col(
+                        ColumnDef::new(WebhookAttempts::ResponseStatus)
+                            .integer()
+                            .null(),
+                    )
+                    .col(ColumnDef::new(WebhookAttempts::ResponseBody).text().null())
+                    .col(
+                        ColumnDef::new(WebhookAttempts::LatencyMs)
+                            .big_integer()
+                            .not_null(),
+                    )
+                    .col(ColumnDef::new(WebhookAttempts::Error).text().null())
+                    .primary_key(
+                        Index::create()
+                            .col(WebhookAttempts::DeliveryId)
+                            .col(WebhookAttempts::Number),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        let db = manager.get_connection();
+        for statement in [
+            "CREATE INDEX webhook_endpoints_user_idx ON webhook_endpoints (user_id, id)",
+            "CREATE UNIQUE INDEX webhook_messages_dedupe_idx ON webhook_messages (dedupe_key)",
+            "CREATE INDEX webhook_messages_unsent_idx ON webhook_messages (created_at) \
+             WHERE fanned_out = FALSE",
+            "CREATE INDEX webhook_deliveries_endpoint_idx ON webhook_deliveries (endpoint_id, id)",
+            "CREATE INDEX webhook_deliveries_due_idx ON webhook_deliveries (next_attempt_at) \
+             WHERE status = 'pending'",
+        ] {
+            db.execute_unprepared(statement).await?;
+        }
+        Ok(())
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        for table in [
+            WebhookAttempts::Table.into_iden(),
+            WebhookDeliveries::Table.into_iden(),
+            WebhookMessages::Table.into_iden(),
+            WebhookEndpoints::Table.into_iden(),
+        ] {
+            manager
+                .drop_table(Table::drop().table(table).to_owned())
+                .await?;
         }
         Ok(())
     }

@@ -19,6 +19,8 @@ use uuid::Uuid;
 
 use crate::domain::{Event, Job, JobFilter, Priority, Quota, Status};
 
+pub mod webhooks;
+
 pub mod jobs {
     use sea_orm::entity::prelude::*;
 
@@ -750,27 +752,38 @@ impl Store {
         let mut next = current.clone();
         change(&mut next);
         next.updated_at = now;
+        // A final state reached: its webhook message, in the same transaction.
+        let outbox = crate::domain::outbound::payload::job_message(current, &next, now);
         let update = jobs::Entity::update_many()
             .set(changes(current, next))
             .filter(jobs::Column::Id.eq(id))
             .filter(jobs::Column::Status.eq(JobStatus::from(current.status)));
-        let Some((kind, data)) = event else {
+        if event.is_none() && outbox.is_none() {
             let mut updated = update.exec_with_returning(&self.db).await?;
             return Ok(match updated.pop() {
                 Some(row) => Attempt::Changed(Box::new((row.into(), None))),
                 None => Attempt::Raced,
             });
-        };
-        if self.db.get_database_backend() == DbBackend::Postgres {
-            return changed_with_event(&self.db, update, id, now, kind, data).await;
+        }
+        if self.db.get_database_backend() == DbBackend::Postgres
+            && let Some((kind, data)) = event.clone()
+        {
+            return changed_with_event(&self.db, update, id, now, kind, data, outbox.as_ref())
+                .await;
         }
         let txn = self.db.begin().await?;
         let Some(row) = update.exec_with_returning(&txn).await?.pop() else {
             return Ok(Attempt::Raced);
         };
-        let event = append(&txn, id, now, kind, data).await?;
+        let event = match event {
+            Some((kind, data)) => Some(append(&txn, id, now, kind, data).await?),
+            None => None,
+        };
+        if let Some(message) = &outbox {
+            webhooks::execute(&txn, &webhooks::outbox_insert(message, None)?).await?;
+        }
         txn.commit().await?;
-        Ok(Attempt::Changed(Box::new((row.into(), Some(event)))))
+        Ok(Attempt::Changed(Box::new((row.into(), event))))
     }
 
     /// Appends an event outside a state change (progress, logs, queue position).
@@ -978,6 +991,7 @@ async fn changed_with_event(
     at: OffsetDateTime,
     kind: &str,
     data: serde_json::Value,
+    outbox: Option<&crate::domain::outbound::Message>,
 ) -> Result<Attempt, DbErr> {
     let changed = Alias::new("changed");
     let event = Alias::new("event");
@@ -989,30 +1003,39 @@ async fn changed_with_event(
         .column(job_events::Column::Seq)
         .from(event.clone())
         .to_owned();
-    let statement = Query::with()
-        .cte(
+    let mut with = Query::with();
+    with.cte(
+        CommonTableExpression::new()
+            .query(update)
+            .table_name(changed.clone())
+            .to_owned(),
+    )
+    .cte(
+        CommonTableExpression::new()
+            .query(insert)
+            .table_name(event)
+            .to_owned(),
+    );
+    // The webhook message too, only if the row changed (and its user has an
+    // endpoint): PostgreSQL runs every data-modifying CTE.
+    if let Some(message) = outbox {
+        with.cte(
             CommonTableExpression::new()
-                .query(update)
-                .table_name(changed.clone())
-                .to_owned(),
-        )
-        .cte(
-            CommonTableExpression::new()
-                .query(insert)
-                .table_name(event)
-                .to_owned(),
-        )
-        .to_owned()
-        .query(
-            Query::select()
-                .column((changed.clone(), Asterisk))
-                .expr_as(
-                    Expr::from(SubQueryStatement::from(seq)),
-                    Alias::new("event_seq"),
-                )
-                .from(changed)
+                .query(webhooks::outbox_insert(message, Some(changed.clone()))?)
+                .table_name(Alias::new("outbox"))
                 .to_owned(),
         );
+    }
+    let statement = with.to_owned().query(
+        Query::select()
+            .column((changed.clone(), Asterisk))
+            .expr_as(
+                Expr::from(SubQueryStatement::from(seq)),
+                Alias::new("event_seq"),
+            )
+            .from(changed)
+            .to_owned(),
+    );
     let Some(row) = db.query_one(&statement).await? else {
         return Ok(Attempt::Raced);
     };

@@ -94,6 +94,8 @@ pub struct Options {
     pub status_cache_ttl: Duration,
     /// The image service's malware scanner (`SCANNER`); none by default.
     pub scanner: ScannerConfig,
+    /// Outgoing webhooks: loopback receivers allowed, retries within seconds.
+    pub webhooks: atelier_processing::domain::outbound::WebhookSettings,
 }
 
 /// Tiers without limits, but for the queue's per-user parallelism.
@@ -153,8 +155,31 @@ impl Options {
             fal_sim_user_id: atelier_fal_sim::WEBHOOK_USER_ID.to_owned(),
             status_cache_ttl: Duration::from_secs(1),
             scanner: ScannerConfig::None,
+            webhooks: atelier_processing::domain::outbound::WebhookSettings {
+                schedule: vec![
+                    Duration::ZERO,
+                    Duration::from_millis(200),
+                    Duration::from_millis(500),
+                ],
+                timeout: Duration::from_secs(5),
+                lease: Duration::from_secs(10),
+                poll_every: Duration::from_millis(100),
+                targets: atelier_processing::domain::outbound::TargetPolicy {
+                    allow_private: true,
+                    allowed: Vec::new(),
+                },
+                ..Default::default()
+            },
         }
     }
+}
+
+/// The processing service as the platform runs it.
+struct ProcessingRun {
+    config: atelier_processing::ProcessingConfig,
+    addr: SocketAddr,
+    shutdown: CancellationToken,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
 
 /// A running auth service and gateway, stopped when dropped.
@@ -182,6 +207,9 @@ pub struct TestPlatform {
     /// The directory the signing keys live in (tests sign their own tokens).
     pub keys_dir: PathBuf,
     shutdown: CancellationToken,
+    /// The processing service's settings, its stop signal and its task, for
+    /// [`TestPlatform::restart_processing`].
+    processing: tokio::sync::Mutex<ProcessingRun>,
     _db: Option<TestDb>,
     _dir: Arc<tempfile::TempDir>,
 }
@@ -336,11 +364,13 @@ impl TestPlatform {
             reconcile_every: options.reconcile_every,
             inline_input_bytes: options.inline_input_bytes,
             queue,
+            webhooks: options.webhooks.clone(),
         };
-        tokio::spawn(atelier_processing::serve(
-            processing_config,
+        let processing_shutdown = shutdown.child_token();
+        let processing_task = tokio::spawn(atelier_processing::serve(
+            processing_config.clone(),
             processing_listener,
-            shutdown.clone(),
+            processing_shutdown.clone(),
         ));
 
         let user_config = atelier_user::UserConfig {
@@ -403,6 +433,12 @@ impl TestPlatform {
             data_dir: dir.path().to_owned(),
             platform,
             keys_dir,
+            processing: tokio::sync::Mutex::new(ProcessingRun {
+                config: processing_config,
+                addr: processing_addr,
+                shutdown: processing_shutdown,
+                task: Some(processing_task),
+            }),
             shutdown,
             _db: db,
             _dir: dir,
@@ -452,6 +488,34 @@ impl TestPlatform {
             self.shutdown.clone(),
         ));
         format!("{scheme}://{addr}")
+    }
+
+    /// Stops the processing service (as a rolling update does: its workers stop, its
+    /// port closes) and starts a new one on the same database and address.
+    pub async fn restart_processing(&self) {
+        let mut run = self.processing.lock().await;
+        run.shutdown.cancel();
+        if let Some(task) = run.task.take() {
+            let _ = task.await;
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let listener = loop {
+            match TcpListener::bind(run.addr).await {
+                Ok(listener) => break listener,
+                Err(err) if tokio::time::Instant::now() > deadline => {
+                    panic!("cannot bind the processing address again: {err}")
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        };
+        run.shutdown = self.shutdown.child_token();
+        run.task = Some(tokio::spawn(atelier_processing::serve(
+            run.config.clone(),
+            listener,
+            run.shutdown.clone(),
+        )));
+        drop(run);
+        self.wait_ready().await.expect("processing ready again");
     }
 
     /// The fal simulator the processing service submits to.

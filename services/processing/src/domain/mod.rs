@@ -6,6 +6,7 @@
 pub mod failure;
 pub mod job;
 pub mod jobs;
+pub mod outbound;
 mod outcome;
 pub mod quota;
 pub mod reconciler;
