@@ -169,7 +169,7 @@ fn with_common_responses(mut document: utoipa::openapi::OpenApi) -> utoipa::open
                     .and_then(scopes_of)
                     .unwrap_or_default();
                 operation.security = Some(vec![
-                    utoipa::openapi::security::SecurityRequirement::new("bearer", scopes.iter()),
+                    utoipa::openapi::security::SecurityRequirement::new("bearer", scopes.iter().copied()),
                 ]);
             }
             if operation.request_body.is_some() {
