@@ -26,7 +26,8 @@ fn options() -> Options {
 
 /// Creates a key of `user`'s with `scopes` (and `extra` fields); the answer.
 async fn create_key(platform: &TestPlatform, user: &User, scopes: &[&str], extra: Value) -> Value {
-    let mut body = json!({"name": format!("key {}", scopes.join(" ")), "scopes": scopes});
+    let name: String = format!("key {}", scopes.join(" ")).chars().take(100).collect();
+    let mut body = json!({"name": name, "scopes": scopes});
     if let (Some(body), Value::Object(extra)) = (body.as_object_mut(), extra) {
         body.extend(extra);
     }
@@ -161,7 +162,9 @@ async fn every_rest_operation_needs_its_scopes_of_a_key() {
     // Every key first: deleting the account (last) ends the user.
     for (_, _, _, scopes, _) in &operations {
         let scopes: Vec<&str> = scopes.iter().map(String::as_str).collect();
-        keys.with(&scopes).await;
+        if !scopes.is_empty() {
+            keys.with(&scopes).await;
+        }
         for scope in &scopes {
             keys.without(scope).await;
         }

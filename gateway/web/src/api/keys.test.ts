@@ -74,7 +74,8 @@ describe("the keys API", () => {
     fetchMock.mockResolvedValueOnce(new Response(JSON.stringify(key), { status: 201, headers: { "content-type": "application/json" } }));
     const created = await createKey({ name: "ci", scopes: ["images:read"] });
     expect(created.key).toBe("atl_live_AbC1xyz");
-    let request = fetchMock.mock.calls[0][0];
+    let request = fetchMock.mock.calls[0]?.[0];
+    if (!request) throw new Error("no request");
     expect(request.method).toBe("POST");
     expect(new URL(request.url).pathname).toBe("/api/keys");
     expect(await request.json()).toEqual({ name: "ci", scopes: ["images:read"] });
@@ -87,7 +88,8 @@ describe("the keys API", () => {
 
     fetchMock.mockResolvedValueOnce(new Response(null, { status: 204 }));
     await revokeKey("k1");
-    request = fetchMock.mock.calls[2][0];
+    request = fetchMock.mock.calls[2]?.[0];
+    if (!request) throw new Error("no request");
     expect(request.method).toBe("DELETE");
     expect(new URL(request.url).pathname).toBe("/api/keys/k1");
   });

@@ -73,8 +73,8 @@ function CreateForm({ onCreated }: { onCreated: (key: ApiKey) => void }) {
       if (error instanceof ApiError) {
         const fields: Record<string, string> = { ...error.fieldErrors };
         // `scopes[2]`: shown under the scopes as a whole.
-        const scope = Object.keys(fields).find((field) => field.startsWith("scopes["));
-        if (scope) fields.scopes = fields[scope];
+        const scope = Object.entries(fields).find(([field]) => field.startsWith("scopes["));
+        if (scope) fields.scopes = scope[1];
         setErrors(fields);
       }
       setFailure(messageOf(error));
