@@ -25,7 +25,12 @@ use crate::{
 pub struct NewApiKey {
     /// What the key is for (1 to 100 characters).
     #[serde(default)]
-    #[schema(required = true, example = "ci upscaler", min_length = 1, max_length = 100)]
+    #[schema(
+        required = true,
+        example = "ci upscaler",
+        min_length = 1,
+        max_length = 100
+    )]
     pub name: String,
     /// What the key may do: `images:read`, `images:write`, `processing:read`,
     /// `processing:write`, `workflows:read`, `account:read`, `account:write`,

@@ -168,9 +168,11 @@ fn with_common_responses(mut document: utoipa::openapi::OpenApi) -> utoipa::open
                     .as_deref()
                     .and_then(scopes_of)
                     .unwrap_or_default();
-                operation.security = Some(vec![
-                    utoipa::openapi::security::SecurityRequirement::new("bearer", scopes.iter().copied()),
-                ]);
+                operation.security =
+                    Some(vec![utoipa::openapi::security::SecurityRequirement::new(
+                        "bearer",
+                        scopes.iter().copied(),
+                    )]);
             }
             if operation.request_body.is_some() {
                 common.push(("413", "The body is over the size limit"));

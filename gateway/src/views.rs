@@ -351,7 +351,11 @@ pub async fn outputs_of(state: &AppState, headers: &HeaderMap, jobs: &[pb::Job])
         .get(http::header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.split_once(' '))
-        .is_some_and(|(_, token)| token.trim().starts_with(atelier_common::token::API_KEY_PREFIX));
+        .is_some_and(|(_, token)| {
+            token
+                .trim()
+                .starts_with(atelier_common::token::API_KEY_PREFIX)
+        });
     for job in jobs {
         for (id, _) in job_output_ids(job) {
             let reused = if with_key {

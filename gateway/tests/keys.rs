@@ -18,15 +18,26 @@ use serde_json::{Value, json};
 
 const INSUFFICIENT_SCOPE: &str = "https://atelier.dev/problems/insufficient-scope";
 
-fn options() -> Options {
-    let mut options = Options::new(Backend::Postgres);
-    options.queue = QueueBackend::Redis;
+/// PostgreSQL with Redis (revocations announced through Redis pub/sub), as in
+/// production; or SQLite with the in-process bus, as the embedded default.
+fn options_on(backend: Backend) -> Options {
+    let mut options = Options::new(backend);
+    if backend == Backend::Postgres {
+        options.queue = QueueBackend::Redis;
+    }
     options
+}
+
+fn options() -> Options {
+    options_on(Backend::Postgres)
 }
 
 /// Creates a key of `user`'s with `scopes` (and `extra` fields); the answer.
 async fn create_key(platform: &TestPlatform, user: &User, scopes: &[&str], extra: Value) -> Value {
-    let name: String = format!("key {}", scopes.join(" ")).chars().take(100).collect();
+    let name: String = format!("key {}", scopes.join(" "))
+        .chars()
+        .take(100)
+        .collect();
     let mut body = json!({"name": name, "scopes": scopes});
     if let (Some(body), Value::Object(extra)) = (body.as_object_mut(), extra) {
         body.extend(extra);
@@ -268,8 +279,8 @@ async fn grpc_web(base: &str, user: &User, path: &str) -> Option<(i32, String)> 
     // Frames: a flag byte, a length, the payload; trailers have the 0x80 flag.
     let mut at = 0;
     while at + 5 <= body.len() {
-        let len = u32::from_be_bytes([body[at + 1], body[at + 2], body[at + 3], body[at + 4]])
-            as usize;
+        let len =
+            u32::from_be_bytes([body[at + 1], body[at + 2], body[at + 3], body[at + 4]]) as usize;
         let payload = &body[at + 5..(at + 5 + len).min(body.len())];
         if body[at] & 0x80 != 0 {
             let text = String::from_utf8_lossy(payload);
@@ -337,7 +348,11 @@ async fn every_grpc_method_needs_its_scope_of_a_key() {
         );
         let exact = keys.with(&[method.scope]).await;
         if let Some((code, message)) = grpc_web(&base, &exact, path).await {
-            assert_ne!(code, tonic::Code::Unauthenticated as i32, "{path}: {message}");
+            assert_ne!(
+                code,
+                tonic::Code::Unauthenticated as i32,
+                "{path}: {message}"
+            );
             assert!(
                 !(code == tonic::Code::PermissionDenied as i32 && message.contains("scope")),
                 "{path} with a key of exactly {}: {message}",
@@ -361,8 +376,17 @@ where
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn keys_are_shown_once_revoked_everywhere_and_expire() {
-    let platform = TestPlatform::spawn_with(options()).await;
+async fn keys_are_shown_once_revoked_everywhere_and_expire_on_postgres() {
+    keys_are_shown_once_revoked_everywhere_and_expire(Backend::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn keys_are_shown_once_revoked_everywhere_and_expire_on_sqlite() {
+    keys_are_shown_once_revoked_everywhere_and_expire(Backend::Sqlite).await;
+}
+
+async fn keys_are_shown_once_revoked_everywhere_and_expire(backend: Backend) {
+    let platform = TestPlatform::spawn_with(options_on(backend)).await;
     let second = platform
         .spawn_gateway(platform.gateway_config.clone())
         .await;
@@ -402,7 +426,13 @@ async fn keys_are_shown_once_revoked_everywhere_and_expire() {
         .map(|error| error["field"].as_str().expect("field"))
         .collect();
     assert_eq!(fields, ["name", "scopes[1]", "expires_at"], "{problem}");
-    let (status, problem) = post(&platform, &user, "/api/keys", json!({"name": "x", "expires_at": "tomorrow"})).await;
+    let (status, problem) = post(
+        &platform,
+        &user,
+        "/api/keys",
+        json!({"name": "x", "expires_at": "tomorrow"}),
+    )
+    .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
     // A key cannot grant what it lacks.
     let (status, problem) = post(
@@ -427,7 +457,10 @@ async fn keys_are_shown_once_revoked_everywhere_and_expire() {
     assert_eq!(status, StatusCode::FORBIDDEN, "{problem}");
     assert_eq!(problem["type"], INSUFFICIENT_SCOPE);
     assert!(
-        problem["detail"].as_str().unwrap_or_default().contains("account:read"),
+        problem["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("account:read"),
         "{problem}"
     );
     let response = Client::new()
@@ -443,11 +476,17 @@ async fn keys_are_shown_once_revoked_everywhere_and_expire() {
     let mine = &listed["keys"][0];
     assert_eq!(mine["id"], created["id"]);
     assert_eq!(mine["prefix"], created["prefix"]);
-    assert_eq!(mine["scopes"], json!(["images:read", "keys:read", "keys:write"]));
+    assert_eq!(
+        mine["scopes"],
+        json!(["images:read", "keys:read", "keys:write"])
+    );
     assert!(mine["key"].is_null(), "{mine}");
     assert!(mine["last_used_at"].is_string(), "marked used: {mine}");
     let (status, theirs) = get(&platform, &stranger, "/api/keys").await;
-    assert_eq!((status, theirs["keys"].as_array().map(Vec::len)), (StatusCode::OK, Some(0)));
+    assert_eq!(
+        (status, theirs["keys"].as_array().map(Vec::len)),
+        (StatusCode::OK, Some(0))
+    );
 
     // Another user's key is not found, and stays working.
     let id = created["id"].as_str().expect("id");
@@ -470,19 +509,31 @@ async fn keys_are_shown_once_revoked_everywhere_and_expire() {
     let revoked_at = Instant::now();
     let response = revoke(&user, id).await.expect("revoke");
     assert_eq!(response.status(), StatusCode::NO_CONTENT);
-    eventually(Duration::from_secs(5), "refused by the second gateway", || {
-        let (second, as_key) = (second.clone(), as_key.clone());
-        async move { get(&second, &as_key, "/api/images").await.0 == StatusCode::UNAUTHORIZED }
-    })
+    eventually(
+        Duration::from_secs(5),
+        "refused by the second gateway",
+        || {
+            let (second, as_key) = (second.clone(), as_key.clone());
+            async move { get(&second, &as_key, "/api/images").await.0 == StatusCode::UNAUTHORIZED }
+        },
+    )
     .await;
-    eventually(Duration::from_secs(5), "refused by the image service", || {
-        let (second, as_key) = (second.clone(), as_key.clone());
-        async move {
-            grpc_web(&second, &as_key, "/atelier.image.v1.ImageService/ListImages")
+    eventually(
+        Duration::from_secs(5),
+        "refused by the image service",
+        || {
+            let (second, as_key) = (second.clone(), as_key.clone());
+            async move {
+                grpc_web(
+                    &second,
+                    &as_key,
+                    "/atelier.image.v1.ImageService/ListImages",
+                )
                 .await
                 .is_some_and(|(code, _)| code == tonic::Code::Unauthenticated as i32)
-        }
-    })
+            }
+        },
+    )
     .await;
     assert!(revoked_at.elapsed() < Duration::from_secs(10));
     let (status, problem) = get(&platform, &as_key, "/api/images").await;
@@ -497,7 +548,13 @@ async fn keys_are_shown_once_revoked_everywhere_and_expire() {
     let soon = (time::OffsetDateTime::now_utc() + time::Duration::seconds(2))
         .format(&time::format_description::well_known::Rfc3339)
         .expect("time");
-    let expiring = create_key(&platform, &user, &["images:read"], json!({"expires_at": soon})).await;
+    let expiring = create_key(
+        &platform,
+        &user,
+        &["images:read"],
+        json!({"expires_at": soon}),
+    )
+    .await;
     let expiring = with_key(&user, &expiring);
     let (status, _) = get(&platform, &expiring, "/api/images").await;
     assert_eq!(status, StatusCode::OK);
@@ -513,6 +570,65 @@ async fn keys_are_shown_once_revoked_everywhere_and_expire() {
     };
     let (status, problem) = get(&platform, &unknown, "/api/images").await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{problem}");
+
+    // Creation and revocation are in the audit log, by the key's prefix, never
+    // the key.
+    let auditor = make_admin(&platform, &sign_up(&platform, "auditor@example.com").await).await;
+    let (status, log) = get(
+        &platform,
+        &auditor,
+        format!(
+            "/api/admin/audit-events?action=api_key.&subject_user_id={}",
+            user.id
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{log}");
+    let text = log.to_string();
+    assert!(!text.contains(&key[13..]), "{text}");
+    let actions: Vec<(&str, &str)> = log["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|event| {
+            (
+                event["action"].as_str().expect("action"),
+                event["target"]["id"].as_str().unwrap_or_default(),
+            )
+        })
+        .filter(|(_, target)| *target == id)
+        .collect();
+    assert_eq!(
+        actions,
+        [("api_key.revoked", id), ("api_key.created", id)],
+        "{log}"
+    );
+}
+
+/// Makes `user` an administrator with the operator certificate; signed in anew.
+async fn make_admin(platform: &TestPlatform, user: &User) -> User {
+    use atelier_common::identity::ServiceName;
+    use atelier_proto::auth::v1::{SetUserRoleRequest, auth_service_client::AuthServiceClient};
+    AuthServiceClient::new(platform.channel_as(ServiceName::Operator, &platform.auth_url))
+        .set_user_role(SetUserRoleRequest {
+            user_id: user.id.clone(),
+            role: "admin".into(),
+        })
+        .await
+        .expect("role set");
+    let body: Value = Client::new()
+        .post(format!("{}/api/auth/refresh", platform.gateway_url))
+        .json(&json!({"refresh_token": user.refresh_token}))
+        .send()
+        .await
+        .expect("refresh")
+        .json()
+        .await
+        .expect("tokens");
+    User {
+        token: body["access_token"].as_str().expect("token").to_owned(),
+        ..user.clone()
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -539,7 +655,12 @@ async fn a_key_has_its_own_rate_limit_on_top_of_its_users() {
     let slow = with_key(&user, &slow);
     // The budget is shared by the replicas (Redis).
     let mut statuses = Vec::new();
-    for base in [&platform.gateway_url, &second, &platform.gateway_url, &second] {
+    for base in [
+        &platform.gateway_url,
+        &second,
+        &platform.gateway_url,
+        &second,
+    ] {
         statuses.push(get(base.as_str(), &slow, "/api/images").await.0);
     }
     assert_eq!(

@@ -25,8 +25,8 @@ use uuid::Uuid;
 
 use sessions::SessionCache;
 pub use sessions::{
-    ApiKeyRecord, GrpcSessionSource, SESSION_TTL, STALE_IF_UNREACHABLE, SessionEvents, SessionSource,
-    SessionState,
+    ApiKeyRecord, GrpcSessionSource, SESSION_TTL, STALE_IF_UNREACHABLE, SessionEvents,
+    SessionSource, SessionState,
 };
 
 /// Issuer and audience of every access token.

@@ -113,7 +113,10 @@ mod tests {
 
     #[test]
     fn public_and_administrators_methods_declare_no_scope() {
-        for method in METHODS.iter().filter(|method| method.public || method.admin()) {
+        for method in METHODS
+            .iter()
+            .filter(|method| method.public || method.admin())
+        {
             assert!(method.scope.is_empty(), "{}", method.path);
         }
     }

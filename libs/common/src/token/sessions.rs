@@ -309,11 +309,7 @@ impl SessionCache {
 
     /// The API key whose SHA-256 is `hash`, if it holds now (`now`, unix seconds):
     /// known, not revoked, not expired, of an account that exists.
-    pub(super) async fn check_key(
-        &self,
-        hash: &str,
-        now: i64,
-    ) -> Result<ApiKeyRecord, TokenError> {
+    pub(super) async fn check_key(&self, hash: &str, now: i64) -> Result<ApiKeyRecord, TokenError> {
         let record = self.key(hash).await?.ok_or(TokenError::Invalid)?;
         if record.revoked {
             return Err(TokenError::Revoked);
@@ -598,6 +594,71 @@ mod tests {
             "the answer from before the announcement was not kept"
         );
         assert_eq!(fake.asked(), 2);
+    }
+
+    /// A source knowing one API key, counting the questions about it.
+    #[derive(Clone)]
+    struct OneKey {
+        record: Arc<Mutex<ApiKeyRecord>>,
+        asked: Arc<AtomicU64>,
+    }
+
+    #[async_trait]
+    impl SessionSource for OneKey {
+        async fn state(&self, _user_id: Uuid) -> anyhow::Result<SessionState> {
+            Ok(SessionState::default())
+        }
+
+        async fn api_key(&self, hash: &str) -> anyhow::Result<Option<ApiKeyRecord>> {
+            self.asked.fetch_add(1, Ordering::SeqCst);
+            Ok((hash == "known").then(|| self.record.lock().expect("record").clone()))
+        }
+    }
+
+    #[tokio::test]
+    async fn api_keys_are_cached_dropped_with_their_owner_and_refused_when_revoked_or_expired() {
+        let user_id = Uuid::new_v4();
+        let source = OneKey {
+            record: Arc::new(Mutex::new(ApiKeyRecord {
+                key_id: Uuid::new_v4(),
+                user_id,
+                email: "a@example.com".into(),
+                scopes: vec!["images:read".into()],
+                expires_at: Some(ISSUED + 60),
+                revoked: false,
+                rate_limit_per_minute: None,
+            })),
+            asked: Arc::new(AtomicU64::new(0)),
+        };
+        let cache = SessionCache::new(Box::new(source.clone()), SESSION_TTL);
+        let held = cache.check_key("known", ISSUED).await.expect("holds");
+        assert_eq!(held.scopes, ["images:read"]);
+        assert_eq!(
+            cache.check_key("unknown", ISSUED).await,
+            Err(TokenError::Invalid)
+        );
+        assert_eq!(
+            cache.check_key("known", ISSUED + 60).await,
+            Err(TokenError::Expired),
+            "expiry is checked against the time of the request, cached or not"
+        );
+        assert_eq!(source.asked.load(Ordering::SeqCst), 2, "the key was cached");
+
+        source.record.lock().expect("record").revoked = true;
+        assert!(
+            cache.check_key("known", ISSUED).await.is_ok(),
+            "cached until told"
+        );
+        cache.forget(Uuid::new_v4());
+        assert!(
+            cache.check_key("known", ISSUED).await.is_ok(),
+            "another user's change"
+        );
+        cache.forget(user_id);
+        assert_eq!(
+            cache.check_key("known", ISSUED).await,
+            Err(TokenError::Revoked)
+        );
     }
 
     /// A source that cannot be reached.

@@ -284,9 +284,12 @@ mod tests {
     #[test]
     fn scopes_are_sorted_and_a_key_hands_on_only_what_it_holds() {
         let now = OffsetDateTime::now_utc();
-        let (_, scopes) =
-            validate(&request(&["keys:write", "images:read", "keys:write"]), None, now)
-                .expect("valid");
+        let (_, scopes) = validate(
+            &request(&["keys:write", "images:read", "keys:write"]),
+            None,
+            now,
+        )
+        .expect("valid");
         assert_eq!(scopes, ["images:read", "keys:write"]);
         let held = vec!["keys:write".to_owned()];
         assert!(matches!(
