@@ -2,8 +2,9 @@
 //! certificate, HTTP/1 accepted for gRPC-web, health and reflection served, RED
 //! metrics and a span per call, callers checked (a service certificate for every
 //! method but health, the allowed services for internal methods, a user's access
-//! token for every method not declared public or internal), and a graceful stop on
-//! shutdown.
+//! token or API key for every method not declared public or internal, and for an
+//! API key coming through the gateway, the scope the method declares), and a
+//! graceful stop on shutdown.
 
 use std::{
     collections::{HashMap, HashSet},

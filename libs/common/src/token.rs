@@ -65,6 +65,10 @@ pub struct Claims {
 /// The role that makes a user an administrator.
 pub const ADMIN_ROLE: &str = "admin";
 
+/// Every scope an API key may be granted (the contract's list: see
+/// `atelier_proto::access::SCOPES`).
+pub use atelier_proto::access::SCOPES;
+
 /// What every API key starts with, so secret scanners can spot one.
 pub const API_KEY_PREFIX: &str = "atl_live_";
 

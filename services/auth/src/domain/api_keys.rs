@@ -111,13 +111,10 @@ fn validate(
         ));
     }
     for (index, scope) in request.scopes.iter().enumerate() {
-        if !atelier_proto::access::SCOPES.contains(&scope.trim()) {
+        if !token::SCOPES.contains(&scope.trim()) {
             violations.push(FieldViolation::new(
                 format!("scopes[{index}]"),
-                format!(
-                    "is not a known scope; known: {}",
-                    atelier_proto::access::SCOPES.join(", ")
-                ),
+                format!("is not a known scope; known: {}", token::SCOPES.join(", ")),
             ));
         }
     }
