@@ -141,6 +141,7 @@ async fn boot(backend: Backend, knobs: &Knobs) -> Ours {
         per_ip: 1_000_000_000,
         per_user: 1_000_000_000,
         credentials_per_ip: 1_000_000_000,
+        per_key: 1_000_000_000,
     };
     let platform = TestPlatform::spawn_with(options).await;
     let user = rest::sign_up(&platform, "bench@example.com").await;

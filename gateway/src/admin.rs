@@ -55,7 +55,8 @@ pub struct AuditEventBody {
     /// `auth.sign_in`, `auth.sign_in_failed`, `auth.refresh_reuse`,
     /// `auth.logout_all`, `auth.password_changed`, `account.deleted`,
     /// `user.role_changed`, `user.tier_changed`, `user.settings_changed`,
-    /// `image.deleted`, `audit.queried`, `audit.exported`.
+    /// `image.deleted`, `audit.queried`, `audit.exported`, `api_key.created`,
+    /// `api_key.revoked` (target kind `api_key`; details name, prefix, scopes).
     #[schema(example = "auth.sign_in")]
     pub action: String,
     /// The user the action was about.

@@ -134,14 +134,17 @@ pub async fn record_metrics(request: Request, next: Next) -> Response {
     response
 }
 
-/// The operations that need a signed-in caller, by route and method (see
+/// The operations that need a signed-in caller, by route and method, with the
+/// scopes an API key needs for each (`None`: no key may call it) (see
 /// [`crate::openapi::secured`]).
-pub type Secured = HashMap<String, Vec<Method>>;
+pub type Secured = HashMap<String, Vec<(Method, Option<&'static [&'static str]>)>>;
 
 /// Refuses an operation that needs a signed-in caller when the request has no valid
-/// access token, before anything else of it is read: a request without one learns
-/// that first, whatever else is wrong with it. The limits layer, which runs before,
-/// leaves the caller it verified; the token is verified again only to say why not.
+/// access token or API key, before anything else of it is read: a request without
+/// one learns that first, whatever else is wrong with it. An API key without the
+/// scopes the operation needs is refused here too (the services behind check them
+/// again). The limits layer, which runs before, leaves the caller it verified; the
+/// token is verified again only to say why not.
 pub async fn require_sign_in(
     State((state, secured)): State<(AppState, Arc<Secured>)>,
     request: Request,
@@ -151,15 +154,47 @@ pub async fn require_sign_in(
         .extensions()
         .get::<MatchedPath>()
         .and_then(|path| secured.get(path.as_str()))
-        .is_some_and(|methods| methods.contains(request.method()));
-    if needed && request.extensions().get::<Caller>().is_none() {
-        let header = request
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|value| value.to_str().ok());
-        if let Err(err) = state.verifier.verify_header(header).await {
-            return Problem::from(err.status()).into_response();
+        .and_then(|methods| {
+            methods
+                .iter()
+                .find(|(method, _)| method == request.method())
+                .map(|(_, scopes)| *scopes)
+        });
+    let Some(scopes) = needed else {
+        return next.run(request).await;
+    };
+    let caller = match request.extensions().get::<Caller>() {
+        Some(caller) => caller.clone(),
+        None => {
+            let header = request
+                .headers()
+                .get(header::AUTHORIZATION)
+                .and_then(|value| value.to_str().ok());
+            match state.verifier.verify_header(header).await {
+                Ok(caller) => caller,
+                Err(err) => return Problem::from(err.status()).into_response(),
+            }
         }
+    };
+    let operation = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|path| format!("{} {}", request.method(), path.as_str()))
+        .unwrap_or_default();
+    match scopes {
+        None if caller.api_key.is_some() => {
+            return Problem::from(atelier_common::error::insufficient_scope(&operation, ""))
+                .into_response();
+        }
+        Some(scopes) => {
+            if let Some(missing) = scopes.iter().find(|scope| !caller.may(scope)) {
+                return Problem::from(atelier_common::error::insufficient_scope(
+                    &operation, missing,
+                ))
+                .into_response();
+            }
+        }
+        None => {}
     }
     next.run(request).await
 }

@@ -9,6 +9,7 @@ pub mod extract;
 pub mod forwarded;
 pub mod grpc_web;
 pub mod images;
+pub mod keys;
 pub mod layers;
 pub mod limits;
 pub mod live;
@@ -126,6 +127,7 @@ impl GatewayConfig {
                 per_ip: config::var("RATE_LIMIT_PER_IP", 600)?,
                 per_user: config::var("RATE_LIMIT_PER_USER", 600)?,
                 credentials_per_ip: config::var("RATE_LIMIT_LOGIN_PER_IP", 10)?,
+                per_key: config::var("RATE_LIMIT_PER_KEY", 600)?,
             },
             proxies: TrustedProxies::from_env()?,
             streams: StreamConfig {
@@ -302,6 +304,7 @@ pub fn rest(max_upload_bytes: usize) -> OpenApiRouter<AppState> {
         .merge(archive::routes())
         .merge(live::routes())
         .merge(users::routes())
+        .merge(keys::routes())
         .merge(admin::routes())
         .merge(webhooks::routes())
 }

@@ -1,5 +1,6 @@
 //! Rate limits: per client address on every route, per user for signed-in callers,
-//! and a stricter one per address on the credential methods (register, login,
+//! per API key (its own `rate_limit_per_minute`, or the default) on top of its
+//! user's, and a stricter one per address on the credential methods (register, login,
 //! refresh) whichever way they arrive: REST, gRPC-web or gRPC.
 //!
 //! Each limit is a generic cell-rate algorithm (GCRA): so many requests a minute,
@@ -39,6 +40,8 @@ pub struct LimitConfig {
     pub per_ip: u32,
     pub per_user: u32,
     pub credentials_per_ip: u32,
+    /// Per API key that sets no limit of its own (`RATE_LIMIT_PER_KEY`).
+    pub per_key: u32,
 }
 
 /// The routes and gRPC methods that take credentials, under the strict limit.
@@ -88,6 +91,9 @@ pub struct Limits {
     per_ip: Limiter,
     per_user: Limiter,
     credentials: Limiter,
+    /// Per API key: one limiter per rate, since keys choose their own.
+    per_key: std::sync::Mutex<std::collections::HashMap<u32, Arc<Limiter>>>,
+    per_key_default: u32,
     shared: Option<SharedLimits>,
     proxies: TrustedProxies,
 }
@@ -99,6 +105,8 @@ impl Limits {
             per_ip: Limiter::new("ip", config.per_ip),
             per_user: Limiter::new("user", config.per_user),
             credentials: Limiter::new("credentials", config.credentials_per_ip),
+            per_key: std::sync::Mutex::new(std::collections::HashMap::new()),
+            per_key_default: config.per_key,
             shared: redis.map(SharedLimits::new),
             proxies,
         })
@@ -110,6 +118,25 @@ impl Limits {
         self.per_ip.local.retain_recent();
         self.per_user.local.retain_recent();
         self.credentials.local.retain_recent();
+        for limiter in self
+            .per_key
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .values()
+        {
+            limiter.local.retain_recent();
+        }
+    }
+
+    /// The budget of keys allowed `per_minute` requests.
+    fn per_key(&self, per_minute: Option<u32>) -> Arc<Limiter> {
+        let per_minute = per_minute.unwrap_or(self.per_key_default).max(1);
+        self.per_key
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(per_minute)
+            .or_insert_with(|| Arc::new(Limiter::new("key", per_minute)))
+            .clone()
     }
 
     /// The client's address: the peer's, or one from `X-Forwarded-For` as far as
@@ -184,8 +211,9 @@ fn mark_origin(request: &mut Request, client_ip: Option<IpAddr>) {
 }
 
 /// Every route: the per-address limit, the credential methods' stricter one, then,
-/// for a caller with a valid access token, the per-user limit. The verified caller
-/// is left in the request's extensions.
+/// for a caller with a valid access token or API key, the per-user limit, and for
+/// an API key its own as well. The verified caller is left in the request's
+/// extensions.
 pub async fn limit_requests(
     State(state): State<AppState>,
     mut request: Request,
@@ -213,6 +241,12 @@ pub async fn limit_requests(
     if authorization.is_some()
         && let Ok(caller) = state.verifier.verify_header(authorization).await
     {
+        if let Some(key) = &caller.api_key {
+            let limiter = limits.per_key(key.rate_limit_per_minute);
+            if let Err(wait) = limits.check(&limiter, key.key_id.to_string()).await {
+                return refusal(request.headers(), wait);
+            }
+        }
         if let Err(wait) = limits
             .check(&limits.per_user, caller.user_id.to_string())
             .await

@@ -209,10 +209,16 @@ pub async fn status(
     Query(params): Query<StatusParams>,
 ) -> Result<Response, Problem> {
     let (include_logs, include_queue_position) = includes(params.include.as_deref())?;
-    // The plain view of a signed-in caller's job is what the cache keeps.
+    // The plain view of a signed-in caller's job is what the cache keeps. It
+    // holds the job's result images: an API key is answered from it only with the
+    // scopes the services would ask for both (without them, the services answer).
     let cached = match (caller, Uuid::parse_str(&job_id)) {
         (Some(Extension(caller)), Ok(id))
-            if !include_logs && !include_queue_position && state.statuses.enabled() =>
+            if !include_logs
+                && !include_queue_position
+                && state.statuses.enabled()
+                && caller.may("processing:read")
+                && caller.may("images:read") =>
         {
             Some((caller.user_id, id))
         }

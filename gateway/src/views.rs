@@ -345,9 +345,25 @@ pub async fn outputs_of(state: &AppState, headers: &HeaderMap, jobs: &[pb::Job])
     let mut found = HashMap::new();
     let mut renew_at: Option<Instant> = None;
     let mut missing = std::collections::BTreeSet::new();
+    // An API key's result images are asked of the image service, which checks the
+    // key's scopes; the URLs kept here were handed out to the user, not the key.
+    let with_key = headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split_once(' '))
+        .is_some_and(|(_, token)| {
+            token
+                .trim()
+                .starts_with(atelier_common::token::API_KEY_PREFIX)
+        });
     for job in jobs {
         for (id, _) in job_output_ids(job) {
-            match state.urls.get(&job.user_id, id) {
+            let reused = if with_key {
+                None
+            } else {
+                state.urls.get(&job.user_id, id)
+            };
+            match reused {
                 Some((image, until)) => {
                     renew_at = Some(renew_at.map_or(until, |at| at.min(until)));
                     found.insert(id.to_owned(), image);

@@ -270,6 +270,7 @@ async fn login_is_rate_limited_per_ip() {
         per_ip: 1000,
         per_user: 1000,
         credentials_per_ip: 3,
+        per_key: 1000,
     };
     let platform = TestPlatform::spawn_with(options).await;
     let body = json!({"email": "a@example.com", "password": "wrong password!"});
@@ -301,6 +302,7 @@ async fn signed_in_callers_are_rate_limited_per_user() {
         per_ip: 1000,
         per_user: 3,
         credentials_per_ip: 1000,
+        per_key: 1000,
     };
     let platform = TestPlatform::spawn_with(options).await;
     let tokens = register(&platform, "busy@example.com").await;

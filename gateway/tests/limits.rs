@@ -21,6 +21,7 @@ fn options(credentials_per_ip: u32) -> Options {
         per_ip: 10_000,
         per_user: 10_000,
         credentials_per_ip,
+        per_key: 10_000,
     };
     options
 }

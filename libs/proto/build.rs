@@ -33,8 +33,8 @@ fn access_table(pool: &DescriptorPool) -> Result<(String, String), Box<dyn std::
     for service in pool.services() {
         for method in service.methods() {
             let options = method.options();
-            let (mut public, mut callers, mut user_token, mut admin) =
-                (false, Vec::new(), false, false);
+            let (mut public, mut callers, mut user_token, mut admin, mut scope) =
+                (false, Vec::new(), false, false, String::new());
             if options.has_extension(&extension)
                 && let Value::Message(access) = options.get_extension(&extension).as_ref()
             {
@@ -48,6 +48,9 @@ fn access_table(pool: &DescriptorPool) -> Result<(String, String), Box<dyn std::
                 user_token = field("user_token")
                     .and_then(|value| value.as_bool())
                     .unwrap_or(false);
+                scope = field("scope")
+                    .and_then(|value| value.as_str().map(str::to_owned))
+                    .unwrap_or_default();
                 if let Some(Value::List(names)) = field("internal_callers").as_deref() {
                     callers = names
                         .iter()
@@ -65,9 +68,16 @@ fn access_table(pool: &DescriptorPool) -> Result<(String, String), Box<dyn std::
                 )
                 .into());
             }
+            if !scope.is_empty() && (public || admin) {
+                return Err(format!(
+                    "{} needs no scope: it is public or for administrators",
+                    method.full_name()
+                )
+                .into());
+            }
             writeln!(
                 table,
-                "    Method {{ path: \"/{}/{}\", public: {public}, internal_callers: &{callers:?}, user_token: {user_token} }},",
+                "    Method {{ path: \"/{}/{}\", public: {public}, internal_callers: &{callers:?}, user_token: {user_token}, scope: {scope:?} }},",
                 service.full_name(),
                 method.name(),
             )?;

@@ -61,6 +61,7 @@ export async function startAtelier({ webRoot, logFile }: { webRoot: string; logF
     LOG_FORMAT: "json",
     RATE_LIMIT_PER_IP: "100000",
     RATE_LIMIT_PER_USER: "100000",
+    RATE_LIMIT_PER_KEY: "100000",
     RATE_LIMIT_LOGIN_PER_IP: "10000",
     // Short-lived access tokens: the app refreshes a minute before expiry, so every test
     // runs through refreshes, and "stays signed in" sees one happen.

@@ -39,12 +39,15 @@ pub enum ErrorCode {
     /// The malware scanner cannot be reached, or could not scan a file: the file
     /// is refused rather than kept unscanned (gRPC `Unavailable`, HTTP 503).
     ScannerUnavailable,
+    /// An API key without the scope the method needs (gRPC `PermissionDenied`,
+    /// HTTP 403); its `ErrorInfo` names the scope in its `scope` metadata.
+    InsufficientScope,
 }
 
 /// The `ErrorInfo` domain of the platform's errors.
 const DOMAIN: &str = "atelier";
 
-const ALL: [ErrorCode; 19] = [
+const ALL: [ErrorCode; 20] = [
     ErrorCode::RangeNotSatisfiable,
     ErrorCode::InvalidArgument,
     ErrorCode::Unauthenticated,
@@ -64,6 +67,7 @@ const ALL: [ErrorCode; 19] = [
     ErrorCode::TooLargeForPlan,
     ErrorCode::MalwareDetected,
     ErrorCode::ScannerUnavailable,
+    ErrorCode::InsufficientScope,
 ];
 
 impl ErrorCode {
@@ -71,7 +75,7 @@ impl ErrorCode {
         match self {
             Self::InvalidArgument => Code::InvalidArgument,
             Self::Unauthenticated => Code::Unauthenticated,
-            Self::PermissionDenied => Code::PermissionDenied,
+            Self::PermissionDenied | Self::InsufficientScope => Code::PermissionDenied,
             Self::NotFound => Code::NotFound,
             Self::AlreadyExists => Code::AlreadyExists,
             Self::FailedPrecondition | Self::TooLargeForPlan => Code::FailedPrecondition,
@@ -130,7 +134,7 @@ impl ErrorCode {
         match self {
             Self::InvalidArgument | Self::MalwareDetected => S::UNPROCESSABLE_ENTITY,
             Self::Unauthenticated => S::UNAUTHORIZED,
-            Self::PermissionDenied => S::FORBIDDEN,
+            Self::PermissionDenied | Self::InsufficientScope => S::FORBIDDEN,
             Self::NotFound => S::NOT_FOUND,
             Self::AlreadyExists | Self::Aborted => S::CONFLICT,
             Self::FailedPrecondition => S::PRECONDITION_FAILED,
@@ -168,6 +172,7 @@ impl ErrorCode {
             Self::TooLargeForPlan => "too-large-for-plan",
             Self::MalwareDetected => "malware-detected",
             Self::ScannerUnavailable => "scanner-unavailable",
+            Self::InsufficientScope => "insufficient-scope",
         }
     }
 }
@@ -317,6 +322,23 @@ pub fn error_metadata(status: &Status) -> HashMap<String, String> {
         .filter(|info| info.domain == DOMAIN)
         .map(|info| info.metadata)
         .unwrap_or_default()
+}
+
+/// The refusal of an API key caller: `PERMISSION_DENIED` with an `ErrorInfo`
+/// whose reason is `insufficient-scope` and whose `scope` metadata names the
+/// scope the method needs (empty when no API key may call it).
+pub fn insufficient_scope(method: &str, scope: &str) -> Status {
+    let message = if scope.is_empty() {
+        format!("{method} cannot be called with an API key; sign in instead")
+    } else {
+        format!("this API key lacks the scope {scope}, which {method} needs")
+    };
+    let details = ErrorDetails::with_error_info(
+        ErrorCode::InsufficientScope.slug(),
+        DOMAIN,
+        [("scope".to_owned(), scope.to_owned())],
+    );
+    Status::with_error_details(Code::PermissionDenied, message, details)
 }
 
 /// A rate-limit refusal: `RESOURCE_EXHAUSTED` with a google.rpc `RetryInfo`

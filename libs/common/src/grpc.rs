@@ -2,8 +2,9 @@
 //! certificate, HTTP/1 accepted for gRPC-web, health and reflection served, RED
 //! metrics and a span per call, callers checked (a service certificate for every
 //! method but health, the allowed services for internal methods, a user's access
-//! token for every method not declared public or internal), and a graceful stop on
-//! shutdown.
+//! token or API key for every method not declared public or internal, and for an
+//! API key coming through the gateway, the scope the method declares), and a
+//! graceful stop on shutdown.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -113,6 +114,8 @@ struct Policy {
     /// Methods only an administrator may call: a user whose token carries the
     /// admin role, or the operator certificate.
     admin: HashSet<&'static str>,
+    /// The scope an API key needs for each method (absent: no key may call it).
+    scopes: HashMap<&'static str, &'static str>,
 }
 
 struct Internal {
@@ -130,6 +133,9 @@ impl Policy {
             }
             if method.admin() {
                 policy.admin.insert(method.path);
+            }
+            if !method.scope.is_empty() {
+                policy.scopes.insert(method.path, method.scope);
             }
             if !method.internal_callers.is_empty() {
                 let callers = method
@@ -508,12 +514,24 @@ where
             .get(http::header::AUTHORIZATION)
             .and_then(|value| value.to_str().ok())
             .map(str::to_owned);
+        // An API key's scopes are checked where the call enters the platform: from
+        // the gateway (or an operator's tool). A service calling another on the
+        // user's behalf passes on a call whose own method's scope was checked.
+        let check_scope = matches!(peer, ServiceName::Gateway | ServiceName::Operator);
+        let scope = self.policy.scopes.get(path).copied().unwrap_or_default();
+        let method = split_path(path).1;
         Box::pin(async move {
             match verifier.verify_header(header.as_deref()).await {
                 Ok(caller) if admin_only && !caller.admin => {
                     metrics::counter!("atelier_grpc_callers_refused_total", "code" => "PermissionDenied")
                         .increment(1);
                     Ok(Status::permission_denied("this method is for administrators").into_http())
+                }
+                Ok(caller) if check_scope && !caller.may(scope) => {
+                    metrics::counter!("atelier_grpc_callers_refused_total", "code" => "PermissionDenied")
+                        .increment(1);
+                    tracing::debug!(%method, scope, "api key without the method's scope refused");
+                    Ok(crate::error::insufficient_scope(&method, scope).into_http())
                 }
                 Ok(caller) => {
                     request.extensions_mut().insert(caller);
@@ -611,6 +629,16 @@ mod tests {
             policy
                 .admin
                 .contains("/atelier.audit.v1.AuditService/ListAuditEvents")
+        );
+        assert_eq!(
+            policy.scopes["/atelier.image.v1.ImageService/GetImage"],
+            "images:read"
+        );
+        assert!(
+            !policy
+                .scopes
+                .contains_key("/atelier.audit.v1.AuditService/ListAuditEvents"),
+            "no API key is an administrator"
         );
         let listing = method("/atelier.audit.v1.AuditService/ListAuditEvents").expect("a method");
         assert!(

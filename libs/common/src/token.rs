@@ -2,6 +2,10 @@
 //! public keys (JWKS), cached and refreshed when an unknown `kid` shows up, so keys
 //! can rotate without a restart. A token whose session was revoked (signed out
 //! everywhere, account deleted) is refused too: see [`sessions`].
+//!
+//! API keys (`Bearer atl_live_...`) are accepted wherever an access token is:
+//! auth is asked about the key's hash (cached briefly, dropped when a revocation
+//! is announced), and the caller carries the key's scopes.
 
 mod sessions;
 
@@ -21,8 +25,8 @@ use uuid::Uuid;
 
 use sessions::SessionCache;
 pub use sessions::{
-    GrpcSessionSource, SESSION_TTL, STALE_IF_UNREACHABLE, SessionEvents, SessionSource,
-    SessionState,
+    ApiKeyRecord, GrpcSessionSource, SESSION_TTL, STALE_IF_UNREACHABLE, SessionEvents,
+    SessionSource, SessionState,
 };
 
 /// Issuer and audience of every access token.
@@ -61,13 +65,52 @@ pub struct Claims {
 /// The role that makes a user an administrator.
 pub const ADMIN_ROLE: &str = "admin";
 
+/// Every scope an API key may be granted (the contract's list: see
+/// `atelier_proto::access::SCOPES`).
+pub use atelier_proto::access::SCOPES;
+
+/// What every API key starts with, so secret scanners can spot one.
+pub const API_KEY_PREFIX: &str = "atl_live_";
+
+/// The SHA-256 of an API key, lowercase hex: what auth stores and is asked about.
+pub fn api_key_hash(key: &str) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(key.as_bytes()))
+}
+
 /// The verified caller of a request, put in the request's extensions.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Caller {
     pub user_id: Uuid,
     pub email: String,
-    /// The token carries the admin role.
+    /// The token carries the admin role (never an API key).
     pub admin: bool,
+    /// Set when the caller presented an API key rather than an access token.
+    pub api_key: Option<ApiKeyGrant>,
+}
+
+/// What an API key lets its bearer do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiKeyGrant {
+    pub key_id: Uuid,
+    pub scopes: Vec<String>,
+    /// Requests a minute allowed with this key; `None` for the platform's default.
+    pub rate_limit_per_minute: Option<u32>,
+}
+
+impl Caller {
+    /// The scopes the caller is limited to: `None` (every scope) for a session's
+    /// access token, the key's for an API key.
+    pub fn scopes(&self) -> Option<&[String]> {
+        self.api_key.as_ref().map(|key| key.scopes.as_slice())
+    }
+
+    /// Whether the caller may act within `scope`: always with an access token,
+    /// with an API key only if it was granted `scope` (never for an empty one).
+    pub fn may(&self, scope: &str) -> bool {
+        self.scopes()
+            .is_none_or(|scopes| !scope.is_empty() && scopes.iter().any(|held| held == scope))
+    }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -242,7 +285,11 @@ impl JwtVerifier {
         self.verify(token).await
     }
 
+    /// Verifies an access token, or an API key (`atl_live_...`).
     pub async fn verify(&self, token: &str) -> Result<Caller, TokenError> {
+        if token.starts_with(API_KEY_PREFIX) {
+            return self.verify_api_key(token).await;
+        }
         let remembered = self
             .verified
             .read()
@@ -274,9 +321,27 @@ impl JwtVerifier {
             user_id,
             email: data.claims.email,
             admin: data.claims.role == ADMIN_ROLE,
+            api_key: None,
         };
         self.remember(token, &caller, data.claims.iat, data.claims.exp);
         Ok(caller)
+    }
+
+    /// An API key holds while auth knows it, unrevoked and unexpired; the answer
+    /// is cached like session state and dropped when a revocation is announced.
+    async fn verify_api_key(&self, key: &str) -> Result<Caller, TokenError> {
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let record = self.sessions.check_key(&api_key_hash(key), now).await?;
+        Ok(Caller {
+            user_id: record.user_id,
+            email: record.email,
+            admin: false,
+            api_key: Some(ApiKeyGrant {
+                key_id: record.key_id,
+                scopes: record.scopes,
+                rate_limit_per_minute: record.rate_limit_per_minute,
+            }),
+        })
     }
 
     fn remember(&self, token: &str, caller: &Caller, issued_at: i64, expires_at: i64) {

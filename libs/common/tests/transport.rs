@@ -96,6 +96,7 @@ async fn services_of_one_process_call_through_pipes_with_the_same_checks() {
                 public: false,
                 internal_callers: &["gateway"],
                 user_token: false,
+                scope: "",
             }])
             .serve(listener, shutdown.clone()),
     );

@@ -35,6 +35,9 @@ pub mod access {
         pub internal_callers: &'static [&'static str],
         /// With `internal_callers`: the call carries the user's access token too.
         pub user_token: bool,
+        /// What an API key must be granted to call it; empty when no key may
+        /// (public methods need none, administrators' methods refuse keys).
+        pub scope: &'static str,
     }
 
     impl Method {
@@ -60,9 +63,62 @@ pub mod access {
     include!(concat!(env!("OUT_DIR"), "/access.rs"));
     include!(concat!(env!("OUT_DIR"), "/access_admin.rs"));
 
+    /// Every scope an API key may be granted, as the contract's methods declare
+    /// them (see `atelier.access.v1.MethodAccess.scope`) and as the REST API
+    /// documents them.
+    pub const SCOPES: &[&str] = &[
+        "images:read",
+        "images:write",
+        "processing:read",
+        "processing:write",
+        "workflows:read",
+        "account:read",
+        "account:write",
+        "keys:read",
+        "keys:write",
+        "webhooks:read",
+        "webhooks:write",
+        "shares:read",
+        "shares:write",
+    ];
+
     /// The method at `path`, if the contract has one there.
     pub fn method(path: &str) -> Option<&'static Method> {
         METHODS.iter().find(|method| method.path == path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::access::{METHODS, SCOPES};
+
+    #[test]
+    fn every_method_of_the_public_api_declares_a_known_scope() {
+        for method in METHODS {
+            if method.routed() && !method.public && !method.admin() {
+                assert!(
+                    !method.scope.is_empty(),
+                    "{} declares no scope: API keys could not call it",
+                    method.path
+                );
+            }
+            assert!(
+                method.scope.is_empty() || SCOPES.contains(&method.scope),
+                "{} declares the unknown scope {:?}",
+                method.path,
+                method.scope
+            );
+        }
+    }
+
+    #[test]
+    fn public_and_administrators_methods_declare_no_scope() {
+        for method in METHODS
+            .iter()
+            .filter(|method| method.public || method.admin())
+        {
+            assert!(method.scope.is_empty(), "{}", method.path);
+        }
     }
 }
 

@@ -252,6 +252,41 @@ async fn no_secret_or_token_appears_in_debug_logs() {
     assert!(!download.bytes().await.expect("result").is_empty());
     let (status, images) = rest::get(&base, &user, "/api/images").await;
     assert_eq!(status, StatusCode::OK, "{images}");
+    // An API key: created, used over REST and gRPC-web (the services verify it),
+    // refused for a scope it lacks, revoked, then refused.
+    let (status, created) = rest::post(
+        &base,
+        &user,
+        "/api/keys",
+        json!({"name": "secrets", "scopes": ["images:read"]}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let api_key = created["key"].as_str().expect("a key").to_owned();
+    let as_key = rest::User {
+        token: api_key.clone(),
+        ..user.clone()
+    };
+    let (status, listed) = rest::get(&base, &as_key, "/api/images").await;
+    assert_eq!(status, StatusCode::OK, "{listed}");
+    let (status, refused) = rest::get(&base, &as_key, "/api/users/profile").await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{refused}");
+    let revoked = client
+        .delete(format!(
+            "{base}/api/keys/{}",
+            created["id"].as_str().expect("id")
+        ))
+        .bearer_auth(&user.token)
+        .send()
+        .await
+        .expect("revoke");
+    assert_eq!(revoked.status(), StatusCode::NO_CONTENT);
+    let (status, _) = rest::get(&base, &as_key, "/api/images").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    tokens.push(api_key.clone());
+    // What follows the prefix is the secret: no part of it may show.
+    tokens.push(api_key["atl_live_".len()..].to_owned());
+
     // A refused sign-in with a wrong password is logged too, without the password.
     let wrong_password = "not-the-Secret-password-42";
     let refused = client
@@ -299,6 +334,10 @@ async fn no_secret_or_token_appears_in_debug_logs() {
             .into_iter()
             .map(|line| ("signing key", line)),
     );
+    for token in tokens.iter().filter(|token| token.starts_with("atl_live_")) {
+        secrets.push(("api key", token.clone()));
+    }
+    tokens.retain(|token| !token.starts_with("atl_live_"));
     for token in tokens {
         // An access token's signature alone is as good as the token to an attacker
         // holding the rest (the header and claims are public).

@@ -15,6 +15,7 @@ use uuid::Uuid;
 use crate::{
     domain::{
         Auth, Session, User,
+        api_keys::{ApiKey, NewApiKey},
         audit::Origin,
         keys::{KeyRing, PublicKey},
     },
@@ -68,6 +69,30 @@ pub fn origin<T>(request: &Request<T>) -> Origin {
 fn user_id(field: &str, value: &str) -> Result<Uuid, AuthError> {
     Uuid::parse_str(value)
         .map_err(|_| AuthError::InvalidInput(vec![FieldViolation::new(field, "is not a valid id")]))
+}
+
+fn api_key(key: ApiKey) -> pb::ApiKey {
+    pb::ApiKey {
+        id: key.id.to_string(),
+        name: key.name,
+        prefix: key.prefix,
+        scopes: key.scopes,
+        created_at: Some(timestamp(key.created_at)),
+        expires_at: key.expires_at.map(timestamp),
+        last_used_at: key.last_used_at.map(timestamp),
+        revoked_at: key.revoked_at.map(timestamp),
+        rate_limit_per_minute: key.rate_limit_per_minute,
+    }
+}
+
+fn instant(field: &str, at: prost_types::Timestamp) -> Result<time::OffsetDateTime, AuthError> {
+    time::OffsetDateTime::from_unix_timestamp(at.seconds)
+        .ok()
+        .filter(|_| (0..1_000_000_000).contains(&at.nanos))
+        .map(|instant| instant + time::Duration::nanoseconds(i64::from(at.nanos)))
+        .ok_or_else(|| {
+            AuthError::InvalidInput(vec![FieldViolation::new(field, "is not a valid instant")])
+        })
 }
 
 fn jwk(key: &PublicKey) -> pb::Jwk {
@@ -229,6 +254,77 @@ impl AuthService for AuthApi {
             .delete_user(caller.user_id, &origin(&request))
             .await?;
         Ok(Response::new(pb::DeleteCurrentUserResponse {}))
+    }
+
+    async fn create_api_key(
+        &self,
+        request: Request<pb::CreateApiKeyRequest>,
+    ) -> Result<Response<pb::CreateApiKeyResponse>, Status> {
+        let caller = caller(&request)?;
+        let origin = origin(&request);
+        let request = request.into_inner();
+        let wanted = NewApiKey {
+            name: request.name,
+            scopes: request.scopes,
+            expires_at: request
+                .expires_at
+                .map(|at| instant("expires_at", at))
+                .transpose()?,
+            rate_limit_per_minute: request.rate_limit_per_minute,
+        };
+        let (created, key) = self
+            .auth
+            .create_api_key(caller.user_id, caller.scopes(), &wanted, &origin)
+            .await?;
+        Ok(Response::new(pb::CreateApiKeyResponse {
+            api_key: Some(api_key(created)),
+            key,
+        }))
+    }
+
+    async fn list_api_keys(
+        &self,
+        request: Request<pb::ListApiKeysRequest>,
+    ) -> Result<Response<pb::ListApiKeysResponse>, Status> {
+        let caller = caller(&request)?;
+        let keys = self.auth.api_keys(caller.user_id).await?;
+        Ok(Response::new(pb::ListApiKeysResponse {
+            api_keys: keys.into_iter().map(api_key).collect(),
+        }))
+    }
+
+    async fn revoke_api_key(
+        &self,
+        request: Request<pb::RevokeApiKeyRequest>,
+    ) -> Result<Response<pb::RevokeApiKeyResponse>, Status> {
+        let caller = caller(&request)?;
+        let origin = origin(&request);
+        // A malformed id names no key of the caller's.
+        let id = Uuid::parse_str(&request.get_ref().id).map_err(|_| AuthError::ApiKeyNotFound)?;
+        let revoked = self
+            .auth
+            .revoke_api_key(caller.user_id, id, &origin)
+            .await?;
+        Ok(Response::new(pb::RevokeApiKeyResponse {
+            api_key: Some(api_key(revoked)),
+        }))
+    }
+
+    async fn verify_api_key(
+        &self,
+        request: Request<pb::VerifyApiKeyRequest>,
+    ) -> Result<Response<pb::VerifyApiKeyResponse>, Status> {
+        let verified = self.auth.verify_api_key(&request.get_ref().hash).await?;
+        let key = verified.key;
+        Ok(Response::new(pb::VerifyApiKeyResponse {
+            key_id: key.id.to_string(),
+            user_id: key.user_id.to_string(),
+            email: verified.email,
+            scopes: key.scopes,
+            expires_at: key.expires_at.map(timestamp),
+            revoked_at: key.revoked_at.map(timestamp),
+            rate_limit_per_minute: key.rate_limit_per_minute,
+        }))
     }
 
     async fn get_session_state(

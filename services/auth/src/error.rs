@@ -23,6 +23,12 @@ pub enum AuthError {
     TooManyAttempts { retry_after: std::time::Duration },
     #[error("account not found")]
     UserNotFound,
+    #[error("api key not found")]
+    ApiKeyNotFound,
+    #[error("an API key can grant only scopes it has; this one lacks {0}")]
+    ScopeNotHeld(String),
+    #[error("an account may hold at most {0} API keys; revoke some first")]
+    TooManyApiKeys(u64),
     #[error("database error")]
     Database(#[from] sea_orm::DbErr),
     #[error("{0}")]
@@ -40,7 +46,9 @@ impl ServiceError for AuthError {
             | Self::RefreshTokenExpired
             | Self::RefreshTokenReused => ErrorCode::Unauthenticated,
             Self::TooManyAttempts { .. } => ErrorCode::ResourceExhausted,
-            Self::UserNotFound => ErrorCode::NotFound,
+            Self::UserNotFound | Self::ApiKeyNotFound => ErrorCode::NotFound,
+            Self::ScopeNotHeld(_) => ErrorCode::InsufficientScope,
+            Self::TooManyApiKeys(_) => ErrorCode::FailedPrecondition,
             // PostgreSQL away (restarting, failing over): try again, not a bug.
             Self::Database(err) if atelier_common::db::is_unavailable(err) => {
                 ErrorCode::Unavailable
@@ -52,6 +60,13 @@ impl ServiceError for AuthError {
     fn field_violations(&self) -> Vec<FieldViolation> {
         match self {
             Self::InvalidInput(violations) => violations.clone(),
+            _ => Vec::new(),
+        }
+    }
+
+    fn error_metadata(&self) -> Vec<(String, String)> {
+        match self {
+            Self::ScopeNotHeld(scope) => vec![("scope".to_owned(), scope.clone())],
             _ => Vec::new(),
         }
     }

@@ -16,7 +16,9 @@ use atelier_common::{
     config::{self, Platform},
     grpc::GrpcServer,
     identity::{Identity, ServiceName},
-    token::{JwtVerifier, SessionEvents, SessionSource, SessionState, StaticKeySource},
+    token::{
+        ApiKeyRecord, JwtVerifier, SessionEvents, SessionSource, SessionState, StaticKeySource,
+    },
 };
 use atelier_proto::{
     audit::v1::audit_service_server::AuditServiceServer,
@@ -164,12 +166,32 @@ fn spawn_audit_purge(
     });
 }
 
-/// The auth service verifies its own callers' sessions from its own tables.
+/// The auth service verifies its own callers' sessions and API keys from its own
+/// tables.
 struct OwnSessions(Arc<Auth>);
 
 #[async_trait]
 impl SessionSource for OwnSessions {
     async fn state(&self, user_id: uuid::Uuid) -> anyhow::Result<SessionState> {
         Ok(self.0.session_state(user_id).await?)
+    }
+
+    async fn api_key(&self, hash: &str) -> anyhow::Result<Option<ApiKeyRecord>> {
+        match self.0.verify_api_key(hash).await {
+            Ok(verified) => Ok(Some(ApiKeyRecord {
+                key_id: verified.key.id,
+                user_id: verified.key.user_id,
+                email: verified.email,
+                scopes: verified.key.scopes,
+                expires_at: verified
+                    .key
+                    .expires_at
+                    .map(time::OffsetDateTime::unix_timestamp),
+                revoked: verified.key.revoked_at.is_some(),
+                rate_limit_per_minute: verified.key.rate_limit_per_minute,
+            })),
+            Err(error::AuthError::ApiKeyNotFound) => Ok(None),
+            Err(err) => Err(err.into()),
+        }
     }
 }

@@ -11,6 +11,7 @@ impl MigratorTrait for Migrator {
             Box::new(CreateLoginThrottle),
             Box::new(AddTokensNotBefore),
             Box::new(AddRolesAndAuditEvents),
+            Box::new(CreateApiKeys),
         ]
     }
 }
@@ -482,6 +483,98 @@ impl MigrationTrait for AddRolesAndAuditEvents {
                     .drop_column(Users::Role)
                     .to_owned(),
             )
+            .await
+    }
+}
+
+#[derive(DeriveIden)]
+enum ApiKeys {
+    Table,
+    Id,
+    UserId,
+    Name,
+    Prefix,
+    Hash,
+    Scopes,
+    RateLimitPerMinute,
+    CreatedAt,
+    ExpiresAt,
+    LastUsedAt,
+    RevokedAt,
+}
+
+/// API keys: only the SHA-256 of each is stored; `scopes` is a JSON array of
+/// scope names, kept as text so SQLite and PostgreSQL read it alike.
+struct CreateApiKeys;
+
+impl MigrationName for CreateApiKeys {
+    fn name(&self) -> &str {
+        "m20261206_000001_api_keys"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for CreateApiKeys {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table(ApiKeys::Table)
+                    .col(ColumnDef::new(ApiKeys::Id).uuid().not_null().primary_key())
+                    .col(ColumnDef::new(ApiKeys::UserId).uuid().not_null())
+                    .col(ColumnDef::new(ApiKeys::Name).string_len(100).not_null())
+                    .col(ColumnDef::new(ApiKeys::Prefix).string_len(32).not_null())
+                    .col(
+                        ColumnDef::new(ApiKeys::Hash)
+                            .string_len(64)
+                            .not_null()
+                            .unique_key(),
+                    )
+                    .col(ColumnDef::new(ApiKeys::Scopes).text().not_null())
+                    .col(ColumnDef::new(ApiKeys::RateLimitPerMinute).integer().null())
+                    .col(
+                        ColumnDef::new(ApiKeys::CreatedAt)
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(ApiKeys::ExpiresAt)
+                            .timestamp_with_time_zone()
+                            .null(),
+                    )
+                    .col(
+                        ColumnDef::new(ApiKeys::LastUsedAt)
+                            .timestamp_with_time_zone()
+                            .null(),
+                    )
+                    .col(
+                        ColumnDef::new(ApiKeys::RevokedAt)
+                            .timestamp_with_time_zone()
+                            .null(),
+                    )
+                    .foreign_key(
+                        ForeignKey::create()
+                            .from(ApiKeys::Table, ApiKeys::UserId)
+                            .to(Users::Table, Users::Id)
+                            .on_delete(ForeignKeyAction::Cascade),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("api_keys_user_idx")
+                    .table(ApiKeys::Table)
+                    .col(ApiKeys::UserId)
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .drop_table(Table::drop().table(ApiKeys::Table).to_owned())
             .await
     }
 }

@@ -10,6 +10,7 @@ use uuid::Uuid;
 
 use crate::domain::{
     Account, RefreshToken, Rotation, Throttle,
+    api_keys::ApiKey,
     audit::{AuditEntry, AuditFilter},
 };
 
@@ -60,6 +61,56 @@ pub mod refresh_tokens {
     pub enum Relation {}
 
     impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod api_keys {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "api_keys")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: Uuid,
+        pub user_id: Uuid,
+        pub name: String,
+        pub prefix: String,
+        /// The SHA-256 of the key, lowercase hex.
+        #[sea_orm(unique)]
+        pub hash: String,
+        /// A JSON array of scope names.
+        pub scopes: String,
+        pub rate_limit_per_minute: Option<i32>,
+        pub created_at: TimeDateTimeWithTimeZone,
+        pub expires_at: Option<TimeDateTimeWithTimeZone>,
+        pub last_used_at: Option<TimeDateTimeWithTimeZone>,
+        pub revoked_at: Option<TimeDateTimeWithTimeZone>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+impl From<api_keys::Model> for ApiKey {
+    fn from(row: api_keys::Model) -> Self {
+        Self {
+            id: row.id,
+            user_id: row.user_id,
+            name: row.name,
+            prefix: row.prefix,
+            hash: row.hash,
+            // Written by `insert_api_key` only; a row it cannot read grants nothing.
+            scopes: serde_json::from_str(&row.scopes).unwrap_or_default(),
+            rate_limit_per_minute: row
+                .rate_limit_per_minute
+                .and_then(|rate| u32::try_from(rate).ok()),
+            created_at: row.created_at,
+            expires_at: row.expires_at,
+            last_used_at: row.last_used_at,
+            revoked_at: row.revoked_at,
+        }
+    }
 }
 
 pub mod audit_events {
@@ -523,10 +574,125 @@ impl Store {
         Ok(after.map(Account::from))
     }
 
-    /// Deletes the user and their sessions, in one transaction with `audit`
+    /// Inserts `key`, and `audit` with it in one transaction.
+    pub async fn insert_api_key(&self, key: &ApiKey, audit: &AuditEntry) -> Result<(), DbErr> {
+        let active = api_keys::ActiveModel {
+            id: Set(key.id),
+            user_id: Set(key.user_id),
+            name: Set(key.name.clone()),
+            prefix: Set(key.prefix.clone()),
+            hash: Set(key.hash.clone()),
+            scopes: Set(serde_json::to_string(&key.scopes)
+                .map_err(|err| DbErr::Custom(format!("encoding scopes: {err}")))?),
+            rate_limit_per_minute: Set(key
+                .rate_limit_per_minute
+                .map(|rate| i32::try_from(rate).unwrap_or(i32::MAX))),
+            created_at: Set(key.created_at),
+            expires_at: Set(key.expires_at),
+            last_used_at: Set(key.last_used_at),
+            revoked_at: Set(key.revoked_at),
+        };
+        let txn = self.db.begin().await?;
+        api_keys::Entity::insert(active)
+            .exec_without_returning(&txn)
+            .await?;
+        insert_audit(&txn, audit).await?;
+        txn.commit().await
+    }
+
+    /// How many keys `user_id` holds, revoked ones included.
+    pub async fn count_api_keys(&self, user_id: Uuid) -> Result<u64, DbErr> {
+        use sea_orm::PaginatorTrait;
+        api_keys::Entity::find()
+            .filter(api_keys::Column::UserId.eq(user_id))
+            .count(&self.db)
+            .await
+    }
+
+    /// `user_id`'s keys, newest first.
+    pub async fn api_keys_of(&self, user_id: Uuid) -> Result<Vec<ApiKey>, DbErr> {
+        use sea_orm::QueryOrder;
+        Ok(api_keys::Entity::find()
+            .filter(api_keys::Column::UserId.eq(user_id))
+            .order_by_desc(api_keys::Column::CreatedAt)
+            .order_by_desc(api_keys::Column::Id)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(ApiKey::from)
+            .collect())
+    }
+
+    pub async fn api_key_by_hash(&self, hash: &str) -> Result<Option<ApiKey>, DbErr> {
+        Ok(api_keys::Entity::find()
+            .filter(api_keys::Column::Hash.eq(hash))
+            .one(&self.db)
+            .await?
+            .map(ApiKey::from))
+    }
+
+    /// Marks the key used at `now` unless it was since `since`.
+    pub async fn touch_api_key(
+        &self,
+        id: Uuid,
+        now: OffsetDateTime,
+        since: OffsetDateTime,
+    ) -> Result<(), DbErr> {
+        api_keys::Entity::update_many()
+            .col_expr(api_keys::Column::LastUsedAt, Expr::value(now))
+            .filter(api_keys::Column::Id.eq(id))
+            .filter(
+                Condition::any()
+                    .add(api_keys::Column::LastUsedAt.is_null())
+                    .add(api_keys::Column::LastUsedAt.lt(since)),
+            )
+            .exec(&self.db)
+            .await?;
+        Ok(())
+    }
+
+    /// Revokes `user_id`'s key `id` at `now`, with `audit` (about the key) in one
+    /// transaction; `None` when the user has no such key. A key revoked already
+    /// is returned as it is, nothing written.
+    pub async fn revoke_api_key(
+        &self,
+        user_id: Uuid,
+        id: Uuid,
+        now: OffsetDateTime,
+        audit: &AuditEntry,
+    ) -> Result<Option<ApiKey>, DbErr> {
+        let txn = self.db.begin().await?;
+        let Some(row) = api_keys::Entity::find_by_id(id)
+            .filter(api_keys::Column::UserId.eq(user_id))
+            .one(&txn)
+            .await?
+        else {
+            return Ok(None);
+        };
+        if row.revoked_at.is_some() {
+            return Ok(Some(ApiKey::from(row)));
+        }
+        api_keys::Entity::update_many()
+            .col_expr(api_keys::Column::RevokedAt, Expr::value(now))
+            .filter(api_keys::Column::Id.eq(id))
+            .filter(api_keys::Column::RevokedAt.is_null())
+            .exec(&txn)
+            .await?;
+        let mut key = ApiKey::from(row);
+        key.revoked_at = Some(now);
+        insert_audit(&txn, &audit.clone().api_key(&key)).await?;
+        txn.commit().await?;
+        Ok(Some(key))
+    }
+
+    /// Deletes the user, their sessions and API keys, in one transaction with `audit`
     /// (written only when there was an account to delete).
     pub async fn delete_user(&self, user_id: Uuid, audit: &AuditEntry) -> Result<(), DbErr> {
         let txn = self.db.begin().await?;
+        api_keys::Entity::delete_many()
+            .filter(api_keys::Column::UserId.eq(user_id))
+            .exec(&txn)
+            .await?;
         refresh_tokens::Entity::delete_many()
             .filter(refresh_tokens::Column::UserId.eq(user_id))
             .exec(&txn)

@@ -127,6 +127,7 @@ impl Options {
                 per_ip: 10_000,
                 per_user: 10_000,
                 credentials_per_ip: 10_000,
+                per_key: 10_000,
             },
             proxies: TrustedProxies::none(),
             streams: StreamConfig::default(),

@@ -1,10 +1,11 @@
-// Profile, usage against the plan's limits, preferences, sessions and the account.
+// Profile, usage against the plan's limits, preferences, API keys, sessions and the account.
 import { useState } from "react";
 import { useNavigate } from "react-router-dom";
 import { workflows } from "@/api/catalogue";
 import { ApiError, messageOf } from "@/api/problem";
 import { formatBytes } from "@/api/upload";
 import { changePassword, deleteAccount, getProfile, logoutEverywhere, updateProfile, type Theme } from "@/api/users";
+import { ApiKeys } from "@/components/settings/ApiKeys";
 import Webhooks from "@/components/settings/Webhooks";
 import { Button } from "@/components/ui/button";
 import { ConfirmDialog } from "@/components/ui/dialog";
@@ -279,6 +280,8 @@ export default function SettingsPage() {
           </Button>
         )}
       </Card>
+
+      <ApiKeys />
 
       <Webhooks />
 

@@ -7,6 +7,9 @@
 //! `REDIS_URL` is set, an in-process broadcast otherwise) and verifiers drop the
 //! user's entry at once; a verifier that missed the announcement is still right once
 //! its entry expires.
+//!
+//! API keys are cached the same way, by their hash: revoking one is announced
+//! as a change to its owner, which drops the owner's keys from every cache.
 
 use std::{
     collections::HashMap,
@@ -18,7 +21,9 @@ use std::{
 };
 
 use async_trait::async_trait;
-use atelier_proto::auth::v1::{GetSessionStateRequest, auth_service_client::AuthServiceClient};
+use atelier_proto::auth::v1::{
+    GetSessionStateRequest, VerifyApiKeyRequest, auth_service_client::AuthServiceClient,
+};
 use fred::prelude::{ClientLike, EventInterface, PubsubInterface};
 use tokio::sync::broadcast::{self, error::RecvError};
 use tokio_util::sync::CancellationToken;
@@ -57,10 +62,30 @@ impl SessionState {
     }
 }
 
-/// Where the state of a user's sessions comes from.
+/// What auth says about an API key (see `atelier.auth.v1.VerifyApiKey`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiKeyRecord {
+    pub key_id: Uuid,
+    pub user_id: Uuid,
+    pub email: String,
+    pub scopes: Vec<String>,
+    /// Unix seconds; `None` never expires.
+    pub expires_at: Option<i64>,
+    pub revoked: bool,
+    pub rate_limit_per_minute: Option<u32>,
+}
+
+/// Where the state of a user's sessions, and of API keys, comes from.
 #[async_trait]
 pub trait SessionSource: Send + Sync {
     async fn state(&self, user_id: Uuid) -> anyhow::Result<SessionState>;
+
+    /// The API key whose SHA-256 (lowercase hex) is `hash`; `None` when there is
+    /// none. A source that knows no keys answers `None` for every one.
+    async fn api_key(&self, hash: &str) -> anyhow::Result<Option<ApiKeyRecord>> {
+        let _ = hash;
+        Ok(None)
+    }
 }
 
 /// Session state asked of the auth service over gRPC.
@@ -91,6 +116,30 @@ impl SessionSource for GrpcSessionSource {
             not_before: reply.not_before.map(|at| at.seconds),
             deleted: reply.deleted,
         })
+    }
+
+    async fn api_key(&self, hash: &str) -> anyhow::Result<Option<ApiKeyRecord>> {
+        let reply = match self
+            .client
+            .clone()
+            .verify_api_key(VerifyApiKeyRequest {
+                hash: hash.to_owned(),
+            })
+            .await
+        {
+            Ok(reply) => reply.into_inner(),
+            Err(status) if status.code() == tonic::Code::NotFound => return Ok(None),
+            Err(status) => return Err(status.into()),
+        };
+        Ok(Some(ApiKeyRecord {
+            key_id: Uuid::parse_str(&reply.key_id)?,
+            user_id: Uuid::parse_str(&reply.user_id)?,
+            email: reply.email,
+            scopes: reply.scopes,
+            expires_at: reply.expires_at.map(|at| at.seconds),
+            revoked: reply.revoked_at.is_some(),
+            rate_limit_per_minute: reply.rate_limit_per_minute,
+        }))
     }
 }
 
@@ -228,11 +277,20 @@ struct Entry {
     fetched: Instant,
 }
 
+/// An API key as last fetched; `None` when auth knows no such key.
+#[derive(Clone)]
+struct KeyEntry {
+    record: Option<ApiKeyRecord>,
+    fetched: Instant,
+}
+
 /// What one verifier knows about users' sessions.
 pub(super) struct SessionCache {
     source: Box<dyn SessionSource>,
     ttl: Duration,
     entries: RwLock<HashMap<Uuid, Entry>>,
+    /// API keys by their hash.
+    keys: RwLock<HashMap<String, KeyEntry>>,
     /// Bumped whenever an entry is dropped, so an answer fetched before the drop is
     /// not cached after it.
     generation: AtomicU64,
@@ -244,7 +302,70 @@ impl SessionCache {
             source,
             ttl,
             entries: RwLock::new(HashMap::new()),
+            keys: RwLock::new(HashMap::new()),
             generation: AtomicU64::new(0),
+        }
+    }
+
+    /// The API key whose SHA-256 is `hash`, if it holds now (`now`, unix seconds):
+    /// known, not revoked, not expired, of an account that exists.
+    pub(super) async fn check_key(&self, hash: &str, now: i64) -> Result<ApiKeyRecord, TokenError> {
+        let record = self.key(hash).await?.ok_or(TokenError::Invalid)?;
+        if record.revoked {
+            return Err(TokenError::Revoked);
+        }
+        if record.expires_at.is_some_and(|at| at <= now) {
+            return Err(TokenError::Expired);
+        }
+        if self.state(record.user_id).await?.deleted {
+            return Err(TokenError::Revoked);
+        }
+        Ok(record)
+    }
+
+    async fn key(&self, hash: &str) -> Result<Option<ApiKeyRecord>, TokenError> {
+        let cached = self
+            .keys
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(hash)
+            .cloned();
+        if let Some(entry) = &cached
+            && entry.fetched.elapsed() < self.ttl
+        {
+            return Ok(entry.record.clone());
+        }
+        let generation = self.generation.load(Ordering::SeqCst);
+        match self.source.api_key(hash).await {
+            Ok(record) => {
+                let mut keys = self.keys.write().unwrap_or_else(PoisonError::into_inner);
+                if self.generation.load(Ordering::SeqCst) == generation {
+                    if keys.len() >= MAX_ENTRIES {
+                        let ttl = self.ttl;
+                        keys.retain(|_, entry| entry.fetched.elapsed() < ttl);
+                        if keys.len() >= MAX_ENTRIES {
+                            keys.clear();
+                        }
+                    }
+                    keys.insert(
+                        hash.to_owned(),
+                        KeyEntry {
+                            record: record.clone(),
+                            fetched: Instant::now(),
+                        },
+                    );
+                }
+                Ok(record)
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot verify an api key");
+                match cached {
+                    Some(entry) if entry.fetched.elapsed() < STALE_IF_UNREACHABLE => {
+                        Ok(entry.record)
+                    }
+                    _ => Err(TokenError::SessionsUnavailable),
+                }
+            }
         }
     }
 
@@ -303,15 +424,25 @@ impl SessionCache {
         }
     }
 
+    /// Drops what is known of `user_id`'s sessions and API keys.
     fn forget(&self, user_id: Uuid) {
         let mut entries = self.entries.write().unwrap_or_else(PoisonError::into_inner);
+        let mut keys = self.keys.write().unwrap_or_else(PoisonError::into_inner);
         entries.remove(&user_id);
+        keys.retain(|_, entry| {
+            entry
+                .record
+                .as_ref()
+                .is_none_or(|record| record.user_id != user_id)
+        });
         self.generation.fetch_add(1, Ordering::SeqCst);
     }
 
     fn forget_all(&self) {
         let mut entries = self.entries.write().unwrap_or_else(PoisonError::into_inner);
+        let mut keys = self.keys.write().unwrap_or_else(PoisonError::into_inner);
         entries.clear();
+        keys.clear();
         self.generation.fetch_add(1, Ordering::SeqCst);
     }
 }
@@ -463,6 +594,71 @@ mod tests {
             "the answer from before the announcement was not kept"
         );
         assert_eq!(fake.asked(), 2);
+    }
+
+    /// A source knowing one API key, counting the questions about it.
+    #[derive(Clone)]
+    struct OneKey {
+        record: Arc<Mutex<ApiKeyRecord>>,
+        asked: Arc<AtomicU64>,
+    }
+
+    #[async_trait]
+    impl SessionSource for OneKey {
+        async fn state(&self, _user_id: Uuid) -> anyhow::Result<SessionState> {
+            Ok(SessionState::default())
+        }
+
+        async fn api_key(&self, hash: &str) -> anyhow::Result<Option<ApiKeyRecord>> {
+            self.asked.fetch_add(1, Ordering::SeqCst);
+            Ok((hash == "known").then(|| self.record.lock().expect("record").clone()))
+        }
+    }
+
+    #[tokio::test]
+    async fn api_keys_are_cached_dropped_with_their_owner_and_refused_when_revoked_or_expired() {
+        let user_id = Uuid::new_v4();
+        let source = OneKey {
+            record: Arc::new(Mutex::new(ApiKeyRecord {
+                key_id: Uuid::new_v4(),
+                user_id,
+                email: "a@example.com".into(),
+                scopes: vec!["images:read".into()],
+                expires_at: Some(ISSUED + 60),
+                revoked: false,
+                rate_limit_per_minute: None,
+            })),
+            asked: Arc::new(AtomicU64::new(0)),
+        };
+        let cache = SessionCache::new(Box::new(source.clone()), SESSION_TTL);
+        let held = cache.check_key("known", ISSUED).await.expect("holds");
+        assert_eq!(held.scopes, ["images:read"]);
+        assert_eq!(
+            cache.check_key("unknown", ISSUED).await,
+            Err(TokenError::Invalid)
+        );
+        assert_eq!(
+            cache.check_key("known", ISSUED + 60).await,
+            Err(TokenError::Expired),
+            "expiry is checked against the time of the request, cached or not"
+        );
+        assert_eq!(source.asked.load(Ordering::SeqCst), 2, "the key was cached");
+
+        source.record.lock().expect("record").revoked = true;
+        assert!(
+            cache.check_key("known", ISSUED).await.is_ok(),
+            "cached until told"
+        );
+        cache.forget(Uuid::new_v4());
+        assert!(
+            cache.check_key("known", ISSUED).await.is_ok(),
+            "another user's change"
+        );
+        cache.forget(user_id);
+        assert_eq!(
+            cache.check_key("known", ISSUED).await,
+            Err(TokenError::Revoked)
+        );
     }
 
     /// A source that cannot be reached.

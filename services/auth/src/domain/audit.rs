@@ -17,6 +17,8 @@ pub mod actions {
     pub const ROLE_CHANGED: &str = "user.role_changed";
     pub const AUDIT_QUERIED: &str = "audit.queried";
     pub const AUDIT_EXPORTED: &str = "audit.exported";
+    pub const API_KEY_CREATED: &str = "api_key.created";
+    pub const API_KEY_REVOKED: &str = "api_key.revoked";
 
     /// Actions other services record through `RecordAuditEvent`.
     pub const RECORDED_BY_SERVICES: &[&str] = &[
@@ -88,6 +90,16 @@ impl AuditEntry {
         self.target_kind = "user".to_owned();
         self.target_id = user_id.to_string();
         self
+    }
+
+    /// About the API key `key` (the target is the key; its name, prefix and
+    /// scopes are details, never the key).
+    pub fn api_key(mut self, key: &super::api_keys::ApiKey) -> Self {
+        self.target_kind = "api_key".to_owned();
+        self.target_id = key.id.to_string();
+        self.detail("name", key.name.clone())
+            .detail("prefix", key.prefix.clone())
+            .detail("scopes", key.scopes.clone())
     }
 
     pub fn failed(mut self) -> Self {

@@ -1,5 +1,6 @@
 //! The rules of accounts and sessions.
 
+pub mod api_keys;
 pub mod audit;
 pub mod backoff;
 pub mod keys;
