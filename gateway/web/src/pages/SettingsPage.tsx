@@ -5,6 +5,7 @@ import { workflows } from "@/api/catalogue";
 import { ApiError, messageOf } from "@/api/problem";
 import { formatBytes } from "@/api/upload";
 import { changePassword, deleteAccount, getProfile, logoutEverywhere, updateProfile, type Theme } from "@/api/users";
+import { ShareLinks } from "@/components/settings/ShareLinks";
 import { Button } from "@/components/ui/button";
 import { ConfirmDialog } from "@/components/ui/dialog";
 import { FieldError, Input, Label, Select } from "@/components/ui/field";
@@ -278,6 +279,8 @@ export default function SettingsPage() {
           </Button>
         )}
       </Card>
+
+      <ShareLinks />
 
       <Card className="grid gap-3">
         <h2 className="text-lg font-semibold">Sessions and account</h2>
