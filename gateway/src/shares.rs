@@ -7,7 +7,7 @@ use std::{net::SocketAddr, sync::Arc};
 use atelier_common::FieldViolation;
 use atelier_proto::image::v1::{self as pb, image_service_client::ImageServiceClient};
 use axum::{
-    Json,
+    Extension, Json,
     extract::{ConnectInfo, Path, State},
     http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
@@ -242,7 +242,7 @@ fn expiry(body: &CreateShareBody) -> Result<(i64, Option<prost_types::Timestamp>
 )]
 pub async fn create(
     State(state): State<AppState>,
-    peer: Option<ConnectInfo<SocketAddr>>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     Path(id): Path<String>,
     Body(body): Body<CreateShareBody>,
@@ -266,7 +266,7 @@ pub async fn create(
         .ok_or_else(|| Problem::from(tonic::Status::internal("reply without link")))?;
     let origin = state
         .origin
-        .origin(peer.map(|ConnectInfo(peer)| peer), &headers)
+        .origin(peer.map(|Extension(ConnectInfo(peer))| peer), &headers)
         .unwrap_or_default();
     let url = format!("{origin}/s/{}", reply.token);
     let mut response = (
