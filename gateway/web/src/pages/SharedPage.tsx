@@ -26,10 +26,10 @@ function Gone() {
   );
 }
 
-function Download({ image, role, children }: { image: SharedImage; role: "image" | "before"; children: string }) {
+function Download({ image, which, children }: { image: SharedImage; which: "image" | "before"; children: string }) {
   return (
-    <Button asChild variant={role === "image" ? "default" : "secondary"}>
-      <a href={image.url} download={sharedFileName(image.mime_type, role)} data-testid={role === "image" ? "shared-download" : "shared-download-before"}>
+    <Button asChild variant={which === "image" ? "default" : "secondary"}>
+      <a href={image.url} download={sharedFileName(image.mime_type, which)} data-testid={which === "image" ? "shared-download" : "shared-download-before"}>
         {children}
       </a>
     </Button>
@@ -82,11 +82,11 @@ export default function SharedPage() {
         label={before ? "Before and after" : "Shared image"}
       />
       <div className="flex flex-wrap gap-2">
-        <Download image={image} role="image">
+        <Download image={image} which="image">
           Download
         </Download>
         {before && (
-          <Download image={before} role="before">
+          <Download image={before} which="before">
             Download the original
           </Download>
         )}
