@@ -361,8 +361,7 @@ pub fn router(config: &GatewayConfig, state: AppState) -> anyhow::Result<Router>
                         .get(REQUEST_ID)
                         .and_then(|value| value.to_str().ok())
                         .unwrap_or_default();
-                    let path = shares::loggable_path(request.uri().path());
-                    tracing::info_span!("http", method = %request.method(), %path, %request_id)
+                    tracing::info_span!("http", method = %request.method(), path = %shares::loggable_path(request.uri().path()), %request_id)
                 }))
                 .layer(PropagateRequestIdLayer::x_request_id())
                 .layer(middleware::from_fn(problem::scope_request_id))

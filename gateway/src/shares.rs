@@ -52,12 +52,9 @@ impl PublicOrigin {
         {
             return None;
         }
-        let https = self.tls
-            || peer.is_some_and(|peer| self.proxies.forwarded_https(peer.ip(), headers));
-        Some(format!(
-            "{}://{host}",
-            if https { "https" } else { "http" }
-        ))
+        let https =
+            self.tls || peer.is_some_and(|peer| self.proxies.forwarded_https(peer.ip(), headers));
+        Some(format!("{}://{host}", if https { "https" } else { "http" }))
     }
 }
 

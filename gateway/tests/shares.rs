@@ -28,7 +28,11 @@ async fn open(platform: &TestPlatform, token: &str) -> (StatusCode, header::Head
         .await
         .expect("shared");
     let (status, headers) = (response.status(), response.headers().clone());
-    (status, headers, response.json().await.unwrap_or(Value::Null))
+    (
+        status,
+        headers,
+        response.json().await.unwrap_or(Value::Null),
+    )
 }
 
 /// A refusal's body without what differs per request.
@@ -139,7 +143,10 @@ async fn share_links_open_without_an_account_and_only_their_images(
     );
     assert_eq!(shared["image"]["mime_type"], "image/png");
     assert_eq!(
-        (shared["image"]["width"].as_u64(), shared["image"]["height"].as_u64()),
+        (
+            shared["image"]["width"].as_u64(),
+            shared["image"]["height"].as_u64()
+        ),
         (Some(64), Some(48))
     );
     assert!(shared["expires_at"].is_string() && shared["url_expires_at"].is_string());
@@ -186,7 +193,12 @@ async fn share_links_open_without_an_account_and_only_their_images(
         image_url.replace("shared=1&", ""),
         before_url.replace(&original, &theirs),
     ] {
-        let status = Client::new().get(&bent).send().await.expect("bent").status();
+        let status = Client::new()
+            .get(&bent)
+            .send()
+            .await
+            .expect("bent")
+            .status();
         assert_eq!(status, StatusCode::NOT_FOUND, "{bent}");
     }
 
@@ -303,8 +315,7 @@ async fn share_links_open_without_an_account_and_only_their_images(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn share_links_on_postgres_and_s3() {
-    share_links_open_without_an_account_and_only_their_images(Backend::Postgres, Storage::S3)
-        .await;
+    share_links_open_without_an_account_and_only_their_images(Backend::Postgres, Storage::S3).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

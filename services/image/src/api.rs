@@ -424,8 +424,8 @@ impl ImageService for ImageApi {
         request: Request<pb::RevokeShareLinkRequest>,
     ) -> Result<Response<pb::RevokeShareLinkResponse>, Status> {
         let caller = caller(&request)?;
-        let id = Uuid::parse_str(&request.get_ref().share_id)
-            .map_err(|_| ImageError::ShareNotFound)?;
+        let id =
+            Uuid::parse_str(&request.get_ref().share_id).map_err(|_| ImageError::ShareNotFound)?;
         let link = self.shares.revoke(caller.user_id, id).await?;
         Ok(Response::new(pb::RevokeShareLinkResponse {
             link: Some(encode_share(link)),

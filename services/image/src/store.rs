@@ -498,8 +498,7 @@ impl Store {
         after: Option<Uuid>,
         limit: u64,
     ) -> Result<Vec<ShareLinkRecord>, DbErr> {
-        let mut query =
-            share_links::Entity::find().filter(share_links::Column::UserId.eq(user_id));
+        let mut query = share_links::Entity::find().filter(share_links::Column::UserId.eq(user_id));
         if let Some(after) = after {
             query = query.filter(share_links::Column::Id.lt(after));
         }

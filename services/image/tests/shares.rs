@@ -42,7 +42,6 @@ impl Clock for ManualClock {
 
 struct Harness {
     images: Arc<Images>,
-    objects: Arc<dyn ObjectStore>,
     clock: Arc<ManualClock>,
     _db: Option<TestDb>,
     _dir: tempfile::TempDir,
@@ -79,7 +78,7 @@ async fn harness(backend: Backend) -> Harness {
     let clock = Arc::new(ManualClock(Mutex::new(OffsetDateTime::now_utc())));
     let images = Images::new(
         Store::new(db),
-        objects.clone(),
+        objects,
         UrlSigner::new(b"shares test".to_vec()),
         clock.clone(),
         Arc::new(atelier_scan::NoScanner),
@@ -98,7 +97,6 @@ async fn harness(backend: Backend) -> Harness {
     );
     Harness {
         images,
-        objects,
         clock,
         _db: test_db,
         _dir: dir,
@@ -122,7 +120,6 @@ async fn store(harness: &Harness, user_id: Uuid, origin: Origin) -> Uuid {
         .expect("upload");
     image.row.id
 }
-
 
 fn shares(harness: &Harness) -> Shares {
     Shares::new(harness.images.clone(), ShareSettings::default())
@@ -173,7 +170,10 @@ async fn a_link_shows_its_image_until_it_expires_or_is_revoked(backend: Backend)
         .expect("create");
     assert_eq!(created.link.before_image_id, Some(original));
     assert_eq!(created.token.len(), 43, "32 random bytes, base64url");
-    assert_ne!(created.link.token_hash, created.token, "only a hash is kept");
+    assert_ne!(
+        created.link.token_hash, created.token,
+        "only a hash is kept"
+    );
     let now = harness.clock.now();
     assert_eq!(
         created.link.expires_at,
@@ -198,7 +198,10 @@ async fn a_link_shows_its_image_until_it_expires_or_is_revoked(backend: Backend)
     let tampered = String::from_utf8(tampered).expect("ascii");
     for token in [tampered.as_str(), "not-a-token", "", &created.token[..42]] {
         let refused = shares.view(token).await.expect_err("refused");
-        assert!(matches!(refused, ImageError::ShareUnavailable), "{token}: {refused:?}");
+        assert!(
+            matches!(refused, ImageError::ShareUnavailable),
+            "{token}: {refused:?}"
+        );
     }
 
     // Expiry bounds.
@@ -214,7 +217,10 @@ async fn a_link_shows_its_image_until_it_expires_or_is_revoked(backend: Backend)
             })
             .await
             .expect_err("out of bounds");
-        assert!(matches!(refused, ImageError::InvalidInput(_)), "{refused:?}");
+        assert!(
+            matches!(refused, ImageError::InvalidInput(_)),
+            "{refused:?}"
+        );
     }
 
     // Past its expiry: refused as an unknown token is.
@@ -228,14 +234,23 @@ async fn a_link_shows_its_image_until_it_expires_or_is_revoked(backend: Backend)
     shares.view(&short.token).await.expect("shown while young");
     harness.clock.advance(time::Duration::minutes(61));
     let refused = shares.view(&short.token).await.expect_err("expired");
-    assert!(matches!(refused, ImageError::ShareUnavailable), "{refused:?}");
-    assert_eq!(refused.to_string(), ImageError::ShareUnavailable.to_string());
+    assert!(
+        matches!(refused, ImageError::ShareUnavailable),
+        "{refused:?}"
+    );
+    assert_eq!(
+        refused.to_string(),
+        ImageError::ShareUnavailable.to_string()
+    );
 
     // Revoked: refused at once, and again revoking changes nothing.
     let revoked = shares.revoke(user, created.link.id).await.expect("revoke");
     let revoked_at = revoked.revoked_at.expect("revoked");
     let refused = shares.view(&created.token).await.expect_err("revoked");
-    assert!(matches!(refused, ImageError::ShareUnavailable), "{refused:?}");
+    assert!(
+        matches!(refused, ImageError::ShareUnavailable),
+        "{refused:?}"
+    );
     let again = shares.revoke(user, created.link.id).await.expect("again");
     assert_eq!(again.revoked_at, Some(revoked_at));
 
@@ -244,7 +259,10 @@ async fn a_link_shows_its_image_until_it_expires_or_is_revoked(backend: Backend)
         .create(share(user, original, Before::Source))
         .await
         .expect_err("no source");
-    assert!(matches!(refused, ImageError::InvalidInput(_)), "{refused:?}");
+    assert!(
+        matches!(refused, ImageError::InvalidInput(_)),
+        "{refused:?}"
+    );
     let named = shares
         .create(share(user, original, Before::Image(result)))
         .await
@@ -258,9 +276,15 @@ async fn a_link_shows_its_image_until_it_expires_or_is_revoked(backend: Backend)
         .expect("create");
     harness.images.discard(user, result).await.expect("delete");
     let refused = shares.view(&kept.token).await.expect_err("image gone");
-    assert!(matches!(refused, ImageError::ShareUnavailable), "{refused:?}");
+    assert!(
+        matches!(refused, ImageError::ShareUnavailable),
+        "{refused:?}"
+    );
     let (links, _) = shares.list(user, None, 50).await.expect("list");
-    assert!(links.iter().all(|link| link.image_id != result), "{links:?}");
+    assert!(
+        links.iter().all(|link| link.image_id != result),
+        "{links:?}"
+    );
     let named_link = links
         .iter()
         .find(|link| link.id == named.link.id)
@@ -295,7 +319,10 @@ async fn other_users_images_and_links_are_not_found(backend: Backend) {
         .create(share(stranger, borrowed, Before::Source))
         .await
         .expect_err("another user's source");
-    assert!(matches!(refused, ImageError::InvalidInput(_)), "{refused:?}");
+    assert!(
+        matches!(refused, ImageError::InvalidInput(_)),
+        "{refused:?}"
+    );
 
     let refused = shares
         .revoke(stranger, created.link.id)
@@ -328,7 +355,10 @@ async fn shared_urls_open_only_their_images_under_a_neutral_name(backend: Backen
         .await
         .expect("served");
     assert_eq!(served.row.id, shared);
-    assert_eq!(served.row.original_filename, "shared.png", "no owner's file name");
+    assert_eq!(
+        served.row.original_filename, "shared.png",
+        "no owner's file name"
+    );
     let bytes: Vec<Bytes> = served
         .body
         .map(|chunk| chunk.expect("chunk"))
@@ -341,7 +371,10 @@ async fn shared_urls_open_only_their_images_under_a_neutral_name(backend: Backen
 
     // Another image, another variant, the mark taken off: refused.
     for (path, query) in [
-        (path.replace(&shared.to_string(), &other.to_string()), query.clone()),
+        (
+            path.replace(&shared.to_string(), &other.to_string()),
+            query.clone(),
+        ),
         (path.replace("original", "thumbnail"), query.clone()),
         (path.clone(), query.replace("shared=1&", "")),
     ] {

@@ -45,8 +45,8 @@ use feed::{Fed, Feed};
 use gate::{DecodeGate, Slot};
 use inspect::{DecodeLimits, Inspected, Kind, THUMBNAIL_SIZE};
 pub use intake::Intake;
-pub use shares::{ShareSettings, Shares};
 pub use record::{ImageKind, ImageRecord, ScanStatus, ShareLinkRecord};
+pub use shares::{ShareSettings, Shares};
 use signing::{UrlSigner, Variant};
 
 /// The longest display name kept.

@@ -147,7 +147,11 @@ impl Shares {
     }
 
     /// When a link created at `now` with `expiry` stops working, within the bounds.
-    fn expires_at(&self, expiry: Expiry, now: OffsetDateTime) -> Result<OffsetDateTime, ImageError> {
+    fn expires_at(
+        &self,
+        expiry: Expiry,
+        now: OffsetDateTime,
+    ) -> Result<OffsetDateTime, ImageError> {
         let (field, at) = match expiry {
             Expiry::Default => return Ok(now + self.settings.default_ttl),
             Expiry::In(ttl) => ("expires_in_seconds", now + ttl),

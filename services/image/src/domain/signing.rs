@@ -172,7 +172,11 @@ mod tests {
             })
         );
         let unmarked = query.replace("shared=1&", "");
-        assert_eq!(signer.verify(path, &unmarked, now), None, "the mark taken off");
+        assert_eq!(
+            signer.verify(path, &unmarked, now),
+            None,
+            "the mark taken off"
+        );
         let moved = path.replace(&id.to_string(), &Uuid::now_v7().to_string());
         assert_eq!(signer.verify(&moved, query, now), None, "another image");
         let thumb = path.replace("original", "thumbnail");
