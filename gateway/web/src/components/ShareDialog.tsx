@@ -21,6 +21,9 @@ export function ShareDialog({ imageId, canCompare, label = "Share" }: { imageId:
 
   const reset = (next: boolean) => {
     setOpen(next);
+    // The original may have loaded since the button was shown: before/after is on by default
+    // whenever there is one.
+    if (next) setBeforeAfter(canCompare);
     if (!next) {
       setCreated(null);
       setError(null);
