@@ -16,6 +16,7 @@ pub mod live;
 pub mod openapi;
 pub mod problem;
 pub mod processing;
+pub mod shares;
 pub mod stall;
 pub mod state;
 pub mod status_cache;
@@ -217,6 +218,11 @@ pub async fn serve(
         stream_config: config.streams,
         statuses,
         urls: Arc::new(UrlCache::default()),
+        origin: Arc::new(shares::PublicOrigin {
+            public_url: config.public_url.clone(),
+            tls: config.tls.is_some(),
+            proxies: config.proxies.clone(),
+        }),
     };
     if !web::on_disk(&config.web_dir) && !web::embedded() {
         tracing::warn!(web_dir = %config.web_dir.display(), "web assets not built; run `make web`");
@@ -299,6 +305,7 @@ pub fn rest(max_upload_bytes: usize) -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .merge(auth::routes())
         .merge(images::routes(max_upload_bytes))
+        .merge(shares::routes())
         .merge(workflows::routes())
         .merge(processing::routes())
         .merge(archive::routes())
@@ -359,7 +366,7 @@ pub fn router(config: &GatewayConfig, state: AppState) -> anyhow::Result<Router>
                         .get(REQUEST_ID)
                         .and_then(|value| value.to_str().ok())
                         .unwrap_or_default();
-                    tracing::info_span!("http", method = %request.method(), path = %request.uri().path(), %request_id)
+                    tracing::info_span!("http", method = %request.method(), path = %shares::loggable_path(request.uri().path()), %request_id)
                 }))
                 .layer(PropagateRequestIdLayer::x_request_id())
                 .layer(middleware::from_fn(problem::scope_request_id))
@@ -367,6 +374,7 @@ pub fn router(config: &GatewayConfig, state: AppState) -> anyhow::Result<Router>
                     let hsts = hsts.applies(&request);
                     layers::security_headers(hsts, request, next)
                 }))
+                .layer(middleware::from_fn(shares::page_headers))
                 .layer(layers::cors(&config.cors_origins))
                 .layer(CompressionLayer::new())
                 .layer(middleware::from_fn_with_state(

@@ -33,6 +33,7 @@ Errors are RFC 9457 problem documents (`application/problem+json`).",
     tags(
         (name = "auth", description = "Accounts and sessions"),
         (name = "images", description = "Your uploaded and result images"),
+        (name = "shares", description = "Public links to your images: create, list, revoke, and the page anyone with a link sees"),
         (name = "workflows", description = "What can be done to an image, and its parameters"),
         (name = "processing", description = "Jobs: start, watch live, cancel, list"),
         (name = "users", description = "Your profile, settings, history, usage and account"),
@@ -119,6 +120,9 @@ pub const SCOPES: &[(&str, &[&str])] = &[
     ("list_webhook_deliveries", &["webhooks:read"]),
     ("redeliver_webhook", &["webhooks:write"]),
     ("test_webhook", &["webhooks:write"]),
+    ("create_share_link", &["shares:write"]),
+    ("list_share_links", &["shares:read"]),
+    ("revoke_share_link", &["shares:write"]),
 ];
 
 /// The scopes `operation_id` needs of an API key; `None` when no key may call it.

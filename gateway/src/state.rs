@@ -34,6 +34,8 @@ pub struct AppState {
     pub statuses: Arc<JobCache>,
     /// Result images' signed URLs, reused while fresh.
     pub urls: Arc<UrlCache>,
+    /// Where the links handed out point (share links).
+    pub origin: crate::shares::Origin,
 }
 
 /// A gRPC request carrying the caller's token, the request id and the client's

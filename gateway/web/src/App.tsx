@@ -16,6 +16,7 @@ const HistoryPage = lazy(() => import("@/pages/HistoryPage"));
 const LibraryPage = lazy(() => import("@/pages/LibraryPage"));
 const SettingsPage = lazy(() => import("@/pages/SettingsPage"));
 const BatchPage = lazy(() => import("@/pages/BatchPage"));
+const SharedPage = lazy(() => import("@/pages/SharedPage"));
 
 function useTheme() {
   const theme = useSettings((state) => state.settings.theme);
@@ -148,6 +149,8 @@ export function App() {
             <Route path="/history" element={<RequireSession><HistoryPage /></RequireSession>} />
             <Route path="/library" element={<RequireSession><LibraryPage /></RequireSession>} />
             <Route path="/settings" element={<RequireSession><SettingsPage /></RequireSession>} />
+            {/* A share link's page: for anyone holding the link, signed in or not. */}
+            <Route path="/s/:token" element={<SharedPage />} />
             <Route path="*" element={<NotFound />} />
           </Routes>
         </Suspense>

@@ -5,6 +5,7 @@ use std::{pin::Pin, sync::Arc, time::Duration};
 use atelier_common::{
     audit::AuditRecord,
     grpc::{RequestOrigin, caller},
+    instant,
     json::{from_struct, to_struct},
     page, timestamp,
 };
@@ -18,7 +19,10 @@ use uuid::Uuid;
 
 use crate::{
     domain::{
-        Image, ImageKind, Images, Intake, NewImage, Origin, ScanStatus, Served, signing::Variant,
+        Image, ImageKind, Images, Intake, NewImage, Origin, ScanStatus, Served, ShareLinkRecord,
+        Shares,
+        shares::{Before, Expiry, NewShare, SharedImage},
+        signing::Variant,
     },
     error::ImageError,
     peers::AuditLog,
@@ -29,16 +33,67 @@ type ByteReplies<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 pub struct ImageApi {
     images: Arc<Images>,
     intake: Intake,
+    shares: Shares,
     audit: Arc<dyn AuditLog>,
 }
 
 impl ImageApi {
-    pub fn new(images: Arc<Images>, intake: Intake, audit: Arc<dyn AuditLog>) -> Self {
+    pub fn new(
+        images: Arc<Images>,
+        intake: Intake,
+        shares: Shares,
+        audit: Arc<dyn AuditLog>,
+    ) -> Self {
         Self {
             images,
             intake,
+            shares,
             audit,
         }
+    }
+}
+
+/// A share link as its owner sees it.
+fn encode_share(link: ShareLinkRecord) -> pb::ShareLink {
+    pb::ShareLink {
+        id: link.id.to_string(),
+        image_id: link.image_id.to_string(),
+        before_image_id: link
+            .before_image_id
+            .map(|id| id.to_string())
+            .unwrap_or_default(),
+        created_at: Some(timestamp(link.created_at)),
+        expires_at: Some(timestamp(link.expires_at)),
+        revoked_at: link.revoked_at.map(timestamp),
+        view_count: link.view_count,
+        last_viewed_at: link.last_viewed_at.map(timestamp),
+    }
+}
+
+fn encode_shared(image: SharedImage) -> pb::SharedImage {
+    pb::SharedImage {
+        mime_type: image.mime_type,
+        width: image.width,
+        height: image.height,
+        file_size: image.file_size,
+        url: image.url,
+    }
+}
+
+/// The expiry a creation asks for: a lifetime or an instant, not both.
+fn expiry(request: &pb::CreateShareLinkRequest) -> Result<Expiry, ImageError> {
+    match (request.expires_in_seconds, request.expires_at) {
+        (0, None) => Ok(Expiry::Default),
+        (seconds, None) => u64::try_from(seconds)
+            .map(|seconds| Expiry::In(Duration::from_secs(seconds)))
+            .map_err(|_| ImageError::field("expires_in_seconds", "must not be negative")),
+        (0, Some(at)) => instant(at)
+            .map(Expiry::At)
+            .ok_or_else(|| ImageError::field("expires_at", "is not a valid time")),
+        (_, Some(_)) => Err(ImageError::field(
+            "expires_at",
+            "give either expires_in_seconds or expires_at, not both",
+        )),
     }
 }
 
@@ -320,6 +375,74 @@ impl ImageService for ImageApi {
                 data: Some(Data::Chunk(chunk)),
             },
         )))
+    }
+
+    async fn create_share_link(
+        &self,
+        request: Request<pb::CreateShareLinkRequest>,
+    ) -> Result<Response<pb::CreateShareLinkResponse>, Status> {
+        let caller = caller(&request)?;
+        let request = request.into_inner();
+        let expiry = expiry(&request)?;
+        let before = match (request.before_after, request.before_image_id.as_str()) {
+            (_, "") if request.before_after => Before::Source,
+            (_, "") => Before::None,
+            (_, id) => Before::Image(image_id(id)?),
+        };
+        let created = self
+            .shares
+            .create(NewShare {
+                user_id: caller.user_id,
+                image_id: image_id(&request.image_id)?,
+                expiry,
+                before,
+            })
+            .await?;
+        Ok(Response::new(pb::CreateShareLinkResponse {
+            link: Some(encode_share(created.link)),
+            token: created.token,
+        }))
+    }
+
+    async fn list_share_links(
+        &self,
+        request: Request<pb::ListShareLinksRequest>,
+    ) -> Result<Response<pb::ListShareLinksResponse>, Status> {
+        let caller = caller(&request)?;
+        let request = request.into_inner();
+        let (size, after) = page::request::<Uuid>(request.page_size, &request.page_token)
+            .map_err(ImageError::InvalidInput)?;
+        let (links, next) = self.shares.list(caller.user_id, after, size).await?;
+        Ok(Response::new(pb::ListShareLinksResponse {
+            links: links.into_iter().map(encode_share).collect(),
+            next_page_token: next.map(|id| page::encode(&id)).unwrap_or_default(),
+        }))
+    }
+
+    async fn revoke_share_link(
+        &self,
+        request: Request<pb::RevokeShareLinkRequest>,
+    ) -> Result<Response<pb::RevokeShareLinkResponse>, Status> {
+        let caller = caller(&request)?;
+        let id =
+            Uuid::parse_str(&request.get_ref().share_id).map_err(|_| ImageError::ShareNotFound)?;
+        let link = self.shares.revoke(caller.user_id, id).await?;
+        Ok(Response::new(pb::RevokeShareLinkResponse {
+            link: Some(encode_share(link)),
+        }))
+    }
+
+    async fn get_shared_image(
+        &self,
+        request: Request<pb::GetSharedImageRequest>,
+    ) -> Result<Response<pb::GetSharedImageResponse>, Status> {
+        let view = self.shares.view(&request.get_ref().token).await?;
+        Ok(Response::new(pb::GetSharedImageResponse {
+            image: Some(encode_shared(view.image)),
+            before: view.before.map(encode_shared),
+            expires_at: Some(timestamp(view.expires_at)),
+            url_expires_at: Some(timestamp(view.url_expires_at)),
+        }))
     }
 
     async fn store_result(

@@ -25,6 +25,12 @@ pub enum ImageError {
     NotFound,
     #[error("job not found")]
     JobNotFound,
+    #[error("share link not found")]
+    ShareNotFound,
+    /// A share token that is unknown, revoked or expired, or whose image is gone:
+    /// one answer for all, so a token tells nothing of why.
+    #[error("this link does not exist, has expired or was revoked")]
+    ShareUnavailable,
     #[error("the upload was interrupted: {0}")]
     Interrupted(String),
     #[error("requested range is not satisfiable")]
@@ -90,7 +96,9 @@ impl ServiceError for ImageError {
             Self::NotScanned(_) => ErrorCode::ScannerUnavailable,
             Self::QuotaExceeded(_) => ErrorCode::PermissionDenied,
             Self::TooLargeForPlan(_) => ErrorCode::TooLargeForPlan,
-            Self::NotFound | Self::JobNotFound => ErrorCode::NotFound,
+            Self::NotFound | Self::JobNotFound | Self::ShareNotFound | Self::ShareUnavailable => {
+                ErrorCode::NotFound
+            }
             Self::Interrupted(_) => ErrorCode::Cancelled,
             Self::InvalidRange => ErrorCode::RangeNotSatisfiable,
             Self::Upstream(status) => ErrorCode::of(status),

@@ -26,7 +26,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use domain::signing::UrlSigner;
-pub use domain::{Images, Settings};
+pub use domain::{Images, Settings, ShareSettings};
 
 /// The image service's settings.
 #[derive(Clone, Debug)]
@@ -40,6 +40,8 @@ pub struct ImageConfig {
     pub sweep_every: Duration,
     /// The malware scanner every upload and result passes (`SCANNER`).
     pub scanner: ScannerConfig,
+    /// How long share links live (`SHARE_DEFAULT_DAYS`, `SHARE_MAX_DAYS`).
+    pub shares: ShareSettings,
 }
 
 /// Which malware scanner uploads and results pass.
@@ -127,8 +129,29 @@ impl ImageConfig {
             url_signing_key,
             sweep_every: config::seconds("RETENTION_SWEEP_SECS", 3600)?,
             scanner: ScannerConfig::from_env()?,
+            shares: share_settings()?,
         })
     }
+}
+
+/// `SHARE_DEFAULT_DAYS` (7) and `SHARE_MAX_DAYS` (90): a link's lifetime when its
+/// creator names none, and the longest allowed.
+fn share_settings() -> anyhow::Result<ShareSettings> {
+    let default_days: u64 = config::var("SHARE_DEFAULT_DAYS", 7)?;
+    let max_days: u64 = config::var("SHARE_MAX_DAYS", 90)?;
+    if max_days == 0 || max_days > 3650 {
+        anyhow::bail!("SHARE_MAX_DAYS must be between 1 and 3650, not {max_days}");
+    }
+    if default_days == 0 || default_days > max_days {
+        anyhow::bail!(
+            "SHARE_DEFAULT_DAYS must be between 1 and SHARE_MAX_DAYS ({max_days}), not {default_days}"
+        );
+    }
+    let day = 24 * 60 * 60;
+    Ok(ShareSettings {
+        default_ttl: Duration::from_secs(default_days * day),
+        max_ttl: Duration::from_secs(max_days * day),
+    })
 }
 
 /// The shortest URL-signing key accepted: HMAC-SHA256 is only as strong as its key.
@@ -259,10 +282,11 @@ pub async fn serve_with_store(
         auth.clone(),
     );
     let intake = domain::Intake::new(images.clone(), peers.clone(), peers.clone());
+    let shares = domain::Shares::new(images.clone(), config.shares.clone());
     type Server = ImageServiceServer<api::ImageApi>;
     GrpcServer::new(&identity)
         .add_service(
-            Server::new(api::ImageApi::new(images, intake, peers))
+            Server::new(api::ImageApi::new(images, intake, shares, peers))
                 .max_decoding_message_size(8 * 1024 * 1024),
         )
         .authenticate(JwtVerifier::for_platform(&config.platform, auth).await?)

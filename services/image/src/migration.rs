@@ -6,7 +6,11 @@ pub struct Migrator;
 
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(CreateImages), Box::new(AddScanResult)]
+        vec![
+            Box::new(CreateImages),
+            Box::new(AddScanResult),
+            Box::new(CreateShareLinks),
+        ]
     }
 }
 
@@ -189,5 +193,120 @@ impl MigrationTrait for AddScanResult {
                 .await?;
         }
         Ok(())
+    }
+}
+
+#[derive(DeriveIden)]
+enum ShareLinks {
+    Table,
+    Id,
+    UserId,
+    ImageId,
+    BeforeImageId,
+    TokenHash,
+    ExpiresAt,
+    RevokedAt,
+    CreatedAt,
+    ViewCount,
+    LastViewedAt,
+}
+
+/// Public links to images: only the SHA-256 of each link's token is kept.
+struct CreateShareLinks;
+
+impl MigrationName for CreateShareLinks {
+    fn name(&self) -> &str {
+        "m20261215_000001_share_links"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for CreateShareLinks {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table(ShareLinks::Table)
+                    .col(
+                        ColumnDef::new(ShareLinks::Id)
+                            .uuid()
+                            .not_null()
+                            .primary_key(),
+                    )
+                    .col(ColumnDef::new(ShareLinks::UserId).uuid().not_null())
+                    .col(ColumnDef::new(ShareLinks::ImageId).uuid().not_null())
+                    .col(ColumnDef::new(ShareLinks::BeforeImageId).uuid().null())
+                    .col(
+                        ColumnDef::new(ShareLinks::TokenHash)
+                            .string_len(64)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(ShareLinks::ExpiresAt)
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(ShareLinks::RevokedAt)
+                            .timestamp_with_time_zone()
+                            .null(),
+                    )
+                    .col(
+                        ColumnDef::new(ShareLinks::CreatedAt)
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(ShareLinks::ViewCount)
+                            .big_integer()
+                            .not_null()
+                            .default(0),
+                    )
+                    .col(
+                        ColumnDef::new(ShareLinks::LastViewedAt)
+                            .timestamp_with_time_zone()
+                            .null(),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        // A link is found by its token's hash.
+        manager
+            .create_index(
+                Index::create()
+                    .name("share_links_token_idx")
+                    .table(ShareLinks::Table)
+                    .col(ShareLinks::TokenHash)
+                    .unique()
+                    .to_owned(),
+            )
+            .await?;
+        // The owner's links, newest first (ids are UUIDv7: time-ordered).
+        manager
+            .create_index(
+                Index::create()
+                    .name("share_links_user_idx")
+                    .table(ShareLinks::Table)
+                    .col(ShareLinks::UserId)
+                    .col((ShareLinks::Id, IndexOrder::Desc))
+                    .to_owned(),
+            )
+            .await?;
+        // An image's links, dropped with it.
+        manager
+            .create_index(
+                Index::create()
+                    .name("share_links_image_idx")
+                    .table(ShareLinks::Table)
+                    .col(ShareLinks::ImageId)
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .drop_table(Table::drop().table(ShareLinks::Table).to_owned())
+            .await
     }
 }

@@ -10,7 +10,7 @@ use sea_orm::{
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::domain::{ImageKind, ImageRecord, ScanStatus};
+use crate::domain::{ImageKind, ImageRecord, ScanStatus, ShareLinkRecord};
 
 pub mod images {
     use sea_orm::entity::prelude::*;
@@ -405,4 +405,168 @@ async fn usage(db: &impl ConnectionTrait, user_id: Uuid) -> Result<(i64, i64), D
         .one(db)
         .await?;
     Ok((bytes.flatten().unwrap_or(0), count as i64))
+}
+
+pub mod share_links {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "share_links")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: Uuid,
+        pub user_id: Uuid,
+        pub image_id: Uuid,
+        pub before_image_id: Option<Uuid>,
+        pub token_hash: String,
+        pub expires_at: TimeDateTimeWithTimeZone,
+        pub revoked_at: Option<TimeDateTimeWithTimeZone>,
+        pub created_at: TimeDateTimeWithTimeZone,
+        pub view_count: i64,
+        pub last_viewed_at: Option<TimeDateTimeWithTimeZone>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+impl From<share_links::Model> for ShareLinkRecord {
+    fn from(row: share_links::Model) -> Self {
+        Self {
+            id: row.id,
+            user_id: row.user_id,
+            image_id: row.image_id,
+            before_image_id: row.before_image_id,
+            token_hash: row.token_hash,
+            expires_at: row.expires_at,
+            revoked_at: row.revoked_at,
+            created_at: row.created_at,
+            view_count: row.view_count,
+            last_viewed_at: row.last_viewed_at,
+        }
+    }
+}
+
+/// The share links: every query of an owner's links takes the owner's id; the
+/// public one finds a link by its token's hash only.
+impl Store {
+    pub async fn insert_share(&self, link: &ShareLinkRecord) -> Result<(), DbErr> {
+        share_links::Entity::insert(share_links::ActiveModel {
+            id: Set(link.id),
+            user_id: Set(link.user_id),
+            image_id: Set(link.image_id),
+            before_image_id: Set(link.before_image_id),
+            token_hash: Set(link.token_hash.clone()),
+            expires_at: Set(link.expires_at),
+            revoked_at: Set(link.revoked_at),
+            created_at: Set(link.created_at),
+            view_count: Set(link.view_count),
+            last_viewed_at: Set(link.last_viewed_at),
+        })
+        .exec_without_returning(&self.db)
+        .await?;
+        Ok(())
+    }
+
+    /// The link whose token hashes to `token_hash`, whoever owns it.
+    pub async fn share_by_token(&self, token_hash: &str) -> Result<Option<ShareLinkRecord>, DbErr> {
+        Ok(share_links::Entity::find()
+            .filter(share_links::Column::TokenHash.eq(token_hash))
+            .one(&self.db)
+            .await?
+            .map(ShareLinkRecord::from))
+    }
+
+    pub async fn owned_share(
+        &self,
+        user_id: Uuid,
+        id: Uuid,
+    ) -> Result<Option<ShareLinkRecord>, DbErr> {
+        Ok(share_links::Entity::find_by_id(id)
+            .filter(share_links::Column::UserId.eq(user_id))
+            .one(&self.db)
+            .await?
+            .map(ShareLinkRecord::from))
+    }
+
+    /// One page of a user's links, newest first, after the link `after`.
+    pub async fn share_page(
+        &self,
+        user_id: Uuid,
+        after: Option<Uuid>,
+        limit: u64,
+    ) -> Result<Vec<ShareLinkRecord>, DbErr> {
+        let mut query = share_links::Entity::find().filter(share_links::Column::UserId.eq(user_id));
+        if let Some(after) = after {
+            query = query.filter(share_links::Column::Id.lt(after));
+        }
+        Ok(query
+            .order_by_desc(share_links::Column::Id)
+            .limit(limit)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(ShareLinkRecord::from)
+            .collect())
+    }
+
+    /// Revokes the link `id` of `user_id` at `now` unless it was revoked already.
+    pub async fn revoke_share(
+        &self,
+        user_id: Uuid,
+        id: Uuid,
+        now: OffsetDateTime,
+    ) -> Result<(), DbErr> {
+        share_links::Entity::update_many()
+            .col_expr(share_links::Column::RevokedAt, Expr::value(now))
+            .filter(share_links::Column::Id.eq(id))
+            .filter(share_links::Column::UserId.eq(user_id))
+            .filter(share_links::Column::RevokedAt.is_null())
+            .exec(&self.db)
+            .await?;
+        Ok(())
+    }
+
+    /// Counts a view of the link `id` at `now` (one atomic update).
+    pub async fn count_share_view(&self, id: Uuid, now: OffsetDateTime) -> Result<(), DbErr> {
+        share_links::Entity::update_many()
+            .col_expr(
+                share_links::Column::ViewCount,
+                Expr::col(share_links::Column::ViewCount).add(1),
+            )
+            .col_expr(share_links::Column::LastViewedAt, Expr::value(now))
+            .filter(share_links::Column::Id.eq(id))
+            .exec(&self.db)
+            .await?;
+        Ok(())
+    }
+
+    /// Drops the links of a deleted image, and the "before" of links that showed it
+    /// beside another.
+    pub async fn forget_shares_of(&self, image_id: Uuid) -> Result<(), DbErr> {
+        share_links::Entity::delete_many()
+            .filter(share_links::Column::ImageId.eq(image_id))
+            .exec(&self.db)
+            .await?;
+        share_links::Entity::update_many()
+            .col_expr(
+                share_links::Column::BeforeImageId,
+                Expr::value(Option::<Uuid>::None),
+            )
+            .filter(share_links::Column::BeforeImageId.eq(image_id))
+            .exec(&self.db)
+            .await?;
+        Ok(())
+    }
+
+    /// Drops every link of a user (account deletion).
+    pub async fn delete_shares_of_user(&self, user_id: Uuid) -> Result<u64, DbErr> {
+        Ok(share_links::Entity::delete_many()
+            .filter(share_links::Column::UserId.eq(user_id))
+            .exec(&self.db)
+            .await?
+            .rows_affected)
+    }
 }

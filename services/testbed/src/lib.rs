@@ -302,6 +302,7 @@ impl TestPlatform {
             url_signing_key: None,
             sweep_every: Duration::from_secs(3600),
             scanner: options.scanner.clone(),
+            shares: atelier_image::ShareSettings::default(),
         };
         tokio::spawn(atelier_image::serve_with_store(
             image_config,

@@ -7,6 +7,7 @@ import { api, type Image, type Schemas } from "@/api/client";
 import { errorFromResponse, messageOf } from "@/api/problem";
 import { formatBytes } from "@/api/upload";
 import { CHECKER, Compare } from "@/components/Compare";
+import { ShareDialog } from "@/components/ShareDialog";
 import { Button } from "@/components/ui/button";
 import { Alert } from "@/components/ui/misc";
 import { cn } from "@/lib/cn";
@@ -96,6 +97,7 @@ export function JobOutputs({
         <Button variant="secondary" asChild>
           <Link to={`/?image=${encodeURIComponent(shown.image_id)}`}>Use as input</Link>
         </Button>
+        <ShareDialog key={shown.image_id} imageId={shown.image_id} canCompare={Boolean(input)} label={several ? `Share ${label.toLowerCase()}` : "Share"} />
         {input && (
           <Button variant="secondary" asChild>
             <a href={input.url} download={inputName}>

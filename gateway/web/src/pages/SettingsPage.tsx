@@ -6,6 +6,7 @@ import { ApiError, messageOf } from "@/api/problem";
 import { formatBytes } from "@/api/upload";
 import { changePassword, deleteAccount, getProfile, logoutEverywhere, updateProfile, type Theme } from "@/api/users";
 import { ApiKeys } from "@/components/settings/ApiKeys";
+import { ShareLinks } from "@/components/settings/ShareLinks";
 import Webhooks from "@/components/settings/Webhooks";
 import { Button } from "@/components/ui/button";
 import { ConfirmDialog } from "@/components/ui/dialog";
@@ -280,6 +281,8 @@ export default function SettingsPage() {
           </Button>
         )}
       </Card>
+
+      <ShareLinks />
 
       <ApiKeys />
 

@@ -19,6 +19,7 @@ pub mod gate;
 pub mod inspect;
 pub mod intake;
 pub mod record;
+pub mod shares;
 pub mod signing;
 
 use std::{
@@ -44,7 +45,8 @@ use feed::{Fed, Feed};
 use gate::{DecodeGate, Slot};
 use inspect::{DecodeLimits, Inspected, Kind, THUMBNAIL_SIZE};
 pub use intake::Intake;
-pub use record::{ImageKind, ImageRecord, ScanStatus};
+pub use record::{ImageKind, ImageRecord, ScanStatus, ShareLinkRecord};
+pub use shares::{ShareSettings, Shares};
 use signing::{UrlSigner, Variant};
 
 /// The longest display name kept.
@@ -810,6 +812,7 @@ impl Images {
     async fn remove(&self, row: &ImageRecord) -> Result<(), ImageError> {
         self.delete_objects_of(row).await?;
         self.store.delete(row.user_id, row.id).await?;
+        self.store.forget_shares_of(row.id).await?;
         Ok(())
     }
 
@@ -832,6 +835,7 @@ impl Images {
                 deleted += 1;
             }
         }
+        self.store.delete_shares_of_user(user_id).await?;
         Ok(deleted)
     }
 
@@ -896,12 +900,20 @@ impl Images {
         query: &str,
         range: Option<ByteRange>,
     ) -> Result<Served, ImageError> {
-        let (id, variant) = self
+        let verified = self
             .signer
-            .verify(path, query, self.clock.now())
+            .verify_any(path, query, self.clock.now())
             .ok_or(ImageError::NotFound)?;
-        let row = self.store.by_id(id).await?.ok_or(ImageError::NotFound)?;
-        self.read(row, variant, range).await
+        let mut row = self
+            .store
+            .by_id(verified.id)
+            .await?
+            .ok_or(ImageError::NotFound)?;
+        if verified.shared {
+            // A share's viewer learns nothing of the owner's file name.
+            row.original_filename = shares::neutral_name(&row);
+        }
+        self.read(row, verified.variant, range).await
     }
 
     /// Opens the caller's image `id`.
@@ -965,6 +977,7 @@ impl Images {
             for row in expired {
                 self.delete_objects_of(&row).await?;
                 if self.store.delete_if_expired(row.id, now).await? {
+                    self.store.forget_shares_of(row.id).await?;
                     deleted += 1;
                 }
             }

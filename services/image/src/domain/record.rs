@@ -68,3 +68,19 @@ pub struct ImageRecord {
     /// The scanner that said so (`clamd`); `None` when it was not scanned.
     pub scanner: Option<String>,
 }
+
+/// A public link to an image, as the rules keep it. The token itself is never
+/// kept: only its SHA-256, in hex.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ShareLinkRecord {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub image_id: Uuid,
+    pub before_image_id: Option<Uuid>,
+    pub token_hash: String,
+    pub expires_at: OffsetDateTime,
+    pub revoked_at: Option<OffsetDateTime>,
+    pub created_at: OffsetDateTime,
+    pub view_count: i64,
+    pub last_viewed_at: Option<OffsetDateTime>,
+}

@@ -3,6 +3,10 @@
 //! image id, the variant and the expiry, so a URL cannot be altered into another
 //! image's, another variant or a later expiry. The gateway serves these paths by
 //! handing them to the image service, which checks them.
+//!
+//! URLs handed out by a share link carry `shared=1`, covered by the signature
+//! too: the object is then served under a neutral name, never its owner's file
+//! name, and taking the mark off breaks the signature.
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -44,18 +48,35 @@ impl UrlSigner {
         Self { key }
     }
 
-    fn mac(&self, id: Uuid, variant: Variant, expires: i64) -> Hmac<Sha256> {
+    fn mac(&self, id: Uuid, variant: Variant, expires: i64, shared: bool) -> Hmac<Sha256> {
         let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).expect("hmac takes any key length");
         mac.update(format!("{id}\n{}\n{expires}", variant.as_str()).as_bytes());
+        if shared {
+            mac.update(b"\nshared");
+        }
         mac
     }
 
     /// The path and query of a URL for `id`'s `variant` valid until `expires`.
     pub fn sign(&self, id: Uuid, variant: Variant, expires: OffsetDateTime) -> String {
         let expires = expires.unix_timestamp();
-        let signature = hex::encode(self.mac(id, variant, expires).finalize().into_bytes());
+        let signature = hex::encode(
+            self.mac(id, variant, expires, false)
+                .finalize()
+                .into_bytes(),
+        );
         format!(
             "{PREFIX}{id}/{}?expires={expires}&signature={signature}",
+            variant.as_str()
+        )
+    }
+
+    /// As [`Self::sign`], for a share link's viewer: served under a neutral name.
+    pub fn sign_shared(&self, id: Uuid, variant: Variant, expires: OffsetDateTime) -> String {
+        let expires = expires.unix_timestamp();
+        let signature = hex::encode(self.mac(id, variant, expires, true).finalize().into_bytes());
+        format!(
+            "{PREFIX}{id}/{}?expires={expires}&shared=1&signature={signature}",
             variant.as_str()
         )
     }
@@ -63,25 +84,45 @@ impl UrlSigner {
     /// Checks a signed URL's path and query at `now`; `None` when it is not one
     /// this signer made, was altered, or has expired.
     pub fn verify(&self, path: &str, query: &str, now: OffsetDateTime) -> Option<(Uuid, Variant)> {
+        self.verify_any(path, query, now)
+            .map(|verified| (verified.id, verified.variant))
+    }
+
+    /// As [`Self::verify`], saying whether the URL was signed for a share link.
+    pub fn verify_any(&self, path: &str, query: &str, now: OffsetDateTime) -> Option<Verified> {
         let rest = path.strip_prefix(PREFIX)?;
         let (id, variant) = rest.split_once('/')?;
         let id = Uuid::parse_str(id).ok()?;
         let variant = Variant::parse(variant)?;
-        let (mut expires, mut signature) = (None, None);
+        let (mut expires, mut signature, mut shared) = (None, None, false);
         for pair in query.split('&') {
             match pair.split_once('=') {
                 Some(("expires", value)) => expires = value.parse::<i64>().ok(),
                 Some(("signature", value)) => signature = hex::decode(value).ok(),
+                Some(("shared", "1")) => shared = true,
                 _ => {}
             }
         }
         let (expires, signature) = (expires?, signature?);
         // Constant-time comparison, inside `verify_slice`.
-        self.mac(id, variant, expires)
+        self.mac(id, variant, expires, shared)
             .verify_slice(&signature)
             .ok()?;
-        (now.unix_timestamp() <= expires).then_some((id, variant))
+        (now.unix_timestamp() <= expires).then_some(Verified {
+            id,
+            variant,
+            shared,
+        })
     }
+}
+
+/// What a signed URL names, once its signature held.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Verified {
+    pub id: Uuid,
+    pub variant: Variant,
+    /// Signed for a share link's viewer.
+    pub shared: bool,
 }
 
 #[cfg(test)]
@@ -113,5 +154,37 @@ mod tests {
         assert_eq!(signer.verify(path, &later, now), None, "a later expiry");
         let other_key = UrlSigner::new(b"other key".to_vec());
         assert_eq!(other_key.verify(path, query, now), None, "another key");
+    }
+
+    #[test]
+    fn shared_urls_keep_their_mark_and_name_only_their_image() {
+        let signer = UrlSigner::new(b"test key".to_vec());
+        let now = OffsetDateTime::now_utc();
+        let id = Uuid::now_v7();
+        let url = signer.sign_shared(id, Variant::Original, now + time::Duration::minutes(5));
+        let (path, query) = url.split_once('?').expect("query");
+        assert_eq!(
+            signer.verify_any(path, query, now),
+            Some(Verified {
+                id,
+                variant: Variant::Original,
+                shared: true
+            })
+        );
+        let unmarked = query.replace("shared=1&", "");
+        assert_eq!(
+            signer.verify(path, &unmarked, now),
+            None,
+            "the mark taken off"
+        );
+        let moved = path.replace(&id.to_string(), &Uuid::now_v7().to_string());
+        assert_eq!(signer.verify(&moved, query, now), None, "another image");
+        let thumb = path.replace("original", "thumbnail");
+        assert_eq!(signer.verify(&thumb, query, now), None, "another variant");
+        // An owner's URL cannot be marked shared either.
+        let own = signer.sign(id, Variant::Original, now + time::Duration::minutes(5));
+        let (path, query) = own.split_once('?').expect("query");
+        let marked = format!("shared=1&{query}");
+        assert_eq!(signer.verify(path, &marked, now), None, "a mark added");
     }
 }
