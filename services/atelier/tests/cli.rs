@@ -474,6 +474,48 @@ async fn the_cli_signs_in_processes_a_batch_and_reports_failures_by_exit_code() 
     assert_eq!(code(&key_login), 3, "{}", describe(&key_login));
     assert!(config(&cli)["servers"][url].get("api_key").is_none());
 
+    // Keys: created (the secret once), listed without it, used with their scopes,
+    // revoked.
+    let created = cli.json(&[
+        "keys",
+        "create",
+        "--name",
+        "ci",
+        "--scope",
+        "processing:read",
+        "--json",
+    ]);
+    let secret = created["key"].as_str().expect("the key, once").to_owned();
+    assert!(secret.starts_with("atl_live_"), "{created}");
+    let key_id = created["id"].as_str().expect("id").to_owned();
+    let listed = cli.json(&["keys", "list", "--json"]);
+    let listed = listed.as_array().expect("array");
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["id"], key_id.as_str());
+    assert_eq!(listed[0]["scopes"], serde_json::json!(["processing:read"]));
+    assert!(!serde_json::to_string(listed).expect("json").contains(&secret));
+    let with_key = |args: &[&str]| {
+        cli.command(args)
+            .env("ATELIER_API_KEY", &secret)
+            .output()
+            .expect("run")
+    };
+    let jobs_by_key = with_key(&["jobs", "--json", "--url", url]);
+    assert_eq!(code(&jobs_by_key), 0, "{}", describe(&jobs_by_key));
+    let jobs_by_key: Value = serde_json::from_slice(&jobs_by_key.stdout).expect("jobs JSON");
+    assert!(!jobs_by_key.as_array().expect("array").is_empty());
+    let out_of_scope = with_key(&["upload", &files[0], "--url", url]);
+    assert_eq!(code(&out_of_scope), 3, "{}", describe(&out_of_scope));
+    assert!(
+        stderr(&out_of_scope).contains("images:write"),
+        "{}",
+        describe(&out_of_scope)
+    );
+    let revoked = cli.json(&["keys", "revoke", &key_id, "--json"]);
+    assert_eq!(revoked["revoked"], true);
+    let after_revoke = with_key(&["jobs", "--url", url]);
+    assert_eq!(code(&after_revoke), 3, "{}", describe(&after_revoke));
+
     // An expired access token is refreshed with the refresh token, and the new
     // session saved.
     let before = config(&cli)["servers"][url]["refresh_token"]
