@@ -493,7 +493,11 @@ async fn the_cli_signs_in_processes_a_batch_and_reports_failures_by_exit_code() 
     assert_eq!(listed.len(), 1, "{listed:?}");
     assert_eq!(listed[0]["id"], key_id.as_str());
     assert_eq!(listed[0]["scopes"], serde_json::json!(["processing:read"]));
-    assert!(!serde_json::to_string(listed).expect("json").contains(&secret));
+    assert!(
+        !serde_json::to_string(listed)
+            .expect("json")
+            .contains(&secret)
+    );
     let with_key = |args: &[&str]| {
         cli.command(args)
             .env("ATELIER_API_KEY", &secret)
