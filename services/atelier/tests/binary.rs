@@ -323,6 +323,7 @@ async fn migrate_creates_each_schema_on_postgres() {
     assert_eq!(
         tables,
         [
+            "api_keys",
             "audit_events",
             "login_throttle",
             "refresh_tokens",
