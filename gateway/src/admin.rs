@@ -1,7 +1,7 @@
 //! `/api/admin/*`: what administrators (users with the admin role) may see: the
 //! platform's audit log, page by page or exported whole as JSON lines for a SIEM.
-//! Anyone else is refused with `403` (that administrators exist is no one's
-//! data). The log can only be read here: no route changes or deletes an entry.
+//! Anyone else gets `404`, as for a resource that does not exist (what
+//! administrators can see is no one else's business). The log can only be read here: no route changes or deletes an entry.
 
 use atelier_common::FieldViolation;
 use atelier_proto::audit::v1::{self as pb, audit_service_client::AuditServiceClient};
@@ -178,7 +178,8 @@ fn filter(params: AuditFilterParams, violations: &mut Vec<FieldViolation>) -> pb
     ),
     responses(
         (status = 200, description = "One page of the audit log", body = AuditEventPage),
-        (status = 403, description = "The caller is not an administrator", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Called with an API key: no key is an administrator", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "The caller is not an administrator (answered as for a missing resource)", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid filters (each named)", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -234,7 +235,8 @@ pub async fn list(
     ),
     responses(
         (status = 200, description = "The entries, one JSON object per line", content_type = "application/x-ndjson", body = String),
-        (status = 403, description = "The caller is not an administrator", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Called with an API key: no key is an administrator", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "The caller is not an administrator (answered as for a missing resource)", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid filters (each named)", body = Problem, content_type = "application/problem+json"),
     )
 )]

@@ -408,6 +408,12 @@ where
     }
 }
 
+/// What a method for administrators answers anyone else: that it exists is no
+/// one else's business, so it answers as a missing resource would.
+fn not_for_you() -> Status {
+    Status::not_found("not found")
+}
+
 fn split_path(path: &str) -> (String, String) {
     let trimmed = path.trim_start_matches('/');
     match trimmed.split_once('/') {
@@ -500,9 +506,7 @@ where
         }
         let Some(verifier) = self.verifier.clone() else {
             if admin_only {
-                return refuse(Status::permission_denied(
-                    "this method is for administrators",
-                ));
+                return refuse(not_for_you());
             }
             return Box::pin(inner.call(request));
         };
@@ -522,16 +526,16 @@ where
         let method = split_path(path).1;
         Box::pin(async move {
             match verifier.verify_header(header.as_deref()).await {
-                Ok(caller) if admin_only && !caller.admin => {
-                    metrics::counter!("atelier_grpc_callers_refused_total", "code" => "PermissionDenied")
-                        .increment(1);
-                    Ok(Status::permission_denied("this method is for administrators").into_http())
-                }
                 Ok(caller) if check_scope && !caller.may(scope) => {
                     metrics::counter!("atelier_grpc_callers_refused_total", "code" => "PermissionDenied")
                         .increment(1);
                     tracing::debug!(%method, scope, "api key without the method's scope refused");
                     Ok(crate::error::insufficient_scope(&method, scope).into_http())
+                }
+                Ok(caller) if admin_only && !caller.admin => {
+                    metrics::counter!("atelier_grpc_callers_refused_total", "code" => "NotFound")
+                        .increment(1);
+                    Ok(not_for_you().into_http())
                 }
                 Ok(caller) => {
                     request.extensions_mut().insert(caller);
