@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Prepares a machine for `make test`: system packages, a running PostgreSQL on
-# 127.0.0.1:5432 (user postgres, trust auth over TCP), a running Redis on 127.0.0.1:6379,
-# a running S3-compatible server (s3s-fs) on 127.0.0.1:9000, buf, the Python fal-client,
-# clamd (ClamAV's daemon, which the malware-scanning tests start with a signature database
-# of their own), the Helm and Kubernetes-schema libraries for the deployment checks,
+# 127.0.0.1:5432 (user postgres, trust auth over TCP) and the server's programs
+# (initdb, pg_ctl, pg_basebackup) for tests that run clusters of their own, a running
+# Redis on 127.0.0.1:6379, a running S3-compatible server (s3s-fs) on 127.0.0.1:9000,
+# buf, the Python fal-client, clamd (ClamAV's daemon, which the malware-scanning tests
+# start with a signature database of their own), the Helm and Kubernetes-schema libraries for the deployment checks,
 # rustfmt and clippy, cargo-deny and cargo-cyclonedx (make lint, make sbom),
 # and the benchmarks' peers and load tools (oha, libvips' vipsthumbnail, BullMQ), whose
 # smoke runs are part of `make test`.
@@ -56,6 +57,9 @@ fresh_postgres=0
 # clients are needed.
 if port_open "$PG_HOST" "$PG_PORT"; then
     have psql && have pg_isready || packages+=(postgresql-client)
+    # The restore drill (services/atelier/tests/backup.rs) and the chaos suite run
+    # clusters of their own: initdb, pg_ctl, pg_basebackup from the server package.
+    ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || packages+=(postgresql)
 elif ! have pg_ctlcluster || ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then
     packages+=(postgresql)
     fresh_postgres=1

@@ -195,6 +195,63 @@ impl LocalStore {
     }
 }
 
+/// Copying objects whole, as they lie on disk (encrypted or not), for backups:
+/// blocking calls, for a backup's own thread.
+impl LocalStore {
+    /// The object's file as stored (its bytes are not decrypted) and its content
+    /// type; `None` when there is no such object. The file stays readable whole
+    /// even if the object is deleted or replaced meanwhile.
+    pub fn open_stored(&self, key: &str) -> Result<Option<(std::fs::File, String)>, StorageError> {
+        let (object_path, meta_path) = self.paths(key)?;
+        let file = match std::fs::File::open(&object_path) {
+            Ok(file) => file,
+            Err(e) if is_missing(&e) => return Ok(None),
+            Err(e) => return Err(backend(format!("opening {key:?}"), e)),
+        };
+        let is_file = file
+            .metadata()
+            .map_err(|e| backend(format!("reading {key:?}"), e))?
+            .is_file();
+        if !is_file {
+            return Ok(None);
+        }
+        let content_type = match content_type_of(&file) {
+            Some(content_type) => content_type,
+            None => match std::fs::read_to_string(&meta_path) {
+                Ok(content_type) => content_type.trim().to_owned(),
+                Err(e) if is_missing(&e) => DEFAULT_CONTENT_TYPE.to_owned(),
+                Err(e) => return Err(backend(format!("reading {}", meta_path.display()), e)),
+            },
+        };
+        Ok(Some((file, content_type)))
+    }
+
+    /// Stores the bytes `body` yields under `key` exactly as they are (an object
+    /// [`LocalStore::open_stored`] read, encrypted or not: this store's key is not
+    /// applied), labelled `content_type`; synced and renamed into place like a put.
+    /// Returns the bytes written.
+    pub fn put_stored(
+        &self,
+        key: &str,
+        content_type: &str,
+        body: &mut dyn io::Read,
+    ) -> Result<u64, StorageError> {
+        let (object_path, meta_path) = self.paths(key)?;
+        let temp = TempFile::new(&self.tmp);
+        let writing = |e| backend(format!("writing {}", temp.path.display()), e);
+        let mut file = std::fs::File::create_new(&temp.path).map_err(writing)?;
+        let size = io::copy(body, &mut file).map_err(writing)?;
+        if self.attributes {
+            set_content_type(&file, content_type).map_err(writing)?;
+        }
+        file.sync_all().map_err(writing)?;
+        drop(file);
+        let meta = (!self.attributes).then(|| (TempFile::new(&self.tmp), meta_path));
+        place(key, content_type, temp, meta, &object_path)?;
+        Ok(size)
+    }
+}
+
 impl LocalStore {
     /// Reads the encrypted object in `file` (`file_len` bytes, `header` read), or
     /// the part of it `range` asks for, decrypting only the segments that cover it.

@@ -159,4 +159,5 @@ impl atelier_common::Clock for OffsetClock {
 
 pub mod clamd;
 pub mod fixtures;
+pub mod postgres;
 pub mod rest;

@@ -4,6 +4,7 @@
 //! commands (`login`, `process`, `watch`, ...) talk to a running platform over its
 //! REST API (see [`cli`]).
 
+mod backup;
 mod cli;
 mod serve;
 
@@ -69,6 +70,35 @@ enum Platform {
         #[arg(long, requires = "tls")]
         cert_out: Option<std::path::PathBuf>,
     },
+    /// Write a consistent archive of the embedded platform (SQLite databases, local
+    /// objects, keys) while it serves; or check one with --verify
+    #[command(
+        long_about = "Write a consistent archive of the embedded platform under DATA_DIR while it serves: \
+every service's SQLite database, the local objects their rows name, and the keys needed to read them \
+(JWT signing keys, the URL-signing key, STORAGE_ENCRYPTION_KEY_FILE when set, the generated service CA). \
+The archive holds secrets: it is written 0600. With DATABASE_URL or S3_BUCKET set, use the \
+production runbook (k8s/RUNBOOK-backup.md) instead."
+    )]
+    Backup {
+        /// The archive to write (`.tar.gz`, or `.tar` uncompressed); default
+        /// atelier-backup-<time>.tar.gz in the current directory
+        #[arg(long, short, conflicts_with = "verify")]
+        output: Option<std::path::PathBuf>,
+        /// Check an archive instead: every file against its manifest's SHA-256
+        #[arg(long, value_name = "ARCHIVE")]
+        verify: Option<std::path::PathBuf>,
+    },
+    /// Restore an archive `atelier backup` wrote into a data directory
+    Restore {
+        /// The archive
+        archive: std::path::PathBuf,
+        /// The data directory to restore into (then run with DATA_DIR set to it)
+        #[arg(long)]
+        data_dir: std::path::PathBuf,
+        /// Replace a data directory that is not empty (stop its platform first)
+        #[arg(long)]
+        force: bool,
+    },
     /// Apply pending database migrations and exit
     Migrate {
         /// Whose schemas to migrate: all, or a comma-separated list
@@ -92,6 +122,19 @@ async fn main() -> std::process::ExitCode {
     let result = match command {
         Platform::Serve { target } => serve::serve(&target).await,
         Platform::Migrate { target } => serve::migrate(&target).await,
+        Platform::Backup {
+            verify: Some(archive),
+            ..
+        } => backup::verify(&archive),
+        Platform::Backup {
+            output,
+            verify: None,
+        } => backup::backup(output).await,
+        Platform::Restore {
+            archive,
+            data_dir,
+            force,
+        } => backup::restore(&archive, &data_dir, force).await,
         Platform::FalSim {
             addr,
             tls,

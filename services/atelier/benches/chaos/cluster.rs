@@ -5,7 +5,6 @@
 //! workflow, user), `gateway` and `processing`.
 
 use std::{
-    net::TcpListener,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
@@ -14,10 +13,7 @@ use std::{
 use anyhow::{Context, bail, ensure};
 use serde_json::{Value, json};
 
-/// A free loopback port (the listener is closed again at once).
-pub fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
+pub use atelier_testkit::postgres::{Postgres, free_port};
 
 /// A child process, SIGKILLed when dropped, its output in `<dir>/<name>.log`.
 pub struct Proc {
@@ -101,166 +97,6 @@ pub async fn wait_ok(http: &reqwest::Client, url: &str, within: Duration) -> any
             "{url} did not answer within {within:?}"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// The user PostgreSQL's programs run as: `postgres` when we are root (they refuse to
-/// run as root), else ourselves.
-fn postgres_user() -> anyhow::Result<Option<(u32, u32)>> {
-    use std::os::unix::fs::MetadataExt as _;
-    // /proc/self belongs to the process's effective user.
-    if std::fs::metadata("/proc/self")?.uid() != 0 {
-        return Ok(None);
-    }
-    let passwd = std::fs::read_to_string("/etc/passwd")?;
-    let entry = passwd
-        .lines()
-        .map(|line| line.split(':').collect::<Vec<_>>())
-        .find(|fields| fields.first() == Some(&"postgres") && fields.len() > 3)
-        .context("running as root, and there is no `postgres` user to run PostgreSQL as")?;
-    Ok(Some((entry[2].parse()?, entry[3].parse()?)))
-}
-
-/// PostgreSQL's programs: `CHAOS_PG_BIN`, else the newest `/usr/lib/postgresql/*/bin`.
-fn postgres_bin() -> anyhow::Result<PathBuf> {
-    if let Some(dir) = std::env::var_os("CHAOS_PG_BIN") {
-        return Ok(dir.into());
-    }
-    let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
-        .context("PostgreSQL is not installed under /usr/lib/postgresql (set CHAOS_PG_BIN)")?
-        .filter_map(Result::ok)
-        .filter_map(|entry| {
-            let version = entry.file_name().to_str()?.parse().ok()?;
-            let bin = entry.path().join("bin");
-            bin.join("pg_ctl").exists().then_some((version, bin))
-        })
-        .collect();
-    found.sort();
-    found
-        .pop()
-        .map(|(_, bin)| bin)
-        .context("no PostgreSQL with pg_ctl under /usr/lib/postgresql")
-}
-
-/// A PostgreSQL cluster of the suite's own (initdb + pg_ctl), stopped when dropped.
-pub struct Postgres {
-    bin: PathBuf,
-    data: PathBuf,
-    log: PathBuf,
-    port: u16,
-    user: Option<(u32, u32)>,
-}
-
-impl Postgres {
-    pub fn start(dir: &Path) -> anyhow::Result<Self> {
-        let bin = postgres_bin()?;
-        let user = postgres_user()?;
-        let home = dir.join("postgres");
-        std::fs::create_dir_all(&home)?;
-        let pg = Self {
-            bin,
-            data: home.join("data"),
-            log: home.join("postgres.log"),
-            port: free_port()?,
-            user,
-        };
-        if let Some((uid, gid)) = user {
-            std::os::unix::fs::chown(dir, Some(uid), Some(gid))?;
-            std::os::unix::fs::chown(&home, Some(uid), Some(gid))?;
-        }
-        pg.run(
-            "initdb",
-            &[
-                "-D".as_ref(),
-                pg.data.as_os_str(),
-                "-U".as_ref(),
-                "postgres".as_ref(),
-                "-A".as_ref(),
-                "trust".as_ref(),
-                "--no-sync".as_ref(),
-            ],
-        )?;
-        pg.up()?;
-        Ok(pg)
-    }
-
-    pub fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
-    }
-
-    fn run(&self, program: &str, args: &[&std::ffi::OsStr]) -> anyhow::Result<()> {
-        use std::os::unix::process::CommandExt as _;
-        let mut command = Command::new(self.bin.join(program));
-        command.args(args).stdin(Stdio::null());
-        if let Some((uid, gid)) = self.user {
-            command.uid(uid).gid(gid);
-        }
-        let out = command
-            .output()
-            .with_context(|| format!("running {program}"))?;
-        ensure!(
-            out.status.success(),
-            "{program} failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Ok(())
-    }
-
-    /// Starts the server and waits until it accepts connections.
-    pub fn up(&self) -> anyhow::Result<()> {
-        // Enough connections for every service's pool in every process, restarts
-        // included; durability is not what is tested (the stops are clean).
-        let options = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c max_connections=400 -c fsync=off",
-            self.port,
-            self.data.parent().unwrap_or(&self.data).display()
-        );
-        self.run(
-            "pg_ctl",
-            &[
-                "-D".as_ref(),
-                self.data.as_os_str(),
-                "-l".as_ref(),
-                self.log.as_os_str(),
-                "-o".as_ref(),
-                options.as_ref(),
-                "-w".as_ref(),
-                "-t".as_ref(),
-                "60".as_ref(),
-                "start".as_ref(),
-            ],
-        )
-    }
-
-    /// Stops the server (`fast`: open sessions are ended, as at a restart).
-    pub fn down(&self) -> anyhow::Result<()> {
-        self.run(
-            "pg_ctl",
-            &[
-                "-D".as_ref(),
-                self.data.as_os_str(),
-                "-m".as_ref(),
-                "fast".as_ref(),
-                "-w".as_ref(),
-                "stop".as_ref(),
-            ],
-        )
-    }
-}
-
-impl Drop for Postgres {
-    fn drop(&mut self) {
-        let _ = self.run(
-            "pg_ctl",
-            &[
-                "-D".as_ref(),
-                self.data.as_os_str(),
-                "-m".as_ref(),
-                "immediate".as_ref(),
-                "stop".as_ref(),
-            ],
-        );
     }
 }
 
