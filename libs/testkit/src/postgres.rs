@@ -57,10 +57,9 @@ pub fn postgres_bin() -> anyhow::Result<PathBuf> {
         })
         .collect();
     found.sort();
-    found
-        .pop()
-        .map(|(_, bin)| bin)
-        .context("no PostgreSQL server (initdb, pg_ctl) under /usr/lib/postgresql; `make test` installs it")
+    found.pop().map(|(_, bin)| bin).context(
+        "no PostgreSQL server (initdb, pg_ctl) under /usr/lib/postgresql; `make test` installs it",
+    )
 }
 
 /// A PostgreSQL cluster of the test's own (its data directory `<home>/data`, its log

@@ -227,10 +227,7 @@ impl Writer {
         manifest.files = std::mem::take(&mut self.files);
         let json = serde_json::to_vec_pretty(&manifest)?;
         self.append(MANIFEST, json.len() as u64, &mut json.as_slice())?;
-        let mut out = self
-            .builder
-            .into_inner()
-            .context("finishing the archive")?;
+        let mut out = self.builder.into_inner().context("finishing the archive")?;
         out.flush()?;
         drop(out);
         // The encoder and buffer are gone: the file is whole. Sync it, then rename.
@@ -334,7 +331,10 @@ pub fn verify(path: &Path) -> anyhow::Result<Manifest> {
             file.path
         );
         let Some((size, sha256)) = seen.get(&file.path) else {
-            bail!("{} is listed in the manifest but not in the archive", file.path);
+            bail!(
+                "{} is listed in the manifest but not in the archive",
+                file.path
+            );
         };
         ensure!(
             *size == file.size && *sha256 == file.sha256,
@@ -426,7 +426,9 @@ mod tests {
                 .add("databases/auth.db", 3, b"abc".as_slice(), None)
                 .expect("add");
             assert!(
-                writer.add("objects/a/c", 9, b"short".as_slice(), None).is_err(),
+                writer
+                    .add("objects/a/c", 9, b"short".as_slice(), None)
+                    .is_err(),
                 "a body shorter than said"
             );
             // The failed entry is still written (padded): such an archive is
@@ -446,7 +448,11 @@ mod tests {
             assert_eq!(read.files.len(), 1);
             assert_eq!(read.files[0].content_type.as_deref(), Some("image/png"));
             assert_eq!(
-                std::fs::metadata(&path).expect("archive").permissions().mode() & 0o777,
+                std::fs::metadata(&path)
+                    .expect("archive")
+                    .permissions()
+                    .mode()
+                    & 0o777,
                 0o600
             );
         }
@@ -460,7 +466,10 @@ mod tests {
         bytes[at] = b'j';
         std::fs::write(&path, bytes).expect("write");
         let err = verify(&path).expect_err("changed");
-        assert!(format!("{err:#}").contains("does not match the manifest"), "{err:#}");
+        assert!(
+            format!("{err:#}").contains("does not match the manifest"),
+            "{err:#}"
+        );
     }
 
     use std::os::unix::fs::PermissionsExt;

@@ -79,8 +79,11 @@ pub async fn backup(output: Option<PathBuf>) -> anyhow::Result<()> {
 
     // 1. Databases, referrers first (see `snapshot`).
     for name in &databases {
-        snapshot::copy_database(&data_dir.join(name), &snapshot::staged(staging.path(), name))
-            .await?;
+        snapshot::copy_database(
+            &data_dir.join(name),
+            &snapshot::staged(staging.path(), name),
+        )
+        .await?;
     }
     // Drills and tests act between the two steps (delete an image, finish a job)
     // to see the objects step keep the copy whole.
@@ -275,8 +278,7 @@ pub async fn restore(archive_path: &Path, target: &Path, force: bool) -> anyhow:
         Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
         _ => PathBuf::from("."),
     };
-    std::fs::create_dir_all(&parent)
-        .with_context(|| format!("creating {}", parent.display()))?;
+    std::fs::create_dir_all(&parent).with_context(|| format!("creating {}", parent.display()))?;
     let staging = tempfile::Builder::new()
         .prefix(&format!(".{name}.restore-"))
         .tempdir_in(&parent)
@@ -294,7 +296,10 @@ pub async fn restore(archive_path: &Path, target: &Path, force: bool) -> anyhow:
     // Into place: the old directory (an empty one, or one --force replaces) is moved
     // aside first and removed once the new one is there.
     let restored = staging.keep();
-    let aside = parent.join(format!(".{name}.replaced-{}", uuid::Uuid::new_v4().simple()));
+    let aside = parent.join(format!(
+        ".{name}.replaced-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
     let moved_aside = target.exists();
     if moved_aside {
         std::fs::rename(target, &aside)
@@ -327,13 +332,21 @@ pub async fn restore(archive_path: &Path, target: &Path, force: bool) -> anyhow:
         target.display(),
         target.display()
     );
-    if manifest.files.iter().any(|f| f.path == archive::STORAGE_KEY) {
+    if manifest
+        .files
+        .iter()
+        .any(|f| f.path == archive::STORAGE_KEY)
+    {
         println!(
             "objects are encrypted: set STORAGE_ENCRYPTION_KEY_FILE={}/storage-encryption.key",
             target.display()
         );
     }
-    if !manifest.files.iter().any(|f| f.path == archive::URL_SIGNING_KEY) {
+    if !manifest
+        .files
+        .iter()
+        .any(|f| f.path == archive::URL_SIGNING_KEY)
+    {
         println!(
             "the archive holds no URL-signing key: set URL_SIGNING_KEY as the backed-up platform had it"
         );

@@ -27,7 +27,9 @@ use std::{
 
 use anyhow::{Context, ensure};
 use atelier_storage::LocalStore;
-use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, Statement};
+use sea_orm::{
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, Statement,
+};
 use uuid::Uuid;
 
 use super::archive::{self, Writer};
@@ -237,9 +239,10 @@ pub async fn copy_objects(
                 }
             }
         }
-        let whole = row.keys.iter().all(|key| {
-            copied.contains(key) || opened.iter().any(|(opened, ..)| opened == key)
-        });
+        let whole = row
+            .keys
+            .iter()
+            .all(|key| copied.contains(key) || opened.iter().any(|(opened, ..)| opened == key));
         if !whole {
             tracing::info!(image_id = %row.id, "image deleted while the backup ran: left out");
             left_out.push(row);
