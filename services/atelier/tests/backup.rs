@@ -65,6 +65,25 @@ fn text(output: &Output) -> String {
     )
 }
 
+/// `atelier restore ARCHIVE --data-dir INTO [--force]`.
+fn restore(archive: &Path, into: &Path, force: bool, dir: &Path) -> Output {
+    let (archive, into) = (archive.display().to_string(), into.display().to_string());
+    let mut args = vec!["restore", &archive, "--data-dir", &into];
+    if force {
+        args.push("--force");
+    }
+    atelier(&args, &[], dir)
+}
+
+/// `atelier backup --verify ARCHIVE`.
+fn verify(archive: &Path, dir: &Path) -> Output {
+    atelier(
+        &["backup", "--verify", &archive.display().to_string()],
+        &[],
+        dir,
+    )
+}
+
 /// A running `atelier serve` on a data directory of its own, killed when dropped;
 /// its log printed when the test fails.
 struct Serve {
@@ -367,6 +386,7 @@ fn spawn_load(
                     id,
                     sha256(&bytes),
                 ));
+                tokio::time::sleep(Duration::from_millis(40)).await;
             }
         }));
     }
@@ -395,7 +415,7 @@ fn spawn_load(
                 .expect("load")
                 .jobs
                 .push((Instant::now(), user.clone(), id));
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }));
     tasks
@@ -549,11 +569,7 @@ async fn a_backup_under_load_restores_whole_and_consistent() {
         }
     }
 
-    let verified = atelier(
-        &["backup", "--verify", archive.to_str().expect("utf-8")],
-        &[],
-        dir.path(),
-    );
+    let verified = verify(&archive, dir.path());
     assert!(verified.status.success(), "{}", text(&verified));
     assert!(
         String::from_utf8_lossy(&verified.stdout).contains("match the manifest"),
@@ -563,16 +579,7 @@ async fn a_backup_under_load_restores_whole_and_consistent() {
 
     // Restore into a fresh directory and start a platform on it.
     let restored_dir = dir.path().join("restored");
-    let restored = atelier(
-        &[
-            "restore",
-            archive.to_str().expect("utf-8"),
-            "--data-dir",
-            restored_dir.to_str().expect("utf-8"),
-        ],
-        &[],
-        dir.path(),
-    );
+    let restored = restore(&archive, &restored_dir, false, dir.path());
     assert!(restored.status.success(), "{}", text(&restored));
     let snapshot = read_restored(&restored_dir).await;
     let target = Serve::start("restored", &restored_dir, dir.path()).await;
@@ -731,11 +738,7 @@ async fn a_backup_under_load_restores_whole_and_consistent() {
     // A changed archive is refused, by --verify and by restore, and nothing is made.
     let tampered = dir.path().join("tampered.tar.gz");
     tamper(&archive, &tampered);
-    let verified = atelier(
-        &["backup", "--verify", tampered.to_str().expect("utf-8")],
-        &[],
-        dir.path(),
-    );
+    let verified = verify(&tampered, dir.path());
     assert!(!verified.status.success(), "{}", text(&verified));
     assert!(
         text(&verified).contains("does not match the manifest"),
@@ -743,16 +746,7 @@ async fn a_backup_under_load_restores_whole_and_consistent() {
         text(&verified)
     );
     let refused_dir = dir.path().join("from-tampered");
-    let refused = atelier(
-        &[
-            "restore",
-            tampered.to_str().expect("utf-8"),
-            "--data-dir",
-            refused_dir.to_str().expect("utf-8"),
-        ],
-        &[],
-        dir.path(),
-    );
+    let refused = restore(&tampered, &refused_dir, false, dir.path());
     assert!(!refused.status.success(), "{}", text(&refused));
     assert!(
         text(&refused).contains("does not match the manifest"),
@@ -775,23 +769,7 @@ async fn a_backup_under_load_restores_whole_and_consistent() {
     let occupied = dir.path().join("occupied");
     std::fs::create_dir_all(&occupied).expect("dir");
     std::fs::write(occupied.join("notes.txt"), "mine").expect("file");
-    let args = |force: bool| {
-        let mut args = vec![
-            "restore".to_owned(),
-            archive.display().to_string(),
-            "--data-dir".to_owned(),
-            occupied.display().to_string(),
-        ];
-        if force {
-            args.push("--force".to_owned());
-        }
-        args
-    };
-    let refused = atelier(
-        &args(false).iter().map(String::as_str).collect::<Vec<_>>(),
-        &[],
-        dir.path(),
-    );
+    let refused = restore(&archive, &occupied, false, dir.path());
     assert!(!refused.status.success(), "{}", text(&refused));
     assert!(
         text(&refused).contains("is not empty"),
@@ -802,11 +780,7 @@ async fn a_backup_under_load_restores_whole_and_consistent() {
         std::fs::read_to_string(occupied.join("notes.txt")).expect("untouched"),
         "mine"
     );
-    let forced = atelier(
-        &args(true).iter().map(String::as_str).collect::<Vec<_>>(),
-        &[],
-        dir.path(),
-    );
+    let forced = restore(&archive, &occupied, true, dir.path());
     assert!(forced.status.success(), "{}", text(&forced));
     assert!(!occupied.join("notes.txt").exists(), "replaced whole");
     assert!(occupied.join("auth.db").is_file());

@@ -413,15 +413,19 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         for name in ["backup.tar.gz", "backup.tar"] {
             let path = dir.path().join(name);
-            let mut writer = Writer::create(&path, 0).expect("create");
-            writer
-                .add(
-                    "objects/a/b",
-                    5,
-                    b"hello".as_slice(),
-                    Some("image/png".into()),
-                )
-                .expect("add");
+            let started = || {
+                let mut writer = Writer::create(&path, 0).expect("create");
+                writer
+                    .add(
+                        "objects/a/b",
+                        5,
+                        b"hello".as_slice(),
+                        Some("image/png".into()),
+                    )
+                    .expect("add");
+                writer
+            };
+            let mut writer = started();
             writer
                 .add("databases/auth.db", 3, b"abc".as_slice(), None)
                 .expect("add");
@@ -434,16 +438,7 @@ mod tests {
             // The failed entry is still written (padded): such an archive is
             // abandoned, never finished, by the caller. Here: start again.
             writer.abandon();
-            let mut writer = Writer::create(&path, 0).expect("create");
-            writer
-                .add(
-                    "objects/a/b",
-                    5,
-                    b"hello".as_slice(),
-                    Some("image/png".into()),
-                )
-                .expect("add");
-            writer.finish(manifest()).expect("finish");
+            started().finish(manifest()).expect("finish");
             let read = verify(&path).expect("verify");
             assert_eq!(read.files.len(), 1);
             assert_eq!(read.files[0].content_type.as_deref(), Some("image/png"));
