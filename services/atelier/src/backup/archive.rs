@@ -20,7 +20,7 @@ use std::{
     fs::File,
     io::{self, BufReader, BufWriter, Read, Write},
     os::unix::fs::OpenOptionsExt,
-    path::{Component, Path, PathBuf},
+    path::{Path, PathBuf},
 };
 
 use anyhow::{Context, bail, ensure};
@@ -80,11 +80,10 @@ pub struct FileEntry {
 /// Whether `name` is an entry an archive may hold: a relative path of plain
 /// components under one of the known roots.
 pub fn check_name(name: &str) -> anyhow::Result<()> {
-    let plain = !name.is_empty()
-        && Path::new(name)
-            .components()
-            .all(|component| matches!(component, Component::Normal(_)))
-        && !name.ends_with('/');
+    // Segment by segment: `Path::components` would pass `a/./b` and `a//b`.
+    let plain = name
+        .split('/')
+        .all(|segment| !matches!(segment, "" | "." | ".."));
     ensure!(plain, "archive entry {name:?} is not a plain relative path");
     let known = [OBJECTS, DATABASES, JWT_KEYS, TLS]
         .iter()
