@@ -4,6 +4,7 @@
 //! commands (`login`, `process`, `watch`, ...) talk to a running platform over its
 //! REST API (see [`cli`]).
 
+mod admin;
 mod cli;
 mod serve;
 
@@ -69,6 +70,11 @@ enum Platform {
         #[arg(long, requires = "tls")]
         cert_out: Option<std::path::PathBuf>,
     },
+    /// Make a user an administrator or take the role back (with the operator certificate)
+    Admin {
+        #[command(subcommand)]
+        command: admin::AdminCommand,
+    },
     /// Apply pending database migrations and exit
     Migrate {
         /// Whose schemas to migrate: all, or a comma-separated list
@@ -92,6 +98,7 @@ async fn main() -> std::process::ExitCode {
     let result = match command {
         Platform::Serve { target } => serve::serve(&target).await,
         Platform::Migrate { target } => serve::migrate(&target).await,
+        Platform::Admin { command } => admin::run(command).await,
         Platform::FalSim {
             addr,
             tls,
