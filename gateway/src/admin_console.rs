@@ -435,7 +435,10 @@ pub async fn retry_dead_letter(
     Path(job_id): Path<String>,
 ) -> Result<Json<DeadLetterOutcome>, Problem> {
     let reply = operations(&state)
-        .retry_dead_letter(grpc_request(pb::RetryDeadLetterRequest { job_id }, &headers))
+        .retry_dead_letter(grpc_request(
+            pb::RetryDeadLetterRequest { job_id },
+            &headers,
+        ))
         .await?
         .into_inner();
     Ok(Json(DeadLetterOutcome {

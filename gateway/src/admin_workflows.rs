@@ -59,8 +59,8 @@ fn admin_body(workflow: pb::Workflow) -> AdminWorkflowBody {
 
 /// The workflow with its version as `ETag`, for the next change's `If-Match`.
 fn reply(status: StatusCode, workflow: Option<pb::Workflow>) -> Result<Response, Problem> {
-    let workflow = workflow
-        .ok_or_else(|| Problem::from(tonic::Status::internal("reply without workflow")))?;
+    let workflow =
+        workflow.ok_or_else(|| Problem::from(tonic::Status::internal("reply without workflow")))?;
     let etag = format!("\"{}\"", workflow.version);
     let mut response = (status, Json(admin_body(workflow))).into_response();
     if let Ok(value) = HeaderValue::from_str(&etag) {

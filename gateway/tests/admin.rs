@@ -89,7 +89,11 @@ async fn call(
     let response = request.send().await.expect("request");
     let status = response.status();
     let headers = response.headers().clone();
-    (status, headers, response.json().await.unwrap_or(Value::Null))
+    (
+        status,
+        headers,
+        response.json().await.unwrap_or(Value::Null),
+    )
 }
 
 /// Every operation of the REST API tagged `admin`: its method and path.
@@ -167,7 +171,11 @@ async fn admin_routes_refuse_everyone_else(backend: Backend) {
         let body = (method != Method::GET).then(|| json!({}));
         let (status, _, problem) =
             call(&platform, None, method.clone(), &path, body.clone(), &[]).await;
-        assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {path}: {problem}");
+        assert_eq!(
+            status,
+            StatusCode::UNAUTHORIZED,
+            "{method} {path}: {problem}"
+        );
         let (status, _, problem) =
             call(&platform, Some(&ada), method.clone(), &path, body, &[]).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{method} {path}: {problem}");
@@ -228,7 +236,10 @@ async fn audited(platform: &TestPlatform, admin: &User, prefix: &str) -> Vec<(St
         .map(|event| {
             (
                 event["action"].as_str().expect("action").to_owned(),
-                event["actor_user_id"].as_str().unwrap_or_default().to_owned(),
+                event["actor_user_id"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
             )
         })
         .collect();
@@ -258,21 +269,37 @@ async fn workflows_are_managed(backend: Backend) {
     );
     let version = lineart["version"].as_i64().expect("version");
     assert_eq!(lineart["latest_version"], version);
-    let endpoint = lineart["fal_endpoint"].as_str().expect("endpoint").to_owned();
+    let endpoint = lineart["fal_endpoint"]
+        .as_str()
+        .expect("endpoint")
+        .to_owned();
     let path = "/api/admin/workflows/lineart";
     let patch = |body: Value, etag: Option<String>| {
         let headers: Vec<(&str, String)> = etag.into_iter().map(|tag| ("if-match", tag)).collect();
         let platform = &platform;
         let root = &root;
-        async move { call(platform, Some(root), Method::PATCH, path, Some(body), &headers).await }
+        async move {
+            call(
+                platform,
+                Some(root),
+                Method::PATCH,
+                path,
+                Some(body),
+                &headers,
+            )
+            .await
+        }
     };
 
     // Changes need the version they are based on.
     let (status, _, problem) = patch(json!({"active": false}), None).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
     assert_eq!(problem["errors"][0]["field"], "If-Match");
-    let (status, _, problem) =
-        patch(json!({"active": false}), Some(format!("\"{}\"", version + 7))).await;
+    let (status, _, problem) = patch(
+        json!({"active": false}),
+        Some(format!("\"{}\"", version + 7)),
+    )
+    .await;
     assert_eq!(status, StatusCode::PRECONDITION_FAILED, "{problem}");
 
     // Disabled: gone from the catalogue, new jobs refused.
@@ -302,7 +329,10 @@ async fn workflows_are_managed(backend: Backend) {
     let problem: Value = refused.json().await.expect("problem");
     assert_eq!(status, StatusCode::PRECONDITION_FAILED, "{problem}");
     assert!(
-        problem["detail"].as_str().expect("detail").contains("not active"),
+        problem["detail"]
+            .as_str()
+            .expect("detail")
+            .contains("not active"),
         "{problem}"
     );
 
@@ -324,16 +354,22 @@ async fn workflows_are_managed(backend: Backend) {
     let (_, public) = get(&platform, &ada, "/api/workflows/lineart").await;
     assert_eq!(
         (&public["name"], &public["description"], &public["active"]),
-        (&json!("Line art (edited)"), &json!("Edges only"), &json!(true))
+        (
+            &json!("Line art (edited)"),
+            &json!("Edges only"),
+            &json!(true)
+        )
     );
     let job = start_job(&platform, &ada, &image, "lineart", json!({})).await;
     assert_eq!(finished(&platform, &ada, &job).await["status"], "completed");
 
     // Pinned: the schema stays as it is.
-    let (status, _, pinned) =
-        patch(json!({"pinned": true}), Some(format!("\"{version}\""))).await;
+    let (status, _, pinned) = patch(json!({"pinned": true}), Some(format!("\"{version}\""))).await;
     assert_eq!(status, StatusCode::OK, "{pinned}");
-    assert_eq!((&pinned["pinned"], &pinned["version"]), (&json!(true), &json!(version + 1)));
+    assert_eq!(
+        (&pinned["pinned"], &pinned["version"]),
+        (&json!(true), &json!(version + 1))
+    );
 
     // Added from a fal endpoint: the schema read from fal's model API.
     let (status, _, added) = call(
@@ -346,10 +382,19 @@ async fn workflows_are_managed(backend: Backend) {
     )
     .await;
     assert_eq!(status, StatusCode::CREATED, "{added}");
-    assert_eq!((&added["custom"], &added["version"]), (&json!(true), &json!(1)));
-    assert!(added["parameters_schema"]["properties"].is_object(), "{added}");
+    assert_eq!(
+        (&added["custom"], &added["version"]),
+        (&json!(true), &json!(1))
+    );
+    assert!(
+        added["parameters_schema"]["properties"].is_object(),
+        "{added}"
+    );
     let copy = start_job(&platform, &ada, &image, "lineart-copy", json!({})).await;
-    assert_eq!(finished(&platform, &ada, &copy).await["status"], "completed");
+    assert_eq!(
+        finished(&platform, &ada, &copy).await["status"],
+        "completed"
+    );
     for (body, field, expected) in [
         (
             json!({"id": "nowhere", "fal_endpoint": "fal-ai/no-such-model", "name": "x", "category": "utility"}),
@@ -397,7 +442,10 @@ async fn workflows_are_managed(backend: Backend) {
             "workflow.added"
         ]
     );
-    assert!(entries.iter().all(|(_, actor)| *actor == root.id), "{entries:?}");
+    assert!(
+        entries.iter().all(|(_, actor)| *actor == root.id),
+        "{entries:?}"
+    );
 }
 
 async fn users_change_plan_and_role(backend: Backend) {
@@ -419,24 +467,64 @@ async fn users_change_plan_and_role(backend: Backend) {
     let (_, page) = get(&platform, &root, "/api/admin/users?page_size=2").await;
     assert_eq!(page["users"].as_array().expect("users").len(), 2);
     let next = page["next_page_token"].as_str().expect("more");
-    let (_, rest) = get(&platform, &root, format!("/api/admin/users?page_size=2&page_token={next}")).await;
+    let (_, rest) = get(
+        &platform,
+        &root,
+        format!("/api/admin/users?page_size=2&page_token={next}"),
+    )
+    .await;
     assert_eq!(rest["users"].as_array().expect("users").len(), 1);
     assert!(rest["next_page_token"].is_null());
 
     let path = format!("/api/admin/users/{}", ada.id);
-    let (status, _, changed) = call(&platform, Some(&root), Method::PATCH, &path, Some(json!({"tier": "pro"})), &[]).await;
+    let (status, _, changed) = call(
+        &platform,
+        Some(&root),
+        Method::PATCH,
+        &path,
+        Some(json!({"tier": "pro"})),
+        &[],
+    )
+    .await;
     assert_eq!(status, StatusCode::OK, "{changed}");
-    assert_eq!((&changed["tier"], &changed["role"]), (&json!("pro"), &json!("user")));
+    assert_eq!(
+        (&changed["tier"], &changed["role"]),
+        (&json!("pro"), &json!("user"))
+    );
     let (_, profile) = get(&platform, &ada, "/api/users/profile").await;
     assert_eq!(profile["subscription_tier"], "pro", "{profile}");
-    let (status, _, changed) = call(&platform, Some(&root), Method::PATCH, &path, Some(json!({"role": "admin"})), &[]).await;
+    let (status, _, changed) = call(
+        &platform,
+        Some(&root),
+        Method::PATCH,
+        &path,
+        Some(json!({"role": "admin"})),
+        &[],
+    )
+    .await;
     assert_eq!(status, StatusCode::OK, "{changed}");
     assert_eq!(changed["role"], "admin");
-    let (status, _, problem) = call(&platform, Some(&root), Method::PATCH, &path, Some(json!({"tier": "platinum"})), &[]).await;
+    let (status, _, problem) = call(
+        &platform,
+        Some(&root),
+        Method::PATCH,
+        &path,
+        Some(json!({"tier": "platinum"})),
+        &[],
+    )
+    .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
     assert_eq!(problem["errors"][0]["field"], "tier");
     let own = format!("/api/admin/users/{}", root.id);
-    let (status, _, problem) = call(&platform, Some(&root), Method::PATCH, &own, Some(json!({"role": "user"})), &[]).await;
+    let (status, _, problem) = call(
+        &platform,
+        Some(&root),
+        Method::PATCH,
+        &own,
+        Some(json!({"role": "user"})),
+        &[],
+    )
+    .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
     assert_eq!(problem["errors"][0]["field"], "user_id");
 
@@ -496,7 +584,12 @@ async fn dead_letters_are_retried_and_discarded(backend: Backend) {
         assert_eq!(letter["attempts"], 3);
         assert!(!letter["reason"].as_str().expect("reason").is_empty());
     }
-    let (status, one) = get(&platform, &root, format!("/api/admin/dead-letters/{retried}")).await;
+    let (status, one) = get(
+        &platform,
+        &root,
+        format!("/api/admin/dead-letters/{retried}"),
+    )
+    .await;
     assert_eq!((status, &one["job_id"]), (StatusCode::OK, &json!(retried)));
     let (_, failures) = get(&platform, &root, "/api/admin/failures").await;
     let group = failures["groups"]
@@ -520,7 +613,9 @@ async fn dead_letters_are_retried_and_discarded(backend: Backend) {
     );
 
     // fal is back: the retried job runs to the end.
-    platform.fal_sim().set_failures(atelier_fal_sim::Failures::default());
+    platform
+        .fal_sim()
+        .set_failures(atelier_fal_sim::Failures::default());
     let (status, outcome) = post(
         &platform,
         &root,

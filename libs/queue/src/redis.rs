@@ -684,7 +684,12 @@ impl Queue for RedisQueue {
     }
 
     async fn dead_letter(&self, job_id: Uuid) -> Result<Option<DeadLetter>, QueueError> {
-        Ok(self.letters_of(job_id).await?.into_iter().next().map(|(_, letter)| letter))
+        Ok(self
+            .letters_of(job_id)
+            .await?
+            .into_iter()
+            .next()
+            .map(|(_, letter)| letter))
     }
 
     async fn discard_dead_letter(&self, job_id: Uuid) -> Result<Option<DeadLetter>, QueueError> {

@@ -475,7 +475,11 @@ async fn dead_letters_inspected_retried_and_discarded(backend: Backend) {
         job(Priority::High),
         job(Priority::Low),
     );
-    for (job, reason) in [(&kept, "kept"), (&retried, "timeout"), (&discarded, "bad input")] {
+    for (job, reason) in [
+        (&kept, "kept"),
+        (&retried, "timeout"),
+        (&discarded, "bad input"),
+    ] {
         bury(&*queue, job, reason).await;
     }
     assert_eq!(depth(&*queue).await.dead, 3);
@@ -487,11 +491,19 @@ async fn dead_letters_inspected_retried_and_discarded(backend: Backend) {
         .expect("dead letter")
         .expect("a letter");
     assert_eq!(
-        (letter.job_id, letter.user_id, letter.attempts, letter.reason.as_str()),
+        (
+            letter.job_id,
+            letter.user_id,
+            letter.attempts,
+            letter.reason.as_str()
+        ),
         (retried.job_id, retried.user_id, 1, "timeout")
     );
     assert_eq!(
-        queue.dead_letter(Uuid::new_v4()).await.expect("dead letter"),
+        queue
+            .dead_letter(Uuid::new_v4())
+            .await
+            .expect("dead letter"),
         None
     );
 
@@ -510,7 +522,10 @@ async fn dead_letters_inspected_retried_and_discarded(backend: Backend) {
         "a letter is retried once"
     );
     assert_eq!(
-        queue.dead_letter(retried.job_id).await.expect("dead letter"),
+        queue
+            .dead_letter(retried.job_id)
+            .await
+            .expect("dead letter"),
         None
     );
     let again = next(&*queue, "w2").await;

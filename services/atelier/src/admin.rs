@@ -50,9 +50,9 @@ pub async fn run(command: AdminCommand) -> anyhow::Result<()> {
         .into_inner();
     let id = reply.user.map(|user| user.id).unwrap_or_default();
     match role {
-        "admin" => println!(
-            "{email} ({id}) is an administrator from their next sign-in or token refresh"
-        ),
+        "admin" => {
+            println!("{email} ({id}) is an administrator from their next sign-in or token refresh")
+        }
         _ => println!("{email} ({id}) is no longer an administrator"),
     }
     Ok(())

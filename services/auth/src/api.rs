@@ -256,7 +256,10 @@ impl AuthService for AuthApi {
         let request = request.into_inner();
         let mut violations = Vec::new();
         if request.query.chars().count() > 254 {
-            violations.push(FieldViolation::new("query", "must be at most 254 characters"));
+            violations.push(FieldViolation::new(
+                "query",
+                "must be at most 254 characters",
+            ));
         }
         let only = match request.user_id.as_str() {
             "" => None,

@@ -603,7 +603,10 @@ pub struct GrpcAudit(
 
 #[async_trait]
 impl crate::domain::jobs::admin::AuditLog for GrpcAudit {
-    async fn record(&self, record: atelier_common::audit::AuditRecord) -> Result<(), ProcessingError> {
+    async fn record(
+        &self,
+        record: atelier_common::audit::AuditRecord,
+    ) -> Result<(), ProcessingError> {
         atelier_common::audit::record(&self.0, record)
             .await
             .map_err(|status| ProcessingError::Unavailable(status.message().to_owned()))

@@ -326,9 +326,7 @@ impl UserService for UserApi {
         request: Request<pb::AdminSetSubscriptionTierRequest>,
     ) -> Result<Response<pb::AdminSetSubscriptionTierResponse>, Status> {
         let origin = RequestOrigin::of(&request);
-        let actor = caller(&request)
-            .ok()
-            .map(|caller| caller.user_id);
+        let actor = caller(&request).ok().map(|caller| caller.user_id);
         let request = request.into_inner();
         let user_id = user_id(&request.user_id)?;
         let tier = tier_of(request.tier)?;

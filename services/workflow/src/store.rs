@@ -200,8 +200,7 @@ impl Store {
         let mut update = workflows::Entity::update_many();
         let model = active_model(row);
         for column in WRITTEN {
-            if let Set(value) = sea_orm::ActiveModelTrait::get(&model, column)
-            {
+            if let Set(value) = sea_orm::ActiveModelTrait::get(&model, column) {
                 update = update.col_expr(column, Expr::value(value));
             }
         }

@@ -503,7 +503,10 @@ struct Audited(std::sync::Mutex<Vec<String>>);
 
 #[async_trait::async_trait]
 impl AuditLog for Audited {
-    async fn record(&self, record: atelier_common::audit::AuditRecord) -> Result<(), WorkflowError> {
+    async fn record(
+        &self,
+        record: atelier_common::audit::AuditRecord,
+    ) -> Result<(), WorkflowError> {
         self.0.lock().expect("audit").push(record.action);
         Ok(())
     }
@@ -553,9 +556,17 @@ async fn a_pinned_schema_stays_until_unpinned(backend: Backend) {
     assert_eq!(kept.parameters_schema["properties"]["scale"]["maximum"], 4);
     assert_eq!((kept.version, kept.latest_version()), (2, 3));
     // A reseed with the same file keeps it pinned too.
-    catalogue.seed(&entries(4, true), now).await.expect("reseed");
+    catalogue
+        .seed(&entries(4, true), now)
+        .await
+        .expect("reseed");
     assert_eq!(
-        catalogue.get("test-upscale").await.expect("get").row.version,
+        catalogue
+            .get("test-upscale")
+            .await
+            .expect("get")
+            .row
+            .version,
         2
     );
 
@@ -634,7 +645,10 @@ async fn administrators_edits_survive_a_reseed(backend: Backend) {
     fields.sort_unstable();
     assert_eq!(fields, ["defaults.nope", "defaults.scale"]);
 
-    catalogue.seed(&entries(4, true), now).await.expect("reseed");
+    catalogue
+        .seed(&entries(4, true), now)
+        .await
+        .expect("reseed");
     let row = catalogue.get("test-upscale").await.expect("get").row;
     assert_eq!(
         (row.name.as_str(), row.is_active, &row.defaults),

@@ -241,7 +241,10 @@ impl Management {
             .target("workflow", id)
             .detail(
                 "changed",
-                changed.iter().map(|field| Value::from(*field)).collect::<Vec<_>>(),
+                changed
+                    .iter()
+                    .map(|field| Value::from(*field))
+                    .collect::<Vec<_>>(),
             )
             .detail("version", next.version);
         let applied = self
@@ -253,7 +256,12 @@ impl Management {
             return Err(WorkflowError::Conflict(expected_version));
         }
         self.catalogue.invalidate().await;
-        tracing::info!(workflow = id, action, version = next.version, "workflow changed");
+        tracing::info!(
+            workflow = id,
+            action,
+            version = next.version,
+            "workflow changed"
+        );
         Ok(next)
     }
 
@@ -366,7 +374,11 @@ impl Management {
             return Err(WorkflowError::AlreadyExists);
         }
         self.catalogue.invalidate().await;
-        tracing::info!(workflow = new.id, endpoint = new.fal_endpoint, "workflow added");
+        tracing::info!(
+            workflow = new.id,
+            endpoint = new.fal_endpoint,
+            "workflow added"
+        );
         Ok(row)
     }
 }

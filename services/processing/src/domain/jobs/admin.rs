@@ -65,10 +65,7 @@ impl Jobs {
 
     /// The most recent dead letters with their jobs, newest first.
     pub async fn dead_letters(&self, limit: usize) -> Result<Vec<Inspected>, ProcessingError> {
-        let letters = self
-            .queue
-            .dead_letters(limit.min(MAX_DEAD_LETTERS))
-            .await?;
+        let letters = self.queue.dead_letters(limit.min(MAX_DEAD_LETTERS)).await?;
         let mut inspected = Vec::with_capacity(letters.len());
         for letter in letters {
             let job = self.store.by_id(letter.job_id).await?;
