@@ -93,9 +93,9 @@ pub fn routes(
 ) -> anyhow::Result<axum::Router<AppState>> {
     use atelier_proto::{
         audit::v1::audit_service_server, auth::v1::auth_service_server,
-        image::v1::image_service_server, processing::v1::processing_service_server,
-        user::v1::user_service_server, webhook::v1::webhook_service_server,
-        workflow::v1::workflow_service_server,
+        image::v1::image_service_server, operations::v1::operations_service_server,
+        processing::v1::processing_service_server, user::v1::user_service_server,
+        webhook::v1::webhook_service_server, workflow::v1::workflow_service_server,
     };
     let router = [
         (auth_service_server::SERVICE_NAME, &state.auth_channel),
@@ -103,6 +103,7 @@ pub fn routes(
         (image_service_server::SERVICE_NAME, &state.image),
         (workflow_service_server::SERVICE_NAME, &state.workflow),
         (processing_service_server::SERVICE_NAME, &state.processing),
+        (operations_service_server::SERVICE_NAME, &state.processing),
         (webhook_service_server::SERVICE_NAME, &state.processing),
         (user_service_server::SERVICE_NAME, &state.user),
     ]

@@ -144,7 +144,9 @@ pub type Secured = HashMap<String, Vec<(Method, Option<&'static [&'static str]>)
 /// one learns that first, whatever else is wrong with it. An API key without the
 /// scopes the operation needs is refused here too (the services behind check them
 /// again). The limits layer, which runs before, leaves the caller it verified; the
-/// token is verified again only to say why not.
+/// token is verified again only to say why not. A signed-in caller who is no
+/// administrator gets `404` from an administrators' operation, before its body
+/// is read.
 pub async fn require_sign_in(
     State((state, secured)): State<(AppState, Arc<Secured>)>,
     request: Request,
@@ -194,6 +196,10 @@ pub async fn require_sign_in(
                 .into_response();
             }
         }
+        // Only the administrators' operations need no scope (see
+        // `openapi::SCOPES`): anyone else learns nothing of them, not even
+        // what is wrong with their request.
+        None if !caller.admin => return Problem::not_found().into_response(),
         None => {}
     }
     next.run(request).await

@@ -3,6 +3,8 @@
 //! becomes calls to the services that own the data.
 
 pub mod admin;
+pub mod admin_console;
+pub mod admin_workflows;
 pub mod archive;
 pub mod auth;
 pub mod extract;
@@ -313,6 +315,8 @@ pub fn rest(max_upload_bytes: usize) -> OpenApiRouter<AppState> {
         .merge(users::routes())
         .merge(keys::routes())
         .merge(admin::routes())
+        .merge(admin_workflows::routes())
+        .merge(admin_console::routes())
         .merge(webhooks::routes())
 }
 

@@ -38,7 +38,7 @@ Errors are RFC 9457 problem documents (`application/problem+json`).",
         (name = "processing", description = "Jobs: start, watch live, cancel, list"),
         (name = "users", description = "Your profile, settings, history, usage and account"),
         (name = "keys", description = "API keys for programs, limited to scopes"),
-        (name = "admin", description = "For administrators: the platform's audit log"),
+        (name = "admin", description = "For administrators: the platform's audit log, the workflow catalogue, users, the queue and fal"),
         (name = "webhooks", description = "Your outgoing webhooks: endpoints, signing secrets (Standard Webhooks) and the delivery log"),
     ),
 )]

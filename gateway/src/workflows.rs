@@ -105,7 +105,7 @@ fn ordered(mut schema: Value) -> Value {
     schema
 }
 
-fn body(workflow: pb::Workflow) -> WorkflowBody {
+pub(crate) fn body(workflow: pb::Workflow) -> WorkflowBody {
     WorkflowBody {
         id: workflow.id,
         name: workflow.name,

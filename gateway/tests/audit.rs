@@ -87,6 +87,7 @@ async fn make_admin(platform: &TestPlatform, user: &User) -> User {
         .set_user_role(SetUserRoleRequest {
             user_id: user.id.clone(),
             role: "admin".into(),
+            email: String::new(),
         })
         .await
         .expect("role set");

@@ -20,6 +20,8 @@ export interface Atelier {
   /** The gateway's origin, e.g. http://127.0.0.1:41234. */
   base: string;
   knobs: (body: Knobs) => Promise<void>;
+  /** `atelier admin grant EMAIL` against this server (its operator certificate). */
+  grantAdmin: (email: string) => Promise<void>;
   stop: () => Promise<void>;
 }
 
@@ -118,6 +120,14 @@ export async function startAtelier({ webRoot, logFile }: { webRoot: string; logF
         body: JSON.stringify(body),
       });
       if (!response.ok) throw new Error(`knobs: ${response.status} ${await response.text()}`);
+    },
+    async grantAdmin(email) {
+      const granted = spawn(binary, ["admin", "grant", email], { env, stdio: ["ignore", "pipe", "pipe"] });
+      let output = "";
+      granted.stdout.on("data", (chunk: Buffer) => (output += chunk.toString()));
+      granted.stderr.on("data", (chunk: Buffer) => (output += chunk.toString()));
+      const code = await new Promise<number | null>((done) => granted.once("exit", done));
+      if (code !== 0) throw new Error(`atelier admin grant ${email}: exit ${code ?? "none"}: ${output}`);
     },
     stop,
   };

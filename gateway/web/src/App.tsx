@@ -4,7 +4,7 @@ import { OfflineBanner } from "@/components/OfflineBanner";
 import { Button } from "@/components/ui/button";
 import { Spinner } from "@/components/ui/misc";
 import { cn } from "@/lib/cn";
-import { startRefreshTimer, useAuth } from "@/stores/auth";
+import { isAdmin, startRefreshTimer, useAuth } from "@/stores/auth";
 import { resolveTheme, useSettings } from "@/stores/settings";
 import { useUploads } from "@/stores/uploads";
 
@@ -17,6 +17,7 @@ const LibraryPage = lazy(() => import("@/pages/LibraryPage"));
 const SettingsPage = lazy(() => import("@/pages/SettingsPage"));
 const BatchPage = lazy(() => import("@/pages/BatchPage"));
 const SharedPage = lazy(() => import("@/pages/SharedPage"));
+const AdminPage = lazy(() => import("@/pages/AdminPage"));
 
 function useTheme() {
   const theme = useSettings((state) => state.settings.theme);
@@ -27,6 +28,13 @@ function useTheme() {
     media.addEventListener("change", apply);
     return () => media.removeEventListener("change", apply);
   }, [theme]);
+}
+
+/** Administrators' pages: anyone else sees "page not found", as the API answers them. */
+function RequireAdmin({ children }: { children: ReactNode }) {
+  const admin = useAuth((state) => isAdmin(state.session));
+  if (!admin) return <NotFound />;
+  return <>{children}</>;
 }
 
 function RequireSession({ children }: { children: ReactNode }) {
@@ -44,6 +52,9 @@ const NAV: { to: string; label: string; icon: string }[] = [
   { to: "/library", label: "Library", icon: "M4 4h7v7H4zM13 4h7v7h-7zM4 13h7v7H4zM13 13h7v7h-7z" },
   { to: "/settings", label: "Settings", icon: "M4 21v-7M4 10V3M12 21v-9M12 8V3M20 21v-5M20 12V3M1 14h6M9 8h6M17 16h6" },
 ];
+
+/** Shown to administrators only. */
+const ADMIN_NAV = { to: "/admin", label: "Admin", icon: "M12 3l8 4v5c0 5-3.5 8-8 9-4.5-1-8-4-8-9V7l8-4Z" };
 
 function NavItem({ to, icon, children }: { to: string; icon: string; children: ReactNode }) {
   return (
@@ -73,6 +84,7 @@ function NavItem({ to, icon, children }: { to: string; icon: string; children: R
 function Header() {
   const session = useAuth((state) => state.session);
   const signOut = useAuth((state) => state.signOut);
+  const nav = isAdmin(session) ? [...NAV, ADMIN_NAV] : NAV;
   return (
     // No backdrop-filter here: it would make the header the containing block of the nav's
     // `position: fixed` on phones, pinning the bottom bar inside the header.
@@ -88,7 +100,7 @@ function Header() {
             aria-label="Main"
             className="fixed inset-x-0 bottom-0 z-30 flex border-t border-slate-200 bg-white px-2 pb-[env(safe-area-inset-bottom)] pt-1 sm:static sm:z-auto sm:flex-1 sm:gap-1 sm:border-0 sm:bg-transparent sm:p-0 dark:border-slate-800 dark:bg-slate-900 sm:dark:bg-transparent"
           >
-            {NAV.map((item) => (
+            {nav.map((item) => (
               <NavItem key={item.to} to={item.to} icon={item.icon}>
                 {item.label}
               </NavItem>
@@ -149,6 +161,7 @@ export function App() {
             <Route path="/history" element={<RequireSession><HistoryPage /></RequireSession>} />
             <Route path="/library" element={<RequireSession><LibraryPage /></RequireSession>} />
             <Route path="/settings" element={<RequireSession><SettingsPage /></RequireSession>} />
+            <Route path="/admin" element={<RequireSession><RequireAdmin><AdminPage /></RequireAdmin></RequireSession>} />
             {/* A share link's page: for anyone holding the link, signed in or not. */}
             <Route path="/s/:token" element={<SharedPage />} />
             <Route path="*" element={<NotFound />} />

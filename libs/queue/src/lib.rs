@@ -427,6 +427,24 @@ pub trait Queue: Send + Sync + 'static {
     /// The most recent dead letters, newest first, at most `limit`.
     async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, QueueError>;
 
+    /// Job `job_id`'s dead letter, if it has one (the newest, should it have several).
+    async fn dead_letter(&self, job_id: Uuid) -> Result<Option<DeadLetter>, QueueError>;
+
+    /// Takes job `job_id` out of the dead letters (every letter of it): the newest
+    /// letter, or `None` when it had none. Whoever gets `Some` owns what follows
+    /// (an administrator's retry or discard), so two at once do not both act.
+    async fn discard_dead_letter(&self, job_id: Uuid) -> Result<Option<DeadLetter>, QueueError>;
+
+    /// Puts a dead-lettered job back in the queue as a new job (its attempts
+    /// counted from 1): false when `job.job_id` is not a dead letter.
+    async fn retry_dead_letter(&self, job: Enqueue) -> Result<bool, QueueError> {
+        if self.discard_dead_letter(job.job_id).await?.is_none() {
+            return Ok(false);
+        }
+        self.enqueue(job).await?;
+        Ok(true)
+    }
+
     /// fal refused a job for its concurrency (429): halves the effective bound on
     /// deliveries in flight for every worker (at most once per second, so one burst of
     /// refusals counts once), down to 1. A no-op without [`QueueConfig::max_in_flight`].

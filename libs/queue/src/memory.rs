@@ -664,6 +664,28 @@ impl Queue for MemoryQueue {
         let state = self.state.lock().await;
         Ok(state.dead.iter().rev().take(limit).cloned().collect())
     }
+
+    async fn dead_letter(&self, job_id: Uuid) -> Result<Option<DeadLetter>, QueueError> {
+        let state = self.state.lock().await;
+        Ok(state
+            .dead
+            .iter()
+            .rev()
+            .find(|letter| letter.job_id == job_id)
+            .cloned())
+    }
+
+    async fn discard_dead_letter(&self, job_id: Uuid) -> Result<Option<DeadLetter>, QueueError> {
+        let mut state = self.state.lock().await;
+        let newest = state
+            .dead
+            .iter()
+            .rev()
+            .find(|letter| letter.job_id == job_id)
+            .cloned();
+        state.dead.retain(|letter| letter.job_id != job_id);
+        Ok(newest)
+    }
 }
 
 #[cfg(test)]

@@ -679,23 +679,69 @@ impl Queue for RedisQueue {
             .await?;
         entries
             .into_iter()
-            .map(|(id, fields)| {
-                let field = |name: &str| {
-                    fields.get(name).ok_or_else(|| {
-                        QueueError::Protocol(format!("dead letter {id} has no {name}"))
-                    })
-                };
-                Ok(DeadLetter {
-                    job_id: uuid(field("job")?)?,
-                    user_id: uuid(field("user")?)?,
-                    attempts: field("attempts")?.parse().map_err(|_| {
-                        QueueError::Protocol(format!("dead letter {id}: bad attempts"))
-                    })?,
-                    reason: field("reason")?.clone(),
-                })
-            })
+            .map(|(id, fields)| dead_letter(&id, &fields))
             .collect()
     }
+
+    async fn dead_letter(&self, job_id: Uuid) -> Result<Option<DeadLetter>, QueueError> {
+        Ok(self
+            .letters_of(job_id)
+            .await?
+            .into_iter()
+            .next()
+            .map(|(_, letter)| letter))
+    }
+
+    async fn discard_dead_letter(&self, job_id: Uuid) -> Result<Option<DeadLetter>, QueueError> {
+        let letters = self.letters_of(job_id).await?;
+        let Some((_, newest)) = letters.first().cloned() else {
+            return Ok(None);
+        };
+        let ids: Vec<String> = letters.into_iter().map(|(id, _)| id).collect();
+        // XDEL counts what it removed: of two callers at once, one removes them.
+        let removed: u64 = self
+            .redis
+            .client
+            .xdel(self.keys[DEAD].as_str(), ids)
+            .await?;
+        Ok((removed > 0).then_some(newest))
+    }
+}
+
+impl RedisQueue {
+    /// Job `job_id`'s dead letters with their stream entry ids, newest first.
+    /// The stream is trimmed to about `finished_retention` entries, so reading
+    /// it whole stays bounded.
+    async fn letters_of(&self, job_id: Uuid) -> Result<Vec<(String, DeadLetter)>, QueueError> {
+        let entries: Vec<(String, HashMap<String, String>)> = self
+            .redis
+            .client
+            .xrevrange_values(self.keys[DEAD].as_str(), "+", "-", None)
+            .await?;
+        let wanted = job_id.to_string();
+        entries
+            .into_iter()
+            .filter(|(_, fields)| fields.get("job") == Some(&wanted))
+            .map(|(id, fields)| Ok((id.clone(), dead_letter(&id, &fields)?)))
+            .collect()
+    }
+}
+
+/// Stream entry `id` of the dead letters, read.
+fn dead_letter(id: &str, fields: &HashMap<String, String>) -> Result<DeadLetter, QueueError> {
+    let field = |name: &str| {
+        fields
+            .get(name)
+            .ok_or_else(|| QueueError::Protocol(format!("dead letter {id} has no {name}")))
+    };
+    Ok(DeadLetter {
+        job_id: uuid(field("job")?)?,
+        user_id: uuid(field("user")?)?,
+        attempts: field("attempts")?
+            .parse()
+            .map_err(|_| QueueError::Protocol(format!("dead letter {id}: bad attempts")))?,
+        reason: field("reason")?.clone(),
+    })
 }
 
 fn protocol(script: &str, reply: &[String]) -> QueueError {

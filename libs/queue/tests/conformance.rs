@@ -127,6 +127,7 @@ conformance_suite!(
     delayed_enqueue,
     retry_backoff,
     dead_letter_after_max_attempts,
+    dead_letters_inspected_retried_and_discarded,
     defer_does_not_count_an_attempt,
     visibility_timeout_reclaims,
     stalled_last_attempt_is_dead_lettered,
@@ -450,6 +451,118 @@ async fn dead_letter_after_max_attempts(backend: Backend) {
 
     // A dead job is out of the queue: the reconciler may put it back.
     assert!(queue.enqueue(job).await.expect("enqueue"));
+}
+
+/// Makes `job` a dead letter with `reason` (on its only attempt).
+async fn bury(queue: &dyn Queue, job: &Enqueue, reason: &str) {
+    enqueue(queue, job).await;
+    let delivery = next(queue, "w1").await;
+    assert_eq!(delivery.job_id, job.job_id);
+    assert_eq!(
+        queue.retry(&delivery, reason).await.expect("retry"),
+        Retried::DeadLettered
+    );
+}
+
+async fn dead_letters_inspected_retried_and_discarded(backend: Backend) {
+    let config = QueueConfig {
+        max_attempts: 1,
+        ..config()
+    };
+    let (queue, other) = backend.queue(config, unlimited()).await;
+    let (kept, retried, discarded) = (
+        job(Priority::Normal),
+        job(Priority::High),
+        job(Priority::Low),
+    );
+    for (job, reason) in [
+        (&kept, "kept"),
+        (&retried, "timeout"),
+        (&discarded, "bad input"),
+    ] {
+        bury(&*queue, job, reason).await;
+    }
+    assert_eq!(depth(&*queue).await.dead, 3);
+
+    // Inspected one by one, from any handle on the queue.
+    let letter = other
+        .dead_letter(retried.job_id)
+        .await
+        .expect("dead letter")
+        .expect("a letter");
+    assert_eq!(
+        (
+            letter.job_id,
+            letter.user_id,
+            letter.attempts,
+            letter.reason.as_str()
+        ),
+        (retried.job_id, retried.user_id, 1, "timeout")
+    );
+    assert_eq!(
+        queue
+            .dead_letter(Uuid::new_v4())
+            .await
+            .expect("dead letter"),
+        None
+    );
+
+    // Retried: out of the dead letters, delivered again from attempt 1.
+    assert!(
+        queue
+            .retry_dead_letter(retried.clone())
+            .await
+            .expect("retry dead letter")
+    );
+    assert!(
+        !other
+            .retry_dead_letter(retried.clone())
+            .await
+            .expect("retry dead letter"),
+        "a letter is retried once"
+    );
+    assert_eq!(
+        queue
+            .dead_letter(retried.job_id)
+            .await
+            .expect("dead letter"),
+        None
+    );
+    let again = next(&*queue, "w2").await;
+    assert_eq!((again.job_id, again.attempt), (retried.job_id, 1));
+    queue.complete(&again).await.expect("complete");
+
+    // Discarded: gone, once; the others stay.
+    let gone = queue
+        .discard_dead_letter(discarded.job_id)
+        .await
+        .expect("discard")
+        .expect("the letter");
+    assert_eq!(gone.reason, "bad input");
+    assert_eq!(
+        other
+            .discard_dead_letter(discarded.job_id)
+            .await
+            .expect("discard"),
+        None,
+        "a letter is discarded once"
+    );
+    let left: Vec<Uuid> = queue
+        .dead_letters(10)
+        .await
+        .expect("dead letters")
+        .iter()
+        .map(|letter| letter.job_id)
+        .collect();
+    assert_eq!(left, [kept.job_id]);
+    assert_eq!(
+        depth(&*queue).await,
+        QueueDepth {
+            dead: 1,
+            ..QueueDepth::default()
+        }
+    );
+    nothing(&*queue, A_WHILE).await;
 }
 
 async fn defer_does_not_count_an_attempt(backend: Backend) {

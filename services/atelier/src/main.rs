@@ -4,6 +4,7 @@
 //! commands (`login`, `process`, `watch`, ...) talk to a running platform over its
 //! REST API (see [`cli`]).
 
+mod admin;
 mod backup;
 mod cli;
 mod serve;
@@ -99,6 +100,11 @@ production runbook (k8s/RUNBOOK-backup.md) instead."
         #[arg(long)]
         force: bool,
     },
+    /// Make a user an administrator or take the role back (with the operator certificate)
+    Admin {
+        #[command(subcommand)]
+        command: admin::AdminCommand,
+    },
     /// Apply pending database migrations and exit
     Migrate {
         /// Whose schemas to migrate: all, or a comma-separated list
@@ -135,6 +141,7 @@ async fn main() -> std::process::ExitCode {
             data_dir,
             force,
         } => backup::restore(&archive, &data_dir, force).await,
+        Platform::Admin { command } => admin::run(command).await,
         Platform::FalSim {
             addr,
             tls,

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use atelier_common::{
     FieldViolation,
     grpc::{Peer, RequestOrigin, caller},
-    timestamp,
-    token::Caller,
+    page, timestamp,
+    token::{self, Caller},
 };
 use atelier_proto::auth::v1::{self as pb, auth_service_server::AuthService};
 use tonic::{Request, Response, Status};
@@ -238,9 +238,82 @@ impl AuthService for AuthApi {
     ) -> Result<Response<pb::SetUserRoleResponse>, Status> {
         let origin = origin(&request);
         let request = request.into_inner();
-        let user_id = user_id("user_id", &request.user_id)?;
+        let user_id = if request.user_id.is_empty() && !request.email.is_empty() {
+            self.auth.user_id_by_email(&request.email).await?
+        } else {
+            user_id("user_id", &request.user_id)?
+        };
         let changed = self.auth.set_role(user_id, &request.role, &origin).await?;
         Ok(Response::new(pb::SetUserRoleResponse {
+            user: Some(user(changed)),
+        }))
+    }
+
+    async fn admin_list_users(
+        &self,
+        request: Request<pb::AdminListUsersRequest>,
+    ) -> Result<Response<pb::AdminListUsersResponse>, Status> {
+        let request = request.into_inner();
+        let mut violations = Vec::new();
+        if request.query.chars().count() > 254 {
+            violations.push(FieldViolation::new(
+                "query",
+                "must be at most 254 characters",
+            ));
+        }
+        let only = match request.user_id.as_str() {
+            "" => None,
+            raw => match Uuid::parse_str(raw) {
+                Ok(id) => Some(id),
+                Err(_) => {
+                    violations.push(FieldViolation::new("user_id", "must be a UUID"));
+                    None
+                }
+            },
+        };
+        let (size, offset) = match page::request::<u64>(request.page_size, &request.page_token) {
+            Ok(page) => page,
+            Err(found) => {
+                violations.extend(found);
+                (0, None)
+            }
+        };
+        if !violations.is_empty() {
+            return Err(AuthError::InvalidInput(violations).into());
+        }
+        let offset = offset.unwrap_or(0);
+        let mut users = self
+            .auth
+            .list_users(&request.query, only, offset, size + 1)
+            .await?;
+        let more = users.len() as u64 > size;
+        users.truncate(size as usize);
+        Ok(Response::new(pb::AdminListUsersResponse {
+            next_page_token: if more {
+                page::encode(&(offset + size))
+            } else {
+                String::new()
+            },
+            users: users.into_iter().map(user).collect(),
+        }))
+    }
+
+    async fn admin_set_user_role(
+        &self,
+        request: Request<pb::AdminSetUserRoleRequest>,
+    ) -> Result<Response<pb::AdminSetUserRoleResponse>, Status> {
+        let origin = origin(&request);
+        let request = request.into_inner();
+        let user_id = user_id("user_id", &request.user_id)?;
+        if origin.actor_user_id == Some(user_id) && request.role != token::ADMIN_ROLE {
+            return Err(AuthError::InvalidInput(vec![FieldViolation::new(
+                "user_id",
+                "administrators cannot take their own role: another administrator must",
+            )])
+            .into());
+        }
+        let changed = self.auth.set_role(user_id, &request.role, &origin).await?;
+        Ok(Response::new(pb::AdminSetUserRoleResponse {
             user: Some(user(changed)),
         }))
     }

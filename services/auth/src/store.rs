@@ -3,7 +3,7 @@
 
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, DbErr,
-    EntityTrait, QueryFilter, TransactionTrait, sea_query::Expr,
+    EntityTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait, sea_query::Expr,
 };
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -264,6 +264,34 @@ impl Store {
             Err(err) if atelier_common::db::is_unique_violation(&err) => Ok(false),
             Err(err) => Err(err),
         }
+    }
+
+    /// Accounts whose email contains `query` (every account when empty; only
+    /// `only` when set), newest first: `limit` of them after the first `offset`.
+    pub async fn list_users(
+        &self,
+        query: &str,
+        only: Option<Uuid>,
+        offset: u64,
+        limit: u64,
+    ) -> Result<Vec<Account>, DbErr> {
+        let mut find = users::Entity::find();
+        if let Some(id) = only {
+            find = find.filter(users::Column::Id.eq(id));
+        }
+        if !query.is_empty() {
+            find = find.filter(users::Column::Email.contains(query));
+        }
+        Ok(find
+            .order_by_desc(users::Column::CreatedAt)
+            .order_by_desc(users::Column::Id)
+            .offset(offset)
+            .limit(limit)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(Account::from)
+            .collect())
     }
 
     pub async fn user_by_email(&self, email: &str) -> Result<Option<Account>, DbErr> {

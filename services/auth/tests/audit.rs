@@ -295,6 +295,7 @@ async fn each_auth_action_writes_one_entry(backend: Backend) {
         .set_user_role(pb::SetUserRoleRequest {
             user_id: user_id.clone(),
             role: "admin".into(),
+            email: String::new(),
         })
         .await
         .expect_err("the gateway may not");
@@ -303,6 +304,7 @@ async fn each_auth_action_writes_one_entry(backend: Backend) {
         .set_user_role(pb::SetUserRoleRequest {
             user_id: user_id.clone(),
             role: "root".into(),
+            email: String::new(),
         })
         .await
         .expect_err("no such role");
@@ -311,6 +313,7 @@ async fn each_auth_action_writes_one_entry(backend: Backend) {
         .set_user_role(pb::SetUserRoleRequest {
             user_id: user_id.clone(),
             role: "admin".into(),
+            email: String::new(),
         })
         .await
         .expect("role set")
@@ -386,6 +389,7 @@ async fn only_admins_and_the_operator_read_the_log(backend: Backend) {
         .set_user_role(pb::SetUserRoleRequest {
             user_id: ada_id.clone(),
             role: "admin".into(),
+            email: String::new(),
         })
         .await
         .expect("role set");

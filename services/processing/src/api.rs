@@ -1,5 +1,6 @@
 //! gRPC handlers: decode, authorize, call the domain, encode.
 
+pub mod operations;
 pub mod webhooks;
 
 use std::{pin::Pin, sync::Arc};

@@ -22,6 +22,7 @@ use atelier_common::{
 };
 use atelier_fal::{FalClient, FalConfig, webhook::WebhookVerifier};
 use atelier_proto::{
+    operations::v1::operations_service_server::OperationsServiceServer,
     processing::v1::processing_service_server::ProcessingServiceServer,
     webhook::v1::webhook_service_server::WebhookServiceServer,
 };
@@ -302,9 +303,15 @@ pub async fn serve(
             .with_user_id(config.fal_user_id.clone()),
     );
     let auth = identity.channel(&endpoints.auth.url, timeout)?;
+    let audit = Arc::new(peers::GrpcAudit(
+        atelier_proto::audit::v1::audit_service_client::AuditServiceClient::new(auth.clone()),
+    ));
     let verifier = JwtVerifier::for_platform(&config.platform, auth).await?;
     type Server = ProcessingServiceServer<api::ProcessingApi>;
     let served = GrpcServer::new(&identity)
+        .add_service(OperationsServiceServer::new(
+            api::operations::OperationsApi::new(jobs.clone(), audit),
+        ))
         .add_service(Server::new(
             api::ProcessingApi::new(jobs, webhooks, Some(fal_webhooks))
                 .with_outbound(outbound.clone()),

@@ -283,22 +283,76 @@ impl UserService for UserApi {
         let origin = RequestOrigin::of(&request);
         let request = request.into_inner();
         let user_id = user_id(&request.user_id)?;
-        let tier = match pb::SubscriptionTier::try_from(request.tier) {
-            Ok(pb::SubscriptionTier::Free) => Tier::Free,
-            Ok(pb::SubscriptionTier::Pro) => Tier::Pro,
-            Ok(pb::SubscriptionTier::Enterprise) => Tier::Enterprise,
-            _ => {
-                return Err(UserError::InvalidInput(vec![FieldViolation::new(
-                    "tier",
-                    "must be free, pro or enterprise",
-                )])
-                .into());
-            }
-        };
+        let tier = tier_of(request.tier)?;
         let profile = self.users.set_tier(user_id, tier, &origin).await?;
         Ok(Response::new(pb::SetSubscriptionTierResponse {
             profile: Some(self.profile(&profile, String::new()).await?),
         }))
+    }
+
+    async fn admin_get_subscription_tiers(
+        &self,
+        request: Request<pb::AdminGetSubscriptionTiersRequest>,
+    ) -> Result<Response<pb::AdminGetSubscriptionTiersResponse>, Status> {
+        let request = request.into_inner();
+        if request.user_ids.len() > MAX_TIER_LOOKUPS {
+            return Err(UserError::InvalidInput(vec![FieldViolation::new(
+                "user_ids",
+                format!("must hold at most {MAX_TIER_LOOKUPS} ids"),
+            )])
+            .into());
+        }
+        let ids = request
+            .user_ids
+            .iter()
+            .map(|id| user_id(id))
+            .collect::<Result<Vec<_>, _>>()?;
+        let tiers = self.users.tiers(&ids).await?;
+        Ok(Response::new(pb::AdminGetSubscriptionTiersResponse {
+            tiers: request
+                .user_ids
+                .into_iter()
+                .zip(tiers)
+                .map(|(user_id, tier)| pb::UserTier {
+                    user_id,
+                    tier: tier_code(tier),
+                })
+                .collect(),
+        }))
+    }
+
+    async fn admin_set_subscription_tier(
+        &self,
+        request: Request<pb::AdminSetSubscriptionTierRequest>,
+    ) -> Result<Response<pb::AdminSetSubscriptionTierResponse>, Status> {
+        let origin = RequestOrigin::of(&request);
+        let actor = caller(&request).ok().map(|caller| caller.user_id);
+        let request = request.into_inner();
+        let user_id = user_id(&request.user_id)?;
+        let tier = tier_of(request.tier)?;
+        let profile = self
+            .users
+            .set_tier_as(user_id, tier, &origin, actor)
+            .await?;
+        Ok(Response::new(pb::AdminSetSubscriptionTierResponse {
+            profile: Some(self.profile(&profile, String::new()).await?),
+        }))
+    }
+}
+
+/// Most users one tier lookup names.
+const MAX_TIER_LOOKUPS: usize = 100;
+
+/// The tier a request names.
+fn tier_of(code: i32) -> Result<Tier, UserError> {
+    match pb::SubscriptionTier::try_from(code) {
+        Ok(pb::SubscriptionTier::Free) => Ok(Tier::Free),
+        Ok(pb::SubscriptionTier::Pro) => Ok(Tier::Pro),
+        Ok(pb::SubscriptionTier::Enterprise) => Ok(Tier::Enterprise),
+        _ => Err(UserError::InvalidInput(vec![FieldViolation::new(
+            "tier",
+            "must be free, pro or enterprise",
+        )])),
     }
 }
 

@@ -147,6 +147,17 @@ impl Store {
         Ok(())
     }
 
+    /// The tiers of those of `user_ids` that have a profile.
+    pub async fn tiers(&self, user_ids: &[Uuid]) -> Result<Vec<(Uuid, Tier)>, DbErr> {
+        Ok(profiles::Entity::find()
+            .filter(profiles::Column::UserId.is_in(user_ids.iter().copied()))
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(|row| (row.user_id, row.subscription_tier.into()))
+            .collect())
+    }
+
     /// Moves the user to `tier`; `before_commit` (the audit entry) runs inside the
     /// transaction, and when it fails nothing changes.
     pub async fn set_tier<E: From<DbErr>>(

@@ -11,7 +11,10 @@ use atelier_proto::workflow::v1::{self as pb, workflow_service_server::WorkflowS
 use tonic::{Request, Response, Status};
 
 use crate::{
-    domain::{Catalogue, Workflow},
+    domain::{
+        Catalogue, Definition, Workflow,
+        manage::{Actor, Change, Management, NewWorkflow},
+    },
     error::WorkflowError,
     estimate::{Limits, Price, round_cost},
 };
@@ -19,6 +22,8 @@ use crate::{
 pub struct WorkflowApi {
     catalogue: Arc<Catalogue>,
     limits: Limits,
+    /// What administrators do; without it their methods answer NOT_FOUND.
+    management: Option<Arc<Management>>,
 }
 
 /// The limits of the embedded default: `FAL_MAX_RESULT_BYTES` and
@@ -37,7 +42,34 @@ impl WorkflowApi {
 
     /// An API whose estimates hold results to `limits`.
     pub fn with_limits(catalogue: Arc<Catalogue>, limits: Limits) -> Self {
-        Self { catalogue, limits }
+        Self {
+            catalogue,
+            limits,
+            management: None,
+        }
+    }
+
+    /// An API that also serves administrators' methods through `management`.
+    pub fn with_management(mut self, management: Arc<Management>) -> Self {
+        self.management = Some(management);
+        self
+    }
+
+    fn management(&self) -> Result<&Management, Status> {
+        self.management
+            .as_deref()
+            .ok_or_else(|| WorkflowError::NotFound.into())
+    }
+}
+
+/// Who made an administrator's request: their user id (none for the operator
+/// certificate) and where the request came from.
+fn actor<T>(request: &Request<T>) -> Actor {
+    Actor {
+        user_id: atelier_common::grpc::caller(request)
+            .ok()
+            .map(|caller| caller.user_id),
+        origin: atelier_common::audit::RequestOrigin::of(request),
     }
 }
 
@@ -54,7 +86,18 @@ fn encode_price(price: &Price) -> pb::WorkflowPricing {
 }
 
 fn encode(workflow: &Workflow) -> pb::Workflow {
-    let row = &workflow.row;
+    encode_row(&workflow.row)
+}
+
+/// `row` as an administrator sees it: with the latest version fal offers.
+fn encode_admin(row: &Definition) -> pb::Workflow {
+    pb::Workflow {
+        latest_version: row.latest_version(),
+        ..encode_row(row)
+    }
+}
+
+fn encode_row(row: &Definition) -> pb::Workflow {
     pb::Workflow {
         id: row.id.clone(),
         name: row.name.clone(),
@@ -75,6 +118,9 @@ fn encode(workflow: &Workflow) -> pb::Workflow {
             }),
             _ => None,
         },
+        pinned: row.pinned,
+        latest_version: 0,
+        custom: row.custom,
     }
 }
 
@@ -278,6 +324,72 @@ impl WorkflowService for WorkflowApi {
             workflow_version: estimate.validated.version,
             fal_endpoint: estimate.validated.fal_endpoint,
             workflow_name: estimate.validated.name,
+        }))
+    }
+
+    async fn admin_list_workflows(
+        &self,
+        _request: Request<pb::AdminListWorkflowsRequest>,
+    ) -> Result<Response<pb::AdminListWorkflowsResponse>, Status> {
+        let rows = self.management()?.list().await?;
+        Ok(Response::new(pb::AdminListWorkflowsResponse {
+            workflows: rows.iter().map(encode_admin).collect(),
+        }))
+    }
+
+    async fn admin_update_workflow(
+        &self,
+        request: Request<pb::AdminUpdateWorkflowRequest>,
+    ) -> Result<Response<pb::AdminUpdateWorkflowResponse>, Status> {
+        let actor = actor(&request);
+        let request = request.into_inner();
+        let change = Change {
+            name: request.name,
+            description: request.description,
+            category: request.category,
+            defaults: request.defaults.map(|defaults| from_struct(Some(defaults))),
+            active: request.active,
+            pinned: request.pinned,
+        };
+        let row = self
+            .management()?
+            .update(
+                &request.workflow_id,
+                request.expected_version,
+                change,
+                actor,
+                time::OffsetDateTime::now_utc(),
+            )
+            .await?;
+        Ok(Response::new(pb::AdminUpdateWorkflowResponse {
+            workflow: Some(encode_admin(&row)),
+        }))
+    }
+
+    async fn admin_add_workflow(
+        &self,
+        request: Request<pb::AdminAddWorkflowRequest>,
+    ) -> Result<Response<pb::AdminAddWorkflowResponse>, Status> {
+        let actor = actor(&request);
+        let request = request.into_inner();
+        let new = NewWorkflow {
+            id: request.workflow_id,
+            fal_endpoint: request.fal_endpoint,
+            name: request.name,
+            description: request.description,
+            category: request.category,
+            parameters_schema: request
+                .parameters_schema
+                .map(|schema| serde_json::Value::Object(from_struct(Some(schema)))),
+            defaults: request.defaults.map(|defaults| from_struct(Some(defaults))),
+            active: request.active,
+        };
+        let row = self
+            .management()?
+            .add(new, actor, time::OffsetDateTime::now_utc())
+            .await?;
+        Ok(Response::new(pb::AdminAddWorkflowResponse {
+            workflow: Some(encode_admin(&row)),
         }))
     }
 }

@@ -6,6 +6,12 @@ pub enum WorkflowError {
     NotFound,
     #[error("workflow is not active")]
     Inactive,
+    #[error("a workflow with this id exists")]
+    AlreadyExists,
+    #[error("the workflow changed since version {0}: read it again")]
+    Conflict(i32),
+    #[error("{0}")]
+    Unavailable(String),
     #[error("the request has invalid fields")]
     InvalidInput(Vec<atelier_common::FieldViolation>),
     #[error("database error")]
@@ -20,6 +26,9 @@ impl ServiceError for WorkflowError {
             Self::NotFound => ErrorCode::NotFound,
             Self::Inactive => ErrorCode::FailedPrecondition,
             Self::InvalidInput(_) => ErrorCode::InvalidArgument,
+            Self::AlreadyExists => ErrorCode::AlreadyExists,
+            Self::Conflict(_) => ErrorCode::Aborted,
+            Self::Unavailable(_) => ErrorCode::Unavailable,
             // PostgreSQL away (restarting, failing over): try again, not a bug.
             Self::Database(err) if atelier_common::db::is_unavailable(err) => {
                 ErrorCode::Unavailable

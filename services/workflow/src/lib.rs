@@ -6,18 +6,21 @@ pub mod api;
 pub mod domain;
 pub mod error;
 pub mod migration;
+pub mod peers;
 pub mod refresh;
 pub mod store;
 
 pub use domain::{catalogue, estimate, schema};
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use atelier_common::{
     config::{self, Platform},
     grpc::GrpcServer,
     identity::{Identity, ServiceName},
+    token::JwtVerifier,
 };
+use atelier_proto::audit::v1::audit_service_client::AuditServiceClient;
 use atelier_proto::workflow::v1::workflow_service_server::WorkflowServiceServer;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -104,15 +107,32 @@ pub async fn serve(
         .seed(&catalogue::builtin()?, time::OffsetDateTime::now_utc())
         .await
         .map_err(|err| anyhow::anyhow!("seeding the catalogue: {err}"))?;
+    let models: Arc<dyn domain::manage::ModelApi> = match &config.refresh {
+        Some(refresh) => Arc::new(peers::FalModels(atelier_fal::FalClient::new(
+            refresh.fal.clone(),
+        )?)),
+        None => Arc::new(peers::NoModels),
+    };
     if let Some(refresh) = config.refresh {
         refresh::spawn(catalogue.clone(), refresh, shutdown.clone())?;
     }
     let identity = Identity::start(&config.platform.tls, ServiceName::Workflow, &shutdown)?;
+    let auth = identity.channel(
+        &config.platform.endpoints.auth.url,
+        config.platform.grpc_timeout,
+    )?;
+    let audit = Arc::new(peers::GrpcAudit(AuditServiceClient::new(auth.clone())));
+    let verifier = JwtVerifier::for_platform(&config.platform, auth).await?;
+    let management = Arc::new(domain::manage::Management::new(
+        catalogue.clone(),
+        audit,
+        models,
+    ));
     GrpcServer::new(&identity)
-        .add_service(WorkflowServiceServer::new(api::WorkflowApi::with_limits(
-            catalogue,
-            config.limits,
-        )))
+        .add_service(WorkflowServiceServer::new(
+            api::WorkflowApi::with_limits(catalogue, config.limits).with_management(management),
+        ))
+        .authenticate(verifier)
         .serve(listener, shutdown)
         .await
 }

@@ -6,7 +6,11 @@ pub struct Migrator;
 
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(CreateWorkflows), Box::new(WorkflowPrices)]
+        vec![
+            Box::new(CreateWorkflows),
+            Box::new(WorkflowPrices),
+            Box::new(WorkflowManagement),
+        ]
     }
 }
 
@@ -28,6 +32,10 @@ enum Workflows {
     PriceUnit,
     Currency,
     PricedAt,
+    Pinned,
+    Custom,
+    Edited,
+    LatestSchema,
 }
 
 struct CreateWorkflows;
@@ -148,6 +156,74 @@ impl MigrationTrait for WorkflowPrices {
             Workflows::PriceUnit,
             Workflows::Currency,
             Workflows::PricedAt,
+        ] {
+            manager
+                .alter_table(
+                    Table::alter()
+                        .table(Workflows::Table)
+                        .drop_column(column)
+                        .to_owned(),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// What administrators manage: a pinned schema (and the newer one fal offers
+/// meanwhile), workflows added by an administrator, and edits the built-in
+/// catalogue must not undo.
+struct WorkflowManagement;
+
+impl MigrationName for WorkflowManagement {
+    fn name(&self) -> &str {
+        "m20261221_000003_workflow_management"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for WorkflowManagement {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        // One column per statement: SQLite alters one at a time.
+        for column in [
+            ColumnDef::new(Workflows::Pinned)
+                .boolean()
+                .not_null()
+                .default(false)
+                .to_owned(),
+            ColumnDef::new(Workflows::Custom)
+                .boolean()
+                .not_null()
+                .default(false)
+                .to_owned(),
+            ColumnDef::new(Workflows::Edited)
+                .boolean()
+                .not_null()
+                .default(false)
+                .to_owned(),
+            ColumnDef::new(Workflows::LatestSchema)
+                .json_binary()
+                .null()
+                .to_owned(),
+        ] {
+            manager
+                .alter_table(
+                    Table::alter()
+                        .table(Workflows::Table)
+                        .add_column(column)
+                        .to_owned(),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        for column in [
+            Workflows::Pinned,
+            Workflows::Custom,
+            Workflows::Edited,
+            Workflows::LatestSchema,
         ] {
             manager
                 .alter_table(

@@ -10,6 +10,7 @@ use atelier_testkit::{TestDb, backends};
 use atelier_workflow::{
     Catalogue,
     catalogue::{Entry, parse},
+    domain::manage::{Actor, AuditLog, Change, Management, NewWorkflow},
     error::WorkflowError,
     refresh::{refresh_once, refresh_prices},
     store::Store,
@@ -346,6 +347,8 @@ fn fal_client(sim: &atelier_fal_sim::SimHandle) -> atelier_fal::FalClient {
 }
 
 backends!(
+    a_pinned_schema_stays_until_unpinned,
+    administrators_edits_survive_a_reseed,
     seeding_versions_and_inactive_workflows,
     refresh_from_fal_keeps_the_last_good_schema,
     prices_from_fal_stay_while_fal_is_down_and_survive_a_reseed
@@ -490,6 +493,241 @@ async fn refresh_from_fal_keeps_the_last_good_schema(backend: Backend) {
             .await
             .expect("validate")
             .is_ok()
+    );
+    shutdown.cancel();
+}
+
+/// The audit log, remembered.
+#[derive(Default)]
+struct Audited(std::sync::Mutex<Vec<String>>);
+
+#[async_trait::async_trait]
+impl AuditLog for Audited {
+    async fn record(
+        &self,
+        record: atelier_common::audit::AuditRecord,
+    ) -> Result<(), WorkflowError> {
+        self.0.lock().expect("audit").push(record.action);
+        Ok(())
+    }
+}
+
+fn management(
+    catalogue: &Arc<Catalogue>,
+    sim: &atelier_fal_sim::SimHandle,
+) -> (Management, Arc<Audited>) {
+    let audited = Arc::new(Audited::default());
+    let models = Arc::new(atelier_workflow::peers::FalModels(fal_client(sim)));
+    (
+        Management::new(catalogue.clone(), audited.clone(), models),
+        audited,
+    )
+}
+
+async fn a_pinned_schema_stays_until_unpinned(backend: Backend) {
+    let (catalogue, _db, _dir) = catalogue(backend, Duration::ZERO).await;
+    let now = time::OffsetDateTime::now_utc();
+    catalogue.seed(&entries(4, true), now).await.expect("seed");
+    let (sim, shutdown) = simulator().await;
+    let fal = fal_client(&sim);
+    let (manage, audited) = management(&catalogue, &sim);
+
+    let pin = Change {
+        pinned: Some(true),
+        ..Change::default()
+    };
+    let pinned = manage
+        .update("test-upscale", 1, pin.clone(), Actor::default(), now)
+        .await
+        .expect("pinned");
+    assert!(pinned.pinned);
+    assert_eq!((pinned.version, pinned.latest_version()), (2, 2));
+    assert!(matches!(
+        manage
+            .update("test-upscale", 1, pin, Actor::default(), now)
+            .await,
+        Err(WorkflowError::Conflict(1))
+    ));
+
+    // fal's schema differs (scales up to 8): the refresh keeps the pinned one
+    // and shows the newer as the latest version.
+    assert_eq!(refresh_once(&catalogue, &fal).await, 0);
+    let kept = catalogue.get("test-upscale").await.expect("get").row;
+    assert_eq!(kept.parameters_schema["properties"]["scale"]["maximum"], 4);
+    assert_eq!((kept.version, kept.latest_version()), (2, 3));
+    // A reseed with the same file keeps it pinned too.
+    catalogue
+        .seed(&entries(4, true), now)
+        .await
+        .expect("reseed");
+    assert_eq!(
+        catalogue
+            .get("test-upscale")
+            .await
+            .expect("get")
+            .row
+            .version,
+        2
+    );
+
+    // Unpinned: the latest schema applies.
+    let unpinned = manage
+        .update(
+            "test-upscale",
+            2,
+            Change {
+                pinned: Some(false),
+                ..Change::default()
+            },
+            Actor::default(),
+            now,
+        )
+        .await
+        .expect("unpinned");
+    assert_eq!((unpinned.version, unpinned.latest_version()), (3, 3));
+    assert_eq!(
+        unpinned.parameters_schema["properties"]["scale"]["maximum"],
+        8
+    );
+    assert_eq!(unpinned.defaults["model"], "RealESRGAN_x4plus");
+    assert_eq!(
+        *audited.0.lock().expect("audit"),
+        ["workflow.pinned", "workflow.unpinned"]
+    );
+    shutdown.cancel();
+}
+
+async fn administrators_edits_survive_a_reseed(backend: Backend) {
+    let (catalogue, _db, _dir) = catalogue(backend, Duration::ZERO).await;
+    let now = time::OffsetDateTime::now_utc();
+    catalogue.seed(&entries(4, true), now).await.expect("seed");
+    let (sim, shutdown) = simulator().await;
+    let (manage, audited) = management(&catalogue, &sim);
+
+    let Value::Object(defaults) = json!({"scale": 3}) else {
+        unreachable!()
+    };
+    let edited = manage
+        .update(
+            "test-upscale",
+            1,
+            Change {
+                name: Some("Sharper".into()),
+                defaults: Some(defaults),
+                active: Some(false),
+                ..Change::default()
+            },
+            Actor::default(),
+            now,
+        )
+        .await
+        .expect("edited");
+    assert_eq!((edited.name.as_str(), edited.is_active), ("Sharper", false));
+    let Value::Object(bad) = json!({"scale": 9, "nope": true}) else {
+        unreachable!()
+    };
+    let Err(WorkflowError::InvalidInput(violations)) = manage
+        .update(
+            "test-upscale",
+            2,
+            Change {
+                defaults: Some(bad),
+                ..Change::default()
+            },
+            Actor::default(),
+            now,
+        )
+        .await
+    else {
+        panic!("defaults out of the schema are refused");
+    };
+    let mut fields: Vec<_> = violations.iter().map(|v| v.field.as_str()).collect();
+    fields.sort_unstable();
+    assert_eq!(fields, ["defaults.nope", "defaults.scale"]);
+
+    catalogue
+        .seed(&entries(4, true), now)
+        .await
+        .expect("reseed");
+    let row = catalogue.get("test-upscale").await.expect("get").row;
+    assert_eq!(
+        (row.name.as_str(), row.is_active, &row.defaults),
+        ("Sharper", false, &json!({"scale": 3})),
+        "the catalogue file does not undo an administrator's edits"
+    );
+
+    // Added from an endpoint: the schema from fal's model API.
+    let added = manage
+        .add(
+            NewWorkflow {
+                id: "esrgan-copy".into(),
+                fal_endpoint: "fal-ai/esrgan".into(),
+                name: "ESRGAN (copy)".into(),
+                category: "upscale".into(),
+                active: true,
+                ..NewWorkflow::default()
+            },
+            Actor::default(),
+            now,
+        )
+        .await
+        .expect("added");
+    assert!(added.custom);
+    assert_eq!(added.parameters_schema["properties"]["scale"]["maximum"], 8);
+    for (new, field) in [
+        (
+            NewWorkflow {
+                id: "nowhere".into(),
+                fal_endpoint: "fal-ai/no-such-model".into(),
+                name: "Nowhere".into(),
+                category: "utility".into(),
+                ..NewWorkflow::default()
+            },
+            "fal_endpoint",
+        ),
+        (
+            NewWorkflow {
+                id: "broken".into(),
+                fal_endpoint: "fal-ai/esrgan".into(),
+                name: "Broken".into(),
+                category: "utility".into(),
+                parameters_schema: Some(json!({"type": "string"})),
+                ..NewWorkflow::default()
+            },
+            "parameters_schema",
+        ),
+        (
+            NewWorkflow {
+                id: "Not An Id".into(),
+                fal_endpoint: "fal-ai/esrgan".into(),
+                name: "x".into(),
+                category: "utility".into(),
+                ..NewWorkflow::default()
+            },
+            "workflow_id",
+        ),
+    ] {
+        let Err(WorkflowError::InvalidInput(violations)) =
+            manage.add(new, Actor::default(), now).await
+        else {
+            panic!("{field}: refused");
+        };
+        assert_eq!(violations[0].field, field, "{violations:?}");
+    }
+    let again = NewWorkflow {
+        id: "esrgan-copy".into(),
+        fal_endpoint: "fal-ai/esrgan".into(),
+        name: "Again".into(),
+        category: "upscale".into(),
+        ..NewWorkflow::default()
+    };
+    assert!(matches!(
+        manage.add(again, Actor::default(), now).await,
+        Err(WorkflowError::AlreadyExists)
+    ));
+    assert_eq!(
+        *audited.0.lock().expect("audit"),
+        ["workflow.updated", "workflow.added"]
     );
     shutdown.cancel();
 }

@@ -7,7 +7,7 @@ const fetchMock = vi.hoisted(() => {
   return mock;
 });
 
-const { useAuth, needsRefresh, refreshDelay, sessionFrom, REFRESH_MARGIN_MS } = await import("./auth");
+const { useAuth, isAdmin, needsRefresh, refreshDelay, sessionFrom, REFRESH_MARGIN_MS } = await import("./auth");
 const { currentToken } = await import("@/api/client");
 
 const tokens = (n: number) => ({
@@ -34,6 +34,15 @@ describe("session timing", () => {
     expect(needsRefresh(session, 900_000 - REFRESH_MARGIN_MS)).toBe(true);
     expect(refreshDelay(session, 0)).toBe(840_000);
     expect(refreshDelay(session, 10_000_000)).toBe(0);
+  });
+});
+
+describe("role", () => {
+  it("knows an administrator from the token response's user", () => {
+    expect(isAdmin(null)).toBe(false);
+    expect(isAdmin(sessionFrom(tokens(1), 0))).toBe(false);
+    const admin = { ...tokens(2), user: { ...tokens(2).user, role: "admin" } };
+    expect(isAdmin(sessionFrom(admin, 0))).toBe(true);
   });
 });
 

@@ -12,7 +12,15 @@ export interface Session {
   refreshToken: string;
   /** Epoch milliseconds. */
   expiresAt: number;
-  user: { id: string; email: string };
+  /** `role` is `user` or `admin`, as the last token response said (absent in sessions kept
+   * from before roles). */
+  user: { id: string; email: string; role?: string };
+}
+
+/** Whether the signed-in user is an administrator. The API decides for itself: this only
+ * chooses what the app shows. */
+export function isAdmin(session: Session | null): boolean {
+  return session?.user.role === "admin";
 }
 
 /** Refresh this long before the access token expires. */

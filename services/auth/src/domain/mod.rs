@@ -401,6 +401,37 @@ impl Auth {
         Ok(revoked)
     }
 
+    /// Accounts whose email contains `query` (any case; only `only` when
+    /// set), newest first: `limit`
+    /// of them after the first `offset`.
+    pub async fn list_users(
+        &self,
+        query: &str,
+        only: Option<Uuid>,
+        offset: u64,
+        limit: u64,
+    ) -> Result<Vec<User>, AuthError> {
+        let query = password::normalize_email(query);
+        Ok(self
+            .store
+            .list_users(&query, only, offset, limit)
+            .await?
+            .into_iter()
+            .map(User::from)
+            .collect())
+    }
+
+    /// The id of the account with `email`.
+    pub async fn user_id_by_email(&self, email: &str) -> Result<Uuid, AuthError> {
+        let email = password::normalize_email(email);
+        Ok(self
+            .store
+            .user_by_email(&email)
+            .await?
+            .ok_or(AuthError::UserNotFound)?
+            .id)
+    }
+
     /// Gives `user_id` the role `role` (`user` or `admin`); their access tokens
     /// issued so far are refused, so the next refresh carries the new role.
     pub async fn set_role(

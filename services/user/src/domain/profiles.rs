@@ -97,8 +97,21 @@ impl Users {
         tier: Tier,
         origin: &RequestOrigin,
     ) -> Result<Profile, UserError> {
+        self.set_tier_as(user_id, tier, origin, None).await
+    }
+
+    /// [`Users::set_tier`] by `actor` (an administrator; `None` for the
+    /// operator).
+    pub async fn set_tier_as(
+        &self,
+        user_id: Uuid,
+        tier: Tier,
+        origin: &RequestOrigin,
+        actor: Option<Uuid>,
+    ) -> Result<Profile, UserError> {
         let before = self.profile(user_id).await?;
         let record = AuditRecord::new("user.tier_changed", origin.clone())
+            .actor(actor)
             .about_user(user_id)
             .detail("previous_tier", before.tier.as_str())
             .detail("tier", tier.as_str());
@@ -111,6 +124,17 @@ impl Users {
             )
             .await?;
         self.profile(user_id).await
+    }
+
+    /// The tiers of `user_ids`, in order; a user without a profile yet is on
+    /// the free plan (their profile is made with it when first met).
+    pub async fn tiers(&self, user_ids: &[Uuid]) -> Result<Vec<Tier>, UserError> {
+        let known: std::collections::HashMap<Uuid, Tier> =
+            self.store.tiers(user_ids).await?.into_iter().collect();
+        Ok(user_ids
+            .iter()
+            .map(|id| known.get(id).copied().unwrap_or(Tier::Free))
+            .collect())
     }
 
     /// Deletes the caller's account and everything of it. Jobs first, so no worker

@@ -3,6 +3,7 @@
 
 pub mod catalogue;
 pub mod estimate;
+pub mod manage;
 pub mod schema;
 
 use std::{
@@ -50,6 +51,27 @@ pub struct Definition {
     /// When the price was read from fal.
     #[serde(default)]
     pub priced_at: Option<OffsetDateTime>,
+    /// The schema is pinned: fal's refresh leaves it (a newer one waits in
+    /// `latest_schema`).
+    #[serde(default)]
+    pub pinned: bool,
+    /// Added by an administrator, not from the catalogue file.
+    #[serde(default)]
+    pub custom: bool,
+    /// An administrator changed its metadata, defaults or state: the catalogue
+    /// file no longer overrides them.
+    #[serde(default)]
+    pub edited: bool,
+    /// A newer schema fal offered while the workflow was pinned.
+    #[serde(default)]
+    pub latest_schema: Option<Value>,
+}
+
+impl Definition {
+    /// The version the workflow would have with the latest schema fal offers.
+    pub fn latest_version(&self) -> i32 {
+        self.version + i32::from(self.latest_schema.is_some())
+    }
 }
 
 /// A workflow with its compiled validator.
@@ -138,6 +160,14 @@ impl Catalogue {
                 price_unit: None,
                 currency: None,
                 priced_at: None,
+                pinned: false,
+                custom: false,
+                edited: false,
+                latest_schema: None,
+            };
+            let candidate = match &existing {
+                Some(row) => keep_managed(row, candidate),
+                None => candidate,
             };
             match existing {
                 Some(row) if same(&row, &candidate) => {}
@@ -168,6 +198,15 @@ impl Catalogue {
             .map_err(|err| anyhow::anyhow!("workflow {id}: invalid schema: {err}"))?;
         let row = self.store.get(id).await?.ok_or(WorkflowError::NotFound)?;
         let schema = schema::with_order(&schema);
+        if row.pinned {
+            // Kept aside for an administrator to see and take (by unpinning).
+            let latest = (row.parameters_schema != schema).then_some(schema);
+            if row.latest_schema != latest {
+                self.store.set_latest_schema(id, latest).await?;
+                self.invalidate().await;
+            }
+            return Ok(false);
+        }
         if row.parameters_schema == schema {
             return Ok(false);
         }
@@ -407,6 +446,33 @@ impl Catalogue {
     }
 }
 
+/// The catalogue file's `candidate` for `row`, less what an administrator
+/// manages: their edits, and a pinned schema (the file's waits as the latest).
+fn keep_managed(row: &Definition, candidate: Definition) -> Definition {
+    let mut merged = Definition {
+        pinned: row.pinned,
+        custom: row.custom,
+        edited: row.edited,
+        latest_schema: row.latest_schema.clone(),
+        ..candidate
+    };
+    if row.edited {
+        merged.name = row.name.clone();
+        merged.description = row.description.clone();
+        merged.category = row.category.clone();
+        merged.is_active = row.is_active;
+        merged.defaults = row.defaults.clone();
+    }
+    if row.pinned {
+        if merged.parameters_schema != row.parameters_schema {
+            merged.latest_schema = Some(merged.parameters_schema.clone());
+        }
+        merged.parameters_schema = row.parameters_schema.clone();
+        merged.defaults = row.defaults.clone();
+    }
+    merged
+}
+
 fn same(a: &Definition, b: &Definition) -> bool {
     a.name == b.name
         && a.description == b.description
@@ -415,4 +481,6 @@ fn same(a: &Definition, b: &Definition) -> bool {
         && a.parameters_schema == b.parameters_schema
         && a.is_active == b.is_active
         && a.position == b.position
+        && a.defaults == b.defaults
+        && a.latest_schema == b.latest_schema
 }

@@ -2,6 +2,7 @@
 //! failed | cancelled`. The row is the truth; every change appends an event (with
 //! the next sequence number) in the same transaction and is then published.
 
+pub mod admin;
 mod batches;
 mod events;
 mod start;
