@@ -6,7 +6,6 @@
 use atelier_common::identity::ServiceName;
 use atelier_proto::{
     access::METHODS,
-    auth::v1::{SetUserRoleRequest, auth_service_client::AuthServiceClient},
     user::v1::{
         SetSubscriptionTierRequest, SubscriptionTier, user_service_client::UserServiceClient,
     },
@@ -80,39 +79,12 @@ async fn grpc_web_status(response: reqwest::Response) -> Option<String> {
     )
 }
 
-/// Makes `user` an admin with the operator certificate, and signs them in again
-/// (their old tokens carried the old role).
-async fn make_admin(platform: &TestPlatform, user: &User) -> User {
-    AuthServiceClient::new(platform.channel_as(ServiceName::Operator, &platform.auth_url))
-        .set_user_role(SetUserRoleRequest {
-            user_id: user.id.clone(),
-            role: "admin".into(),
-        })
-        .await
-        .expect("role set");
-    let body: Value = Client::new()
-        .post(format!("{}/api/auth/refresh", platform.gateway_url))
-        .json(&json!({"refresh_token": user.refresh_token}))
-        .send()
-        .await
-        .expect("refresh")
-        .json()
-        .await
-        .expect("tokens");
-    assert_eq!(body["user"]["role"], "admin", "{body}");
-    User {
-        token: body["access_token"].as_str().expect("token").to_owned(),
-        refresh_token: body["refresh_token"].as_str().expect("token").to_owned(),
-        ..user.clone()
-    }
-}
-
 backends!(every_audited_action_writes_one_entry, the_log_is_for_admins);
 
 async fn every_audited_action_writes_one_entry(backend: Backend) {
     let platform = TestPlatform::spawn(backend).await;
     let admin = sign_up(&platform, "root@example.com").await;
-    let admin = make_admin(&platform, &admin).await;
+    let admin = platform.make_admin(&admin).await;
     let ada = sign_up(&platform, "ada@example.com").await;
     let http = Client::new();
     let url = |path: &str| format!("{}{path}", platform.gateway_url);
@@ -378,7 +350,7 @@ async fn the_log_is_for_admins(backend: Backend) {
         (StatusCode::OK, Some("user"))
     );
 
-    let admin = make_admin(&platform, &ada).await;
+    let admin = platform.make_admin(&ada).await;
     let (status, me) = get(&platform, &admin, "/api/auth/me").await;
     assert_eq!(
         (status, me["role"].as_str()),
