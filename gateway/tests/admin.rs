@@ -16,56 +16,10 @@ use atelier_proto::{
 use atelier_testbed::{Backend, Options, QueueBackend, TestPlatform};
 use atelier_testkit::{
     backends, fixtures,
-    rest::{User, finished, get, post, sign_up, start, start_job, upload},
+    rest::{User, finished, get, grpc_web_status, post, sign_up, start, start_job, upload},
 };
 use reqwest::{Client, Method, StatusCode};
 use serde_json::{Value, json};
-
-/// The gRPC status of a gRPC-web reply: in its headers (trailers-only) or in the
-/// trailer frame at the end of its body.
-async fn grpc_web_status(response: reqwest::Response) -> Option<String> {
-    if let Some(status) = response.headers().get("grpc-status") {
-        return status.to_str().ok().map(str::to_owned);
-    }
-    let body = response.bytes().await.ok()?;
-    let text = String::from_utf8_lossy(&body).to_lowercase();
-    let at = text.find("grpc-status:")? + "grpc-status:".len();
-    Some(
-        text[at..]
-            .chars()
-            .skip_while(|c| c.is_whitespace())
-            .take_while(char::is_ascii_digit)
-            .collect(),
-    )
-}
-
-/// Makes `user` an administrator with the operator certificate (as `atelier
-/// admin grant` does, by email), and signs them in again.
-async fn make_admin(platform: &TestPlatform, user: &User) -> User {
-    AuthServiceClient::new(platform.channel_as(ServiceName::Operator, &platform.auth_url))
-        .set_user_role(SetUserRoleRequest {
-            user_id: String::new(),
-            role: "admin".into(),
-            email: user.email.clone(),
-        })
-        .await
-        .expect("role set");
-    let body: Value = Client::new()
-        .post(format!("{}/api/auth/refresh", platform.gateway_url))
-        .json(&json!({"refresh_token": user.refresh_token}))
-        .send()
-        .await
-        .expect("refresh")
-        .json()
-        .await
-        .expect("tokens");
-    assert_eq!(body["user"]["role"], "admin", "{body}");
-    User {
-        token: body["access_token"].as_str().expect("token").to_owned(),
-        refresh_token: body["refresh_token"].as_str().expect("token").to_owned(),
-        ..user.clone()
-    }
-}
 
 /// `method path` with a JSON body as `user` (or nobody), with extra headers.
 async fn call(
@@ -145,7 +99,7 @@ async fn admin_routes_refuse_everyone_else(backend: Backend) {
     let platform = TestPlatform::spawn(backend).await;
     let ada = sign_up(&platform, "ada@example.com").await;
     let root = sign_up(&platform, "root@example.com").await;
-    let root = make_admin(&platform, &root).await;
+    let root = platform.make_admin(&root).await;
 
     let operations = admin_operations(&platform).await;
     for expected in [
@@ -250,7 +204,7 @@ async fn audited(platform: &TestPlatform, admin: &User, prefix: &str) -> Vec<(St
 async fn workflows_are_managed(backend: Backend) {
     let platform = TestPlatform::spawn(backend).await;
     let root = sign_up(&platform, "root@example.com").await;
-    let root = make_admin(&platform, &root).await;
+    let root = platform.make_admin(&root).await;
     let ada = sign_up(&platform, "ada@example.com").await;
     let image = upload(&platform, &ada, fixtures::png(16, 16)).await;
 
@@ -451,7 +405,7 @@ async fn workflows_are_managed(backend: Backend) {
 async fn users_change_plan_and_role(backend: Backend) {
     let platform = TestPlatform::spawn(backend).await;
     let root = sign_up(&platform, "root@example.com").await;
-    let root = make_admin(&platform, &root).await;
+    let root = platform.make_admin(&root).await;
     let ada = sign_up(&platform, "ada@example.com").await;
     sign_up(&platform, "grace@example.com").await;
 
@@ -550,7 +504,7 @@ async fn dead_letters_are_retried_and_discarded(backend: Backend) {
     options.fal_breaker.min_calls = u32::MAX;
     let platform = TestPlatform::spawn_with(options).await;
     let root = sign_up(&platform, "root@example.com").await;
-    let root = make_admin(&platform, &root).await;
+    let root = platform.make_admin(&root).await;
     let ada = sign_up(&platform, "ada@example.com").await;
     let image = upload(&platform, &ada, fixtures::png(16, 16)).await;
 

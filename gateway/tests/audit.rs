@@ -6,7 +6,6 @@
 use atelier_common::identity::ServiceName;
 use atelier_proto::{
     access::METHODS,
-    auth::v1::{SetUserRoleRequest, auth_service_client::AuthServiceClient},
     user::v1::{
         SetSubscriptionTierRequest, SubscriptionTier, user_service_client::UserServiceClient,
     },
@@ -14,7 +13,7 @@ use atelier_proto::{
 use atelier_testbed::{Backend, TestPlatform};
 use atelier_testkit::{
     backends, fixtures,
-    rest::{PASSWORD, User, get, sign_up, upload},
+    rest::{PASSWORD, User, get, grpc_web_status, sign_up, upload},
 };
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
@@ -62,58 +61,12 @@ fn step(entries: Vec<Value>, seen: &mut usize, wanted: &[&str], request_id: &str
     new
 }
 
-/// The gRPC status of a gRPC-web reply: in its headers (trailers-only) or in the
-/// trailer frame at the end of its body.
-async fn grpc_web_status(response: reqwest::Response) -> Option<String> {
-    if let Some(status) = response.headers().get("grpc-status") {
-        return status.to_str().ok().map(str::to_owned);
-    }
-    let body = response.bytes().await.ok()?;
-    let text = String::from_utf8_lossy(&body).to_lowercase();
-    let at = text.find("grpc-status:")? + "grpc-status:".len();
-    Some(
-        text[at..]
-            .chars()
-            .skip_while(|c| c.is_whitespace())
-            .take_while(char::is_ascii_digit)
-            .collect(),
-    )
-}
-
-/// Makes `user` an admin with the operator certificate, and signs them in again
-/// (their old tokens carried the old role).
-async fn make_admin(platform: &TestPlatform, user: &User) -> User {
-    AuthServiceClient::new(platform.channel_as(ServiceName::Operator, &platform.auth_url))
-        .set_user_role(SetUserRoleRequest {
-            user_id: user.id.clone(),
-            role: "admin".into(),
-            email: String::new(),
-        })
-        .await
-        .expect("role set");
-    let body: Value = Client::new()
-        .post(format!("{}/api/auth/refresh", platform.gateway_url))
-        .json(&json!({"refresh_token": user.refresh_token}))
-        .send()
-        .await
-        .expect("refresh")
-        .json()
-        .await
-        .expect("tokens");
-    assert_eq!(body["user"]["role"], "admin", "{body}");
-    User {
-        token: body["access_token"].as_str().expect("token").to_owned(),
-        refresh_token: body["refresh_token"].as_str().expect("token").to_owned(),
-        ..user.clone()
-    }
-}
-
 backends!(every_audited_action_writes_one_entry, the_log_is_for_admins);
 
 async fn every_audited_action_writes_one_entry(backend: Backend) {
     let platform = TestPlatform::spawn(backend).await;
     let admin = sign_up(&platform, "root@example.com").await;
-    let admin = make_admin(&platform, &admin).await;
+    let admin = platform.make_admin(&admin).await;
     let ada = sign_up(&platform, "ada@example.com").await;
     let http = Client::new();
     let url = |path: &str| format!("{}{path}", platform.gateway_url);
@@ -379,7 +332,7 @@ async fn the_log_is_for_admins(backend: Backend) {
         (StatusCode::OK, Some("user"))
     );
 
-    let admin = make_admin(&platform, &ada).await;
+    let admin = platform.make_admin(&ada).await;
     let (status, me) = get(&platform, &admin, "/api/auth/me").await;
     assert_eq!(
         (status, me["role"].as_str()),

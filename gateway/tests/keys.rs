@@ -573,7 +573,9 @@ async fn keys_are_shown_once_revoked_everywhere_and_expire(backend: Backend) {
 
     // Creation and revocation are in the audit log, by the key's prefix, never
     // the key.
-    let auditor = make_admin(&platform, &sign_up(&platform, "auditor@example.com").await).await;
+    let auditor = platform
+        .make_admin(&sign_up(&platform, "auditor@example.com").await)
+        .await;
     let (status, log) = get(
         &platform,
         &auditor,
@@ -603,33 +605,6 @@ async fn keys_are_shown_once_revoked_everywhere_and_expire(backend: Backend) {
         [("api_key.revoked", id), ("api_key.created", id)],
         "{log}"
     );
-}
-
-/// Makes `user` an administrator with the operator certificate; signed in anew.
-async fn make_admin(platform: &TestPlatform, user: &User) -> User {
-    use atelier_common::identity::ServiceName;
-    use atelier_proto::auth::v1::{SetUserRoleRequest, auth_service_client::AuthServiceClient};
-    AuthServiceClient::new(platform.channel_as(ServiceName::Operator, &platform.auth_url))
-        .set_user_role(SetUserRoleRequest {
-            user_id: user.id.clone(),
-            role: "admin".into(),
-            email: String::new(),
-        })
-        .await
-        .expect("role set");
-    let body: Value = Client::new()
-        .post(format!("{}/api/auth/refresh", platform.gateway_url))
-        .json(&json!({"refresh_token": user.refresh_token}))
-        .send()
-        .await
-        .expect("refresh")
-        .json()
-        .await
-        .expect("tokens");
-    User {
-        token: body["access_token"].as_str().expect("token").to_owned(),
-        ..user.clone()
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

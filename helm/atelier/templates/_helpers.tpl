@@ -53,6 +53,7 @@ database: [auth, image, processing, workflow, user, migrate]
 redis: [auth, gateway, image, processing, user, workflow]
 fal: [processing, workflow]
 s3: [image]
+webhooks: [processing]
 {{- end -}}
 
 {{- define "atelier.chart" -}}
@@ -811,6 +812,16 @@ spec:
     {{- end }}
   ports:
     {{- range $np.fal.ports }}
+    - {port: {{ . }}, protocol: TCP}
+    {{- end }}
+{{- end }}
+{{- if has .component $topology.webhooks }}
+- to:
+    {{- range $np.webhooks.cidrs }}
+    - ipBlock: {cidr: {{ . | quote }}}
+    {{- end }}
+  ports:
+    {{- range $np.webhooks.ports }}
     - {port: {{ . }}, protocol: TCP}
     {{- end }}
 {{- end }}

@@ -96,6 +96,53 @@ impl Drop for TestDb {
     }
 }
 
+/// A database of the test's own on `backend`, holding the service `schema` migrated by
+/// `M`: a fresh PostgreSQL database (dropped with the returned [`TestDb`]; keep it alive
+/// as long as the connection) or `<schema>.db` in `dir`.
+pub async fn migrated_database<M: sea_orm_migration::MigratorTrait>(
+    backend: Backend,
+    schema: &'static str,
+    dir: &std::path::Path,
+) -> anyhow::Result<(sea_orm::DatabaseConnection, Option<TestDb>)> {
+    let (db, test_db) = match backend {
+        Backend::Postgres => {
+            let test_db = TestDb::create().await?;
+            let db = atelier_common::db::connect_postgres(&test_db.url, schema).await?;
+            (db, Some(test_db))
+        }
+        Backend::Sqlite => {
+            let url = format!(
+                "sqlite://{}?mode=rwc",
+                dir.join(format!("{schema}.db")).display()
+            );
+            (atelier_common::db::connect_sqlite(&url).await?, None)
+        }
+    };
+    atelier_common::db::migrate::<M>(&db, schema).await?;
+    Ok((db, test_db))
+}
+
+/// A free loopback port (the listener is closed again at once).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// The gRPC listen addresses of the five services for an `atelier serve` a test
+/// starts, each on a free loopback port: `command.envs(service_addresses())`.
+pub fn service_addresses() -> [(&'static str, String); 5] {
+    [
+        "AUTH_GRPC_ADDR",
+        "IMAGE_GRPC_ADDR",
+        "WORKFLOW_GRPC_ADDR",
+        "PROCESSING_GRPC_ADDR",
+        "USER_GRPC_ADDR",
+    ]
+    .map(|name| (name, format!("127.0.0.1:{}", free_port())))
+}
+
 /// Where a test keeps its objects.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Storage {

@@ -228,3 +228,21 @@ pub async fn reached_within(
 pub async fn finished(gateway: &(impl Gateway + ?Sized), user: &User, job: &str) -> Value {
     reached(gateway, user, job, &["completed", "failed", "cancelled"]).await
 }
+
+/// The gRPC status of a gRPC-web reply: in its headers (trailers-only) or in the
+/// trailer frame at the end of its body.
+pub async fn grpc_web_status(response: reqwest::Response) -> Option<String> {
+    if let Some(status) = response.headers().get("grpc-status") {
+        return status.to_str().ok().map(str::to_owned);
+    }
+    let body = response.bytes().await.ok()?;
+    let text = String::from_utf8_lossy(&body).to_lowercase();
+    let at = text.find("grpc-status:")? + "grpc-status:".len();
+    Some(
+        text[at..]
+            .chars()
+            .skip_while(|c| c.is_whitespace())
+            .take_while(char::is_ascii_digit)
+            .collect(),
+    )
+}

@@ -29,18 +29,12 @@ use std::{
 
 use atelier_bench::{Mode, Report, Row, Spread, peak_rss, version_of};
 use atelier_storage::ObjectStore;
+use atelier_testkit::free_port;
 use axum::{body::Body, http::StatusCode, routing::put};
 use futures::StreamExt;
 use serde_json::Value;
 
 const MB: f64 = 1e6;
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("free port")
-        .port()
-}
 
 /// The `atelier serve` process, killed when dropped.
 struct Server {
@@ -90,11 +84,7 @@ fn serve(dir: &Path, bucket: Option<&str>) -> (Server, String) {
         .env("DATA_DIR", dir.join("data"))
         .env("UPLOAD_TMP_DIR", dir)
         .env("GATEWAY_ADDR", format!("127.0.0.1:{gateway}"))
-        .env("AUTH_GRPC_ADDR", format!("127.0.0.1:{}", free_port()))
-        .env("IMAGE_GRPC_ADDR", format!("127.0.0.1:{}", free_port()))
-        .env("WORKFLOW_GRPC_ADDR", format!("127.0.0.1:{}", free_port()))
-        .env("PROCESSING_GRPC_ADDR", format!("127.0.0.1:{}", free_port()))
-        .env("USER_GRPC_ADDR", format!("127.0.0.1:{}", free_port()))
+        .envs(atelier_testkit::service_addresses())
         .env("FAL_SIM_ADDR", format!("127.0.0.1:{}", free_port()))
         .env("ADMIN_ADDR", format!("127.0.0.1:{admin}"))
         .env("MAX_FILE_SIZE_MB", "64")

@@ -3,24 +3,17 @@
 //! person runs it, with its own configuration directory.
 
 use std::{
-    net::TcpListener,
     os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},
     time::{Duration, Instant},
 };
 
+use atelier_testkit::free_port;
 use image::{GenericImageView, ImageFormat, Rgb, RgbImage};
 use serde_json::Value;
 
 const PASSWORD: &str = "correct horse battery";
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("free port")
-        .port()
-}
 
 struct Stop(Child);
 
@@ -50,11 +43,7 @@ async fn start_platform() -> Platform {
         .env("DATA_DIR", dir.path().join("data"))
         .env("UPLOAD_TMP_DIR", dir.path())
         .env("GATEWAY_ADDR", format!("127.0.0.1:{gateway}"))
-        .env("AUTH_GRPC_ADDR", format!("127.0.0.1:{}", free_port()))
-        .env("IMAGE_GRPC_ADDR", format!("127.0.0.1:{}", free_port()))
-        .env("WORKFLOW_GRPC_ADDR", format!("127.0.0.1:{}", free_port()))
-        .env("PROCESSING_GRPC_ADDR", format!("127.0.0.1:{}", free_port()))
-        .env("USER_GRPC_ADDR", format!("127.0.0.1:{}", free_port()))
+        .envs(atelier_testkit::service_addresses())
         .env("FAL_SIM_ADDR", format!("127.0.0.1:{sim}"))
         .env("ADMIN_ADDR", format!("127.0.0.1:{admin}"))
         .env("RUST_LOG", "warn")

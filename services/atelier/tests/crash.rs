@@ -17,13 +17,13 @@
 //! minutes, without waiting them.
 
 use std::{
-    net::TcpListener,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
 use atelier_common::redis::Redis;
+use atelier_testkit::free_port;
 use fred::{prelude::*, types::CustomCommand};
 use reqwest::{Client, StatusCode, multipart};
 use serde_json::{Value, json};
@@ -35,13 +35,6 @@ const FAL_PROCESSING_MS: u64 = 3_000;
 /// Longer than the queue's default visibility timeout (5 min): an entry idle this long
 /// is redelivered by the next `XAUTOCLAIM`.
 const AGED_IDLE_MS: u64 = 60 * 60 * 1000;
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("free port")
-        .port()
-}
 
 /// A child process, SIGKILLed when dropped; its log is printed when the test fails.
 struct Proc {
@@ -246,11 +239,6 @@ async fn killing_the_processing_process_loses_no_job_and_submits_none_twice() {
         ("DATA_DIR", dir.path().join("data").display().to_string()),
         ("UPLOAD_TMP_DIR", dir.path().display().to_string()),
         ("GATEWAY_ADDR", format!("127.0.0.1:{gateway_port}")),
-        ("AUTH_GRPC_ADDR", format!("127.0.0.1:{}", free_port())),
-        ("IMAGE_GRPC_ADDR", format!("127.0.0.1:{}", free_port())),
-        ("WORKFLOW_GRPC_ADDR", format!("127.0.0.1:{}", free_port())),
-        ("PROCESSING_GRPC_ADDR", format!("127.0.0.1:{}", free_port())),
-        ("USER_GRPC_ADDR", format!("127.0.0.1:{}", free_port())),
         ("FAL_KEY", "test".into()),
         ("FAL_QUEUE_URL", sim.clone()),
         ("FAL_RESULT_HOSTS", sim.clone()),
@@ -263,6 +251,7 @@ async fn killing_the_processing_process_loses_no_job_and_submits_none_twice() {
         ("RATE_LIMIT_PER_USER", "100000".into()),
     ]
     .into_iter()
+    .chain(atelier_testkit::service_addresses())
     .map(|(k, v)| (k.to_owned(), v))
     .collect();
     let with_admin = |port: u16| {

@@ -8,23 +8,16 @@
 //! less than 64 MB too: it streams into one PutObject while it is checked.
 
 use std::{
-    net::TcpListener,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
 use atelier_storage::ObjectStore;
+use atelier_testkit::free_port;
 use reqwest::{Client, StatusCode, multipart};
 use serde_json::{Value, json};
 
 const MB: u64 = 1024 * 1024;
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("free port")
-        .port()
-}
 
 /// The process's peak resident set size, in bytes (`VmHWM`).
 fn peak_rss(child: &Child) -> u64 {
@@ -66,11 +59,7 @@ fn serve(
         .env("DATA_DIR", dir.join("data"))
         .env("UPLOAD_TMP_DIR", dir)
         .env("GATEWAY_ADDR", format!("127.0.0.1:{gateway}"))
-        .env("AUTH_GRPC_ADDR", format!("127.0.0.1:{}", free_port()))
-        .env("IMAGE_GRPC_ADDR", format!("127.0.0.1:{}", free_port()))
-        .env("WORKFLOW_GRPC_ADDR", format!("127.0.0.1:{}", free_port()))
-        .env("PROCESSING_GRPC_ADDR", format!("127.0.0.1:{}", free_port()))
-        .env("USER_GRPC_ADDR", format!("127.0.0.1:{}", free_port()))
+        .envs(atelier_testkit::service_addresses())
         .env("FAL_SIM_ADDR", format!("127.0.0.1:{}", free_port()))
         .env("ADMIN_ADDR", format!("127.0.0.1:{admin}"))
         .env("RUST_LOG", "warn")

@@ -5,25 +5,18 @@
 
 use std::{
     fs::File,
-    net::TcpListener,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
+use atelier_testkit::free_port;
 use atelier_testkit::{
     TestDb, fixtures,
     rest::{self, PASSWORD},
 };
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a free port")
-        .port()
-}
 
 /// A child process with its output in a file, killed when dropped.
 struct Proc {
@@ -179,16 +172,8 @@ async fn no_secret_or_token_appears_in_debug_logs() {
             format!("{sim_url}/.well-known/jwks.json"),
         )
         .env("GATEWAY_ADDR", format!("127.0.0.1:{gateway_port}"))
-        .env("ADMIN_ADDR", format!("127.0.0.1:{admin_port}"));
-    for name in [
-        "AUTH_GRPC_ADDR",
-        "IMAGE_GRPC_ADDR",
-        "WORKFLOW_GRPC_ADDR",
-        "PROCESSING_GRPC_ADDR",
-        "USER_GRPC_ADDR",
-    ] {
-        serve.env(name, format!("127.0.0.1:{}", free_port()));
-    }
+        .env("ADMIN_ADDR", format!("127.0.0.1:{admin_port}"))
+        .envs(atelier_testkit::service_addresses());
     let mut platform = Proc::spawn(&mut serve, dir.path().join("atelier.log"));
     wait_ok(
         &client,

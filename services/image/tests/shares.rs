@@ -49,30 +49,13 @@ struct Harness {
 
 async fn harness(backend: Backend) -> Harness {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (db, test_db) = match backend {
-        Backend::Postgres => {
-            let test_db = TestDb::create().await.expect("database");
-            let db = atelier_common::db::connect_postgres(&test_db.url, "image")
-                .await
-                .expect("connect");
-            (db, Some(test_db))
-        }
-        Backend::Sqlite => {
-            let url = format!(
-                "sqlite://{}?mode=rwc",
-                dir.path().join("image.db").display()
-            );
-            (
-                atelier_common::db::connect_sqlite(&url)
-                    .await
-                    .expect("connect"),
-                None,
-            )
-        }
-    };
-    atelier_common::db::migrate::<atelier_image::migration::Migrator>(&db, "image")
-        .await
-        .expect("migrate");
+    let (db, test_db) = atelier_testkit::migrated_database::<atelier_image::migration::Migrator>(
+        backend,
+        "image",
+        dir.path(),
+    )
+    .await
+    .expect("database");
     let objects: Arc<dyn ObjectStore> =
         Arc::new(LocalStore::new(dir.path().join("objects")).expect("store"));
     let clock = Arc::new(ManualClock(Mutex::new(OffsetDateTime::now_utc())));

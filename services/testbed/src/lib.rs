@@ -11,7 +11,7 @@ use atelier_common::{
     config::{Endpoint, Endpoints, Platform, Secret, TlsSettings},
     identity::Identity,
 };
-use atelier_testkit::TestDb;
+use atelier_testkit::{TestDb, rest::User};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -535,6 +535,31 @@ impl TestPlatform {
         self.identity(service)
             .streaming_channel(url)
             .expect("a service url")
+    }
+
+    /// Makes `user` an administrator with the operator certificate, and signs them in
+    /// anew: tokens issued before carry the old role.
+    pub async fn make_admin(&self, user: &User) -> User {
+        use atelier_proto::auth::v1::{SetUserRoleRequest, auth_service_client::AuthServiceClient};
+        AuthServiceClient::new(self.channel_as(ServiceName::Operator, &self.auth_url))
+            .set_user_role(SetUserRoleRequest {
+                user_id: user.id.clone(),
+                role: "admin".into(),
+                email: String::new(),
+            })
+            .await
+            .expect("role set");
+        let refresh = serde_json::json!({"refresh_token": user.refresh_token});
+        let (status, body) =
+            atelier_testkit::rest::post(self, user, "/api/auth/refresh", refresh).await;
+        assert!(status.is_success(), "refresh: {body}");
+        assert_eq!(body["user"]["role"], "admin", "{body}");
+        let token = |name: &str| body[name].as_str().expect("a token").to_owned();
+        User {
+            token: token("access_token"),
+            refresh_token: token("refresh_token"),
+            ..user.clone()
+        }
     }
 
     /// A gRPC channel to the image service, as the gateway.

@@ -270,30 +270,14 @@ async fn catalogue(
     ttl: Duration,
 ) -> (Arc<Catalogue>, Option<TestDb>, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (db, test_db) = match backend {
-        Backend::Postgres => {
-            let test_db = TestDb::create().await.expect("database");
-            let db = atelier_common::db::connect_postgres(&test_db.url, "workflow")
-                .await
-                .expect("connect");
-            (db, Some(test_db))
-        }
-        Backend::Sqlite => {
-            let url = format!(
-                "sqlite://{}?mode=rwc",
-                dir.path().join("workflow.db").display()
-            );
-            (
-                atelier_common::db::connect_sqlite(&url)
-                    .await
-                    .expect("connect"),
-                None,
-            )
-        }
-    };
-    atelier_common::db::migrate::<atelier_workflow::migration::Migrator>(&db, "workflow")
+    let (db, test_db) =
+        atelier_testkit::migrated_database::<atelier_workflow::migration::Migrator>(
+            backend,
+            "workflow",
+            dir.path(),
+        )
         .await
-        .expect("migrate");
+        .expect("database");
     (Catalogue::new(Store::new(db), ttl), test_db, dir)
 }
 
