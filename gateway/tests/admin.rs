@@ -9,10 +9,7 @@
 use std::time::Duration;
 
 use atelier_common::identity::ServiceName;
-use atelier_proto::{
-    access::METHODS,
-    auth::v1::{SetUserRoleRequest, auth_service_client::AuthServiceClient},
-};
+use atelier_proto::access::METHODS;
 use atelier_testbed::{Backend, Options, QueueBackend, TestPlatform};
 use atelier_testkit::{
     backends, fixtures,
