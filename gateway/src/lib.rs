@@ -17,6 +17,7 @@ pub mod openapi;
 pub mod problem;
 pub mod processing;
 pub mod shares;
+pub mod spend;
 pub mod stall;
 pub mod state;
 pub mod status_cache;
@@ -313,6 +314,7 @@ pub fn rest(max_upload_bytes: usize) -> OpenApiRouter<AppState> {
         .merge(users::routes())
         .merge(keys::routes())
         .merge(admin::routes())
+        .merge(spend::routes())
         .merge(webhooks::routes())
 }
 

@@ -54,6 +54,9 @@ pub struct Problem {
     /// A refusal by a limit of the caller's tier also names the limit.
     #[serde(flatten)]
     pub quota: Box<ProblemQuota>,
+    /// A start refused over a spend budget also names the budget.
+    #[serde(flatten)]
+    pub budget: Box<ProblemBudget>,
     #[serde(skip)]
     #[schema(ignore)]
     retry_after: Option<u32>,
@@ -84,6 +87,33 @@ pub struct ProblemQuota {
     /// When the limit resets (RFC 3339); absent when it does not reset by itself.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resets_at: Option<String>,
+}
+
+/// The spend budget a start would have overrun (`budget-exceeded`); every field
+/// is absent on other problems.
+#[derive(Debug, Default, Serialize, ToSchema)]
+pub struct ProblemBudget {
+    /// `user` (the caller's budget) or `platform` (the platform's monthly budget).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub budget_scope: Option<String>,
+    /// `day` or `month` (UTC).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub period: Option<String>,
+    /// The budget, in `currency`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub budget: Option<f64>,
+    /// Spent (and reserved by running jobs) in the period before this start.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spent: Option<f64>,
+    /// What this start was estimated to cost.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub estimate: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub currency: Option<String>,
+    /// When the period ends and the budget is available again (RFC 3339);
+    /// `Retry-After` counts the seconds until then.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub period_end: Option<String>,
 }
 
 /// One invalid field.
@@ -209,6 +239,19 @@ impl From<tonic::Status> for Problem {
                         used: Some(quota.used),
                         requested: Some(quota.requested),
                         tier: Some(quota.tier),
+                    });
+                }
+                if code == ErrorCode::BudgetExceeded {
+                    let mut info = atelier_common::error::error_metadata(&status);
+                    let number = |value: Option<String>| value.and_then(|v| v.parse().ok());
+                    problem.budget = Box::new(ProblemBudget {
+                        budget_scope: info.remove("scope"),
+                        period: info.remove("period"),
+                        budget: number(info.remove("budget")),
+                        spent: number(info.remove("spent")),
+                        estimate: number(info.remove("estimate")),
+                        currency: info.remove("currency"),
+                        period_end: info.remove("period_end"),
                     });
                 }
                 if problem.retry_after.is_none()

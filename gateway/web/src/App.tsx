@@ -17,6 +17,7 @@ const LibraryPage = lazy(() => import("@/pages/LibraryPage"));
 const SettingsPage = lazy(() => import("@/pages/SettingsPage"));
 const BatchPage = lazy(() => import("@/pages/BatchPage"));
 const SharedPage = lazy(() => import("@/pages/SharedPage"));
+const AnalyticsPage = lazy(() => import("@/pages/AnalyticsPage"));
 
 function useTheme() {
   const theme = useSettings((state) => state.settings.theme);
@@ -149,6 +150,7 @@ export function App() {
             <Route path="/history" element={<RequireSession><HistoryPage /></RequireSession>} />
             <Route path="/library" element={<RequireSession><LibraryPage /></RequireSession>} />
             <Route path="/settings" element={<RequireSession><SettingsPage /></RequireSession>} />
+            <Route path="/admin/analytics" element={<RequireSession><AnalyticsPage /></RequireSession>} />
             {/* A share link's page: for anyone holding the link, signed in or not. */}
             <Route path="/s/:token" element={<SharedPage />} />
             <Route path="*" element={<NotFound />} />
