@@ -264,7 +264,10 @@ pub async fn user_spend(
     Path(id): Path<String>,
 ) -> Result<Json<SpendBody>, Problem> {
     let reply = spend_client(&state)
-        .get_user_spend(grpc_request(pb::GetUserSpendRequest { user_id: id }, &headers))
+        .get_user_spend(grpc_request(
+            pb::GetUserSpendRequest { user_id: id },
+            &headers,
+        ))
         .await?
         .into_inner();
     spend_body(reply.spend)
@@ -330,7 +333,10 @@ pub async fn clear_budget(
     Path(id): Path<String>,
 ) -> Result<Json<SpendBody>, Problem> {
     let reply = spend_client(&state)
-        .clear_user_budget(grpc_request(pb::ClearUserBudgetRequest { user_id: id }, &headers))
+        .clear_user_budget(grpc_request(
+            pb::ClearUserBudgetRequest { user_id: id },
+            &headers,
+        ))
         .await?
         .into_inner();
     spend_body(reply.spend)
@@ -378,7 +384,15 @@ fn range_instant(
         })
 }
 
-fn range(params: &RangeParams) -> Result<(Option<prost_types::Timestamp>, Option<prost_types::Timestamp>), Problem> {
+fn range(
+    params: &RangeParams,
+) -> Result<
+    (
+        Option<prost_types::Timestamp>,
+        Option<prost_types::Timestamp>,
+    ),
+    Problem,
+> {
     let mut violations = Vec::new();
     let from = range_instant("from", params.from.as_deref(), false).unwrap_or_else(|violation| {
         violations.push(violation);
@@ -588,7 +602,10 @@ pub async fn workflow_stats(
 ) -> Result<Json<WorkflowStatsPage>, Problem> {
     let (from, to) = range(&params)?;
     let reply = analytics_client(&state)
-        .get_workflow_stats(grpc_request(pb::GetWorkflowStatsRequest { from, to }, &headers))
+        .get_workflow_stats(grpc_request(
+            pb::GetWorkflowStatsRequest { from, to },
+            &headers,
+        ))
         .await?
         .into_inner();
     Ok(Json(WorkflowStatsPage {

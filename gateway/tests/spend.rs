@@ -90,7 +90,10 @@ fn next_month(at: OffsetDateTime) -> OffsetDateTime {
 /// seeded days are inside this test's periods whenever it runs; that noon.
 fn to_mid_month(platform: &TestPlatform) -> OffsetDateTime {
     let now = OffsetDateTime::now_utc();
-    let target = next_month(now).replace_day(15).expect("day").replace_time(at!(12:00));
+    let target = next_month(now)
+        .replace_day(15)
+        .expect("day")
+        .replace_time(at!(12:00));
     platform
         .processing_clock
         .advance((target - now).try_into().expect("ahead"));
@@ -110,19 +113,37 @@ async fn a_job_run_at_fal_records_what_it_cost() {
     priced(&platform, &ada).await;
     let image = upload(&platform, &ada, fixtures::png(200, 100)).await;
     // Per megapixel of output: 0.025 × (200 × 100) / 1e6.
-    let job = start_job(&platform, &ada, &image, "flux-image-to-image", json!({"prompt": "a fox"})).await;
+    let job = start_job(
+        &platform,
+        &ada,
+        &image,
+        "flux-image-to-image",
+        json!({"prompt": "a fox"}),
+    )
+    .await;
     let done = atelier_testkit::rest::finished(&platform, &ada, &job).await;
     assert_eq!(done["status"], "completed", "{done}");
-    assert_eq!(done["estimated_cost"], json!({"amount": 0.0005, "currency": "USD"}));
+    assert_eq!(
+        done["estimated_cost"],
+        json!({"amount": 0.0005, "currency": "USD"})
+    );
     let (_, result) = get(
         &platform,
         &ada,
-        format!("/api/images/{}", done["result_image_id"].as_str().expect("result")),
+        format!(
+            "/api/images/{}",
+            done["result_image_id"].as_str().expect("result")
+        ),
     )
     .await;
-    let pixels = result["width"].as_f64().expect("width") * result["height"].as_f64().expect("height");
+    let pixels =
+        result["width"].as_f64().expect("width") * result["height"].as_f64().expect("height");
     let expected = (0.025 * pixels / 1e6 * 1e6).round() / 1e6;
-    assert_eq!(done["actual_cost"], json!({"amount": expected, "currency": "USD"}), "{done}");
+    assert_eq!(
+        done["actual_cost"],
+        json!({"amount": expected, "currency": "USD"}),
+        "{done}"
+    );
     // Per output image: one image (and a mask, not billed) at 0.002.
     let job = start_job(
         &platform,
@@ -134,7 +155,11 @@ async fn a_job_run_at_fal_records_what_it_cost() {
     .await;
     let done = atelier_testkit::rest::finished(&platform, &ada, &job).await;
     assert_eq!(done["status"], "completed", "{done}");
-    assert_eq!(done["actual_cost"], json!({"amount": 0.002, "currency": "USD"}), "{done}");
+    assert_eq!(
+        done["actual_cost"],
+        json!({"amount": 0.002, "currency": "USD"}),
+        "{done}"
+    );
     // The user's spend counts both.
     let (status, spend) = get(&platform, &ada, "/api/users/me/spend").await;
     assert_eq!(status, StatusCode::OK, "{spend}");
@@ -157,40 +182,86 @@ async fn figures_match_a_seeded_data_set(backend: Backend) {
             .expect("day")
             .replace_time(time::Time::from_hms(h, m, 0).expect("time"))
     };
-    let (ada_id, bob_id) = (
-        ada.id.parse().expect("id"),
-        bob.id.parse().expect("id"),
-    );
-    let job = |user, workflow, status, created: OffsetDateTime, wait: Option<i64>, ms, cost| SeedJob {
-        user_id: user,
-        workflow_id: workflow,
-        status,
-        created_at: created,
-        started_at: wait.map(|secs| created + time::Duration::seconds(secs)),
-        processing_time_ms: ms,
-        estimated_cost: Some(0.01),
-        actual_cost: cost,
-    };
+    let (ada_id, bob_id) = (ada.id.parse().expect("id"), bob.id.parse().expect("id"));
+    let job =
+        |user, workflow, status, created: OffsetDateTime, wait: Option<i64>, ms, cost| SeedJob {
+            user_id: user,
+            workflow_id: workflow,
+            status,
+            created_at: created,
+            started_at: wait.map(|secs| created + time::Duration::seconds(secs)),
+            processing_time_ms: ms,
+            estimated_cost: Some(0.01),
+            actual_cost: cost,
+        };
     let mut rows = Vec::new();
     // Last month: in no figure of this month.
-    rows.push(job(ada_id, "w-upscale", "completed", day(15, 1, 0) - time::Duration::days(40), Some(1), Some(5), Some(5.0)));
+    rows.push(job(
+        ada_id,
+        "w-upscale",
+        "completed",
+        day(15, 1, 0) - time::Duration::days(40),
+        Some(1),
+        Some(5),
+        Some(5.0),
+    ));
     // Bob on the 3rd: three completed (10 s in the queue), one cancelled before it ran.
     for ms in [150, 50, 250] {
-        rows.push(job(bob_id, "w-cutout", "completed", day(3, 9, 0), Some(10), Some(ms), Some(0.002)));
+        rows.push(job(
+            bob_id,
+            "w-cutout",
+            "completed",
+            day(3, 9, 0),
+            Some(10),
+            Some(ms),
+            Some(0.002),
+        ));
     }
-    rows.push(job(bob_id, "w-cutout", "cancelled", day(3, 9, 30), None, None, Some(0.0)));
+    rows.push(job(
+        bob_id,
+        "w-cutout",
+        "cancelled",
+        day(3, 9, 30),
+        None,
+        None,
+        Some(0.0),
+    ));
     // Ada on the 14th: a job from before actual costs were kept (its estimate counts).
-    let mut legacy = job(ada_id, "w-upscale", "completed", day(14, 10, 0), Some(2), Some(1500), None);
+    let mut legacy = job(
+        ada_id,
+        "w-upscale",
+        "completed",
+        day(14, 10, 0),
+        Some(2),
+        Some(1500),
+        None,
+    );
     legacy.estimated_cost = Some(0.5);
     rows.push(legacy);
     // Ada today: ten completed, two failed (fal bills nothing for them).
     let times = [900, 100, 500, 300, 700, 200, 800, 400, 600, 1000];
     let waits = [5, 1, 3, 2, 4, 6, 8, 7, 9, 10];
     for (i, (ms, wait)) in times.iter().zip(waits).enumerate() {
-        rows.push(job(ada_id, "w-upscale", "completed", day(15, 8, i as u8), Some(wait), Some(*ms), Some(0.01)));
+        rows.push(job(
+            ada_id,
+            "w-upscale",
+            "completed",
+            day(15, 8, i as u8),
+            Some(wait),
+            Some(*ms),
+            Some(0.01),
+        ));
     }
     for i in 0..2 {
-        rows.push(job(ada_id, "w-upscale", "failed", day(15, 9, i), Some(1), None, Some(0.0)));
+        rows.push(job(
+            ada_id,
+            "w-upscale",
+            "failed",
+            day(15, 9, i),
+            Some(1),
+            None,
+            Some(0.0),
+        ));
     }
     jobs(&platform, &rows).await;
 
@@ -219,17 +290,30 @@ async fn figures_match_a_seeded_data_set(backend: Backend) {
     );
     let (_, spend) = get(&platform, &bob, "/api/users/me/spend").await;
     assert_eq!(
-        (&spend["day"]["spent"], &spend["day"]["jobs"], &spend["month"]["spent"], &spend["month"]["jobs"]),
+        (
+            &spend["day"]["spent"],
+            &spend["day"]["jobs"],
+            &spend["month"]["spent"],
+            &spend["month"]["jobs"]
+        ),
         (&json!(0.0), &json!(0), &json!(0.006), &json!(4)),
         "{spend}"
     );
     // The same over gRPC.
-    let reply = SpendServiceClient::new(platform.channel_as(ServiceName::Gateway, &platform.processing_url))
-        .get_my_spend(bearer(GetMySpendRequest {}, &bob.token))
-        .await
-        .expect("grpc spend")
-        .into_inner();
-    assert_eq!(reply.spend.and_then(|spend| spend.month).map(|month| month.spent), Some(0.006));
+    let reply = SpendServiceClient::new(
+        platform.channel_as(ServiceName::Gateway, &platform.processing_url),
+    )
+    .get_my_spend(bearer(GetMySpendRequest {}, &bob.token))
+    .await
+    .expect("grpc spend")
+    .into_inner();
+    assert_eq!(
+        reply
+            .spend
+            .and_then(|spend| spend.month)
+            .map(|month| month.spent),
+        Some(0.006)
+    );
 
     // The platform's, for the operator.
     let (status, platform_spend) = get(&platform, &admin, "/api/admin/spend").await;
@@ -285,7 +369,12 @@ async fn figures_match_a_seeded_data_set(backend: Backend) {
             "storage_images": 0,
         })
     );
-    let (status, stats) = get(&platform, &admin, format!("/api/admin/analytics/workflows?{range}")).await;
+    let (status, stats) = get(
+        &platform,
+        &admin,
+        format!("/api/admin/analytics/workflows?{range}"),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK, "{stats}");
     assert_eq!(
         stats,
@@ -297,13 +386,19 @@ async fn figures_match_a_seeded_data_set(backend: Backend) {
         ]})
     );
     let response = Client::new()
-        .get(format!("{}/api/admin/analytics/export.csv?{range}", platform.gateway_url))
+        .get(format!(
+            "{}/api/admin/analytics/export.csv?{range}",
+            platform.gateway_url
+        ))
         .bearer_auth(&admin.token)
         .send()
         .await
         .expect("csv");
     assert_eq!(response.status(), StatusCode::OK);
-    assert_eq!(response.headers()["content-type"], "text/csv; charset=utf-8");
+    assert_eq!(
+        response.headers()["content-type"],
+        "text/csv; charset=utf-8"
+    );
     assert_eq!(
         response.text().await.expect("csv"),
         format!(
@@ -372,11 +467,20 @@ async fn a_budget_stops_starts_until_the_period_ends(backend: Backend) {
     let admin = make_admin(&platform, &root).await;
     let ada = sign_up(&platform, "ada@example.com").await;
     priced(&platform, &ada).await;
-    platform.processing_clock.advance(Duration::from_secs(3 * 24 * 3600));
+    platform
+        .processing_clock
+        .advance(Duration::from_secs(3 * 24 * 3600));
     let image = upload(&platform, &ada, fixtures::png(64, 64)).await;
     let body = json!({"image_id": image, "workflow_id": "birefnet-background-removal"});
     for _ in 0..2 {
-        let job = start_job(&platform, &ada, &image, "birefnet-background-removal", json!({})).await;
+        let job = start_job(
+            &platform,
+            &ada,
+            &image,
+            "birefnet-background-removal",
+            json!({}),
+        )
+        .await;
         atelier_testkit::rest::finished(&platform, &ada, &job).await;
     }
     let (_, spend) = get(&platform, &ada, "/api/users/me/spend").await;
@@ -387,8 +491,7 @@ async fn a_budget_stops_starts_until_the_period_ends(backend: Backend) {
 
     let response = start(&platform, &ada, body.clone(), None).await;
     assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
-    let now = OffsetDateTime::now_utc()
-        + time::Duration::seconds(3 * 24 * 3600);
+    let now = OffsetDateTime::now_utc() + time::Duration::seconds(3 * 24 * 3600);
     let period_end = next_month(now);
     let retry_after: i64 = response.headers()["retry-after"]
         .to_str()
@@ -401,7 +504,10 @@ async fn a_budget_stops_starts_until_the_period_ends(backend: Backend) {
         "Retry-After {retry_after}, the month ends in {expected} s"
     );
     let problem: Value = response.json().await.expect("problem");
-    assert_eq!(problem["type"], "https://atelier.dev/problems/budget-exceeded");
+    assert_eq!(
+        problem["type"],
+        "https://atelier.dev/problems/budget-exceeded"
+    );
     assert_eq!(problem["budget_scope"], "user");
     assert_eq!(problem["period"], "month");
     assert_eq!(problem["budget"], 0.005);
@@ -436,7 +542,14 @@ async fn a_budget_stops_starts_until_the_period_ends(backend: Backend) {
     assert_eq!(status, StatusCode::OK, "{spend}");
     assert_eq!(spend["budget_source"], "override");
     assert_eq!(spend["month"]["budget"], 1.0);
-    let job = start_job(&platform, &ada, &image, "birefnet-background-removal", json!({})).await;
+    let job = start_job(
+        &platform,
+        &ada,
+        &image,
+        "birefnet-background-removal",
+        json!({}),
+    )
+    .await;
     atelier_testkit::rest::finished(&platform, &ada, &job).await;
     let (status, problem) = send(
         Client::new()
@@ -471,7 +584,14 @@ async fn alerts_fire_once_per_period_and_threshold(backend: Backend) {
     let image = upload(&platform, &ada, fixtures::png(64, 64)).await;
     let mut thresholds = Vec::new();
     for _ in 0..5 {
-        let job = start_job(&platform, &ada, &image, "birefnet-background-removal", json!({})).await;
+        let job = start_job(
+            &platform,
+            &ada,
+            &image,
+            "birefnet-background-removal",
+            json!({}),
+        )
+        .await;
         atelier_testkit::rest::finished(&platform, &ada, &job).await;
         let (_, spend) = get(&platform, &ada, "/api/users/me/spend").await;
         thresholds.push(
@@ -485,7 +605,13 @@ async fn alerts_fire_once_per_period_and_threshold(backend: Backend) {
     }
     assert_eq!(
         thresholds,
-        [vec![], vec![80], vec![80, 100], vec![80, 100], vec![80, 100]]
+        [
+            vec![],
+            vec![80],
+            vec![80, 100],
+            vec![80, 100],
+            vec![80, 100]
+        ]
     );
     let (_, spend) = get(&platform, &ada, "/api/users/me/spend").await;
     assert_eq!(spend["alerts"][0]["period"], "month");
@@ -503,7 +629,11 @@ async fn alerts_fire_once_per_period_and_threshold(backend: Backend) {
             .map(|delivery| &delivery["event_type"])
             .collect();
         if events.len() >= 2 {
-            assert_eq!(events, [&json!("budget.threshold_reached"); 2], "{deliveries}");
+            assert_eq!(
+                events,
+                [&json!("budget.threshold_reached"); 2],
+                "{deliveries}"
+            );
             break;
         }
         assert!(Instant::now() < deadline, "{deliveries}");

@@ -401,9 +401,7 @@ async fn usage_of(db: &impl ConnectionTrait, user_id: Option<Uuid>) -> Result<(i
         Some(user_id) => query.filter(images::Column::UserId.eq(user_id)),
         None => query,
     };
-    let count = only(images::Entity::find())
-        .count(db)
-        .await?;
+    let count = only(images::Entity::find()).count(db).await?;
     let bytes: Option<Option<i64>> = only(images::Entity::find())
         .select_only()
         .column_as(

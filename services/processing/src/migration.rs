@@ -804,7 +804,11 @@ impl MigrationTrait for Spend {
                             .primary_key(),
                     )
                     .col(ColumnDef::new(BudgetOverrides::DailyBudget).double().null())
-                    .col(ColumnDef::new(BudgetOverrides::MonthlyBudget).double().null())
+                    .col(
+                        ColumnDef::new(BudgetOverrides::MonthlyBudget)
+                            .double()
+                            .null(),
+                    )
                     .col(
                         ColumnDef::new(BudgetOverrides::UpdatedAt)
                             .timestamp_with_time_zone()
@@ -817,8 +821,16 @@ impl MigrationTrait for Spend {
             .create_table(
                 Table::create()
                     .table(BudgetAlerts::Table)
-                    .col(ColumnDef::new(BudgetAlerts::Scope).string_len(64).not_null())
-                    .col(ColumnDef::new(BudgetAlerts::Period).string_len(8).not_null())
+                    .col(
+                        ColumnDef::new(BudgetAlerts::Scope)
+                            .string_len(64)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(BudgetAlerts::Period)
+                            .string_len(8)
+                            .not_null(),
+                    )
                     .col(
                         ColumnDef::new(BudgetAlerts::PeriodStart)
                             .timestamp_with_time_zone()

@@ -13,8 +13,9 @@ use atelier_common::{
 };
 use atelier_proto::{
     image::v1::{
-        CheckOwnershipRequest, GetDownloadUrlRequest, GetPlatformStorageUsageRequest, ImageVariant, StoreResultMetadata,
-        StoreResultRequest, image_service_client::ImageServiceClient, store_result_request,
+        CheckOwnershipRequest, GetDownloadUrlRequest, GetPlatformStorageUsageRequest, ImageVariant,
+        StoreResultMetadata, StoreResultRequest, image_service_client::ImageServiceClient,
+        store_result_request,
     },
     user::v1::{
         GetQuotaRequest, GetQuotaResponse, SubscriptionTier, user_service_client::UserServiceClient,

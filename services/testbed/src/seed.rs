@@ -146,7 +146,12 @@ pub async fn jobs(platform: &TestPlatform, rows: &[SeedJob]) {
                 workflow_name: row.workflow_id.to_owned(),
                 workflow_version: 1,
                 fal_endpoint: "fal-ai/test".to_owned(),
-                search_text: search_text(row.workflow_id, row.workflow_id, "input.png", &parameters),
+                search_text: search_text(
+                    row.workflow_id,
+                    row.workflow_id,
+                    "input.png",
+                    &parameters,
+                ),
                 input_filename: Some("input.png".to_owned()),
                 estimated_cost: row.estimated_cost,
                 cost_currency: Some("USD".to_owned()),

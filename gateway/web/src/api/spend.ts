@@ -29,5 +29,5 @@ export async function getAnalyticsCsv(range: Range): Promise<Blob> {
     params: { query: { from: range.from, to: range.to } },
     parseAs: "blob",
   });
-  return unwrap(result) as Blob;
+  return unwrap<Blob>(result);
 }

@@ -237,7 +237,7 @@ export default function AnalyticsPage() {
       </form>
       {csvError && <Alert>{csvError}</Alert>}
       {analytics.loading && !analytics.data && <Spinner label="Loading the figures" />}
-      {analytics.error && !forbidden ? <Alert>{messageOf(analytics.error)}</Alert> : null}
+      {analytics.error ? <Alert>{messageOf(analytics.error)}</Alert> : null}
       {analytics.data && <Body data={analytics.data} />}
     </div>
   );

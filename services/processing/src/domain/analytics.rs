@@ -137,14 +137,26 @@ fn figures<'a>(workflow_id: &str, jobs: impl Iterator<Item = &'a JobFacts>) -> F
 
 /// The figures of `jobs` (created in `from..to`, in id order), with the `top`
 /// users who spent most.
-pub fn compute(from: OffsetDateTime, to: OffsetDateTime, jobs: &[JobFacts], top: usize) -> Analytics {
+pub fn compute(
+    from: OffsetDateTime,
+    to: OffsetDateTime,
+    jobs: &[JobFacts],
+    top: usize,
+) -> Analytics {
     let mut by_workflow: BTreeMap<&str, Vec<&JobFacts>> = BTreeMap::new();
     let mut by_day: BTreeMap<(String, &str), Vec<&JobFacts>> = BTreeMap::new();
     let mut by_user: HashMap<Uuid, (f64, i64)> = HashMap::new();
     for job in jobs {
         by_workflow.entry(&job.workflow_id).or_default().push(job);
-        let date = job.created_at.to_offset(time::UtcOffset::UTC).date().to_string();
-        by_day.entry((date, &job.workflow_id)).or_default().push(job);
+        let date = job
+            .created_at
+            .to_offset(time::UtcOffset::UTC)
+            .date()
+            .to_string();
+        by_day
+            .entry((date, &job.workflow_id))
+            .or_default()
+            .push(job);
         let user = by_user.entry(job.user_id).or_default();
         user.0 += job.charge;
         user.1 += 1;
@@ -273,7 +285,9 @@ mod tests {
             workflow_id: workflow.to_owned(),
             status,
             created_at: datetime!(2026-12-01 10:00 UTC) + time::Duration::days(i64::from(day)),
-            started_at: Some(datetime!(2026-12-01 10:00:01 UTC) + time::Duration::days(i64::from(day))),
+            started_at: Some(
+                datetime!(2026-12-01 10:00:01 UTC) + time::Duration::days(i64::from(day)),
+            ),
             processing_time_ms: ms,
             charge,
         };
@@ -293,7 +307,12 @@ mod tests {
         assert_eq!(analytics.days[0].date, "2026-12-01");
         let upscale = &analytics.workflows[1];
         assert_eq!(
-            (upscale.jobs, upscale.succeeded, upscale.failed, upscale.success_rate),
+            (
+                upscale.jobs,
+                upscale.succeeded,
+                upscale.failed,
+                upscale.success_rate
+            ),
             (3, 2, 1, 0.6667)
         );
         assert_eq!((upscale.p50_ms, upscale.p95_ms), (Some(100), Some(300)));

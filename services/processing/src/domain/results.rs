@@ -7,12 +7,12 @@ use atelier_fal::{FalClient, FalError};
 use futures::StreamExt;
 use serde_json::Value;
 
+use super::spend::{StoredOutput, actual_cost};
 use super::{
     Jobs, failure,
     job::Job,
     outcome::{Outcome, download_outcome},
 };
-use super::spend::{StoredOutput, actual_cost};
 use crate::peers::{ImageDirectory, NewResult, StoreRefusal, StoredImage};
 
 /// Stores what fal returned and finishes the job; for workers and webhooks alike.

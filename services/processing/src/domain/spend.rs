@@ -87,8 +87,8 @@ impl PeriodKind {
                 (start, start + time::Duration::days(1))
             }
             Self::Month => {
-                let first = Date::from_calendar_date(now.year(), now.month(), 1)
-                    .unwrap_or(now.date());
+                let first =
+                    Date::from_calendar_date(now.year(), now.month(), 1).unwrap_or(now.date());
                 let (year, month) = match now.month() {
                     time::Month::December => (now.year() + 1, time::Month::January),
                     month => (now.year(), month.next()),
@@ -469,9 +469,8 @@ impl Spend {
                     budget,
                     at: now,
                 };
-                let message = (scope != PLATFORM).then(|| {
-                    alert_message(user_id, &alert, &settings.currency, period.end)
-                });
+                let message = (scope != PLATFORM)
+                    .then(|| alert_message(user_id, &alert, &settings.currency, period.end));
                 if self.store.raise(&alert, message.as_ref()).await? {
                     metrics::counter!(
                         "atelier_budget_alerts_total",
@@ -506,10 +505,7 @@ impl Spend {
         let month = self
             .period(Some(user_id), PeriodKind::Month, now, budgets.monthly)
             .await?;
-        let alerts = self
-            .store
-            .alerts(&user_id.to_string(), month.start)
-            .await?;
+        let alerts = self.store.alerts(&user_id.to_string(), month.start).await?;
         Ok(UserSpend {
             currency: settings.currency,
             day,
@@ -593,7 +589,10 @@ impl Spend {
     }
 
     /// The budgets set for one user, if any.
-    pub async fn override_of(&self, user_id: Uuid) -> Result<Option<BudgetOverride>, ProcessingError> {
+    pub async fn override_of(
+        &self,
+        user_id: Uuid,
+    ) -> Result<Option<BudgetOverride>, ProcessingError> {
         Ok(self.store.budget_override(user_id).await?)
     }
 }
@@ -632,7 +631,9 @@ impl Spend {
         seen: &mut std::collections::BTreeSet<String>,
     ) -> Result<(), ProcessingError> {
         let now = self.clock.now();
-        let figures = self.analytics(now - time::Duration::days(1), now, 0).await?;
+        let figures = self
+            .analytics(now - time::Duration::days(1), now, 0)
+            .await?;
         let name = |figures: &analytics::Figures| {
             if figures.workflow_id.is_empty() {
                 "all".to_owned()
@@ -676,8 +677,7 @@ impl Spend {
                 metrics::gauge!("atelier_analytics_queue_wait_seconds", "workflow" => workflow.clone(), "quantile" => quantile)
                     .set(wait.unwrap_or_default() as f64 / 1000.0);
             }
-            metrics::gauge!("atelier_analytics_cost", "workflow" => workflow)
-                .set(figures.cost);
+            metrics::gauge!("atelier_analytics_cost", "workflow" => workflow).set(figures.cost);
         }
         let platform = self.of_platform(0).await?;
         for period in [&platform.day, &platform.month] {
@@ -743,24 +743,45 @@ mod tests {
         let now = datetime!(2026-12-31 23:59:59 +02:00);
         assert_eq!(
             PeriodKind::Day.bounds(now),
-            (datetime!(2026-12-31 00:00 UTC), datetime!(2027-01-01 00:00 UTC))
+            (
+                datetime!(2026-12-31 00:00 UTC),
+                datetime!(2027-01-01 00:00 UTC)
+            )
         );
         assert_eq!(
             PeriodKind::Month.bounds(now),
-            (datetime!(2026-12-01 00:00 UTC), datetime!(2027-01-01 00:00 UTC))
+            (
+                datetime!(2026-12-01 00:00 UTC),
+                datetime!(2027-01-01 00:00 UTC)
+            )
         );
         assert_eq!(
             PeriodKind::Month.bounds(datetime!(2027-02-10 08:00 UTC)),
-            (datetime!(2027-02-01 00:00 UTC), datetime!(2027-03-01 00:00 UTC))
+            (
+                datetime!(2027-02-01 00:00 UTC),
+                datetime!(2027-03-01 00:00 UTC)
+            )
         );
     }
 
     #[test]
     fn actual_cost_bills_the_output_images_in_the_price_unit() {
         let outputs = [
-            StoredOutput { role: "image", width: 2000, height: 1000 },
-            StoredOutput { role: "image", width: 1000, height: 1000 },
-            StoredOutput { role: "mask", width: 2000, height: 1000 },
+            StoredOutput {
+                role: "image",
+                width: 2000,
+                height: 1000,
+            },
+            StoredOutput {
+                role: "image",
+                width: 1000,
+                height: 1000,
+            },
+            StoredOutput {
+                role: "mask",
+                width: 2000,
+                height: 1000,
+            },
         ];
         assert_eq!(actual_cost(0.002, "image", &outputs), Some(0.004));
         assert_eq!(actual_cost(0.025, "megapixels", &outputs), Some(0.075));
@@ -770,18 +791,29 @@ mod tests {
 
     #[test]
     fn a_start_fits_up_to_the_budget_and_an_unknown_cost_until_it_is_used_up() {
-        let totals = Totals { spent: 0.7, reserved: 0.2, jobs: 3 };
+        let totals = Totals {
+            spent: 0.7,
+            reserved: 0.2,
+            jobs: 3,
+        };
         assert!(fits(&totals, 0.1, 1.0), "exactly the budget fits");
         assert!(!fits(&totals, 0.100001, 1.0));
         assert!(fits(&totals, 0.0, 1.0));
-        let used_up = Totals { spent: 1.0, reserved: 0.0, jobs: 4 };
+        let used_up = Totals {
+            spent: 1.0,
+            reserved: 0.0,
+            jobs: 4,
+        };
         assert!(!fits(&used_up, 0.0, 1.0));
     }
 
     #[test]
     fn thresholds_are_the_alert_percent_and_the_whole_budget() {
         assert_eq!(BudgetSettings::default().thresholds(), vec![80, 100]);
-        let at_100 = BudgetSettings { alert_percent: 100, ..BudgetSettings::default() };
+        let at_100 = BudgetSettings {
+            alert_percent: 100,
+            ..BudgetSettings::default()
+        };
         assert_eq!(at_100.thresholds(), vec![100]);
     }
 }

@@ -100,8 +100,7 @@ impl SpendStore {
         if let Some(user_id) = user_id {
             query = query.filter(jobs::Column::UserId.eq(user_id));
         }
-        let row: Option<(Option<f64>, Option<f64>, i64)> =
-            query.into_tuple().one(&self.db).await?;
+        let row: Option<(Option<f64>, Option<f64>, i64)> = query.into_tuple().one(&self.db).await?;
         let (spent, reserved, jobs) = row.unwrap_or_default();
         Ok(Totals {
             spent: round_cost(spent.unwrap_or_default()),
@@ -200,7 +199,11 @@ impl SpendStore {
         })
         .on_conflict(
             sea_orm::sea_query::OnConflict::column(Column::UserId)
-                .update_columns([Column::DailyBudget, Column::MonthlyBudget, Column::UpdatedAt])
+                .update_columns([
+                    Column::DailyBudget,
+                    Column::MonthlyBudget,
+                    Column::UpdatedAt,
+                ])
                 .to_owned(),
         )
         .exec_without_returning(&self.db)
