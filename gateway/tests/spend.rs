@@ -101,14 +101,14 @@ fn to_mid_month(platform: &TestPlatform) -> OffsetDateTime {
 }
 
 backends!(
+    a_job_run_at_fal_records_what_it_cost,
     figures_match_a_seeded_data_set,
     a_budget_stops_starts_until_the_period_ends,
     alerts_fire_once_per_period_and_threshold,
 );
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_job_run_at_fal_records_what_it_cost() {
-    let platform = TestPlatform::spawn(Backend::Sqlite).await;
+async fn a_job_run_at_fal_records_what_it_cost(backend: Backend) {
+    let platform = TestPlatform::spawn(backend).await;
     let ada = sign_up(&platform, "ada@example.com").await;
     priced(&platform, &ada).await;
     let image = upload(&platform, &ada, fixtures::png(200, 100)).await;
@@ -560,6 +560,26 @@ async fn a_budget_stops_starts_until_the_period_ends(backend: Backend) {
     .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
     assert_eq!(problem["errors"][0]["field"], "monthly");
+    // Someone the platform does not know has no budget to set; a malformed id is named.
+    for (id, expected) in [
+        (
+            "0190a000-0000-7000-8000-000000000000",
+            StatusCode::NOT_FOUND,
+        ),
+        ("nope", StatusCode::UNPROCESSABLE_ENTITY),
+    ] {
+        let (status, problem) = send(
+            Client::new()
+                .put(format!(
+                    "{}/api/admin/users/{id}/budget",
+                    platform.gateway_url
+                ))
+                .bearer_auth(&admin.token)
+                .json(&json!({"monthly": 1.0})),
+        )
+        .await;
+        assert_eq!(status, expected, "{problem}");
+    }
     let (status, spend) = send(Client::new().delete(&budget).bearer_auth(&admin.token)).await;
     assert_eq!(status, StatusCode::OK, "{spend}");
     assert_eq!(spend["budget_source"], "tier");

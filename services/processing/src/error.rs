@@ -12,6 +12,8 @@ pub enum ProcessingError {
     DeliveryNotFound,
     #[error("image not found")]
     ImageNotFound,
+    #[error("user not found")]
+    UserNotFound,
     #[error("workflow not found")]
     WorkflowNotFound,
     #[error("{0}")]
@@ -53,6 +55,7 @@ impl ServiceError for ProcessingError {
             Self::InvalidInput(_) => ErrorCode::InvalidArgument,
             Self::NotFound
             | Self::ImageNotFound
+            | Self::UserNotFound
             | Self::WorkflowNotFound
             | Self::EndpointNotFound
             | Self::DeliveryNotFound => ErrorCode::NotFound,

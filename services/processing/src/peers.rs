@@ -487,7 +487,10 @@ impl TierSource for GrpcPeers {
                 user_id: user_id.to_string(),
             })
             .await
-            .map_err(upstream)?;
+            .map_err(|status| match status.code() {
+                Code::NotFound => ProcessingError::UserNotFound,
+                _ => upstream(status),
+            })?;
         Ok(quota_of(reply.into_inner()))
     }
 }

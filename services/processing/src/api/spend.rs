@@ -202,6 +202,8 @@ impl SpendService for SpendApi {
     ) -> Result<Response<pb::SetUserBudgetResponse>, Status> {
         let request = request.into_inner();
         let user_id = user_id(&request.user_id)?;
+        // A user the platform does not know answers not-found, and keeps no budget.
+        self.spend.of_user(user_id).await?;
         self.spend
             .set_override(
                 user_id,
