@@ -54,9 +54,6 @@ pub struct Problem {
     /// A refusal by a limit of the caller's tier also names the limit.
     #[serde(flatten)]
     pub quota: Box<ProblemQuota>,
-    /// A start refused over a spend budget also names the budget.
-    #[serde(flatten)]
-    pub budget: Box<ProblemBudget>,
     #[serde(skip)]
     #[schema(ignore)]
     retry_after: Option<u32>,
@@ -87,6 +84,10 @@ pub struct ProblemQuota {
     /// When the limit resets (RFC 3339); absent when it does not reset by itself.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resets_at: Option<String>,
+    /// A start refused over a spend budget names the budget (in the same box,
+    /// so a problem stays small).
+    #[serde(flatten)]
+    pub budget: ProblemBudget,
 }
 
 /// The spend budget a start would have overrun (`budget-exceeded`); every field
@@ -239,12 +240,13 @@ impl From<tonic::Status> for Problem {
                         used: Some(quota.used),
                         requested: Some(quota.requested),
                         tier: Some(quota.tier),
+                        budget: ProblemBudget::default(),
                     });
                 }
                 if code == ErrorCode::BudgetExceeded {
                     let mut info = atelier_common::error::error_metadata(&status);
                     let number = |value: Option<String>| value.and_then(|v| v.parse().ok());
-                    problem.budget = Box::new(ProblemBudget {
+                    problem.quota.budget = ProblemBudget {
                         budget_scope: info.remove("scope"),
                         period: info.remove("period"),
                         budget: number(info.remove("budget")),
@@ -252,7 +254,7 @@ impl From<tonic::Status> for Problem {
                         estimate: number(info.remove("estimate")),
                         currency: info.remove("currency"),
                         period_end: info.remove("period_end"),
-                    });
+                    };
                 }
                 if problem.retry_after.is_none()
                     && let Some(wait) = atelier_common::error::retry_after(&status)

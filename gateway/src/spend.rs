@@ -684,9 +684,9 @@ mod tests {
     fn a_range_takes_instants_or_whole_utc_days() {
         let at = |raw, end| {
             range_instant("from", Some(raw), end)
-                .unwrap()
+                .expect("valid")
                 .and_then(atelier_common::instant)
-                .unwrap()
+                .expect("an instant")
         };
         assert_eq!(
             at("2026-12-01", false),
@@ -701,6 +701,6 @@ mod tests {
             time::macros::datetime!(2026-12-01 09:00 UTC)
         );
         assert!(range_instant("from", Some("yesterday"), false).is_err());
-        assert_eq!(range_instant("to", None, true).unwrap(), None);
+        assert_eq!(range_instant("to", None, true).expect("absent"), None);
     }
 }

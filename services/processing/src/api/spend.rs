@@ -294,7 +294,7 @@ mod tests {
     fn the_range_defaults_to_the_last_30_days_and_is_bounded() {
         let now = datetime!(2026-12-20 12:00 UTC);
         assert_eq!(
-            range(None, None, now).unwrap(),
+            range(None, None, now).expect("the default range"),
             (datetime!(2026-11-20 12:00 UTC), now)
         );
         let at = |at| Some(timestamp(at));
