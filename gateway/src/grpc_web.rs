@@ -92,10 +92,15 @@ pub fn routes(
     state: &AppState,
 ) -> anyhow::Result<axum::Router<AppState>> {
     use atelier_proto::{
-        audit::v1::audit_service_server, auth::v1::auth_service_server,
-        image::v1::image_service_server, operations::v1::operations_service_server,
-        processing::v1::processing_service_server, user::v1::user_service_server,
-        webhook::v1::webhook_service_server, workflow::v1::workflow_service_server,
+        audit::v1::audit_service_server,
+        auth::v1::auth_service_server,
+        image::v1::image_service_server,
+        operations::v1::operations_service_server,
+        processing::v1::processing_service_server,
+        spend::v1::{analytics_service_server, spend_service_server},
+        user::v1::user_service_server,
+        webhook::v1::webhook_service_server,
+        workflow::v1::workflow_service_server,
     };
     let router = [
         (auth_service_server::SERVICE_NAME, &state.auth_channel),
@@ -105,6 +110,8 @@ pub fn routes(
         (processing_service_server::SERVICE_NAME, &state.processing),
         (operations_service_server::SERVICE_NAME, &state.processing),
         (webhook_service_server::SERVICE_NAME, &state.processing),
+        (spend_service_server::SERVICE_NAME, &state.processing),
+        (analytics_service_server::SERVICE_NAME, &state.processing),
         (user_service_server::SERVICE_NAME, &state.user),
     ]
     .into_iter()

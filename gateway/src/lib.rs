@@ -19,6 +19,7 @@ pub mod openapi;
 pub mod problem;
 pub mod processing;
 pub mod shares;
+pub mod spend;
 pub mod stall;
 pub mod state;
 pub mod status_cache;
@@ -317,6 +318,7 @@ pub fn rest(max_upload_bytes: usize) -> OpenApiRouter<AppState> {
         .merge(admin::routes())
         .merge(admin_workflows::routes())
         .merge(admin_console::routes())
+        .merge(spend::routes())
         .merge(webhooks::routes())
 }
 

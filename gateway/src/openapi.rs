@@ -25,7 +25,7 @@ use crate::{problem, processing, users};
 Errors are RFC 9457 problem documents (`application/problem+json`).",
     ),
     components(schemas(
-        problem::Problem, problem::ProblemField, problem::ProblemQuota, users::SettingsBody,
+        problem::Problem, problem::ProblemField, problem::ProblemQuota, problem::ProblemBudget, users::SettingsBody,
         // Used by parameters only, which do not collect their schemas.
         processing::StatusInclude,
     )),
@@ -106,6 +106,7 @@ pub const SCOPES: &[(&str, &[&str])] = &[
     ("get_profile", &["account:read"]),
     ("update_profile", &["account:write"]),
     ("get_settings", &["account:read"]),
+    ("get_my_spend", &["account:read"]),
     ("replace_settings", &["account:write"]),
     ("delete_account", &["account:write"]),
     ("create_api_key", &["keys:write"]),

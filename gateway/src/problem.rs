@@ -84,6 +84,37 @@ pub struct ProblemQuota {
     /// When the limit resets (RFC 3339); absent when it does not reset by itself.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resets_at: Option<String>,
+    /// A start refused over a spend budget names the budget (in the same box,
+    /// so a problem stays small).
+    #[serde(flatten)]
+    pub budget: ProblemBudget,
+}
+
+/// The spend budget a start would have overrun (`budget-exceeded`); every field
+/// is absent on other problems.
+#[derive(Debug, Default, Serialize, ToSchema)]
+pub struct ProblemBudget {
+    /// `user` (the caller's budget) or `platform` (the platform's monthly budget).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub budget_scope: Option<String>,
+    /// `day` or `month` (UTC).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub period: Option<String>,
+    /// The budget, in `currency`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub budget: Option<f64>,
+    /// Spent (and reserved by running jobs) in the period before this start.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spent: Option<f64>,
+    /// What this start was estimated to cost.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub estimate: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub currency: Option<String>,
+    /// When the period ends and the budget is available again (RFC 3339);
+    /// `Retry-After` counts the seconds until then.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub period_end: Option<String>,
 }
 
 /// One invalid field.
@@ -209,7 +240,21 @@ impl From<tonic::Status> for Problem {
                         used: Some(quota.used),
                         requested: Some(quota.requested),
                         tier: Some(quota.tier),
+                        budget: ProblemBudget::default(),
                     });
+                }
+                if code == ErrorCode::BudgetExceeded {
+                    let mut info = atelier_common::error::error_metadata(&status);
+                    let number = |value: Option<String>| value.and_then(|v| v.parse().ok());
+                    problem.quota.budget = ProblemBudget {
+                        budget_scope: info.remove("scope"),
+                        period: info.remove("period"),
+                        budget: number(info.remove("budget")),
+                        spent: number(info.remove("spent")),
+                        estimate: number(info.remove("estimate")),
+                        currency: info.remove("currency"),
+                        period_end: info.remove("period_end"),
+                    };
                 }
                 if problem.retry_after.is_none()
                     && let Some(wait) = atelier_common::error::retry_after(&status)

@@ -204,6 +204,10 @@ pub struct JobBody {
     /// The cost estimated at fal's price when the job started; `null` when the
     /// workflow had no price, or one (per GPU second) not known before the run.
     pub estimated_cost: Option<CostBody>,
+    /// What fal billed once the job was final: its successful outputs at the
+    /// price when it started; 0 when it failed or was cancelled; `null` while it
+    /// runs or when the workflow had no price.
+    pub actual_cost: Option<CostBody>,
     pub error: Option<JobError>,
     pub created_at: Option<String>,
     pub started_at: Option<String>,
@@ -467,6 +471,7 @@ pub fn encode_job(job: pb::Job, images: &HashMap<String, image_pb::Image>) -> Jo
         result_url,
         outputs,
         estimated_cost: cost_body(job.estimated_cost),
+        actual_cost: cost_body(job.actual_cost),
         error: job.error.map(|error| JobError {
             code: error.code,
             message: error.message,

@@ -36,6 +36,10 @@ pub enum WebhookEventType {
     /// Every job of a batch reached a final state.
     #[serde(rename = "batch.completed")]
     BatchCompleted,
+    /// The user's spend reached the alert share (or the whole) of a daily or
+    /// monthly budget; once per period and threshold.
+    #[serde(rename = "budget.threshold_reached")]
+    BudgetThresholdReached,
     /// Sent by `POST /api/webhooks/{id}/test` only.
     #[serde(rename = "webhook.test")]
     WebhookTest,
@@ -48,6 +52,7 @@ impl WebhookEventType {
             Self::JobFailed => "job.failed",
             Self::JobCancelled => "job.cancelled",
             Self::BatchCompleted => "batch.completed",
+            Self::BudgetThresholdReached => "budget.threshold_reached",
             Self::WebhookTest => "webhook.test",
         }
     }

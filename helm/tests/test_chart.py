@@ -538,5 +538,35 @@ class BadValuesTest(unittest.TestCase):
                         chart.render(values=values, name="bad", namespace=NAMESPACE, is_install=True)
 
 
+class DashboardTest(unittest.TestCase):
+    """The Grafana dashboard of the analytics gauges and the spend settings."""
+
+    def test_dashboard_is_a_labelled_config_map_only_when_asked(self):
+        import json
+
+        self.assertFalse([c for c in RENDERED["default"].kind("ConfigMap") if c["metadata"]["name"].endswith("-dashboard")])
+        rendered = RENDERED["trial-everything"]
+        (dashboard,) = [c for c in rendered.kind("ConfigMap") if c["metadata"]["name"].endswith("-dashboard")]
+        self.assertEqual(dashboard["metadata"]["labels"]["grafana_dashboard"], "1")
+        board = json.loads(dashboard["data"]["atelier.json"])
+        exprs = [target["expr"] for panel in board["panels"] for target in panel["targets"]]
+        self.assertTrue(exprs)
+        for expr in exprs:
+            # Every replica exports the same gauges: panels take max, never sum, over them.
+            if "atelier_budget_" in expr:
+                continue
+            with self.subTest(expr=expr):
+                self.assertIn("max without (instance, pod", expr)
+
+    def test_spend_settings_reach_the_config(self):
+        config = RENDERED["default"].config()
+        self.assertEqual(config["BUDGET_ALERT_PERCENT"], "80")
+        self.assertEqual(config["BUDGET_HARD_STOP"], "true")
+        self.assertNotIn("PLATFORM_MONTHLY_BUDGET", config)
+        trial = RENDERED["trial-everything"].config()
+        self.assertEqual(trial["PLATFORM_MONTHLY_BUDGET"], "500")
+        self.assertEqual(trial["BUDGET_ALERT_PERCENT"], "90")
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)

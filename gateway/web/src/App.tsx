@@ -18,6 +18,7 @@ const SettingsPage = lazy(() => import("@/pages/SettingsPage"));
 const BatchPage = lazy(() => import("@/pages/BatchPage"));
 const SharedPage = lazy(() => import("@/pages/SharedPage"));
 const AdminPage = lazy(() => import("@/pages/AdminPage"));
+const AnalyticsPage = lazy(() => import("@/pages/AnalyticsPage"));
 
 function useTheme() {
   const theme = useSettings((state) => state.settings.theme);
@@ -162,6 +163,7 @@ export function App() {
             <Route path="/library" element={<RequireSession><LibraryPage /></RequireSession>} />
             <Route path="/settings" element={<RequireSession><SettingsPage /></RequireSession>} />
             <Route path="/admin" element={<RequireSession><RequireAdmin><AdminPage /></RequireAdmin></RequireSession>} />
+            <Route path="/admin/analytics" element={<RequireSession><RequireAdmin><AnalyticsPage /></RequireAdmin></RequireSession>} />
             {/* A share link's page: for anyone holding the link, signed in or not. */}
             <Route path="/s/:token" element={<SharedPage />} />
             <Route path="*" element={<NotFound />} />

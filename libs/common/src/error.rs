@@ -42,12 +42,17 @@ pub enum ErrorCode {
     /// An API key without the scope the method needs (gRPC `PermissionDenied`,
     /// HTTP 403); its `ErrorInfo` names the scope in its `scope` metadata.
     InsufficientScope,
+    /// A start that would take spend past a budget (gRPC `ResourceExhausted`,
+    /// HTTP 429 with `Retry-After` at the budget period's end); its `ErrorInfo`
+    /// metadata names the `scope`, `period`, `budget`, `spent`, `estimate`,
+    /// `currency` and `period_end`.
+    BudgetExceeded,
 }
 
 /// The `ErrorInfo` domain of the platform's errors.
 const DOMAIN: &str = "atelier";
 
-const ALL: [ErrorCode; 20] = [
+const ALL: [ErrorCode; 21] = [
     ErrorCode::RangeNotSatisfiable,
     ErrorCode::InvalidArgument,
     ErrorCode::Unauthenticated,
@@ -68,6 +73,7 @@ const ALL: [ErrorCode; 20] = [
     ErrorCode::MalwareDetected,
     ErrorCode::ScannerUnavailable,
     ErrorCode::InsufficientScope,
+    ErrorCode::BudgetExceeded,
 ];
 
 impl ErrorCode {
@@ -79,7 +85,7 @@ impl ErrorCode {
             Self::NotFound => Code::NotFound,
             Self::AlreadyExists => Code::AlreadyExists,
             Self::FailedPrecondition | Self::TooLargeForPlan => Code::FailedPrecondition,
-            Self::ResourceExhausted => Code::ResourceExhausted,
+            Self::ResourceExhausted | Self::BudgetExceeded => Code::ResourceExhausted,
             Self::Aborted => Code::Aborted,
             Self::Cancelled => Code::Cancelled,
             Self::DeadlineExceeded => Code::DeadlineExceeded,
@@ -138,7 +144,7 @@ impl ErrorCode {
             Self::NotFound => S::NOT_FOUND,
             Self::AlreadyExists | Self::Aborted => S::CONFLICT,
             Self::FailedPrecondition => S::PRECONDITION_FAILED,
-            Self::ResourceExhausted => S::TOO_MANY_REQUESTS,
+            Self::ResourceExhausted | Self::BudgetExceeded => S::TOO_MANY_REQUESTS,
             Self::Cancelled => S::from_u16(499).unwrap_or(S::BAD_REQUEST),
             Self::DeadlineExceeded => S::GATEWAY_TIMEOUT,
             Self::Unavailable | Self::ScannerUnavailable => S::SERVICE_UNAVAILABLE,
@@ -173,6 +179,7 @@ impl ErrorCode {
             Self::MalwareDetected => "malware-detected",
             Self::ScannerUnavailable => "scanner-unavailable",
             Self::InsufficientScope => "insufficient-scope",
+            Self::BudgetExceeded => "budget-exceeded",
         }
     }
 }

@@ -127,6 +127,7 @@ package!(auth, "atelier.auth.v1");
 package!(image, "atelier.image.v1");
 package!(operations, "atelier.operations.v1");
 package!(processing, "atelier.processing.v1");
+package!(spend, "atelier.spend.v1");
 package!(user, "atelier.user.v1");
 package!(webhook, "atelier.webhook.v1");
 package!(workflow, "atelier.workflow.v1");

@@ -536,6 +536,17 @@ impl ImageService for ImageApi {
         }))
     }
 
+    async fn get_platform_storage_usage(
+        &self,
+        _request: Request<pb::GetPlatformStorageUsageRequest>,
+    ) -> Result<Response<pb::GetPlatformStorageUsageResponse>, Status> {
+        let (storage_bytes, image_count) = self.images.platform_usage().await?;
+        Ok(Response::new(pb::GetPlatformStorageUsageResponse {
+            storage_bytes,
+            image_count,
+        }))
+    }
+
     async fn delete_user_images(
         &self,
         request: Request<pb::DeleteUserImagesRequest>,

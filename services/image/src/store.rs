@@ -332,6 +332,11 @@ impl Store {
         usage(&self.db, user_id).await
     }
 
+    /// Bytes and number of every stored image (thumbnails included).
+    pub async fn platform_usage(&self) -> Result<(i64, i64), DbErr> {
+        usage_of(&self.db, None).await
+    }
+
     /// Sets every image of `user_id` to expire `days` after it was created.
     pub async fn set_retention(&self, user_id: Uuid, days: i64) -> Result<u64, DbErr> {
         let rows = self.all_of_user(user_id).await?;
@@ -387,11 +392,17 @@ fn active_model(row: &ImageRecord) -> images::ActiveModel {
 
 /// The bytes `user_id` stores and how many images.
 async fn usage(db: &impl ConnectionTrait, user_id: Uuid) -> Result<(i64, i64), DbErr> {
-    let count = images::Entity::find()
-        .filter(images::Column::UserId.eq(user_id))
-        .count(db)
-        .await?;
-    let bytes: Option<Option<i64>> = images::Entity::find()
+    usage_of(db, Some(user_id)).await
+}
+
+/// Bytes and number of the images of `user_id`, or of everyone.
+async fn usage_of(db: &impl ConnectionTrait, user_id: Option<Uuid>) -> Result<(i64, i64), DbErr> {
+    let only = |query: sea_orm::Select<images::Entity>| match user_id {
+        Some(user_id) => query.filter(images::Column::UserId.eq(user_id)),
+        None => query,
+    };
+    let count = only(images::Entity::find()).count(db).await?;
+    let bytes: Option<Option<i64>> = only(images::Entity::find())
         .select_only()
         .column_as(
             Expr::from(Func::cast_as(
@@ -400,7 +411,6 @@ async fn usage(db: &impl ConnectionTrait, user_id: Uuid) -> Result<(i64, i64), D
             )),
             "total",
         )
-        .filter(images::Column::UserId.eq(user_id))
         .into_tuple()
         .one(db)
         .await?;

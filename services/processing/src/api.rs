@@ -1,6 +1,7 @@
 //! gRPC handlers: decode, authorize, call the domain, encode.
 
 pub mod operations;
+pub mod spend;
 pub mod webhooks;
 
 use std::{pin::Pin, sync::Arc};
@@ -169,6 +170,13 @@ pub fn encode(row: &Job) -> pb::Job {
         result_image_ids: outputs.iter().map(|o| o.image_id.clone()).collect(),
         outputs,
         estimated_cost: match (row.estimated_cost, &row.cost_currency) {
+            (Some(amount), Some(currency)) => Some(pb::Cost {
+                amount,
+                currency: currency.clone(),
+            }),
+            _ => None,
+        },
+        actual_cost: match (row.actual_cost, &row.cost_currency) {
             (Some(amount), Some(currency)) => Some(pb::Cost {
                 amount,
                 currency: currency.clone(),
@@ -609,6 +617,7 @@ impl ProcessingService for ProcessingApi {
     ) -> Result<Response<pb::DeleteUserJobsResponse>, Status> {
         let user_id = parse_id("user_id", &request.get_ref().user_id)?;
         let deleted = self.jobs.delete_user(user_id).await?;
+        self.jobs.spend().delete_user(user_id).await?;
         if let Some(outbound) = &self.outbound {
             outbound.delete_user(user_id).await?;
         }

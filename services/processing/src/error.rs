@@ -12,6 +12,8 @@ pub enum ProcessingError {
     DeliveryNotFound,
     #[error("image not found")]
     ImageNotFound,
+    #[error("user not found")]
+    UserNotFound,
     #[error("workflow not found")]
     WorkflowNotFound,
     #[error("{0}")]
@@ -24,6 +26,11 @@ pub enum ProcessingError {
     NotRetryable(&'static str),
     #[error("{} limit of the {} plan reached", .0.limit.replace('_', " "), .0.tier)]
     QuotaExceeded(atelier_common::QuotaExceeded),
+    #[error(
+        "this start would take the {} {} spend past its budget of {} {}",
+        .0.scope, .0.period.as_str(), .0.budget, .0.currency
+    )]
+    BudgetExceeded(Box<crate::domain::spend::BudgetExceeded>),
     #[error("high priority is not part of the {0} plan")]
     PriorityNotAllowed(String),
     #[error("a service is unavailable: {0}")]
@@ -48,6 +55,7 @@ impl ServiceError for ProcessingError {
             Self::InvalidInput(_) => ErrorCode::InvalidArgument,
             Self::NotFound
             | Self::ImageNotFound
+            | Self::UserNotFound
             | Self::WorkflowNotFound
             | Self::EndpointNotFound
             | Self::DeliveryNotFound => ErrorCode::NotFound,
@@ -56,6 +64,7 @@ impl ServiceError for ProcessingError {
                 ErrorCode::Aborted
             }
             Self::QuotaExceeded(_) => ErrorCode::ResourceExhausted,
+            Self::BudgetExceeded(_) => ErrorCode::BudgetExceeded,
             Self::PriorityNotAllowed(_) => ErrorCode::PermissionDenied,
             Self::Unavailable(_) => ErrorCode::Unavailable,
             // PostgreSQL away (restarting, failing over): try again, not a bug.
@@ -71,6 +80,34 @@ impl ServiceError for ProcessingError {
             Self::InvalidInput(violations) => violations.clone(),
             Self::PriorityNotAllowed(_) => vec![FieldViolation::new("priority", self.to_string())],
             _ => Vec::new(),
+        }
+    }
+
+    fn error_metadata(&self) -> Vec<(String, String)> {
+        match self {
+            Self::BudgetExceeded(refusal) => {
+                let end = refusal
+                    .period_end
+                    .format(&time::format_description::well_known::Rfc3339)
+                    .unwrap_or_default();
+                vec![
+                    ("scope".into(), refusal.scope.into()),
+                    ("period".into(), refusal.period.as_str().into()),
+                    ("budget".into(), refusal.budget.to_string()),
+                    ("spent".into(), refusal.spent.to_string()),
+                    ("estimate".into(), refusal.estimate.to_string()),
+                    ("currency".into(), refusal.currency.clone()),
+                    ("period_end".into(), end),
+                ]
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            Self::BudgetExceeded(refusal) => Some(refusal.retry_after),
+            _ => None,
         }
     }
 

@@ -24,6 +24,9 @@ use atelier_fal::{FalClient, FalConfig, webhook::WebhookVerifier};
 use atelier_proto::{
     operations::v1::operations_service_server::OperationsServiceServer,
     processing::v1::processing_service_server::ProcessingServiceServer,
+    spend::v1::{
+        analytics_service_server::AnalyticsServiceServer, spend_service_server::SpendServiceServer,
+    },
     webhook::v1::webhook_service_server::WebhookServiceServer,
 };
 use atelier_queue::{MemoryQueue, Queue, QueueConfig, RedisQueue};
@@ -56,6 +59,32 @@ pub struct ProcessingConfig {
     pub queue: QueueConfig,
     /// Outgoing webhooks (`WEBHOOK_*`).
     pub webhooks: domain::outbound::WebhookSettings,
+    /// Budgets (`BUDGET_*`, `PLATFORM_MONTHLY_BUDGET`).
+    pub budgets: domain::spend::BudgetSettings,
+    /// `ANALYTICS_REFRESH_SECS`: how often the analytics gauges are read from
+    /// the database (0: never).
+    pub analytics_every: Duration,
+}
+
+/// The `BUDGET_*` settings and `PLATFORM_MONTHLY_BUDGET`.
+pub fn budget_settings_from_env() -> anyhow::Result<domain::spend::BudgetSettings> {
+    let defaults = domain::spend::BudgetSettings::default();
+    let alert_percent: u32 = config::var("BUDGET_ALERT_PERCENT", defaults.alert_percent)?;
+    if !(1..=100).contains(&alert_percent) {
+        anyhow::bail!("BUDGET_ALERT_PERCENT must be between 1 and 100");
+    }
+    let platform_monthly: Option<f64> = config::var_opt("PLATFORM_MONTHLY_BUDGET")?;
+    if let Some(budget) = platform_monthly
+        && !(budget.is_finite() && budget >= 0.0)
+    {
+        anyhow::bail!("PLATFORM_MONTHLY_BUDGET must be a non-negative amount");
+    }
+    Ok(domain::spend::BudgetSettings {
+        alert_percent,
+        hard_stop: config::var("BUDGET_HARD_STOP", defaults.hard_stop)?,
+        platform_monthly,
+        currency: config::var("BUDGET_CURRENCY", defaults.currency)?,
+    })
 }
 
 /// The `WEBHOOK_*` settings of outgoing webhooks.
@@ -164,6 +193,8 @@ impl ProcessingConfig {
             inline_input_bytes: config::var("FAL_INLINE_INPUT_BYTES", 256 * 1024)?,
             queue,
             webhooks: webhook_settings_from_env()?,
+            budgets: budget_settings_from_env()?,
+            analytics_every: config::seconds("ANALYTICS_REFRESH_SECS", 60)?,
         })
     }
 }
@@ -207,6 +238,16 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    serve_with_clock(config, Arc::new(SystemClock), listener, shutdown).await
+}
+
+/// [`serve`] with the clock jobs and budget periods are read from (tests move it).
+pub async fn serve_with_clock(
+    config: ProcessingConfig,
+    clock: Arc<dyn atelier_common::Clock>,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let db = atelier_common::db::connect(&config.platform, "processing").await?;
     atelier_common::db::migrate::<migration::Migrator>(&db, "processing").await?;
     let identity = Identity::start(&config.platform.tls, ServiceName::Processing, &shutdown)?;
@@ -238,7 +279,7 @@ pub async fn serve(
     };
     let peers = domain::Peers {
         images: grpc.clone(),
-        workflows: grpc,
+        workflows: grpc.clone(),
     };
     let fal = FalClient::new(config.fal.clone())?;
     let webhook_store = store::webhooks::WebhookStore::new(db.clone());
@@ -247,11 +288,21 @@ pub async fn serve(
         job_store.clone(),
         queue.clone(),
         bus,
-        Arc::new(SystemClock),
+        clock,
         peers.clone(),
         quotas,
         fal.clone(),
     );
+    jobs.spend().configure(config.budgets.clone());
+    let storage: Arc<dyn peers::StorageSource> = grpc.clone();
+    if !config.analytics_every.is_zero() {
+        domain::spend::spawn_gauges(
+            jobs.spend().clone(),
+            Some(storage.clone()),
+            config.analytics_every,
+            shutdown.clone(),
+        );
+    }
     let worker = domain::Worker::new(
         jobs.clone(),
         queue.clone(),
@@ -307,6 +358,7 @@ pub async fn serve(
         atelier_proto::audit::v1::audit_service_client::AuditServiceClient::new(auth.clone()),
     ));
     let verifier = JwtVerifier::for_platform(&config.platform, auth).await?;
+    let spend = jobs.spend().clone();
     type Server = ProcessingServiceServer<api::ProcessingApi>;
     let served = GrpcServer::new(&identity)
         .add_service(OperationsServiceServer::new(
@@ -318,6 +370,14 @@ pub async fn serve(
         ))
         .add_service(WebhookServiceServer::new(api::webhooks::WebhookApi::new(
             outbound,
+        )))
+        .add_service(SpendServiceServer::new(api::spend::SpendApi::new(
+            spend.clone(),
+            Some(storage.clone()),
+        )))
+        .add_service(AnalyticsServiceServer::new(api::spend::SpendApi::new(
+            spend,
+            Some(storage),
         )))
         .authenticate(verifier)
         .serve(listener, shutdown)

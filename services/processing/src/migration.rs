@@ -14,6 +14,7 @@ impl MigratorTrait for Migrator {
             Box::new(CreateJobRuns),
             Box::new(PartialJobIndexes),
             Box::new(OutgoingWebhooks),
+            Box::new(Spend),
         ]
     }
 }
@@ -711,6 +712,180 @@ impl MigrationTrait for OutgoingWebhooks {
         ] {
             manager
                 .drop_table(Table::drop().table(table).to_owned())
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// Spend control: each job's price and actual cost beside its estimate, budgets
+/// an administrator set for a user (over their tier's), and the budget alerts
+/// raised (one per scope, period and threshold).
+struct Spend;
+
+impl MigrationName for Spend {
+    fn name(&self) -> &str {
+        "m20261221_000001_spend"
+    }
+}
+
+#[derive(DeriveIden)]
+enum SpendColumns {
+    UnitPrice,
+    PriceUnit,
+    ActualCost,
+}
+
+#[derive(DeriveIden)]
+enum BudgetOverrides {
+    Table,
+    UserId,
+    DailyBudget,
+    MonthlyBudget,
+    UpdatedAt,
+}
+
+#[derive(DeriveIden)]
+enum BudgetAlerts {
+    Table,
+    Scope,
+    Period,
+    PeriodStart,
+    Threshold,
+    Spent,
+    Budget,
+    CreatedAt,
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for Spend {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        // One column per statement: SQLite alters one at a time.
+        for column in [
+            ColumnDef::new(SpendColumns::UnitPrice)
+                .double()
+                .null()
+                .to_owned(),
+            ColumnDef::new(SpendColumns::PriceUnit)
+                .string_len(32)
+                .null()
+                .to_owned(),
+            ColumnDef::new(SpendColumns::ActualCost)
+                .double()
+                .null()
+                .to_owned(),
+        ] {
+            manager
+                .alter_table(
+                    Table::alter()
+                        .table(ProcessingJobs::Table)
+                        .add_column(column)
+                        .to_owned(),
+                )
+                .await?;
+        }
+        manager
+            .create_index(
+                Index::create()
+                    .name("jobs_created_idx")
+                    .table(ProcessingJobs::Table)
+                    .col(ProcessingJobs::CreatedAt)
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(BudgetOverrides::Table)
+                    .col(
+                        ColumnDef::new(BudgetOverrides::UserId)
+                            .uuid()
+                            .not_null()
+                            .primary_key(),
+                    )
+                    .col(ColumnDef::new(BudgetOverrides::DailyBudget).double().null())
+                    .col(
+                        ColumnDef::new(BudgetOverrides::MonthlyBudget)
+                            .double()
+                            .null(),
+                    )
+                    .col(
+                        ColumnDef::new(BudgetOverrides::UpdatedAt)
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(BudgetAlerts::Table)
+                    .col(
+                        ColumnDef::new(BudgetAlerts::Scope)
+                            .string_len(64)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(BudgetAlerts::Period)
+                            .string_len(8)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(BudgetAlerts::PeriodStart)
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
+                    .col(ColumnDef::new(BudgetAlerts::Threshold).integer().not_null())
+                    .col(ColumnDef::new(BudgetAlerts::Spent).double().not_null())
+                    .col(ColumnDef::new(BudgetAlerts::Budget).double().not_null())
+                    .col(
+                        ColumnDef::new(BudgetAlerts::CreatedAt)
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
+                    .primary_key(
+                        Index::create()
+                            .col(BudgetAlerts::Scope)
+                            .col(BudgetAlerts::Period)
+                            .col(BudgetAlerts::PeriodStart)
+                            .col(BudgetAlerts::Threshold),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        for table in [
+            BudgetAlerts::Table.into_iden(),
+            BudgetOverrides::Table.into_iden(),
+        ] {
+            manager
+                .drop_table(Table::drop().table(table).to_owned())
+                .await?;
+        }
+        manager
+            .drop_index(
+                Index::drop()
+                    .name("jobs_created_idx")
+                    .table(ProcessingJobs::Table)
+                    .to_owned(),
+            )
+            .await?;
+        for column in [
+            SpendColumns::UnitPrice,
+            SpendColumns::PriceUnit,
+            SpendColumns::ActualCost,
+        ] {
+            manager
+                .alter_table(
+                    Table::alter()
+                        .table(ProcessingJobs::Table)
+                        .drop_column(column)
+                        .to_owned(),
+                )
                 .await?;
         }
         Ok(())

@@ -13,8 +13,9 @@ use atelier_common::{
 };
 use atelier_proto::{
     image::v1::{
-        CheckOwnershipRequest, GetDownloadUrlRequest, ImageVariant, StoreResultMetadata,
-        StoreResultRequest, image_service_client::ImageServiceClient, store_result_request,
+        CheckOwnershipRequest, GetDownloadUrlRequest, GetPlatformStorageUsageRequest, ImageVariant,
+        StoreResultMetadata, StoreResultRequest, image_service_client::ImageServiceClient,
+        store_result_request,
     },
     user::v1::{
         GetQuotaRequest, GetQuotaResponse, SubscriptionTier, user_service_client::UserServiceClient,
@@ -91,10 +92,22 @@ pub trait ImageDirectory: Send + Sync {
         inline_max_bytes: u64,
     ) -> Result<String, ProcessingError>;
 
-    /// Stores `chunks` as a result image; returns its id. The store completes when
+    /// Stores `chunks` as a result image; returns it. The store completes when
     /// `chunks` ends; dropping the returned future while `chunks` is still open
     /// cancels it, and nothing is kept.
-    async fn store_result(&self, result: NewResult, chunks: Chunks) -> Result<Uuid, StoreRefusal>;
+    async fn store_result(
+        &self,
+        result: NewResult,
+        chunks: Chunks,
+    ) -> Result<StoredImage, StoreRefusal>;
+}
+
+/// A result image as stored: its id and size (0 when not known).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StoredImage {
+    pub id: Uuid,
+    pub width: u32,
+    pub height: u32,
 }
 
 /// Parameters the workflow service accepted, with the workflow they run on.
@@ -112,6 +125,8 @@ pub struct Estimate {
     pub validated: Validated,
     /// The currency of the costs; empty when the workflow has no price.
     pub currency: String,
+    /// fal's price: so much `currency` per unit (`image`, `megapixels`, ...).
+    pub price: Option<(f64, String)>,
     /// One per image estimated.
     pub jobs: Vec<ImageEstimate>,
 }
@@ -162,6 +177,15 @@ pub struct Quota {
     pub period_start: OffsetDateTime,
     /// When the window ends and the daily count resets.
     pub period_end: OffsetDateTime,
+    /// The tier's spend budgets per UTC day and month; `None`: no budget.
+    pub daily_budget: Option<f64>,
+    pub monthly_budget: Option<f64>,
+}
+
+#[async_trait]
+pub trait StorageSource: Send + Sync {
+    /// Bytes and number of every stored image.
+    async fn platform_storage(&self) -> Result<(i64, i64), ProcessingError>;
 }
 
 #[async_trait]
@@ -255,7 +279,11 @@ impl ImageDirectory for GrpcPeers {
             .url)
     }
 
-    async fn store_result(&self, result: NewResult, chunks: Chunks) -> Result<Uuid, StoreRefusal> {
+    async fn store_result(
+        &self,
+        result: NewResult,
+        chunks: Chunks,
+    ) -> Result<StoredImage, StoreRefusal> {
         let messages = store_messages(result, chunks);
         let mut client = self.images.clone();
         let reply = client.store_result(messages).await;
@@ -263,7 +291,13 @@ impl ImageDirectory for GrpcPeers {
             Ok(reply) => reply
                 .into_inner()
                 .image
-                .and_then(|image| Uuid::parse_str(&image.id).ok())
+                .and_then(|image| {
+                    Some(StoredImage {
+                        id: Uuid::parse_str(&image.id).ok()?,
+                        width: image.width,
+                        height: image.height,
+                    })
+                })
                 .ok_or_else(|| {
                     StoreRefusal::Failed(ProcessingError::Internal(anyhow::anyhow!(
                         "the image service stored no image"
@@ -387,8 +421,12 @@ impl WorkflowCatalogue for GrpcPeers {
             validated: validated!(reply),
             currency: reply
                 .pricing
-                .map(|pricing| pricing.currency)
+                .as_ref()
+                .map(|pricing| pricing.currency.clone())
                 .unwrap_or_default(),
+            price: reply
+                .pricing
+                .map(|pricing| (pricing.unit_price, pricing.unit)),
             jobs: reply
                 .jobs
                 .into_iter()
@@ -420,6 +458,22 @@ fn quota_of(reply: GetQuotaResponse) -> Quota {
         high_priority: limits.high_priority.unwrap_or(true),
         period_start: at(reply.period_start),
         period_end: at(reply.period_end),
+        daily_budget: limits.daily_budget,
+        monthly_budget: limits.monthly_budget,
+    }
+}
+
+#[async_trait]
+impl StorageSource for GrpcPeers {
+    async fn platform_storage(&self) -> Result<(i64, i64), ProcessingError> {
+        let reply = self
+            .images
+            .clone()
+            .get_platform_storage_usage(GetPlatformStorageUsageRequest {})
+            .await
+            .map_err(upstream)?
+            .into_inner();
+        Ok((reply.storage_bytes, reply.image_count))
     }
 }
 
@@ -433,7 +487,10 @@ impl TierSource for GrpcPeers {
                 user_id: user_id.to_string(),
             })
             .await
-            .map_err(upstream)?;
+            .map_err(|status| match status.code() {
+                Code::NotFound => ProcessingError::UserNotFound,
+                _ => upstream(status),
+            })?;
         Ok(quota_of(reply.into_inner()))
     }
 }
@@ -499,9 +556,13 @@ pub mod fakes {
             &self,
             _result: NewResult,
             chunks: Chunks,
-        ) -> Result<Uuid, StoreRefusal> {
+        ) -> Result<StoredImage, StoreRefusal> {
             chunks.for_each(|_| async {}).await;
-            Ok(Uuid::new_v4())
+            Ok(StoredImage {
+                id: Uuid::new_v4(),
+                width: 1000,
+                height: 1000,
+            })
         }
     }
 
@@ -543,6 +604,7 @@ pub mod fakes {
             Ok(Estimate {
                 validated,
                 currency: "USD".to_owned(),
+                price: Some((0.01, "image".to_owned())),
                 jobs: images
                     .iter()
                     .map(|(image_id, width, _)| ImageEstimate {

@@ -20,6 +20,7 @@ use uuid::Uuid;
 use crate::domain::{Event, Job, JobFilter, Priority, Quota, Status};
 
 pub mod failures;
+pub mod spend;
 pub mod webhooks;
 
 pub mod jobs {
@@ -65,6 +66,14 @@ pub mod jobs {
         /// `cost_currency`; `None` when there was no estimate.
         pub estimated_cost: Option<f64>,
         pub cost_currency: Option<String>,
+        /// fal's price when the job started, so many `cost_currency` per
+        /// `price_unit` (`image`, `megapixels`); what its actual cost is
+        /// reckoned at.
+        pub unit_price: Option<f64>,
+        pub price_unit: Option<String>,
+        /// What fal billed once the job was final: its successful outputs at
+        /// `unit_price`; 0 when it failed or was cancelled.
+        pub actual_cost: Option<f64>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -233,6 +242,9 @@ macro_rules! convert_job {
                     input_filename: row.input_filename,
                     estimated_cost: row.estimated_cost,
                     cost_currency: row.cost_currency,
+                    unit_price: row.unit_price,
+                    price_unit: row.price_unit,
+                    actual_cost: row.actual_cost,
                 }
             }
         }
@@ -332,7 +344,10 @@ fn changes(current: &Job, next: Job) -> jobs::ActiveModel {
         search_text,
         input_filename,
         estimated_cost,
-        cost_currency;
+        cost_currency,
+        unit_price,
+        price_unit,
+        actual_cost;
         priority,
         status
     );
@@ -371,6 +386,9 @@ fn active_model(row: &Job) -> jobs::ActiveModel {
         input_filename: Set(row.input_filename.clone()),
         estimated_cost: Set(row.estimated_cost),
         cost_currency: Set(row.cost_currency.clone()),
+        unit_price: Set(row.unit_price),
+        price_unit: Set(row.price_unit.clone()),
+        actual_cost: Set(row.actual_cost),
     }
 }
 
@@ -381,6 +399,11 @@ fn statuses(statuses: &[Status]) -> impl Iterator<Item = JobStatus> + '_ {
 impl Store {
     pub fn new(db: DatabaseConnection) -> Self {
         Self { db }
+    }
+
+    /// Spend's tables, on the same database.
+    pub fn spend(&self) -> spend::SpendStore {
+        spend::SpendStore::new(self.db.clone())
     }
 
     async fn one(&self, query: Select<jobs::Entity>) -> Result<Option<Job>, DbErr> {

@@ -36,6 +36,8 @@ fn unlimited() -> Quota {
         high_priority: true,
         period_start: OffsetDateTime::UNIX_EPOCH,
         period_end: OffsetDateTime::now_utc() + time::Duration::days(1),
+        daily_budget: None,
+        monthly_budget: None,
     }
 }
 
@@ -71,6 +73,9 @@ fn queued_job(now: OffsetDateTime) -> Job {
         input_filename: Some("photo.png".into()),
         estimated_cost: None,
         cost_currency: None,
+        unit_price: None,
+        price_unit: None,
+        actual_cost: None,
     }
 }
 

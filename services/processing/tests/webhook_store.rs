@@ -66,6 +66,8 @@ fn unlimited() -> Quota {
         high_priority: true,
         period_start: OffsetDateTime::UNIX_EPOCH,
         period_end: OffsetDateTime::now_utc() + time::Duration::days(1),
+        daily_budget: None,
+        monthly_budget: None,
     }
 }
 
@@ -101,6 +103,9 @@ fn job(user_id: Uuid, batch_id: Option<Uuid>, now: OffsetDateTime) -> Job {
         input_filename: Some("photo.png".into()),
         estimated_cost: None,
         cost_currency: None,
+        unit_price: None,
+        price_unit: None,
+        actual_cost: None,
     }
 }
 

@@ -21,6 +21,7 @@ pub use atelier_gateway::{forwarded::TrustedProxies, limits::LimitConfig, live::
 pub use atelier_image::ScannerConfig;
 pub use atelier_scan::{ClamdConfig, Unavailable as ScanUnavailable};
 pub use atelier_testkit::{Backend, OffsetClock, Storage};
+pub use atelier_user::Tier;
 
 pub mod seed;
 
@@ -96,12 +97,16 @@ pub struct Options {
     pub scanner: ScannerConfig,
     /// Outgoing webhooks: loopback receivers allowed, retries within seconds.
     pub webhooks: atelier_processing::domain::outbound::WebhookSettings,
+    /// Spend budgets (none for the platform by default; the tiers' are in `tiers`).
+    pub budgets: atelier_processing::domain::spend::BudgetSettings,
+    /// The processing service's clock (job times, budget periods); tests move it.
+    pub processing_clock: Arc<OffsetClock>,
 }
 
 /// Tiers without limits, but for the queue's per-user parallelism.
 pub fn unlimited_tiers() -> atelier_user::Tiers {
     let mut tiers = atelier_user::Tiers::default();
-    for tier in atelier_user::Tier::ALL {
+    for tier in Tier::ALL {
         *tiers.get_mut(tier) = atelier_user::Limits {
             jobs_per_day: None,
             concurrent_jobs: None,
@@ -110,6 +115,8 @@ pub fn unlimited_tiers() -> atelier_user::Tiers {
             max_file_size_bytes: None,
             max_retention_days: None,
             high_priority: true,
+            daily_budget: None,
+            monthly_budget: None,
         };
     }
     tiers
@@ -171,6 +178,8 @@ impl Options {
                 },
                 ..Default::default()
             },
+            budgets: atelier_processing::domain::spend::BudgetSettings::default(),
+            processing_clock: Arc::new(OffsetClock::default()),
         }
     }
 }
@@ -178,6 +187,7 @@ impl Options {
 /// The processing service as the platform runs it.
 struct ProcessingRun {
     config: atelier_processing::ProcessingConfig,
+    clock: Arc<OffsetClock>,
     addr: SocketAddr,
     shutdown: CancellationToken,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
@@ -200,6 +210,8 @@ pub struct TestPlatform {
     pub user_url: String,
     /// The user service's clock: advance it to move into the next quota window.
     pub user_clock: Arc<OffsetClock>,
+    /// The processing service's clock: job times and budget periods.
+    pub processing_clock: Arc<OffsetClock>,
     fal_sim: atelier_fal_sim::SimHandle,
     /// The objects the image service stores, for tests to look behind its back.
     pub objects: Arc<dyn atelier_storage::ObjectStore>,
@@ -367,10 +379,13 @@ impl TestPlatform {
             inline_input_bytes: options.inline_input_bytes,
             queue,
             webhooks: options.webhooks.clone(),
+            budgets: options.budgets.clone(),
+            analytics_every: Duration::from_secs(1),
         };
         let processing_shutdown = shutdown.child_token();
-        let processing_task = tokio::spawn(atelier_processing::serve(
+        let processing_task = tokio::spawn(atelier_processing::serve_with_clock(
             processing_config.clone(),
+            options.processing_clock.clone(),
             processing_listener,
             processing_shutdown.clone(),
         ));
@@ -435,8 +450,10 @@ impl TestPlatform {
             data_dir: dir.path().to_owned(),
             platform,
             keys_dir,
+            processing_clock: options.processing_clock.clone(),
             processing: tokio::sync::Mutex::new(ProcessingRun {
                 config: processing_config,
+                clock: options.processing_clock.clone(),
                 addr: processing_addr,
                 shutdown: processing_shutdown,
                 task: Some(processing_task),
@@ -511,8 +528,9 @@ impl TestPlatform {
             }
         };
         run.shutdown = self.shutdown.child_token();
-        run.task = Some(tokio::spawn(atelier_processing::serve(
+        run.task = Some(tokio::spawn(atelier_processing::serve_with_clock(
             run.config.clone(),
+            run.clock.clone(),
             listener,
             run.shutdown.clone(),
         )));

@@ -62,6 +62,9 @@ pub async fn finished_jobs(
                 input_filename: Some("input.png".to_owned()),
                 estimated_cost: None,
                 cost_currency: None,
+                unit_price: None,
+                price_unit: None,
+                actual_cost: None,
                 parameters,
                 priority: JobPriority::Normal,
                 status: STATUSES[i % 3],
@@ -97,4 +100,88 @@ pub async fn finished_jobs(
             .await
             .expect("analyze");
     }
+}
+
+/// One job written straight into the processing schema by [`jobs`]: what spend and
+/// analytics read of it.
+#[derive(Clone, Debug)]
+pub struct SeedJob {
+    pub user_id: uuid::Uuid,
+    pub workflow_id: &'static str,
+    /// `completed`, `failed`, `cancelled`, ...
+    pub status: &'static str,
+    pub created_at: time::OffsetDateTime,
+    pub started_at: Option<time::OffsetDateTime>,
+    pub processing_time_ms: Option<i64>,
+    pub estimated_cost: Option<f64>,
+    pub actual_cost: Option<f64>,
+}
+
+/// Writes `rows` (their ids in order, so they sort as given) into the processing
+/// schema.
+pub async fn jobs(platform: &TestPlatform, rows: &[SeedJob]) {
+    let db = atelier_common::db::connect(&platform.platform, "processing")
+        .await
+        .expect("processing db");
+    let models: Vec<jobs::ActiveModel> = rows
+        .iter()
+        .map(|row| {
+            let status = match row.status {
+                "pending" => JobStatus::Pending,
+                "queued" => JobStatus::Queued,
+                "submitted" => JobStatus::Submitted,
+                "processing" => JobStatus::Processing,
+                "completed" => JobStatus::Completed,
+                "failed" => JobStatus::Failed,
+                "cancelled" => JobStatus::Cancelled,
+                other => panic!("no status {other}"),
+            };
+            let parameters = json!({});
+            let finished = matches!(row.status, "completed" | "failed" | "cancelled");
+            sea_orm::IntoActiveModel::into_active_model(jobs::Model {
+                id: uuid::Uuid::now_v7(),
+                user_id: row.user_id,
+                image_id: uuid::Uuid::now_v7(),
+                workflow_id: row.workflow_id.to_owned(),
+                workflow_name: row.workflow_id.to_owned(),
+                workflow_version: 1,
+                fal_endpoint: "fal-ai/test".to_owned(),
+                search_text: search_text(
+                    row.workflow_id,
+                    row.workflow_id,
+                    "input.png",
+                    &parameters,
+                ),
+                input_filename: Some("input.png".to_owned()),
+                estimated_cost: row.estimated_cost,
+                cost_currency: Some("USD".to_owned()),
+                unit_price: None,
+                price_unit: None,
+                actual_cost: row.actual_cost,
+                parameters,
+                priority: JobPriority::Normal,
+                status,
+                fal_request_id: None,
+                result_image_id: None,
+                result_image_ids: json!([]),
+                error_code: None,
+                error_message: None,
+                error_details: None,
+                attempts: 1,
+                queue_position: None,
+                progress: None,
+                processing_time_ms: row.processing_time_ms,
+                idempotency_key: None,
+                batch_id: None,
+                created_at: row.created_at,
+                started_at: row.started_at,
+                completed_at: finished.then_some(row.created_at),
+                updated_at: row.created_at,
+            })
+        })
+        .collect();
+    jobs::Entity::insert_many(models)
+        .exec(&db)
+        .await
+        .expect("seeding jobs");
 }

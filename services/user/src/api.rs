@@ -42,6 +42,8 @@ fn encode_limits(limits: Limits) -> pb::QuotaLimits {
         max_retention_days: limits.max_retention_days,
         parallel_jobs: limits.parallel_jobs,
         high_priority: Some(limits.high_priority),
+        daily_budget: limits.daily_budget,
+        monthly_budget: limits.monthly_budget,
     }
 }
 

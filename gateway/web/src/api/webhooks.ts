@@ -13,6 +13,7 @@ export const EVENT_TYPES: { type: WebhookEventType; label: string }[] = [
   { type: "job.failed", label: "A job failed" },
   { type: "job.cancelled", label: "A job was cancelled" },
   { type: "batch.completed", label: "Every job of a batch finished" },
+  { type: "budget.threshold_reached", label: "Spend reached a budget alert" },
 ];
 
 export async function listWebhooks(): Promise<Webhook[]> {

@@ -5,9 +5,11 @@ import { workflows } from "@/api/catalogue";
 import { ApiError, messageOf } from "@/api/problem";
 import { formatBytes } from "@/api/upload";
 import { changePassword, deleteAccount, getProfile, logoutEverywhere, updateProfile, type Theme } from "@/api/users";
+import { getMySpend } from "@/api/spend";
 import { ApiKeys } from "@/components/settings/ApiKeys";
 import { ShareLinks } from "@/components/settings/ShareLinks";
 import Webhooks from "@/components/settings/Webhooks";
+import { SpendCard } from "@/components/spend/SpendCard";
 import { Button } from "@/components/ui/button";
 import { ConfirmDialog } from "@/components/ui/dialog";
 import { FieldError, Input, Label, Select } from "@/components/ui/field";
@@ -102,6 +104,7 @@ function PasswordForm({ onDone }: { onDone: (message: { tone: "error" | "success
 
 export default function SettingsPage() {
   const profile = useAsync(getProfile, []);
+  const spend = useAsync(getMySpend, []);
   const catalogue = useAsync(workflows, []);
   const settings = useSettings((state) => state.settings);
   const synced = useSettings((state) => state.synced);
@@ -202,6 +205,8 @@ export default function SettingsPage() {
           </>
         )}
       </Card>
+
+      <SpendCard spend={spend.data} error={spend.error ? messageOf(spend.error) : null} />
 
       <Card className="grid gap-4">
         <h2 className="text-lg font-semibold">Preferences</h2>

@@ -7,12 +7,14 @@ import { workflows } from "@/api/catalogue";
 import { api, idempotencyKey, unwrap, type Workflow } from "@/api/client";
 import { ApiError, messageOf } from "@/api/problem";
 import { DEFAULT_MAX_BYTES } from "@/api/upload";
+import { getMySpend } from "@/api/spend";
 import { getProfile } from "@/api/users";
 import { SchemaForm } from "@/components/SchemaForm";
 import { Uploader } from "@/components/Uploader";
 import { EstimateSummary } from "@/components/studio/EstimateSummary";
 import { Examples } from "@/components/studio/Examples";
 import { ImagePicker } from "@/components/studio/ImagePicker";
+import { BudgetBanner, BudgetLeft } from "@/components/spend/SpendCard";
 import { ShowCode } from "@/components/studio/ShowCode";
 import { Stage } from "@/components/studio/Stage";
 import { WorkflowPicker } from "@/components/studio/WorkflowPicker";
@@ -30,6 +32,7 @@ export default function StudioPage() {
   const navigate = useNavigate();
   const catalogue = useAsync(workflows, []);
   const profile = useAsync(() => getProfile(), []);
+  const spend = useAsync(() => getMySpend(), []);
   const selected = useUploads((state) => state.selected);
   const select = useUploads((state) => state.select);
   const remember = useUploads((state) => state.remember);
@@ -143,6 +146,8 @@ export default function StudioPage() {
       }
     } catch (error) {
       setStartError(messageOf(error));
+      // A budget refusal: show what is left now.
+      if (error instanceof ApiError && error.status === 429) spend.reload();
       if (error instanceof ApiError) setErrors((current) => ({ ...current, ...error.fieldErrors }));
     } finally {
       setBusy(false);
@@ -157,6 +162,7 @@ export default function StudioPage() {
     <div className="grid grid-cols-1 gap-6 lg:grid-cols-[minmax(0,7fr)_minmax(0,5fr)] lg:items-start">
       <h1 className="sr-only">Studio</h1>
       <div className="grid min-w-0 grid-cols-1 content-start gap-5">
+        <BudgetBanner spend={spend.data} />
         {imageError && <Alert>{imageError}</Alert>}
         {/* One uploader: the stage itself while nothing is selected, a strip under it after. */}
         <Stage
@@ -229,6 +235,7 @@ export default function StudioPage() {
           >
             <div className="mx-auto grid max-w-7xl gap-2">
               <EstimateSummary estimate={estimate} count={selected.length} />
+              {selected.length > 0 && <BudgetLeft spend={spend.data} estimate={estimate.data?.total_cost} />}
               {refusal && (
                 <p role="alert" data-testid="estimate-refusal" className="text-sm text-red-700 dark:text-red-300">
                   {refusal.reason ?? "The result would be larger than this server accepts."}

@@ -952,6 +952,11 @@ impl Images {
         Ok(self.store.usage(user_id).await?)
     }
 
+    /// Bytes and number of every image stored, for the operator's analytics.
+    pub async fn platform_usage(&self) -> Result<(i64, i64), ImageError> {
+        Ok(self.store.platform_usage().await?)
+    }
+
     /// Moves the expiry of every image of the user to `days` after its creation (`None`:
     /// the service's default).
     pub async fn set_retention(&self, user_id: Uuid, days: Option<u32>) -> Result<u64, ImageError> {

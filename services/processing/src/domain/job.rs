@@ -105,6 +105,14 @@ pub struct Job {
     /// `cost_currency`; `None` when there was no estimate.
     pub estimated_cost: Option<f64>,
     pub cost_currency: Option<String>,
+    /// fal's price when the job started: `unit_price` `cost_currency` per
+    /// `price_unit` (`image`, `megapixels`).
+    pub unit_price: Option<f64>,
+    pub price_unit: Option<String>,
+    /// What fal billed once the job was final (see [`crate::domain::spend::actual_cost`]):
+    /// its successful outputs at the price; 0 when it failed or was cancelled;
+    /// `None` while it runs or when there was no price.
+    pub actual_cost: Option<f64>,
 }
 
 /// One entry of a job's history, numbered from 1 without gaps.

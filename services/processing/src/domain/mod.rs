@@ -3,6 +3,7 @@
 //! SQL: other services are reached through [`crate::peers`], the tables through
 //! [`crate::store`].
 
+pub mod analytics;
 pub mod failure;
 pub mod job;
 pub mod jobs;
@@ -11,6 +12,7 @@ mod outcome;
 pub mod quota;
 pub mod reconciler;
 mod results;
+pub mod spend;
 pub mod webhook;
 pub mod worker;
 

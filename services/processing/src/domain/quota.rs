@@ -198,6 +198,8 @@ mod tests {
             high_priority: false,
             period_start: time::macros::datetime!(2026-01-01 00:00 UTC),
             period_end: time::macros::datetime!(2026-01-02 00:00 UTC),
+            daily_budget: None,
+            monthly_budget: None,
         }
     }
 

@@ -6,14 +6,14 @@ use std::sync::Arc;
 use atelier_fal::{FalClient, FalError};
 use futures::StreamExt;
 use serde_json::Value;
-use uuid::Uuid;
 
+use super::spend::{StoredOutput, actual_cost};
 use super::{
     Jobs, failure,
     job::Job,
     outcome::{Outcome, download_outcome},
 };
-use crate::peers::{ImageDirectory, NewResult, StoreRefusal};
+use crate::peers::{ImageDirectory, NewResult, StoreRefusal, StoredImage};
 
 /// Stores what fal returned and finishes the job; for workers and webhooks alike.
 #[derive(Clone)]
@@ -42,6 +42,7 @@ impl Results {
         }
         let base = self.result_name(row).await;
         let mut stored = Vec::with_capacity(outputs.len());
+        let mut sizes = Vec::with_capacity(outputs.len());
         for (index, (url, role)) in outputs.iter().enumerate() {
             let name = if outputs.len() > 1 {
                 format!("{base}_{}", index + 1)
@@ -49,11 +50,26 @@ impl Results {
                 base.clone()
             };
             match self.store_output(row, index, url, role, name).await {
-                Ok(id) => stored.push(id),
+                Ok(image) => {
+                    stored.push(image.id);
+                    sizes.push((*role, image.width, image.height));
+                }
                 Err(outcome) => return outcome,
             }
         }
-        self.jobs.completed(row, &stored).await;
+        let outputs: Vec<StoredOutput<'_>> = sizes
+            .iter()
+            .map(|(role, width, height)| StoredOutput {
+                role,
+                width: *width,
+                height: *height,
+            })
+            .collect();
+        let cost = match (row.unit_price, row.price_unit.as_deref()) {
+            (Some(price), Some(unit)) => actual_cost(price, unit, &outputs),
+            _ => None,
+        };
+        self.jobs.completed(row, &stored, cost).await;
         Outcome::Done
     }
 
@@ -85,7 +101,7 @@ impl Results {
         url: &str,
         role: &str,
         name: String,
-    ) -> Result<Uuid, Outcome> {
+    ) -> Result<StoredImage, Outcome> {
         let result = self.fal.download(url).await.map_err(download_outcome)?;
         let mut metadata = serde_json::Map::new();
         metadata.insert("output_role".into(), role.into());

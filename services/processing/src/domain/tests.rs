@@ -24,6 +24,8 @@ fn quota(tier: &str, high_priority: bool) -> Quota {
         high_priority,
         period_start: OffsetDateTime::UNIX_EPOCH,
         period_end: OffsetDateTime::now_utc() + time::Duration::days(1),
+        daily_budget: None,
+        monthly_budget: None,
     }
 }
 

@@ -48,7 +48,7 @@ impl FromStr for Tier {
 }
 
 /// What one tier allows; `None` is no limit.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Limits {
     /// Jobs started per UTC day.
     pub jobs_per_day: Option<i64>,
@@ -64,6 +64,11 @@ pub struct Limits {
     pub max_retention_days: Option<i32>,
     /// Whether jobs may run at high priority (ahead of normal and low ones).
     pub high_priority: bool,
+    /// What the user's jobs may cost at fal per UTC day, in the platform's
+    /// currency (`BUDGET_CURRENCY`); no built-in budget.
+    pub daily_budget: Option<f64>,
+    /// The same per UTC calendar month.
+    pub monthly_budget: Option<f64>,
 }
 
 const MIB: i64 = 1024 * 1024;
@@ -81,6 +86,8 @@ impl Limits {
                 max_file_size_bytes: Some(20 * MIB),
                 max_retention_days: Some(30),
                 high_priority: false,
+                daily_budget: None,
+                monthly_budget: None,
             },
             Tier::Pro => Self {
                 jobs_per_day: Some(1_000),
@@ -90,6 +97,8 @@ impl Limits {
                 max_file_size_bytes: Some(50 * MIB),
                 max_retention_days: Some(365),
                 high_priority: true,
+                daily_budget: None,
+                monthly_budget: None,
             },
             Tier::Enterprise => Self {
                 jobs_per_day: None,
@@ -99,13 +108,15 @@ impl Limits {
                 max_file_size_bytes: Some(100 * MIB),
                 max_retention_days: None,
                 high_priority: true,
+                daily_budget: None,
+                monthly_budget: None,
             },
         }
     }
 }
 
 /// Every tier's limits.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Tiers(BTreeMap<Tier, Limits>);
 
 impl Default for Tiers {
@@ -121,7 +132,7 @@ impl Default for Tiers {
 
 impl Tiers {
     /// The built-in limits with any `TIER_<TIER>_<LIMIT>` variable applied, e.g.
-    /// `TIER_FREE_JOBS_PER_DAY=100`, `TIER_PRO_STORAGE_BYTES=unlimited` or
+    /// `TIER_FREE_JOBS_PER_DAY=100`, `TIER_FREE_MONTHLY_BUDGET=5`, `TIER_PRO_STORAGE_BYTES=unlimited` or
     /// `TIER_FREE_HIGH_PRIORITY=true`.
     pub fn from_env() -> anyhow::Result<Self> {
         let mut tiers = Self::default();
@@ -138,6 +149,8 @@ impl Tiers {
                 &mut limits.max_file_size_bytes,
             )?;
             read(&name("MAX_RETENTION_DAYS"), &mut limits.max_retention_days)?;
+            read(&name("DAILY_BUDGET"), &mut limits.daily_budget)?;
+            read(&name("MONTHLY_BUDGET"), &mut limits.monthly_budget)?;
             limits.high_priority = config::var(&name("HIGH_PRIORITY"), limits.high_priority)?;
         }
         Ok(tiers)
@@ -198,7 +211,7 @@ pub struct Usage {
 }
 
 /// A user's tier and what it allows now: what the other services enforce.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Quota {
     pub tier: Tier,
     pub limits: Limits,

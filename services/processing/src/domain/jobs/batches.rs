@@ -94,6 +94,8 @@ impl Jobs {
                 "image_ids",
             )
             .await?;
+        let estimate: f64 = costs.iter().flatten().map(|priced| priced.cost).sum();
+        self.spend.admit(request.user_id, &quota, estimate).await?;
         let batch_id = Uuid::now_v7();
         let rows: Vec<Job> = image_ids
             .iter()
@@ -120,6 +122,7 @@ impl Jobs {
             return self.replay_batch(&request, image_ids).await;
         }
         self.line_up(&rows).await?;
+        self.raise_alerts(request.user_id, &quota).await;
         Ok((
             BatchView {
                 id: batch_id,

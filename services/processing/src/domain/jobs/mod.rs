@@ -22,8 +22,9 @@ pub use start::StartRequest;
 pub use status::Claim;
 
 use super::{
-    Quotas,
+    Quota, Quotas,
     job::{Job, JobFilter, Status},
+    spend::Spend,
 };
 use crate::{
     error::ProcessingError,
@@ -49,6 +50,7 @@ pub struct Jobs {
     quotas: Arc<Quotas>,
     /// Told when a job running there is cancelled.
     fal: FalClient,
+    spend: Arc<Spend>,
 }
 
 impl Jobs {
@@ -61,6 +63,7 @@ impl Jobs {
         quotas: Arc<Quotas>,
         fal: FalClient,
     ) -> Arc<Self> {
+        let spend = Arc::new(Spend::new(store.spend(), clock.clone(), quotas.clone()));
         Arc::new(Self {
             store,
             queue,
@@ -70,7 +73,21 @@ impl Jobs {
             workflows: peers.workflows,
             quotas,
             fal,
+            spend,
         })
+    }
+
+    /// Spend, budgets and alerts.
+    pub fn spend(&self) -> &Arc<Spend> {
+        &self.spend
+    }
+
+    /// Raises the budget alerts a start reached; a failure is logged, the start
+    /// stands.
+    async fn raise_alerts(&self, user_id: Uuid, quota: &Quota) {
+        if let Err(err) = self.spend.raise_alerts(user_id, quota).await {
+            tracing::warn!(%user_id, error = %err, "budget alerts not checked");
+        }
     }
 
     /// Applies a state change and publishes its event.

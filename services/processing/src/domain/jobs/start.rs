@@ -30,8 +30,18 @@ pub struct StartRequest {
     pub batch_id: Option<Uuid>,
 }
 
-/// Each image's estimated cost and its currency, when known.
-pub(super) type Costs = Vec<Option<(f64, String)>>;
+/// A job's estimated cost at fal's price, when known.
+#[derive(Clone, Debug, PartialEq)]
+pub(super) struct Priced {
+    pub cost: f64,
+    pub currency: String,
+    /// fal's price the cost was reckoned at: so much per `unit`.
+    pub unit_price: Option<f64>,
+    pub unit: Option<String>,
+}
+
+/// Each image's estimated cost, when known.
+pub(super) type Costs = Vec<Option<Priced>>;
 
 impl Jobs {
     /// What the workflow service estimates for running `workflow_id` with
@@ -60,6 +70,10 @@ impl Jobs {
             .estimate(workflow_id, parameters, &known)
             .await?;
         let currency = estimate.currency;
+        let (unit_price, unit) = match estimate.price {
+            Some((price, unit)) => (Some(price), Some(unit)),
+            None => (None, None),
+        };
         let mut refusals = Vec::new();
         let mut costs = Vec::with_capacity(images.len());
         for (index, (id, _, _)) in images.iter().enumerate() {
@@ -86,7 +100,12 @@ impl Jobs {
             costs.push(
                 job.and_then(|job| job.cost)
                     .filter(|_| !currency.is_empty())
-                    .map(|cost| (cost, currency.clone())),
+                    .map(|cost| Priced {
+                        cost,
+                        currency: currency.clone(),
+                        unit_price,
+                        unit: unit.clone(),
+                    }),
             );
         }
         if !refusals.is_empty() {
@@ -190,6 +209,8 @@ impl Jobs {
             )
             .await?;
         let cost = costs.pop().flatten();
+        let estimate = cost.as_ref().map(|priced| priced.cost).unwrap_or_default();
+        self.spend.admit(request.user_id, &quota, estimate).await?;
         let row = self.new_row(&request, &validated, &image.original_filename, cost);
         if !self.insert(&quota, std::slice::from_ref(&row)).await? {
             // Two requests with one key raced: the other one made the job.
@@ -202,6 +223,7 @@ impl Jobs {
             return replay(existing, &request);
         }
         self.line_up(std::slice::from_ref(&row)).await?;
+        self.raise_alerts(request.user_id, &quota).await;
         Ok((row, false))
     }
 
@@ -273,7 +295,7 @@ impl Jobs {
         request: &StartRequest,
         validated: &Validated,
         input_filename: &str,
-        cost: Option<(f64, String)>,
+        cost: Option<Priced>,
     ) -> Job {
         let now = self.clock.now();
         let parameters = Value::Object(validated.parameters.clone());
@@ -293,8 +315,11 @@ impl Jobs {
             fal_endpoint: validated.fal_endpoint.clone(),
             search_text,
             input_filename: Some(input_filename.to_owned()),
-            estimated_cost: cost.as_ref().map(|(amount, _)| *amount),
-            cost_currency: cost.map(|(_, currency)| currency),
+            estimated_cost: cost.as_ref().map(|priced| priced.cost),
+            cost_currency: cost.as_ref().map(|priced| priced.currency.clone()),
+            unit_price: cost.as_ref().and_then(|priced| priced.unit_price),
+            price_unit: cost.and_then(|priced| priced.unit),
+            actual_cost: None,
             parameters,
             priority: request.priority,
             status: Status::Queued,

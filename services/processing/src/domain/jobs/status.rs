@@ -182,7 +182,8 @@ impl Jobs {
 
     /// Finishes a job fal ran as completed with its stored results, `stored` in
     /// output order.
-    pub(crate) async fn completed(&self, row: &Job, stored: &[Uuid]) {
+    /// `cost` is what fal billed for the stored outputs, when the price is known.
+    pub(crate) async fn completed(&self, row: &Job, stored: &[Uuid], cost: Option<f64>) {
         let now = self.clock.now();
         let started = row.started_at.unwrap_or(row.created_at);
         let elapsed = (now - started).whole_milliseconds() as i64;
@@ -197,6 +198,7 @@ impl Jobs {
                 &[Status::Submitted, Status::Processing],
                 |job| {
                     job.status = Status::Completed;
+                    job.actual_cost = cost;
                     job.result_image_id = first;
                     job.result_image_ids = Value::Array(ids.clone());
                     job.completed_at = Some(now);
@@ -204,7 +206,7 @@ impl Jobs {
                     job.progress = Some(1.0);
                     job.queue_position = None;
                 },
-                ("status_changed", json!({"status": Status::Completed.as_str(), "result_image_id": first.map(|id| id.to_string())})),
+                ("status_changed", json!({"status": Status::Completed.as_str(), "result_image_id": first.map(|id| id.to_string()), "actual_cost": cost})),
             )
             .await;
         if let Ok(Some(_)) = finished {
@@ -224,6 +226,8 @@ impl Jobs {
                 &Status::UNFINISHED,
                 |job| {
                     job.status = Status::Failed;
+                    // fal bills successful outputs only.
+                    job.actual_cost = job.cost_currency.as_ref().map(|_| 0.0);
                     job.error_code = Some(code.to_owned());
                     job.error_message = Some(message.to_owned());
                     job.error_details = details.clone();
@@ -282,6 +286,7 @@ impl Jobs {
                 &Status::UNFINISHED,
                 |job| {
                     job.status = Status::Cancelled;
+                    job.actual_cost = job.cost_currency.as_ref().map(|_| 0.0);
                     job.completed_at = Some(now);
                     job.queue_position = None;
                 },
@@ -327,6 +332,16 @@ impl Jobs {
         ids: &[Uuid],
     ) -> Result<Vec<Job>, ProcessingError> {
         let quota = self.quotas.limits(user_id).await?;
+        // A retry costs again: it must fit the budgets as a start does.
+        let mut estimate = 0.0;
+        for id in ids {
+            if let Some(job) = self.store.owned(user_id, *id).await?
+                && matches!(job.status, Status::Failed | Status::Cancelled)
+            {
+                estimate += job.estimated_cost.unwrap_or_default();
+            }
+        }
+        self.spend.admit(user_id, &quota, estimate).await?;
         let retried = self
             .store
             .retry_admitted(
@@ -343,6 +358,7 @@ impl Jobs {
                     job.started_at = None;
                     job.progress = None;
                     job.processing_time_ms = None;
+                    job.actual_cost = None;
                 },
                 (
                     "status_changed",
@@ -358,6 +374,7 @@ impl Jobs {
             self.bus.publish(event.job_id, event.seq).await;
             rows.push(self.enqueue(row).await?.0);
         }
+        self.raise_alerts(user_id, &quota).await;
         Ok(rows)
     }
 }

@@ -19,11 +19,12 @@ pub const BATCH_COMPLETED: &str = "batch.completed";
 pub const TEST: &str = "webhook.test";
 
 /// The event types an endpoint may subscribe to.
-pub const EVENT_TYPES: [&str; 5] = [
+pub const EVENT_TYPES: [&str; 6] = [
     JOB_COMPLETED,
     JOB_FAILED,
     JOB_CANCELLED,
     BATCH_COMPLETED,
+    crate::domain::spend::THRESHOLD_REACHED,
     TEST,
 ];
 
@@ -89,6 +90,7 @@ pub fn job_data(job: &Job) -> Value {
         "created_at": rfc3339(job.created_at),
         "started_at": job.started_at.map(rfc3339),
         "completed_at": job.completed_at.map(rfc3339),
+        "actual_cost": job.actual_cost,
     })
 }
 
