@@ -93,7 +93,8 @@ pub fn routes(
 ) -> anyhow::Result<axum::Router<AppState>> {
     use atelier_proto::{
         audit::v1::audit_service_server, auth::v1::auth_service_server,
-        image::v1::image_service_server, processing::v1::processing_service_server,
+        image::v1::image_service_server, pipeline::v1::pipeline_service_server,
+        processing::v1::processing_service_server,
         user::v1::user_service_server, webhook::v1::webhook_service_server,
         workflow::v1::workflow_service_server,
     };
@@ -104,6 +105,7 @@ pub fn routes(
         (workflow_service_server::SERVICE_NAME, &state.workflow),
         (processing_service_server::SERVICE_NAME, &state.processing),
         (webhook_service_server::SERVICE_NAME, &state.processing),
+        (pipeline_service_server::SERVICE_NAME, &state.processing),
         (user_service_server::SERVICE_NAME, &state.user),
     ]
     .into_iter()

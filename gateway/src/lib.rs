@@ -24,6 +24,7 @@ pub mod tls;
 pub mod users;
 pub mod views;
 pub mod web;
+pub mod pipelines;
 pub mod webhooks;
 pub mod workflows;
 
@@ -314,6 +315,7 @@ pub fn rest(max_upload_bytes: usize) -> OpenApiRouter<AppState> {
         .merge(keys::routes())
         .merge(admin::routes())
         .merge(webhooks::routes())
+        .merge(pipelines::routes())
 }
 
 /// The gateway's routes and layers.

@@ -17,6 +17,7 @@ const LibraryPage = lazy(() => import("@/pages/LibraryPage"));
 const SettingsPage = lazy(() => import("@/pages/SettingsPage"));
 const BatchPage = lazy(() => import("@/pages/BatchPage"));
 const SharedPage = lazy(() => import("@/pages/SharedPage"));
+const PipelineRunPage = lazy(() => import("@/pages/PipelineRunPage"));
 
 function useTheme() {
   const theme = useSettings((state) => state.settings.theme);
@@ -146,6 +147,7 @@ export function App() {
             <Route path="/" element={<RequireSession><StudioPage /></RequireSession>} />
             <Route path="/jobs/:jobId" element={<RequireSession><JobPage /></RequireSession>} />
             <Route path="/batches/:batchId" element={<RequireSession><BatchPage /></RequireSession>} />
+            <Route path="/pipeline-runs/:runId" element={<RequireSession><PipelineRunPage /></RequireSession>} />
             <Route path="/history" element={<RequireSession><HistoryPage /></RequireSession>} />
             <Route path="/library" element={<RequireSession><LibraryPage /></RequireSession>} />
             <Route path="/settings" element={<RequireSession><SettingsPage /></RequireSession>} />

@@ -125,6 +125,7 @@ mod tests {
 package!(audit, "atelier.audit.v1");
 package!(auth, "atelier.auth.v1");
 package!(image, "atelier.image.v1");
+package!(pipeline, "atelier.pipeline.v1");
 package!(processing, "atelier.processing.v1");
 package!(user, "atelier.user.v1");
 package!(webhook, "atelier.webhook.v1");

@@ -22,6 +22,7 @@ use atelier_common::{
 };
 use atelier_fal::{FalClient, FalConfig, webhook::WebhookVerifier};
 use atelier_proto::{
+    pipeline::v1::pipeline_service_server::PipelineServiceServer,
     processing::v1::processing_service_server::ProcessingServiceServer,
     webhook::v1::webhook_service_server::WebhookServiceServer,
 };
@@ -237,15 +238,16 @@ pub async fn serve(
     };
     let peers = domain::Peers {
         images: grpc.clone(),
-        workflows: grpc,
+        workflows: grpc.clone(),
     };
     let fal = FalClient::new(config.fal.clone())?;
     let webhook_store = store::webhooks::WebhookStore::new(db.clone());
+    let pipeline_store = store::pipelines::PipelineStore::new(db.clone());
     let job_store = store::Store::new(db);
     let jobs = Jobs::new(
         job_store.clone(),
         queue.clone(),
-        bus,
+        bus.clone(),
         Arc::new(SystemClock),
         peers.clone(),
         quotas,
@@ -273,6 +275,19 @@ pub async fn serve(
         shutdown.clone(),
     );
     spawn_search_backfill(jobs.clone(), shutdown.clone());
+    let pipelines = domain::pipelines::Pipelines::new(
+        pipeline_store,
+        jobs.clone(),
+        grpc.clone(),
+        grpc,
+        bus,
+        Arc::new(SystemClock),
+    );
+    domain::pipelines::runs::spawn_driver(
+        pipelines.clone(),
+        config.reconcile_every,
+        shutdown.clone(),
+    );
     let webhooks = domain::Webhooks::new(jobs.clone(), worker.results());
     let workers = tokio::spawn(worker.run(shutdown.clone()));
     // Outgoing webhooks: the user's side, and the worker that delivers.
@@ -307,7 +322,11 @@ pub async fn serve(
     let served = GrpcServer::new(&identity)
         .add_service(Server::new(
             api::ProcessingApi::new(jobs, webhooks, Some(fal_webhooks))
-                .with_outbound(outbound.clone()),
+                .with_outbound(outbound.clone())
+                .with_pipelines(pipelines.clone()),
+        ))
+        .add_service(PipelineServiceServer::new(
+            api::pipelines::PipelineApi::new(pipelines),
         ))
         .add_service(WebhookServiceServer::new(api::webhooks::WebhookApi::new(
             outbound,

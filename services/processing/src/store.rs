@@ -19,6 +19,7 @@ use uuid::Uuid;
 
 use crate::domain::{Event, Job, JobFilter, Priority, Quota, Status};
 
+pub mod pipelines;
 pub mod webhooks;
 
 pub mod jobs {

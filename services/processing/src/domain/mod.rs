@@ -7,6 +7,7 @@ pub mod failure;
 pub mod job;
 pub mod jobs;
 pub mod outbound;
+pub mod pipelines;
 mod outcome;
 pub mod quota;
 pub mod reconciler;
