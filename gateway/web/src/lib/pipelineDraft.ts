@@ -15,7 +15,7 @@ export interface DraftStep {
 
 export interface SavedStep {
   workflow_id: string;
-  parameters: Record<string, unknown>;
+  parameters?: Record<string, unknown>;
 }
 
 let counter = 0;
@@ -57,7 +57,7 @@ export function setValue(steps: DraftStep[], index: number, name: string, value:
 
 /** The steps of a saved pipeline, as a draft. */
 export function fromSaved(steps: SavedStep[]): DraftStep[] {
-  return steps.map((step) => newStep(step.workflow_id, step.parameters as Values));
+  return steps.map((step) => newStep(step.workflow_id, (step.parameters ?? {}) as Values));
 }
 
 /** Per step, field name → message; `_step` holds what is about the step itself (its

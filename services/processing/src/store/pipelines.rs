@@ -6,7 +6,7 @@
 
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect, TransactionTrait, sea_query::OnConflict,
+    QueryOrder, QuerySelect, TransactionTrait,
 };
 use serde_json::Value;
 use uuid::Uuid;
@@ -410,12 +410,7 @@ impl PipelineStore {
             step_index: Set(step as i32),
             attempt: Set(attempt),
         })
-        .on_conflict(
-            OnConflict::column(step_jobs::Column::JobId)
-                .do_nothing()
-                .to_owned(),
-        )
-        .do_nothing()
+        .on_conflict_do_nothing_on([step_jobs::Column::JobId])
         .exec_without_returning(&self.db)
         .await?;
         Ok(())

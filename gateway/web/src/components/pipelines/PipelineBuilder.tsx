@@ -23,7 +23,7 @@ import {
   type DraftStep,
   type StepErrors,
 } from "@/lib/pipelineDraft";
-import { fieldsOf, toParameters, type JsonSchema } from "@/lib/schemaForm";
+import { fieldsOf, toParameters } from "@/lib/schemaForm";
 import { useAsync } from "@/lib/useAsync";
 import { StepEditor } from "./StepEditor";
 
@@ -33,7 +33,7 @@ const NO_ERRORS: StepErrors = { steps: [], general: [] };
 function toSteps(steps: DraftStep[], workflows: Workflow[]): PipelineStep[] {
   return steps.map((step) => {
     const workflow = workflows.find((w) => w.id === step.workflowId);
-    const fields = workflow ? fieldsOf(workflow.parameters_schema as JsonSchema) : [];
+    const fields = workflow ? fieldsOf(workflow.parameters_schema) : [];
     return { workflow_id: step.workflowId, parameters: toParameters(fields, step.values) };
   });
 }
