@@ -94,9 +94,8 @@ pub fn routes(
     use atelier_proto::{
         audit::v1::audit_service_server, auth::v1::auth_service_server,
         image::v1::image_service_server, pipeline::v1::pipeline_service_server,
-        processing::v1::processing_service_server,
-        user::v1::user_service_server, webhook::v1::webhook_service_server,
-        workflow::v1::workflow_service_server,
+        processing::v1::processing_service_server, user::v1::user_service_server,
+        webhook::v1::webhook_service_server, workflow::v1::workflow_service_server,
     };
     let router = [
         (auth_service_server::SERVICE_NAME, &state.auth_channel),

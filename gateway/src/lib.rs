@@ -14,6 +14,7 @@ pub mod layers;
 pub mod limits;
 pub mod live;
 pub mod openapi;
+pub mod pipelines;
 pub mod problem;
 pub mod processing;
 pub mod shares;
@@ -24,7 +25,6 @@ pub mod tls;
 pub mod users;
 pub mod views;
 pub mod web;
-pub mod pipelines;
 pub mod webhooks;
 pub mod workflows;
 

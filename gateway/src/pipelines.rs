@@ -392,7 +392,10 @@ pub async fn get(
     Path(pipeline_id): Path<String>,
 ) -> Result<Json<PipelineBody>, Problem> {
     let reply = client(&state)
-        .get_pipeline(grpc_request(pb::GetPipelineRequest { pipeline_id }, &headers))
+        .get_pipeline(grpc_request(
+            pb::GetPipelineRequest { pipeline_id },
+            &headers,
+        ))
         .await?;
     Ok(Json(pipeline_body(reply.into_inner().pipeline)?))
 }

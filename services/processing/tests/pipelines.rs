@@ -284,8 +284,18 @@ async fn a_saved_pipeline_chains_its_steps(backend: Backend) {
             .json(&start)
             .send()
     };
-    let first: Value = post("run-1").await.expect("start").json().await.expect("json");
-    let again: Value = post("run-1").await.expect("start").json().await.expect("json");
+    let first: Value = post("run-1")
+        .await
+        .expect("start")
+        .json()
+        .await
+        .expect("json");
+    let again: Value = post("run-1")
+        .await
+        .expect("start")
+        .json()
+        .await
+        .expect("json");
     assert_eq!(again["replayed"], true);
     assert_eq!(first["runs"][0]["id"], again["runs"][0]["id"]);
     let id = first["runs"][0]["id"].as_str().expect("run id").to_owned();
@@ -297,7 +307,8 @@ async fn a_saved_pipeline_chains_its_steps(backend: Backend) {
     assert_eq!(steps[0]["input_image_id"], json!(image));
     for index in 1..3 {
         assert_eq!(
-            steps[index]["input_image_id"], steps[index - 1]["result_image_id"],
+            steps[index]["input_image_id"],
+            steps[index - 1]["result_image_id"],
             "step {index} ran on the previous step's result: {done}"
         );
     }
@@ -308,16 +319,30 @@ async fn a_saved_pipeline_chains_its_steps(backend: Backend) {
         assert_eq!(job["status"], "completed");
         assert_eq!(job["image_id"], step["input_image_id"], "{job}");
     }
-    assert_eq!(size(&platform, &user, &steps[0]["result_image_id"]).await, (32, 24));
-    assert_eq!(size(&platform, &user, &steps[1]["result_image_id"]).await, (64, 48));
-    assert_eq!(size(&platform, &user, &steps[2]["result_image_id"]).await, (64, 48));
+    assert_eq!(
+        size(&platform, &user, &steps[0]["result_image_id"]).await,
+        (32, 24)
+    );
+    assert_eq!(
+        size(&platform, &user, &steps[1]["result_image_id"]).await,
+        (64, 48)
+    );
+    assert_eq!(
+        size(&platform, &user, &steps[2]["result_image_id"]).await,
+        (64, 48)
+    );
     assert_eq!(done["result_image_id"], steps[2]["result_image_id"]);
     assert_eq!(platform.fal_sim().submissions(), 3, "one job per step");
 
     // Its events: every stored one with its id, the last one final; resumable.
     let (status, text) = events_text(&platform, &user, &id, None).await;
     assert_eq!(status, StatusCode::OK);
-    for kind in ["run_started", "step_started", "step_completed", "run_completed"] {
+    for kind in [
+        "run_started",
+        "step_started",
+        "step_completed",
+        "run_completed",
+    ] {
         assert!(text.contains(&format!("event: {kind}")), "{kind}: {text}");
     }
     let ids: Vec<i64> = text
@@ -347,8 +372,17 @@ async fn a_saved_pipeline_chains_its_steps(backend: Backend) {
     assert_eq!(runs[1]["image_id"], json!(other));
     let second = runs[1]["id"].as_str().expect("id");
     let done = wait_status(&platform, &user, second, "completed").await;
-    assert_eq!(size(&platform, &user, &done["result_image_id"]).await, (40, 20));
-    wait_status(&platform, &user, runs[0]["id"].as_str().expect("id"), "completed").await;
+    assert_eq!(
+        size(&platform, &user, &done["result_image_id"]).await,
+        (40, 20)
+    );
+    wait_status(
+        &platform,
+        &user,
+        runs[0]["id"].as_str().expect("id"),
+        "completed",
+    )
+    .await;
     let (_, listed) = call(&platform, &user, Method::GET, "/api/pipeline-runs", None).await;
     assert_eq!(listed["runs"].as_array().expect("runs").len(), 3);
     let (_, of_saved) = call(
@@ -392,7 +426,14 @@ async fn a_saved_pipeline_chains_its_steps(backend: Backend) {
     )
     .await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{problem}");
-    let (_, theirs) = call(&platform, &stranger, Method::GET, "/api/pipeline-runs", None).await;
+    let (_, theirs) = call(
+        &platform,
+        &stranger,
+        Method::GET,
+        "/api/pipeline-runs",
+        None,
+    )
+    .await;
     assert_eq!(theirs["runs"], json!([]));
     let (_, theirs) = call(&platform, &stranger, Method::GET, "/api/pipelines", None).await;
     assert_eq!(theirs["pipelines"], json!([]));
@@ -442,7 +483,12 @@ async fn a_failed_middle_step_is_retried_from_there(backend: Backend) {
     assert_eq!(failed["steps"][1]["status"], "failed");
     assert_eq!(failed["steps"][2]["status"], "pending");
     assert!(failed["steps"][2]["job_id"].is_null());
-    assert!(failed["error"].as_str().is_some_and(|e| e.starts_with("step 2")), "{failed}");
+    assert!(
+        failed["error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("step 2")),
+        "{failed}"
+    );
     assert!(failed["result_image_id"].is_null());
     let failed_job = failed["steps"][1]["job_id"].clone();
     assert_eq!(job(&platform, &user, &failed_job).await["status"], "failed");
@@ -462,17 +508,30 @@ async fn a_failed_middle_step_is_retried_from_there(backend: Backend) {
     assert_eq!(retried["status"], "running");
     let done = wait_status(&platform, &user, &id, "completed").await;
     assert_eq!(done["steps"][0]["job_id"], failed["steps"][0]["job_id"]);
-    assert_eq!(done["steps"][0]["result_image_id"], failed["steps"][0]["result_image_id"]);
+    assert_eq!(
+        done["steps"][0]["result_image_id"],
+        failed["steps"][0]["result_image_id"]
+    );
     assert_eq!(done["steps"][0]["attempts"], 1);
     assert_eq!(done["steps"][1]["attempts"], 2);
-    assert_ne!(done["steps"][1]["job_id"], failed_job, "a new job for the retry");
+    assert_ne!(
+        done["steps"][1]["job_id"], failed_job,
+        "a new job for the retry"
+    );
     assert_eq!(
         done["steps"][1]["input_image_id"],
         done["steps"][0]["result_image_id"]
     );
-    assert_eq!(size(&platform, &user, &done["result_image_id"]).await, (64, 48));
+    assert_eq!(
+        size(&platform, &user, &done["result_image_id"]).await,
+        (64, 48)
+    );
     let sim = platform.fal_sim();
-    assert_eq!(sim.submissions_to("fal-ai/imageutils/rembg"), 1, "step 1 ran once");
+    assert_eq!(
+        sim.submissions_to("fal-ai/imageutils/rembg"),
+        1,
+        "step 1 ran once"
+    );
     assert_eq!(sim.submissions_to("fal-ai/esrgan"), 2);
     assert_eq!(sim.submissions_to("fal-ai/image-preprocessors/canny"), 1);
     let (status, _) = call(
@@ -483,7 +542,11 @@ async fn a_failed_middle_step_is_retried_from_there(backend: Backend) {
         None,
     )
     .await;
-    assert_eq!(status, StatusCode::CONFLICT, "a completed run is not retried");
+    assert_eq!(
+        status,
+        StatusCode::CONFLICT,
+        "a completed run is not retried"
+    );
 }
 
 async fn a_cancelled_run_stops_with_its_job(backend: Backend) {
@@ -519,7 +582,10 @@ async fn a_cancelled_run_stops_with_its_job(backend: Backend) {
     let job_id = running["steps"][0]["job_id"].clone();
     let deadline = Instant::now() + Duration::from_secs(30);
     while job(&platform, &user, &job_id).await["status"] != "cancelled" {
-        assert!(Instant::now() < deadline, "the step's job was never cancelled");
+        assert!(
+            Instant::now() < deadline,
+            "the step's job was never cancelled"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -563,9 +629,11 @@ async fn a_run_survives_a_restart_of_processing(backend: Backend) {
     let platform = platform(backend).await;
     let user = sign_up(&platform, "patient@example.com").await;
     let image = upload(&platform, &user, fixtures::png(24, 16)).await;
-    platform.fal_sim().set_failures(atelier_fal_sim::Failures {
-        hang: true,
-        ..Default::default()
+    // Slow requests, so the restart comes while a step runs at fal (a stopping
+    // worker lets its jobs finish first; a hanging one would never stop).
+    platform.fal_sim().set_timing(atelier_fal_sim::Timing {
+        queue_delay: Duration::ZERO,
+        processing_time: Duration::from_secs(2),
     });
     let runs = start_runs(
         &platform,
@@ -583,15 +651,14 @@ async fn a_run_survives_a_restart_of_processing(backend: Backend) {
     })
     .await;
     platform.restart_processing().await;
-    // Finishes at fal while the new processing service watches it.
-    platform
-        .fal_sim()
-        .set_failures(atelier_fal_sim::Failures::default());
     let done = wait_status(&platform, &user, &id, "completed").await;
     for step in done["steps"].as_array().expect("steps") {
         assert_eq!(step["attempts"], 1, "{done}");
     }
-    assert_eq!(size(&platform, &user, &done["result_image_id"]).await, (48, 32));
+    assert_eq!(
+        size(&platform, &user, &done["result_image_id"]).await,
+        (48, 32)
+    );
     assert_eq!(platform.fal_sim().submissions(), 3, "no step started twice");
     // And once more with the restart between steps' outcomes and the next start.
     let runs = start_runs(

@@ -146,7 +146,11 @@ impl MigrationTrait for Pipelines {
                             .not_null(),
                     )
                     .col(ColumnDef::new(PipelineRunEvents::Step).integer().not_null())
-                    .col(ColumnDef::new(PipelineRunEvents::Run).json_binary().not_null())
+                    .col(
+                        ColumnDef::new(PipelineRunEvents::Run)
+                            .json_binary()
+                            .not_null(),
+                    )
                     .primary_key(
                         Index::create()
                             .col(PipelineRunEvents::RunId)

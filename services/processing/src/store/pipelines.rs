@@ -5,8 +5,8 @@
 //! transaction: two replicas advancing one run cannot both win.
 
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect, TransactionTrait,
+    ActiveValue::Set, ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, TransactionTrait,
 };
 use serde_json::Value;
 use uuid::Uuid;
@@ -388,8 +388,9 @@ impl PipelineStore {
                     at: row.at,
                     kind: row.kind,
                     step: usize::try_from(row.step).ok(),
-                    run: serde_json::from_value(row.run)
-                        .map_err(|err| DbErr::Custom(format!("a run event does not read: {err}")))?,
+                    run: serde_json::from_value(row.run).map_err(|err| {
+                        DbErr::Custom(format!("a run event does not read: {err}"))
+                    })?,
                 })
             })
             .collect()
@@ -474,4 +475,3 @@ fn is_unique_violation(err: &DbErr) -> bool {
         Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
     )
 }
-

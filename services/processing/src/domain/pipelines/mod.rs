@@ -103,10 +103,7 @@ impl Pipelines {
                 .await;
             match validated {
                 Ok(estimate) => {
-                    let images = estimate
-                        .jobs
-                        .first()
-                        .map_or(1, |job| job.image_outputs);
+                    let images = estimate.jobs.first().map_or(1, |job| job.image_outputs);
                     if images == 0 && index + 1 < steps.len() {
                         violations.push(FieldViolation::new(
                             format!("{at}.workflow_id"),
