@@ -19,10 +19,10 @@ test("pipelines: a two-step pipeline is built, saved and run in the studio", asy
 
   await page.getByRole("button", { name: "Pipeline", exact: true }).click();
   const builder = page.getByTestId("pipeline-builder");
-  await builder.getByLabel("Step 1").selectOption({ label: "Line art" });
+  await builder.getByLabel("Step 1", { exact: true }).selectOption({ label: "Line art" });
   await builder.getByRole("button", { name: "Add step" }).click();
   const second = builder.getByTestId("pipeline-step-1");
-  await second.getByLabel("Step 2").selectOption({ label: "ESRGAN upscaler" });
+  await second.getByLabel("Step 2", { exact: true }).selectOption({ label: "ESRGAN upscaler" });
 
   // A value the schema refuses is named beside its field, on its step.
   const tile = second.getByRole("spinbutton", { name: /Tile size/ });
@@ -38,7 +38,7 @@ test("pipelines: a two-step pipeline is built, saved and run in the studio", asy
   await builder.getByRole("button", { name: "Move step 3 up" }).click();
   await builder.getByRole("button", { name: "Remove step 2" }).click();
   await expect(builder.getByTestId("pipeline-step-2")).toHaveCount(0);
-  await expect(builder.getByLabel("Step 2")).toHaveValue("esrgan-upscale");
+  await expect(builder.getByLabel("Step 2", { exact: true })).toHaveValue("esrgan-upscale");
 
   await builder.getByLabel("Name").fill("Lines, then upscale");
   await builder.getByRole("button", { name: "Save pipeline" }).click();
@@ -64,8 +64,8 @@ test("pipelines: a two-step pipeline is built, saved and run in the studio", asy
   await page.goto("/?mode=pipeline");
   const again = page.getByTestId("pipeline-builder");
   await again.getByLabel("Saved pipelines").selectOption({ label: "Lines, then upscale (2 steps)" });
-  await expect(again.getByLabel("Step 1")).toHaveValue("lineart");
-  await expect(again.getByLabel("Step 2")).toHaveValue("esrgan-upscale");
+  await expect(again.getByLabel("Step 1", { exact: true })).toHaveValue("lineart");
+  await expect(again.getByLabel("Step 2", { exact: true })).toHaveValue("esrgan-upscale");
   await expect(again.getByLabel("Name")).toHaveValue("Lines, then upscale");
   expectNoProblems(page);
 });

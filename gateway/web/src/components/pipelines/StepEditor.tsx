@@ -33,7 +33,8 @@ export function StepEditor({
   const id = useId();
   const workflow = workflows.find((w) => w.id === step.workflowId);
   const fields = useMemo(() => (workflow ? fieldsOf(workflow.parameters_schema as JsonSchema) : []), [workflow]);
-  const values = useMemo(() => initialValues(fields, (workflow?.defaults ?? {}) as Values, step.values), [fields, workflow, step.values]);
+  // The step's own values as typed (even ones the server refuses), over the defaults.
+  const values = useMemo(() => ({ ...initialValues(fields, (workflow?.defaults ?? {}) as Values), ...step.values }), [fields, workflow, step.values]);
   const { _step: stepError, ...fieldErrors } = errors;
   return (
     <Card className="grid gap-3" data-testid={`pipeline-step-${index}`}>
