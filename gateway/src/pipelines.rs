@@ -689,15 +689,7 @@ pub async fn events(
     headers: HeaderMap,
     Path(run_id): Path<String>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, Problem> {
-    // Without a valid token the service refuses the call below.
-    let slot = caller
-        .map(|Extension(caller)| state.streams.take(caller.user_id))
-        .transpose()?;
-    let after_seq = headers
-        .get("last-event-id")
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.trim().parse::<i64>().ok())
-        .unwrap_or(0);
+    let (slot, after_seq) = crate::processing::stream_start(&state, caller, &headers)?;
     let stream = client(&state)
         .stream_pipeline_run_events(grpc_request(
             pb::StreamPipelineRunEventsRequest { run_id, after_seq },
