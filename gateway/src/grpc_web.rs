@@ -96,6 +96,7 @@ pub fn routes(
         auth::v1::auth_service_server,
         image::v1::image_service_server,
         operations::v1::operations_service_server,
+        pipeline::v1::pipeline_service_server,
         processing::v1::processing_service_server,
         spend::v1::{analytics_service_server, spend_service_server},
         user::v1::user_service_server,
@@ -112,6 +113,7 @@ pub fn routes(
         (webhook_service_server::SERVICE_NAME, &state.processing),
         (spend_service_server::SERVICE_NAME, &state.processing),
         (analytics_service_server::SERVICE_NAME, &state.processing),
+        (pipeline_service_server::SERVICE_NAME, &state.processing),
         (user_service_server::SERVICE_NAME, &state.user),
     ]
     .into_iter()

@@ -16,6 +16,7 @@ pub mod layers;
 pub mod limits;
 pub mod live;
 pub mod openapi;
+pub mod pipelines;
 pub mod problem;
 pub mod processing;
 pub mod shares;
@@ -320,6 +321,7 @@ pub fn rest(max_upload_bytes: usize) -> OpenApiRouter<AppState> {
         .merge(admin_console::routes())
         .merge(spend::routes())
         .merge(webhooks::routes())
+        .merge(pipelines::routes())
 }
 
 /// The gateway's routes and layers.

@@ -327,6 +327,25 @@ pub async fn list(
     }))
 }
 
+/// What an SSE stream of events starts with: a live-stream slot of the caller's
+/// (held until the stream ends; without a valid token the service refuses the call
+/// that follows), and the sequence number to resume after (`Last-Event-ID`, else 0).
+pub fn stream_start(
+    state: &AppState,
+    caller: Option<Extension<Caller>>,
+    headers: &HeaderMap,
+) -> Result<(Option<crate::live::StreamSlot>, i64), Problem> {
+    let slot = caller
+        .map(|Extension(caller)| state.streams.take(caller.user_id))
+        .transpose()?;
+    let after_seq = headers
+        .get("last-event-id")
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.trim().parse::<i64>().ok())
+        .unwrap_or(0);
+    Ok((slot, after_seq))
+}
+
 /// Live events of one of your jobs (Server-Sent Events). Each event's id is its
 /// sequence number: reconnect with `Last-Event-ID` to miss nothing. The stream
 /// ends after the job finishes.
@@ -349,15 +368,7 @@ pub async fn events(
     headers: HeaderMap,
     Path(job_id): Path<String>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, Problem> {
-    // Without a valid token the service refuses the call below.
-    let slot = caller
-        .map(|Extension(caller)| state.streams.take(caller.user_id))
-        .transpose()?;
-    let after_seq = headers
-        .get("last-event-id")
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.trim().parse::<i64>().ok())
-        .unwrap_or(0);
+    let (slot, after_seq) = stream_start(&state, caller, &headers)?;
     let stream = client(&state)
         .stream_job_events(grpc_request(
             pb::StreamJobEventsRequest { job_id, after_seq },

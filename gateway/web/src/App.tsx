@@ -19,6 +19,7 @@ const BatchPage = lazy(() => import("@/pages/BatchPage"));
 const SharedPage = lazy(() => import("@/pages/SharedPage"));
 const AdminPage = lazy(() => import("@/pages/AdminPage"));
 const AnalyticsPage = lazy(() => import("@/pages/AnalyticsPage"));
+const PipelineRunPage = lazy(() => import("@/pages/PipelineRunPage"));
 
 function useTheme() {
   const theme = useSettings((state) => state.settings.theme);
@@ -159,6 +160,7 @@ export function App() {
             <Route path="/" element={<RequireSession><StudioPage /></RequireSession>} />
             <Route path="/jobs/:jobId" element={<RequireSession><JobPage /></RequireSession>} />
             <Route path="/batches/:batchId" element={<RequireSession><BatchPage /></RequireSession>} />
+            <Route path="/pipeline-runs/:runId" element={<RequireSession><PipelineRunPage /></RequireSession>} />
             <Route path="/history" element={<RequireSession><HistoryPage /></RequireSession>} />
             <Route path="/library" element={<RequireSession><LibraryPage /></RequireSession>} />
             <Route path="/settings" element={<RequireSession><SettingsPage /></RequireSession>} />

@@ -126,6 +126,7 @@ package!(audit, "atelier.audit.v1");
 package!(auth, "atelier.auth.v1");
 package!(image, "atelier.image.v1");
 package!(operations, "atelier.operations.v1");
+package!(pipeline, "atelier.pipeline.v1");
 package!(processing, "atelier.processing.v1");
 package!(spend, "atelier.spend.v1");
 package!(user, "atelier.user.v1");

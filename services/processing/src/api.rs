@@ -2,6 +2,7 @@
 
 pub mod operations;
 pub mod spend;
+pub mod pipelines;
 pub mod webhooks;
 
 use std::{pin::Pin, sync::Arc};
@@ -32,12 +33,20 @@ pub struct ProcessingApi {
     verifier: Option<Arc<atelier_fal::webhook::WebhookVerifier>>,
     /// The user's outgoing webhooks, deleted with their jobs.
     outbound: Option<crate::domain::outbound::Webhooks>,
+    /// The user's pipelines and runs, deleted with their jobs.
+    pipelines: Option<Arc<crate::domain::pipelines::Pipelines>>,
 }
 
 impl ProcessingApi {
     /// Deletes a user's outgoing webhooks too when their jobs go.
     pub fn with_outbound(mut self, outbound: crate::domain::outbound::Webhooks) -> Self {
         self.outbound = Some(outbound);
+        self
+    }
+
+    /// Deletes a user's pipelines and runs too when their jobs go.
+    pub fn with_pipelines(mut self, pipelines: Arc<crate::domain::pipelines::Pipelines>) -> Self {
+        self.pipelines = Some(pipelines);
         self
     }
 
@@ -51,6 +60,7 @@ impl ProcessingApi {
             webhooks,
             verifier,
             outbound: None,
+            pipelines: None,
         }
     }
 }
@@ -620,6 +630,9 @@ impl ProcessingService for ProcessingApi {
         self.jobs.spend().delete_user(user_id).await?;
         if let Some(outbound) = &self.outbound {
             outbound.delete_user(user_id).await?;
+        }
+        if let Some(pipelines) = &self.pipelines {
+            pipelines.delete_user(user_id).await?;
         }
         Ok(Response::new(pb::DeleteUserJobsResponse {
             deleted_count: deleted as i64,

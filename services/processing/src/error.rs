@@ -10,6 +10,14 @@ pub enum ProcessingError {
     EndpointNotFound,
     #[error("webhook delivery not found")]
     DeliveryNotFound,
+    #[error("pipeline not found")]
+    PipelineNotFound,
+    #[error("pipeline run not found")]
+    RunNotFound,
+    #[error("the pipeline run has already finished ({0})")]
+    RunFinished(&'static str),
+    #[error("only failed or cancelled pipeline runs can be retried (this one is {0})")]
+    RunNotRetryable(&'static str),
     #[error("image not found")]
     ImageNotFound,
     #[error("user not found")]
@@ -58,11 +66,15 @@ impl ServiceError for ProcessingError {
             | Self::UserNotFound
             | Self::WorkflowNotFound
             | Self::EndpointNotFound
-            | Self::DeliveryNotFound => ErrorCode::NotFound,
+            | Self::DeliveryNotFound
+            | Self::PipelineNotFound
+            | Self::RunNotFound => ErrorCode::NotFound,
             Self::WorkflowInactive(_) => ErrorCode::FailedPrecondition,
-            Self::IdempotencyConflict | Self::AlreadyFinished(_) | Self::NotRetryable(_) => {
-                ErrorCode::Aborted
-            }
+            Self::IdempotencyConflict
+            | Self::AlreadyFinished(_)
+            | Self::NotRetryable(_)
+            | Self::RunFinished(_)
+            | Self::RunNotRetryable(_) => ErrorCode::Aborted,
             Self::QuotaExceeded(_) => ErrorCode::ResourceExhausted,
             Self::BudgetExceeded(_) => ErrorCode::BudgetExceeded,
             Self::PriorityNotAllowed(_) => ErrorCode::PermissionDenied,

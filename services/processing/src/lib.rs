@@ -23,6 +23,7 @@ use atelier_common::{
 use atelier_fal::{FalClient, FalConfig, webhook::WebhookVerifier};
 use atelier_proto::{
     operations::v1::operations_service_server::OperationsServiceServer,
+    pipeline::v1::pipeline_service_server::PipelineServiceServer,
     processing::v1::processing_service_server::ProcessingServiceServer,
     spend::v1::{
         analytics_service_server::AnalyticsServiceServer, spend_service_server::SpendServiceServer,
@@ -283,12 +284,13 @@ pub async fn serve_with_clock(
     };
     let fal = FalClient::new(config.fal.clone())?;
     let webhook_store = store::webhooks::WebhookStore::new(db.clone());
+    let pipeline_store = store::pipelines::PipelineStore::new(db.clone());
     let job_store = store::Store::new(db);
     let jobs = Jobs::new(
         job_store.clone(),
         queue.clone(),
-        bus,
-        clock,
+        bus.clone(),
+        clock.clone(),
         peers.clone(),
         quotas,
         fal.clone(),
@@ -325,6 +327,19 @@ pub async fn serve_with_clock(
         shutdown.clone(),
     );
     spawn_search_backfill(jobs.clone(), shutdown.clone());
+    let pipelines = domain::pipelines::Pipelines::new(
+        pipeline_store,
+        jobs.clone(),
+        grpc.clone(),
+        grpc,
+        bus,
+        clock.clone(),
+    );
+    domain::pipelines::runs::spawn_driver(
+        pipelines.clone(),
+        config.reconcile_every,
+        shutdown.clone(),
+    );
     let webhooks = domain::Webhooks::new(jobs.clone(), worker.results());
     let workers = tokio::spawn(worker.run(shutdown.clone()));
     // Outgoing webhooks: the user's side, and the worker that delivers.
@@ -366,7 +381,11 @@ pub async fn serve_with_clock(
         ))
         .add_service(Server::new(
             api::ProcessingApi::new(jobs, webhooks, Some(fal_webhooks))
-                .with_outbound(outbound.clone()),
+                .with_outbound(outbound.clone())
+                .with_pipelines(pipelines.clone()),
+        ))
+        .add_service(PipelineServiceServer::new(
+            api::pipelines::PipelineApi::new(pipelines),
         ))
         .add_service(WebhookServiceServer::new(api::webhooks::WebhookApi::new(
             outbound,

@@ -1,5 +1,7 @@
 //! The processing schema. Migrations are never edited once shipped: add a new one.
 
+mod pipelines;
+
 use sea_orm_migration::prelude::*;
 
 pub struct Migrator;
@@ -15,6 +17,7 @@ impl MigratorTrait for Migrator {
             Box::new(PartialJobIndexes),
             Box::new(OutgoingWebhooks),
             Box::new(Spend),
+            Box::new(pipelines::Pipelines),
         ]
     }
 }

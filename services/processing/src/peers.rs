@@ -141,6 +141,9 @@ pub struct ImageEstimate {
     pub field: String,
     pub reason: String,
     pub cost: Option<f64>,
+    /// How many images (not masks) it would produce: none, and nothing can
+    /// follow it in a pipeline.
+    pub image_outputs: usize,
 }
 
 #[async_trait]
@@ -437,6 +440,11 @@ impl WorkflowCatalogue for GrpcPeers {
                         field: job.field,
                         reason: job.reason,
                         cost: job.cost,
+                        image_outputs: job
+                            .outputs
+                            .iter()
+                            .filter(|output| output.role == "image")
+                            .count(),
                     })
                 })
                 .collect(),
@@ -613,6 +621,7 @@ pub mod fakes {
                         field: String::new(),
                         reason: "the result would be too large".to_owned(),
                         cost: Some(0.01),
+                        image_outputs: 1,
                     })
                     .collect(),
             })

@@ -21,6 +21,7 @@ use crate::domain::{Event, Job, JobFilter, Priority, Quota, Status};
 
 pub mod failures;
 pub mod spend;
+pub mod pipelines;
 pub mod webhooks;
 
 pub mod jobs {

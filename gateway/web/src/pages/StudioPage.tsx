@@ -11,6 +11,7 @@ import { getMySpend } from "@/api/spend";
 import { getProfile } from "@/api/users";
 import { SchemaForm } from "@/components/SchemaForm";
 import { Uploader } from "@/components/Uploader";
+import { PipelineBuilder } from "@/components/pipelines/PipelineBuilder";
 import { EstimateSummary } from "@/components/studio/EstimateSummary";
 import { Examples } from "@/components/studio/Examples";
 import { ImagePicker } from "@/components/studio/ImagePicker";
@@ -68,6 +69,8 @@ export default function StudioPage() {
   }, [imageParam, select, remember]);
 
   const [workflowId, setWorkflowId] = useState<string | null>(search.get("workflow"));
+  // One workflow at a time, or several chained as a pipeline.
+  const [mode, setMode] = useState<"single" | "pipeline">(search.get("mode") === "pipeline" ? "pipeline" : "single");
   const list = useMemo(() => catalogue.data ?? [], [catalogue.data]);
   const workflow: Workflow | undefined =
     list.find((w) => w.id === workflowId) ??
@@ -191,6 +194,17 @@ export default function StudioPage() {
       </div>
 
       <div className="grid min-w-0 grid-cols-1 content-start gap-4">
+        <div role="group" aria-label="What to run" className="flex gap-1">
+          <Button size="sm" variant={mode === "single" ? "default" : "secondary"} aria-pressed={mode === "single"} onClick={() => setMode("single")}>
+            One workflow
+          </Button>
+          <Button size="sm" variant={mode === "pipeline" ? "default" : "secondary"} aria-pressed={mode === "pipeline"} onClick={() => setMode("pipeline")}>
+            Pipeline
+          </Button>
+        </div>
+        {mode === "pipeline" && list.length > 0 && <PipelineBuilder workflows={list} imageIds={selected} />}
+        {mode === "single" && (
+        <>
         <section aria-labelledby="workflow-heading" className="grid gap-3">
           <h2 id="workflow-heading" className="text-base font-semibold">
             Workflow
@@ -250,6 +264,8 @@ export default function StudioPage() {
               </div>
             </div>
           </section>
+        )}
+        </>
         )}
       </div>
     </div>

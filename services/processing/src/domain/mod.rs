@@ -9,6 +9,7 @@ pub mod job;
 pub mod jobs;
 pub mod outbound;
 mod outcome;
+pub mod pipelines;
 pub mod quota;
 pub mod reconciler;
 mod results;
