@@ -7,10 +7,7 @@
 use std::time::{Duration, Instant};
 
 use atelier_common::identity::ServiceName;
-use atelier_proto::{
-    auth::v1::{SetUserRoleRequest, auth_service_client::AuthServiceClient},
-    spend::v1::{GetMySpendRequest, spend_service_client::SpendServiceClient},
-};
+use atelier_proto::spend::v1::{GetMySpendRequest, spend_service_client::SpendServiceClient};
 use atelier_testbed::{
     Backend, Options, TestPlatform,
     seed::{SeedJob, jobs},
@@ -22,32 +19,6 @@ use atelier_testkit::{
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
 use time::{Date, Month, OffsetDateTime, macros::time as at};
-
-/// Makes `user` an admin with the operator certificate, and signs them in again.
-async fn make_admin(platform: &TestPlatform, user: &User) -> User {
-    AuthServiceClient::new(platform.channel_as(ServiceName::Operator, &platform.auth_url))
-        .set_user_role(SetUserRoleRequest {
-            user_id: user.id.clone(),
-            role: "admin".into(),
-        })
-        .await
-        .expect("role set");
-    let body: Value = Client::new()
-        .post(format!("{}/api/auth/refresh", platform.gateway_url))
-        .json(&json!({"refresh_token": user.refresh_token}))
-        .send()
-        .await
-        .expect("refresh")
-        .json()
-        .await
-        .expect("tokens");
-    assert_eq!(body["user"]["role"], "admin", "{body}");
-    User {
-        token: body["access_token"].as_str().expect("token").to_owned(),
-        refresh_token: body["refresh_token"].as_str().expect("token").to_owned(),
-        ..user.clone()
-    }
-}
 
 async fn send(request: reqwest::RequestBuilder) -> (StatusCode, Value) {
     let response = request.send().await.expect("request");
@@ -173,7 +144,7 @@ async fn a_job_run_at_fal_records_what_it_cost(backend: Backend) {
 async fn figures_match_a_seeded_data_set(backend: Backend) {
     let platform = TestPlatform::spawn(backend).await;
     let root = sign_up(&platform, "root@example.com").await;
-    let admin = make_admin(&platform, &root).await;
+    let admin = platform.make_admin(&root).await;
     let ada = sign_up(&platform, "ada@example.com").await;
     let bob = sign_up(&platform, "bob@example.com").await;
     let noon = to_mid_month(&platform);
@@ -464,7 +435,7 @@ async fn a_budget_stops_starts_until_the_period_ends(backend: Backend) {
     // Two background removals (0.002 each) fit, a third does not.
     let platform = with_budget(backend, 0.005, true).await;
     let root = sign_up(&platform, "root@example.com").await;
-    let admin = make_admin(&platform, &root).await;
+    let admin = platform.make_admin(&root).await;
     let ada = sign_up(&platform, "ada@example.com").await;
     priced(&platform, &ada).await;
     platform
