@@ -8,7 +8,6 @@
 
 use std::time::Duration;
 
-use atelier_common::identity::ServiceName;
 use atelier_proto::access::METHODS;
 use atelier_testbed::{Backend, Options, QueueBackend, TestPlatform};
 use atelier_testkit::{

@@ -21,7 +21,6 @@
 //! | `TEST_S3_SECRET_KEY` | `atelier-test-secret` |
 
 use std::{
-    net::TcpListener,
     path::Path,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},

@@ -421,14 +421,11 @@ mod tests {
 
     /// Session state a test changes, counting the questions.
     #[derive(Clone, Default)]
-    struct Sessions(Arc<std::sync::Mutex<atelier_common::token::SessionState>>);
+    struct Sessions(Arc<std::sync::Mutex<token::SessionState>>);
 
     #[async_trait::async_trait]
-    impl atelier_common::token::SessionSource for Sessions {
-        async fn state(
-            &self,
-            _user_id: Uuid,
-        ) -> anyhow::Result<atelier_common::token::SessionState> {
+    impl token::SessionSource for Sessions {
+        async fn state(&self, _user_id: Uuid) -> anyhow::Result<token::SessionState> {
             Ok(*self.0.lock().expect("state"))
         }
     }

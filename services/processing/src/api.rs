@@ -1,8 +1,8 @@
 //! gRPC handlers: decode, authorize, call the domain, encode.
 
 pub mod operations;
-pub mod spend;
 pub mod pipelines;
+pub mod spend;
 pub mod webhooks;
 
 use std::{pin::Pin, sync::Arc};

@@ -503,6 +503,23 @@ impl TierSource for GrpcPeers {
     }
 }
 
+/// The platform's audit log, kept by the auth service.
+pub struct GrpcAudit(
+    pub atelier_proto::audit::v1::audit_service_client::AuditServiceClient<Channel>,
+);
+
+#[async_trait]
+impl crate::domain::jobs::admin::AuditLog for GrpcAudit {
+    async fn record(
+        &self,
+        record: atelier_common::audit::AuditRecord,
+    ) -> Result<(), ProcessingError> {
+        atelier_common::audit::record(&self.0, record)
+            .await
+            .map_err(|status| ProcessingError::Unavailable(status.message().to_owned()))
+    }
+}
+
 /// Peers in memory, for tests of the rules.
 #[cfg(test)]
 pub mod fakes {
@@ -664,22 +681,5 @@ pub mod fakes {
                 .unwrap_or_else(|poisoned| poisoned.into_inner())
                 .clone())
         }
-    }
-}
-
-/// The platform's audit log, kept by the auth service.
-pub struct GrpcAudit(
-    pub atelier_proto::audit::v1::audit_service_client::AuditServiceClient<Channel>,
-);
-
-#[async_trait]
-impl crate::domain::jobs::admin::AuditLog for GrpcAudit {
-    async fn record(
-        &self,
-        record: atelier_common::audit::AuditRecord,
-    ) -> Result<(), ProcessingError> {
-        atelier_common::audit::record(&self.0, record)
-            .await
-            .map_err(|status| ProcessingError::Unavailable(status.message().to_owned()))
     }
 }

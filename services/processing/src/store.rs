@@ -20,8 +20,8 @@ use uuid::Uuid;
 use crate::domain::{Event, Job, JobFilter, Priority, Quota, Status};
 
 pub mod failures;
-pub mod spend;
 pub mod pipelines;
+pub mod spend;
 pub mod webhooks;
 
 pub mod jobs {

@@ -875,6 +875,34 @@ impl atelier_proto::workflow::v1::workflow_service_server::WorkflowService for C
     ) -> Result<tonic::Response<atelier_proto::workflow::v1::EstimateResponse>, tonic::Status> {
         Err(tonic::Status::unimplemented("not in this test"))
     }
+
+    async fn admin_list_workflows(
+        &self,
+        _: tonic::Request<atelier_proto::workflow::v1::AdminListWorkflowsRequest>,
+    ) -> Result<
+        tonic::Response<atelier_proto::workflow::v1::AdminListWorkflowsResponse>,
+        tonic::Status,
+    > {
+        Err(tonic::Status::unimplemented("not in this test"))
+    }
+
+    async fn admin_update_workflow(
+        &self,
+        _: tonic::Request<atelier_proto::workflow::v1::AdminUpdateWorkflowRequest>,
+    ) -> Result<
+        tonic::Response<atelier_proto::workflow::v1::AdminUpdateWorkflowResponse>,
+        tonic::Status,
+    > {
+        Err(tonic::Status::unimplemented("not in this test"))
+    }
+
+    async fn admin_add_workflow(
+        &self,
+        _: tonic::Request<atelier_proto::workflow::v1::AdminAddWorkflowRequest>,
+    ) -> Result<tonic::Response<atelier_proto::workflow::v1::AdminAddWorkflowResponse>, tonic::Status>
+    {
+        Err(tonic::Status::unimplemented("not in this test"))
+    }
 }
 
 /// A settings document with thousands of workflow defaults is refused by its

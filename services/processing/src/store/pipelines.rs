@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use crate::domain::pipelines::{Pipeline, Run, RunEvent, RunStatus, StepSpec};
 
-pub mod pipelines {
+pub mod saved {
     use sea_orm::entity::prelude::*;
 
     #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
@@ -105,7 +105,7 @@ pub mod step_jobs {
     impl ActiveModelBehavior for ActiveModel {}
 }
 
-fn pipeline_of(row: pipelines::Model) -> Pipeline {
+fn pipeline_of(row: saved::Model) -> Pipeline {
     Pipeline {
         id: row.id,
         user_id: row.user_id,
@@ -187,7 +187,7 @@ impl PipelineStore {
     }
 
     pub async fn insert_pipeline(&self, pipeline: &Pipeline) -> Result<(), DbErr> {
-        pipelines::Entity::insert(pipelines::ActiveModel {
+        saved::Entity::insert(saved::ActiveModel {
             id: Set(pipeline.id),
             user_id: Set(pipeline.user_id),
             name: Set(pipeline.name.clone()),
@@ -201,8 +201,8 @@ impl PipelineStore {
     }
 
     pub async fn pipeline(&self, user_id: Uuid, id: Uuid) -> Result<Option<Pipeline>, DbErr> {
-        Ok(pipelines::Entity::find_by_id(id)
-            .filter(pipelines::Column::UserId.eq(user_id))
+        Ok(saved::Entity::find_by_id(id)
+            .filter(saved::Column::UserId.eq(user_id))
             .one(&self.db)
             .await?
             .map(pipeline_of))
@@ -210,9 +210,9 @@ impl PipelineStore {
 
     /// The user's pipelines, newest first (ids are time-ordered).
     pub async fn pipelines(&self, user_id: Uuid) -> Result<Vec<Pipeline>, DbErr> {
-        Ok(pipelines::Entity::find()
-            .filter(pipelines::Column::UserId.eq(user_id))
-            .order_by_desc(pipelines::Column::Id)
+        Ok(saved::Entity::find()
+            .filter(saved::Column::UserId.eq(user_id))
+            .order_by_desc(saved::Column::Id)
             .limit(500)
             .all(&self.db)
             .await?
@@ -223,24 +223,24 @@ impl PipelineStore {
 
     /// Saves a changed pipeline; false when it is not (any more) the user's.
     pub async fn update_pipeline(&self, pipeline: &Pipeline) -> Result<bool, DbErr> {
-        let updated = pipelines::Entity::update_many()
-            .set(pipelines::ActiveModel {
+        let updated = saved::Entity::update_many()
+            .set(saved::ActiveModel {
                 name: Set(pipeline.name.clone()),
                 steps: Set(json(&pipeline.steps)?),
                 updated_at: Set(pipeline.updated_at),
                 ..Default::default()
             })
-            .filter(pipelines::Column::Id.eq(pipeline.id))
-            .filter(pipelines::Column::UserId.eq(pipeline.user_id))
+            .filter(saved::Column::Id.eq(pipeline.id))
+            .filter(saved::Column::UserId.eq(pipeline.user_id))
             .exec(&self.db)
             .await?;
         Ok(updated.rows_affected == 1)
     }
 
     pub async fn delete_pipeline(&self, user_id: Uuid, id: Uuid) -> Result<bool, DbErr> {
-        let deleted = pipelines::Entity::delete_many()
-            .filter(pipelines::Column::Id.eq(id))
-            .filter(pipelines::Column::UserId.eq(user_id))
+        let deleted = saved::Entity::delete_many()
+            .filter(saved::Column::Id.eq(id))
+            .filter(saved::Column::UserId.eq(user_id))
             .exec(&self.db)
             .await?;
         Ok(deleted.rows_affected == 1)
@@ -330,7 +330,7 @@ impl PipelineStore {
 
     /// Runs still running, least recently changed first, at most `limit`.
     pub async fn running(&self, limit: u64) -> Result<Vec<Uuid>, DbErr> {
-        Ok(runs::Entity::find()
+        runs::Entity::find()
             .select_only()
             .column(runs::Column::Id)
             .filter(runs::Column::Status.eq(RunStatus::Running.as_str()))
@@ -338,7 +338,7 @@ impl PipelineStore {
             .limit(limit)
             .into_tuple::<Uuid>()
             .all(&self.db)
-            .await?)
+            .await
     }
 
     /// Stores `next` (whose version is one past the stored one) with its event,
@@ -427,13 +427,13 @@ impl PipelineStore {
 
     /// Every job that ran a step of run `run_id`.
     pub async fn jobs_of_run(&self, run_id: Uuid) -> Result<Vec<Uuid>, DbErr> {
-        Ok(step_jobs::Entity::find()
+        step_jobs::Entity::find()
             .select_only()
             .column(step_jobs::Column::JobId)
             .filter(step_jobs::Column::RunId.eq(run_id))
             .into_tuple::<Uuid>()
             .all(&self.db)
-            .await?)
+            .await
     }
 
     /// Deletes every pipeline and run of `user_id` (account deletion).
@@ -460,8 +460,8 @@ impl PipelineStore {
             .filter(runs::Column::UserId.eq(user_id))
             .exec(&txn)
             .await?;
-        pipelines::Entity::delete_many()
-            .filter(pipelines::Column::UserId.eq(user_id))
+        saved::Entity::delete_many()
+            .filter(saved::Column::UserId.eq(user_id))
             .exec(&txn)
             .await?;
         txn.commit().await?;
