@@ -498,7 +498,7 @@ async fn only_admins_and_the_operator_read_the_log(backend: Backend) {
         .await
         .expect_err("bad action");
     assert_eq!(refused.code(), Code::InvalidArgument);
-    let refused = audit_as(&platform, ServiceName::Workflow)
+    let refused = audit_as(&platform, ServiceName::Operator)
         .record_audit_event(audit_pb::RecordAuditEventRequest {
             event: Some(audit_pb::AuditEvent {
                 action: "image.deleted".into(),

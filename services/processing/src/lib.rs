@@ -369,9 +369,7 @@ pub async fn serve_with_clock(
             .with_user_id(config.fal_user_id.clone()),
     );
     let auth = identity.channel(&endpoints.auth.url, timeout)?;
-    let audit = Arc::new(peers::GrpcAudit(
-        atelier_proto::audit::v1::audit_service_client::AuditServiceClient::new(auth.clone()),
-    ));
+    let audit = Arc::new(peers::GrpcAudit::new(auth.clone()));
     let verifier = JwtVerifier::for_platform(&config.platform, auth).await?;
     let spend = jobs.spend().clone();
     type Server = ProcessingServiceServer<api::ProcessingApi>;

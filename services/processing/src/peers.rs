@@ -504,9 +504,14 @@ impl TierSource for GrpcPeers {
 }
 
 /// The platform's audit log, kept by the auth service.
-pub struct GrpcAudit(
-    pub atelier_proto::audit::v1::audit_service_client::AuditServiceClient<Channel>,
-);
+pub struct GrpcAudit(atelier_proto::audit::v1::audit_service_client::AuditServiceClient<Channel>);
+
+impl GrpcAudit {
+    /// The audit log over `auth`, a channel to the auth service.
+    pub fn new(auth: Channel) -> Self {
+        Self(atelier_proto::audit::v1::audit_service_client::AuditServiceClient::new(auth))
+    }
+}
 
 #[async_trait]
 impl crate::domain::jobs::admin::AuditLog for GrpcAudit {

@@ -20,7 +20,6 @@ use atelier_common::{
     identity::{Identity, ServiceName},
     token::JwtVerifier,
 };
-use atelier_proto::audit::v1::audit_service_client::AuditServiceClient;
 use atelier_proto::workflow::v1::workflow_service_server::WorkflowServiceServer;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -121,7 +120,7 @@ pub async fn serve(
         &config.platform.endpoints.auth.url,
         config.platform.grpc_timeout,
     )?;
-    let audit = Arc::new(peers::GrpcAudit(AuditServiceClient::new(auth.clone())));
+    let audit = Arc::new(peers::GrpcAudit::new(auth.clone()));
     let verifier = JwtVerifier::for_platform(&config.platform, auth).await?;
     let management = Arc::new(domain::manage::Management::new(
         catalogue.clone(),

@@ -15,7 +15,14 @@ use crate::{
 };
 
 /// The audit log behind the auth service's channel.
-pub struct GrpcAudit(pub AuditServiceClient<Channel>);
+pub struct GrpcAudit(AuditServiceClient<Channel>);
+
+impl GrpcAudit {
+    /// The audit log over `auth`, a channel to the auth service.
+    pub fn new(auth: Channel) -> Self {
+        Self(AuditServiceClient::new(auth))
+    }
+}
 
 #[async_trait]
 impl AuditLog for GrpcAudit {
