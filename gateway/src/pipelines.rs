@@ -272,7 +272,7 @@ fn required_run(run: Option<pb::PipelineRun>) -> Result<PipelineRunBody, Problem
 /// `steps` given here.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct StartPipelineRunBody {
-    #[schema(format = Uuid)]
+    #[schema(format = Uuid, pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")]
     pub pipeline_id: Option<String>,
     pub steps: Option<Vec<PipelineStepBody>>,
     /// Your images, 1 to 100: one run each.
@@ -464,13 +464,28 @@ pub async fn delete(
     post, path = "/api/pipelines/validate", tag = "pipelines", operation_id = "validate_pipeline",
     security(("bearer" = [])),
     request_body = ValidatePipelineBody,
-    responses((status = 200, description = "The violations found (none: valid)", body = PipelineValidation))
+    responses(
+        (status = 200, description = "The violations found (none: valid)", body = PipelineValidation),
+        (status = 422, description = "A step without a workflow id: the request itself is malformed", body = Problem, content_type = "application/problem+json"),
+    )
 )]
 pub async fn validate(
     State(state): State<AppState>,
     headers: HeaderMap,
     Body(request): Body<ValidatePipelineBody>,
 ) -> Result<Json<PipelineValidation>, Problem> {
+    // What the body's schema says is refused as for any request; what only the
+    // catalogue can tell (a workflow, its parameters) is the answer's violations.
+    let malformed: Vec<FieldViolation> = request
+        .steps
+        .iter()
+        .enumerate()
+        .filter(|(_, step)| step.workflow_id.is_empty())
+        .map(|(index, _)| FieldViolation::new(format!("steps[{index}].workflow_id"), "is required"))
+        .collect();
+    if !malformed.is_empty() {
+        return Err(Problem::invalid(malformed));
+    }
     let reply = client(&state)
         .validate_pipeline(grpc_request(
             pb::ValidatePipelineRequest {
